@@ -1,0 +1,301 @@
+//! `nvirt test`: the whole test suite, as CI runs it.
+//!
+//! Steps, each counted in the closing `N passed, N failed` line:
+//! 1. `cargo fmt --check` and `cargo clippy -D warnings` (one check each);
+//! 2. `cargo test --workspace` (every test it reports);
+//! 3. every library crate marked `[package.metadata.nvirt] no_std = true`
+//!    built for `x86_64-unknown-none` without default features (one each);
+//! 4. every fuzz target for a bounded time, with AddressSanitizer when a
+//!    nightly toolchain is installed (one each).
+//!
+//! Missing tools are installed (rustup target and components, cargo-fuzz);
+//! what cannot be installed fails its check with the reason.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::process::{describe, run_quiet, run_streamed, workspace_root};
+use crate::toolchain::{
+    BARE_METAL_TARGET, ensure_cargo_fuzz, ensure_components, ensure_target, has_nightly,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// Seconds to run each fuzz target (default: $NVIRT_FUZZ_SECONDS or 15).
+    #[arg(long)]
+    fuzz_seconds: Option<u64>,
+    /// Skip the fuzz targets.
+    #[arg(long)]
+    no_fuzz: bool,
+}
+
+/// Counts of the suite.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn check(&mut self, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                eprintln!("nvirt test: PASS {name}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                eprintln!("nvirt test: FAIL {name}: {why}");
+                self.failures.push(format!("{name}: {why}"));
+            }
+        }
+    }
+}
+
+pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
+    let root = workspace_root();
+    let started = Instant::now();
+    let mut tally = Tally::default();
+
+    tally.check("toolchain: rustfmt and clippy", ensure_components());
+    tally.check(
+        &format!("toolchain: target {BARE_METAL_TARGET}"),
+        ensure_target(BARE_METAL_TARGET),
+    );
+
+    tally.check(
+        "cargo fmt --check",
+        cargo_ok(&root, &["fmt", "--all", "--check"]),
+    );
+    tally.check(
+        "cargo clippy -D warnings",
+        cargo_ok(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    );
+    cargo_test(&root, &mut tally);
+    for package in no_std_packages(&root)? {
+        tally.check(
+            &format!("no_std build of {package} for {BARE_METAL_TARGET}"),
+            cargo_ok(
+                &root,
+                &[
+                    "build",
+                    "--package",
+                    &package,
+                    "--target",
+                    BARE_METAL_TARGET,
+                    "--no-default-features",
+                ],
+            ),
+        );
+    }
+    if !args.no_fuzz {
+        let seconds = args
+            .fuzz_seconds
+            .or_else(|| std::env::var("NVIRT_FUZZ_SECONDS").ok()?.parse().ok())
+            .unwrap_or(15);
+        fuzz(&root, seconds, &mut tally);
+    }
+
+    eprintln!(
+        "nvirt test: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for failure in &tally.failures {
+        eprintln!("nvirt test: failed: {failure}");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args(args);
+    cmd
+}
+
+fn cargo_ok(root: &Path, args: &[&str]) -> Result<(), String> {
+    let done = run_streamed(&mut cargo(root, args))?;
+    if done.success {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed (output above)", args.join(" ")))
+    }
+}
+
+/// Runs the workspace tests and counts each reported test.
+fn cargo_test(root: &Path, tally: &mut Tally) {
+    let done = match run_streamed(&mut cargo(root, &["test", "--workspace"])) {
+        Ok(done) => done,
+        Err(e) => return tally.check("cargo test --workspace", Err(e)),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for line in done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("test result:"))
+    {
+        for part in line.split([';', '.']) {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => passed += count,
+                "failed" => failed += count,
+                _ => {}
+            }
+        }
+    }
+    tally.passed += passed;
+    tally.failed += failed;
+    eprintln!("nvirt test: cargo test --workspace: {passed} passed, {failed} failed");
+    if failed > 0 {
+        tally.failures.push(format!(
+            "cargo test --workspace: {failed} tests failed (output above)"
+        ));
+    }
+    if !done.success && failed == 0 {
+        tally.check(
+            "cargo test --workspace",
+            Err("did not build or crashed (output above)".into()),
+        );
+    }
+}
+
+/// Library crates that declare `[package.metadata.nvirt] no_std = true`.
+fn no_std_packages(root: &Path) -> Result<Vec<String>, String> {
+    let (ok, json) = run_quiet(&mut cargo(
+        root,
+        &["metadata", "--format-version", "1", "--no-deps"],
+    ))
+    .ok_or("cannot run cargo metadata")?;
+    if !ok {
+        return Err("cargo metadata failed".into());
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("cargo metadata: {e}"))?;
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    Ok(packages
+        .iter()
+        .filter(|p| p["metadata"]["nvirt"]["no_std"].as_bool() == Some(true))
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Builds every fuzz target, then runs each for `seconds`.
+fn fuzz(root: &Path, seconds: u64, tally: &mut Tally) {
+    if let Err(e) = ensure_cargo_fuzz() {
+        return tally.check("fuzz: cargo-fuzz", Err(e));
+    }
+    let nightly = has_nightly();
+    let sanitizer = if nightly { "address" } else { "none" };
+    eprintln!("nvirt test: fuzzing {seconds} s per target, sanitizer {sanitizer}");
+    let fuzz_cmd = |sub: &str| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root);
+        if nightly {
+            cmd.arg("+nightly");
+        }
+        cmd.args(["fuzz", sub, "--sanitizer", sanitizer, "--debug-assertions"]);
+        cmd
+    };
+    let targets = match run_quiet(
+        Command::new("cargo")
+            .current_dir(root)
+            .args(["fuzz", "list"]),
+    ) {
+        Some((true, list)) => list
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>(),
+        _ => return tally.check("fuzz: list targets", Err("`cargo fuzz list` failed".into())),
+    };
+    if let Err(e) = run_streamed(&mut fuzz_cmd("build")).and_then(|d| {
+        if d.success {
+            Ok(())
+        } else {
+            Err("`cargo fuzz build` failed (output above)".to_owned())
+        }
+    }) {
+        return tally.check("fuzz: build targets", Err(e));
+    }
+    let logs = root.join("target/nvirt-test");
+    let _ = fs::create_dir_all(&logs);
+    for target in targets {
+        let corpus = root.join("fuzz/corpus").join(&target);
+        let seeds = root.join("fuzz/seeds").join(&target);
+        let _ = fs::create_dir_all(&corpus);
+        let mut cmd = fuzz_cmd("run");
+        cmd.arg(&target).arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-timeout=20",
+            "-rss_limit_mb=4096",
+            "-print_final_stats=1",
+        ]);
+        let log_path = logs.join(format!("fuzz-{target}.log"));
+        let result = run_logged(&mut cmd, &log_path);
+        tally.check(&format!("fuzz: {target} ({seconds} s)"), result);
+    }
+}
+
+/// Runs a fuzz target with its output in a log file; on failure, shows the
+/// log's end. On success, prints the executions libFuzzer reported.
+fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<(), String> {
+    eprintln!("+ {}  > {}", describe(cmd), log_path.display());
+    let log = File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let status = cmd
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    let text = fs::read_to_string(log_path).unwrap_or_default();
+    if status.success() {
+        if let Some(done) = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("stat::number_of_executed_units"))
+        {
+            eprintln!("    {}", done.trim());
+        }
+        Ok(())
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        Err(format!(
+            "crashed or failed; full log in {}",
+            log_path.display()
+        ))
+    }
+}
