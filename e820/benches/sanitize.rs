@@ -1,6 +1,8 @@
 //! Sanitize throughput on shuffled, overlapping maps of 128 and 4096 entries.
 //! Criterion prints entries per second (`thrpt`).
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use nvirt_e820::{Entry, Kind, MemoryMap};
 

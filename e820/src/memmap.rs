@@ -161,7 +161,7 @@ pub fn parse_item(item: &str, at: usize) -> Result<MemmapOp, MemmapError> {
             Ok(MemmapOp::Limit(size))
         };
     };
-    let (start, rest) = number(&rest[1..])?;
+    let (start, rest) = number(&rest[op.len_utf8()..])?;
     let entry = |kind| {
         Entry::from_base_size(start, size, kind).map_err(|error| MemmapError::Range { at, error })
     };
@@ -350,6 +350,8 @@ mod tests {
             );
         }
         assert_eq!(parse_item("16E", 0), Err(MemmapError::Overflow { at: 0 }));
+        // A multi-byte character where the operator belongs (found by fuzzing).
+        assert_eq!(parse_item("27É%5", 0), Err(MemmapError::Syntax { at: 0 }));
         assert_eq!(parse_item("0", 0), Err(MemmapError::ZeroLimit { at: 0 }));
         assert!(matches!(
             parse_item("2!0xffffffffffffffff", 0),

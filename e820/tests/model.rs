@@ -2,6 +2,8 @@
 //! (`nvirt_e820::model`), which keeps one kind per page plus the set of
 //! boundaries where Linux would cut a never-merging kind.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use nvirt_e820::memmap::MemmapOp;
 use nvirt_e820::model::{self, PageModel, Span, entry_of, linux_range_update, spans_of};
 use nvirt_e820::{Entry, Kind, MemoryMap};

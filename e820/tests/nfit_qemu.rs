@@ -2,6 +2,8 @@
 //! (`tests/data/nfit/qemu-nvdimm-one-region-iasl.txt`, source on its first
 //! line): the raw bytes are rebuilt from the dump's hex listing.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use nvirt_e820::nfit::{Nfit, SpaFlags, SpaType};
 use nvirt_e820::{Entry, Kind, MemoryMap};
 

@@ -9,6 +9,8 @@
 //! and where a log also shows the `user:` map that `memmap=`/`mem=` produced,
 //! applying the same option must reproduce that map exactly.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

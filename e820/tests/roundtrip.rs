@@ -1,5 +1,7 @@
 //! Every binary format round-trips any sanitized map it can hold.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use nvirt_e820::bios::EntryLayout;
 use nvirt_e820::{Entry, Kind, MemoryMap, bios, boot_params, multiboot1, multiboot2, pvh};
 use proptest::prelude::*;

@@ -4,6 +4,7 @@
 //! contract that scripts and tests depend on; see `../shared/DESIGN.md` and
 //! the README.
 
+mod bench;
 mod e820_cmd;
 mod process;
 mod run_cmd;
@@ -35,6 +36,8 @@ enum Command {
     /// Firmware memory maps: sanitize, synthesize guest maps, read NFIT tables.
     #[command(subcommand)]
     E820(e820_cmd::E820Command),
+    /// Benchmarks against the peer a user would otherwise pick.
+    Bench(bench::BenchArgs),
     /// Build the reference hypervisor and guest, boot them in an emulator.
     Run(run_cmd::RunArgs),
     /// Run the whole test suite; ends with a line `N passed, N failed`.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::E820(cmd) => e820_cmd::run(cmd),
+        Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Test(args) => test_cmd::run(&args),
     };

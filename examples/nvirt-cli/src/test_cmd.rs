@@ -5,7 +5,10 @@
 //! 2. `cargo test --workspace` (every test it reports);
 //! 3. every library crate marked `[package.metadata.nvirt] no_std = true`
 //!    built for `x86_64-unknown-none` without default features (one each);
-//! 4. every fuzz target for a bounded time, with AddressSanitizer when a
+//! 4. the loom model-checking tests of every crate marked
+//!    `[package.metadata.nvirt] loom = true`, built with `--cfg loom` in
+//!    release mode (every test they report);
+//! 5. every fuzz target for a bounded time, with AddressSanitizer when a
 //!    nightly toolchain is installed (one each).
 //!
 //! Missing tools are installed (rustup target and components, cargo-fuzz);
@@ -86,8 +89,12 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
             ],
         ),
     );
-    cargo_test(&root, &mut tally);
-    for package in no_std_packages(&root)? {
+    count_tests(
+        "cargo test --workspace",
+        &mut cargo(&root, &["test", "--workspace"]),
+        &mut tally,
+    );
+    for package in marked_packages(&root, "no_std")? {
         tally.check(
             &format!("no_std build of {package} for {BARE_METAL_TARGET}"),
             cargo_ok(
@@ -102,6 +109,13 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
                 ],
             ),
         );
+    }
+    for package in marked_packages(&root, "loom")? {
+        let mut cmd = cargo(&root, &["test", "--release", "--package", &package]);
+        // A target directory of its own: `--cfg loom` rebuilds every crate.
+        cmd.env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", root.join("target/loom"));
+        count_tests(&format!("loom tests of {package}"), &mut cmd, &mut tally);
     }
     if !args.no_fuzz {
         let seconds = args
@@ -141,11 +155,11 @@ fn cargo_ok(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Runs the workspace tests and counts each reported test.
-fn cargo_test(root: &Path, tally: &mut Tally) {
-    let done = match run_streamed(&mut cargo(root, &["test", "--workspace"])) {
+/// Runs a `cargo test` command and counts each test it reports.
+fn count_tests(label: &str, cmd: &mut Command, tally: &mut Tally) {
+    let done = match run_streamed(cmd) {
         Ok(done) => done,
-        Err(e) => return tally.check("cargo test --workspace", Err(e)),
+        Err(e) => return tally.check(label, Err(e)),
     };
     let (mut passed, mut failed) = (0, 0);
     for line in done
@@ -184,8 +198,8 @@ fn cargo_test(root: &Path, tally: &mut Tally) {
     }
 }
 
-/// Library crates that declare `[package.metadata.nvirt] no_std = true`.
-fn no_std_packages(root: &Path) -> Result<Vec<String>, String> {
+/// Packages that declare `[package.metadata.nvirt] <key> = true`.
+fn marked_packages(root: &Path, key: &str) -> Result<Vec<String>, String> {
     let (ok, json) = run_quiet(&mut cargo(
         root,
         &["metadata", "--format-version", "1", "--no-deps"],
@@ -199,7 +213,7 @@ fn no_std_packages(root: &Path) -> Result<Vec<String>, String> {
     let packages = meta["packages"].as_array().cloned().unwrap_or_default();
     Ok(packages
         .iter()
-        .filter(|p| p["metadata"]["nvirt"]["no_std"].as_bool() == Some(true))
+        .filter(|p| p["metadata"]["nvirt"][key].as_bool() == Some(true))
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect())
 }

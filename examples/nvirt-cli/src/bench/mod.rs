@@ -1,0 +1,58 @@
+//! `nvirt bench …`: each workload run on nvirt and on the peer a user would
+//! otherwise pick, in the same binary, one line per workload:
+//! `<workload> nvirt=<ns/op> peer=<ns/op> ratio=<peer/nvirt> …`.
+//!
+//! Each crate's benchmarks live in a module of their own here; add a
+//! variant to [`BenchTarget`] and a line to [`run`].
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// What to benchmark.
+    target: BenchTarget,
+    /// Fewer iterations: finishes in under a minute.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchTarget {}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+    let _ = args.quick;
+    match args.target {}
+}
+
+/// Runs `op` `iterations` times (after one untimed warm-up call) and
+/// returns nanoseconds per call.
+#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
+pub(crate) fn ns_per_op(iterations: u64, mut op: impl FnMut()) -> f64 {
+    op();
+    let start = Instant::now();
+    for _ in 0..iterations {
+        op();
+    }
+    elapsed_ns(start.elapsed()) / iterations.max(1) as f64
+}
+
+/// A duration in nanoseconds as a float.
+#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
+pub(crate) fn elapsed_ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// Formats one result line in the contract format.
+#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
+pub(crate) fn line(workload: &str, nvirt_ns: f64, peer_ns: f64, extra: &str) -> String {
+    let ratio = peer_ns / nvirt_ns;
+    let mut out = format!("{workload} nvirt={nvirt_ns:.1} peer={peer_ns:.1} ratio={ratio:.2}");
+    if !extra.is_empty() {
+        out.push(' ');
+        out.push_str(extra);
+    }
+    out
+}
