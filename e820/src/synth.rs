@@ -329,6 +329,35 @@ mod tests {
     }
 
     #[test]
+    fn every_output_format_round_trips() {
+        use crate::formats::{bios, boot_params, multiboot1, multiboot2, pvh};
+        let g = GuestLayout::new(6 * G)
+            .nvram(3 * G, Kind::Pram)
+            .build::<16>()
+            .unwrap();
+        let entries = g.map.entries();
+        let back = |fw: &mut dyn Iterator<Item = crate::FirmwareEntry>| {
+            MemoryMap::<16>::from_firmware(fw).unwrap()
+        };
+        let mut buf = vec![0u8; 4096];
+        for layout in [bios::EntryLayout::Legacy, bios::EntryLayout::Acpi3] {
+            let n = bios::write(entries, layout, &mut buf).unwrap();
+            assert_eq!(back(&mut bios::read(&buf[..n], layout).unwrap()), g.map);
+        }
+        boot_params::write(entries, &mut buf).unwrap();
+        assert_eq!(back(&mut boot_params::read(&buf).unwrap()), g.map);
+        let n = multiboot2::write(entries, &mut buf).unwrap();
+        assert_eq!(back(&mut multiboot2::read(&buf[..n]).unwrap()), g.map);
+        let n = multiboot1::write(entries, &mut buf).unwrap();
+        assert_eq!(back(&mut multiboot1::read(&buf[..n]).unwrap()), g.map);
+        let n = pvh::write(entries, &mut buf).unwrap();
+        assert_eq!(
+            back(&mut pvh::read(&buf[..n], entries.len()).unwrap()),
+            g.map
+        );
+    }
+
+    #[test]
     fn bad_layouts_are_refused() {
         assert_eq!(
             GuestLayout::new(512 * 1024).build::<8>().unwrap_err(),
