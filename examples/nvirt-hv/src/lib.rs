@@ -27,5 +27,12 @@
 
 pub mod acpi;
 pub mod bootinfo;
+pub mod config;
+pub mod frames;
+pub mod guest_abi;
+pub mod guest_memory;
+pub mod guest_setup;
+pub mod host_memory;
 pub mod phys;
 pub mod ranges;
+pub mod scaffold_nested;

@@ -69,7 +69,10 @@ impl<const N: usize> RangeSet<N> {
     /// Whether any byte of `range` lies in the set.
     #[must_use]
     pub fn overlaps(&self, range: &Range<u64>) -> bool {
-        range.start < range.end && self.iter().any(|r| r.start < range.end && range.start < r.end)
+        range.start < range.end
+            && self
+                .iter()
+                .any(|r| r.start < range.end && range.start < r.end)
     }
 
     /// Adds `range`, merging with ranges it overlaps or touches. On error the
@@ -111,7 +114,10 @@ impl<const N: usize> RangeSet<N> {
         }
         let mut out = Self::new();
         for r in self.iter() {
-            for piece in [r.start..r.end.min(range.start), r.start.max(range.end)..r.end] {
+            for piece in [
+                r.start..r.end.min(range.start),
+                r.start.max(range.end)..r.end,
+            ] {
                 if piece.start < piece.end {
                     out.push_sorted(piece)?;
                 }

@@ -52,12 +52,11 @@ pub fn read_multiboot2(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootE
         match tag_type {
             TAG_CMDLINE => {
                 let text = until_nul(body);
-                boot.cmdline =
-                    super::FixedString::from_bytes(text).ok_or(BootError::TooLarge {
-                        what: "command line",
-                        size: text.len() as u64,
-                        max: CMDLINE_MAX as u64,
-                    })?;
+                boot.cmdline = super::FixedString::from_bytes(text).ok_or(BootError::TooLarge {
+                    what: "command line",
+                    size: text.len() as u64,
+                    max: CMDLINE_MAX as u64,
+                })?;
             }
             TAG_MODULE => {
                 let field = |at: usize| {

@@ -68,7 +68,10 @@ pub fn read_pvh(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootError> {
     for i in 0..count {
         let entry = list
             .checked_add(i * MODLIST_ENTRY_LEN)
-            .ok_or(BootError::BadModule { start: list, end: 0 })?;
+            .ok_or(BootError::BadModule {
+                start: list,
+                end: 0,
+            })?;
         let start = mem.read_u64(entry)?;
         let size = mem.read_u64(entry.saturating_add(8))?;
         let name_addr = mem.read_u64(entry.saturating_add(16))?;
@@ -88,7 +91,11 @@ pub fn read_pvh(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootError> {
         })?;
     }
 
-    let entries = if version >= 1 { field32(48)? as usize } else { 0 };
+    let entries = if version >= 1 {
+        field32(48)? as usize
+    } else {
+        0
+    };
     if entries == 0 {
         return Err(BootError::NoMemoryMap);
     }

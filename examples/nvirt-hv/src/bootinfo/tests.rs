@@ -59,7 +59,12 @@ fn reads_multiboot2() {
     let mbi = multiboot2_image();
     let mut mem = vec![0u8; 0x1000];
     put(&mut mem, BASE + 0x100, &mbi);
-    let boot = read(MULTIBOOT2_MAGIC, BASE + 0x100, &SliceMemory::new(BASE, &mem)).unwrap();
+    let boot = read(
+        MULTIBOOT2_MAGIC,
+        BASE + 0x100,
+        &SliceMemory::new(BASE, &mem),
+    )
+    .unwrap();
     assert_eq!(boot.protocol, Protocol::Multiboot2);
     assert_eq!(boot.cmdline.as_str(), "console=ttyS0 memmap=16M!64M");
     let modules: Vec<_> = boot.modules().collect();
@@ -81,7 +86,10 @@ fn multiboot2_without_a_map_or_oversized_is_refused() {
     let total = mbi.len() as u32;
     mbi[..4].copy_from_slice(&total.to_le_bytes());
     let mem = SliceMemory::new(0, &mbi);
-    assert_eq!(read(MULTIBOOT2_MAGIC, 0, &mem).err(), Some(BootError::NoMemoryMap));
+    assert_eq!(
+        read(MULTIBOOT2_MAGIC, 0, &mem).err(),
+        Some(BootError::NoMemoryMap)
+    );
     let mut huge = mbi.clone();
     huge[..4].copy_from_slice(&(1u32 << 30).to_le_bytes());
     let mem = SliceMemory::new(0, &huge);
@@ -89,7 +97,10 @@ fn multiboot2_without_a_map_or_oversized_is_refused() {
         read(MULTIBOOT2_MAGIC, 0, &mem),
         Err(BootError::TooLarge { .. })
     ));
-    assert_eq!(read(0x1234, 0, &mem).err(), Some(BootError::UnknownMagic(0x1234)));
+    assert_eq!(
+        read(0x1234, 0, &mem).err(),
+        Some(BootError::UnknownMagic(0x1234))
+    );
 }
 
 #[test]
@@ -99,7 +110,11 @@ fn reads_multiboot1_as_qemu_passes_it() {
     // flags: cmdline, mods, mmap.
     put(&mut mem, info, &(1u32 << 2 | 1 << 3 | 1 << 6).to_le_bytes());
     put(&mut mem, info + 16, &((BASE + 0x200) as u32).to_le_bytes());
-    put(&mut mem, BASE + 0x200, b"/path/nvirt-hv guest_addr=0x3000000\0");
+    put(
+        &mut mem,
+        BASE + 0x200,
+        b"/path/nvirt-hv guest_addr=0x3000000\0",
+    );
     put(&mut mem, info + 20, &1u32.to_le_bytes());
     put(&mut mem, info + 24, &((BASE + 0x300) as u32).to_le_bytes());
     let mut module = Vec::new();
@@ -124,7 +139,13 @@ fn reads_multiboot1_as_qemu_passes_it() {
     assert_eq!(boot.map.len(), 4);
     assert_eq!(boot.rsdp, None);
     // Info, command line, module list, module name and map are all reserved.
-    for addr in [info, BASE + 0x200, BASE + 0x300, BASE + 0x340, BASE + 0x400 + n as u64 - 1] {
+    for addr in [
+        info,
+        BASE + 0x200,
+        BASE + 0x300,
+        BASE + 0x340,
+        BASE + 0x400 + n as u64 - 1,
+    ] {
         assert!(boot.footprint.contains(addr), "{addr:#x}");
     }
     assert!(!boot.footprint.contains(BASE + 0x400 + n as u64));

@@ -31,7 +31,14 @@ pub(crate) fn init() {
     unsafe {
         outb(COM1 + 1, 0x00); // interrupts off
     }
-    let setup = [(3, 0x80), (0, 0x01), (1, 0x00), (3, 0x03), (2, 0xc7), (4, 0x03)];
+    let setup = [
+        (3, 0x80),
+        (0, 0x01),
+        (1, 0x00),
+        (3, 0x03),
+        (2, 0xc7),
+        (4, 0x03),
+    ];
     for (offset, value) in setup {
         // SAFETY: as above: DLAB on, divisor 1, DLAB off with 8N1, FIFO
         // enable/clear, DTR|RTS.

@@ -151,7 +151,9 @@ pub(crate) fn init() {
         base: idt as u64,
     };
     // SAFETY: the IDT is complete and lives for the whole run.
-    unsafe { asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags)) };
+    unsafe {
+        asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags))
+    };
 }
 
 /// The GDT's base and limit, for the VMX host-state fields.

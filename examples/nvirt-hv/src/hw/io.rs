@@ -10,7 +10,9 @@ use core::arch::asm;
 /// console, emulator exit ports): port I/O can reconfigure any device.
 pub(crate) unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from an I/O port.
@@ -20,7 +22,9 @@ pub(crate) unsafe fn outb(port: u16, value: u8) {
 pub(crate) unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -31,7 +35,9 @@ pub(crate) unsafe fn inb(port: u16) -> u8 {
 pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller vouches that the MSR exists; `rdmsr` touches no memory.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     u64::from(hi) << 32 | u64::from(lo)
 }
 
@@ -43,7 +49,9 @@ pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
 pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
     let (lo, hi) = (value as u32, (value >> 32) as u32);
     // SAFETY: the caller vouches for the MSR and the value.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags))
+    };
 }
 
 /// The result of `cpuid` for `leaf`, `subleaf`: EAX, EBX, ECX, EDX.
