@@ -36,3 +36,4 @@ pub mod host_memory;
 pub mod phys;
 pub mod ranges;
 pub mod scaffold_nested;
+pub mod guest_console;

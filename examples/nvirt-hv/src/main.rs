@@ -24,8 +24,7 @@ fn main() {
 extern "C" fn nvirt_main(magic: u32, info: u32) -> ! {
     hw::console::init();
     hw::cpu::init();
-    hvprintln!("booted: magic {magic:#x}, boot information at {info:#x}");
-    hw::console::exit(true)
+    hw::hypervisor::run(magic, info)
 }
 
 #[cfg(target_os = "none")]

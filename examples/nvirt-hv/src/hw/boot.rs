@@ -19,10 +19,13 @@
 //! address.
 //!
 //! Memory it uses, all in `.bss` (so never inside what an allocator hands
-//! out): one PML4, one PDPT and 64 page directories (264 KiB), and a 64 KiB
-//! stack.
+//! out): one PML4, one PDPT and 64 page directories (264 KiB), and a
+//! 256 KiB stack.
 
 use core::arch::global_asm;
+
+/// Bytes of the hypervisor's stack.
+const STACK_SIZE: usize = 256 * 1024;
 
 /// GiB covered by the boot identity map.
 pub(crate) const IDENTITY_MAP_GIB: u64 = 64;
@@ -206,12 +209,13 @@ nvirt_boot_pds:
     .skip 4096 * {gib}
     .balign 16
 nvirt_stack_bottom:
-    .skip 65536
+    .skip {stack}
     .global nvirt_stack_top
 nvirt_stack_top:
     .text
 "#,
     gib = const IDENTITY_MAP_GIB,
+    stack = const STACK_SIZE,
     code = const CODE_SELECTOR,
     data = const DATA_SELECTOR,
     options(att_syntax)
