@@ -72,7 +72,7 @@ pub fn page_round_out(range: &Range<u64>) -> Range<u64> {
     let end = range
         .end
         .checked_add(PAGE - 1)
-        .map_or(u64::MAX & !(PAGE - 1), |e| e & !(PAGE - 1));
+        .map_or(!(PAGE - 1), |e| e & !(PAGE - 1));
     start..end
 }
 
@@ -161,6 +161,6 @@ mod tests {
     #[test]
     fn rounds_out_to_pages() {
         assert_eq!(page_round_out(&(0x1001..0x2001)), 0x1000..0x3000);
-        assert_eq!(page_round_out(&(0..u64::MAX)), 0..u64::MAX & !0xfff);
+        assert_eq!(page_round_out(&(0..u64::MAX)), 0..!0xfff);
     }
 }

@@ -181,7 +181,7 @@ impl<const N: usize> Default for RangeSet<N> {
 impl<const N: usize> fmt::Debug for RangeSet<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.iter().map(|r| HexRange(r)))
+            .entries(self.iter().map(HexRange))
             .finish()
     }
 }

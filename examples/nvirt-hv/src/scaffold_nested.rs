@@ -224,7 +224,7 @@ impl ScaffoldNested {
         let leaf = mem.read_entry(table, index(gpa, 21));
         self.format
             .present(leaf)
-            .then(|| (leaf & ADDRESS_MASK & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)))
+            .then_some((leaf & ADDRESS_MASK & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)))
     }
 }
 

@@ -32,7 +32,7 @@ const TAG_ACPI_NEW: u32 = 15;
 /// Reads Multiboot2 boot information at `info`.
 pub fn read_multiboot2(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootError> {
     let total = mem.read_u32(info)? as usize;
-    if total > MULTIBOOT2_MAX || total < 8 {
+    if !(8..=MULTIBOOT2_MAX).contains(&total) {
         return Err(BootError::TooLarge {
             what: "Multiboot2 boot information",
             size: total as u64,
@@ -79,14 +79,12 @@ pub fn read_multiboot2(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootE
                 boot.map.extend_firmware(multiboot2::read(tag)?)?;
                 have_map = true;
             }
-            TAG_ACPI_OLD | TAG_ACPI_NEW => {
-                // Prefer the ACPI 2.0 copy (it leads to the XSDT).
-                if tag_type == TAG_ACPI_NEW || boot.rsdp.is_none() {
-                    let mut bytes = [0u8; 36];
-                    let len = body.len().min(36);
-                    bytes[..len].copy_from_slice(&body[..len]);
-                    boot.rsdp = Some(RsdpHint::Copy { bytes, len });
-                }
+            // Prefer the ACPI 2.0 copy (it leads to the XSDT).
+            TAG_ACPI_OLD | TAG_ACPI_NEW if tag_type == TAG_ACPI_NEW || boot.rsdp.is_none() => {
+                let mut bytes = [0u8; 36];
+                let len = body.len().min(36);
+                bytes[..len].copy_from_slice(&body[..len]);
+                boot.rsdp = Some(RsdpHint::Copy { bytes, len });
             }
             _ => {}
         }
@@ -102,7 +100,7 @@ pub fn read_multiboot1(info: u64, mem: &impl PhysRead) -> Result<BootInfo, BootE
     let mut boot = BootInfo::new(Protocol::Multiboot1);
     boot.occupies(info, MULTIBOOT1_INFO_LEN)?;
     let flags = mem.read_u32(info)?;
-    let at = |offset: u64| info.checked_add(offset).unwrap_or(u64::MAX);
+    let at = |offset: u64| info.saturating_add(offset);
 
     if flags & 1 << 2 != 0 {
         let addr = u64::from(mem.read_u32(at(16))?);

@@ -97,6 +97,7 @@ macro_rules! hvprintln {
 /// `q`, status 0) on success, or its shutdown port (status 1) on failure.
 /// Real hardware halts.
 pub(crate) fn exit(success: bool) -> ! {
+    drain();
     let qemu_value = if success {
         QEMU_EXIT_SUCCESS
     } else {
@@ -115,6 +116,18 @@ pub(crate) fn exit(success: bool) -> ! {
         }
     }
     halt_forever()
+}
+
+/// Waits (bounded) until the UART has sent everything: an emulator that
+/// stops at once would otherwise drop the bytes still in its FIFO.
+fn drain() {
+    for _ in 0..1_000_000 {
+        // SAFETY: reading COM1's line-status register has no side effect
+        // on transmission.
+        if unsafe { inb(COM1 + 5) } & 0x40 != 0 {
+            break;
+        }
+    }
 }
 
 /// Halts with interrupts off.

@@ -118,9 +118,9 @@ pub(crate) fn init() {
     let gdt = addr_of!(nvirt_gdt).cast_mut().cast::<u64>();
     // SAFETY: slots 3 and 4 of the boot GDT are reserved for this descriptor
     // and nothing has loaded TR yet.
-    unsafe { gdt.add(3).write_volatile(low) };
+    unsafe { gdt.wrapping_add(3).write_volatile(low) };
     // SAFETY: as above.
-    unsafe { gdt.add(4).write_volatile(high) };
+    unsafe { gdt.wrapping_add(4).write_volatile(high) };
     // SAFETY: the descriptor just written is a valid available TSS.
     unsafe { asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nostack, preserves_flags)) };
 
@@ -128,7 +128,12 @@ pub(crate) fn init() {
     for vector in 0..EXCEPTIONS {
         // SAFETY: the table is defined in the assembly below with one entry
         // per vector.
-        let stub = unsafe { addr_of!(nvirt_isr_table).cast::<u64>().add(vector).read() };
+        let stub = unsafe {
+            addr_of!(nvirt_isr_table)
+                .cast::<u64>()
+                .wrapping_add(vector)
+                .read()
+        };
         let gate = Gate {
             offset_low: stub as u16,
             selector: CODE_SELECTOR,
@@ -139,7 +144,7 @@ pub(crate) fn init() {
             reserved: 0,
         };
         // SAFETY: `vector < EXCEPTIONS`; the IDT is not loaded yet.
-        unsafe { idt.cast::<Gate>().add(vector).write(gate) };
+        unsafe { idt.cast::<Gate>().wrapping_add(vector).write(gate) };
     }
     #[repr(C, packed)]
     struct Pointer {

@@ -155,9 +155,9 @@ impl SvmVcpu {
         }
         // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
         // only allows the SVM instructions; the save area is a fresh frame.
-        unsafe {
-            wrmsr(msr::EFER, rdmsr(msr::EFER) | EFER_SVME);
-        }
+        let efer = unsafe { rdmsr(msr::EFER) };
+        // SAFETY: as above.
+        unsafe { wrmsr(msr::EFER, efer | EFER_SVME) };
         // SAFETY: as above.
         unsafe { wrmsr(msr::VM_HSAVE_PA, hsave) };
 

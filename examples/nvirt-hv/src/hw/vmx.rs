@@ -413,8 +413,10 @@ impl VmxVcpu {
         let (idt_base, _) = idtr();
         let host_exit: unsafe extern "C" fn() = nvirt_vmx_exit;
         let data = (u64::from(GUEST_DATA_SELECTOR), 0xc093);
-        // SAFETY: EFER and PAT exist on every VMX CPU.
-        let (host_efer, host_pat) = unsafe { (rdmsr(msr::EFER), rdmsr(msr::PAT)) };
+        // SAFETY: EFER exists on every VMX CPU.
+        let host_efer = unsafe { rdmsr(msr::EFER) };
+        // SAFETY: so does IA32_PAT.
+        let host_pat = unsafe { rdmsr(msr::PAT) };
         let writes: &[(u64, u64)] = &[
             (PIN_BASED_CONTROLS, u64::from(pin)),
             (PRIMARY_PROC_CONTROLS, u64::from(primary)),
