@@ -121,6 +121,28 @@ pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
     Ok((base, flat))
 }
 
+/// A copy of the hypervisor in `dir` whose Multiboot1 magic is cleared, so
+/// QEMU's `-kernel` (which tries Multiboot1 first) boots it through the PVH
+/// ELF note instead: the PVH path, tested.
+pub(crate) fn pvh_only_copy(built: &Built, dir: &Path) -> Result<PathBuf, String> {
+    let mut elf = fs::read(&built.hypervisor)
+        .map_err(|e| format!("{}: {e}", built.hypervisor.display()))?;
+    let magic = 0x1bad_b002u32.to_le_bytes();
+    // Multiboot1: magic, flags, checksum (sum 0 mod 2^32), 4-byte aligned,
+    // in the first 8 KiB.
+    let at = (0..elf.len().min(8192).saturating_sub(12))
+        .step_by(4)
+        .find(|&i| {
+            let word = |o: usize| u32::from_le_bytes([elf[o], elf[o + 1], elf[o + 2], elf[o + 3]]);
+            elf[i..i + 4] == magic && word(i).wrapping_add(word(i + 4)).wrapping_add(word(i + 8)) == 0
+        })
+        .ok_or("the hypervisor has no Multiboot1 header")?;
+    elf[at..at + 4].fill(0);
+    let path = dir.join("nvirt-hv-pvh.elf");
+    fs::write(&path, elf).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Writes the guest's flat image into `dir` and returns its path.
 pub(crate) fn guest_flat(built: &Built, dir: &Path) -> Result<PathBuf, String> {
     let elf = fs::read(&built.guest_elf)

@@ -32,8 +32,9 @@ pub(crate) struct RunArgs {
     /// Seconds before the emulator is stopped (default: 180 QEMU, 600 Bochs).
     #[arg(long)]
     timeout: Option<u64>,
-    /// How QEMU boots: kernel (-kernel, Multiboot1) or iso (GRUB,
-    /// Multiboot2). Bochs always boots the ISO.
+    /// How QEMU boots: kernel (-kernel, Multiboot1), iso (GRUB,
+    /// Multiboot2) or pvh (-kernel through the PVH note). Bochs always boots
+    /// the ISO.
     #[arg(long, value_enum)]
     boot: Option<Boot>,
     /// Skip clippy on the bare-metal crates before building.

@@ -65,9 +65,14 @@ pub(crate) fn start(scenario: &Scenario, built: &Built, guest: &Path, dir: &Path
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     let cmdline = scenario.cmdline();
     match scenario.boot {
-        Boot::Kernel => {
+        Boot::Kernel | Boot::Pvh => {
+            let kernel = if scenario.boot == Boot::Pvh {
+                image::pvh_only_copy(built, dir)?
+            } else {
+                built.hypervisor.clone()
+            };
             cmd.arg("-kernel")
-                .arg(&built.hypervisor)
+                .arg(kernel)
                 .arg("-append")
                 .arg(format!("{cmdline} guest_addr={GUEST_LOAD_ADDR:#x}"))
                 .arg("-device")

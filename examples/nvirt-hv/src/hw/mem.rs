@@ -32,10 +32,11 @@ pub(crate) fn image_range() -> Range<u64> {
     (&raw const __image_start) as u64..(&raw const __image_end) as u64
 }
 
-/// Whether `[addr, addr + len)` is identity mapped and not the null page
-/// (a Rust pointer to address 0 is never valid).
+/// Whether `[addr, addr + len)` is identity mapped and does not start at
+/// address 0 (a null Rust pointer is never valid; firmware does put data
+/// right above it, e.g. QEMU's PVH memory map at 0x5a8).
 fn mapped(addr: u64, len: u64) -> bool {
-    addr >= 0x1000 && addr.checked_add(len).is_some_and(|end| end <= IDENTITY_LIMIT)
+    addr != 0 && addr.checked_add(len).is_some_and(|end| end <= IDENTITY_LIMIT)
 }
 
 /// A host-physical address as a pointer (identity map).
