@@ -68,7 +68,10 @@ pub(crate) fn build(root: &Path) -> Result<Built, String> {
 /// beyond the last file byte (the image header tells the hypervisor the
 /// memory size).
 pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
-    let u16_at = |at: usize| elf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |at: usize| {
         elf.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -125,8 +128,8 @@ pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
 /// QEMU's `-kernel` (which tries Multiboot1 first) boots it through the PVH
 /// ELF note instead: the PVH path, tested.
 pub(crate) fn pvh_only_copy(built: &Built, dir: &Path) -> Result<PathBuf, String> {
-    let mut elf = fs::read(&built.hypervisor)
-        .map_err(|e| format!("{}: {e}", built.hypervisor.display()))?;
+    let mut elf =
+        fs::read(&built.hypervisor).map_err(|e| format!("{}: {e}", built.hypervisor.display()))?;
     let magic = 0x1bad_b002u32.to_le_bytes();
     // Multiboot1: magic, flags, checksum (sum 0 mod 2^32), 4-byte aligned,
     // in the first 8 KiB.
@@ -134,7 +137,8 @@ pub(crate) fn pvh_only_copy(built: &Built, dir: &Path) -> Result<PathBuf, String
         .step_by(4)
         .find(|&i| {
             let word = |o: usize| u32::from_le_bytes([elf[o], elf[o + 1], elf[o + 2], elf[o + 3]]);
-            elf[i..i + 4] == magic && word(i).wrapping_add(word(i + 4)).wrapping_add(word(i + 8)) == 0
+            elf[i..i + 4] == magic
+                && word(i).wrapping_add(word(i + 4)).wrapping_add(word(i + 8)) == 0
         })
         .ok_or("the hypervisor has no Multiboot1 header")?;
     elf[at..at + 4].fill(0);
@@ -145,10 +149,9 @@ pub(crate) fn pvh_only_copy(built: &Built, dir: &Path) -> Result<PathBuf, String
 
 /// Writes the guest's flat image into `dir` and returns its path.
 pub(crate) fn guest_flat(built: &Built, dir: &Path) -> Result<PathBuf, String> {
-    let elf = fs::read(&built.guest_elf)
-        .map_err(|e| format!("{}: {e}", built.guest_elf.display()))?;
-    let (_, flat) =
-        elf_to_flat(&elf).map_err(|e| format!("{}: {e}", built.guest_elf.display()))?;
+    let elf =
+        fs::read(&built.guest_elf).map_err(|e| format!("{}: {e}", built.guest_elf.display()))?;
+    let (_, flat) = elf_to_flat(&elf).map_err(|e| format!("{}: {e}", built.guest_elf.display()))?;
     let path = dir.join("nvirt-guest.bin");
     fs::write(&path, flat).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
@@ -156,7 +159,12 @@ pub(crate) fn guest_flat(built: &Built, dir: &Path) -> Result<PathBuf, String> {
 
 /// Builds a BIOS GRUB rescue ISO in `dir` that boots the hypervisor by
 /// Multiboot2 with `cmdline` and the guest as a module named `nvirt-guest`.
-pub(crate) fn grub_iso(built: &Built, guest_bin: &Path, cmdline: &str, dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn grub_iso(
+    built: &Built,
+    guest_bin: &Path,
+    cmdline: &str,
+    dir: &Path,
+) -> Result<PathBuf, String> {
     let tree = dir.join("iso");
     let boot = tree.join("boot");
     let io = |e: std::io::Error| format!("{}: {e}", tree.display());
@@ -228,7 +236,11 @@ mod tests {
     fn flattens_load_segments_and_skips_others() {
         let body: Vec<u8> = (0..32).collect();
         let file = elf(
-            &[(1, 0x200, 0x10_0000, 16), (4, 0x200, 0, 4), (1, 0x210, 0x10_0020, 16)],
+            &[
+                (1, 0x200, 0x10_0000, 16),
+                (4, 0x200, 0, 4),
+                (1, 0x210, 0x10_0020, 16),
+            ],
             &body,
         );
         let (base, flat) = elf_to_flat(&file).unwrap();

@@ -123,14 +123,14 @@ fn holds_3200_entries_and_refuses_3201() {
             .map(|i| format!("{:x} {:x} {}\n", i * 0x2000, i * 0x2000 + 0xfff, 1 + i % 2))
             .collect::<String>()
     };
-    let out = nvirt(&["e820", "sanitize"], &map(3200));
+    let out = nvirt(&["e820", "sanitize"], map(3200));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout(&out).lines().count(), 3200);
-    let out = nvirt(&["e820", "sanitize"], &map(3201));
+    let out = nvirt(&["e820", "sanitize"], map(3201));
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("3200"));

@@ -5,11 +5,11 @@ use core::fmt::{self, Write};
 
 use nvirt_e820::{Kind, MemoryMap, pvh};
 use nvirt_guest::{TestKind, pattern, test_ranges};
+use nvirt_hv::bootinfo::PVH_MAGIC;
 use nvirt_hv::guest_abi::{
     CONSOLEIO_WRITE, HYPERCALL_CONSOLE_IO, HYPERCALL_SCHED_OP, MEMMAP_MAX, SCHEDOP_SHUTDOWN,
     SHUTDOWN_CRASH, SHUTDOWN_POWEROFF,
 };
-use nvirt_hv::bootinfo::PVH_MAGIC;
 
 // The image header the hypervisor checks (layout in
 // `nvirt_hv::guest_abi::ImageHeader`), then the entry: a stack of our own,
@@ -60,10 +60,14 @@ fn hypercall(amd: bool, number: u64, a1: u64, a2: u64, a3: u64) -> i64 {
     if amd {
         // SAFETY: VMMCALL traps to the hypervisor, which reads the
         // arguments (and the memory they point at) and sets RAX only.
-        unsafe { asm!("vmmcall", inout("rax") number => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack)) };
+        unsafe {
+            asm!("vmmcall", inout("rax") number => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+        };
     } else {
         // SAFETY: as above, with VMCALL.
-        unsafe { asm!("vmcall", inout("rax") number => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack)) };
+        unsafe {
+            asm!("vmcall", inout("rax") number => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+        };
     }
     ret as i64
 }
@@ -94,7 +98,13 @@ impl Write for Console {
 fn shutdown(amd: bool, reason: u32) -> ! {
     let arg = reason;
     loop {
-        hypercall(amd, HYPERCALL_SCHED_OP, SCHEDOP_SHUTDOWN, &raw const arg as u64, 0);
+        hypercall(
+            amd,
+            HYPERCALL_SCHED_OP,
+            SCHEDOP_SHUTDOWN,
+            &raw const arg as u64,
+            0,
+        );
         // SAFETY: nothing is left to do; HLT exits to the hypervisor.
         unsafe { asm!("hlt", options(nomem, nostack)) };
     }
@@ -105,7 +115,9 @@ fn read_phys(addr: u64, out: &mut [u8]) {
     for (i, b) in out.iter_mut().enumerate() {
         // SAFETY: the hypervisor's identity tables map every address of the
         // guest map; the start info and map lie in low RAM it wrote.
-        *b = unsafe { core::ptr::with_exposed_provenance::<u8>((addr + i as u64) as usize).read_volatile() };
+        *b = unsafe {
+            core::ptr::with_exposed_provenance::<u8>((addr + i as u64) as usize).read_volatile()
+        };
     }
 }
 
@@ -155,14 +167,18 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
 
     let mut head = [0u8; 56];
     read_phys(start_info, &mut head);
-    let u32_at = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let u32_at =
+        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
     let magic = u32_at(0);
     let entries = (u32_at(48) as usize).min(MEMMAP_MAX);
     let memmap = u64::from_le_bytes(head[40..48].try_into().unwrap_or([0; 8]));
     check(
         &mut out,
         magic == PVH_MAGIC && u32_at(4) >= 1,
-        format_args!("start info at {start_info:#x}: magic {magic:#x}, version {}", u32_at(4)),
+        format_args!(
+            "start info at {start_info:#x}: magic {magic:#x}, version {}",
+            u32_at(4)
+        ),
     );
     let mut raw = [0u8; MEMMAP_MAX * 24];
     read_phys(memmap, &mut raw[..entries * 24]);
@@ -172,7 +188,11 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
     let map = match map {
         Ok(map) => map,
         Err(()) => {
-            check(&mut out, false, format_args!("memory map of {entries} entries readable"));
+            check(
+                &mut out,
+                false,
+                format_args!("memory map of {entries} entries readable"),
+            );
             let _ = writeln!(out, "FAIL");
             shutdown(amd, SHUTDOWN_CRASH)
         }

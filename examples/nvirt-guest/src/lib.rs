@@ -98,7 +98,10 @@ mod tests {
             got,
             [
                 (TestKind::Ram, 0x10_8000..0x200_0000),
-                (TestKind::Nvram(Kind::VendorNvram), 0x1_4000_0000..0x1_4100_0000),
+                (
+                    TestKind::Nvram(Kind::VendorNvram),
+                    0x1_4000_0000..0x1_4100_0000
+                ),
             ]
         );
     }

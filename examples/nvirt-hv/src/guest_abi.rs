@@ -234,7 +234,7 @@ mod tests {
             (IMAGE_GPA, 0x800, 0x800, IMAGE_GPA + 0x800), // entry past file
             (0x1000, 0x800, 0x800, 0x1000),               // below 1 MiB
             (IMAGE_GPA + 1, 0x800, 0x800, IMAGE_GPA + 1), // unaligned
-            (u64::MAX & !0xfff, 0x800, 0x2000, u64::MAX & !0xfff), // wraps
+            (!0xfff, 0x800, 0x2000, !0xfff),              // wraps
         ] {
             let bytes = header(load, file, mem, entry);
             assert_eq!(

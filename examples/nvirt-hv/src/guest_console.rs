@@ -152,11 +152,17 @@ mod tests {
     fn decodes_the_two_hypercalls_and_refuses_the_rest() {
         assert_eq!(
             decode(18, 0, 5, 0x2000),
-            Ok(Hypercall::ConsoleWrite { gpa: 0x2000, len: 5 })
+            Ok(Hypercall::ConsoleWrite {
+                gpa: 0x2000,
+                len: 5
+            })
         );
         assert_eq!(decode(18, 0, CONSOLE_WRITE_MAX + 1, 0), Err(-EINVAL));
         assert_eq!(decode(18, 1, 5, 0), Err(-EINVAL));
-        assert_eq!(decode(29, 2, 0x3000, 0), Ok(Hypercall::Shutdown { arg_gpa: 0x3000 }));
+        assert_eq!(
+            decode(29, 2, 0x3000, 0),
+            Ok(Hypercall::Shutdown { arg_gpa: 0x3000 })
+        );
         assert_eq!(decode(29, 0, 0, 0), Err(-EINVAL));
         assert_eq!(decode(12, 0, 0, 0), Err(-ENOSYS));
         assert_eq!(decode(u64::MAX, 0, 0, 0), Err(-ENOSYS));

@@ -75,7 +75,10 @@ fn follow(path: PathBuf, exited: Arc<AtomicBool>, tx: Sender<String>) {
         }
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
                 return;
             }
         }
@@ -90,7 +93,12 @@ fn follow(path: PathBuf, exited: Arc<AtomicBool>, tx: Sender<String>) {
 }
 
 /// Starts Bochs for `scenario`.
-pub(crate) fn start(scenario: &Scenario, built: &Built, guest: &Path, dir: &Path) -> Result<Started, String> {
+pub(crate) fn start(
+    scenario: &Scenario,
+    built: &Built,
+    guest: &Path,
+    dir: &Path,
+) -> Result<Started, String> {
     let cmdline = format!(
         "{} memmap={}M!{}M",
         scenario.cmdline(),
@@ -140,4 +148,28 @@ pub(crate) fn start(scenario: &Scenario, built: &Built, guest: &Path, dir: &Path
         success_status: 0,
         log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::Emulator;
+
+    #[test]
+    fn config_names_the_cpu_memory_and_files() {
+        let mut s = Scenario::new(Emulator::Bochs);
+        s.cpu = Cpu::Amd;
+        let text = config(
+            &s,
+            Path::new("/r/nvirt.iso"),
+            Path::new("/r/serial.log"),
+            Path::new("/r/bochs.log"),
+        );
+        assert!(text.contains("cpu: model=ryzen"));
+        // 64 MiB low + 16 NVRAM + 16 RAM + 96 overhead.
+        assert!(text.contains("memory: guest=192, host=192"));
+        assert!(text.contains("path=/r/nvirt.iso"));
+        assert!(text.contains("com1: enabled=1, mode=file, dev=/r/serial.log"));
+        assert!(text.contains("sound: waveoutdrv=dummy"));
+    }
 }

@@ -202,7 +202,11 @@ pub(crate) struct Started {
 /// Builds everything, runs `scenario`, streams its console to stdout when
 /// `echo` and returns the outcome. Errors are setup failures (packages,
 /// build, images) before the emulator ran.
-pub(crate) fn run_scenario(root: &Path, scenario: &Scenario, echo: bool) -> Result<Outcome, String> {
+pub(crate) fn run_scenario(
+    root: &Path,
+    scenario: &Scenario,
+    echo: bool,
+) -> Result<Outcome, String> {
     scenario.check()?;
     let mut needs: Vec<&[packages::Need]> = Vec::new();
     match scenario.emulator {
@@ -371,5 +375,58 @@ pub(crate) fn check_scenario(root: &Path, scenario: &Scenario) -> Result<Duratio
             outcome.reason,
             outcome.log.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let q = Scenario::new(Emulator::Qemu);
+        assert_eq!(
+            (q.cpu, q.boot, q.ram, q.nvram),
+            (Cpu::Amd, Boot::Kernel, 64 * MIB, 64 * MIB)
+        );
+        assert_eq!(q.cmdline(), "guest_ram=64M guest_nvram=64M nv_type=7");
+        assert!(q.check().is_ok());
+        let b = Scenario::new(Emulator::Bochs);
+        assert_eq!((b.cpu, b.boot), (Cpu::Intel, Boot::Iso));
+        assert!(b.check().is_ok());
+
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.cpu = Cpu::Intel;
+        assert!(s.check().unwrap_err().contains("no VMX"));
+        let mut s = Scenario::new(Emulator::Bochs);
+        s.boot = Boot::Pvh;
+        assert!(s.check().is_err());
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.nvram = 3 * MIB;
+        assert!(s.check().is_err());
+        s.nvram = 0;
+        s.ram = 2 * MIB;
+        assert!(s.check().is_err());
+        s.ram = 8 * MIB;
+        s.nv_type = 8;
+        assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn standard_scenarios_cover_both_vendors_and_all_boot_paths() {
+        let list = standard_scenarios();
+        assert!(list.iter().all(|s| s.check().is_ok()));
+        for boot in [Boot::Kernel, Boot::Iso, Boot::Pvh] {
+            assert!(list.iter().any(|s| s.boot == boot));
+        }
+        for cpu in [Cpu::Intel, Cpu::Amd] {
+            assert!(
+                list.iter()
+                    .any(|s| s.emulator == Emulator::Bochs && s.cpu == cpu)
+            );
+        }
+        let mut names: Vec<_> = list.iter().map(|s| s.name.clone()).collect();
+        names.dedup();
+        assert_eq!(names.len(), list.len(), "each run directory is its own");
     }
 }

@@ -65,9 +65,8 @@ fn present(file: &str) -> bool {
     if file.starts_with('/') {
         return Path::new(file).exists();
     }
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(file).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(file).is_file()))
 }
 
 fn is_root() -> bool {
@@ -119,6 +118,9 @@ pub(crate) fn ensure(needs: &[&[Need]]) -> Result<(), String> {
     if still.is_empty() {
         Ok(())
     } else {
-        Err(format!("still missing after `{command}`: {}", still.join(", ")))
+        Err(format!(
+            "still missing after `{command}`: {}",
+            still.join(", ")
+        ))
     }
 }

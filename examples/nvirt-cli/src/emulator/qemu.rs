@@ -40,7 +40,12 @@ fn backing_file(path: &Path, size: u64) -> Result<(), String> {
 }
 
 /// Starts QEMU for `scenario`.
-pub(crate) fn start(scenario: &Scenario, built: &Built, guest: &Path, dir: &Path) -> Result<Started, String> {
+pub(crate) fn start(
+    scenario: &Scenario,
+    built: &Built,
+    guest: &Path,
+    dir: &Path,
+) -> Result<Started, String> {
     let host_ram = (scenario.ram + HOST_OVERHEAD) / MIB;
     let mut cmd = Command::new("qemu-system-x86_64");
     if scenario.nvram > 0 {

@@ -192,7 +192,7 @@ fn reads_pvh_start_info() {
     assert_eq!(boot.rsdp, Some(RsdpHint::Address(0xf_5a10)));
     assert_eq!(
         boot.modules().map(|m| m.range.clone()).collect::<Vec<_>>(),
-        [0x300_0000..0x300_1000]
+        vec![0x300_0000..0x300_1000]
     );
     assert_eq!(boot.map.len(), 4);
 

@@ -64,7 +64,12 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     let mut reserved = RangeSet::<48>::new();
     let image = image_range();
     let reservations = [image.clone(), guest_image.clone()];
-    for r in reservations.iter().cloned().chain(boot.footprint.iter()).chain(boot.modules().map(|m| m.range.clone())) {
+    for r in reservations
+        .iter()
+        .cloned()
+        .chain(boot.footprint.iter())
+        .chain(boot.modules().map(|m| m.range.clone()))
+    {
         if let Err(e) = reserved.insert(r) {
             fail!("reserved ranges: {e}");
         }
@@ -94,7 +99,12 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
         Ok(l) => l,
         Err(e) => fail!("guest layout: {e}"),
     };
-    hvprintln!("guest memory map ({} RAM, {} NVRAM of type {}):", Size(config.guest_ram), Size(config.guest_nvram), config.nv_kind.raw());
+    hvprintln!(
+        "guest memory map ({} RAM, {} NVRAM of type {}):",
+        Size(config.guest_ram),
+        Size(config.guest_nvram),
+        config.nv_kind.raw()
+    );
     for e in layout.map.entries() {
         hvprintln!("  guest {e}");
     }
@@ -150,8 +160,15 @@ fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_CAPACITY> {
     }
     match Rsdp::locate(mem, boot.rsdp.as_ref()) {
         Ok(rsdp) => {
-            let root = rsdp.xsdt.map_or(("RSDT", u64::from(rsdp.rsdt)), |x| ("XSDT", x));
-            hvprintln!("ACPI: RSDP revision {}, {} at {:#x}", rsdp.revision, root.0, root.1);
+            let root = rsdp
+                .xsdt
+                .map_or(("RSDT", u64::from(rsdp.rsdt)), |x| ("XSDT", x));
+            hvprintln!(
+                "ACPI: RSDP revision {}, {} at {:#x}",
+                rsdp.revision,
+                root.0,
+                root.1
+            );
             let mut buffer = [0u8; NFIT_MAX];
             match rsdp.find_table(mem, *b"NFIT", &mut buffer) {
                 Ok(Some((at, bytes))) => match Nfit::parse(bytes) {
@@ -192,7 +209,12 @@ fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_CAPACITY> {
 fn find_guest_image(boot: &BootInfo, config: &Config, mem: &IdentityMemory) -> Range<u64> {
     let module = boot
         .modules()
-        .find(|m| m.name.as_str().split_ascii_whitespace().any(|w| w.ends_with(GUEST_MODULE)))
+        .find(|m| {
+            m.name
+                .as_str()
+                .split_ascii_whitespace()
+                .any(|w| w.ends_with(GUEST_MODULE))
+        })
         .or_else(|| boot.modules().next());
     if let Some(m) = module {
         return m.range.clone();
@@ -234,7 +256,11 @@ fn report_host(host: &HostMemory) {
         hvprintln!("NVRAM ranges: none");
     }
     for r in host.nvram.iter() {
-        hvprintln!("NVRAM range {} ({})", HexRange(r.clone()), Size(r.end - r.start));
+        hvprintln!(
+            "NVRAM range {} ({})",
+            HexRange(r.clone()),
+            Size(r.end - r.start)
+        );
     }
 }
 
@@ -247,7 +273,11 @@ fn build_guest_memory<const N: usize>(
     nv_frames: &mut RegionFrames<NVRAM_CAPACITY>,
 ) -> (GuestMemoryMap, ScaffoldNested) {
     let mut regions = GuestMemoryMap::new();
-    let ram = layout.ram.iter().flatten().map(|r| (r.clone(), Backing::Ram));
+    let ram = layout
+        .ram
+        .iter()
+        .flatten()
+        .map(|r| (r.clone(), Backing::Ram));
     let nvram = layout.nvram.iter().map(|r| (r.clone(), Backing::Nvram));
     for (gpa, backing) in ram.chain(nvram) {
         let len = gpa.end - gpa.start;
@@ -259,14 +289,23 @@ fn build_guest_memory<const N: usize>(
             Backing::Nvram => nv_frames.alloc(len, PAGE_2M),
         };
         let Some(hpa) = hpa else {
-            fail!("no {} host {backing:?} block of {} for guest {}", "2 MiB-aligned", Size(len), HexRange(gpa))
+            fail!(
+                "no {} host {backing:?} block of {} for guest {}",
+                "2 MiB-aligned",
+                Size(len),
+                HexRange(gpa)
+            )
         };
         if backing == Backing::Ram {
             // SAFETY: a fresh block from the RAM allocator. NVRAM keeps its
             // contents: that is its point.
             unsafe { zero_host(hpa, len) };
         }
-        hvprintln!("guest {backing:?} {} -> host {}", HexRange(gpa.clone()), HexRange(hpa..hpa + len));
+        hvprintln!(
+            "guest {backing:?} {} -> host {}",
+            HexRange(gpa.clone()),
+            HexRange(hpa..hpa + len)
+        );
         if let Err(e) = regions.add(Region { gpa, hpa, backing }) {
             fail!("guest regions: {e}");
         }
@@ -353,7 +392,10 @@ fn run_guest(vcpu: &mut impl Vcpu, spec: &GuestSpec, memory: &GuestMemoryMap) ->
             }
             Exit::Halt => {
                 console.flush(forward);
-                hvprintln!("guest halted at {:#x} without shutting down", vcpu.reg(Reg::Rip));
+                hvprintln!(
+                    "guest halted at {:#x} without shutting down",
+                    vcpu.reg(Reg::Rip)
+                );
                 return false;
             }
             other => {

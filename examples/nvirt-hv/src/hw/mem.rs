@@ -36,7 +36,10 @@ pub(crate) fn image_range() -> Range<u64> {
 /// address 0 (a null Rust pointer is never valid; firmware does put data
 /// right above it, e.g. QEMU's PVH memory map at 0x5a8).
 fn mapped(addr: u64, len: u64) -> bool {
-    addr != 0 && addr.checked_add(len).is_some_and(|end| end <= IDENTITY_LIMIT)
+    addr != 0
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= IDENTITY_LIMIT)
 }
 
 /// A host-physical address as a pointer (identity map).

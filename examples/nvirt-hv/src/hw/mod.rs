@@ -5,8 +5,8 @@
 pub(crate) mod boot;
 pub(crate) mod console;
 pub(crate) mod cpu;
-pub(crate) mod io;
 pub(crate) mod hypervisor;
+pub(crate) mod io;
 pub(crate) mod mem;
 pub(crate) mod svm;
 pub(crate) mod vcpu;

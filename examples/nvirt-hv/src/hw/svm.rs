@@ -20,7 +20,7 @@ use nvirt_hv::guest_abi::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
 use super::io::{cpuid, msr, rdmsr, wrmsr};
 use super::mem::zero_host;
 use super::vcpu::{
-    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, GuestSpec, Gprs, Reg, Vcpu, VmError,
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSpec, Reg, Vcpu, VmError,
 };
 
 const EFER_SVME: u64 = 1 << 12;
@@ -123,7 +123,9 @@ pub(crate) fn supported() -> Result<(), VmError> {
     }
     // SAFETY: VM_CR exists on every CPU with SVM.
     if unsafe { rdmsr(msr::VM_CR) } & 1 << 4 != 0 {
-        return Err(VmError::Unsupported("SVM (disabled by firmware, VM_CR.SVMDIS)"));
+        return Err(VmError::Unsupported(
+            "SVM (disabled by firmware, VM_CR.SVMDIS)",
+        ));
     }
     Ok(())
 }
@@ -163,7 +165,10 @@ impl SvmVcpu {
 
         let v = Vmcb(vmcb);
         v.w32(0x008, u32::MAX);
-        v.w32(0x00c, INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN);
+        v.w32(
+            0x00c,
+            INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
+        );
         v.w32(0x010, INTERCEPT_VMRUN | INTERCEPT_VMMCALL);
         v.w64(0x040, iopm);
         v.w64(0x048, msrpm);

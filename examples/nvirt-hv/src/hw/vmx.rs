@@ -15,7 +15,7 @@ use super::boot::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::cpu::{gdtr, idtr, tss_base};
 use super::io::{cpuid, cr0, cr3, cr4, msr, rdmsr, write_cr0, write_cr4, wrmsr};
 use super::mem::zero_host;
-use super::vcpu::{self, Exit, GuestSpec, Gprs, Reg, Vcpu, VmError};
+use super::vcpu::{self, Exit, Gprs, GuestSpec, Reg, Vcpu, VmError};
 
 const CR4_VMXE: u64 = 1 << 13;
 
@@ -366,7 +366,10 @@ impl VmxVcpu {
         let vmcs = alloc_zeroed(frames)?;
         for region in [vmxon, vmcs] {
             // SAFETY: fresh frames; the revision identifier goes first.
-            unsafe { core::ptr::with_exposed_provenance_mut::<u32>(region as usize).write_volatile(revision) };
+            unsafe {
+                core::ptr::with_exposed_provenance_mut::<u32>(region as usize)
+                    .write_volatile(revision)
+            };
         }
         vmx_pa_instruction!("vmxon", vmxon)?;
         vmx_pa_instruction!("vmclear", vmcs)?;
@@ -562,7 +565,11 @@ impl Vcpu for VmxVcpu {
             let status = unsafe { nvirt_vmx_run(&raw mut self.gprs, u64::from(self.launched)) };
             if status != 0 {
                 return Err(VmError::Instruction {
-                    what: if self.launched { "VMRESUME" } else { "VMLAUNCH" },
+                    what: if self.launched {
+                        "VMRESUME"
+                    } else {
+                        "VMLAUNCH"
+                    },
                     error: if status == 2 {
                         vmread(field::VM_INSTRUCTION_ERROR)
                     } else {
