@@ -6,6 +6,8 @@
 
 mod bench;
 mod e820_cmd;
+mod emulator;
+mod image;
 mod process;
 mod run_cmd;
 mod size;

@@ -1,23 +1,75 @@
-//! `nvirt run`: build the reference hypervisor and its guest, boot them in an
-//! emulator, stream the serial console.
+//! `nvirt run`: build the reference hypervisor and its guest, boot them in
+//! an emulator, stream the serial console; exit 0 only when the guest
+//! reported PASS (and the emulator's exit status agrees).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
+use crate::emulator::{self, Boot, Cpu, Emulator, Scenario};
+use crate::process::workspace_root;
+use crate::size::parse_size;
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Emulator: qemu (AMD-V with nested paging) or bochs (Intel VT-x with EPT).
-    #[arg(default_value = "qemu")]
-    emulator: String,
+    /// Emulator: qemu (AMD-V with nested paging) or bochs (Intel VT-x with
+    /// EPT, or AMD-V with --cpu amd).
+    #[arg(value_enum, default_value_t = Emulator::Qemu)]
+    emulator: Emulator,
+    /// Virtualization extension (default: amd for qemu, intel for bochs).
+    #[arg(long, value_enum)]
+    cpu: Option<Cpu>,
+    /// Guest RAM, a multiple of 2 MiB (default: 64M in QEMU, 16M in Bochs).
+    #[arg(long, value_parser = parse_size)]
+    ram: Option<u64>,
+    /// Guest NVRAM, a multiple of 2 MiB; 0 for none (default as --ram).
+    #[arg(long, value_parser = parse_size)]
+    nvram: Option<u64>,
+    /// E820 type of the guest's NVRAM region: 7, 12 or 90.
+    #[arg(long, default_value_t = 7)]
+    nv_type: u32,
+    /// Seconds before the emulator is stopped (default: 180 QEMU, 600 Bochs).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// How QEMU boots: kernel (-kernel, Multiboot1), iso (GRUB,
+    /// Multiboot2) or pvh (-kernel through the PVH note). Bochs always boots
+    /// the ISO.
+    #[arg(long, value_enum)]
+    boot: Option<Boot>,
+    /// Skip clippy on the bare-metal crates before building.
+    #[arg(long)]
+    no_lint: bool,
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    eprintln!(
-        "nvirt run {}: the reference hypervisor (examples/nvirt-hv) is not built yet; \
-         it needs the buddy, ept and hypercall-abi crates first. \
-         Available today: `cargo nvirt e820 …` and `cargo nvirt test`.",
-        args.emulator
-    );
-    Ok(ExitCode::from(3))
+    let mut scenario = Scenario::new(args.emulator);
+    if let Some(cpu) = args.cpu {
+        scenario.cpu = cpu;
+    }
+    if let Some(boot) = args.boot {
+        scenario.boot = boot;
+    }
+    if let Some(ram) = args.ram {
+        scenario.ram = ram;
+    }
+    scenario.nvram = args.nvram.unwrap_or(scenario.ram);
+    scenario.nv_type = args.nv_type;
+    if let Some(t) = args.timeout {
+        scenario.timeout = Duration::from_secs(t);
+    }
+    scenario.lint = !args.no_lint;
+    scenario.name = format!("{}-{}-{}", scenario.emulator, scenario.cpu, scenario.boot);
+    let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
+    if outcome.passed {
+        eprintln!("nvirt run: PASS: {}", outcome.reason);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "nvirt run: FAIL: {} (emulator log: {})",
+            outcome.reason,
+            outcome.log.display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }

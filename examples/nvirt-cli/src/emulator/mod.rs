@@ -1,0 +1,432 @@
+//! Running the reference hypervisor and its guest in an emulator: one
+//! [`Scenario`] in, one [`Outcome`] out, with the serial console streamed
+//! live. `nvirt run` runs one scenario; `nvirt test` can run a list.
+//!
+//! Pass means all of: the guest printed a `PASS` line (`guest: PASS` on the
+//! serial console), the hypervisor printed `nvirt-hv: verdict: PASS`, and
+//! the emulator's exit status agrees (QEMU's `isa-debug-exit`: 33; Bochs
+//! quitting at the magic breakpoint: 0) — before the timeout.
+
+pub(crate) mod bochs;
+pub(crate) mod packages;
+pub(crate) mod qemu;
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+
+use crate::image::{self, target_dir};
+
+/// The emulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Emulator {
+    /// QEMU with TCG: AMD SVM with nested paging (TCG has no VMX).
+    Qemu,
+    /// Bochs: Intel VMX with EPT, or AMD SVM with nested paging.
+    Bochs,
+}
+
+/// The virtualization extension the emulated CPU offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Cpu {
+    /// Intel VT-x with EPT.
+    Intel,
+    /// AMD-V with nested paging.
+    Amd,
+}
+
+/// How the hypervisor is booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Boot {
+    /// QEMU `-kernel` (Multiboot1) with the guest preloaded by `-device loader`.
+    Kernel,
+    /// A GRUB ISO (Multiboot2) with the guest as a module.
+    Iso,
+    /// QEMU `-kernel` through the PVH ELF note (Multiboot1 header removed
+    /// from a copy), the guest preloaded by `-device loader`.
+    Pvh,
+}
+
+impl fmt::Display for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Qemu => "qemu",
+            Self::Bochs => "bochs",
+        })
+    }
+}
+
+impl fmt::Display for Cpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Intel => "intel",
+            Self::Amd => "amd",
+        })
+    }
+}
+
+impl fmt::Display for Boot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Kernel => "kernel",
+            Self::Iso => "iso",
+            Self::Pvh => "pvh",
+        })
+    }
+}
+
+/// Where QEMU's `-device loader` puts the raw guest image (host-physical).
+pub(crate) const GUEST_LOAD_ADDR: u64 = 0x300_0000;
+/// 2 MiB: the granule of guest RAM and NVRAM sizes (the temporary nested
+/// tables map 2 MiB pages only).
+const GRANULE: u64 = 2 << 20;
+const MIB: u64 = 1 << 20;
+
+/// One emulator run.
+#[derive(Clone, Debug)]
+pub(crate) struct Scenario {
+    /// Short name: also the run directory under `target/nvirt-run/`.
+    pub(crate) name: String,
+    /// Which emulator.
+    pub(crate) emulator: Emulator,
+    /// Which virtualization extension.
+    pub(crate) cpu: Cpu,
+    /// How to boot.
+    pub(crate) boot: Boot,
+    /// Guest RAM in bytes.
+    pub(crate) ram: u64,
+    /// Guest NVRAM in bytes (0: none).
+    pub(crate) nvram: u64,
+    /// E820 type of the guest's NVRAM (7, 12 or 90).
+    pub(crate) nv_type: u32,
+    /// Longest the emulator may run.
+    pub(crate) timeout: Duration,
+    /// Whether to run clippy on the bare-metal crates before building.
+    pub(crate) lint: bool,
+}
+
+impl Scenario {
+    /// The defaults for `emulator`: QEMU AMD-V booted with `-kernel`, 64 MiB
+    /// of RAM and 64 MiB of NVRAM on an NVDIMM; Bochs Intel VT-x from a GRUB
+    /// ISO with 16 MiB of each (Bochs is slower).
+    pub(crate) fn new(emulator: Emulator) -> Self {
+        let (cpu, boot, size, timeout) = match emulator {
+            Emulator::Qemu => (Cpu::Amd, Boot::Kernel, 64 * MIB, 180),
+            Emulator::Bochs => (Cpu::Intel, Boot::Iso, 16 * MIB, 600),
+        };
+        Self {
+            name: format!("{emulator}-{cpu}"),
+            emulator,
+            cpu,
+            boot,
+            ram: size,
+            nvram: size,
+            nv_type: 7,
+            timeout: Duration::from_secs(timeout),
+            lint: true,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.emulator == Emulator::Qemu && self.cpu == Cpu::Intel {
+            return Err("QEMU's TCG emulates no VMX: run Intel VT-x in Bochs (`nvirt run bochs --cpu intel`)".into());
+        }
+        if self.emulator == Emulator::Bochs && self.boot != Boot::Iso {
+            return Err("Bochs has no -kernel: it boots the GRUB ISO".into());
+        }
+        for (what, v) in [("--ram", self.ram), ("--nvram", self.nvram)] {
+            if v % GRANULE != 0 {
+                return Err(format!("{what} must be a multiple of 2 MiB"));
+            }
+        }
+        if self.ram < 4 * MIB {
+            return Err("--ram must be at least 4 MiB".into());
+        }
+        if ![7, 12, 90].contains(&self.nv_type) {
+            return Err("--nv-type must be 7, 12 or 90".into());
+        }
+        Ok(())
+    }
+
+    /// The hypervisor's command line (without boot-path specifics).
+    fn cmdline(&self) -> String {
+        format!(
+            "guest_ram={}M guest_nvram={}M nv_type={}",
+            self.ram / MIB,
+            self.nvram / MIB,
+            self.nv_type
+        )
+    }
+
+    fn run_dir(&self, root: &Path) -> PathBuf {
+        target_dir(root).join("nvirt-run").join(&self.name)
+    }
+}
+
+/// What a run showed.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Whether it passed (see the module docs).
+    pub(crate) passed: bool,
+    /// Why not, or a one-line summary.
+    pub(crate) reason: String,
+    /// From emulator start to the guest's `PASS` line.
+    pub(crate) time_to_pass: Option<Duration>,
+    /// From emulator start to its exit.
+    pub(crate) elapsed: Duration,
+    /// The serial console, every line.
+    pub(crate) console: Vec<String>,
+    /// Where the emulator's own log is.
+    pub(crate) log: PathBuf,
+}
+
+/// A started emulator: the process and its serial console lines.
+pub(crate) struct Started {
+    pub(crate) child: Child,
+    pub(crate) lines: Receiver<String>,
+    /// Set once the emulator has exited, so a file tailer can stop.
+    pub(crate) exited: Arc<AtomicBool>,
+    /// The exit status meaning "the hypervisor exited with success".
+    pub(crate) success_status: i32,
+    pub(crate) log: PathBuf,
+}
+
+/// Builds everything, runs `scenario`, streams its console to stdout when
+/// `echo` and returns the outcome. Errors are setup failures (packages,
+/// build, images) before the emulator ran.
+pub(crate) fn run_scenario(
+    root: &Path,
+    scenario: &Scenario,
+    echo: bool,
+) -> Result<Outcome, String> {
+    scenario.check()?;
+    let mut needs: Vec<&[packages::Need]> = Vec::new();
+    match scenario.emulator {
+        Emulator::Qemu => needs.push(packages::QEMU),
+        Emulator::Bochs => needs.push(packages::BOCHS),
+    }
+    if scenario.boot == Boot::Iso {
+        needs.push(packages::GRUB_ISO);
+    }
+    packages::ensure(&needs)?;
+    if scenario.lint {
+        image::clippy_bare_metal(root)?;
+    }
+    let built = image::build(root)?;
+    let dir = scenario.run_dir(root);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let guest = image::guest_flat(&built, &dir)?;
+    eprintln!(
+        "nvirt run: {} ({}, {} boot, guest RAM {} MiB, NVRAM {} MiB type {}, timeout {} s)",
+        scenario.emulator,
+        scenario.cpu,
+        scenario.boot,
+        scenario.ram / MIB,
+        scenario.nvram / MIB,
+        scenario.nv_type,
+        scenario.timeout.as_secs()
+    );
+    let started_at = Instant::now();
+    let started = match scenario.emulator {
+        Emulator::Qemu => qemu::start(scenario, &built, &guest, &dir)?,
+        Emulator::Bochs => bochs::start(scenario, &built, &guest, &dir)?,
+    };
+    Ok(supervise(started, started_at, scenario.timeout, echo))
+}
+
+/// What the console said so far.
+#[derive(Debug, Default)]
+struct Markers {
+    guest_pass: Option<Duration>,
+    guest_fail: bool,
+    verdict: Option<bool>,
+}
+
+fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool) -> Outcome {
+    let mut markers = Markers::default();
+    let mut console = Vec::new();
+    let mut status: Option<ExitStatus> = None;
+    let mut timed_out = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        match s.lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                let line = line.trim_end_matches(['\r', '\n']).to_owned();
+                if echo {
+                    let _ = writeln!(stdout, "{line}");
+                    let _ = stdout.flush();
+                }
+                match line.as_str() {
+                    "guest: PASS" => markers.guest_pass = Some(started_at.elapsed()),
+                    "guest: FAIL" => markers.guest_fail = true,
+                    "nvirt-hv: verdict: PASS" => markers.verdict = Some(true),
+                    "nvirt-hv: verdict: FAIL" => markers.verdict = Some(false),
+                    _ => {}
+                }
+                console.push(line);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) if status.is_some() => break,
+            Err(_) => {}
+        }
+        if status.is_none() {
+            if let Ok(Some(exit)) = s.child.try_wait() {
+                status = Some(exit);
+                s.exited.store(true, Ordering::Release);
+            } else if started_at.elapsed() > timeout {
+                timed_out = true;
+                let _ = s.child.kill();
+                status = s.child.wait().ok();
+                s.exited.store(true, Ordering::Release);
+            }
+        }
+    }
+    let elapsed = started_at.elapsed();
+    let code = status.and_then(|s| s.code());
+    let reason = if timed_out {
+        format!("timed out after {} s", timeout.as_secs())
+    } else if markers.guest_pass.is_none() || markers.guest_fail {
+        "the guest did not report PASS".to_owned()
+    } else if markers.verdict != Some(true) {
+        "the hypervisor did not confirm the guest's PASS".to_owned()
+    } else if code != Some(s.success_status) {
+        format!(
+            "the emulator exited with {} instead of {}",
+            code.map_or_else(|| "a signal".to_owned(), |c| c.to_string()),
+            s.success_status
+        )
+    } else {
+        String::new()
+    };
+    let passed = reason.is_empty();
+    Outcome {
+        passed,
+        reason: if passed {
+            format!(
+                "guest PASS {:.2} s after emulator start, emulator done after {:.2} s",
+                markers.guest_pass.unwrap_or_default().as_secs_f64(),
+                elapsed.as_secs_f64()
+            )
+        } else {
+            reason
+        },
+        time_to_pass: markers.guest_pass.filter(|_| passed),
+        elapsed,
+        console,
+        log: s.log,
+    }
+}
+
+/// The scenarios that must pass today, for `nvirt test` to run: QEMU AMD-V
+/// with an NVDIMM found through the NFIT (booted by `-kernel`, by GRUB and
+/// by PVH; NVRAM kinds 7, 12 and 90), Bochs Intel VT-x with EPT and Bochs
+/// AMD-V with nested paging (GRUB ISO, NVRAM by `memmap=`).
+#[allow(dead_code, reason = "the lead wires these into `nvirt test`")]
+pub(crate) fn standard_scenarios() -> Vec<Scenario> {
+    let mut list = Vec::new();
+    for (boot, nv_type) in [(Boot::Kernel, 7), (Boot::Iso, 12), (Boot::Pvh, 90)] {
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.boot = boot;
+        s.nv_type = nv_type;
+        s.name = format!("qemu-amd-{boot}-nv{nv_type}");
+        list.push(s);
+    }
+    for cpu in [Cpu::Intel, Cpu::Amd] {
+        let mut s = Scenario::new(Emulator::Bochs);
+        s.cpu = cpu;
+        s.name = format!("bochs-{cpu}-iso");
+        list.push(s);
+    }
+    for s in &mut list {
+        // Lint once before the list, not per scenario.
+        s.lint = false;
+    }
+    list
+}
+
+/// Runs one scenario as a check of `nvirt test`: `Ok` with the time from
+/// emulator start to the guest's PASS, or the reason it failed (the
+/// console is shown only on failure).
+#[allow(dead_code, reason = "the lead wires this into `nvirt test`")]
+pub(crate) fn check_scenario(root: &Path, scenario: &Scenario) -> Result<Duration, String> {
+    let outcome = run_scenario(root, scenario, false)?;
+    if outcome.passed {
+        let t = outcome.time_to_pass.unwrap_or(outcome.elapsed);
+        eprintln!(
+            "nvirt test: scenario {}: guest PASS {:.2} s after emulator start",
+            scenario.name,
+            t.as_secs_f64()
+        );
+        Ok(t)
+    } else {
+        for line in outcome.console.iter().rev().take(40).rev() {
+            eprintln!("    {line}");
+        }
+        Err(format!(
+            "{} (emulator log: {})",
+            outcome.reason,
+            outcome.log.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let q = Scenario::new(Emulator::Qemu);
+        assert_eq!(
+            (q.cpu, q.boot, q.ram, q.nvram),
+            (Cpu::Amd, Boot::Kernel, 64 * MIB, 64 * MIB)
+        );
+        assert_eq!(q.cmdline(), "guest_ram=64M guest_nvram=64M nv_type=7");
+        assert!(q.check().is_ok());
+        let b = Scenario::new(Emulator::Bochs);
+        assert_eq!((b.cpu, b.boot), (Cpu::Intel, Boot::Iso));
+        assert!(b.check().is_ok());
+
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.cpu = Cpu::Intel;
+        assert!(s.check().unwrap_err().contains("no VMX"));
+        let mut s = Scenario::new(Emulator::Bochs);
+        s.boot = Boot::Pvh;
+        assert!(s.check().is_err());
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.nvram = 3 * MIB;
+        assert!(s.check().is_err());
+        s.nvram = 0;
+        s.ram = 2 * MIB;
+        assert!(s.check().is_err());
+        s.ram = 8 * MIB;
+        s.nv_type = 8;
+        assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn standard_scenarios_cover_both_vendors_and_all_boot_paths() {
+        let list = standard_scenarios();
+        assert!(list.iter().all(|s| s.check().is_ok()));
+        for boot in [Boot::Kernel, Boot::Iso, Boot::Pvh] {
+            assert!(list.iter().any(|s| s.boot == boot));
+        }
+        for cpu in [Cpu::Intel, Cpu::Amd] {
+            assert!(
+                list.iter()
+                    .any(|s| s.emulator == Emulator::Bochs && s.cpu == cpu)
+            );
+        }
+        let mut names: Vec<_> = list.iter().map(|s| s.name.clone()).collect();
+        names.dedup();
+        assert_eq!(names.len(), list.len(), "each run directory is its own");
+    }
+}

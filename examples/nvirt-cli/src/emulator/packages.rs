@@ -1,0 +1,126 @@
+//! The Debian packages the emulator runs need: found, installed with
+//! apt-get when running as root, or named in the exact command to run.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::process::{run_quiet, run_streamed};
+
+/// A file that must exist and the Debian package that provides it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Need {
+    /// An executable on `PATH` or an absolute path.
+    pub(crate) file: &'static str,
+    /// The Debian package.
+    pub(crate) package: &'static str,
+}
+
+/// QEMU.
+pub(crate) const QEMU: &[Need] = &[Need {
+    file: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+}];
+
+/// What `grub-mkrescue` needs for a BIOS ISO.
+pub(crate) const GRUB_ISO: &[Need] = &[
+    Need {
+        file: "grub-mkrescue",
+        package: "grub-common",
+    },
+    Need {
+        file: "grub-file",
+        package: "grub-common",
+    },
+    Need {
+        file: "/usr/lib/grub/i386-pc/moddep.lst",
+        package: "grub-pc-bin",
+    },
+    Need {
+        file: "xorriso",
+        package: "xorriso",
+    },
+    Need {
+        file: "mformat",
+        package: "mtools",
+    },
+];
+
+/// Bochs with its BIOS images.
+pub(crate) const BOCHS: &[Need] = &[
+    Need {
+        file: "bochs",
+        package: "bochs",
+    },
+    Need {
+        file: "/usr/share/bochs/BIOS-bochs-latest",
+        package: "bochsbios",
+    },
+    Need {
+        file: "/usr/share/vgabios/vgabios.bin",
+        package: "vgabios",
+    },
+];
+
+fn present(file: &str) -> bool {
+    if file.starts_with('/') {
+        return Path::new(file).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(file).is_file()))
+}
+
+fn is_root() -> bool {
+    run_quiet(Command::new("id").arg("-u")).is_some_and(|(ok, out)| ok && out.trim() == "0")
+}
+
+/// Makes sure every file of `needs` exists: installs the missing packages
+/// with `apt-get install -y` when running as root (after `apt-get update`
+/// if the first try fails), else fails with the command to run.
+pub(crate) fn ensure(needs: &[&[Need]]) -> Result<(), String> {
+    let mut missing: Vec<&str> = needs
+        .iter()
+        .flat_map(|n| n.iter())
+        .filter(|n| !present(n.file))
+        .map(|n| n.package)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!("apt-get install -y {}", missing.join(" "));
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages; install them with: sudo {command}"
+        ));
+    }
+    let install = || {
+        run_streamed(
+            Command::new("apt-get")
+                .args(["install", "-y"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .map(|d| d.success)
+    };
+    if !install()? {
+        let _ = run_streamed(Command::new("apt-get").arg("update"))?;
+        if !install()? {
+            return Err(format!("`{command}` failed (output above)"));
+        }
+    }
+    let still: Vec<&str> = needs
+        .iter()
+        .flat_map(|n| n.iter())
+        .filter(|n| !present(n.file))
+        .map(|n| n.file)
+        .collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "still missing after `{command}`: {}",
+            still.join(", ")
+        ))
+    }
+}

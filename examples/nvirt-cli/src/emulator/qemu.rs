@@ -1,0 +1,120 @@
+//! QEMU (TCG) with AMD SVM and nested paging, an NVDIMM backed by a file
+//! under the run directory (found by the hypervisor through the ACPI NFIT),
+//! the serial console on stdout and `isa-debug-exit` for the verdict.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread;
+
+use super::{Boot, GUEST_LOAD_ADDR, MIB, Scenario, Started};
+use crate::image::{self, Built};
+use crate::process::describe;
+
+/// RAM QEMU gets beyond the guest's: the hypervisor, its tables, the boot
+/// loader and the preloaded guest image at 48 MiB.
+const HOST_OVERHEAD: u64 = 128 * MIB;
+/// `(0x10 << 1) | 1`: the hypervisor writes 0x10 to `isa-debug-exit` on success.
+const SUCCESS_STATUS: i32 = 33;
+
+/// Makes the NVDIMM backing file exactly `size` bytes, keeping its contents
+/// (NVRAM survives runs).
+fn backing_file(path: &Path, size: u64) -> Result<(), String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len != size {
+        file.set_len(size)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts QEMU for `scenario`.
+pub(crate) fn start(
+    scenario: &Scenario,
+    built: &Built,
+    guest: &Path,
+    dir: &Path,
+) -> Result<Started, String> {
+    let host_ram = (scenario.ram + HOST_OVERHEAD) / MIB;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    if scenario.nvram > 0 {
+        let pmem = dir.join("pmem.img");
+        backing_file(&pmem, scenario.nvram)?;
+        let maxmem = host_ram + scenario.nvram / MIB + 1024;
+        cmd.args(["-M", "pc,nvdimm=on", "-m"])
+            .arg(format!("{host_ram}M,slots=2,maxmem={maxmem}M"))
+            .arg("-object")
+            .arg(format!(
+                "memory-backend-file,id=pm0,share=on,mem-path={},size={}M",
+                pmem.display(),
+                scenario.nvram / MIB
+            ))
+            .args(["-device", "nvdimm,id=nv0,memdev=pm0"]);
+    } else {
+        cmd.args(["-M", "pc", "-m"]).arg(format!("{host_ram}M"));
+    }
+    cmd.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    let cmdline = scenario.cmdline();
+    match scenario.boot {
+        Boot::Kernel | Boot::Pvh => {
+            let kernel = if scenario.boot == Boot::Pvh {
+                image::pvh_only_copy(built, dir)?
+            } else {
+                built.hypervisor.clone()
+            };
+            cmd.arg("-kernel")
+                .arg(kernel)
+                .arg("-append")
+                .arg(format!("{cmdline} guest_addr={GUEST_LOAD_ADDR:#x}"))
+                .arg("-device")
+                .arg(format!(
+                    "loader,file={},addr={GUEST_LOAD_ADDR:#x},force-raw=on",
+                    guest.display()
+                ));
+        }
+        Boot::Iso => {
+            let iso = image::grub_iso(built, guest, &cmdline, dir)?;
+            cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
+        }
+    }
+    let log = dir.join("qemu.log");
+    let log_file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    fs::write(dir.join("command.txt"), describe(&cmd)).map_err(|e| e.to_string())?;
+    eprintln!("+ {}", describe(&cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", describe(&cmd)))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe from QEMU")?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Started {
+        child,
+        lines: rx,
+        exited: Arc::new(AtomicBool::new(false)),
+        success_status: SUCCESS_STATUS,
+        log,
+    })
+}

@@ -1,0 +1,13 @@
+//! Everything that touches the machine: boot code, console, CPU tables,
+//! physical memory and the two virtualization backends. Only built for
+//! `x86_64-unknown-none`.
+
+pub(crate) mod boot;
+pub(crate) mod console;
+pub(crate) mod cpu;
+pub(crate) mod hypervisor;
+pub(crate) mod io;
+pub(crate) mod mem;
+pub(crate) mod svm;
+pub(crate) mod vcpu;
+pub(crate) mod vmx;

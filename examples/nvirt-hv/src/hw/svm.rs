@@ -1,0 +1,345 @@
+//! AMD SVM backend (AMD64 APM Vol. 2, chapter 15): a VMCB per guest,
+//! nested paging, ASID 1, every I/O port, MSR and exception intercepted,
+//! VMRUN and VMMCALL intercepted.
+//!
+//! VMCB offsets used (control area, then the state-save area at 0x400; APM
+//! Vol. 2 Appendix B): 0x008 exception intercepts, 0x00C/0x010 instruction
+//! intercepts, 0x040 IOPM base, 0x048 MSRPM base, 0x058 guest ASID, 0x05C
+//! TLB control, 0x070–0x080 exit code and information, 0x090 nested-paging
+//! enable, 0x0B0 nCR3, 0x0C0 clean bits, 0x0C8 next RIP; segments at 0x400
+//! (ES, CS, SS, DS, FS, GS, GDTR, LDTR, IDTR, TR, 16 bytes each: selector,
+//! attributes, limit, base), CPL 0x4CB, EFER 0x4D0, CR4 0x548, CR3 0x550,
+//! CR0 0x558, DR7 0x560, DR6 0x568, RFLAGS 0x570, RIP 0x578, RSP 0x5D8,
+//! RAX 0x5F8, G_PAT 0x668.
+
+use core::arch::global_asm;
+
+use nvirt_hv::frames::FrameAlloc;
+use nvirt_hv::guest_abi::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
+
+use super::io::{cpuid, msr, rdmsr, wrmsr};
+use super::mem::zero_host;
+use super::vcpu::{
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSpec, Reg, Vcpu, VmError,
+};
+
+const EFER_SVME: u64 = 1 << 12;
+
+// Instruction intercepts, vector 3 (offset 0x00C) and vector 4 (0x010).
+const INTERCEPT_HLT: u32 = 1 << 24;
+const INTERCEPT_IOIO: u32 = 1 << 27;
+const INTERCEPT_MSR: u32 = 1 << 28;
+const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
+const INTERCEPT_VMRUN: u32 = 1 << 0;
+const INTERCEPT_VMMCALL: u32 = 1 << 1;
+
+// Exit codes.
+const EXIT_EXCEPTION_0: u64 = 0x40;
+const EXIT_HLT: u64 = 0x78;
+const EXIT_IOIO: u64 = 0x7b;
+const EXIT_MSR: u64 = 0x7c;
+const EXIT_SHUTDOWN: u64 = 0x7f;
+const EXIT_VMMCALL: u64 = 0x81;
+const EXIT_NPF: u64 = 0x400;
+const EXIT_INVALID: u64 = u64::MAX;
+
+/// TLB_CONTROL: flush the whole TLB on the next VMRUN (always supported).
+const TLB_FLUSH_ALL: u8 = 1;
+
+unsafe extern "sysv64" {
+    /// Loads the guest's general registers from `gprs`, runs VMRUN on the
+    /// VMCB at `vmcb`, stores them back.
+    fn nvirt_svm_run(vmcb: u64, gprs: *mut Gprs);
+}
+
+// RAX, RSP and RIP travel through the VMCB; the other registers are the
+// guest's between VMRUN and #VMEXIT, so they are swapped here. GIF is
+// cleared around VMRUN as the APM recommends (§15.17).
+global_asm!(
+    r#"
+    .text
+    .global nvirt_svm_run
+nvirt_svm_run:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rsi
+    push rdi
+    mov rax, rsi
+    mov rbx, [rax + 8]
+    mov rcx, [rax + 16]
+    mov rdx, [rax + 24]
+    mov rsi, [rax + 32]
+    mov rdi, [rax + 40]
+    mov rbp, [rax + 48]
+    mov r8, [rax + 56]
+    mov r9, [rax + 64]
+    mov r10, [rax + 72]
+    mov r11, [rax + 80]
+    mov r12, [rax + 88]
+    mov r13, [rax + 96]
+    mov r14, [rax + 104]
+    mov r15, [rax + 112]
+    pop rax
+    clgi
+    vmrun rax
+    mov rax, [rsp]
+    mov [rax + 8], rbx
+    mov [rax + 16], rcx
+    mov [rax + 24], rdx
+    mov [rax + 32], rsi
+    mov [rax + 40], rdi
+    mov [rax + 48], rbp
+    mov [rax + 56], r8
+    mov [rax + 64], r9
+    mov [rax + 72], r10
+    mov [rax + 80], r11
+    mov [rax + 88], r12
+    mov [rax + 96], r13
+    mov [rax + 104], r14
+    mov [rax + 112], r15
+    stgi
+    add rsp, 8
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+"#
+);
+
+/// Whether this CPU has SVM with nested paging, enabled by firmware.
+pub(crate) fn supported() -> Result<(), VmError> {
+    if cpuid(0x8000_0000, 0)[0] < 0x8000_000a || cpuid(0x8000_0001, 0)[2] & 1 << 2 == 0 {
+        return Err(VmError::Unsupported("SVM"));
+    }
+    if cpuid(0x8000_000a, 0)[3] & 1 == 0 {
+        return Err(VmError::Unsupported("SVM nested paging"));
+    }
+    // SAFETY: VM_CR exists on every CPU with SVM.
+    if unsafe { rdmsr(msr::VM_CR) } & 1 << 4 != 0 {
+        return Err(VmError::Unsupported(
+            "SVM (disabled by firmware, VM_CR.SVMDIS)",
+        ));
+    }
+    Ok(())
+}
+
+/// A guest CPU under SVM.
+pub(crate) struct SvmVcpu {
+    vmcb: u64,
+    gprs: Gprs,
+    next_rip_supported: bool,
+    last_exit_len: u64,
+}
+
+impl SvmVcpu {
+    /// Enables SVM on this CPU and builds the guest's VMCB.
+    pub(crate) fn new(frames: &mut impl FrameAlloc, spec: &GuestSpec) -> Result<Self, VmError> {
+        supported()?;
+        let hsave = alloc_zeroed(frames, 4096)?;
+        let vmcb = alloc_zeroed(frames, 4096)?;
+        // Every I/O port (12 KiB bitmap) and every MSR (8 KiB) intercepted.
+        let iopm = alloc_zeroed(frames, 3 * 4096)?;
+        let msrpm = alloc_zeroed(frames, 2 * 4096)?;
+        // SAFETY: both blocks were just allocated for these bitmaps.
+        unsafe {
+            core::ptr::write_bytes(ptr(iopm), 0xff, 3 * 4096);
+        }
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_bytes(ptr(msrpm), 0xff, 2 * 4096);
+        }
+        // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
+        // only allows the SVM instructions; the save area is a fresh frame.
+        let efer = unsafe { rdmsr(msr::EFER) };
+        // SAFETY: as above.
+        unsafe { wrmsr(msr::EFER, efer | EFER_SVME) };
+        // SAFETY: as above.
+        unsafe { wrmsr(msr::VM_HSAVE_PA, hsave) };
+
+        let v = Vmcb(vmcb);
+        v.w32(0x008, u32::MAX);
+        v.w32(
+            0x00c,
+            INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
+        );
+        v.w32(0x010, INTERCEPT_VMRUN | INTERCEPT_VMMCALL);
+        v.w64(0x040, iopm);
+        v.w64(0x048, msrpm);
+        v.w32(0x058, 1);
+        v.w8(0x05c, TLB_FLUSH_ALL);
+        v.w64(0x090, 1);
+        v.w64(0x0b0, spec.nested_root);
+        v.w32(0x0c0, 0);
+
+        let s = spec.start;
+        let data = (GUEST_DATA_SELECTOR, 0x0c93, u32::MAX, 0);
+        for offset in [0x400, 0x420, 0x430, 0x440, 0x450] {
+            v.segment(offset, data);
+        }
+        v.segment(0x410, (GUEST_CODE_SELECTOR, 0x0a9b, u32::MAX, 0));
+        v.segment(0x460, (0, 0, u32::from(s.gdt_limit), s.gdt_base));
+        v.segment(0x470, (0, 0x0082, 0, 0));
+        v.segment(0x480, (0, 0, 0, 0));
+        v.segment(0x490, (0, 0x008b, 0x67, 0));
+        v.w8(0x4cb, 0);
+        v.w64(0x4d0, GUEST_EFER | EFER_SVME);
+        v.w64(0x548, GUEST_CR4);
+        v.w64(0x550, s.cr3);
+        v.w64(0x558, GUEST_CR0);
+        v.w64(0x560, 0x400);
+        v.w64(0x568, 0xffff_0ff0);
+        v.w64(0x570, 0x2);
+        v.w64(0x578, s.rip);
+        v.w64(0x5d8, s.rsp);
+        v.w64(0x5f8, 0);
+        v.w64(0x668, GUEST_PAT);
+
+        let gprs = Gprs {
+            rbx: s.rbx,
+            ..Gprs::default()
+        };
+        Ok(Self {
+            vmcb,
+            gprs,
+            next_rip_supported: cpuid(0x8000_000a, 0)[3] & 1 << 3 != 0,
+            last_exit_len: 0,
+        })
+    }
+}
+
+fn alloc_zeroed(frames: &mut impl FrameAlloc, size: u64) -> Result<u64, VmError> {
+    let block = frames.alloc(size, 4096).ok_or(VmError::OutOfFrames)?;
+    // SAFETY: a fresh block from the allocator, identity mapped.
+    unsafe { zero_host(block, size) };
+    Ok(block)
+}
+
+fn ptr(addr: u64) -> *mut u8 {
+    core::ptr::with_exposed_provenance_mut(addr as usize)
+}
+
+/// Field access to a VMCB page (volatile: the processor reads and writes it).
+#[derive(Clone, Copy)]
+struct Vmcb(u64);
+
+impl Vmcb {
+    fn w8(self, offset: u64, value: u8) {
+        // SAFETY: the VMCB is a 4 KiB page this vCPU owns; offsets are below
+        // 0x1000.
+        unsafe { ptr(self.0 + offset).write_volatile(value) };
+    }
+    fn w16(self, offset: u64, value: u16) {
+        // SAFETY: as in `w8`; offsets are naturally aligned.
+        unsafe { ptr(self.0 + offset).cast::<u16>().write_volatile(value) };
+    }
+    fn w32(self, offset: u64, value: u32) {
+        // SAFETY: as in `w16`.
+        unsafe { ptr(self.0 + offset).cast::<u32>().write_volatile(value) };
+    }
+    fn w64(self, offset: u64, value: u64) {
+        // SAFETY: as in `w16`.
+        unsafe { ptr(self.0 + offset).cast::<u64>().write_volatile(value) };
+    }
+    fn r64(self, offset: u64) -> u64 {
+        // SAFETY: as in `w16`.
+        unsafe { ptr(self.0 + offset).cast::<u64>().read_volatile() }
+    }
+    /// A segment: selector, attributes (type, S, DPL, P, AVL, L, D/B, G),
+    /// limit, base.
+    fn segment(self, offset: u64, (selector, attributes, limit, base): (u16, u16, u32, u64)) {
+        self.w16(offset, selector);
+        self.w16(offset + 2, attributes);
+        self.w32(offset + 4, limit);
+        self.w64(offset + 8, base);
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn name(&self) -> &'static str {
+        "AMD SVM with nested paging"
+    }
+
+    fn run(&mut self) -> Result<Exit, VmError> {
+        let v = Vmcb(self.vmcb);
+        v.w64(0x5f8, self.gprs.rax);
+        // SAFETY: the VMCB is fully set up, SVM is enabled with a host save
+        // area, the nested tables map only memory reserved for this guest,
+        // and every instruction and event that could reach the host is
+        // intercepted.
+        unsafe { nvirt_svm_run(self.vmcb, &raw mut self.gprs) };
+        self.gprs.rax = v.r64(0x5f8);
+        // The TLB flush request applies to one VMRUN.
+        v.w8(0x05c, 0);
+        let code = v.r64(0x070);
+        let info1 = v.r64(0x078);
+        let info2 = v.r64(0x080);
+        self.last_exit_len = 0;
+        Ok(match code {
+            EXIT_VMMCALL => {
+                self.last_exit_len = 3;
+                Exit::Hypercall
+            }
+            EXIT_HLT => {
+                self.last_exit_len = 1;
+                Exit::Halt
+            }
+            EXIT_IOIO => Exit::Io {
+                port: (info1 >> 16) as u16,
+            },
+            EXIT_MSR => Exit::Msr,
+            EXIT_NPF => Exit::NestedFault {
+                gpa: info2,
+                info: info1,
+            },
+            EXIT_SHUTDOWN => Exit::TripleFault,
+            c if (EXIT_EXCEPTION_0..EXIT_EXCEPTION_0 + 32).contains(&c) => Exit::Exception {
+                vector: (c - EXIT_EXCEPTION_0) as u8,
+                error_code: info1,
+            },
+            EXIT_INVALID => {
+                return Err(VmError::EntryFailed {
+                    reason: code,
+                    qualification: info1,
+                });
+            }
+            _ => Exit::Other { code, info: info1 },
+        })
+    }
+
+    fn reg(&self, reg: Reg) -> u64 {
+        match reg {
+            Reg::Rip => Vmcb(self.vmcb).r64(0x578),
+            other => self.gprs.get(other),
+        }
+    }
+
+    fn set_reg(&mut self, reg: Reg, value: u64) {
+        match reg {
+            Reg::Rip => Vmcb(self.vmcb).w64(0x578, value),
+            other => self.gprs.set(other, value),
+        }
+    }
+
+    fn skip_instruction(&mut self) {
+        let v = Vmcb(self.vmcb);
+        let next = v.r64(0x0c8);
+        let rip = v.r64(0x578);
+        let target = if self.next_rip_supported && next > rip {
+            next
+        } else {
+            rip + self.last_exit_len
+        };
+        v.w64(0x578, target);
+    }
+
+    fn invalidate_nested(&mut self) {
+        Vmcb(self.vmcb).w8(0x05c, TLB_FLUSH_ALL);
+    }
+}
