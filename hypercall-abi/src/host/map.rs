@@ -211,3 +211,199 @@ fn check_buffer<M: GuestMemory + ?Sized>(
             error,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::context::Registers;
+    use crate::host::decode::{Request, decode};
+    use crate::host::memory::FlatMemory;
+    use crate::types::{DomainId, Gpfn};
+
+    const ME: DomainId = DomainId::new(2);
+    const ARG: u64 = 0x40;
+    const BUF: u64 = 0x100;
+
+    fn limits() -> Limits {
+        Limits::new(Gpfn::new(1 << 20)).max_map_entries(8)
+    }
+
+    fn call(mem: &FlatMemory<'_>, cmd: u64, caller: &Caller) -> Result<Request, Rejection> {
+        let regs = Registers {
+            rax: 12,
+            rdi: cmd,
+            rsi: ARG,
+            ..Registers::default()
+        };
+        decode(&regs, caller, mem, &limits())
+    }
+
+    fn entries(n: u64) -> impl Iterator<Item = E820Entry> {
+        (0..n).map(|i| E820Entry::new(i << 20, 1 << 20, 1 + (i as u32 % 2)))
+    }
+
+    fn written(mem: &FlatMemory<'_>) -> (u32, [E820Entry; 8]) {
+        let map: MemoryMap = read_value(mem, GuestAddr::new(ARG)).unwrap();
+        let mut out = [E820Entry::default(); 8];
+        for (i, e) in (0u64..).zip(out.iter_mut()) {
+            *e = read_value(mem, GuestAddr::new(BUF + 20 * i)).unwrap();
+        }
+        (map.nr_entries(), out)
+    }
+
+    #[test]
+    fn memory_map_truncates_to_the_guests_room() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(3, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(
+            (m.command(), m.asked(), m.capacity()),
+            (Command::MemoryMap, 3, 3)
+        );
+        let five: Vec<_> = entries(5).collect();
+        assert_eq!(m.respond(&mut mem, &five), Outcome::Success(0));
+        let (n, got) = written(&mem);
+        assert_eq!(n, 3);
+        assert_eq!(got[..3], five[..3]);
+        assert_eq!(got[3], E820Entry::default(), "nothing past the room");
+        assert_eq!(m.respond(&mut mem, &five[..1]), Outcome::Success(0));
+        assert_eq!(written(&mem).0, 1);
+    }
+
+    #[test]
+    fn capacity_is_capped_and_checked() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b).with_read_only(0x3f0..0x400);
+        let kernel = Caller::kernel(ME).unwrap();
+        // The guest claims room for 2^32 - 1 entries: only 8 are checked and written.
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(u32::MAX, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(m.capacity(), 8);
+        let ten: Vec<_> = entries(10).collect();
+        assert_eq!(m.respond(&mut mem, &ten), Outcome::Success(0));
+        assert_eq!(written(&mem), (8, ten[..8].try_into().unwrap()));
+        // A buffer running into read-only memory is refused before any write.
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(8, GuestAddr::new(0x3e0)).as_bytes(),
+        )
+        .unwrap();
+        let refused = call(&mem, 9, &kernel).unwrap_err();
+        assert!(
+            matches!(
+                refused.reason(),
+                Reason::Memory {
+                    field: Field::MapBuffer,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(1, GuestAddr::new(u64::MAX - 3)).as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            call(&mem, 9, &kernel).unwrap_err().reason(),
+            Reason::ArrayOverflow { .. }
+        ));
+        // An argument whose count field cannot be written back.
+        let mut c = [0u8; 0x400];
+        let mut ro = FlatMemory::new(GuestAddr::new(0), &mut c).with_read_only(ARG..ARG + 4);
+        ro.write(GuestAddr::new(ARG + 8), &BUF.to_le_bytes())
+            .unwrap();
+        assert_eq!(call(&ro, 9, &kernel).unwrap_err().errno(), Errno::Fault);
+    }
+
+    #[test]
+    fn machine_map_is_privileged_and_never_truncated() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(4, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        assert_eq!(
+            call(&mem, 10, &kernel).unwrap_err().reason(),
+            &Reason::NotPrivileged {
+                command: Command::MachineMemoryMap
+            }
+        );
+        let Ok(Request::MachineMemoryMap(m)) = call(&mem, 10, &kernel.privileged()) else {
+            panic!()
+        };
+        let five: Vec<_> = entries(5).collect();
+        assert_eq!(m.respond(&mut mem, &five), Outcome::Error(Errno::Inval));
+        assert_eq!(m.respond(&mut mem, &five[..4]), Outcome::Success(0));
+        assert_eq!(written(&mem).0, 4);
+    }
+
+    #[test]
+    fn set_memory_map_reads_the_guests_entries() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        let three: Vec<_> = entries(3).collect();
+        for (i, e) in (0u64..).zip(&three) {
+            mem.write(GuestAddr::new(BUF + 20 * i), e.as_bytes())
+                .unwrap();
+        }
+        let fmap = |domid, n| ForeignMemoryMap::new(domid, MemoryMap::new(n, GuestAddr::new(BUF)));
+        mem.write(GuestAddr::new(ARG), fmap(DomainId::SELF, 3).as_bytes())
+            .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        assert_eq!(call(&mem, 13, &kernel).unwrap_err().errno(), Errno::Perm);
+        let Ok(Request::SetMemoryMap(s)) = call(&mem, 13, &kernel.privileged()) else {
+            panic!()
+        };
+        assert_eq!(s.count(), 3);
+        let mut out = [E820Entry::default(); 8];
+        assert_eq!(s.read_entries(&mem, &mut out), Ok(3));
+        assert_eq!(out[..3], three[..]);
+        assert_eq!(
+            s.read_entries(&mem, &mut out[..2]).unwrap_err().errno(),
+            Errno::Inval
+        );
+
+        mem.write(GuestAddr::new(ARG), fmap(DomainId::new(5), 3).as_bytes())
+            .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().errno(),
+            Errno::Perm
+        );
+        mem.write(GuestAddr::new(ARG), fmap(ME, 9).as_bytes())
+            .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().reason(),
+            &Reason::TooManyMapEntries {
+                nr_entries: 9,
+                max: 8
+            }
+        );
+        mem.write(
+            GuestAddr::new(ARG),
+            ForeignMemoryMap::new(ME, MemoryMap::new(8, GuestAddr::new(0x3f0))).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().errno(),
+            Errno::Fault
+        );
+    }
+}
