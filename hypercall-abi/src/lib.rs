@@ -50,7 +50,6 @@
 //! // A misaligned extent stops the call there: Xen's partial success.
 //! let mut extents = [0xe00, 0xe01].map(Gpfn::new);
 //! assert_eq!(guest.populate_physmap(MemKind::NonVolatile, ExtentOrder::PAGE_2M, &mut extents)?, 1);
-//! drop(guest);
 //! assert_eq!(nvram_frames.len(), 6);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
