@@ -83,3 +83,8 @@ pub use numbers::{
     MemopCmd,
 };
 pub use types::{DomainId, ExtentOrder, Gpfn, GuestAddr, PAGE_SHIFT, PAGE_SIZE};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
