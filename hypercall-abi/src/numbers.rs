@@ -6,7 +6,8 @@
 //! commands in `xen/include/public/memory.h`; `MEMOP_EXTENT_SHIFT` and
 //! `MEMOP_CMD_MASK` in `xen/include/xen/hypercall.h` and their use in
 //! `do_memory_op()` (`xen/common/memory.c`). Linux's copy,
-//! `include/xen/interface/memory.h`, carries the same numbers.
+//! `include/xen/interface/memory.h`, gives the same numbers for the
+//! commands it carries.
 
 use core::fmt;
 
@@ -31,10 +32,12 @@ pub const MAX_CONTINUABLE_EXTENTS: u64 = (u32::MAX >> MEMOP_EXTENT_SHIFT) as u64
 /// The `memory_op` commands nvirt decodes (`XENMEM_*`,
 /// `xen/include/public/memory.h`).
 ///
-/// Other Xen commands — `exchange` (11), `machphys_mfn_list` (5),
-/// `add_to_physmap` (7), `machphys_mapping` (12), `remove_from_physmap`
-/// (15), and the toolstack-only ones from 16 up — are answered `-ENOSYS`,
-/// as Xen answers commands it does not implement.
+/// Every other command — `machphys_mfn_list` (5), `add_to_physmap` (7),
+/// the removed `translate_gpfn_list` (8), `exchange` (11, PV only),
+/// `machphys_mapping` (12), `remove_from_physmap` (15) and those from 16 up
+/// (PoD targets, sharing, paging, access, `add_to_physmap_batch`, vNUMA
+/// information, resources) — is answered `-ENOSYS`, as Xen answers commands
+/// it does not implement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Command {
