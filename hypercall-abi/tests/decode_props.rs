@@ -375,6 +375,29 @@ proptest! {
     }
 
     #[test]
+    fn memory_maps_reach_the_guest(
+        map in prop::collection::vec((any::<u64>(), any::<u64>(), any::<u32>()), 0..40),
+        room in 0usize..40,
+        limit in 0u32..40,
+    ) {
+        let map: Vec<_> = map.into_iter().map(|(a, s, k)| E820Entry::new(a, s, k)).collect();
+        let limits = Limits::new(Gpfn::new(1 << 20)).max_map_entries(limit);
+        let caller = Caller::kernel(DomainId::new(1)).unwrap();
+        let mut ram = vec![0u8; 0x1000];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut ram);
+        let handler = |mem: &mut FlatMemory<'_>, regs: &Registers| match host::decode(regs, &caller, mem, &limits) {
+            Ok(Request::MemoryMap(m)) => m.respond(mem, &map),
+            other => panic!("{other:?}"),
+        };
+        let mut guest = MemoryOps::new(Loopback::new(&mut mem, GuestAddr::new(0x100), handler));
+        let mut buffer = vec![E820Entry::default(); room];
+        let n = guest.memory_map(&mut buffer).unwrap();
+        prop_assert_eq!(n, map.len().min(room).min(limit as usize));
+        prop_assert_eq!(&buffer[..n], &map[..n]);
+        prop_assert!(buffer[n..].iter().all(|e| *e == E820Entry::default()));
+    }
+
+    #[test]
     fn flag_words_round_trip(raw in any::<u32>()) {
         if let Ok(f) = MemFlags::parse(raw) {
             prop_assert_eq!(f.to_raw(), raw);

@@ -74,37 +74,42 @@ impl Vmcall {
 impl Transport for Vmcall {
     type Error = Infallible;
 
-    fn memory_op(&mut self, cmd: MemopCmd, arg: Arg<'_>) -> Result<u64, Infallible> {
-        let to_guest = self.translate;
-        // The borrows in `arg` live until this function returns, so the
-        // memory the hypervisor reads and writes stays put and is ours alone
-        // for the whole call.
-        let arg_addr = match arg {
-            Arg::Null => 0,
-            Arg::Reservation { header, extents } => {
-                // The hypervisor writes through an in/out array: expose it
-                // through a mutable pointer.
-                let array = match extents {
-                    Extents::In(e) => e.as_ptr().expose_provenance(),
-                    Extents::InOut(e) => e.as_mut_ptr().expose_provenance(),
-                };
-                header.set_extent_start(GuestAddr::new(to_guest(array)));
-                to_guest(core::ptr::from_mut::<MemoryReservation>(header).expose_provenance())
-            }
-            Arg::MemoryMap { header, buffer } => {
-                header.set_buffer(GuestAddr::new(to_guest(
-                    buffer.as_mut_ptr().expose_provenance(),
-                )));
-                to_guest(core::ptr::from_mut::<MemoryMap>(header).expose_provenance())
-            }
-            Arg::Domain(domain) => {
-                to_guest(core::ptr::from_ref::<MemoryDomain>(domain).expose_provenance())
-            }
-        };
+    fn memory_op(&mut self, cmd: MemopCmd, mut arg: Arg<'_>) -> Result<u64, Infallible> {
+        let arg_addr = point_handles(&mut arg, self.translate);
         // SAFETY: the constructor's contract makes `arg_addr` and the handles
         // inside it name exactly the memory borrowed in `arg`, which outlives
-        // the call, and binds the hypervisor to touch nothing else.
+        // the call (it is borrowed until this function returns, so it stays
+        // put and is ours alone), and binds the hypervisor to touch nothing
+        // else.
         Ok(unsafe { hypercall2(self.insn, HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr) })
+    }
+}
+
+/// Points the guest handles inside `arg` at its arrays and returns the
+/// argument's own address, all through `to_guest`. The pointers' provenance
+/// is exposed: the hypervisor reads and writes through these addresses.
+fn point_handles(arg: &mut Arg<'_>, to_guest: fn(usize) -> u64) -> u64 {
+    match arg {
+        Arg::Null => 0,
+        Arg::Reservation { header, extents } => {
+            // The hypervisor writes through an in/out array: expose it
+            // through a mutable pointer.
+            let array = match extents {
+                Extents::In(e) => e.as_ptr().expose_provenance(),
+                Extents::InOut(e) => e.as_mut_ptr().expose_provenance(),
+            };
+            header.set_extent_start(GuestAddr::new(to_guest(array)));
+            to_guest(core::ptr::from_mut::<MemoryReservation>(header).expose_provenance())
+        }
+        Arg::MemoryMap { header, buffer } => {
+            header.set_buffer(GuestAddr::new(to_guest(
+                buffer.as_mut_ptr().expose_provenance(),
+            )));
+            to_guest(core::ptr::from_mut::<MemoryMap>(header).expose_provenance())
+        }
+        Arg::Domain(domain) => {
+            to_guest(core::ptr::from_ref::<MemoryDomain>(domain).expose_provenance())
+        }
     }
 }
 
@@ -162,4 +167,49 @@ pub(crate) fn cpu_vendor() -> [u8; 12] {
     // SAFETY: every x86_64 processor has CPUID, and leaf 0 always exists.
     let r = unsafe { core::arch::x86_64::__cpuid(0) };
     vendor_string(r.ebx, r.edx, r.ecx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::E820Entry;
+    use crate::types::{DomainId, Gpfn};
+
+    fn offset(addr: usize) -> u64 {
+        addr as u64 + 0x1000
+    }
+
+    #[test]
+    fn handles_point_at_the_arrays() {
+        let mut header = MemoryReservation::new(GuestAddr::NULL, 2, 0, 0, DomainId::SELF);
+        let mut extents = [Gpfn::new(1), Gpfn::new(2)];
+        let array = extents.as_ptr() as u64;
+        let at = core::ptr::from_ref(&header) as u64;
+        let mut arg = Arg::Reservation {
+            header: &mut header,
+            extents: Extents::InOut(&mut extents),
+        };
+        assert_eq!(point_handles(&mut arg, identity), at);
+        assert_eq!(point_handles(&mut arg, offset), at + 0x1000);
+        assert_eq!(header.extent_start(), GuestAddr::new(array + 0x1000));
+
+        let mut map = MemoryMap::new(4, GuestAddr::NULL);
+        let mut buffer = [E820Entry::default(); 4];
+        let buf_at = buffer.as_ptr() as u64;
+        let map_at = core::ptr::from_ref(&map) as u64;
+        let mut arg = Arg::MemoryMap {
+            header: &mut map,
+            buffer: &mut buffer,
+        };
+        assert_eq!(point_handles(&mut arg, identity), map_at);
+        assert_eq!(map.buffer(), GuestAddr::new(buf_at));
+
+        let domain = MemoryDomain::new(DomainId::SELF);
+        let mut arg = Arg::Domain(&domain);
+        assert_eq!(
+            point_handles(&mut arg, identity),
+            core::ptr::from_ref(&domain) as u64
+        );
+        assert_eq!(point_handles(&mut Arg::Null, identity), 0);
+    }
 }
