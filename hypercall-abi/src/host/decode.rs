@@ -7,10 +7,11 @@
 //! where nothing has been done, it answers `-errno` so the guest learns why.
 
 use crate::host::context::{Caller, Limits, Registers, VcpuMode};
+use crate::host::extent::ReservationOp;
 use crate::host::map::{MapRequest, SetMapRequest};
 use crate::host::memory::{GuestMemory, read_value};
 use crate::host::outcome::{Field, Reason, Rejection};
-use crate::host::reservation::{Reservation, ReservationOp};
+use crate::host::reservation::Reservation;
 use crate::layout::MemoryDomain;
 use crate::numbers::{Command, HYPERVISOR_MEMORY_OP, MemopCmd};
 use crate::types::{DomainId, GuestAddr};

@@ -27,6 +27,7 @@
 
 mod context;
 mod decode;
+mod extent;
 mod map;
 mod memory;
 mod outcome;
@@ -34,7 +35,8 @@ mod reservation;
 
 pub use context::{Caller, Limits, Registers, UserCalls, VcpuMode};
 pub use decode::{Request, decode};
+pub use extent::{Extent, ExtentError, ReservationOp};
 pub use map::{MapRequest, SetMapRequest};
 pub use memory::{Access, AccessError, FlatMemory, GuestMemory};
 pub use outcome::{Fault, Field, Outcome, Reason, Rejection, Resume};
-pub use reservation::{Extent, ExtentError, Reservation, ReservationOp};
+pub use reservation::Reservation;
