@@ -1,0 +1,215 @@
+//! The crate's only unsafe code: the hypercall instruction and CPUID.
+//!
+//! The convention is Xen's 64-bit HVM one (`hvm_hypercall()`,
+//! `xen/arch/x86/hvm/hypercall.c`): number in RAX, arguments in RDI, RSI,
+//! RDX, R10, R8, result in RAX. A hypervisor may change every argument
+//! register — Xen rewrites RDI when it continues a call and, in debug
+//! builds, scrambles the argument registers on return — so all five are
+//! clobbers here, as Linux's hypercall macros declare them.
+
+use core::arch::asm;
+use core::convert::Infallible;
+
+use crate::guest::insn::{HypercallInsn, vendor_string};
+use crate::guest::{Arg, Extents, Transport};
+use crate::layout::{MemoryDomain, MemoryMap, MemoryReservation};
+use crate::numbers::{HYPERVISOR_MEMORY_OP, MemopCmd};
+use crate::types::GuestAddr;
+
+/// The real transport: VMCALL or VMMCALL from inside a guest.
+#[derive(Clone, Copy, Debug)]
+pub struct Vmcall {
+    insn: HypercallInsn,
+    translate: fn(usize) -> u64,
+}
+
+fn identity(addr: usize) -> u64 {
+    addr as u64
+}
+
+impl Vmcall {
+    /// Calls with `insn` from an identity-mapped guest: a pointer's value is
+    /// the guest-physical address the hypervisor reads.
+    ///
+    /// # Safety
+    ///
+    /// Every address this transport passes must be, numerically, the guest
+    /// address of the same memory as the hypervisor resolves it (true for an
+    /// identity-mapped guest under nvirt's hypervisor, which reads guest
+    /// handles as guest-physical addresses), and the hypervisor must follow
+    /// the `memory_op` ABI: read and write only the argument structure and
+    /// the arrays it points to, within their lengths. Otherwise the
+    /// hypervisor writes memory Rust believes it owns elsewhere.
+    #[must_use]
+    pub const unsafe fn identity_mapped(insn: HypercallInsn) -> Self {
+        Self {
+            insn,
+            translate: identity,
+        }
+    }
+
+    /// Calls with `insn`, passing each argument's address through
+    /// `translate` (virtual to guest-physical, for a guest with paging).
+    ///
+    /// # Safety
+    ///
+    /// `translate` must map the start of every argument structure and array
+    /// to the address under which the hypervisor finds the same bytes, and
+    /// each of them must be contiguous in that address space (for instance,
+    /// no structure or array crosses a page boundary unless the pages are
+    /// physically adjacent). The hypervisor must follow the ABI as for
+    /// [`Vmcall::identity_mapped`].
+    #[must_use]
+    pub const unsafe fn new(insn: HypercallInsn, translate: fn(usize) -> u64) -> Self {
+        Self { insn, translate }
+    }
+
+    /// The instruction used.
+    #[must_use]
+    pub const fn insn(&self) -> HypercallInsn {
+        self.insn
+    }
+}
+
+impl Transport for Vmcall {
+    type Error = Infallible;
+
+    fn memory_op(&mut self, cmd: MemopCmd, mut arg: Arg<'_>) -> Result<u64, Infallible> {
+        let arg_addr = point_handles(&mut arg, self.translate);
+        // SAFETY: the constructor's contract makes `arg_addr` and the handles
+        // inside it name exactly the memory borrowed in `arg`, which outlives
+        // the call (it is borrowed until this function returns, so it stays
+        // put and is ours alone), and binds the hypervisor to touch nothing
+        // else.
+        Ok(unsafe { hypercall2(self.insn, HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr) })
+    }
+}
+
+/// Points the guest handles inside `arg` at its arrays and returns the
+/// argument's own address, all through `to_guest`. The pointers' provenance
+/// is exposed: the hypervisor reads and writes through these addresses.
+fn point_handles(arg: &mut Arg<'_>, to_guest: fn(usize) -> u64) -> u64 {
+    match arg {
+        Arg::Null => 0,
+        Arg::Reservation { header, extents } => {
+            // The hypervisor writes through an in/out array: expose it
+            // through a mutable pointer.
+            let array = match extents {
+                Extents::In(e) => e.as_ptr().expose_provenance(),
+                Extents::InOut(e) => e.as_mut_ptr().expose_provenance(),
+            };
+            header.set_extent_start(GuestAddr::new(to_guest(array)));
+            to_guest(core::ptr::from_mut::<MemoryReservation>(header).expose_provenance())
+        }
+        Arg::MemoryMap { header, buffer } => {
+            header.set_buffer(GuestAddr::new(to_guest(
+                buffer.as_mut_ptr().expose_provenance(),
+            )));
+            to_guest(core::ptr::from_mut::<MemoryMap>(header).expose_provenance())
+        }
+        Arg::Domain(domain) => {
+            to_guest(core::ptr::from_ref::<MemoryDomain>(domain).expose_provenance())
+        }
+    }
+}
+
+/// Issues hypercall `nr` with two arguments and returns RAX.
+///
+/// # Safety
+///
+/// The caller must run in a guest whose hypervisor implements hypercall
+/// `nr` with the instruction `insn`, and every byte the hypervisor may
+/// access through `a0`/`a1` must be memory the caller lends it for the call.
+unsafe fn hypercall2(insn: HypercallInsn, nr: u64, a0: u64, a1: u64) -> u64 {
+    let ret: u64;
+    match insn {
+        HypercallInsn::Vmcall => {
+            // SAFETY: per this function's contract. No stack use; memory may
+            // be read and written (the default), flags are clobbered.
+            unsafe {
+                asm!(
+                    "vmcall",
+                    inlateout("rax") nr => ret,
+                    inlateout("rdi") a0 => _,
+                    inlateout("rsi") a1 => _,
+                    lateout("rdx") _,
+                    lateout("r10") _,
+                    lateout("r8") _,
+                    options(nostack),
+                );
+            }
+        }
+        HypercallInsn::Vmmcall => {
+            // SAFETY: as for VMCALL above.
+            unsafe {
+                asm!(
+                    "vmmcall",
+                    inlateout("rax") nr => ret,
+                    inlateout("rdi") a0 => _,
+                    inlateout("rsi") a1 => _,
+                    lateout("rdx") _,
+                    lateout("r10") _,
+                    lateout("r8") _,
+                    options(nostack),
+                );
+            }
+        }
+    }
+    ret
+}
+
+/// The CPU's vendor string (CPUID leaf 0).
+#[allow(
+    unused_unsafe,
+    reason = "`__cpuid` is a safe function in newer Rust but unsafe in the workspace's minimum, 1.85"
+)]
+pub(crate) fn cpu_vendor() -> [u8; 12] {
+    // SAFETY: every x86_64 processor has CPUID, and leaf 0 always exists.
+    let r = unsafe { core::arch::x86_64::__cpuid(0) };
+    vendor_string(r.ebx, r.edx, r.ecx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::E820Entry;
+    use crate::types::{DomainId, Gpfn};
+
+    fn offset(addr: usize) -> u64 {
+        addr as u64 + 0x1000
+    }
+
+    #[test]
+    fn handles_point_at_the_arrays() {
+        let mut header = MemoryReservation::new(GuestAddr::NULL, 2, 0, 0, DomainId::SELF);
+        let mut extents = [Gpfn::new(1), Gpfn::new(2)];
+        let array = extents.as_ptr() as u64;
+        let at = core::ptr::from_ref(&header) as u64;
+        let mut arg = Arg::Reservation {
+            header: &mut header,
+            extents: Extents::InOut(&mut extents),
+        };
+        assert_eq!(point_handles(&mut arg, identity), at);
+        assert_eq!(point_handles(&mut arg, offset), at + 0x1000);
+        assert_eq!(header.extent_start(), GuestAddr::new(array + 0x1000));
+
+        let mut map = MemoryMap::new(4, GuestAddr::NULL);
+        let mut buffer = [E820Entry::default(); 4];
+        let buf_at = buffer.as_ptr() as u64;
+        let map_at = core::ptr::from_ref(&map) as u64;
+        let mut arg = Arg::MemoryMap {
+            header: &mut map,
+            buffer: &mut buffer,
+        };
+        assert_eq!(point_handles(&mut arg, identity), map_at);
+        assert_eq!(map.buffer(), GuestAddr::new(buf_at));
+
+        let domain = MemoryDomain::new(DomainId::SELF);
+        let mut arg = Arg::Domain(&domain);
+        assert_eq!(
+            point_handles(&mut arg, identity),
+            core::ptr::from_ref(&domain) as u64
+        );
+        assert_eq!(point_handles(&mut Arg::Null, identity), 0);
+    }
+}

@@ -1,0 +1,409 @@
+//! memory_map, machine_memory_map and set_memory_map: E820 maps between the
+//! hypervisor and the guest.
+
+use zerocopy::IntoBytes;
+
+use crate::errno::Errno;
+use crate::host::context::{Caller, Limits};
+use crate::host::decode::resolve_domain;
+use crate::host::memory::{Access, GuestMemory, read_value};
+use crate::host::outcome::{Field, Outcome, Reason, Rejection};
+use crate::layout::{E820_ENTRY_SIZE, E820Entry, ForeignMemoryMap, MemoryMap};
+use crate::numbers::Command;
+use crate::types::GuestAddr;
+
+/// A validated memory_map or machine_memory_map call: where to write up to
+/// [`MapRequest::capacity`] entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRequest {
+    command: Command,
+    arg: GuestAddr,
+    buffer: GuestAddr,
+    asked: u32,
+    capacity: u32,
+}
+
+impl MapRequest {
+    pub(crate) fn decode<M: GuestMemory + ?Sized>(
+        command: Command,
+        arg: GuestAddr,
+        caller: &Caller,
+        mem: &M,
+        limits: &Limits,
+    ) -> Result<Self, Rejection> {
+        if command == Command::MachineMemoryMap && !caller.is_privileged() {
+            return Err(Rejection::new(Reason::NotPrivileged { command }));
+        }
+        let argument = |error| {
+            Rejection::new(Reason::Memory {
+                field: Field::Argument,
+                error,
+            })
+        };
+        let map: MemoryMap = read_value(mem, arg).map_err(argument)?;
+        // The answer goes back into `nr_entries`.
+        mem.check(arg, MemoryMap::NR_ENTRIES_OFFSET + 4, Access::ReadWrite)
+            .map_err(argument)?;
+        let asked = map.nr_entries();
+        let capacity = asked.min(limits.map_entry_limit());
+        check_buffer(mem, map.buffer(), capacity, Access::Write).map_err(Rejection::new)?;
+        Ok(Self {
+            command,
+            arg,
+            buffer: map.buffer(),
+            asked,
+            capacity,
+        })
+    }
+
+    /// `XENMEM_memory_map` or `XENMEM_machine_memory_map`.
+    #[must_use]
+    pub const fn command(&self) -> Command {
+        self.command
+    }
+
+    /// The entries that will be written at most: what the guest has room
+    /// for, capped by the hypervisor's limit.
+    #[must_use]
+    pub const fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Writes `entries` to the guest and answers.
+    ///
+    /// memory_map truncates to the guest's room, as Xen does; the guest
+    /// reads how many it got from `nr_entries`. machine_memory_map refuses
+    /// with `-EINVAL` if the map does not fit, as Xen does. A guest address
+    /// that has become inaccessible since decoding gives `-EFAULT`.
+    pub fn respond<M: GuestMemory + ?Sized>(&self, mem: &mut M, entries: &[E820Entry]) -> Outcome {
+        let fits = u32::try_from(entries.len()).is_ok_and(|n| n <= self.capacity);
+        if self.command == Command::MachineMemoryMap && !fits {
+            return Outcome::Error(Errno::Inval);
+        }
+        let mut written: u32 = 0;
+        for entry in entries.iter().take(self.capacity as usize) {
+            let Some(at) = self.buffer.element(u64::from(written), E820_ENTRY_SIZE) else {
+                return Outcome::Error(Errno::Fault);
+            };
+            if mem.write(at, entry.as_bytes()).is_err() {
+                return Outcome::Error(Errno::Fault);
+            }
+            written += 1;
+        }
+        let Some(count_at) = self.arg.checked_add(MemoryMap::NR_ENTRIES_OFFSET) else {
+            return Outcome::Error(Errno::Fault);
+        };
+        match mem.write(count_at, &written.to_le_bytes()) {
+            Ok(()) => Outcome::Success(0),
+            Err(_) => Outcome::Error(Errno::Fault),
+        }
+    }
+
+    /// The guest's own idea of its buffer's size, before the cap.
+    #[must_use]
+    pub const fn asked(&self) -> u32 {
+        self.asked
+    }
+}
+
+/// A validated set_memory_map call: `count` entries at `buffer`, for the
+/// caller's own domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetMapRequest {
+    buffer: GuestAddr,
+    count: u32,
+}
+
+impl SetMapRequest {
+    pub(crate) fn decode<M: GuestMemory + ?Sized>(
+        arg: GuestAddr,
+        caller: &Caller,
+        mem: &M,
+        limits: &Limits,
+    ) -> Result<Self, Rejection> {
+        if !caller.is_privileged() {
+            return Err(Rejection::new(Reason::NotPrivileged {
+                command: Command::SetMemoryMap,
+            }));
+        }
+        let fmap: ForeignMemoryMap = read_value(mem, arg).map_err(|error| {
+            Rejection::new(Reason::Memory {
+                field: Field::Argument,
+                error,
+            })
+        })?;
+        resolve_domain(fmap.domid(), caller).map_err(Rejection::new)?;
+        let map = fmap.map();
+        let count = map.nr_entries();
+        if count > limits.map_entry_limit() {
+            return Err(Rejection::new(Reason::TooManyMapEntries {
+                nr_entries: count,
+                max: limits.map_entry_limit(),
+            }));
+        }
+        check_buffer(mem, map.buffer(), count, Access::Read).map_err(Rejection::new)?;
+        Ok(Self {
+            buffer: map.buffer(),
+            count,
+        })
+    }
+
+    /// Entries the guest passed.
+    #[must_use]
+    pub const fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Copies the entries into `out` and returns how many there are.
+    /// `out` needs room for [`SetMapRequest::count`] entries (the
+    /// hypervisor's map-entry limit always suffices). The entries are as the
+    /// guest wrote them: sort and sanitize them before use.
+    pub fn read_entries<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        out: &mut [E820Entry],
+    ) -> Result<usize, Rejection> {
+        let count = self.count as usize;
+        let Some(out) = out.get_mut(..count) else {
+            return Err(Rejection::new(Reason::TooManyMapEntries {
+                nr_entries: self.count,
+                max: u32::try_from(out.len()).unwrap_or(u32::MAX),
+            }));
+        };
+        for (i, slot) in (0u64..).zip(out.iter_mut()) {
+            let Some(at) = self.buffer.element(i, E820_ENTRY_SIZE) else {
+                return Err(Rejection::new(Reason::ArrayOverflow {
+                    field: Field::MapBuffer,
+                    addr: self.buffer,
+                    count: u64::from(self.count),
+                }));
+            };
+            *slot = read_value(mem, at).map_err(|error| {
+                Rejection::new(Reason::Memory {
+                    field: Field::MapBuffer,
+                    error,
+                })
+            })?;
+        }
+        Ok(count)
+    }
+}
+
+/// Checks that `count` E820 entries at `buffer` lie in guest memory with
+/// `access`.
+fn check_buffer<M: GuestMemory + ?Sized>(
+    mem: &M,
+    buffer: GuestAddr,
+    count: u32,
+    access: Access,
+) -> Result<(), Reason> {
+    let overflow = Reason::ArrayOverflow {
+        field: Field::MapBuffer,
+        addr: buffer,
+        count: u64::from(count),
+    };
+    let end = buffer
+        .element(u64::from(count), E820_ENTRY_SIZE)
+        .ok_or(overflow)?;
+    mem.check(buffer, end.raw() - buffer.raw(), access)
+        .map_err(|error| Reason::Memory {
+            field: Field::MapBuffer,
+            error,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::context::Registers;
+    use crate::host::decode::{Request, decode};
+    use crate::host::memory::FlatMemory;
+    use crate::types::{DomainId, Gpfn};
+
+    const ME: DomainId = DomainId::new(2);
+    const ARG: u64 = 0x40;
+    const BUF: u64 = 0x100;
+
+    fn limits() -> Limits {
+        Limits::new(Gpfn::new(1 << 20)).max_map_entries(8)
+    }
+
+    fn call(mem: &FlatMemory<'_>, cmd: u64, caller: &Caller) -> Result<Request, Rejection> {
+        let regs = Registers {
+            rax: 12,
+            rdi: cmd,
+            rsi: ARG,
+            ..Registers::default()
+        };
+        decode(&regs, caller, mem, &limits())
+    }
+
+    fn entries(n: u64) -> impl Iterator<Item = E820Entry> {
+        (0..n).map(|i| E820Entry::new(i << 20, 1 << 20, 1 + (i as u32 % 2)))
+    }
+
+    fn written(mem: &FlatMemory<'_>) -> (u32, [E820Entry; 8]) {
+        let map: MemoryMap = read_value(mem, GuestAddr::new(ARG)).unwrap();
+        let mut out = [E820Entry::default(); 8];
+        for (i, e) in (0u64..).zip(out.iter_mut()) {
+            *e = read_value(mem, GuestAddr::new(BUF + 20 * i)).unwrap();
+        }
+        (map.nr_entries(), out)
+    }
+
+    #[test]
+    fn memory_map_truncates_to_the_guests_room() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(3, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(
+            (m.command(), m.asked(), m.capacity()),
+            (Command::MemoryMap, 3, 3)
+        );
+        let five: Vec<_> = entries(5).collect();
+        assert_eq!(m.respond(&mut mem, &five), Outcome::Success(0));
+        let (n, got) = written(&mem);
+        assert_eq!(n, 3);
+        assert_eq!(got[..3], five[..3]);
+        assert_eq!(got[3], E820Entry::default(), "nothing past the room");
+        assert_eq!(m.respond(&mut mem, &five[..1]), Outcome::Success(0));
+        assert_eq!(written(&mem).0, 1);
+    }
+
+    #[test]
+    fn capacity_is_capped_and_checked() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b).with_read_only(0x3f0..0x400);
+        let kernel = Caller::kernel(ME).unwrap();
+        // The guest claims room for 2^32 - 1 entries: only 8 are checked and written.
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(u32::MAX, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(m.capacity(), 8);
+        let ten: Vec<_> = entries(10).collect();
+        assert_eq!(m.respond(&mut mem, &ten), Outcome::Success(0));
+        assert_eq!(written(&mem), (8, ten[..8].try_into().unwrap()));
+        // A buffer running into read-only memory is refused before any write.
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(8, GuestAddr::new(0x3e0)).as_bytes(),
+        )
+        .unwrap();
+        let refused = call(&mem, 9, &kernel).unwrap_err();
+        assert!(
+            matches!(
+                refused.reason(),
+                Reason::Memory {
+                    field: Field::MapBuffer,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(1, GuestAddr::new(u64::MAX - 3)).as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            call(&mem, 9, &kernel).unwrap_err().reason(),
+            Reason::ArrayOverflow { .. }
+        ));
+        // An argument whose count field cannot be written back.
+        let mut c = [0u8; 0x400];
+        let mut ro = FlatMemory::new(GuestAddr::new(0), &mut c).with_read_only(ARG..ARG + 4);
+        ro.write(GuestAddr::new(ARG + 8), &BUF.to_le_bytes())
+            .unwrap();
+        assert_eq!(call(&ro, 9, &kernel).unwrap_err().errno(), Errno::Fault);
+    }
+
+    #[test]
+    fn machine_map_is_privileged_and_never_truncated() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(4, GuestAddr::new(BUF)).as_bytes(),
+        )
+        .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        assert_eq!(
+            call(&mem, 10, &kernel).unwrap_err().reason(),
+            &Reason::NotPrivileged {
+                command: Command::MachineMemoryMap
+            }
+        );
+        let Ok(Request::MachineMemoryMap(m)) = call(&mem, 10, &kernel.privileged()) else {
+            panic!()
+        };
+        let five: Vec<_> = entries(5).collect();
+        assert_eq!(m.respond(&mut mem, &five), Outcome::Error(Errno::Inval));
+        assert_eq!(m.respond(&mut mem, &five[..4]), Outcome::Success(0));
+        assert_eq!(written(&mem).0, 4);
+    }
+
+    #[test]
+    fn set_memory_map_reads_the_guests_entries() {
+        let mut b = [0u8; 0x400];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        let three: Vec<_> = entries(3).collect();
+        for (i, e) in (0u64..).zip(&three) {
+            mem.write(GuestAddr::new(BUF + 20 * i), e.as_bytes())
+                .unwrap();
+        }
+        let fmap = |domid, n| ForeignMemoryMap::new(domid, MemoryMap::new(n, GuestAddr::new(BUF)));
+        mem.write(GuestAddr::new(ARG), fmap(DomainId::SELF, 3).as_bytes())
+            .unwrap();
+        let kernel = Caller::kernel(ME).unwrap();
+        assert_eq!(call(&mem, 13, &kernel).unwrap_err().errno(), Errno::Perm);
+        let Ok(Request::SetMemoryMap(s)) = call(&mem, 13, &kernel.privileged()) else {
+            panic!()
+        };
+        assert_eq!(s.count(), 3);
+        let mut out = [E820Entry::default(); 8];
+        assert_eq!(s.read_entries(&mem, &mut out), Ok(3));
+        assert_eq!(out[..3], three[..]);
+        assert_eq!(
+            s.read_entries(&mem, &mut out[..2]).unwrap_err().errno(),
+            Errno::Inval
+        );
+
+        mem.write(GuestAddr::new(ARG), fmap(DomainId::new(5), 3).as_bytes())
+            .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().errno(),
+            Errno::Perm
+        );
+        mem.write(GuestAddr::new(ARG), fmap(ME, 9).as_bytes())
+            .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().reason(),
+            &Reason::TooManyMapEntries {
+                nr_entries: 9,
+                max: 8
+            }
+        );
+        mem.write(
+            GuestAddr::new(ARG),
+            ForeignMemoryMap::new(ME, MemoryMap::new(8, GuestAddr::new(0x3f0))).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            call(&mem, 13, &kernel.privileged()).unwrap_err().errno(),
+            Errno::Fault
+        );
+    }
+}

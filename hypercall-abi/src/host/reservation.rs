@@ -1,0 +1,321 @@
+//! increase_reservation, decrease_reservation and populate_physmap: decoding,
+//! per-extent access, and the answer (count, partial count, continuation).
+
+use core::ops::Range;
+
+use crate::errno::Errno;
+use crate::flags::{MemFlags, MemKind};
+use crate::host::context::{Caller, Limits};
+use crate::host::decode::resolve_domain;
+use crate::host::extent::{Extent, ExtentError, ReservationOp};
+use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
+use crate::host::outcome::{Field, Outcome, Reason, Rejection};
+use crate::layout::{MemoryReservation, XEN_PFN_SIZE};
+use crate::numbers::MemopCmd;
+use crate::types::{DomainId, ExtentOrder, Gpfn, GuestAddr};
+
+/// A validated reservation call, as far as this hypervisor entry goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    op: ReservationOp,
+    flags: MemFlags,
+    order: ExtentOrder,
+    domain: DomainId,
+    array: GuestAddr,
+    nr_extents: u64,
+    start: u64,
+    end: u64,
+    gpfn_limit: Gpfn,
+}
+
+impl Reservation {
+    pub(crate) fn decode<M: GuestMemory + ?Sized>(
+        op: ReservationOp,
+        start: u64,
+        arg: GuestAddr,
+        caller: &Caller,
+        mem: &M,
+        limits: &Limits,
+    ) -> Result<Self, Rejection> {
+        // On a continued call, any refusal still reports the extents that
+        // earlier entries did, as Xen returns `start_extent`.
+        let refuse = |reason| Rejection::new(reason).after(start);
+        let r: MemoryReservation = read_value(mem, arg).map_err(|error| {
+            refuse(Reason::Memory {
+                field: Field::Argument,
+                error,
+            })
+        })?;
+        let nr_extents = r.nr_extents();
+        if nr_extents > limits.extent_limit() {
+            return Err(refuse(Reason::TooManyExtents {
+                nr_extents,
+                max: limits.extent_limit(),
+            }));
+        }
+        if start > nr_extents {
+            return Err(Rejection::new(Reason::StartBeyondEnd {
+                start_extent: start,
+                nr_extents,
+            }));
+        }
+        let domain = resolve_domain(r.domid(), caller).map_err(refuse)?;
+        let order = ExtentOrder::from_raw(r.extent_order())
+            .filter(|o| *o <= limits.order_limit())
+            .ok_or_else(|| {
+                refuse(Reason::OrderTooLarge {
+                    order: r.extent_order(),
+                    max: limits.order_limit(),
+                })
+            })?;
+        let flags = MemFlags::parse(r.mem_flags()).map_err(|e| refuse(Reason::Flags(e)))?;
+        let not_allowed = Reason::FlagsNotAllowed {
+            command: op.command(),
+            mem_flags: r.mem_flags(),
+        };
+        let allowed = match op {
+            // Xen: "This field is not used by XENMEM_decrease_reservation";
+            // nvirt lets the kind through so the hypervisor can check it.
+            ReservationOp::Decrease => flags.is_kind_only(),
+            ReservationOp::Increase => !flags.populate_on_demand(),
+            // Xen: "Disallow populating PoD pages on oneself" — and a guest
+            // can only name itself here.
+            ReservationOp::Populate => !flags.populate_on_demand(),
+        };
+        if !allowed {
+            return Err(refuse(not_allowed));
+        }
+        if let Some(node) = flags.node() {
+            if node.node() >= limits.node_count() {
+                return Err(refuse(Reason::NodeOutOfRange {
+                    node: node.node(),
+                    nodes: limits.node_count(),
+                }));
+            }
+        }
+        let array = r.extent_start();
+        let wants_array = !(op == ReservationOp::Increase && array.is_null());
+        if wants_array {
+            check_array(mem, array, start, nr_extents, op.array_access()).map_err(refuse)?;
+        }
+        let end = start + (nr_extents - start).min(limits.batch_size());
+        Ok(Self {
+            op,
+            flags,
+            order,
+            domain,
+            array,
+            nr_extents,
+            start,
+            end,
+            gpfn_limit: limits.gpfn_limit(),
+        })
+    }
+
+    /// The command.
+    #[must_use]
+    pub const fn op(&self) -> ReservationOp {
+        self.op
+    }
+
+    /// RAM or NVRAM.
+    #[must_use]
+    pub const fn kind(&self) -> MemKind {
+        self.flags.kind()
+    }
+
+    /// All the flags (address limit, NUMA node, kind).
+    #[must_use]
+    pub const fn flags(&self) -> MemFlags {
+        self.flags
+    }
+
+    /// The extent order.
+    #[must_use]
+    pub const fn order(&self) -> ExtentOrder {
+        self.order
+    }
+
+    /// The domain whose reservation changes: always the caller.
+    #[must_use]
+    pub const fn domain(&self) -> DomainId {
+        self.domain
+    }
+
+    /// The extents of the whole request.
+    #[must_use]
+    pub const fn nr_extents(&self) -> u64 {
+        self.nr_extents
+    }
+
+    /// The extents this entry handles: from the resume point, at most the
+    /// configured batch.
+    #[must_use]
+    pub const fn batch(&self) -> Range<u64> {
+        self.start..self.end
+    }
+
+    /// Whether an increase_reservation has an array to write frames into
+    /// (a null handle asks for none).
+    #[must_use]
+    pub const fn has_output(&self) -> bool {
+        match self.op {
+            ReservationOp::Increase => !self.array.is_null(),
+            ReservationOp::Decrease => false,
+            ReservationOp::Populate => true,
+        }
+    }
+
+    fn slot(&self, index: u64) -> Result<GuestAddr, ExtentError> {
+        if !(self.start..self.end).contains(&index) {
+            return Err(ExtentError::NotInBatch {
+                index,
+                start: self.start,
+                end: self.end,
+            });
+        }
+        // Decode checked the array up to `nr_extents`, so this cannot
+        // overflow; check anyway rather than trust a distant invariant.
+        self.array
+            .element(index, XEN_PFN_SIZE)
+            .ok_or(ExtentError::Memory {
+                index,
+                error: AccessError::Wraps {
+                    addr: self.array,
+                    len: index.saturating_mul(XEN_PFN_SIZE),
+                },
+            })
+    }
+
+    /// Reads and validates the guest's frame for extent `index` of the
+    /// batch: aligned to the order, the whole extent below the guest's frame
+    /// limit.
+    pub fn read_extent<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        index: u64,
+    ) -> Result<Gpfn, ExtentError> {
+        if !self.op.array_access().reads() {
+            return Err(ExtentError::NotReadable { index });
+        }
+        let addr = self.slot(index)?;
+        let raw: [u8; 8] =
+            read_value(mem, addr).map_err(|error| ExtentError::Memory { index, error })?;
+        let gpfn = Gpfn::new(u64::from_le_bytes(raw));
+        if !gpfn.is_aligned(self.order) {
+            return Err(ExtentError::Misaligned {
+                index,
+                gpfn,
+                order: self.order,
+            });
+        }
+        match gpfn.checked_add(self.order.pages()) {
+            Some(end) if end <= self.gpfn_limit => Ok(gpfn),
+            _ => Err(ExtentError::OutOfRange {
+                index,
+                gpfn,
+                limit: self.gpfn_limit,
+            }),
+        }
+    }
+
+    /// Writes `value` into slot `index` of the batch. An increase_reservation
+    /// with a null array asks for no output: nothing is written.
+    pub fn write_extent<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &mut M,
+        index: u64,
+        value: Gpfn,
+    ) -> Result<(), ExtentError> {
+        if !self.op.array_access().writes() {
+            return Err(ExtentError::NotWritable { index });
+        }
+        let addr = self.slot(index)?;
+        if !self.has_output() {
+            return Ok(());
+        }
+        mem.write(addr, &value.raw().to_le_bytes())
+            .map_err(|error| ExtentError::Memory { index, error })
+    }
+
+    /// The answer once the whole batch is done: the count if the request is
+    /// complete, else a continuation at the batch's end.
+    #[must_use]
+    pub const fn finish(&self) -> Outcome {
+        if self.end == self.nr_extents {
+            return Outcome::Success(self.nr_extents);
+        }
+        match MemopCmd::resuming(self.op.command(), self.end) {
+            Some(cmd) => Outcome::Continue(cmd),
+            // `end` is below MAX_CONTINUABLE_EXTENTS, so this cannot happen.
+            None => Outcome::stopped(self.end, Errno::Inval),
+        }
+    }
+
+    /// The answer when work stops at extent `index` (not done) because of
+    /// `cause`: Xen's partial success, or `-cause` if nothing was done.
+    #[must_use]
+    pub const fn stop(&self, index: u64, cause: Errno) -> Outcome {
+        Outcome::stopped(index, cause)
+    }
+
+    /// Works through the batch: reads each extent's frame (for decrease and
+    /// populate), calls `handle`, writes back the frame it returns (if any),
+    /// and answers. The handler's `Err` stops the call there with partial
+    /// success. Returning `Some` for a decrease, whose array is input only,
+    /// is a handler bug and stops the call with `-EINVAL`.
+    pub fn run<M, F>(&self, mem: &mut M, mut handle: F) -> Outcome
+    where
+        M: GuestMemory + ?Sized,
+        F: FnMut(Extent) -> Result<Option<Gpfn>, Errno>,
+    {
+        for index in self.start..self.end {
+            let gpfn = if self.op.array_access().reads() {
+                match self.read_extent(mem, index) {
+                    Ok(g) => Some(g),
+                    Err(e) => return self.stop(index, e.errno()),
+                }
+            } else {
+                None
+            };
+            let out = match handle(Extent { index, gpfn }) {
+                Ok(out) => out,
+                Err(e) => return self.stop(index, e),
+            };
+            if let Some(value) = out {
+                if let Err(e) = self.write_extent(mem, index, value) {
+                    return self.stop(index, e.errno());
+                }
+            }
+        }
+        self.finish()
+    }
+}
+
+/// Checks that extents `[start, nr)` of the array at `base` lie in guest
+/// memory with `access`, as Xen's `guest_handle_subrange_okay()` does.
+fn check_array<M: GuestMemory + ?Sized>(
+    mem: &M,
+    base: GuestAddr,
+    start: u64,
+    nr: u64,
+    access: Access,
+) -> Result<(), Reason> {
+    let overflow = Reason::ArrayOverflow {
+        field: Field::ExtentArray,
+        addr: base,
+        count: nr,
+    };
+    let first = base.element(start, XEN_PFN_SIZE).ok_or(overflow)?;
+    let end = base.element(nr, XEN_PFN_SIZE).ok_or(overflow)?;
+    let len = end.raw() - first.raw();
+    mem.check(first, len, access)
+        .map_err(|error| Reason::Memory {
+            field: Field::ExtentArray,
+            error,
+        })
+}
+
+#[cfg(test)]
+#[path = "reservation_tests.rs"]
+mod tests;

@@ -1,0 +1,370 @@
+//! Unit tests of reservation decoding, per-extent access and answers.
+
+use super::*;
+use crate::flags::{NVIRT_MEMF_NVRAM, NodeRequest, XENMEMF_POPULATE_ON_DEMAND};
+use crate::host::context::Registers;
+use crate::host::decode::{Request, decode};
+use crate::host::memory::FlatMemory;
+use crate::numbers::Command;
+use core::num::NonZeroU32;
+use zerocopy::IntoBytes;
+
+const ME: DomainId = DomainId::new(9);
+const ARG: u64 = 0x100;
+const ARRAY: u64 = 0x200;
+
+fn limits() -> Limits {
+    Limits::new(Gpfn::new(0x10_0000))
+        .batch(NonZeroU32::new(4).unwrap())
+        .numa_nodes(2)
+}
+
+/// Guest memory 0..0x1000 with a reservation at ARG and `gpfns` at ARRAY;
+/// 0xf00.. is read-only.
+fn guest<'a>(backing: &'a mut [u8; 0x1000], r: MemoryReservation, gpfns: &[u64]) -> FlatMemory<'a> {
+    let mut mem = FlatMemory::new(GuestAddr::new(0), backing).with_read_only(0xf00..0x1000);
+    mem.write(GuestAddr::new(ARG), r.as_bytes()).unwrap();
+    for (i, g) in (0u64..).zip(gpfns) {
+        mem.write(GuestAddr::new(ARRAY + 8 * i), &g.to_le_bytes())
+            .unwrap();
+    }
+    mem
+}
+
+fn resv(array: u64, nr: u64, order: u32, flags: u32, domid: DomainId) -> MemoryReservation {
+    MemoryReservation::new(GuestAddr::new(array), nr, order, flags, domid)
+}
+
+fn run_decode(mem: &FlatMemory<'_>, cmd: u64) -> Result<Reservation, Rejection> {
+    let regs = Registers {
+        rax: 12,
+        rdi: cmd,
+        rsi: ARG,
+        ..Registers::default()
+    };
+    match decode(&regs, &Caller::kernel(ME).unwrap(), mem, &limits()) {
+        Ok(Request::Reservation(r)) => Ok(r),
+        Ok(other) => panic!("not a reservation: {other:?}"),
+        Err(e) => Err(e),
+    }
+}
+
+fn reason(mem: &FlatMemory<'_>, cmd: u64) -> Reason {
+    *run_decode(mem, cmd).unwrap_err().reason()
+}
+
+#[test]
+fn decodes_a_populate_call() {
+    let mut b = [0u8; 0x1000];
+    let r = resv(ARRAY, 6, 9, NVIRT_MEMF_NVRAM | (2 << 8), DomainId::SELF);
+    let mem = guest(&mut b, r, &[0x200, 0x400, 0x600, 0x800, 0xa00, 0xc00]);
+    let req = run_decode(&mem, 6).unwrap();
+    assert_eq!(req.op(), ReservationOp::Populate);
+    assert_eq!(req.kind(), MemKind::NonVolatile);
+    assert_eq!(req.flags().node(), NodeRequest::new(1));
+    assert_eq!(req.order(), ExtentOrder::PAGE_2M);
+    assert_eq!(req.domain(), ME);
+    assert_eq!((req.nr_extents(), req.batch()), (6, 0..4));
+    assert_eq!(req.read_extent(&mem, 3), Ok(Gpfn::new(0x800)));
+    assert_eq!(
+        req.read_extent(&mem, 4),
+        Err(ExtentError::NotInBatch {
+            index: 4,
+            start: 0,
+            end: 4
+        })
+    );
+    let resumed = run_decode(&mem, 6 | 4 << 6).unwrap();
+    assert_eq!(resumed.batch(), 4..6);
+    assert_eq!(resumed.finish(), Outcome::Success(6));
+    assert_eq!(
+        req.finish(),
+        Outcome::Continue(MemopCmd::resuming(Command::PopulatePhysmap, 4).unwrap())
+    );
+    assert_eq!(run_decode(&mem, 6 | 6 << 6).map(|r| r.batch()), Ok(6..6));
+}
+
+#[test]
+fn refuses_bad_arguments() {
+    let mut b = [0u8; 0x1000];
+    let case = |b: &mut [u8; 0x1000], r, cmd| reason(&guest(b, r, &[]), cmd);
+    assert_eq!(
+        case(&mut b, resv(ARRAY, MAX_PLUS, 0, 0, DomainId::SELF), 6),
+        Reason::TooManyExtents {
+            nr_extents: MAX_PLUS,
+            max: crate::numbers::MAX_CONTINUABLE_EXTENTS
+        }
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::SELF), 6 | 3 << 6),
+        Reason::StartBeyondEnd {
+            start_extent: 3,
+            nr_extents: 2
+        }
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::new(1)), 1),
+        Reason::ForeignDomain {
+            domid: DomainId::new(1)
+        }
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::new(0x7ff2)), 1),
+        Reason::NoSuchDomain {
+            domid: DomainId::new(0x7ff2)
+        }
+    );
+    assert!(
+        run_decode(&guest(&mut b, resv(ARRAY, 2, 0, 0, ME), &[]), 1).is_ok(),
+        "own id"
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 19, 0, DomainId::SELF), 0),
+        Reason::OrderTooLarge {
+            order: 19,
+            max: ExtentOrder::PAGE_1G
+        }
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 1 << 31, 0, DomainId::SELF), 0),
+        Reason::OrderTooLarge {
+            order: 1 << 31,
+            max: ExtentOrder::PAGE_1G
+        }
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 1 << 25, DomainId::SELF), 0),
+        Reason::Flags(crate::flags::FlagError::UnknownBits { bits: 1 << 25 })
+    );
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 32, DomainId::SELF), 1),
+        Reason::FlagsNotAllowed {
+            command: Command::DecreaseReservation,
+            mem_flags: 32
+        }
+    );
+    assert!(
+        run_decode(
+            &guest(&mut b, resv(ARRAY, 2, 0, NVIRT_MEMF_NVRAM, ME), &[]),
+            1
+        )
+        .is_ok()
+    );
+    for cmd in [0, 6] {
+        assert_eq!(
+            case(
+                &mut b,
+                resv(ARRAY, 2, 0, XENMEMF_POPULATE_ON_DEMAND, DomainId::SELF),
+                cmd
+            ),
+            Reason::FlagsNotAllowed {
+                command: Command::from_raw(cmd).unwrap(),
+                mem_flags: XENMEMF_POPULATE_ON_DEMAND
+            }
+        );
+    }
+    assert_eq!(
+        case(&mut b, resv(ARRAY, 2, 0, 3 << 8, DomainId::SELF), 0),
+        Reason::NodeOutOfRange { node: 2, nodes: 2 }
+    );
+}
+
+const MAX_PLUS: u64 = crate::numbers::MAX_CONTINUABLE_EXTENTS + 1;
+
+#[test]
+fn extent_arrays_must_be_guest_memory() {
+    let mut b = [0u8; 0x1000];
+    // 0x1000 - ARRAY = 0xe00 bytes = 448 slots; the last 32 are read-only.
+    let fits = |b: &mut [u8; 0x1000], array, nr, cmd| {
+        run_decode(&guest(b, resv(array, nr, 0, 0, DomainId::SELF), &[]), cmd)
+            .map_err(|e| e.errno())
+    };
+    assert!(fits(&mut b, ARRAY, 448, 1).is_ok(), "decrease only reads");
+    assert_eq!(fits(&mut b, ARRAY, 449, 1).map(|_| ()), Err(Errno::Fault));
+    assert_eq!(
+        fits(&mut b, ARRAY, 448, 6).map(|_| ()),
+        Err(Errno::Fault),
+        "populate writes"
+    );
+    assert!(fits(&mut b, ARRAY, 416, 6).is_ok());
+    assert!(
+        fits(&mut b, 0, 1 << 20, 0).is_ok(),
+        "null handle: no output"
+    );
+    assert_eq!(
+        fits(&mut b, 0, 1 << 20, 6).map(|_| ()),
+        Err(Errno::Fault),
+        "null is an address"
+    );
+    assert_eq!(
+        reason(
+            &guest(&mut b, resv(u64::MAX - 7, 2, 0, 0, DomainId::SELF), &[]),
+            1
+        ),
+        Reason::ArrayOverflow {
+            field: Field::ExtentArray,
+            addr: GuestAddr::new(u64::MAX - 7),
+            count: 2
+        }
+    );
+    // Only the part from the resume point on is checked, as in Xen.
+    assert!(fits(&mut b, ARRAY - 8, 449, 1 | 1 << 6).is_ok());
+    let mut small = [0u8; 0x1000];
+    let mem = FlatMemory::new(GuestAddr::new(0), &mut small[..0x110]);
+    let err = run_decode(&mem, 6).unwrap_err();
+    assert_eq!(err.errno(), Errno::Fault, "argument cut off: {err}");
+}
+
+#[test]
+fn refusals_on_continued_calls_report_progress() {
+    let mut b = [0u8; 0x1000];
+    let mem = guest(&mut b, resv(ARRAY, 8, 0, 1 << 24, DomainId::SELF), &[]);
+    let refused = run_decode(&mem, 1 | 4 << 6).unwrap_err();
+    assert_eq!(
+        refused.outcome(),
+        Outcome::Partial {
+            done: 4,
+            cause: Errno::Inval
+        }
+    );
+    let beyond = run_decode(
+        &guest(&mut b, resv(ARRAY, 2, 0, 0, DomainId::SELF), &[]),
+        1 | 3 << 6,
+    );
+    assert_eq!(beyond.unwrap_err().outcome(), Outcome::Error(Errno::Inval));
+}
+
+#[test]
+fn run_counts_writes_back_and_stops() {
+    let mut b = [0u8; 0x1000];
+    let gpfns = [0x10, 0x11, 0x12, 0x13];
+    let mut mem = guest(&mut b, resv(ARRAY, 4, 0, 0, DomainId::SELF), &gpfns);
+    let req = run_decode(&mem, 6).unwrap();
+    let mut seen = [0u64; 4];
+    let out = req.run(&mut mem, |e| {
+        let g = e.gpfn().unwrap();
+        seen[e.index() as usize] = g.raw();
+        Ok(Some(Gpfn::new(g.raw() + 0x100)))
+    });
+    assert_eq!(out, Outcome::Success(4));
+    assert_eq!(seen, gpfns);
+    assert_eq!(
+        req.read_extent(&mem, 2),
+        Ok(Gpfn::new(0x112)),
+        "written back"
+    );
+
+    let out = req.run(&mut mem, |e| {
+        if e.index() == 2 {
+            Err(Errno::NoMem)
+        } else {
+            Ok(None)
+        }
+    });
+    assert_eq!(
+        out,
+        Outcome::Partial {
+            done: 2,
+            cause: Errno::NoMem
+        }
+    );
+    assert_eq!(
+        req.run(&mut mem, |_| Err(Errno::NoMem)),
+        Outcome::Error(Errno::NoMem)
+    );
+
+    // A decrease handler must not write into the input-only array.
+    let dec = run_decode(&mem, 1).unwrap();
+    assert_eq!(
+        dec.run(&mut mem, |_| Ok(Some(Gpfn::new(1)))),
+        Outcome::Error(Errno::Inval)
+    );
+    assert_eq!(
+        dec.write_extent(&mut mem, 0, Gpfn::new(1)),
+        Err(ExtentError::NotWritable { index: 0 })
+    );
+}
+
+#[test]
+fn frames_are_validated() {
+    let mut b = [0u8; 0x1000];
+    let gpfns = [0x200, 0x201, 0x10_0000, 0xf_fe00];
+    let mut mem = guest(&mut b, resv(ARRAY, 4, 9, 0, DomainId::SELF), &gpfns);
+    let req = run_decode(&mem, 1).unwrap();
+    assert_eq!(
+        req.read_extent(&mem, 1),
+        Err(ExtentError::Misaligned {
+            index: 1,
+            gpfn: Gpfn::new(0x201),
+            order: ExtentOrder::PAGE_2M
+        })
+    );
+    assert_eq!(
+        req.read_extent(&mem, 2),
+        Err(ExtentError::OutOfRange {
+            index: 2,
+            gpfn: Gpfn::new(0x10_0000),
+            limit: Gpfn::new(0x10_0000)
+        })
+    );
+    assert_eq!(
+        req.read_extent(&mem, 3),
+        Ok(Gpfn::new(0xf_fe00)),
+        "ends exactly at the limit"
+    );
+    assert_eq!(
+        req.run(&mut mem, |_| Ok(None)),
+        Outcome::Partial {
+            done: 1,
+            cause: Errno::Inval
+        }
+    );
+}
+
+#[test]
+fn increase_without_array_writes_nothing() {
+    let mut b = [0u8; 0x1000];
+    let mut mem = guest(&mut b, resv(0, 3, 0, NVIRT_MEMF_NVRAM, DomainId::SELF), &[]);
+    let before = mem.bytes().to_vec();
+    let req = run_decode(&mem, 0).unwrap();
+    assert!(!req.has_output());
+    assert_eq!(
+        req.read_extent(&mem, 0),
+        Err(ExtentError::NotReadable { index: 0 })
+    );
+    let out = req.run(&mut mem, |e| {
+        assert_eq!(e.gpfn(), None);
+        Ok(Some(Gpfn::new(0x4242)))
+    });
+    assert_eq!(out, Outcome::Success(3));
+    assert_eq!(mem.bytes(), &before[..]);
+}
+
+#[test]
+fn guest_memory_changing_under_the_handler_is_a_fault_not_a_panic() {
+    let mut b = [0u8; 0x1000];
+    let mut mem = guest(&mut b, resv(0xef0, 4, 0, 0, DomainId::SELF), &[]);
+    let req = run_decode(&mem, 1).unwrap();
+    // Pretend another vCPU made the array read-only: writes fail now.
+    let mut other = [0u8; 0x1000];
+    let mut ro = FlatMemory::new(GuestAddr::new(0), &mut other).with_read_only(0..0x1000);
+    let inc = Reservation {
+        op: ReservationOp::Increase,
+        array: GuestAddr::new(0xef0),
+        ..req
+    };
+    assert_eq!(
+        inc.run(&mut ro, |_| Ok(Some(Gpfn::new(1)))),
+        Outcome::Error(Errno::Fault)
+    );
+    assert_eq!(req.run(&mut mem, |_| Ok(None)), Outcome::Success(4));
+    assert_eq!(
+        ExtentError::Misaligned {
+            index: 1,
+            gpfn: Gpfn::new(3),
+            order: ExtentOrder::PAGE_2M
+        }
+        .to_string(),
+        "extent 1: gpfn 0x3 is not aligned to order 9"
+    );
+}

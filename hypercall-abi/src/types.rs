@@ -1,0 +1,312 @@
+//! Typed values of the ABI: guest addresses, guest frame numbers, extent
+//! orders and domain ids.
+//!
+//! Each is its own type because mixing them up — a frame number used as an
+//! address, an order used as a page count, a foreign domain id taken for the
+//! caller's — is the classic bug of this interface. Arithmetic is checked;
+//! nothing wraps silently.
+
+use core::fmt;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// log2 of the page size the ABI's frame numbers count (4 KiB on x86).
+pub const PAGE_SHIFT: u32 = 12;
+
+/// The page size the ABI's frame numbers count.
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+/// An address as the guest passes it, in a register or in a guest handle.
+///
+/// Until the host's [`GuestMemory`](crate::host::GuestMemory) accepts it,
+/// it is only an allegation. nvirt's reference hypervisor reads it as a
+/// guest-physical address (its test guest is identity mapped, so guest
+/// virtual equals guest physical); Xen reads HVM guest handles as
+/// guest-linear addresses. The `GuestMemory` implementation decides which.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GuestAddr(u64);
+
+impl GuestAddr {
+    /// The null handle. Xen gives it a meaning only for
+    /// `XENMEM_increase_reservation`'s extent list (no output wanted).
+    pub const NULL: Self = Self(0);
+
+    /// The address `raw`.
+    #[must_use]
+    pub const fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The address as a number.
+    #[must_use]
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// Whether this is the null handle.
+    #[must_use]
+    pub const fn is_null(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The address `bytes` further on, or `None` if that passes 2^64.
+    #[must_use]
+    pub const fn checked_add(self, bytes: u64) -> Option<Self> {
+        match self.0.checked_add(bytes) {
+            Some(a) => Some(Self(a)),
+            None => None,
+        }
+    }
+
+    /// The address of element `index` of an array of `size`-byte elements
+    /// starting here, or `None` if any step overflows.
+    #[must_use]
+    pub const fn element(self, index: u64, size: u64) -> Option<Self> {
+        match index.checked_mul(size) {
+            Some(offset) => self.checked_add(offset),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for GuestAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A guest frame number: Xen's `xen_pfn_t` (`unsigned long`, 8 bytes on
+/// x86_64, `xen/include/public/arch-x86/xen.h`), the index of a 4 KiB page in
+/// the guest's physical address space.
+///
+/// `repr(transparent)` over `u64` so that a guest's `&mut [Gpfn]` is exactly
+/// the `xen_pfn_t` array the hypervisor reads and writes.
+#[repr(transparent)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+)]
+pub struct Gpfn(u64);
+
+impl Gpfn {
+    /// The frame `raw`.
+    #[must_use]
+    pub const fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The frame number as a number.
+    #[must_use]
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The frame holding `addr`.
+    #[must_use]
+    pub const fn containing(addr: GuestAddr) -> Self {
+        Self(addr.raw() >> PAGE_SHIFT)
+    }
+
+    /// The frame's first byte, or `None` if it lies beyond 2^64.
+    #[must_use]
+    pub const fn addr(self) -> Option<GuestAddr> {
+        if self.0 > (u64::MAX >> PAGE_SHIFT) {
+            None
+        } else {
+            Some(GuestAddr(self.0 << PAGE_SHIFT))
+        }
+    }
+
+    /// Whether the frame is the first of a naturally aligned extent of
+    /// `order`.
+    #[must_use]
+    pub const fn is_aligned(self, order: ExtentOrder) -> bool {
+        self.0 & (order.pages() - 1) == 0
+    }
+
+    /// The frame `pages` further on, or `None` on overflow.
+    #[must_use]
+    pub const fn checked_add(self, pages: u64) -> Option<Self> {
+        match self.0.checked_add(pages) {
+            Some(f) => Some(Self(f)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for Gpfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gpfn {:#x}", self.0)
+    }
+}
+
+/// log2 of an extent's size in pages (`extent_order` in Xen's
+/// `xen_memory_reservation`): 0 is 4 KiB, 9 is 2 MiB, 18 is 1 GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtentOrder(u8);
+
+impl ExtentOrder {
+    /// One 4 KiB page.
+    pub const PAGE_4K: Self = Self(0);
+    /// A 2 MiB extent.
+    pub const PAGE_2M: Self = Self(9);
+    /// A 1 GiB extent.
+    pub const PAGE_1G: Self = Self(18);
+    /// The largest order that exists: frame numbers have 64 − 12 = 52 bits,
+    /// so no extent of 2^53 pages fits in an address space.
+    pub const MAX: Self = Self(64 - PAGE_SHIFT as u8);
+
+    /// The order `order`, or `None` above [`ExtentOrder::MAX`].
+    #[must_use]
+    pub const fn new(order: u8) -> Option<Self> {
+        if order <= Self::MAX.0 {
+            Some(Self(order))
+        } else {
+            None
+        }
+    }
+
+    /// The order in the ABI's 32-bit field, or `None` above
+    /// [`ExtentOrder::MAX`].
+    #[must_use]
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        if raw <= Self::MAX.0 as u32 {
+            Some(Self(raw as u8))
+        } else {
+            None
+        }
+    }
+
+    /// The order as a number.
+    #[must_use]
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+
+    /// Pages in one extent: 2^order (at most 2^52, so never overflows).
+    #[must_use]
+    pub const fn pages(self) -> u64 {
+        1 << self.0
+    }
+
+    /// Bytes in one extent, or `None` for order 52 (2^64 bytes).
+    #[must_use]
+    pub const fn bytes(self) -> Option<u64> {
+        self.pages().checked_mul(PAGE_SIZE)
+    }
+}
+
+impl fmt::Display for ExtentOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "order {}", self.0)
+    }
+}
+
+/// A Xen domain id, `domid_t` (`uint16_t`, `xen/include/public/xen.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(u16);
+
+impl DomainId {
+    /// `DOMID_FIRST_RESERVED` (0x7FF0, `xen/include/public/xen.h`): ids from
+    /// here on name no ordinary domain.
+    pub const FIRST_RESERVED: Self = Self(0x7FF0);
+    /// `DOMID_SELF` (0x7FF0, `xen/include/public/xen.h`): "the caller". The
+    /// only id an unprivileged guest may name in a reservation.
+    pub const SELF: Self = Self(0x7FF0);
+
+    /// The id `raw`, as alleged.
+    #[must_use]
+    pub const fn new(raw: u16) -> Self {
+        Self(raw)
+    }
+
+    /// An ordinary domain's id, or `None` for a reserved one (≥ 0x7FF0).
+    #[must_use]
+    pub const fn ordinary(raw: u16) -> Option<Self> {
+        if raw < Self::FIRST_RESERVED.0 {
+            Some(Self(raw))
+        } else {
+            None
+        }
+    }
+
+    /// The id as a number.
+    #[must_use]
+    pub const fn raw(self) -> u16 {
+        self.0
+    }
+
+    /// Whether the id can name an ordinary domain (below 0x7FF0).
+    #[must_use]
+    pub const fn is_ordinary(self) -> bool {
+        self.0 < Self::FIRST_RESERVED.0
+    }
+}
+
+impl fmt::Display for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::SELF {
+            f.write_str("DOMID_SELF")
+        } else {
+            write!(f, "d{}", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_addresses_do_not_wrap() {
+        assert_eq!(Gpfn::new(1).addr(), Some(GuestAddr::new(0x1000)));
+        assert_eq!(
+            Gpfn::new(u64::MAX >> 12).addr(),
+            Some(GuestAddr::new(!0xfff))
+        );
+        assert_eq!(Gpfn::new((u64::MAX >> 12) + 1).addr(), None);
+        assert_eq!(
+            Gpfn::containing(GuestAddr::new(0x1fff)),
+            Gpfn::new(1),
+            "an address lies in the frame that contains it"
+        );
+        assert_eq!(GuestAddr::new(u64::MAX).checked_add(1), None);
+        assert_eq!(GuestAddr::new(8).element(2, 8), Some(GuestAddr::new(24)));
+        assert_eq!(GuestAddr::new(0).element(u64::MAX, 8), None);
+        assert_eq!(Gpfn::new(u64::MAX).checked_add(1), None);
+    }
+
+    #[test]
+    fn orders_are_bounded() {
+        assert_eq!(ExtentOrder::new(52), Some(ExtentOrder::MAX));
+        assert_eq!(ExtentOrder::new(53), None);
+        assert_eq!(ExtentOrder::from_raw(u32::MAX), None);
+        assert_eq!(ExtentOrder::from_raw(256 + 9), None, "no truncation to u8");
+        assert_eq!(ExtentOrder::PAGE_2M.pages(), 512);
+        assert_eq!(ExtentOrder::PAGE_1G.bytes(), Some(1 << 30));
+        assert_eq!(ExtentOrder::MAX.bytes(), None);
+        assert!(Gpfn::new(0x200).is_aligned(ExtentOrder::PAGE_2M));
+        assert!(!Gpfn::new(0x201).is_aligned(ExtentOrder::PAGE_2M));
+        assert!(Gpfn::new(0x201).is_aligned(ExtentOrder::PAGE_4K));
+    }
+
+    #[test]
+    fn domain_ids() {
+        assert_eq!(DomainId::ordinary(0x7FEF), Some(DomainId::new(0x7FEF)));
+        assert_eq!(DomainId::ordinary(0x7FF0), None);
+        assert!(!DomainId::SELF.is_ordinary());
+        assert_eq!(DomainId::SELF.to_string(), "DOMID_SELF");
+        assert_eq!(DomainId::new(7).to_string(), "d7");
+    }
+}
