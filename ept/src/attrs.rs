@@ -26,10 +26,12 @@ bitflags::bitflags! {
 impl Perms {
     /// Read and write.
     pub const RW: Self = Self::READ.union(Self::WRITE);
-    /// Read and execute.
-    pub const RX: Self = Self::READ.union(Self::EXECUTE);
-    /// Read, write and execute (for every mode).
-    pub const RWX: Self = Self::RW.union(Self::EXECUTE).union(Self::USER_EXECUTE);
+    /// Execute in every mode: supervisor and user.
+    pub const X: Self = Self::EXECUTE.union(Self::USER_EXECUTE);
+    /// Read and execute (in every mode).
+    pub const RX: Self = Self::READ.union(Self::X);
+    /// Read, write and execute (in every mode).
+    pub const RWX: Self = Self::RW.union(Self::X);
 }
 
 impl fmt::Display for Perms {

@@ -65,8 +65,10 @@ impl Model {
     pub fn first_hole(&self, start: u64, end: u64) -> Option<u64> {
         let mut at = start;
         while at < end {
-            let (&s, run) = self.runs.range(..=at).next_back()?;
-            if s > at || run.end <= at {
+            let Some((_, run)) = self.runs.range(..=at).next_back() else {
+                return Some(at);
+            };
+            if run.end <= at {
                 return Some(at);
             }
             at = run.end;
