@@ -238,7 +238,10 @@ mod tests {
         assert!(!a.is_aligned(PageSize::Size2M));
         assert_eq!(a.align_down(PageSize::Size2M), GuestPhys::new(0x20_0000));
         assert_eq!(GuestPhys::new(u64::MAX).checked_add(1), None);
-        assert_eq!(a.checked_offset_from(GuestPhys::new(0x20_0000)), Some(0x1000));
+        assert_eq!(
+            a.checked_offset_from(GuestPhys::new(0x20_0000)),
+            Some(0x1000)
+        );
         assert_eq!(HostPhys::new(0x1000).to_string(), "HPA 0x1000");
         assert_eq!(format!("{a:?}"), "GPA(0x201000)");
     }

@@ -29,20 +29,37 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         self.apply_table(op, Level::Pml4, self.root, 0, true, work);
     }
 
-    fn apply_table(&self, op: &Op, level: Level, table: HostPhys, base: u64, live: bool, work: &mut Work) {
+    fn apply_table(
+        &self,
+        op: &Op,
+        level: Level,
+        table: HostPhys,
+        base: u64,
+        live: bool,
+        work: &mut Work,
+    ) {
         let lo = op.start.max(base);
         let hi = op.end.min(base + level.table_span());
         if lo >= hi {
             return;
         }
         let view = self.mem.table(table);
-        for i in level.index(lo)..=level.index(hi - 1) {
+        let (first, last) = (level.index(lo), level.index(hi - 1));
+        for (i, slot) in view.iter().enumerate().take(last + 1).skip(first) {
             let entry_base = base + i as u64 * level.entry_span();
-            self.apply_entry(op, level, &view[i], entry_base, live, work);
+            self.apply_entry(op, level, slot, entry_base, live, work);
         }
     }
 
-    fn apply_entry(&self, op: &Op, level: Level, slot: &AtomicU64, base: u64, live: bool, work: &mut Work) {
+    fn apply_entry(
+        &self,
+        op: &Op,
+        level: Level,
+        slot: &AtomicU64,
+        base: u64,
+        live: bool,
+        work: &mut Work,
+    ) {
         let raw = slot.load(Ordering::Relaxed);
         let entry = self.format.decode(level, raw);
         let full = op.covers(level, base);
@@ -62,9 +79,19 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                     _ if leaf_ok => {
                         let hpa = self.map_target(op, base);
                         let size = level.page_size().unwrap_or(PageSize::Size4K);
-                        self.replace_entry(level, slot, self.format.leaf(size, hpa, attrs), live, work);
+                        self.replace_entry(
+                            level,
+                            slot,
+                            self.format.leaf(size, hpa, attrs),
+                            live,
+                            work,
+                        );
                     }
-                    Decoded::Leaf { hpa, attrs: old, hardware } if !full => {
+                    Decoded::Leaf {
+                        hpa,
+                        attrs: old,
+                        hardware,
+                    } if !full => {
                         self.split(op, level, slot, raw, (hpa, old, hardware), base, live, work);
                     }
                     _ => {
@@ -83,10 +110,33 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                 self.after_child(op, level, slot, t, base, live, work);
             }
             (Change::Promote, Decoded::Leaf { .. }) => {}
-            (Change::Unmap, Decoded::Leaf { hpa, attrs, hardware }) => {
-                self.split(op, level, slot, raw, (hpa, attrs, hardware), base, live, work);
+            (
+                Change::Unmap,
+                Decoded::Leaf {
+                    hpa,
+                    attrs,
+                    hardware,
+                },
+            ) => {
+                self.split(
+                    op,
+                    level,
+                    slot,
+                    raw,
+                    (hpa, attrs, hardware),
+                    base,
+                    live,
+                    work,
+                );
             }
-            (Change::Update { .. }, Decoded::Leaf { hpa, attrs, hardware }) => {
+            (
+                Change::Update { .. },
+                Decoded::Leaf {
+                    hpa,
+                    attrs,
+                    hardware,
+                },
+            ) => {
                 let new = op.updated(attrs);
                 if new == attrs {
                     return;
@@ -95,14 +145,32 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                     let size = level.page_size().unwrap_or(PageSize::Size4K);
                     self.update_leaf(slot, raw, self.format.leaf(size, hpa, new), live, work);
                 } else {
-                    self.split(op, level, slot, raw, (hpa, attrs, hardware), base, live, work);
+                    self.split(
+                        op,
+                        level,
+                        slot,
+                        raw,
+                        (hpa, attrs, hardware),
+                        base,
+                        live,
+                        work,
+                    );
                 }
             }
         }
     }
 
     #[allow(clippy::too_many_arguments, reason = "one entry's whole context")]
-    fn apply_pte(&self, op: &Op, slot: &AtomicU64, raw: u64, entry: Decoded, base: u64, live: bool, work: &mut Work) {
+    fn apply_pte(
+        &self,
+        op: &Op,
+        slot: &AtomicU64,
+        raw: u64,
+        entry: Decoded,
+        base: u64,
+        live: bool,
+        work: &mut Work,
+    ) {
         let size = PageSize::Size4K;
         match (op.change, entry) {
             (Change::Map { attrs, .. }, _) => {
@@ -125,7 +193,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     /// The host address a map change gives the guest address `gpa`.
     fn map_target(&self, op: &Op, gpa: u64) -> HostPhys {
         match op.change {
-            Change::Map { gpa: start, hpa, .. } => HostPhys::new(hpa + (gpa - start)),
+            Change::Map {
+                gpa: start, hpa, ..
+            } => HostPhys::new(hpa + (gpa - start)),
             _ => HostPhys::new(0),
         }
     }
@@ -141,7 +211,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     /// Fills the private table `table` of `level` for a map change: every
     /// entry written once, new child tables built before they are linked.
     fn build(&self, op: &Op, level: Level, table: HostPhys, base: u64, work: &mut Work) {
-        let Change::Map { attrs, .. } = op.change else { return };
+        let Change::Map { attrs, .. } = op.change else {
+            return;
+        };
         let view = self.mem.table(table);
         let span = level.entry_span();
         let empty = self.format.empty();
@@ -163,7 +235,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                     run_end += 1;
                 }
                 let size = level.page_size().unwrap_or(PageSize::Size4K);
-                let first_raw = self.format.leaf(size, self.map_target(op, entry_base), attrs);
+                let first_raw = self
+                    .format
+                    .leaf(size, self.map_target(op, entry_base), attrs);
                 for (k, slot) in view[i..=run_end].iter().enumerate() {
                     slot.store(first_raw + k as u64 * span, Ordering::Relaxed);
                 }
@@ -199,7 +273,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         live: bool,
         work: &mut Work,
     ) {
-        let (Some(below), Some(size)) = (level.below(), level.below().and_then(Level::page_size)) else {
+        let (Some(below), Some(size)) = (level.below(), level.below().and_then(Level::page_size))
+        else {
             return;
         };
         let Some(child) = self.take(work) else { return };
@@ -223,7 +298,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
             return;
         }
         let mut expected = raw;
-        while let Err(now) = slot.compare_exchange(expected, link, Ordering::Release, Ordering::Relaxed) {
+        while let Err(now) =
+            slot.compare_exchange(expected, link, Ordering::Release, Ordering::Relaxed)
+        {
             // The processor set accessed/dirty in the leaf meanwhile: the
             // copies inherit them before the swap.
             let gained = now & self.format.hardware_bits() & !expected;
@@ -266,7 +343,10 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         if matches!(op.change, Change::Unmap) {
             let empty = self.format.empty();
             let view = self.mem.table(child);
-            if view.iter().all(|e| self.format.decode(below, e.load(Ordering::Relaxed)) == Decoded::Empty) {
+            if view
+                .iter()
+                .all(|e| self.format.decode(below, e.load(Ordering::Relaxed)) == Decoded::Empty)
+            {
                 self.replace_entry(level, slot, empty, live, work);
             }
             return;
@@ -311,7 +391,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     fn update_leaf(&self, slot: &AtomicU64, raw: u64, new: u64, live: bool, work: &mut Work) {
         let hw = self.format.hardware_bits();
         let mut old = raw;
-        while let Err(now) = slot.compare_exchange(old, new | (old & hw), Ordering::Release, Ordering::Relaxed) {
+        while let Err(now) =
+            slot.compare_exchange(old, new | (old & hw), Ordering::Release, Ordering::Relaxed)
+        {
             old = now;
         }
         if live {
@@ -331,7 +413,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         }
         if let Some(below) = level.below() {
             for entry in self.mem.table(table) {
-                if let Decoded::Table(t) = self.format.decode(level, entry.load(Ordering::Relaxed)) {
+                if let Decoded::Table(t) = self.format.decode(level, entry.load(Ordering::Relaxed))
+                {
                     self.dispose(t, below, false, work);
                 }
             }

@@ -50,7 +50,10 @@ impl fmt::Display for AttrError {
         match *self {
             Self::NoAccess => f.write_str("no access permitted: unmap the range instead"),
             Self::WriteWithoutRead { perms } => {
-                write!(f, "permissions {perms}: EPT cannot express write without read")
+                write!(
+                    f,
+                    "permissions {perms}: EPT cannot express write without read"
+                )
             }
             Self::ExecuteOnlyUnsupported { perms } => write!(
                 f,

@@ -82,7 +82,11 @@ fn decode_next(raw: u64) -> Option<HostPhys> {
 
 impl Pool {
     pub(crate) const fn empty() -> Self {
-        Self { head: None, len: 0, net_taken: 0 }
+        Self {
+            head: None,
+            len: 0,
+            net_taken: 0,
+        }
     }
 
     /// Obtains `needed` frames, all or none.
@@ -204,12 +208,19 @@ mod tests {
     #[test]
     fn links_round_trip_without_touching_other_bits() {
         let last = HostPhys::new(0x000f_ffff_ffff_f000);
-        for next in [None, Some((HostPhys::new(0), Level::Pt)), Some((last, Level::Pdpt))] {
+        for next in [
+            None,
+            Some((HostPhys::new(0), Level::Pt)),
+            Some((last, Level::Pdpt)),
+        ] {
             let t = table();
             write_link(&t, next);
             assert_eq!(read_link(&t), next);
             for (i, e) in t.iter().enumerate() {
-                assert_eq!(e.load(Ordering::Relaxed) & !LINK_BITS, i as u64 * 0x1003 & !LINK_BITS);
+                assert_eq!(
+                    e.load(Ordering::Relaxed) & !LINK_BITS,
+                    (i as u64 * 0x1003) & !LINK_BITS
+                );
             }
         }
     }

@@ -73,7 +73,8 @@ impl HostFrames {
     /// Makes allocation fail once `limit` frames are live (to test
     /// exhaustion); `None` restores the capacity.
     pub fn set_limit(&self, limit: Option<usize>) {
-        self.limit.set(limit.unwrap_or(self.capacity).min(self.capacity));
+        self.limit
+            .set(limit.unwrap_or(self.capacity).min(self.capacity));
     }
 
     /// Forgets every allocation: all frames are free again. Tables built
@@ -105,8 +106,8 @@ impl PhysMem for HostFrames {
         let Some(index) = self.index(frame) else {
             panic!("{frame} is not a frame of this HostFrames");
         };
-        let chunk = self.chunks[index / CHUNK]
-            .get_or_init(|| (0..CHUNK).map(|_| Frame::new()).collect());
+        let chunk =
+            self.chunks[index / CHUNK].get_or_init(|| (0..CHUNK).map(|_| Frame::new()).collect());
         &chunk[index % CHUNK].0
     }
 }

@@ -77,10 +77,18 @@ impl Model {
     }
 
     fn cut(&mut self, at: u64) {
-        let Some((&s, &run)) = self.runs.range(..at).next_back() else { return };
+        let Some((&s, &run)) = self.runs.range(..at).next_back() else {
+            return;
+        };
         if run.end > at {
             self.runs.insert(s, Run { end: at, ..run });
-            self.runs.insert(at, Run { hpa: run.hpa + (at - s), ..run });
+            self.runs.insert(
+                at,
+                Run {
+                    hpa: run.hpa + (at - s),
+                    ..run
+                },
+            );
         }
     }
 
@@ -121,7 +129,10 @@ impl Model {
         self.cut(start);
         self.cut(end);
         for (_, run) in self.runs.range_mut(start..end) {
-            run.attrs = Attrs::new(perms.unwrap_or(run.attrs.perms), mem.unwrap_or(run.attrs.mem));
+            run.attrs = Attrs::new(
+                perms.unwrap_or(run.attrs.perms),
+                mem.unwrap_or(run.attrs.mem),
+            );
         }
         self.normalize();
     }
@@ -130,7 +141,9 @@ impl Model {
     /// `size` could map.
     #[must_use]
     pub fn uniform(&self, start: u64, size: PageSize) -> bool {
-        let Some((&s, run)) = self.runs.range(..=start).next_back() else { return false };
+        let Some((&s, run)) = self.runs.range(..=start).next_back() else {
+            return false;
+        };
         run.end >= start + size.bytes() && (run.hpa + (start - s)) % size.bytes() == 0
     }
 
@@ -236,7 +249,11 @@ impl Layout {
     #[must_use]
     pub fn counts(&self) -> (u64, u64, u64) {
         let count = |z| self.leaves.values().filter(|&&s| s == z).count() as u64;
-        (count(PageSize::Size1G), count(PageSize::Size2M), count(PageSize::Size4K))
+        (
+            count(PageSize::Size1G),
+            count(PageSize::Size2M),
+            count(PageSize::Size4K),
+        )
     }
 
     /// The paging-structure pages these leaves need, root included: one
@@ -253,7 +270,9 @@ impl Layout {
                 .collect();
             set.len() as u64
         };
-        1 + regions(39, PageSize::Size1G) + regions(30, PageSize::Size2M) + regions(21, PageSize::Size4K)
+        1 + regions(39, PageSize::Size1G)
+            + regions(30, PageSize::Size2M)
+            + regions(21, PageSize::Size4K)
     }
 }
 
@@ -359,7 +378,10 @@ impl Walker {
                 perms.set(Perms::WRITE, raw & 2 != 0);
                 perms.set(Perms::EXECUTE, raw & 4 != 0);
                 perms.set(Perms::USER_EXECUTE, raw & (1 << 10) != 0);
-                Ok(Entry::Leaf(raw & ADDR & !((1 << shift) - 1), Attrs::new(perms, mem)))
+                Ok(Entry::Leaf(
+                    raw & ADDR & !((1 << shift) - 1),
+                    Attrs::new(perms, mem),
+                ))
             }
             Kind::Npt { pat, nx } => {
                 if raw & 1 == 0 {
@@ -392,14 +414,21 @@ impl Walker {
                     return bad("reserved address bits in a large page");
                 }
                 let pat_bit = if level == 1 { 7 } else { 12 };
-                let index = ((raw >> 3) & 1) | (((raw >> 4) & 1) << 1) | (((raw >> pat_bit) & 1) << 2);
+                let index =
+                    ((raw >> 3) & 1) | (((raw >> 4) & 1) << 1) | (((raw >> pat_bit) & 1) << 2);
                 let Some(mem) = MemType::from_code(((pat >> (8 * index)) & 0xff) as u8) else {
                     return bad("PAT entry is not one of the five memory types");
                 };
                 let mut perms = Perms::READ;
                 perms.set(Perms::WRITE, raw & 2 != 0);
-                perms.set(Perms::EXECUTE | Perms::USER_EXECUTE, !(nx && raw >> 63 != 0));
-                Ok(Entry::Leaf(raw & ADDR & !((1 << shift) - 1), Attrs::new(perms, mem)))
+                perms.set(
+                    Perms::EXECUTE | Perms::USER_EXECUTE,
+                    !(nx && raw >> 63 != 0),
+                );
+                Ok(Entry::Leaf(
+                    raw & ADDR & !((1 << shift) - 1),
+                    Attrs::new(perms, mem),
+                ))
             }
         }
     }
@@ -417,7 +446,8 @@ impl Walker {
         let mut table = root.as_u64();
         for level in (1..=4u32).rev() {
             let index = ((gpa >> (12 + 9 * (level - 1))) & 511) as usize;
-            let raw = mem.table(HostPhys::new(table))[index].load(core::sync::atomic::Ordering::Relaxed);
+            let raw =
+                mem.table(HostPhys::new(table))[index].load(core::sync::atomic::Ordering::Relaxed);
             match self.decode(level, raw)? {
                 Entry::Empty => return Ok(None),
                 Entry::Table(t) => table = t,
@@ -472,7 +502,9 @@ impl Walker {
                 Entry::Table(t) => {
                     present += 1;
                     if !seen.insert(t) {
-                        return Err(format!("table {t:#x} referenced twice (again at GPA {gpa:#x})"));
+                        return Err(format!(
+                            "table {t:#x} referenced twice (again at GPA {gpa:#x})"
+                        ));
                     }
                     self.scan_table(mem, t, level - 1, gpa, seen, scan)?;
                 }
@@ -483,12 +515,19 @@ impl Walker {
                         2 => PageSize::Size2M,
                         _ => PageSize::Size1G,
                     };
-                    scan.leaves.push(RawLeaf { gpa, size, hpa, attrs });
+                    scan.leaves.push(RawLeaf {
+                        gpa,
+                        size,
+                        hpa,
+                        attrs,
+                    });
                 }
             }
         }
         if present == 0 && level != 4 {
-            return Err(format!("empty level-{level} table {table:#x} left linked at GPA {base:#x}"));
+            return Err(format!(
+                "empty level-{level} table {table:#x} left linked at GPA {base:#x}"
+            ));
         }
         Ok(())
     }
@@ -499,7 +538,14 @@ impl Walker {
 pub fn runs_of(leaves: &[RawLeaf]) -> Vec<(u64, Run)> {
     let mut model = Model::new();
     for leaf in leaves {
-        model.runs.insert(leaf.gpa, Run { end: leaf.gpa + leaf.size.bytes(), hpa: leaf.hpa, attrs: leaf.attrs });
+        model.runs.insert(
+            leaf.gpa,
+            Run {
+                end: leaf.gpa + leaf.size.bytes(),
+                hpa: leaf.hpa,
+                attrs: leaf.attrs,
+            },
+        );
     }
     model.normalize();
     model.runs()
@@ -508,5 +554,7 @@ pub fn runs_of(leaves: &[RawLeaf]) -> Vec<(u64, Run)> {
 /// The layout a set of leaves forms.
 #[must_use]
 pub fn layout_of(leaves: &[RawLeaf]) -> Layout {
-    Layout { leaves: leaves.iter().map(|l| (l.gpa, l.size)).collect() }
+    Layout {
+        leaves: leaves.iter().map(|l| (l.gpa, l.size)).collect(),
+    }
 }

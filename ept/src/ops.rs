@@ -19,11 +19,19 @@ use crate::tables::Tables;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Change {
     /// Map guest page `g` to host page `hpa + (g - gpa)`.
-    Map { gpa: u64, hpa: u64, attrs: Attrs, replace: bool },
+    Map {
+        gpa: u64,
+        hpa: u64,
+        attrs: Attrs,
+        replace: bool,
+    },
     /// Remove the mapping.
     Unmap,
     /// Change permissions and/or memory type of mapped pages.
-    Update { perms: Option<Perms>, mem: Option<MemType> },
+    Update {
+        perms: Option<Perms>,
+        mem: Option<MemType>,
+    },
     /// Change nothing; merge what is uniform.
     Promote,
 }
@@ -40,7 +48,11 @@ impl Op {
     /// The caller has checked that `gpa + len` does not overflow.
     pub(crate) fn new(change: Change, gpa: GuestPhys, len: u64) -> Self {
         let start = gpa.as_u64();
-        Self { change, start, end: start.saturating_add(len) }
+        Self {
+            change,
+            start,
+            end: start.saturating_add(len),
+        }
     }
 
     /// Whether the entry at `base` of `level` lies wholly inside the range.
@@ -86,7 +98,10 @@ enum Source {
     /// A new table: every entry empty.
     Fresh,
     /// A new table splitting a leaf that mapped `hpa` with `attrs`.
-    Split { hpa: u64, attrs: Attrs },
+    Split {
+        hpa: u64,
+        attrs: Attrs,
+    },
 }
 
 /// State of the apply pass.
@@ -100,7 +115,12 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(pool: Pool, retired: Option<(HostPhys, Level)>) -> Self {
-        Self { pool, scope: Invalidate::Nothing, retired, retired_frames: 0 }
+        Self {
+            pool,
+            scope: Invalidate::Nothing,
+            retired,
+            retired_frames: 0,
+        }
     }
 }
 
@@ -112,7 +132,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         let Change::Map { gpa, hpa, .. } = op.change else {
             return false;
         };
-        self.leaf_allowed(level) && (hpa.wrapping_add(base.wrapping_sub(gpa))) % level.entry_span() == 0
+        self.leaf_allowed(level)
+            && (hpa.wrapping_add(base.wrapping_sub(gpa))) % level.entry_span() == 0
     }
 
     /// Whether entries of `level` may be leaves.
@@ -180,15 +201,22 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         let Some(below) = level.below() else {
             // A page-table entry is always wholly covered (4 KiB granule).
             return match (op.change, entry) {
-                (Change::Map { replace: false, .. }, Decoded::Leaf { .. }) => Err(Stop::Overlap(first)),
-                (Change::Update { .. }, Decoded::Empty) => Err(Stop::NotMapped(first)),
-                (Change::Update { .. }, Decoded::Leaf { attrs, .. }) => {
-                    self.format.check(op.updated(attrs)).map(|()| 0).map_err(Stop::Attrs)
+                (Change::Map { replace: false, .. }, Decoded::Leaf { .. }) => {
+                    Err(Stop::Overlap(first))
                 }
+                (Change::Update { .. }, Decoded::Empty) => Err(Stop::NotMapped(first)),
+                (Change::Update { .. }, Decoded::Leaf { attrs, .. }) => self
+                    .format
+                    .check(op.updated(attrs))
+                    .map(|()| 0)
+                    .map_err(Stop::Attrs),
                 _ => Ok(0),
             };
         };
-        let split = |hpa: HostPhys, attrs| Source::Split { hpa: hpa.as_u64(), attrs };
+        let split = |hpa: HostPhys, attrs| Source::Split {
+            hpa: hpa.as_u64(),
+            attrs,
+        };
         match op.change {
             Change::Map { replace, .. } => {
                 let leaf_ok = full && self.leaf_ok(op, level, base);

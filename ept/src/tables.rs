@@ -9,9 +9,7 @@ use core::sync::atomic::Ordering;
 use crate::addr::{GUEST_BITS, GuestPhys, HostPhys, Level, PAGE_4K};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::config::{Config, Invalidate};
-use crate::error::{
-    FrameError, MapError, NewError, RangeError, UnmapError, UpdateError,
-};
+use crate::error::{FrameError, MapError, NewError, RangeError, UnmapError, UpdateError};
 use crate::format::{Decoded, Format};
 use crate::frames::{FrameSource, LINK_BITS, PhysMem, Pool, frame_ok, read_link};
 use crate::ops::{Change, Op, Stop, Work};
@@ -52,7 +50,10 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         }
         let root = frames
             .alloc_table()
-            .ok_or(NewError::Frames(FrameError::Exhausted { needed: 1, obtained: 0 }))?;
+            .ok_or(NewError::Frames(FrameError::Exhausted {
+                needed: 1,
+                obtained: 0,
+            }))?;
         if !frame_ok(root, bits) {
             frames.free_table(root);
             return Err(NewError::Frames(FrameError::Invalid { frame: root }));
@@ -61,7 +62,15 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         for entry in mem.table(root) {
             entry.store(empty, Ordering::Relaxed);
         }
-        Ok(Self { format, mem, config, root, live: 1, retired: None, pending: 0 })
+        Ok(Self {
+            format,
+            mem,
+            config,
+            root,
+            live: 1,
+            retired: None,
+            pending: 0,
+        })
     }
 
     /// The entry format.
@@ -147,13 +156,23 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         check_guest(gpa, len).map_err(MapError::Range)?;
         self.check_host(hpa, len).map_err(MapError::Range)?;
         self.format.check(attrs).map_err(MapError::Attrs)?;
-        let change = Change::Map { gpa: gpa.as_u64(), hpa: hpa.as_u64(), attrs, replace };
-        self.run(frames, Op::new(change, gpa, len)).map_err(|e| match e {
-            Failure::Stop(Stop::Overlap(a)) => MapError::Overlap { gpa: GuestPhys::new(a) },
-            Failure::Stop(Stop::Attrs(e)) => MapError::Attrs(e),
-            Failure::Stop(Stop::NotMapped(a)) => MapError::Overlap { gpa: GuestPhys::new(a) },
-            Failure::Frames(e) => MapError::Frames(e),
-        })
+        let change = Change::Map {
+            gpa: gpa.as_u64(),
+            hpa: hpa.as_u64(),
+            attrs,
+            replace,
+        };
+        self.run(frames, Op::new(change, gpa, len))
+            .map_err(|e| match e {
+                Failure::Stop(Stop::Overlap(a)) => MapError::Overlap {
+                    gpa: GuestPhys::new(a),
+                },
+                Failure::Stop(Stop::Attrs(e)) => MapError::Attrs(e),
+                Failure::Stop(Stop::NotMapped(a)) => MapError::Overlap {
+                    gpa: GuestPhys::new(a),
+                },
+                Failure::Frames(e) => MapError::Frames(e),
+            })
     }
 
     /// Removes every mapping in `[gpa, gpa + len)`; holes are fine. Large
@@ -169,11 +188,15 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         len: u64,
     ) -> Result<Invalidate, UnmapError> {
         check_guest(gpa, len).map_err(UnmapError::Range)?;
-        self.run(frames, Op::new(Change::Unmap, gpa, len)).map_err(|e| match e {
-            Failure::Frames(e) => UnmapError::Frames(e),
-            // Unmapping validates nothing else.
-            Failure::Stop(_) => UnmapError::Frames(FrameError::Exhausted { needed: 0, obtained: 0 }),
-        })
+        self.run(frames, Op::new(Change::Unmap, gpa, len))
+            .map_err(|e| match e {
+                Failure::Frames(e) => UnmapError::Frames(e),
+                // Unmapping validates nothing else.
+                Failure::Stop(_) => UnmapError::Frames(FrameError::Exhausted {
+                    needed: 0,
+                    obtained: 0,
+                }),
+            })
     }
 
     /// Sets the permissions of every page in `[gpa, gpa + len)`, which must
@@ -190,7 +213,15 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         len: u64,
         perms: Perms,
     ) -> Result<Invalidate, UpdateError> {
-        self.update(frames, gpa, len, Change::Update { perms: Some(perms), mem: None })
+        self.update(
+            frames,
+            gpa,
+            len,
+            Change::Update {
+                perms: Some(perms),
+                mem: None,
+            },
+        )
     }
 
     /// Sets the memory type of every page in `[gpa, gpa + len)`, which
@@ -205,7 +236,15 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         len: u64,
         mem: MemType,
     ) -> Result<Invalidate, UpdateError> {
-        self.update(frames, gpa, len, Change::Update { perms: None, mem: Some(mem) })
+        self.update(
+            frames,
+            gpa,
+            len,
+            Change::Update {
+                perms: None,
+                mem: Some(mem),
+            },
+        )
     }
 
     fn update(
@@ -216,13 +255,14 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         change: Change,
     ) -> Result<Invalidate, UpdateError> {
         check_guest(gpa, len).map_err(UpdateError::Range)?;
-        self.run(frames, Op::new(change, gpa, len)).map_err(|e| match e {
-            Failure::Stop(Stop::NotMapped(a) | Stop::Overlap(a)) => {
-                UpdateError::NotMapped { gpa: GuestPhys::new(a) }
-            }
-            Failure::Stop(Stop::Attrs(e)) => UpdateError::Attrs(e),
-            Failure::Frames(e) => UpdateError::Frames(e),
-        })
+        self.run(frames, Op::new(change, gpa, len))
+            .map_err(|e| match e {
+                Failure::Stop(Stop::NotMapped(a) | Stop::Overlap(a)) => UpdateError::NotMapped {
+                    gpa: GuestPhys::new(a),
+                },
+                Failure::Stop(Stop::Attrs(e)) => UpdateError::Attrs(e),
+                Failure::Frames(e) => UpdateError::Frames(e),
+            })
     }
 
     /// Merges every 2 MiB and 1 GiB block that `[gpa, gpa + len)` touches
@@ -235,9 +275,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn promote(&mut self, gpa: GuestPhys, len: u64) -> Result<Invalidate, RangeError> {
         check_guest(gpa, len)?;
         let mut none = NoFrames;
-        self.run(&mut none, Op::new(Change::Promote, gpa, len)).map_err(|_| {
-            RangeError::GuestBeyondWidth { start: gpa, len }
-        })
+        self.run(&mut none, Op::new(Change::Promote, gpa, len))
+            .map_err(|_| RangeError::GuestBeyondWidth { start: gpa, len })
     }
 
     /// Frees, to `frames`, every table retired by earlier changes.
@@ -283,7 +322,11 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         let bits = self.config.physical_bits();
         match hpa.as_u64().checked_add(len) {
             Some(end) if end <= 1 << bits => Ok(()),
-            _ => Err(RangeError::HostBeyondWidth { start: hpa, len, bits }),
+            _ => Err(RangeError::HostBeyondWidth {
+                start: hpa,
+                len,
+                bits,
+            }),
         }
     }
 

@@ -76,7 +76,11 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                 Decoded::Leaf { hpa, attrs, .. } => {
                     let page = level.page_size()?;
                     let offset = gpa & (page.bytes() - 1);
-                    return Some(Translation { hpa: HostPhys::new(hpa.as_u64() + offset), page, attrs });
+                    return Some(Translation {
+                        hpa: HostPhys::new(hpa.as_u64() + offset),
+                        page,
+                        attrs,
+                    });
                 }
             }
         }
@@ -84,7 +88,12 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
 
     /// The mapped extents in guest-address order.
     pub fn extents(&self) -> Extents<'_, F, M> {
-        Extents { tables: self, cursor: 0, ahead: None, done: false }
+        Extents {
+            tables: self,
+            cursor: 0,
+            ahead: None,
+            done: false,
+        }
     }
 
     /// How many leaves of each size map the guest.
@@ -132,7 +141,12 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                 }
                 Decoded::Leaf { hpa, attrs, .. } => {
                     let size = level.page_size()?;
-                    return Some(Leaf { gpa: entry_base, size, hpa, attrs });
+                    return Some(Leaf {
+                        gpa: entry_base,
+                        size,
+                        hpa,
+                        attrs,
+                    });
                 }
             }
         }
@@ -156,7 +170,11 @@ impl<F: Format, M: PhysMem> Iterator for Extents<'_, F, M> {
         if self.done {
             return None;
         }
-        let Some(first) = self.ahead.take().or_else(|| self.tables.leaf_from(self.cursor)) else {
+        let Some(first) = self
+            .ahead
+            .take()
+            .or_else(|| self.tables.leaf_from(self.cursor))
+        else {
             self.done = true;
             return None;
         };

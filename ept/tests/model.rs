@@ -23,11 +23,32 @@ const HOST_BASE: u64 = 64 << 30;
 
 #[derive(Clone, Debug)]
 enum Step {
-    Map { gpa: u64, delta: u64, len: u64, perms: usize, mem: usize, replace: bool },
-    Unmap { gpa: u64, len: u64 },
-    Protect { gpa: u64, len: u64, perms: usize },
-    SetMem { gpa: u64, len: u64, mem: usize },
-    Promote { gpa: u64, len: u64 },
+    Map {
+        gpa: u64,
+        delta: u64,
+        len: u64,
+        perms: usize,
+        mem: usize,
+        replace: bool,
+    },
+    Unmap {
+        gpa: u64,
+        len: u64,
+    },
+    Protect {
+        gpa: u64,
+        len: u64,
+        perms: usize,
+    },
+    SetMem {
+        gpa: u64,
+        len: u64,
+        mem: usize,
+    },
+    Promote {
+        gpa: u64,
+        len: u64,
+    },
     Reclaim,
     /// Allow only this many more frames for the next step.
     Starve(usize),
@@ -60,7 +81,10 @@ fn delta_len() -> impl Strategy<Value = (u64, u64)> {
         (Just(0), len()),
         ((0u64..4).prop_map(|g| g << 30), len()),
         ((0u64..512).prop_map(|m| m << 21), len()),
-        ((0u64..512).prop_map(|p| p << 12), (1u64..=4096).prop_map(|n| n << 12)),
+        (
+            (0u64..512).prop_map(|p| p << 12),
+            (1u64..=4096).prop_map(|n| n << 12)
+        ),
     ]
 }
 
@@ -101,14 +125,18 @@ impl<F: Format> Harness<'_, F> {
                 continue;
             }
             let before = self.walker.scan(&self.frames, self.tables.root()).unwrap();
-            self.frames.set_limit(starve.take().map(|n| self.frames.live() + n));
+            self.frames
+                .set_limit(starve.take().map(|n| self.frames.live() + n));
             let outcome = self.apply(step);
             self.frames.set_limit(None);
             match outcome {
                 Ok(verdict) => self.check_verdict(verdict, &before.leaves),
                 Err(()) => {
                     let after = self.walker.scan(&self.frames, self.tables.root()).unwrap();
-                    assert_eq!(after.snapshot, before.snapshot, "a failed {step:?} changed the tables");
+                    assert_eq!(
+                        after.snapshot, before.snapshot,
+                        "a failed {step:?} changed the tables"
+                    );
                 }
             }
             self.check(step);
@@ -121,7 +149,14 @@ impl<F: Format> Harness<'_, F> {
         let frames = &mut &*self.frames;
         let pages_1g = self.pages_1g;
         match *step {
-            Step::Map { gpa, delta, len, perms, mem, replace } => {
+            Step::Map {
+                gpa,
+                delta,
+                len,
+                perms,
+                mem,
+                replace,
+            } => {
                 let (end, hpa) = (gpa + len, HOST_BASE + gpa + delta);
                 let (p, m) = (PERMS[perms], MemType::ALL[mem]);
                 let (g, h) = (GuestPhys::new(gpa), HostPhys::new(hpa));
@@ -130,7 +165,11 @@ impl<F: Format> Harness<'_, F> {
                 } else {
                     self.tables.map(frames, g, h, len, p, m)
                 };
-                let overlap = if replace { None } else { self.model.first_mapped(gpa, end) };
+                let overlap = if replace {
+                    None
+                } else {
+                    self.model.first_mapped(gpa, end)
+                };
                 match (result, overlap) {
                     (Ok(v), None) => {
                         self.model.map(gpa, end, hpa, nvirt_ept::Attrs::new(p, m));
@@ -202,7 +241,10 @@ impl<F: Format> Harness<'_, F> {
                 // A leaf the range cuts is split only if its attributes change.
                 for at in [gpa, end] {
                     if let Some((_, old)) = self.model.lookup(at) {
-                        let new = nvirt_ept::Attrs::new(perms.unwrap_or(old.perms), mem.unwrap_or(old.mem));
+                        let new = nvirt_ept::Attrs::new(
+                            perms.unwrap_or(old.perms),
+                            mem.unwrap_or(old.mem),
+                        );
                         if new != old {
                             self.layout.cut(at);
                         }
@@ -230,11 +272,27 @@ impl<F: Format> Harness<'_, F> {
             return;
         }
         let (after, _) = self.scan_leaves();
-        let after: std::collections::BTreeSet<_> =
-            after.iter().map(|l| (l.gpa, l.size, l.hpa, l.attrs.perms.bits(), l.attrs.mem.code())).collect();
+        let after: std::collections::BTreeSet<_> = after
+            .iter()
+            .map(|l| {
+                (
+                    l.gpa,
+                    l.size,
+                    l.hpa,
+                    l.attrs.perms.bits(),
+                    l.attrs.mem.code(),
+                )
+            })
+            .collect();
         for l in before {
             assert!(
-                after.contains(&(l.gpa, l.size, l.hpa, l.attrs.perms.bits(), l.attrs.mem.code())),
+                after.contains(&(
+                    l.gpa,
+                    l.size,
+                    l.hpa,
+                    l.attrs.perms.bits(),
+                    l.attrs.mem.code()
+                )),
                 "verdict Nothing but leaf {l:?} changed"
             );
         }
@@ -249,7 +307,11 @@ impl<F: Format> Harness<'_, F> {
         let layout = layout_of(&leaves);
         assert_eq!(layout, self.layout, "after {step:?}");
         if self.eager {
-            assert_eq!(layout, self.model.minimal_leaves(self.pages_1g), "not minimal after {step:?}");
+            assert_eq!(
+                layout,
+                self.model.minimal_leaves(self.pages_1g),
+                "not minimal after {step:?}"
+            );
         }
         assert_eq!(scan.tables, layout.tables(), "table count after {step:?}");
         assert_eq!(self.tables.table_count(), scan.tables);
@@ -259,7 +321,10 @@ impl<F: Format> Harness<'_, F> {
             "frames leaked after {step:?}"
         );
         let counts = self.tables.page_counts();
-        assert_eq!((counts.size_1g, counts.size_2m, counts.size_4k), layout.counts());
+        assert_eq!(
+            (counts.size_1g, counts.size_2m, counts.size_4k),
+            layout.counts()
+        );
         // The crate's own extents agree with the walker's leaves.
         let mut from_extents = Vec::new();
         for e in self.tables.extents() {
@@ -285,11 +350,19 @@ impl<F: Format> Harness<'_, F> {
             Step::Reclaim | Step::Starve(_) => return,
         };
         let pages = len >> 12;
-        for k in (0..pages).filter(|&k| pages <= 4096 || k < 64 || pages - k <= 64 || k % 509 == 0) {
+        for k in (0..pages).filter(|&k| pages <= 4096 || k < 64 || pages - k <= 64 || k % 509 == 0)
+        {
             let page = gpa + (k << 12);
             let expected = self.model.lookup(page);
-            let walked = self.walker.translate(&self.frames, self.tables.root(), page).unwrap();
-            assert_eq!(walked.map(|(h, a, _)| (h, a)), expected, "walk of {page:#x} after {step:?}");
+            let walked = self
+                .walker
+                .translate(&self.frames, self.tables.root(), page)
+                .unwrap();
+            assert_eq!(
+                walked.map(|(h, a, _)| (h, a)),
+                expected,
+                "walk of {page:#x} after {step:?}"
+            );
             let translated = self.tables.translate(GuestPhys::new(page));
             assert_eq!(translated.map(|t| (t.hpa.as_u64(), t.attrs)), expected);
         }
@@ -302,7 +375,11 @@ fn run_case<F: Format>(format: F, kind: Kind, config: Config, steps: &[Step]) {
     let mut harness = Harness {
         tables,
         frames: &frames,
-        walker: Walker { kind, phys_bits: config.physical_bits(), pages_1g: config.uses_1g() },
+        walker: Walker {
+            kind,
+            phys_bits: config.physical_bits(),
+            pages_1g: config.uses_1g(),
+        },
         model: Model::new(),
         layout: Layout::default(),
         eager: config.merge_policy() == Merge::Eager,
@@ -316,7 +393,13 @@ fn run_case<F: Format>(format: F, kind: Kind, config: Config, steps: &[Step]) {
 }
 
 fn npt() -> (Npt, Kind) {
-    (Npt::new().with_pat(PAT_LINUX), Kind::Npt { pat: PAT_LINUX, nx: true })
+    (
+        Npt::new().with_pat(PAT_LINUX),
+        Kind::Npt {
+            pat: PAT_LINUX,
+            nx: true,
+        },
+    )
 }
 
 proptest! {

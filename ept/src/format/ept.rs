@@ -242,7 +242,10 @@ mod tests {
         );
         let sve = ept.with_suppress_ve(true);
         assert_eq!(sve.empty(), 1 << 63);
-        assert_eq!(sve.leaf(PageSize::Size1G, HostPhys::new(1 << 30), rw_wb) >> 63, 1);
+        assert_eq!(
+            sve.leaf(PageSize::Size1G, HostPhys::new(1 << 30), rw_wb) >> 63,
+            1
+        );
     }
 
     #[test]
@@ -257,14 +260,24 @@ mod tests {
                     let raw = ept.leaf(size, hpa, attrs) | (1 << 8) | (1 << 9);
                     assert_eq!(
                         ept.decode(size.level(), raw),
-                        Decoded::Leaf { hpa, attrs, hardware: (1 << 8) | (1 << 9) }
+                        Decoded::Leaf {
+                            hpa,
+                            attrs,
+                            hardware: (1 << 8) | (1 << 9)
+                        }
                     );
                 }
             }
         }
         let t = ept.table(HostPhys::new(0x5000)) | (1 << 8);
-        assert_eq!(ept.decode(Level::Pd, t), Decoded::Table(HostPhys::new(0x5000)));
-        assert_eq!(ept.decode(Level::Pml4, t), Decoded::Table(HostPhys::new(0x5000)));
+        assert_eq!(
+            ept.decode(Level::Pd, t),
+            Decoded::Table(HostPhys::new(0x5000))
+        );
+        assert_eq!(
+            ept.decode(Level::Pml4, t),
+            Decoded::Table(HostPhys::new(0x5000))
+        );
         assert_eq!(ept.decode(Level::Pt, 1 << 63), Decoded::Empty);
     }
 
@@ -273,18 +286,28 @@ mod tests {
         let ept = Ept::new();
         let wb = |p| Attrs::new(p, MemType::Wb);
         assert_eq!(ept.check(wb(Perms::empty())), Err(AttrError::NoAccess));
-        assert!(matches!(ept.check(wb(Perms::WRITE)), Err(AttrError::WriteWithoutRead { .. })));
+        assert!(matches!(
+            ept.check(wb(Perms::WRITE)),
+            Err(AttrError::WriteWithoutRead { .. })
+        ));
         assert!(matches!(
             ept.check(wb(Perms::EXECUTE)),
             Err(AttrError::ExecuteOnlyUnsupported { .. })
         ));
-        assert!(ept.with_execute_only(true).check(wb(Perms::EXECUTE)).is_ok());
+        assert!(
+            ept.with_execute_only(true)
+                .check(wb(Perms::EXECUTE))
+                .is_ok()
+        );
     }
 
     #[test]
     fn eptp() {
         let root = HostPhys::new(0xabc_d000);
         assert_eq!(Ept::new().eptp(root), 0xabc_d000 | 6 | (3 << 3));
-        assert_eq!(Ept::new().with_accessed_dirty(true).eptp(root), 0xabc_d000 | 0x5e);
+        assert_eq!(
+            Ept::new().with_accessed_dirty(true).eptp(root),
+            0xabc_d000 | 0x5e
+        );
     }
 }

@@ -73,7 +73,10 @@ impl Npt {
     /// NPT for a host with EFER.NXE = 1 and the reset PAT.
     #[must_use]
     pub const fn new() -> Self {
-        Self { no_execute: true, pat: PAT_RESET }
+        Self {
+            no_execute: true,
+            pat: PAT_RESET,
+        }
     }
 
     /// Whether the host runs with EFER.NXE = 1. Without it bit 63 is
@@ -137,7 +140,10 @@ impl Format for Npt {
         let p = attrs.perms;
         let mut flags = NptFlags::PRESENT | NptFlags::USER;
         flags.set(NptFlags::WRITABLE, p.contains(Perms::WRITE));
-        flags.set(NptFlags::NO_EXECUTE, self.no_execute && !p.contains(Perms::EXECUTE));
+        flags.set(
+            NptFlags::NO_EXECUTE,
+            self.no_execute && !p.contains(Perms::EXECUTE),
+        );
         let index = self.pat_index(attrs.mem).unwrap_or(0);
         flags.set(NptFlags::WRITE_THROUGH, index & 1 != 0);
         flags.set(NptFlags::CACHE_DISABLE, index & 2 != 0);
@@ -211,7 +217,10 @@ mod tests {
         let wc = npt.leaf(PageSize::Size4K, hpa, Attrs::new(Perms::RWX, MemType::Wc));
         assert_eq!(wc, 0x8000_0000 | 0b111 | (1 << 3));
         let wt = npt.leaf(PageSize::Size2M, hpa, Attrs::new(Perms::RX, MemType::Wt));
-        assert_eq!(wt, 0x8000_0000 | 0b101 | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 12));
+        assert_eq!(
+            wt,
+            0x8000_0000 | 0b101 | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 12)
+        );
         let wt4k = npt.leaf(PageSize::Size4K, hpa, Attrs::new(Perms::RX, MemType::Wt));
         assert_eq!(wt4k, 0x8000_0000 | 0b101 | (1 << 3) | (1 << 4) | (1 << 7));
         assert_eq!(npt.table(HostPhys::new(0x3000)), 0x3007);
@@ -229,12 +238,19 @@ mod tests {
                     let raw = npt.leaf(size, hpa, attrs) | (1 << 5);
                     assert_eq!(
                         npt.decode(size.level(), raw),
-                        Decoded::Leaf { hpa, attrs, hardware: 1 << 5 }
+                        Decoded::Leaf {
+                            hpa,
+                            attrs,
+                            hardware: 1 << 5
+                        }
                     );
                 }
             }
         }
-        assert_eq!(npt.decode(Level::Pd, 0x3027), Decoded::Table(HostPhys::new(0x3000)));
+        assert_eq!(
+            npt.decode(Level::Pd, 0x3027),
+            Decoded::Table(HostPhys::new(0x3000))
+        );
         assert_eq!(npt.decode(Level::Pt, 0xffff_f000), Decoded::Empty);
     }
 
@@ -242,7 +258,10 @@ mod tests {
     fn check_follows_host_state() {
         let npt = Npt::new();
         let at = |p, m| Attrs::new(p, m);
-        assert!(matches!(npt.check(at(Perms::EXECUTE, MemType::Wb)), Err(AttrError::ReadRequired { .. })));
+        assert!(matches!(
+            npt.check(at(Perms::EXECUTE, MemType::Wb)),
+            Err(AttrError::ReadRequired { .. })
+        ));
         assert!(matches!(
             npt.check(at(Perms::READ | Perms::EXECUTE, MemType::Wb)),
             Err(AttrError::SplitExecute { .. })
@@ -256,6 +275,10 @@ mod tests {
             npt.with_no_execute(false).check(at(Perms::RW, MemType::Wb)),
             Err(AttrError::NoExecuteUnsupported { .. })
         ));
-        assert!(npt.with_no_execute(false).check(at(Perms::RWX, MemType::Wb)).is_ok());
+        assert!(
+            npt.with_no_execute(false)
+                .check(at(Perms::RWX, MemType::Wb))
+                .is_ok()
+        );
     }
 }

@@ -54,7 +54,10 @@ struct Mapping {
 /// 0xab, not 0xa with a byte suffix); anything else as a size.
 fn parse_number(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    if let Some(hex) = trimmed.strip_prefix("0x").or_else(|| trimmed.strip_prefix("0X")) {
+    if let Some(hex) = trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+    {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return u64::from_str_radix(hex, 16).map_err(|e| format!("{text:?}: {e}"));
         }
@@ -67,7 +70,11 @@ fn parse_mapping(text: &str) -> Result<Mapping, String> {
     let [gpa, hpa, len] = parts.as_slice() else {
         return Err(format!("{text:?} is not GPA:HPA:LEN"));
     };
-    Ok(Mapping { gpa: parse_number(gpa)?, hpa: parse_number(hpa)?, len: parse_number(len)? })
+    Ok(Mapping {
+        gpa: parse_number(gpa)?,
+        hpa: parse_number(hpa)?,
+        len: parse_number(len)?,
+    })
 }
 
 pub(crate) fn run(cmd: EptCommand) -> Result<ExitCode, String> {
@@ -88,7 +95,8 @@ pub(crate) fn run(cmd: EptCommand) -> Result<ExitCode, String> {
 /// Builds the tables for real and counts what they hold.
 fn plan<F: Format>(format: F, config: Config, maps: &[Mapping]) -> Result<String, String> {
     let frames = HostFrames::new(HostPhys::new(0), MAX_FRAMES);
-    let mut tables = Tables::new(format, &frames, config, &mut &frames).map_err(|e| e.to_string())?;
+    let mut tables =
+        Tables::new(format, &frames, config, &mut &frames).map_err(|e| e.to_string())?;
     for m in maps {
         let gpa = GuestPhys::new(m.gpa);
         let hpa = HostPhys::new(m.hpa);
@@ -114,7 +122,10 @@ mod tests {
     use super::*;
 
     fn plan_of(format: FormatArg, no_1g: bool, maps: &[&str]) -> Result<String, String> {
-        let maps: Vec<Mapping> = maps.iter().map(|m| parse_mapping(m)).collect::<Result<_, _>>()?;
+        let maps: Vec<Mapping> = maps
+            .iter()
+            .map(|m| parse_mapping(m))
+            .collect::<Result<_, _>>()?;
         let config = Config::new().pages_1g(!no_1g);
         match format {
             FormatArg::Ept => plan(Ept::new(), config, &maps),
@@ -133,8 +144,14 @@ mod tests {
     #[test]
     fn plans() {
         // 4 GiB identity: four 1 GiB pages in one PDPT.
-        assert_eq!(plan_of(FormatArg::Ept, false, &["0:0:4G"]).unwrap(), "1G 4\n2M 0\n4K 0\ntables 2\n");
-        assert_eq!(plan_of(FormatArg::Npt, true, &["0:0:4G"]).unwrap(), "1G 0\n2M 2048\n4K 0\ntables 6\n");
+        assert_eq!(
+            plan_of(FormatArg::Ept, false, &["0:0:4G"]).unwrap(),
+            "1G 4\n2M 0\n4K 0\ntables 2\n"
+        );
+        assert_eq!(
+            plan_of(FormatArg::Npt, true, &["0:0:4G"]).unwrap(),
+            "1G 0\n2M 2048\n4K 0\ntables 6\n"
+        );
         // Host only 2 MiB-aligned relative to the guest; then 4 KiB tails.
         assert_eq!(
             plan_of(FormatArg::Npt, false, &["0x40000000:0x80200000:0x40201000"]).unwrap(),
@@ -145,7 +162,11 @@ mod tests {
             plan_of(FormatArg::Ept, false, &["0:0x200000:1M", "1M:0x300000:1M"]).unwrap(),
             "1G 0\n2M 1\n4K 0\ntables 3\n"
         );
-        assert!(plan_of(FormatArg::Ept, false, &["0:0:8K", "4K:0:4K"]).unwrap_err().contains("already mapped"));
+        assert!(
+            plan_of(FormatArg::Ept, false, &["0:0:8K", "4K:0:4K"])
+                .unwrap_err()
+                .contains("already mapped")
+        );
         assert!(plan_of(FormatArg::Ept, false, &["0x800:0:4K"]).is_err());
     }
 }
