@@ -10,49 +10,13 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use nvirt_ept::host::HostFrames;
-use nvirt_ept::model::{Kind, Layout, Model, RawLeaf, Walker, layout_of, runs_of};
-use nvirt_ept::{
-    Config, Ept, Format, FrameError, GuestPhys, HostPhys, Invalidate, MapError, MemType, Merge,
-    Npt, Perms, Tables, UnmapError, UpdateError,
-};
+use nvirt_ept::model::{Checker, Kind, Step, Walker};
+use nvirt_ept::{Config, Ept, Format, HostPhys, MemType, Merge, Npt, Perms};
 use proptest::prelude::*;
 
 const PAT_LINUX: u64 = 0x0407_0506_0007_0106;
 const PERMS: [Perms; 4] = [Perms::READ, Perms::RW, Perms::RX, Perms::RWX];
 const HOST_BASE: u64 = 64 << 30;
-
-#[derive(Clone, Debug)]
-enum Step {
-    Map {
-        gpa: u64,
-        delta: u64,
-        len: u64,
-        perms: usize,
-        mem: usize,
-        replace: bool,
-    },
-    Unmap {
-        gpa: u64,
-        len: u64,
-    },
-    Protect {
-        gpa: u64,
-        len: u64,
-        perms: usize,
-    },
-    SetMem {
-        gpa: u64,
-        len: u64,
-        mem: usize,
-    },
-    Promote {
-        gpa: u64,
-        len: u64,
-    },
-    Reclaim,
-    /// Allow only this many more frames for the next step.
-    Starve(usize),
-}
 
 fn gpa() -> impl Strategy<Value = u64> {
     prop_oneof![
@@ -91,305 +55,30 @@ fn delta_len() -> impl Strategy<Value = (u64, u64)> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (gpa(), delta_len(), 0..4usize, 0..5usize, any::<bool>())
-            .prop_map(|(gpa, (delta, len), perms, mem, replace)| Step::Map { gpa, delta, len, perms, mem, replace }),
+            .prop_map(|(gpa, (delta, len), perms, mem, replace)| Step::Map {
+                gpa, delta, len, perms: PERMS[perms], mem: MemType::ALL[mem], replace,
+            }),
         3 => (gpa(), len()).prop_map(|(gpa, len)| Step::Unmap { gpa, len }),
-        4 => (gpa(), len(), 0..4usize).prop_map(|(gpa, len, perms)| Step::Protect { gpa, len, perms }),
-        2 => (gpa(), len(), 0..5usize).prop_map(|(gpa, len, mem)| Step::SetMem { gpa, len, mem }),
+        4 => (gpa(), len(), 0..4usize).prop_map(|(gpa, len, p)| Step::Protect { gpa, len, perms: PERMS[p] }),
+        2 => (gpa(), len(), 0..5usize).prop_map(|(gpa, len, m)| Step::SetMem { gpa, len, mem: MemType::ALL[m] }),
         2 => (gpa(), len()).prop_map(|(gpa, len)| Step::Promote { gpa, len }),
         1 => Just(Step::Reclaim),
         1 => (0usize..4).prop_map(Step::Starve),
     ]
 }
 
-struct Harness<'a, F: Format> {
-    tables: Tables<F, &'a HostFrames>,
-    frames: &'a HostFrames,
-    walker: Walker,
-    model: Model,
-    layout: Layout,
-    eager: bool,
-    pages_1g: bool,
-}
-
-impl<F: Format> Harness<'_, F> {
-    fn scan_leaves(&self) -> (Vec<RawLeaf>, nvirt_ept::model::Scan) {
-        let scan = self.walker.scan(&self.frames, self.tables.root()).unwrap();
-        (scan.leaves.clone(), scan)
-    }
-
-    fn run(&mut self, steps: &[Step]) {
-        let mut starve = None;
-        for step in steps {
-            if let Step::Starve(n) = step {
-                starve = Some(*n);
-                continue;
-            }
-            let before = self.walker.scan(&self.frames, self.tables.root()).unwrap();
-            self.frames
-                .set_limit(starve.take().map(|n| self.frames.live() + n));
-            let outcome = self.apply(step);
-            self.frames.set_limit(None);
-            match outcome {
-                Ok(verdict) => self.check_verdict(verdict, &before.leaves),
-                Err(()) => {
-                    let after = self.walker.scan(&self.frames, self.tables.root()).unwrap();
-                    assert_eq!(
-                        after.snapshot, before.snapshot,
-                        "a failed {step:?} changed the tables"
-                    );
-                }
-            }
-            self.check(step);
-        }
-    }
-
-    /// Applies `step` to the tables and, if it succeeds, to the models.
-    /// `Err` for an expected failure; unexpected outcomes panic.
-    fn apply(&mut self, step: &Step) -> Result<Invalidate, ()> {
-        let frames = &mut &*self.frames;
-        let pages_1g = self.pages_1g;
-        match *step {
-            Step::Map {
-                gpa,
-                delta,
-                len,
-                perms,
-                mem,
-                replace,
-            } => {
-                let (end, hpa) = (gpa + len, HOST_BASE + gpa + delta);
-                let (p, m) = (PERMS[perms], MemType::ALL[mem]);
-                let (g, h) = (GuestPhys::new(gpa), HostPhys::new(hpa));
-                let result = if replace {
-                    self.tables.replace(frames, g, h, len, p, m)
-                } else {
-                    self.tables.map(frames, g, h, len, p, m)
-                };
-                let overlap = if replace {
-                    None
-                } else {
-                    self.model.first_mapped(gpa, end)
-                };
-                match (result, overlap) {
-                    (Ok(v), None) => {
-                        self.model.map(gpa, end, hpa, nvirt_ept::Attrs::new(p, m));
-                        self.layout.remove(gpa, end);
-                        self.layout.insert_greedy(gpa, end, hpa, pages_1g);
-                        if self.eager {
-                            self.layout.promote(&self.model, gpa, end, pages_1g);
-                        }
-                        Ok(v)
-                    }
-                    (Err(MapError::Overlap { gpa: at }), Some(first)) => {
-                        assert_eq!(at.as_u64(), first);
-                        Err(())
-                    }
-                    (Err(MapError::Frames(FrameError::Exhausted { .. })), None) => Err(()),
-                    (r, o) => panic!("{step:?}: got {r:?}, model expected overlap {o:?}"),
-                }
-            }
-            Step::Unmap { gpa, len } => match self.tables.unmap(frames, GuestPhys::new(gpa), len) {
-                Ok(v) => {
-                    self.model.unmap(gpa, gpa + len);
-                    self.layout.remove(gpa, gpa + len);
-                    Ok(v)
-                }
-                Err(UnmapError::Frames(FrameError::Exhausted { .. })) => Err(()),
-                Err(e) => panic!("{step:?}: {e}"),
-            },
-            Step::Protect { gpa, len, perms } => {
-                self.update(step, gpa, len, Some(PERMS[perms]), None)
-            }
-            Step::SetMem { gpa, len, mem } => {
-                self.update(step, gpa, len, None, Some(MemType::ALL[mem]))
-            }
-            Step::Promote { gpa, len } => {
-                let v = self.tables.promote(GuestPhys::new(gpa), len).unwrap();
-                self.layout.promote(&self.model, gpa, gpa + len, pages_1g);
-                Ok(v)
-            }
-            Step::Reclaim => {
-                let pending = self.tables.pending_reclaim();
-                let live = self.frames.live();
-                let freed = self.tables.reclaim(&mut &*self.frames);
-                assert_eq!(freed, pending);
-                assert_eq!(self.frames.live(), live - freed as usize);
-                Ok(Invalidate::Nothing)
-            }
-            Step::Starve(_) => Ok(Invalidate::Nothing),
-        }
-    }
-
-    fn update(
-        &mut self,
-        step: &Step,
-        gpa: u64,
-        len: u64,
-        perms: Option<Perms>,
-        mem: Option<MemType>,
-    ) -> Result<Invalidate, ()> {
-        let end = gpa + len;
-        let frames = &mut &*self.frames;
-        let g = GuestPhys::new(gpa);
-        let result = match (perms, mem) {
-            (Some(p), _) => self.tables.protect(frames, g, len, p),
-            (None, Some(m)) => self.tables.set_mem_type(frames, g, len, m),
-            (None, None) => unreachable!(),
-        };
-        match (result, self.model.first_hole(gpa, end)) {
-            (Ok(v), None) => {
-                // A leaf the range cuts is split only if its attributes change.
-                for at in [gpa, end] {
-                    if let Some((_, old)) = self.model.lookup(at) {
-                        let new = nvirt_ept::Attrs::new(
-                            perms.unwrap_or(old.perms),
-                            mem.unwrap_or(old.mem),
-                        );
-                        if new != old {
-                            self.layout.cut(at);
-                        }
-                    }
-                }
-                self.model.update(gpa, end, perms, mem);
-                if self.eager {
-                    self.layout.promote(&self.model, gpa, end, self.pages_1g);
-                }
-                Ok(v)
-            }
-            (Err(UpdateError::NotMapped { gpa: at }), Some(hole)) => {
-                assert_eq!(at.as_u64(), hole);
-                Err(())
-            }
-            (Err(UpdateError::Frames(FrameError::Exhausted { .. })), None) => Err(()),
-            (r, h) => panic!("{step:?}: got {r:?}, model expected hole {h:?}"),
-        }
-    }
-
-    /// "Nothing to invalidate" must mean no present entry changed: every
-    /// old leaf is still there, unchanged.
-    fn check_verdict(&self, verdict: Invalidate, before: &[RawLeaf]) {
-        if verdict != Invalidate::Nothing {
-            return;
-        }
-        let (after, _) = self.scan_leaves();
-        let after: std::collections::BTreeSet<_> = after
-            .iter()
-            .map(|l| {
-                (
-                    l.gpa,
-                    l.size,
-                    l.hpa,
-                    l.attrs.perms.bits(),
-                    l.attrs.mem.code(),
-                )
-            })
-            .collect();
-        for l in before {
-            assert!(
-                after.contains(&(
-                    l.gpa,
-                    l.size,
-                    l.hpa,
-                    l.attrs.perms.bits(),
-                    l.attrs.mem.code()
-                )),
-                "verdict Nothing but leaf {l:?} changed"
-            );
-        }
-    }
-
-    fn check(&self, step: &Step) {
-        let (leaves, scan) = self.scan_leaves();
-        // Every page translates as the model says (the scan decodes every
-        // entry of every table independently).
-        assert_eq!(runs_of(&leaves), self.model.runs(), "after {step:?}");
-        // The decomposition is the expected one, and minimal when eager.
-        let layout = layout_of(&leaves);
-        assert_eq!(layout, self.layout, "after {step:?}");
-        if self.eager {
-            assert_eq!(
-                layout,
-                self.model.minimal_leaves(self.pages_1g),
-                "not minimal after {step:?}"
-            );
-        }
-        assert_eq!(scan.tables, layout.tables(), "table count after {step:?}");
-        assert_eq!(self.tables.table_count(), scan.tables);
-        assert_eq!(
-            self.frames.live() as u64,
-            self.tables.table_count() + self.tables.pending_reclaim(),
-            "frames leaked after {step:?}"
-        );
-        let counts = self.tables.page_counts();
-        assert_eq!(
-            (counts.size_1g, counts.size_2m, counts.size_4k),
-            layout.counts()
-        );
-        // The crate's own extents agree with the walker's leaves.
-        let mut from_extents = Vec::new();
-        for e in self.tables.extents() {
-            let mut at = 0;
-            while at < e.len {
-                from_extents.push(RawLeaf {
-                    gpa: e.gpa.as_u64() + at,
-                    size: e.page,
-                    hpa: e.hpa.as_u64() + at,
-                    attrs: e.attrs,
-                });
-                at += e.page.bytes();
-            }
-        }
-        assert_eq!(from_extents, leaves);
-        // Pages the step touched: walker and `translate` against the model.
-        let (gpa, len) = match *step {
-            Step::Map { gpa, len, .. }
-            | Step::Unmap { gpa, len }
-            | Step::Protect { gpa, len, .. }
-            | Step::SetMem { gpa, len, .. }
-            | Step::Promote { gpa, len } => (gpa, len),
-            Step::Reclaim | Step::Starve(_) => return,
-        };
-        let pages = len >> 12;
-        for k in (0..pages).filter(|&k| pages <= 4096 || k < 64 || pages - k <= 64 || k % 509 == 0)
-        {
-            let page = gpa + (k << 12);
-            let expected = self.model.lookup(page);
-            let walked = self
-                .walker
-                .translate(&self.frames, self.tables.root(), page)
-                .unwrap();
-            assert_eq!(
-                walked.map(|(h, a, _)| (h, a)),
-                expected,
-                "walk of {page:#x} after {step:?}"
-            );
-            let translated = self.tables.translate(GuestPhys::new(page));
-            assert_eq!(translated.map(|t| (t.hpa.as_u64(), t.attrs)), expected);
-        }
-    }
-}
-
 fn run_case<F: Format>(format: F, kind: Kind, config: Config, steps: &[Step]) {
     let frames = HostFrames::new(HostPhys::new(1 << 32), 1 << 16);
-    let tables = Tables::new(format, &frames, config, &mut &frames).unwrap();
-    let mut harness = Harness {
-        tables,
-        frames: &frames,
-        walker: Walker {
-            kind,
-            phys_bits: config.physical_bits(),
-            pages_1g: config.uses_1g(),
-        },
-        model: Model::new(),
-        layout: Layout::default(),
-        eager: config.merge_policy() == Merge::Eager,
+    let walker = Walker {
+        kind,
+        phys_bits: config.physical_bits(),
         pages_1g: config.uses_1g(),
     };
-    harness.run(steps);
-    // Tear down: every frame comes back.
-    let Harness { tables, .. } = harness;
-    tables.destroy(&mut &frames);
-    assert_eq!(frames.live(), 0);
+    let mut checker = Checker::new(format, walker, config, &frames, HOST_BASE);
+    for step in steps {
+        checker.step(step);
+    }
+    checker.finish();
 }
 
 fn npt() -> (Npt, Kind) {
