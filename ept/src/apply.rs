@@ -230,10 +230,14 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
             if op.covers(level, entry_base) && self.leaf_ok(op, level, entry_base) {
                 // A run of leaves: consecutive pages differ only in the
                 // address field, so step the raw value.
-                let mut run_end = i;
-                while run_end < last && op.covers(level, base + (run_end as u64 + 1) * span) {
-                    run_end += 1;
-                }
+                // Every entry up to `last` is wholly covered except perhaps
+                // `last` itself.
+                let last_full = if op.covers(level, base + last as u64 * span) {
+                    last
+                } else {
+                    last - 1
+                };
+                let run_end = last_full.max(i);
                 let size = level.page_size().unwrap_or(PageSize::Size4K);
                 let first_raw = self
                     .format

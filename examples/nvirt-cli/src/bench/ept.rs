@@ -14,7 +14,9 @@
 //!   by unmapping and re-mapping them, as its users must).
 //!
 //! `tables` is the paging-structure count nvirt built, `min` the minimum
-//! for the layout, computed here independently of the crate.
+//! for the layout, computed here independently of the crate. Each side is
+//! timed in alternating batches (rounds for `protect4k`) and the median
+//! batch is reported.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -57,25 +59,33 @@ const BUILDS: [Build; 3] = [
         gpa: 0,
         hpa: 0,
         len: 1 << 40,
-        iterations: (2000, 20000),
+        iterations: (20_000, 200_000),
     },
     Build {
         name: "offset2m-64g",
         gpa: 0,
         hpa: GIB1 + MIB2,
         len: 64 * GIB1,
-        iterations: (40, 400),
+        iterations: (400, 4000),
     },
     Build {
         name: "pages4k-1g",
         gpa: GIB1,
         hpa: 4 * GIB1 + KIB4,
         len: GIB1,
-        iterations: (8, 60),
+        iterations: (40, 400),
     },
 ];
 
 const PROTECTS: usize = 10_000;
+
+/// Timed batches per workload.
+const BATCHES: u64 = 10;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
     let mut stdout = std::io::stdout().lock();
@@ -151,19 +161,25 @@ fn bench_build(b: &Build, quick: bool) -> Result<String, String> {
 
     let mut frames = HostFrames::new(HostPhys::new(1 << 44), FRAMES);
     let tables = nvirt_build(&mut frames, b)?;
-    let start = Instant::now();
-    for _ in 0..iterations {
-        black_box(nvirt_build(&mut frames, b)?);
-    }
-    let nvirt_ns = elapsed_ns(start.elapsed()) / iterations as f64;
-
     let mut peer = PeerArena::new(FRAMES);
     let peer_tables = peer.build(&pages)?;
-    let start = Instant::now();
-    for _ in 0..iterations {
-        black_box(peer.build(&pages)?);
+    // Batches alternate between the two sides; the median batch is
+    // reported, so that a burst of load on a shared machine skews neither.
+    let per_batch = iterations.div_ceil(BATCHES);
+    let (mut nvirt_batches, mut peer_batches) = (Vec::new(), Vec::new());
+    for _ in 0..BATCHES {
+        let start = Instant::now();
+        for _ in 0..per_batch {
+            black_box(nvirt_build(&mut frames, b)?);
+        }
+        nvirt_batches.push(elapsed_ns(start.elapsed()) / per_batch as f64);
+        let start = Instant::now();
+        for _ in 0..per_batch {
+            black_box(peer.build(&pages)?);
+        }
+        peer_batches.push(elapsed_ns(start.elapsed()) / per_batch as f64);
     }
-    let peer_ns = elapsed_ns(start.elapsed()) / iterations as f64;
+    let (nvirt_ns, peer_ns) = (median(&mut nvirt_batches), median(&mut peer_batches));
     if peer_tables != tables {
         eprintln!(
             "nvirt bench ept: {}: the peer built {peer_tables} tables",
@@ -196,7 +212,7 @@ const PERMS: [Perms; 4] = [Perms::READ, Perms::RW, Perms::RX, Perms::RWX];
 fn bench_protect(quick: bool) -> Result<String, String> {
     let (gpa, hpa) = (GIB1, 4 * GIB1);
     let ops = protects();
-    let rounds = if quick { 2 } else { 10 };
+    let rounds = if quick { 10 } else { 100 };
 
     // Minimum after the protects: the region stays one PD; a PT for each
     // 2 MiB block whose pages ended with different permissions.
@@ -212,7 +228,8 @@ fn bench_protect(quick: bool) -> Result<String, String> {
     let min = if uniform { 2 } else { 3 + mixed };
 
     let mut frames = HostFrames::new(HostPhys::new(1 << 44), FRAMES * 4);
-    let mut nvirt_total = 0.0;
+    let mut peer = PeerArena::new(FRAMES * 4);
+    let (mut nvirt_rounds, mut peer_rounds) = (Vec::new(), Vec::new());
     let mut tables = 0;
     for _ in 0..rounds {
         frames.reset();
@@ -236,23 +253,20 @@ fn bench_protect(quick: bool) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             black_box(flush.is_needed());
         }
-        nvirt_total += elapsed_ns(start.elapsed());
+        nvirt_rounds.push(elapsed_ns(start.elapsed()) / PROTECTS as f64);
         tables = t.table_count();
-    }
+        drop(t);
 
-    let mut peer = PeerArena::new(FRAMES * 4);
-    let mut peer_total = 0.0;
-    for _ in 0..rounds {
         peer.build(&[(gpa, hpa, GIB1)])?;
         let start = Instant::now();
         peer.protect_all(&ops, gpa)?;
-        peer_total += elapsed_ns(start.elapsed());
+        peer_rounds.push(elapsed_ns(start.elapsed()) / PROTECTS as f64);
     }
-    let per = (rounds * PROTECTS) as f64;
+    let (nvirt_ns, peer_ns) = (median(&mut nvirt_rounds), median(&mut peer_rounds));
     Ok(line(
         "protect4k",
-        nvirt_total / per,
-        peer_total / per,
+        nvirt_ns,
+        peer_ns,
         &format!("tables={tables} min={min}"),
     ))
 }
