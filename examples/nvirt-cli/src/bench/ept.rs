@@ -255,7 +255,6 @@ fn bench_protect(quick: bool) -> Result<String, String> {
         }
         nvirt_rounds.push(elapsed_ns(start.elapsed()) / PROTECTS as f64);
         tables = t.table_count();
-        drop(t);
 
         peer.build(&[(gpa, hpa, GIB1)])?;
         let start = Instant::now();
