@@ -43,7 +43,7 @@ impl Config {
         }
     }
 
-    /// The processor's physical-address width (CPUID 8000_0008h EAX[7:0]):
+    /// The processor's physical-address width (CPUID 8000_0008h, EAX bits 7:0):
     /// host addresses at or beyond 2^bits are rejected, both mapped pages
     /// and table frames. 32..=52.
     #[must_use]

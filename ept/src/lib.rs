@@ -44,7 +44,7 @@
 //! returns an [`Invalidate`] verdict; tables unlinked by a change are
 //! retired and freed by [`Tables::reclaim`] after the caller's
 //! invalidation. No allocator is needed; the feature `alloc` adds
-//! [`host::HostFrames`], `model` a reference model and independent walker
+//! `host::HostFrames`, `model` a reference model and independent walker
 //! for tests.
 
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
