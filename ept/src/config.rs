@@ -31,13 +31,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// 52-bit physical addresses, 1 GiB pages allowed, eager merging,
+    /// 52-bit physical addresses, no 1 GiB pages (not every processor has
+    /// them: enable them with [`pages_1g`](Self::pages_1g)), eager merging,
     /// tables used by one context.
     #[must_use]
     pub const fn new() -> Self {
         Self {
             phys_bits: 52,
-            pages_1g: true,
+            pages_1g: false,
             merge: Merge::Eager,
             shared: false,
         }

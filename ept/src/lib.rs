@@ -15,7 +15,8 @@
 //!
 //! // Frames from host memory here; a hypervisor passes its buddy heap.
 //! let frames = HostFrames::new(HostPhys::new(0x1_0000_0000), 64);
-//! let mut ept = Tables::new(Ept::new(), &frames, Config::new(), &mut &frames)?;
+//! let config = Config::new().pages_1g(true); // the processor has 1 GiB pages
+//! let mut ept = Tables::new(Ept::new(), &frames, config, &mut &frames)?;
 //!
 //! // 3 GiB of RAM at guest 0 from host 4 GiB: three 1 GiB pages.
 //! let flush = ept.map(&mut &frames, GuestPhys::new(0), HostPhys::new(4 << 30), 3 << 30, Perms::RWX, MemType::Wb)?;

@@ -191,7 +191,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         self.run(frames, Op::new(Change::Unmap, gpa, len))
             .map_err(|e| match e {
                 Failure::Frames(e) => UnmapError::Frames(e),
-                // Unmapping validates nothing else.
+                // The planner refuses nothing in an unmap (holes are fine);
+                // should it ever, the tables are unchanged and the closest
+                // report is that the change could not be prepared.
                 Failure::Stop(_) => UnmapError::Frames(FrameError::Exhausted {
                     needed: 0,
                     obtained: 0,
@@ -275,6 +277,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn promote(&mut self, gpa: GuestPhys, len: u64) -> Result<Invalidate, RangeError> {
         check_guest(gpa, len)?;
         let mut none = NoFrames;
+        // A promote plans no frames and the planner refuses nothing in it,
+        // so `run` cannot fail once the range is valid; should it, the
+        // tables are unchanged and the range is what is reported.
         self.run(&mut none, Op::new(Change::Promote, gpa, len))
             .map_err(|_| RangeError::GuestBeyondWidth { start: gpa, len })
     }

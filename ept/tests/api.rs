@@ -45,7 +45,7 @@ fn snapshot(
 fn invalid_input_is_rejected_and_changes_nothing() {
     let frames = HostFrames::new(hpa(1 << 32), 256);
     let f = &mut &frames;
-    let config = Config::new().phys_bits(36);
+    let config = Config::new().phys_bits(36).pages_1g(true);
     let mut t = Tables::new(Ept::new(), &frames, config, f).unwrap();
     let _ = t
         .map(f, gpa(0), hpa(G), 2 * G, Perms::RWX, MemType::Wb)

@@ -96,29 +96,29 @@ proptest! {
 
     #[test]
     fn ept_eager(steps in prop::collection::vec(step(), 1..24)) {
-        run_case(Ept::new(), Kind::Ept, Config::new(), &steps);
+        run_case(Ept::new(), Kind::Ept, Config::new().pages_1g(true), &steps);
     }
 
     #[test]
     fn npt_eager(steps in prop::collection::vec(step(), 1..24)) {
         let (f, k) = npt();
-        run_case(f, k, Config::new(), &steps);
+        run_case(f, k, Config::new().pages_1g(true), &steps);
     }
 
     #[test]
     fn ept_explicit(steps in prop::collection::vec(step(), 1..24)) {
-        run_case(Ept::new(), Kind::Ept, Config::new().merge(Merge::Explicit), &steps);
+        run_case(Ept::new(), Kind::Ept, Config::new().pages_1g(true).merge(Merge::Explicit), &steps);
     }
 
     #[test]
     fn npt_explicit_without_1g(steps in prop::collection::vec(step(), 1..24)) {
         let (f, k) = npt();
-        run_case(f, k, Config::new().merge(Merge::Explicit).pages_1g(false), &steps);
+        run_case(f, k, Config::new().merge(Merge::Explicit), &steps);
     }
 
     #[test]
     fn npt_eager_without_1g_narrow(steps in prop::collection::vec(step(), 1..24)) {
         let (f, k) = npt();
-        run_case(f, k, Config::new().pages_1g(false).phys_bits(40), &steps);
+        run_case(f, k, Config::new().phys_bits(40), &steps);
     }
 }

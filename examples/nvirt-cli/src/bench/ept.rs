@@ -134,8 +134,8 @@ fn min_tables(pages: &[(u64, u64)]) -> u64 {
 fn nvirt_build(frames: &mut HostFrames, b: &Build) -> Result<u64, String> {
     frames.reset();
     let f: &HostFrames = frames;
-    let mut tables =
-        Tables::new(Npt::new(), f, Config::new(), &mut &*f).map_err(|e| e.to_string())?;
+    let mut tables = Tables::new(Npt::new(), f, Config::new().pages_1g(true), &mut &*f)
+        .map_err(|e| e.to_string())?;
     let flush = tables
         .map(
             &mut &*f,
@@ -234,8 +234,8 @@ fn bench_protect(quick: bool) -> Result<String, String> {
     for _ in 0..rounds {
         frames.reset();
         let f: &HostFrames = &frames;
-        let mut t =
-            Tables::new(Npt::new(), f, Config::new(), &mut &*f).map_err(|e| e.to_string())?;
+        let mut t = Tables::new(Npt::new(), f, Config::new().pages_1g(true), &mut &*f)
+            .map_err(|e| e.to_string())?;
         let _ = t
             .map(
                 &mut &*f,
