@@ -7,6 +7,7 @@
 mod bench;
 mod e820_cmd;
 mod emulator;
+mod ept_cmd;
 mod image;
 mod process;
 mod run_cmd;
@@ -38,6 +39,9 @@ enum Command {
     /// Firmware memory maps: sanitize, synthesize guest maps, read NFIT tables.
     #[command(subcommand)]
     E820(e820_cmd::E820Command),
+    /// Second-level translation tables: plan the tables for a set of mappings.
+    #[command(subcommand)]
+    Ept(ept_cmd::EptCommand),
     /// Benchmarks against the peer a user would otherwise pick.
     Bench(bench::BenchArgs),
     /// Build the reference hypervisor and guest, boot them in an emulator.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::E820(cmd) => e820_cmd::run(cmd),
+        Command::Ept(cmd) => ept_cmd::run(cmd),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Test(args) => test_cmd::run(&args),

@@ -5,19 +5,19 @@
 /// after it).
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?} (expected e.g. 4096, 0x1000, 512M, 4G)");
-    let trimmed = text.trim();
-    let lower = trimmed.to_ascii_lowercase();
-    let body = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, shift) = match body.chars().last() {
-        Some('k') => (&body[..body.len() - 1], 10),
-        Some('m') => (&body[..body.len() - 1], 20),
-        Some('g') => (&body[..body.len() - 1], 30),
-        Some('t') => (&body[..body.len() - 1], 40),
-        _ => (body, 0),
-    };
+    let lower = text.trim().to_ascii_lowercase();
+    // Suffix letters are never hexadecimal digits, so `0x1g` and `0xab` are
+    // unambiguous; a bare `b` (bytes) is not accepted for that reason.
+    let (digits, shift) = [("k", 10), ("m", 20), ("g", 30), ("t", 40)]
+        .iter()
+        .find_map(|&(letter, shift)| {
+            ["ib", "b", ""].iter().find_map(|tail| {
+                lower
+                    .strip_suffix(&format!("{letter}{tail}"))
+                    .map(|digits| (digits.to_owned(), shift))
+            })
+        })
+        .unwrap_or((lower.clone(), 0));
     let value = match digits.strip_prefix("0x") {
         Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
             u64::from_str_radix(hex, 16).map_err(|_| bad())?
@@ -43,7 +43,22 @@ mod tests {
         assert_eq!(parse_size("4g"), Ok(4 << 30));
         assert_eq!(parse_size("1TiB"), Ok(1 << 40));
         assert_eq!(parse_size("3GB"), Ok(3 << 30));
-        for bad in ["", "G", "-1", "+1", "1.5G", "0x", "0xG", "16777216T", "1Q"] {
+        assert_eq!(parse_size("0xab"), Ok(0xab));
+        assert_eq!(parse_size("0x1g"), Ok(1 << 30));
+        assert_eq!(parse_size("0x1fb"), Ok(0x1fb));
+        for bad in [
+            "",
+            "G",
+            "-1",
+            "+1",
+            "1.5G",
+            "0x",
+            "0xG",
+            "16777216T",
+            "1Q",
+            "1b",
+            "0xgb",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+mod ept;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// What to benchmark.
@@ -20,11 +22,15 @@ pub(crate) struct BenchArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchTarget {}
+enum BenchTarget {
+    /// nvirt-ept against the x86_64 crate's OffsetPageTable.
+    Ept,
+}
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
-    let _ = args.quick;
-    match args.target {}
+    match args.target {
+        BenchTarget::Ept => ept::run(args.quick),
+    }
 }
 
 /// Runs `op` `iterations` times (after one untimed warm-up call) and
