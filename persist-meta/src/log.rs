@@ -1,0 +1,481 @@
+//! The writer: format, open (recover and make ready), append, checkpoint.
+
+use core::fmt;
+
+use crate::checkpoint::{CheckpointInfo, CheckpointWriter, Header as CheckpointHeader};
+use crate::checksum::Crc32c;
+use crate::error::{AppendError, CheckpointError, FormatError};
+use crate::group::Group;
+use crate::layout::{
+    CHECKPOINT_HEADER, Layout, MAX_GENERATION, SUPERBLOCK_OFFSETS, SWITCH_WORD, encode_switch,
+};
+use crate::pmem::{CACHE_LINE, Pmem, PmemError};
+use crate::recover::{RecoverError, Recovery, Replay, recover};
+use crate::record::{
+    Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, record_size,
+};
+use crate::superblock::Superblocks;
+
+/// Sequence number of the first record after format.
+pub const FIRST_SEQ: u64 = 1;
+
+/// Bytes of a superblock copy (static line and switch-word line).
+const SUPERBLOCK_LEN: u64 = 2 * CACHE_LINE;
+
+/// Zeros for clearing the record area at format.
+static ZEROS: [u8; 4096] = [0; 4096];
+
+/// A committed append or group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// Sequence number of its first record.
+    pub first_seq: u64,
+    /// Records in it.
+    pub records: u64,
+    /// Offset of its first record in the region.
+    pub offset: u64,
+    /// Bytes it occupies.
+    pub len: u64,
+}
+
+/// How full the record area is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes used since the last checkpoint.
+    pub used: u64,
+    /// Bytes free.
+    pub free: u64,
+    /// Bytes of the whole area.
+    pub capacity: u64,
+}
+
+/// What [`Log::open`] wrote to make the region ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Superblock copies whose static line was rewritten from the other.
+    pub superblocks: [bool; 2],
+    /// Switch words rewritten to the active generation.
+    pub switch_words: [bool; 2],
+    /// Whether an epoch record was appended (see [`Log`]); false only when
+    /// the log was full, in which case the next checkpoint starts the epoch.
+    pub epoch_record: bool,
+}
+
+/// A crash-consistent log of records in a persistent-memory region.
+///
+/// # Protocol
+///
+/// *Commit.* Records are stored (payload, then header words with the CRC
+/// word last), their cache lines written back, and one fence makes the
+/// whole group durable. Every record of a group but the last has the
+/// group flag clear; recovery delivers a group only once it has validated
+/// its last record, so a group is all or nothing.
+///
+/// *Epochs.* Every record carries the writer's epoch, and recovery accepts
+/// only records of the chain's current epoch. Whenever bytes may lie past
+/// the append position that look like records of the current epoch — after
+/// recovery (a torn group), after a group is abandoned, never otherwise —
+/// the writer appends an *epoch record* raising the epoch and fences it
+/// before storing anything else. Stale records then belong to an old epoch
+/// and can never join the chain, even if later stores happen to complete
+/// them. A record is only ever stored with an epoch that is already
+/// durable, so no stale record carries a future epoch either.
+///
+/// *Checkpoint.* The owner's snapshot goes to the inactive slot with a new
+/// generation and epoch and the current sequence number, is written back
+/// and fenced; then one 8-byte store per superblock switches to it, and
+/// the record area starts over. Records left from before have older
+/// sequence numbers and epochs. Recovery time is bounded by the snapshot
+/// plus the records since.
+pub struct Log<P: Pmem> {
+    pmem: P,
+    layout: Layout,
+    generation: u64,
+    epoch: u64,
+    next_seq: u64,
+    /// Append position, relative to the record area.
+    tail: u64,
+    /// The next commit must first raise the epoch (a previous attempt to
+    /// do so failed, or there was no room at recovery).
+    bump_pending: bool,
+    scratch: [u8; MAX_PAYLOAD],
+}
+
+impl<P: Pmem> fmt::Debug for Log<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("layout", &self.layout)
+            .field("generation", &self.generation)
+            .field("epoch", &self.epoch)
+            .field("next_seq", &self.next_seq)
+            .field("tail", &self.tail)
+            .field("bump_pending", &self.bump_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Pmem> Log<P> {
+    /// Makes `pmem` an empty log whose checkpoints hold snapshots of up to
+    /// `checkpoint_capacity` bytes. Destroys whatever the region held.
+    ///
+    /// A crash during format leaves a region that [`open`](Self::open)
+    /// rejects (no valid superblock) or an empty log, never a mix.
+    pub fn format(mut pmem: P, checkpoint_capacity: u64) -> Result<Self, FormatError> {
+        let layout = Layout::new(pmem.size(), checkpoint_capacity)?;
+        // First make the old log unreadable, so that a crash below cannot
+        // leave an old superblock naming half-cleared areas.
+        for at in SUPERBLOCK_OFFSETS {
+            pmem.store(at, &ZEROS[..SUPERBLOCK_LEN as usize])?;
+            pmem.write_back(at, SUPERBLOCK_LEN)?;
+        }
+        pmem.fence();
+        // Clear the record area: records of an earlier log could otherwise
+        // match the new chain's sequence numbers and epochs.
+        let area = layout.record_area();
+        let mut at = area.start;
+        while at < area.end {
+            let n = (area.end - at).min(ZEROS.len() as u64);
+            pmem.store(at, &ZEROS[..n as usize])?;
+            at += n;
+        }
+        pmem.write_back(area.start, area.end - area.start)?;
+        pmem.store(layout.slot_offset(1), &ZEROS[..CHECKPOINT_HEADER as usize])?;
+        pmem.write_back(layout.slot_offset(1), CHECKPOINT_HEADER)?;
+        let mut header = CheckpointHeader {
+            generation: 0,
+            epoch: 0,
+            next_seq: FIRST_SEQ,
+            len: 0,
+            reserved: 0,
+            crc: 0,
+        };
+        header.crc = header.checksum(Crc32c::new());
+        store_words(&mut pmem, layout.slot_offset(0), &header.words())?;
+        pmem.write_back(layout.slot_offset(0), CHECKPOINT_HEADER)?;
+        pmem.fence();
+        let line = layout.encode_superblock();
+        for at in SUPERBLOCK_OFFSETS {
+            pmem.store(at, &line)?;
+            pmem.store_u64(at + SWITCH_WORD, encode_switch(0))?;
+            pmem.write_back(at, SUPERBLOCK_LEN)?;
+        }
+        pmem.fence();
+        Ok(Self {
+            pmem,
+            layout,
+            generation: 0,
+            epoch: 0,
+            next_seq: FIRST_SEQ,
+            tail: 0,
+            bump_pending: false,
+            scratch: [0; MAX_PAYLOAD],
+        })
+    }
+
+    /// Recovers the log in `pmem` (the owner rebuilds its state through
+    /// `replay`) and makes it ready for appends: repairs a damaged or stale
+    /// superblock copy and appends an epoch record, all under one fence.
+    /// A crash during `open` leaves a region that recovers to the same
+    /// state.
+    ///
+    /// An image that is not a valid log is an error; `open` never formats.
+    pub fn open<R: Replay>(
+        mut pmem: P,
+        replay: &mut R,
+    ) -> Result<(Self, Recovery, Repairs), RecoverError<R::Error>> {
+        let (recovery, superblocks) = recover(&pmem, replay)?;
+        let layout = recovery.layout;
+        let generation = recovery.checkpoint.generation;
+        let mut repairs = repair_superblocks(&mut pmem, &layout, generation, &superblocks)?;
+        let area_start = layout.record_area().start;
+        let mut log = Self {
+            pmem,
+            layout,
+            generation,
+            epoch: recovery.end.epoch,
+            next_seq: recovery.end.next_seq,
+            tail: recovery.end.append_offset - area_start,
+            bump_pending: true,
+            scratch: [0; MAX_PAYLOAD],
+        };
+        match log.store_epoch_record() {
+            Ok(()) => repairs.epoch_record = true,
+            Err(AppendError::Pmem(e)) => return Err(e.into()),
+            // No room or no numbers left: appends fail until a checkpoint,
+            // which starts a fresh epoch itself.
+            Err(_) => {}
+        }
+        if repairs != Repairs::default() {
+            log.pmem.fence();
+        }
+        if repairs.epoch_record {
+            log.finish_epoch_record();
+        }
+        Ok((log, recovery, repairs))
+    }
+
+    /// Appends one record and commits it (one fence).
+    pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
+        let mut group = self.group();
+        group.push(record)?;
+        group.commit()
+    }
+
+    /// Appends `records` as one group and commits them with one fence: all
+    /// or none survive a crash. Checks that they fit before storing any.
+    pub fn append_group<E: Encode>(&mut self, records: &[E]) -> Result<Commit, AppendError> {
+        let mut needed = if self.bump_pending { RECORD_HEADER } else { 0 };
+        for record in records {
+            let len = record.encoded_len();
+            if len > MAX_PAYLOAD {
+                return Err(AppendError::PayloadTooLarge { len });
+            }
+            needed = needed.saturating_add(record_size(len as u64).unwrap_or(u64::MAX));
+        }
+        self.check_room(needed)?;
+        let mut group = self.group();
+        for record in records {
+            group.push(record)?;
+        }
+        group.commit()
+    }
+
+    /// Starts a commit group: push records, then commit them with one
+    /// fence. Dropping the group without committing abandons it (nothing of
+    /// it survives; the log stays usable).
+    pub fn group(&mut self) -> Group<'_, P> {
+        Group::new(self)
+    }
+
+    /// Writes a checkpoint: `snapshot` streams the owner's state (as of
+    /// every record committed so far) into the inactive slot; once it is
+    /// durable, the superblocks switch to it and the record area starts
+    /// over. Two fences. On error the previous checkpoint stays in force.
+    pub fn checkpoint<F, E>(&mut self, snapshot: F) -> Result<CheckpointInfo, CheckpointError<E>>
+    where
+        F: FnOnce(&mut CheckpointWriter<'_, P>) -> Result<(), E>,
+    {
+        let generation = self
+            .generation
+            .checked_add(1)
+            .filter(|&g| g <= MAX_GENERATION)
+            .ok_or(CheckpointError::GenerationExhausted)?;
+        let epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(CheckpointError::EpochExhausted)?;
+        let offset = self.layout.slot_offset(generation);
+        let capacity = self.layout.checkpoint_capacity();
+        let mut writer =
+            CheckpointWriter::new(&mut self.pmem, offset + CHECKPOINT_HEADER, capacity);
+        let written = snapshot(&mut writer);
+        let (len, crc, overflowed) = writer.finish();
+        if overflowed {
+            return Err(CheckpointError::TooLarge { capacity });
+        }
+        written.map_err(CheckpointError::Snapshot)?;
+        let mut header = CheckpointHeader {
+            generation,
+            epoch,
+            next_seq: self.next_seq,
+            len,
+            reserved: 0,
+            crc: 0,
+        };
+        header.crc = header.checksum(crc);
+        store_words(&mut self.pmem, offset, &header.words())?;
+        self.pmem.write_back(offset, CHECKPOINT_HEADER + len)?;
+        self.pmem.fence();
+        let switch = encode_switch(generation);
+        for at in SUPERBLOCK_OFFSETS {
+            self.pmem.store_u64(at + SWITCH_WORD, switch)?;
+            self.pmem.write_back(at + SWITCH_WORD, 8)?;
+        }
+        self.pmem.fence();
+        self.generation = generation;
+        self.epoch = epoch;
+        self.tail = 0;
+        self.bump_pending = false;
+        Ok(CheckpointInfo {
+            generation,
+            offset,
+            epoch,
+            next_seq: self.next_seq,
+            len,
+        })
+    }
+
+    /// [`checkpoint`](Self::checkpoint) with the snapshot given as bytes.
+    pub fn checkpoint_bytes(
+        &mut self,
+        snapshot: &[u8],
+    ) -> Result<CheckpointInfo, CheckpointError<crate::SnapshotError>> {
+        self.checkpoint(|w| w.write(snapshot))
+    }
+
+    /// How full the record area is.
+    pub fn space(&self) -> Space {
+        let capacity = self.layout.record_len();
+        Space {
+            used: self.tail,
+            free: capacity - self.tail,
+            capacity,
+        }
+    }
+
+    /// The region's geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Generation of the active checkpoint.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The region.
+    pub fn pmem(&self) -> &P {
+        &self.pmem
+    }
+
+    /// Gives the region back.
+    pub fn into_pmem(self) -> P {
+        self.pmem
+    }
+
+    // ---- crate-internal pieces used by `Group` ----
+
+    pub(crate) fn area_start(&self) -> u64 {
+        self.layout.record_area().start
+    }
+
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    pub(crate) fn bump_pending(&self) -> bool {
+        self.bump_pending
+    }
+
+    /// Fails with `LogFull` unless `needed` bytes fit at the tail.
+    pub(crate) fn check_room(&self, needed: u64) -> Result<(), AppendError> {
+        let space = self.space();
+        if needed > space.free {
+            return Err(AppendError::LogFull {
+                needed,
+                free: space.free,
+                capacity: space.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// The region and the payload scratch buffer, borrowed together.
+    pub(crate) fn parts(&mut self) -> (&mut P, &mut [u8; MAX_PAYLOAD]) {
+        (&mut self.pmem, &mut self.scratch)
+    }
+
+    /// Stores a header at `pos` (relative to the area), words in order.
+    pub(crate) fn store_header(&mut self, pos: u64, header: &Header) -> Result<(), PmemError> {
+        let at = self.area_start() + pos;
+        store_words(&mut self.pmem, at, &header.words())
+    }
+
+    /// Makes a group durable and moves the tail past it.
+    pub(crate) fn commit_range(&mut self, start: u64, end: u64, seq: u64) -> Result<(), PmemError> {
+        self.pmem.write_back(self.area_start() + start, end - start)?;
+        self.pmem.fence();
+        self.tail = end;
+        self.next_seq = seq;
+        Ok(())
+    }
+
+    /// Raises the epoch now, with its own fence: before the first record
+    /// after an abandoned group (or a failed earlier attempt).
+    pub(crate) fn raise_epoch(&mut self) -> Result<(), AppendError> {
+        self.bump_pending = true;
+        self.store_epoch_record()?;
+        self.pmem.fence();
+        self.finish_epoch_record();
+        Ok(())
+    }
+
+    /// Stores and writes back (no fence) an epoch record at the tail
+    /// raising the epoch by one.
+    fn store_epoch_record(&mut self) -> Result<(), AppendError> {
+        let epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(AppendError::EpochExhausted)?;
+        self.next_seq
+            .checked_add(1)
+            .ok_or(AppendError::SequenceExhausted)?;
+        self.check_room(RECORD_HEADER)?;
+        let mut header = Header {
+            len: 0,
+            kind: RecordKind::EPOCH.raw(),
+            flags: FLAG_GROUP_END,
+            seq: self.next_seq,
+            epoch,
+            reserved: 0,
+            crc: 0,
+        };
+        header.crc = header.checksum(Crc32c::new());
+        self.store_header(self.tail, &header)?;
+        self.pmem
+            .write_back(self.area_start() + self.tail, RECORD_HEADER)?;
+        Ok(())
+    }
+
+    /// Accounts for an epoch record once its fence has returned.
+    fn finish_epoch_record(&mut self) {
+        self.tail += RECORD_HEADER;
+        self.next_seq += 1;
+        self.epoch += 1;
+        self.bump_pending = false;
+    }
+}
+
+/// Stores `words` at `at` in order, one failure-atomic store each.
+fn store_words<P: Pmem>(pmem: &mut P, at: u64, words: &[u64]) -> Result<(), PmemError> {
+    for (i, &word) in words.iter().enumerate() {
+        pmem.store_u64(at + 8 * i as u64, word)?;
+    }
+    Ok(())
+}
+
+/// Rewrites (without fencing) a superblock copy whose static line is
+/// damaged and a switch word that does not name `generation`.
+fn repair_superblocks<P: Pmem>(
+    pmem: &mut P,
+    layout: &Layout,
+    generation: u64,
+    found: &Superblocks,
+) -> Result<Repairs, PmemError> {
+    let mut repairs = Repairs::default();
+    let line = layout.encode_superblock();
+    let switch = encode_switch(generation);
+    for (i, &at) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+        if found.copies[i].is_err() {
+            pmem.store(at, &line)?;
+            pmem.write_back(at, CACHE_LINE)?;
+            repairs.superblocks[i] = true;
+        }
+        if found.switch_words[i] != switch {
+            pmem.store_u64(at + SWITCH_WORD, switch)?;
+            pmem.write_back(at + SWITCH_WORD, 8)?;
+            repairs.switch_words[i] = true;
+        }
+    }
+    Ok(repairs)
+}
