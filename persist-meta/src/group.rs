@@ -11,9 +11,7 @@ use crate::checksum::Crc32c;
 use crate::error::AppendError;
 use crate::log::{Commit, Log};
 use crate::pmem::{Pmem, PmemError};
-use crate::record::{
-    Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, record_size,
-};
+use crate::record::{Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, record_size};
 
 /// A record whose payload is stored and whose header is not yet.
 #[derive(Clone, Debug)]
@@ -91,14 +89,16 @@ impl<'a, P: Pmem> Group<'a, P> {
             self.seq = self.first_seq;
         }
         let used = self.end - self.start;
-        self.log.check_room(used.saturating_add(size)).map_err(|e| match e {
-            AppendError::LogFull { free, capacity, .. } => AppendError::LogFull {
-                needed: used.saturating_add(size),
-                free,
-                capacity,
-            },
-            e => e,
-        })?;
+        self.log
+            .check_room(used.saturating_add(size))
+            .map_err(|e| match e {
+                AppendError::LogFull { free, capacity, .. } => AppendError::LogFull {
+                    needed: used.saturating_add(size),
+                    free,
+                    capacity,
+                },
+                e => e,
+            })?;
         let next_seq = self
             .seq
             .checked_add(1)

@@ -89,9 +89,7 @@ pub use pmem::MemPmem;
 pub use pmem::{CACHE_LINE, CacheLine, Counting, Pmem, PmemError, PmemStats};
 #[cfg(target_arch = "x86_64")]
 pub use pmem::{FlushInstruction, X86Pmem, X86PmemError};
-pub use record::{
-    Decode, Encode, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, Raw, RecordKind,
-};
+pub use record::{Decode, Encode, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, Raw, RecordKind};
 pub use recover::{End, RecoverError, Recovery, Replay, ReplayFn, Replayed, replay, replay_fn};
 pub use scan::{RecordView, StopReason};
 pub use superblock::{ImageError, Superblocks};

@@ -10,10 +10,10 @@ use crate::layout::{
     CHECKPOINT_HEADER, Layout, MAX_GENERATION, SUPERBLOCK_OFFSETS, SWITCH_WORD, encode_switch,
 };
 use crate::pmem::{CACHE_LINE, Pmem, PmemError};
-use crate::recover::{RecoverError, Recovery, Replay, recover};
 use crate::record::{
     Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, record_size,
 };
+use crate::recover::{RecoverError, Recovery, Replay, recover};
 use crate::superblock::Superblocks;
 
 /// Sequence number of the first record after format.
@@ -393,7 +393,8 @@ impl<P: Pmem> Log<P> {
 
     /// Makes a group durable and moves the tail past it.
     pub(crate) fn commit_range(&mut self, start: u64, end: u64, seq: u64) -> Result<(), PmemError> {
-        self.pmem.write_back(self.area_start() + start, end - start)?;
+        self.pmem
+            .write_back(self.area_start() + start, end - start)?;
         self.pmem.fence();
         self.tail = end;
         self.next_seq = seq;

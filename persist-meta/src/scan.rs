@@ -148,10 +148,9 @@ impl fmt::Display for StopReason {
         match *self {
             Self::AreaEnd => write!(f, "end of the record area"),
             Self::Blank => write!(f, "blank (never written)"),
-            Self::Length { len } => write!(
-                f,
-                "payload length {len} exceeds the maximum {MAX_PAYLOAD}"
-            ),
+            Self::Length { len } => {
+                write!(f, "payload length {len} exceeds the maximum {MAX_PAYLOAD}")
+            }
             Self::Overrun { len, room } => write!(
                 f,
                 "record with a {len}-byte payload overruns the area ({room} bytes left)"

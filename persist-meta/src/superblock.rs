@@ -75,16 +75,18 @@ pub enum ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::NoSuperblock { first, second } => write!(
-                f,
-                "no valid superblock: copy 0: {first}; copy 1: {second}"
-            ),
+            Self::NoSuperblock { first, second } => {
+                write!(f, "no valid superblock: copy 0: {first}; copy 1: {second}")
+            }
             Self::UnsupportedVersion { copy, found } => write!(
                 f,
                 "superblock copy {copy} has unsupported format version {found}"
             ),
             Self::SuperblocksDisagree => {
-                write!(f, "both superblocks are intact but describe different layouts")
+                write!(
+                    f,
+                    "both superblocks are intact but describe different layouts"
+                )
             }
             Self::NoGeneration { words } => write!(
                 f,

@@ -280,29 +280,30 @@ mod tests {
     #[test]
     fn stores_reads_and_flushes() {
         let mut lines = [CacheLine::ZERO; 4];
-        let mut pmem = X86Pmem::new(&mut lines);
-        assert_eq!(pmem.size(), 256);
-        pmem.store_u64(64, 0xdead_beef_0bad_f00d).unwrap();
-        pmem.store(100, b"hello").unwrap();
-        for instruction in [
-            FlushInstruction::Clwb,
-            FlushInstruction::Clflushopt,
-            FlushInstruction::Clflush,
-        ] {
-            if let Ok(p) = X86Pmem::new(&mut [CacheLine::ZERO; 1]).with_flush(instruction) {
-                assert_eq!(p.flush_instruction(), instruction);
+        {
+            let mut pmem = X86Pmem::new(&mut lines);
+            assert_eq!(pmem.size(), 256);
+            pmem.store_u64(64, 0xdead_beef_0bad_f00d).unwrap();
+            pmem.store(100, b"hello").unwrap();
+            for instruction in [
+                FlushInstruction::Clwb,
+                FlushInstruction::Clflushopt,
+                FlushInstruction::Clflush,
+            ] {
+                if let Ok(p) = X86Pmem::new(&mut [CacheLine::ZERO; 1]).with_flush(instruction) {
+                    assert_eq!(p.flush_instruction(), instruction);
+                }
             }
+            pmem.write_back(60, 50).unwrap();
+            pmem.fence();
+            assert_eq!(pmem.read_u64(64).unwrap(), 0xdead_beef_0bad_f00d);
+            let mut buf = [0; 5];
+            pmem.read(100, &mut buf).unwrap();
+            assert_eq!(&buf, b"hello");
+            assert!(pmem.store_u64(252, 0).is_err());
+            assert!(pmem.store(250, &[0; 7]).is_err());
+            assert!(pmem.write_back(0, 257).is_err());
         }
-        pmem.write_back(60, 50).unwrap();
-        pmem.fence();
-        assert_eq!(pmem.read_u64(64).unwrap(), 0xdead_beef_0bad_f00d);
-        let mut buf = [0; 5];
-        pmem.read(100, &mut buf).unwrap();
-        assert_eq!(&buf, b"hello");
-        assert!(pmem.store_u64(252, 0).is_err());
-        assert!(pmem.store(250, &[0; 7]).is_err());
-        assert!(pmem.write_back(0, 257).is_err());
-        drop(pmem);
         assert_eq!(lines[1].0[0..8], 0xdead_beef_0bad_f00du64.to_le_bytes());
     }
 
@@ -315,12 +316,13 @@ mod tests {
         // them, one at a time.
         let err = unsafe { X86Pmem::from_raw(inside, 64) }.unwrap_err();
         assert!(matches!(err, X86PmemError::Misaligned { .. }));
-        // SAFETY: as above.
-        let mut pmem = unsafe { X86Pmem::from_raw(base, 128) }.unwrap();
-        pmem.store_u64(120, 7).unwrap();
-        pmem.write_back(120, 8).unwrap();
-        pmem.fence();
-        drop(pmem);
+        {
+            // SAFETY: as above.
+            let mut pmem = unsafe { X86Pmem::from_raw(base, 128) }.unwrap();
+            pmem.store_u64(120, 7).unwrap();
+            pmem.write_back(120, 8).unwrap();
+            pmem.fence();
+        }
         assert_eq!(lines[1].0[56], 7);
     }
 }

@@ -111,8 +111,10 @@ pub(super) fn enumerate(
     let last = points.end.min(events.len() + 1);
     for point in 0..last {
         if point >= points.start
-            && visit_point(point, &durable, &mut image, size, &pending, config, &mut stats, &mut visit)
-                .is_break()
+            && visit_point(
+                point, &durable, &mut image, size, &pending, config, &mut stats, &mut visit,
+            )
+            .is_break()
         {
             break;
         }
@@ -170,7 +172,9 @@ fn visit_point(
     let lines: Vec<(u64, &Line)> = pending.iter().map(|(&n, l)| (n, l)).collect();
     let total = lines
         .iter()
-        .try_fold(1u64, |acc, (_, l)| acc.checked_mul(l.stores.len() as u64 + 1))
+        .try_fold(1u64, |acc, (_, l)| {
+            acc.checked_mul(l.stores.len() as u64 + 1)
+        })
         .unwrap_or(u64::MAX);
     let exhaustive = total <= config.exhaustive_limit;
     stats.points += 1;

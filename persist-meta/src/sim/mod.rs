@@ -227,11 +227,7 @@ mod tests {
         let images = all_images(&sim);
         // Nothing, the first, or both; never the second alone.
         assert_eq!(images.len(), 3);
-        assert!(
-            !images
-                .iter()
-                .any(|i| i[0] == 0 && i[8] == 2)
-        );
+        assert!(!images.iter().any(|i| i[0] == 0 && i[8] == 2));
     }
 
     #[test]
