@@ -30,7 +30,9 @@ fn appends_of_every_size_from_empty() {
 #[test]
 fn appends_after_committed_records() {
     // The new records share cache lines with durable ones.
-    let setup: Vec<Op> = (1..=5).map(|id| Op::Append(payload(id, 20 + 13 * id as usize))).collect();
+    let setup: Vec<Op> = (1..=5)
+        .map(|id| Op::Append(payload(id, 20 + 13 * id as usize)))
+        .collect();
     let ops: Vec<Op> = (10..16).map(|id| Op::Append(payload(id, 44))).collect();
     let (image, state) = base_image(4096, &setup);
     assert_eq!(state.len(), 5);
@@ -42,7 +44,9 @@ fn appends_after_committed_records() {
 #[test]
 fn exhaustive_small_appends() {
     // Small enough that every crash point is enumerated exhaustively.
-    let ops: Vec<Op> = (1..=6).map(|id| Op::Append(payload(id, 8 * id as usize))).collect();
+    let ops: Vec<Op> = (1..=6)
+        .map(|id| Op::Append(payload(id, 8 * id as usize)))
+        .collect();
     let (image, _) = base_image(4096, &[]);
     let run = record(image, &ops);
     let config = CrashConfig {

@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{Op, base_image, payload, record, report};
+use common::{Image, Op, base_image, owner, payload, record, report};
+use nvirt_persist_meta::replay;
 use nvirt_persist_meta::sim::CrashConfig;
 
 #[test]
@@ -44,6 +45,13 @@ fn full_log_checkpoints_and_continues() {
     let run = record(image, &ops);
     let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
     report("log full, checkpoint, continue", &stats);
+    let mut state = common::State::new();
+    let recovery = replay(&Image(run.sim.image()), &mut owner(&mut state)).unwrap();
+    assert!(
+        recovery.checkpoint.generation >= 1,
+        "the log never filled up"
+    );
+    assert_eq!(state.len(), 12);
 }
 
 #[test]

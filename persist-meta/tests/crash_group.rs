@@ -46,7 +46,10 @@ fn group_of_eight_exhaustive_where_small() {
         seed: 7,
     };
     let stats = run.check_crashes(&config, |_, _, _| {});
-    report("group commit (8 x 4-byte records, 2^14 exhaustive limit)", &stats);
+    report(
+        "group commit (8 x 4-byte records, 2^14 exhaustive limit)",
+        &stats,
+    );
 }
 
 #[test]
@@ -76,7 +79,12 @@ fn abandoned_records_aligned_with_later_records_stay_dead() {
         Op::Append(payload(1, 24)),
         Op::Abandon(vec![payload(2, 32), payload(3, 40), payload(4, 8)]),
         group(5, &[32, 40, 8]),
-        Op::Abandon(vec![payload(8, 32), payload(9, 32), payload(10, 40), payload(11, 8)]),
+        Op::Abandon(vec![
+            payload(8, 32),
+            payload(9, 32),
+            payload(10, 40),
+            payload(11, 8),
+        ]),
         group(12, &[64, 40, 8]),
     ];
     let (image, _) = base_image(4096, &[]);

@@ -44,7 +44,11 @@ fn check_recovery_crashes(image: &[u8], state: &State) -> (CrashStats, bool) {
         .any(|e| matches!(e, Event::Store { word, .. } if *word < 0x2000 / 8));
     let stats = sim.crash_images(0..usize::MAX, &CrashConfig::default(), |crash| {
         let recovered = recover(crash.image).unwrap();
-        assert_eq!(&recovered, state, "crash at point {} of recovery", crash.point);
+        assert_eq!(
+            &recovered, state,
+            "crash at point {} of recovery",
+            crash.point
+        );
         ControlFlow::Continue(())
     });
     (stats, repaired)
@@ -68,7 +72,9 @@ fn crash_during_recovery_recovers_the_same_state() {
         }
     });
     report(
-        &format!("crash during recovery ({starts} starting images, {repaired} with superblock repairs)"),
+        &format!(
+            "crash during recovery ({starts} starting images, {repaired} with superblock repairs)"
+        ),
         &total,
     );
     assert!(repaired > 0, "no starting image needed a superblock repair");
@@ -111,14 +117,21 @@ fn crashes_after_recovery_over_torn_tails() {
         starts += 1;
         let base = 1000 * starts;
         let ops = vec![
-            Op::Group(vec![payload(base + 10, 40), payload(base + 11, 100), payload(base + 12, 8)]),
+            Op::Group(vec![
+                payload(base + 10, 40),
+                payload(base + 11, 100),
+                payload(base + 12, 8),
+            ]),
             Op::Append(payload(base + 40, 100)),
             Op::Group(vec![payload(base + 30, 40), payload(base + 31, 40)]),
         ];
         let second = record(image.to_vec(), &ops);
         total.add(&second.check_crashes(&config, |_, _, _| {}));
     });
-    report(&format!("crash after recovery ({starts} torn starting images)"), &total);
+    report(
+        &format!("crash after recovery ({starts} torn starting images)"),
+        &total,
+    );
 }
 
 #[test]
@@ -131,7 +144,12 @@ fn stale_records_aligned_with_the_new_chain_stay_dead() {
     let (image, _) = base_image(4096, &[Op::Append(payload(1, 24))]);
     let first = record(
         image,
-        &[Op::Group(vec![payload(10, 32), payload(11, 32), payload(12, 40), payload(13, 8)])],
+        &[Op::Group(vec![
+            payload(10, 32),
+            payload(11, 32),
+            payload(12, 40),
+            payload(13, 8),
+        ])],
     );
     let config = CrashConfig {
         exhaustive_limit: 1 << 12,
@@ -156,7 +174,11 @@ fn stale_records_aligned_with_the_new_chain_stay_dead() {
         let base = 100 * torn;
         let second = record(
             image.to_vec(),
-            &[Op::Group(vec![payload(base, 64), payload(base + 1, 40), payload(base + 2, 8)])],
+            &[Op::Group(vec![
+                payload(base, 64),
+                payload(base + 1, 40),
+                payload(base + 2, 8),
+            ])],
         );
         total.add(&second.check_crashes(&config, |_, _, _| {}));
     });

@@ -130,7 +130,8 @@ pub enum Op {
     Group(Vec<Vec<u8>>),
     /// Checkpoint the current state.
     Checkpoint,
-    /// Push these records into a group, then drop it uncommitted.
+    /// Push these records (as many as fit) into a group, then drop it
+    /// uncommitted.
     Abandon(Vec<Vec<u8>>),
 }
 
@@ -186,12 +187,15 @@ pub fn apply<P: Pmem>(log: &mut Log<P>, state: &mut State, op: &Op) {
         Op::Abandon(ps) => {
             let mut group = log.group();
             for p in ps {
-                group
-                    .push(&Raw {
-                        kind: KIND,
-                        payload: p,
-                    })
-                    .expect("push");
+                let raw = Raw {
+                    kind: KIND,
+                    payload: p,
+                };
+                match group.push(&raw) {
+                    Ok(()) => {}
+                    Err(AppendError::LogFull { .. }) => break,
+                    Err(e) => panic!("push: {e}"),
+                }
             }
             drop(group);
         }
@@ -262,7 +266,9 @@ impl Run {
                     "crash at point {point}: recovered {} payloads {:?}…, not the state after \
                      {returned}..={started} operations ({:?})",
                     recovered.len(),
-                    recovered.last().map(|p| String::from_utf8_lossy(p).into_owned()),
+                    recovered
+                        .last()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
                     (returned..=started)
                         .map(|j| self.states[j].len())
                         .collect::<Vec<_>>()
@@ -278,23 +284,20 @@ impl Run {
         mut also: impl FnMut(&[u8], usize, &State),
     ) -> CrashStats {
         let mut failure = None;
-        let stats = self
-            .sim
-            .crash_images(0..usize::MAX, config, |crash| {
-                let outcome = recover(crash.image).and_then(|state| {
-                    self.check(crash.point, &state).map(|j| (j, state))
-                });
-                match outcome {
-                    Ok((j, state)) => {
-                        also(crash.image, j, &state);
-                        ControlFlow::Continue(())
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        ControlFlow::Break(())
-                    }
+        let stats = self.sim.crash_images(0..usize::MAX, config, |crash| {
+            let outcome = recover(crash.image)
+                .and_then(|state| self.check(crash.point, &state).map(|j| (j, state)));
+            match outcome {
+                Ok((j, state)) => {
+                    also(crash.image, j, &state);
+                    ControlFlow::Continue(())
                 }
-            });
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
         if let Some(e) = failure {
             panic!("{e}");
         }
