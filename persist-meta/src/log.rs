@@ -198,18 +198,19 @@ impl<P: Pmem> Log<P> {
             bump_pending: true,
             scratch: [0; MAX_PAYLOAD],
         };
-        match log.store_epoch_record() {
-            Ok(()) => repairs.epoch_record = true,
+        let raised = match log.store_epoch_record() {
+            Ok(epoch) => Some(epoch),
             Err(AppendError::Pmem(e)) => return Err(e.into()),
             // No room or no numbers left: appends fail until a checkpoint,
             // which starts a fresh epoch itself.
-            Err(_) => {}
-        }
+            Err(_) => None,
+        };
+        repairs.epoch_record = raised.is_some();
         if repairs != Repairs::default() {
             log.pmem.fence();
         }
-        if repairs.epoch_record {
-            log.finish_epoch_record();
+        if let Some(epoch) = raised {
+            log.finish_epoch_record(epoch);
         }
         Ok((log, recovery, repairs))
     }
@@ -405,19 +406,16 @@ impl<P: Pmem> Log<P> {
     /// after an abandoned group (or a failed earlier attempt).
     pub(crate) fn raise_epoch(&mut self) -> Result<(), AppendError> {
         self.bump_pending = true;
-        self.store_epoch_record()?;
+        let epoch = self.store_epoch_record()?;
         self.pmem.fence();
-        self.finish_epoch_record();
+        self.finish_epoch_record(epoch);
         Ok(())
     }
 
-    /// Stores and writes back (no fence) an epoch record at the tail
-    /// raising the epoch by one.
-    fn store_epoch_record(&mut self) -> Result<(), AppendError> {
-        let epoch = self
-            .epoch
-            .checked_add(1)
-            .ok_or(AppendError::EpochExhausted)?;
+    /// Stores and writes back (no fence) an epoch record at the tail,
+    /// raising the epoch; returns the new epoch.
+    fn store_epoch_record(&mut self) -> Result<u64, AppendError> {
+        let epoch = self.fresh_epoch()?;
         self.next_seq
             .checked_add(1)
             .ok_or(AppendError::SequenceExhausted)?;
@@ -435,14 +433,42 @@ impl<P: Pmem> Log<P> {
         self.store_header(self.tail, &header)?;
         self.pmem
             .write_back(self.area_start() + self.tail, RECORD_HEADER)?;
-        Ok(())
+        Ok(epoch)
+    }
+
+    /// The epoch an epoch record at the tail raises to: one more than the
+    /// current, unless the bytes right after it hold a header the chain
+    /// would then accept. The writer never leaves such a header there (it
+    /// stores records only with an epoch that is already durable), but a
+    /// damaged image might; choosing past it means nothing beyond the
+    /// epoch record can join the chain, so the state `open` reports is
+    /// exactly what a later recovery finds.
+    fn fresh_epoch(&self) -> Result<u64, AppendError> {
+        let mut epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(AppendError::EpochExhausted)?;
+        let next = self.tail + RECORD_HEADER;
+        if self.layout.record_len() - self.tail >= 2 * RECORD_HEADER {
+            let mut raw = [0; RECORD_HEADER as usize];
+            self.pmem.read(self.area_start() + next, &mut raw)?;
+            let stale = Header::parse(&raw);
+            if Some(stale.seq) == self.next_seq.checked_add(1) {
+                if stale.kind == RecordKind::EPOCH.raw() {
+                    epoch = epoch.max(stale.epoch);
+                } else if stale.epoch == epoch {
+                    epoch = epoch.checked_add(1).ok_or(AppendError::EpochExhausted)?;
+                }
+            }
+        }
+        Ok(epoch)
     }
 
     /// Accounts for an epoch record once its fence has returned.
-    fn finish_epoch_record(&mut self) {
+    fn finish_epoch_record(&mut self, epoch: u64) {
         self.tail += RECORD_HEADER;
         self.next_seq += 1;
-        self.epoch += 1;
+        self.epoch = epoch;
         self.bump_pending = false;
     }
 }

@@ -28,7 +28,9 @@ use std::vec::Vec;
 
 pub use crash::{Crash, CrashConfig, CrashStats};
 
+use crate::checksum::Crc32c;
 use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD, checked_range, checked_word, line_numbers};
+use crate::record::{Header, RECORD_ALIGN};
 
 /// One recorded operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +203,33 @@ impl Pmem for SimPmem {
     fn fence(&mut self) {
         self.events.push(Event::Fence);
     }
+}
+
+/// The bytes of a record with arbitrary header fields and a correct CRC
+/// (padded to the record alignment): for tests and fuzzers that probe
+/// recovery's checks beyond the checksum.
+pub fn forge_record(kind: u16, flags: u16, seq: u64, epoch: u64, payload: &[u8]) -> Vec<u8> {
+    let mut header = Header {
+        len: payload.len() as u32,
+        kind,
+        flags,
+        seq,
+        epoch,
+        reserved: 0,
+        crc: 0,
+    };
+    let mut crc = Crc32c::new();
+    crc.update(payload);
+    header.crc = header.checksum(crc);
+    let mut bytes: Vec<u8> = header
+        .words()
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    bytes.extend_from_slice(payload);
+    let align = RECORD_ALIGN as usize;
+    bytes.resize(bytes.len().div_ceil(align) * align, 0);
+    bytes
 }
 
 #[cfg(test)]

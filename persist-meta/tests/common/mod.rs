@@ -251,7 +251,11 @@ impl Run {
     /// Operations returned and started at crash point `point`.
     pub fn window(&self, point: usize) -> (usize, usize) {
         let returned = self.spans.iter().filter(|s| s.1 <= point).count();
-        let started = self.spans.iter().filter(|s| s.0 < point).count();
+        let started = self
+            .spans
+            .iter()
+            .filter(|s| s.0 < point || s.1 <= point)
+            .count();
         (returned, started)
     }
 
