@@ -10,7 +10,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use nvirt_persist_meta::sim::SimPmem;
-use nvirt_persist_meta::{AppendError, Log, MemPmem, Raw, RecordKind, Replay, Replayed, replay, replay_fn};
+use nvirt_persist_meta::{
+    AppendError, Log, MemPmem, Raw, RecordKind, Replay, Replayed, replay, replay_fn,
+};
 
 type State = Vec<Vec<u8>>;
 
@@ -29,7 +31,15 @@ enum Op {
 }
 
 fn snapshot(state: &State) -> Vec<u8> {
-    state.iter().flat_map(|p| (p.len() as u16).to_le_bytes().into_iter().chain(p.iter().copied())).collect()
+    state
+        .iter()
+        .flat_map(|p| {
+            (p.len() as u16)
+                .to_le_bytes()
+                .into_iter()
+                .chain(p.iter().copied())
+        })
+        .collect()
 }
 
 fn owner(state: &mut State) -> impl Replay<Error = String> + '_ {
@@ -54,13 +64,16 @@ fn owner(state: &mut State) -> impl Replay<Error = String> + '_ {
 
 fn recover(image: &[u8]) -> State {
     let mut state = State::new();
-    replay(&MemPmem::from_bytes(image.to_vec()), &mut owner(&mut state)).expect("a crash image recovers");
+    replay(&MemPmem::from_bytes(image.to_vec()), &mut owner(&mut state))
+        .expect("a crash image recovers");
     state
 }
 
 /// A payload: a unique id, then filler that depends only on the length.
 fn payload(id: u32, len: u8) -> Vec<u8> {
-    let mut p: Vec<u8> = (0..usize::from(len % 120) + 4).map(|i| (i * 7) as u8).collect();
+    let mut p: Vec<u8> = (0..usize::from(len % 120) + 4)
+        .map(|i| (i * 7) as u8)
+        .collect();
     p[..4].copy_from_slice(&id.to_le_bytes());
     p
 }
@@ -81,11 +94,18 @@ impl Runner {
         let mut state = State::new();
         let (log, _, _) = Log::open(sim, &mut owner(&mut state)).expect("open");
         let end = log.pmem().point();
-        Self { states: vec![state.clone(), state.clone()], spans: vec![(start, end)], log, state }
+        Self {
+            states: vec![state.clone(), state.clone()],
+            spans: vec![(start, end)],
+            log,
+            state,
+        }
     }
 
     fn checkpoint(&mut self) {
-        self.log.checkpoint_bytes(&snapshot(&self.state)).expect("checkpoint");
+        self.log
+            .checkpoint_bytes(&snapshot(&self.state))
+            .expect("checkpoint");
     }
 
     fn run(&mut self, op: &Op, id: &mut u32) {
@@ -97,7 +117,10 @@ impl Runner {
         match op {
             Op::Append(len) => {
                 let p = next(*len);
-                let raw = Raw { kind: KIND, payload: &p };
+                let raw = Raw {
+                    kind: KIND,
+                    payload: &p,
+                };
                 if let Err(AppendError::LogFull { .. }) = self.log.append(&raw) {
                     self.checkpoint();
                     self.log.append(&raw).expect("append after checkpoint");
@@ -106,17 +129,31 @@ impl Runner {
             }
             Op::Group(lens) => {
                 let ps: Vec<Vec<u8>> = lens.iter().take(8).map(|&l| next(l)).collect();
-                let raws: Vec<Raw<'_>> = ps.iter().map(|p| Raw { kind: KIND, payload: p }).collect();
+                let raws: Vec<Raw<'_>> = ps
+                    .iter()
+                    .map(|p| Raw {
+                        kind: KIND,
+                        payload: p,
+                    })
+                    .collect();
                 if let Err(AppendError::LogFull { .. }) = self.log.append_group(&raws) {
                     self.checkpoint();
-                    self.log.append_group(&raws).expect("group after checkpoint");
+                    self.log
+                        .append_group(&raws)
+                        .expect("group after checkpoint");
                 }
                 self.state.extend(ps);
             }
             Op::Abandon(lens) => {
                 let mut group = self.log.group();
                 for &l in lens.iter().take(8) {
-                    if group.push(&Raw { kind: KIND, payload: &next(l) }).is_err() {
+                    if group
+                        .push(&Raw {
+                            kind: KIND,
+                            payload: &next(l),
+                        })
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -137,7 +174,11 @@ impl Runner {
         let image = sim.random_crash_image(point, seed);
         let recovered = recover(&image);
         let returned = self.spans.iter().filter(|s| s.1 <= point).count();
-        let started = self.spans.iter().filter(|s| s.0 < point || s.1 <= point).count();
+        let started = self
+            .spans
+            .iter()
+            .filter(|s| s.0 < point || s.1 <= point)
+            .count();
         assert!(
             (returned..=started).any(|j| self.states[j] == recovered),
             "crash at point {point}: recovered {} payloads, allowed {returned}..={started} operations",

@@ -35,9 +35,16 @@ impl Pmem for View<'_> {
         self.0.len() as u64
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PmemError> {
-        let err = PmemError::OutOfBounds { offset, len: buf.len() as u64, size: self.size() };
+        let err = PmemError::OutOfBounds {
+            offset,
+            len: buf.len() as u64,
+            size: self.size(),
+        };
         let start = usize::try_from(offset).map_err(|_| err)?;
-        let src = start.checked_add(buf.len()).and_then(|e| self.0.get(start..e)).ok_or(err)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|e| self.0.get(start..e))
+            .ok_or(err)?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -54,11 +61,21 @@ impl Pmem for View<'_> {
 }
 
 fn snapshot(state: &State) -> Vec<u8> {
-    state.iter().flat_map(|p| (p.len() as u16).to_le_bytes().into_iter().chain(p.iter().copied())).collect()
+    state
+        .iter()
+        .flat_map(|p| {
+            (p.len() as u16)
+                .to_le_bytes()
+                .into_iter()
+                .chain(p.iter().copied())
+        })
+        .collect()
 }
 
 /// Recovers like an owner would; `Err` is any clear error.
-fn recover_state<P: Pmem>(pmem: &P) -> Result<(State, nvirt_persist_meta::Recovery), RecoverError<String>> {
+fn recover_state<P: Pmem>(
+    pmem: &P,
+) -> Result<(State, nvirt_persist_meta::Recovery), RecoverError<String>> {
     let mut state = State::new();
     let recovery = replay(
         pmem,
@@ -104,11 +121,25 @@ fn base() -> &'static Base {
             }
             if i % 3 == 2 {
                 let q = vec![i ^ 0x80; 20];
-                log.append_group(&[Raw { kind: KIND, payload: &p }, Raw { kind: KIND, payload: &q }]).unwrap();
+                log.append_group(&[
+                    Raw {
+                        kind: KIND,
+                        payload: &p,
+                    },
+                    Raw {
+                        kind: KIND,
+                        payload: &q,
+                    },
+                ])
+                .unwrap();
                 state.push(p);
                 state.push(q);
             } else {
-                log.append(&Raw { kind: KIND, payload: &p }).unwrap();
+                log.append(&Raw {
+                    kind: KIND,
+                    payload: &p,
+                })
+                .unwrap();
                 state.push(p);
             }
             states.push(state.clone());
@@ -134,7 +165,8 @@ fn check(image: &[u8], committed: Option<&[State]>) {
         Ok((state, _)) => {
             if let Some(states) = committed {
                 assert!(
-                    states.iter().any(|s| s == &state) || states.last().is_some_and(|last| state.starts_with(last)),
+                    states.iter().any(|s| s == &state)
+                        || states.last().is_some_and(|last| state.starts_with(last)),
                     "recovered a state never committed"
                 );
             }
@@ -157,7 +189,9 @@ fn check(image: &[u8], committed: Option<&[State]>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let base = base();
     match mode % 3 {
         0 => {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod e820_cmd;
+mod log_cmd;
 mod process;
 mod run_cmd;
 mod size;
@@ -36,6 +37,9 @@ enum Command {
     /// Firmware memory maps: sanitize, synthesize guest maps, read NFIT tables.
     #[command(subcommand)]
     E820(e820_cmd::E820Command),
+    /// Metadata logs on NVRAM: validate a region image.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
     /// Benchmarks against the peer a user would otherwise pick.
     Bench(bench::BenchArgs),
     /// Build the reference hypervisor and guest, boot them in an emulator.
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::E820(cmd) => e820_cmd::run(cmd),
+        Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Test(args) => test_cmd::run(&args),
