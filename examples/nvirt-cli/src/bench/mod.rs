@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+mod log;
+mod undo_log;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// What to benchmark.
@@ -20,11 +23,15 @@ pub(crate) struct BenchArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchTarget {}
+enum BenchTarget {
+    /// persist-meta commits against a PMDK-style undo log; recovery speed.
+    Log,
+}
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
-    let _ = args.quick;
-    match args.target {}
+    match args.target {
+        BenchTarget::Log => log::run(args.quick),
+    }
 }
 
 /// Runs `op` `iterations` times (after one untimed warm-up call) and
