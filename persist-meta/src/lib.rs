@@ -40,17 +40,17 @@
 //! The pieces: [`Pmem`] abstracts the region (8-byte failure-atomic
 //! stores, cache-line write-back, fence) with an x86 implementation
 //! ([`X86Pmem`]: CLWB, CLFLUSHOPT or CLFLUSH, and SFENCE — the crate's only
-//! unsafe code), plain memory ([`MemPmem`], feature `alloc`) and a crash
-//! simulator ([`sim::SimPmem`], feature `std`) that enumerates every crash
+//! unsafe code), plain memory (`MemPmem`, feature `alloc`) and a crash
+//! simulator (`sim::SimPmem`, feature `std`) that enumerates every crash
 //! image the x86 persistence model allows. [`Log`] writes (its docs state
-//! the protocol); [`replay`] and [`Log::open`] recover; [`inspect`] reports
+//! the protocol); [`replay`] and [`Log::open`] recover; [`inspect()`] reports
 //! on an image for tools.
 //!
 //! Owners define their records with [`Encode`] / [`Decode`] (or use
 //! [`Raw`]) and their snapshot format through [`CheckpointWriter`] and
 //! [`CheckpointReader`], which stream, so nothing needs an allocator.
 //!
-//! Features: `alloc` ([`MemPmem`]); `std` (the simulator, and hardware
+//! Features: `alloc` (`MemPmem`); `std` (the simulator, and hardware
 //! CRC-32C through the `crc32c` crate).
 
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -99,3 +99,8 @@ pub use superblock::{ImageError, Superblocks};
 pub fn record_size(payload_len: usize) -> u64 {
     record::record_size(payload_len as u64).unwrap_or(u64::MAX)
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

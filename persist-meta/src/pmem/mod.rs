@@ -12,9 +12,9 @@
 //!   write-back; until then any line may or may not have reached the medium;
 //! - stores to the same cache line reach the medium in program order.
 //!
-//! Implementations: [`X86Pmem`](crate::X86Pmem) (CLWB, CLFLUSHOPT or
-//! CLFLUSH and SFENCE over a raw region), [`MemPmem`](crate::MemPmem) (plain
-//! memory, feature `alloc`), [`SimPmem`](crate::sim::SimPmem) (records every
+//! Implementations: [`X86Pmem`] (CLWB, CLFLUSHOPT or
+//! CLFLUSH and SFENCE over a raw region), `MemPmem` (plain
+//! memory, feature `alloc`), `SimPmem` (records every
 //! store, write-back and fence and enumerates crash images, feature `std`),
 //! and [`Counting`], which counts the operations of any other.
 

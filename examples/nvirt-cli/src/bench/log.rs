@@ -18,8 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nvirt_persist_meta::{
-    CacheLine, Counting, Log, Raw, RecordKind, RecordView, Replay, X86Pmem, record_size,
-    replay,
+    CacheLine, Counting, Log, Raw, RecordKind, RecordView, Replay, X86Pmem, record_size, replay,
 };
 
 use super::elapsed_ns;

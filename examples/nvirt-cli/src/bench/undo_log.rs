@@ -70,7 +70,8 @@ impl<P: Pmem> UndoLog<P> {
             at += (ENTRY_HEADER + len).next_multiple_of(8);
         }
         self.pmem.store_u64(self.log_offset, updates.len() as u64)?;
-        self.pmem.write_back(self.log_offset, at - self.log_offset)?;
+        self.pmem
+            .write_back(self.log_offset, at - self.log_offset)?;
         self.pmem.fence();
         // 2. Write the new values in place.
         for &(offset, bytes) in updates {
