@@ -67,6 +67,7 @@ mod group;
 pub mod inspect;
 pub mod layout;
 mod log;
+mod open;
 pub mod pmem;
 mod record;
 mod recover;
@@ -83,7 +84,8 @@ pub use error::{AppendError, CheckpointError, FormatError};
 pub use group::Group;
 pub use inspect::inspect;
 pub use layout::{Layout, LayoutError, SuperblockError};
-pub use log::{Commit, FIRST_SEQ, Log, Repairs, Space};
+pub use log::{Commit, FIRST_SEQ, Log, Space};
+pub use open::Repairs;
 #[cfg(feature = "alloc")]
 pub use pmem::MemPmem;
 pub use pmem::{CACHE_LINE, CacheLine, Counting, Pmem, PmemError, PmemStats};

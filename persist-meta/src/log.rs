@@ -1,29 +1,23 @@
-//! The writer: format, open (recover and make ready), append, checkpoint.
+//! The writer: append, group commit, checkpoint. (Format and open are in
+//! `open.rs`.)
 
 use core::fmt;
 
 use crate::checkpoint::{CheckpointInfo, CheckpointWriter, Header as CheckpointHeader};
 use crate::checksum::Crc32c;
-use crate::error::{AppendError, CheckpointError, FormatError};
+use crate::error::{AppendError, CheckpointError};
 use crate::group::Group;
 use crate::layout::{
     CHECKPOINT_HEADER, Layout, MAX_GENERATION, SUPERBLOCK_OFFSETS, SWITCH_WORD, encode_switch,
 };
-use crate::pmem::{CACHE_LINE, Pmem, PmemError};
+use crate::pmem::{Pmem, PmemError};
 use crate::record::{
     Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, record_size,
 };
-use crate::recover::{RecoverError, Recovery, Replay, recover};
-use crate::superblock::Superblocks;
+use crate::scan::Cursor;
 
 /// Sequence number of the first record after format.
 pub const FIRST_SEQ: u64 = 1;
-
-/// Bytes of a superblock copy (static line and switch-word line).
-const SUPERBLOCK_LEN: u64 = 2 * CACHE_LINE;
-
-/// Zeros for clearing the record area at format.
-static ZEROS: [u8; 4096] = [0; 4096];
 
 /// A committed append or group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,18 +41,6 @@ pub struct Space {
     pub free: u64,
     /// Bytes of the whole area.
     pub capacity: u64,
-}
-
-/// What [`Log::open`] wrote to make the region ready.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Repairs {
-    /// Superblock copies whose static line was rewritten from the other.
-    pub superblocks: [bool; 2],
-    /// Switch words rewritten to the active generation.
-    pub switch_words: [bool; 2],
-    /// Whether an epoch record was appended (see [`Log`]); false only when
-    /// the log was full, in which case the next checkpoint starts the epoch.
-    pub epoch_record: bool,
 }
 
 /// A crash-consistent log of records in a persistent-memory region.
@@ -115,106 +97,6 @@ impl<P: Pmem> fmt::Debug for Log<P> {
 }
 
 impl<P: Pmem> Log<P> {
-    /// Makes `pmem` an empty log whose checkpoints hold snapshots of up to
-    /// `checkpoint_capacity` bytes. Destroys whatever the region held.
-    ///
-    /// A crash during format leaves a region that [`open`](Self::open)
-    /// rejects (no valid superblock) or an empty log, never a mix.
-    pub fn format(mut pmem: P, checkpoint_capacity: u64) -> Result<Self, FormatError> {
-        let layout = Layout::new(pmem.size(), checkpoint_capacity)?;
-        // First make the old log unreadable, so that a crash below cannot
-        // leave an old superblock naming half-cleared areas.
-        for at in SUPERBLOCK_OFFSETS {
-            pmem.store(at, &ZEROS[..SUPERBLOCK_LEN as usize])?;
-            pmem.write_back(at, SUPERBLOCK_LEN)?;
-        }
-        pmem.fence();
-        // Clear the record area: records of an earlier log could otherwise
-        // match the new chain's sequence numbers and epochs.
-        let area = layout.record_area();
-        let mut at = area.start;
-        while at < area.end {
-            let n = (area.end - at).min(ZEROS.len() as u64);
-            pmem.store(at, &ZEROS[..n as usize])?;
-            at += n;
-        }
-        pmem.write_back(area.start, area.end - area.start)?;
-        pmem.store(layout.slot_offset(1), &ZEROS[..CHECKPOINT_HEADER as usize])?;
-        pmem.write_back(layout.slot_offset(1), CHECKPOINT_HEADER)?;
-        let mut header = CheckpointHeader {
-            generation: 0,
-            epoch: 0,
-            next_seq: FIRST_SEQ,
-            len: 0,
-            reserved: 0,
-            crc: 0,
-        };
-        header.crc = header.checksum(Crc32c::new());
-        store_words(&mut pmem, layout.slot_offset(0), &header.words())?;
-        pmem.write_back(layout.slot_offset(0), CHECKPOINT_HEADER)?;
-        pmem.fence();
-        let line = layout.encode_superblock();
-        for at in SUPERBLOCK_OFFSETS {
-            pmem.store(at, &line)?;
-            pmem.store_u64(at + SWITCH_WORD, encode_switch(0))?;
-            pmem.write_back(at, SUPERBLOCK_LEN)?;
-        }
-        pmem.fence();
-        Ok(Self {
-            pmem,
-            layout,
-            generation: 0,
-            epoch: 0,
-            next_seq: FIRST_SEQ,
-            tail: 0,
-            bump_pending: false,
-            scratch: [0; MAX_PAYLOAD],
-        })
-    }
-
-    /// Recovers the log in `pmem` (the owner rebuilds its state through
-    /// `replay`) and makes it ready for appends: repairs a damaged or stale
-    /// superblock copy and appends an epoch record, all under one fence.
-    /// A crash during `open` leaves a region that recovers to the same
-    /// state.
-    ///
-    /// An image that is not a valid log is an error; `open` never formats.
-    pub fn open<R: Replay>(
-        mut pmem: P,
-        replay: &mut R,
-    ) -> Result<(Self, Recovery, Repairs), RecoverError<R::Error>> {
-        let (recovery, superblocks) = recover(&pmem, replay)?;
-        let layout = recovery.layout;
-        let generation = recovery.checkpoint.generation;
-        let mut repairs = repair_superblocks(&mut pmem, &layout, generation, &superblocks)?;
-        let area_start = layout.record_area().start;
-        let mut log = Self {
-            pmem,
-            layout,
-            generation,
-            epoch: recovery.end.epoch,
-            next_seq: recovery.end.next_seq,
-            tail: recovery.end.append_offset - area_start,
-            bump_pending: true,
-            scratch: [0; MAX_PAYLOAD],
-        };
-        let raised = match log.store_epoch_record() {
-            Ok(epoch) => Some(epoch),
-            Err(AppendError::Pmem(e)) => return Err(e.into()),
-            // No room or no numbers left: appends fail until a checkpoint,
-            // which starts a fresh epoch itself.
-            Err(_) => None,
-        };
-        repairs.epoch_record = raised.is_some();
-        if repairs != Repairs::default() {
-            log.pmem.fence();
-        }
-        if let Some(epoch) = raised {
-            log.finish_epoch_record(epoch);
-        }
-        Ok((log, recovery, repairs))
-    }
-
     /// Appends one record and commits it (one fence).
     pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
         let mut group = self.group();
@@ -354,7 +236,33 @@ impl<P: Pmem> Log<P> {
         self.pmem
     }
 
-    // ---- crate-internal pieces used by `Group` ----
+    // ---- crate-internal pieces used by `Group` and `open` ----
+
+    /// A log in the given state (from format or recovery); `bump_pending`
+    /// if the epoch must be raised before the next record.
+    pub(crate) fn from_parts(
+        pmem: P,
+        layout: Layout,
+        generation: u64,
+        end: Cursor,
+        bump_pending: bool,
+    ) -> Self {
+        Self {
+            pmem,
+            layout,
+            generation,
+            epoch: end.epoch,
+            next_seq: end.seq,
+            tail: end.pos,
+            bump_pending,
+            scratch: [0; MAX_PAYLOAD],
+        }
+    }
+
+    /// The region, mutably.
+    pub(crate) fn pmem_mut(&mut self) -> &mut P {
+        &mut self.pmem
+    }
 
     pub(crate) fn area_start(&self) -> u64 {
         self.layout.record_area().start
@@ -414,7 +322,7 @@ impl<P: Pmem> Log<P> {
 
     /// Stores and writes back (no fence) an epoch record at the tail,
     /// raising the epoch; returns the new epoch.
-    fn store_epoch_record(&mut self) -> Result<u64, AppendError> {
+    pub(crate) fn store_epoch_record(&mut self) -> Result<u64, AppendError> {
         let epoch = self.fresh_epoch()?;
         self.next_seq
             .checked_add(1)
@@ -465,7 +373,7 @@ impl<P: Pmem> Log<P> {
     }
 
     /// Accounts for an epoch record once its fence has returned.
-    fn finish_epoch_record(&mut self, epoch: u64) {
+    pub(crate) fn finish_epoch_record(&mut self, epoch: u64) {
         self.tail += RECORD_HEADER;
         self.next_seq += 1;
         self.epoch = epoch;
@@ -474,35 +382,9 @@ impl<P: Pmem> Log<P> {
 }
 
 /// Stores `words` at `at` in order, one failure-atomic store each.
-fn store_words<P: Pmem>(pmem: &mut P, at: u64, words: &[u64]) -> Result<(), PmemError> {
+pub(crate) fn store_words<P: Pmem>(pmem: &mut P, at: u64, words: &[u64]) -> Result<(), PmemError> {
     for (i, &word) in words.iter().enumerate() {
         pmem.store_u64(at + 8 * i as u64, word)?;
     }
     Ok(())
-}
-
-/// Rewrites (without fencing) a superblock copy whose static line is
-/// damaged and a switch word that does not name `generation`.
-fn repair_superblocks<P: Pmem>(
-    pmem: &mut P,
-    layout: &Layout,
-    generation: u64,
-    found: &Superblocks,
-) -> Result<Repairs, PmemError> {
-    let mut repairs = Repairs::default();
-    let line = layout.encode_superblock();
-    let switch = encode_switch(generation);
-    for (i, &at) in SUPERBLOCK_OFFSETS.iter().enumerate() {
-        if found.copies[i].is_err() {
-            pmem.store(at, &line)?;
-            pmem.write_back(at, CACHE_LINE)?;
-            repairs.superblocks[i] = true;
-        }
-        if found.switch_words[i] != switch {
-            pmem.store_u64(at + SWITCH_WORD, switch)?;
-            pmem.write_back(at + SWITCH_WORD, 8)?;
-            repairs.switch_words[i] = true;
-        }
-    }
-    Ok(repairs)
 }
