@@ -239,9 +239,25 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
 
 #[cfg(test)]
 mod tests {
-    use nvirt_persist_meta::Pmem;
+    use nvirt_persist_meta::{MemPmem, Pmem};
 
     use super::*;
+
+    #[test]
+    fn updates_in_place_with_three_fences() {
+        let mut undo = UndoLog::new(Counting::new(MemPmem::new(8192)), 4096, 4096);
+        undo.commit(&[(0, &[1; 64]), (64, &[2; 10])]).unwrap();
+        let mut buf = [0; 74];
+        undo.pmem().read(0, &mut buf).unwrap();
+        assert_eq!(buf[..64], [1; 64]);
+        assert_eq!(buf[64..], [2; 10]);
+        assert_eq!(undo.pmem().stats().fences, 3);
+        assert_eq!(undo.pmem().read_u64(4096).unwrap(), 0);
+        // The old values were logged: entry 0 names offset 0, 64 bytes.
+        assert_eq!(undo.pmem().read_u64(4096 + 64).unwrap(), 0);
+        assert_eq!(undo.pmem().read_u64(4096 + 72).unwrap(), 64);
+        assert!(undo.commit(&[(0, &[0; 5000])]).is_err());
+    }
 
     #[test]
     fn one_fence_per_nvirt_commit_three_per_peer_transaction() {

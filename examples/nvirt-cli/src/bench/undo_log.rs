@@ -14,6 +14,9 @@
 //!
 //! Three fences per transaction, whatever its size. Recovery (not
 //! benchmarked) would copy back the entries of a non-zero count.
+//!
+//! The criterion bench of `nvirt-persist-meta` compiles this file too
+//! (`#[path]`), so its tests live in `log.rs`.
 
 use nvirt_persist_meta::{CACHE_LINE, Pmem, PmemError};
 
@@ -84,28 +87,5 @@ impl<P: Pmem> UndoLog<P> {
         self.pmem.write_back(self.log_offset, 8)?;
         self.pmem.fence();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use nvirt_persist_meta::{Counting, MemPmem};
-
-    use super::*;
-
-    #[test]
-    fn updates_in_place_with_three_fences() {
-        let mut undo = UndoLog::new(Counting::new(MemPmem::new(8192)), 4096, 4096);
-        undo.commit(&[(0, &[1; 64]), (64, &[2; 10])]).unwrap();
-        let mut buf = [0; 74];
-        undo.pmem().read(0, &mut buf).unwrap();
-        assert_eq!(buf[..64], [1; 64]);
-        assert_eq!(buf[64..], [2; 10]);
-        assert_eq!(undo.pmem().stats().fences, 3);
-        assert_eq!(undo.pmem().read_u64(4096).unwrap(), 0);
-        // The old values were logged: entry 0 names offset 0, 64 bytes.
-        assert_eq!(undo.pmem().read_u64(4096 + 64).unwrap(), 0);
-        assert_eq!(undo.pmem().read_u64(4096 + 72).unwrap(), 64);
-        assert!(undo.commit(&[(0, &[0; 5000])]).is_err());
     }
 }
