@@ -447,3 +447,41 @@ proptest! {
         prop_assert_eq!(recover(log.pmem().as_bytes()).unwrap(), model);
     }
 }
+
+#[test]
+fn a_log_recovered_full_checkpoints_before_appending() {
+    let mut log = Log::format(MemPmem::new(region_len(512)), common::CHECKPOINT_CAPACITY).unwrap();
+    let mut state = State::new();
+    for id in 0..8 {
+        let p = payload(id, 32); // 64 bytes a record: exactly full
+        log.append(&Raw {
+            kind: KIND,
+            payload: &p,
+        })
+        .unwrap();
+        state.push(p);
+    }
+    assert_eq!(log.space().free, 0);
+    let mut recovered = State::new();
+    let (mut log, recovery, repairs) =
+        Log::open(log.into_pmem(), &mut common::owner(&mut recovered)).unwrap();
+    assert_eq!(recovered, state);
+    assert_eq!(recovery.end.reason, StopReason::AreaEnd);
+    assert!(!repairs.epoch_record, "no room for the epoch record");
+    let p = payload(99, 8);
+    assert!(matches!(
+        log.append(&Raw {
+            kind: KIND,
+            payload: &p
+        }),
+        Err(AppendError::LogFull { free: 0, .. })
+    ));
+    log.checkpoint_bytes(&snapshot(&state)).unwrap();
+    log.append(&Raw {
+        kind: KIND,
+        payload: &p,
+    })
+    .unwrap();
+    state.push(p);
+    assert_eq!(recover(log.pmem().as_bytes()).unwrap(), state);
+}
