@@ -9,6 +9,7 @@ mod e820_cmd;
 mod emulator;
 mod ept_cmd;
 mod image;
+mod log_cmd;
 mod process;
 mod run_cmd;
 mod size;
@@ -42,6 +43,9 @@ enum Command {
     /// Second-level translation tables: plan the tables for a set of mappings.
     #[command(subcommand)]
     Ept(ept_cmd::EptCommand),
+    /// Metadata logs on NVRAM: validate a region image.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
     /// Benchmarks against the peer a user would otherwise pick.
     Bench(bench::BenchArgs),
     /// Build the reference hypervisor and guest, boot them in an emulator.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::E820(cmd) => e820_cmd::run(cmd),
         Command::Ept(cmd) => ept_cmd::run(cmd),
+        Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Test(args) => test_cmd::run(&args),

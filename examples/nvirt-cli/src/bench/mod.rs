@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 
 mod ept;
+mod log;
+mod undo_log;
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -25,11 +27,14 @@ pub(crate) struct BenchArgs {
 enum BenchTarget {
     /// nvirt-ept against the x86_64 crate's OffsetPageTable.
     Ept,
+    /// persist-meta commits against a PMDK-style undo log; recovery speed.
+    Log,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     match args.target {
         BenchTarget::Ept => ept::run(args.quick),
+        BenchTarget::Log => log::run(args.quick),
     }
 }
 

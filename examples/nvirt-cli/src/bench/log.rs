@@ -1,0 +1,282 @@
+//! `nvirt bench log`: persist-meta commits against an undo-log transaction
+//! (the PMDK-style peer in [`super::undo_log`]), both on the x86 `Pmem`
+//! (CLWB, CLFLUSHOPT or CLFLUSH, and SFENCE) over ordinary memory, then the
+//! recovery throughput of a 64 MiB log.
+//!
+//! Workloads: records of 64 B, 256 B and 4 KiB, one per commit
+//! (`commit-<size>`) and eight per commit (`group8-<size>`). The peer
+//! updates as many objects of the same size in place per transaction,
+//! cycling through a 1 MiB data area. Times are per commit; fences are
+//! counted by a `Counting` wrapper around each side's `Pmem`. Checkpoints
+//! the log needs when it fills up run between timed batches.
+//!
+//! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
+//! ratio=<peer/nvirt> fences/commit=<n>` (nvirt's fences), then
+//! `recovery MiB/s=<x>`. Details go to stderr.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nvirt_persist_meta::{
+    CacheLine, Counting, Log, Raw, RecordKind, RecordView, Replay, X86Pmem, record_size, replay,
+};
+
+use super::elapsed_ns;
+use super::undo_log::UndoLog;
+
+const KIND: RecordKind = match RecordKind::new(1) {
+    Some(k) => k,
+    None => unreachable!(),
+};
+
+/// Bytes of record area for the commit benchmarks.
+const COMMIT_AREA: u64 = 32 << 20;
+/// Bytes of record area for the recovery benchmark.
+const RECOVERY_AREA: u64 = 64 << 20;
+/// Bytes before the record area: superblocks and two 4 KiB slots.
+const HEADER: u64 = 0x4000;
+/// The peer's data area.
+const PEER_DATA: u64 = 1 << 20;
+
+/// Zeroed, cache-line aligned memory of `bytes`.
+fn lines(bytes: u64) -> Vec<CacheLine> {
+    vec![CacheLine::ZERO; (bytes / 64) as usize]
+}
+
+struct Measured {
+    ns_per_commit: f64,
+    fences_per_commit: f64,
+}
+
+fn nvirt(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
+    let mut memory = lines(HEADER + COMMIT_AREA);
+    let pmem = Counting::new(X86Pmem::new(&mut memory));
+    let mut log = Log::format(pmem, 0x1000 - 64).map_err(|e| e.to_string())?;
+    let payloads: Vec<Vec<u8>> = (0..group).map(|i| vec![i as u8 + 1; size]).collect();
+    let records: Vec<Raw<'_>> = payloads
+        .iter()
+        .map(|p| Raw {
+            kind: KIND,
+            payload: p,
+        })
+        .collect();
+    let per_commit = record_size(size) * group as u64;
+    let (mut timed, mut fences, mut done) = (Duration::ZERO, 0, 0);
+    while done < commits {
+        let fit = log.space().free / per_commit;
+        if fit == 0 {
+            log.checkpoint_bytes(&[]).map_err(|e| e.to_string())?;
+            continue;
+        }
+        let batch = fit.min(commits - done);
+        let before = log.pmem().stats().fences;
+        let start = Instant::now();
+        for _ in 0..batch {
+            let commit = if group == 1 {
+                log.append(&records[0])
+            } else {
+                log.append_group(&records)
+            };
+            commit.map_err(|e| e.to_string())?;
+        }
+        timed += start.elapsed();
+        fences += log.pmem().stats().fences - before;
+        done += batch;
+    }
+    Ok(Measured {
+        ns_per_commit: elapsed_ns(timed) / commits as f64,
+        fences_per_commit: fences as f64 / commits as f64,
+    })
+}
+
+fn peer(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
+    let log_len = ((16 + size as u64) * group as u64 + 64).next_multiple_of(64);
+    let mut memory = lines(PEER_DATA + log_len);
+    let pmem = Counting::new(X86Pmem::new(&mut memory));
+    let mut undo = UndoLog::new(pmem, PEER_DATA, log_len);
+    let slots = PEER_DATA / size as u64;
+    let payloads: Vec<Vec<u8>> = (0..group).map(|i| vec![i as u8 + 1; size]).collect();
+    let mut next = 0;
+    let mut updates: Vec<(u64, &[u8])> = Vec::with_capacity(group);
+    let start = Instant::now();
+    for _ in 0..commits {
+        updates.clear();
+        for p in &payloads {
+            updates.push((next * size as u64, p));
+            next = (next + 1) % slots;
+        }
+        undo.commit(&updates)?;
+    }
+    let timed = start.elapsed();
+    Ok(Measured {
+        ns_per_commit: elapsed_ns(timed) / commits as f64,
+        fences_per_commit: undo.pmem().stats().fences as f64 / commits as f64,
+    })
+}
+
+/// Counts what recovery hands over, so that none of it is optimized away.
+struct Tally {
+    records: u64,
+    bytes: u64,
+}
+
+impl Replay for Tally {
+    type Error = String;
+    fn checkpoint(
+        &mut self,
+        snapshot: &mut nvirt_persist_meta::CheckpointReader<'_>,
+    ) -> Result<(), String> {
+        self.bytes += snapshot.len();
+        Ok(())
+    }
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+        self.records += 1;
+        self.bytes += record.payload().len() as u64;
+        Ok(())
+    }
+}
+
+/// Fills a 64 MiB record area with 64-byte records (the size of a pool's
+/// extent records) and times read-only recovery of it.
+fn recovery(runs: usize) -> Result<f64, String> {
+    let mut memory = lines(HEADER + RECOVERY_AREA);
+    let mut log = Log::format(X86Pmem::new(&mut memory), 0x1000 - 64).map_err(|e| e.to_string())?;
+    let payload = [0x5a; 64];
+    let record = Raw {
+        kind: KIND,
+        payload: &payload,
+    };
+    let group = [record; 8];
+    let mut appended = 0u64;
+    loop {
+        // Groups of eight to fill quickly, singles to fill the rest.
+        let outcome = if log.space().free >= 8 * record_size(64) {
+            log.append_group(&group).map(|_| 8)
+        } else {
+            log.append(&record).map(|_| 1)
+        };
+        match outcome {
+            Ok(n) => appended += n,
+            Err(_) => break,
+        }
+    }
+    let used = log.space().used;
+    let pmem = log.into_pmem();
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let mut tally = Tally {
+            records: 0,
+            bytes: 0,
+        };
+        let start = Instant::now();
+        let recovered = replay(&pmem, &mut tally).map_err(|e| e.to_string())?;
+        let ns = elapsed_ns(start.elapsed());
+        if tally.records != appended || recovered.records != appended {
+            return Err(format!(
+                "recovery replayed {} of {appended} records",
+                tally.records
+            ));
+        }
+        best = best.min(ns);
+    }
+    eprintln!(
+        "nvirt bench log: recovery of {appended} records of 64 B ({used} bytes of a {} MiB record area), best of {runs} runs: {:.1} ms",
+        RECOVERY_AREA >> 20,
+        best / 1e6
+    );
+    Ok(used as f64 / (1 << 20) as f64 / (best / 1e9))
+}
+
+pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
+    let scale = if quick { 3 } else { 30 };
+    {
+        let mut probe = lines(64);
+        let instruction = X86Pmem::new(&mut probe).flush_instruction();
+        eprintln!(
+            "nvirt bench log: write-back instruction {} + sfence, over DRAM; {} run",
+            instruction.name(),
+            if quick { "quick" } else { "full" }
+        );
+    }
+    for size in [64usize, 256, 4096] {
+        for group in [1usize, 8] {
+            let base: u64 = match size {
+                64 => 20_000,
+                256 => 10_000,
+                _ => 2_000,
+            };
+            let commits = base * scale / group as u64;
+            // Warm both up (page faults, caches), then measure.
+            nvirt(size, group, commits / 10 + 1)?;
+            peer(size, group, commits / 10 + 1)?;
+            let ours = nvirt(size, group, commits)?;
+            let theirs = peer(size, group, commits)?;
+            let name = match (group, size) {
+                (1, 4096) => "commit-4KiB".to_owned(),
+                (1, s) => format!("commit-{s}B"),
+                (g, 4096) => format!("group{g}-4KiB"),
+                (g, s) => format!("group{g}-{s}B"),
+            };
+            println!(
+                "{}",
+                super::line(
+                    &name,
+                    ours.ns_per_commit,
+                    theirs.ns_per_commit,
+                    &format!("fences/commit={}", ours.fences_per_commit)
+                )
+            );
+            eprintln!(
+                "nvirt bench log: {name}: {commits} commits; peer fences/commit={}",
+                theirs.fences_per_commit
+            );
+        }
+    }
+    let mib_per_s = recovery(if quick { 2 } else { 5 })?;
+    println!("recovery MiB/s={mib_per_s:.0}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use nvirt_persist_meta::{MemPmem, Pmem};
+
+    use super::*;
+
+    #[test]
+    fn updates_in_place_with_three_fences() {
+        let mut undo = UndoLog::new(Counting::new(MemPmem::new(8192)), 4096, 4096);
+        undo.commit(&[(0, &[1; 64]), (64, &[2; 10])]).unwrap();
+        let mut buf = [0; 74];
+        undo.pmem().read(0, &mut buf).unwrap();
+        assert_eq!(buf[..64], [1; 64]);
+        assert_eq!(buf[64..], [2; 10]);
+        assert_eq!(undo.pmem().stats().fences, 3);
+        assert_eq!(undo.pmem().read_u64(4096).unwrap(), 0);
+        // The old values were logged: entry 0 names offset 0, 64 bytes.
+        assert_eq!(undo.pmem().read_u64(4096 + 64).unwrap(), 0);
+        assert_eq!(undo.pmem().read_u64(4096 + 72).unwrap(), 64);
+        assert!(undo.commit(&[(0, &[0; 5000])]).is_err());
+    }
+
+    #[test]
+    fn one_fence_per_nvirt_commit_three_per_peer_transaction() {
+        for group in [1, 8] {
+            assert_eq!(nvirt(64, group, 200).unwrap().fences_per_commit, 1.0);
+            assert_eq!(peer(64, group, 200).unwrap().fences_per_commit, 3.0);
+        }
+    }
+
+    #[test]
+    fn recovery_replays_everything_it_filled() {
+        assert!(recovery(1).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn pmem_probe_reads_back() {
+        let mut memory = lines(128);
+        let mut pmem = X86Pmem::new(&mut memory);
+        pmem.store_u64(64, 9).unwrap();
+        assert_eq!(pmem.read_u64(64).unwrap(), 9);
+    }
+}

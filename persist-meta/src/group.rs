@@ -1,0 +1,187 @@
+//! Commit groups: several records made durable by one fence.
+//!
+//! Each pushed record's payload is stored at once; its header waits until
+//! the next push or the commit, because only then is it known whether the
+//! record ends the group. The CRC covers the payload first, so the header
+//! fields can be decided last without re-reading the payload.
+
+use core::fmt;
+
+use crate::checksum::Crc32c;
+use crate::error::AppendError;
+use crate::log::{Commit, Log};
+use crate::pmem::{Pmem, PmemError};
+use crate::record::{Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, record_size};
+
+/// A record whose payload is stored and whose header is not yet.
+#[derive(Clone, Debug)]
+struct Pending {
+    pos: u64,
+    len: u32,
+    kind: u16,
+    seq: u64,
+    crc: Crc32c,
+}
+
+/// Records being appended as one commit group (see [`Log::group`]).
+///
+/// Dropping it without [`commit`](Group::commit) abandons the group: none
+/// of its records survives a crash, and the log raises its epoch (with a
+/// fence of its own) so that the abandoned bytes can never be mistaken for
+/// records later.
+pub struct Group<'a, P: Pmem> {
+    log: &'a mut Log<P>,
+    start: u64,
+    end: u64,
+    first_seq: u64,
+    seq: u64,
+    records: u64,
+    pending: Option<Pending>,
+    finished: bool,
+}
+
+impl<P: Pmem> fmt::Debug for Group<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("first_seq", &self.first_seq)
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, P: Pmem> Group<'a, P> {
+    pub(crate) fn new(log: &'a mut Log<P>) -> Self {
+        let (tail, seq) = (log.tail(), log.next_seq());
+        Self {
+            log,
+            start: tail,
+            end: tail,
+            first_seq: seq,
+            seq,
+            records: 0,
+            pending: None,
+            finished: false,
+        }
+    }
+
+    /// Stores `record` as the group's next record. On error nothing of
+    /// `record` was stored and the records pushed before remain in the
+    /// group.
+    pub fn push<E: Encode + ?Sized>(&mut self, record: &E) -> Result<(), AppendError> {
+        let kind = record.kind();
+        if kind.is_reserved() {
+            return Err(AppendError::ReservedKind { kind: kind.raw() });
+        }
+        let len = record.encoded_len();
+        if len > MAX_PAYLOAD {
+            return Err(AppendError::PayloadTooLarge { len });
+        }
+        let size = record_size(len as u64).unwrap_or(u64::MAX);
+        if self.records == 0 && self.log.bump_pending() {
+            // Needs the epoch record and this record to fit.
+            self.log.check_room(RECORD_HEADER.saturating_add(size))?;
+            self.log.raise_epoch()?;
+            self.start = self.log.tail();
+            self.end = self.start;
+            self.first_seq = self.log.next_seq();
+            self.seq = self.first_seq;
+        }
+        let used = self.end - self.start;
+        self.log
+            .check_room(used.saturating_add(size))
+            .map_err(|e| match e {
+                AppendError::LogFull { free, capacity, .. } => AppendError::LogFull {
+                    needed: used.saturating_add(size),
+                    free,
+                    capacity,
+                },
+                e => e,
+            })?;
+        let next_seq = self
+            .seq
+            .checked_add(1)
+            .ok_or(AppendError::SequenceExhausted)?;
+        self.store_pending_header(0)?;
+        let at = self.log.area_start() + self.end + RECORD_HEADER;
+        let (pmem, scratch) = self.log.parts();
+        let payload = &mut scratch[..len];
+        record.encode(payload);
+        let mut crc = Crc32c::new();
+        crc.update(payload);
+        if len > 0 {
+            pmem.store(at, payload)?;
+        }
+        self.pending = Some(Pending {
+            pos: self.end,
+            len: len as u32,
+            kind: kind.raw(),
+            seq: self.seq,
+            crc,
+        });
+        self.end += size;
+        self.seq = next_seq;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Makes the group durable: writes its last header (marking the end of
+    /// the group), writes back its lines, one fence. An empty group commits
+    /// nothing and does not fence.
+    pub fn commit(mut self) -> Result<Commit, AppendError> {
+        let commit = Commit {
+            first_seq: self.first_seq,
+            records: self.records,
+            offset: self.log.area_start() + self.start,
+            len: self.end - self.start,
+        };
+        if self.records > 0 {
+            self.store_pending_header(FLAG_GROUP_END)?;
+            self.log.commit_range(self.start, self.end, self.seq)?;
+        }
+        self.finished = true;
+        Ok(commit)
+    }
+
+    /// Abandons the group (the same as dropping it).
+    pub fn abandon(self) {}
+
+    fn store_pending_header(&mut self, flags: u16) -> Result<(), PmemError> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut header = Header {
+            len: p.len,
+            kind: p.kind,
+            flags,
+            seq: p.seq,
+            epoch: self.log.epoch(),
+            reserved: 0,
+            crc: 0,
+        };
+        header.crc = header.checksum(p.crc);
+        self.log.store_header(p.pos, &header)
+    }
+}
+
+impl<P: Pmem> Drop for Group<'_, P> {
+    fn drop(&mut self) {
+        if !self.finished && self.records > 0 {
+            // The abandoned records start at the tail; the epoch record
+            // overwrites the first header. If even that fails, the log
+            // retries before its next record.
+            let _ = self.log.raise_epoch();
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Where everything lives in the region, in address order:
+//!
+//! | offset | size | what |
+//! |---|---|---|
+//! | `0x0000` | 128 | superblock 0: static line (magic, version, geometry, CRC), then the switch word |
+//! | `0x1000` | 128 | superblock 1: an identical copy, a page away (NVDIMM media errors are reported per 256 B–4 KiB block) |
+//! | `0x2000` | slot | checkpoint slot 0: 64-byte header, then the snapshot |
+//! | `0x2000 + slot` | slot | checkpoint slot 1 |
+//! | `0x2000 + 2 × slot` | rest | the record area, up to the region's end (a multiple of 64 bytes) |
+//!
+//! Slots and the record area start on 4 KiB boundaries.
+//!
+//! The static line never changes after format. The switch word (its own
+//! cache line) is the only thing a checkpoint changes in a superblock: one
+//! failure-atomic 8-byte store that names the active checkpoint by its
+//! generation (even generations live in slot 0, odd ones in slot 1).
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::checksum::crc32c;
+use crate::pmem::CACHE_LINE;
+
+/// First bytes of a superblock.
+pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"NVIRTLOG";
+/// The on-media format this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Offsets of the two superblocks.
+pub const SUPERBLOCK_OFFSETS: [u64; 2] = [0, 0x1000];
+/// Offset of the switch word inside a superblock.
+pub const SWITCH_WORD: u64 = CACHE_LINE;
+/// Offset of checkpoint slot 0.
+pub const CHECKPOINT_OFFSET: u64 = 0x2000;
+/// Bytes of a checkpoint slot's header.
+pub const CHECKPOINT_HEADER: u64 = CACHE_LINE;
+/// Alignment of slots and of the record area.
+pub const PAGE: u64 = 4096;
+/// The smallest record area: room for a few records.
+pub const MIN_RECORD_AREA: u64 = 512;
+/// Bits of the switch word that hold the generation; the rest check it.
+pub const GENERATION_BITS: u32 = 40;
+/// The largest checkpoint generation a switch word holds.
+pub const MAX_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
+
+/// The geometry of a log region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    region_len: u64,
+    slot_len: u64,
+    record_offset: u64,
+    record_len: u64,
+}
+
+/// A geometry that cannot be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The region cannot hold the superblocks, two slots and the smallest
+    /// record area.
+    RegionTooSmall {
+        /// Bytes available.
+        size: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
+    /// A stored field has a value no format would write.
+    Field {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// The layout claims more bytes than the region has.
+    BeyondRegion {
+        /// Bytes the layout covers.
+        region_len: u64,
+        /// Bytes the region has.
+        size: u64,
+    },
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::RegionTooSmall { size, needed } => write!(
+                f,
+                "region of {size:#x} bytes is too small: this layout needs {needed:#x}"
+            ),
+            Self::Field { field, value } => write!(f, "impossible {field} {value:#x}"),
+            Self::BeyondRegion { region_len, size } => write!(
+                f,
+                "layout covers {region_len:#x} bytes but the region has {size:#x}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for LayoutError {}
+
+fn round_up(value: u64, to: u64) -> Option<u64> {
+    Some(value.checked_add(to - 1)? / to * to)
+}
+
+impl Layout {
+    /// The layout of a `region_len`-byte region whose checkpoint slots hold
+    /// snapshots of up to `checkpoint_capacity` bytes.
+    pub fn new(region_len: u64, checkpoint_capacity: u64) -> Result<Self, LayoutError> {
+        let too_small = |needed| LayoutError::RegionTooSmall {
+            size: region_len,
+            needed,
+        };
+        let slot_len = checkpoint_capacity
+            .checked_add(CHECKPOINT_HEADER)
+            .and_then(|n| round_up(n, PAGE))
+            .ok_or(too_small(u64::MAX))?;
+        let record_offset = slot_len
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(CHECKPOINT_OFFSET))
+            .ok_or(too_small(u64::MAX))?;
+        let needed = record_offset
+            .checked_add(MIN_RECORD_AREA)
+            .ok_or(too_small(u64::MAX))?;
+        if region_len < needed {
+            return Err(too_small(needed));
+        }
+        let record_len = (region_len - record_offset) / CACHE_LINE * CACHE_LINE;
+        Ok(Self {
+            region_len,
+            slot_len,
+            record_offset,
+            record_len,
+        })
+    }
+
+    /// Bytes of the region the log uses (the superblock's region length).
+    pub fn region_len(&self) -> u64 {
+        self.region_len
+    }
+
+    /// Bytes of one checkpoint slot, header included.
+    pub fn slot_len(&self) -> u64 {
+        self.slot_len
+    }
+
+    /// The largest snapshot a checkpoint can hold.
+    pub fn checkpoint_capacity(&self) -> u64 {
+        self.slot_len - CHECKPOINT_HEADER
+    }
+
+    /// Offset of the slot that holds checkpoint `generation`.
+    pub fn slot_offset(&self, generation: u64) -> u64 {
+        // Both slots lie below `record_offset`, checked at construction.
+        CHECKPOINT_OFFSET + (generation & 1) * self.slot_len
+    }
+
+    /// The record area.
+    pub fn record_area(&self) -> Range<u64> {
+        self.record_offset..self.record_offset + self.record_len
+    }
+
+    /// Bytes of the record area.
+    pub fn record_len(&self) -> u64 {
+        self.record_len
+    }
+
+    /// Checks a layout read from media against itself and the region.
+    fn validate(self, size: u64) -> Result<Self, LayoutError> {
+        let field = |field, value| LayoutError::Field { field, value };
+        if self.slot_len < PAGE || self.slot_len % PAGE != 0 {
+            return Err(field("checkpoint slot length", self.slot_len));
+        }
+        let slots_end = self
+            .slot_len
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(CHECKPOINT_OFFSET))
+            .ok_or(field("checkpoint slot length", self.slot_len))?;
+        if self.record_offset != slots_end {
+            return Err(field("record area offset", self.record_offset));
+        }
+        if self.record_len < MIN_RECORD_AREA || self.record_len % CACHE_LINE != 0 {
+            return Err(field("record area length", self.record_len));
+        }
+        let end = self
+            .record_offset
+            .checked_add(self.record_len)
+            .ok_or(field("record area length", self.record_len))?;
+        if end > self.region_len {
+            return Err(field("record area length", self.record_len));
+        }
+        if self.region_len > size {
+            return Err(LayoutError::BeyondRegion {
+                region_len: self.region_len,
+                size,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The static line of a superblock for this layout.
+    pub(crate) fn encode_superblock(&self) -> [u8; 64] {
+        let mut line = [0; 64];
+        line[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
+        line[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        line[16..24].copy_from_slice(&self.region_len.to_le_bytes());
+        line[24..32].copy_from_slice(&CHECKPOINT_OFFSET.to_le_bytes());
+        line[32..40].copy_from_slice(&self.slot_len.to_le_bytes());
+        line[40..48].copy_from_slice(&self.record_offset.to_le_bytes());
+        line[48..56].copy_from_slice(&self.record_len.to_le_bytes());
+        let crc = crc32c(&line[..56]);
+        line[56..60].copy_from_slice(&crc.to_le_bytes());
+        line
+    }
+
+    /// Decodes and validates the static line of a superblock read from a
+    /// region of `size` bytes.
+    pub(crate) fn decode_superblock(line: &[u8; 64], size: u64) -> Result<Self, SuperblockError> {
+        let u32_at = |at: usize| {
+            let mut b = [0; 4];
+            b.copy_from_slice(&line[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        let u64_at = |at: usize| {
+            let mut b = [0; 8];
+            b.copy_from_slice(&line[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        if line[0..8] != SUPERBLOCK_MAGIC {
+            return Err(SuperblockError::Magic { found: u64_at(0) });
+        }
+        let stored = u32_at(56);
+        let computed = crc32c(&line[..56]);
+        if stored != computed {
+            return Err(SuperblockError::Checksum { stored, computed });
+        }
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(SuperblockError::Version { found: version });
+        }
+        let reserved = u32_at(12) as u64 | u64::from(u32_at(60)) << 32;
+        if reserved != 0 {
+            return Err(SuperblockError::Layout(LayoutError::Field {
+                field: "reserved field",
+                value: reserved,
+            }));
+        }
+        if u64_at(24) != CHECKPOINT_OFFSET {
+            return Err(SuperblockError::Layout(LayoutError::Field {
+                field: "checkpoint offset",
+                value: u64_at(24),
+            }));
+        }
+        Self {
+            region_len: u64_at(16),
+            slot_len: u64_at(32),
+            record_offset: u64_at(40),
+            record_len: u64_at(48),
+        }
+        .validate(size)
+        .map_err(SuperblockError::Layout)
+    }
+}
+
+/// Why one superblock copy was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuperblockError {
+    /// The first 8 bytes are not the magic (as a little-endian integer).
+    Magic {
+        /// What was there.
+        found: u64,
+    },
+    /// The CRC-32C does not match.
+    Checksum {
+        /// The stored CRC.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// An intact superblock of a format version this crate does not know.
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// An intact superblock with an impossible geometry.
+    Layout(LayoutError),
+    /// The region ends before this superblock copy.
+    Truncated {
+        /// Bytes in the region.
+        size: u64,
+    },
+}
+
+impl fmt::Display for SuperblockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Magic { found } => write!(f, "bad magic {found:#018x}"),
+            Self::Checksum { stored, computed } => write!(
+                f,
+                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            Self::Version { found } => write!(
+                f,
+                "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
+            ),
+            Self::Layout(e) => write!(f, "bad geometry: {e}"),
+            Self::Truncated { size } => {
+                write!(f, "the {size:#x}-byte region ends before this copy")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SuperblockError {}
+
+/// The check bits of a switch word holding `generation`. The constant makes
+/// an all-zero word invalid.
+fn switch_check(generation: u64) -> u64 {
+    let crc = crc32c(&(generation ^ 0x5357_4954_4348_0000).to_le_bytes());
+    u64::from(crc) & ((1 << (64 - GENERATION_BITS)) - 1)
+}
+
+/// The switch word naming checkpoint `generation` (at most
+/// [`MAX_GENERATION`]).
+pub(crate) fn encode_switch(generation: u64) -> u64 {
+    let generation = generation & MAX_GENERATION;
+    generation | switch_check(generation) << GENERATION_BITS
+}
+
+/// The generation a switch word names, if its check bits hold.
+pub fn decode_switch(word: u64) -> Option<u64> {
+    let generation = word & MAX_GENERATION;
+    (word >> GENERATION_BITS == switch_check(generation)).then_some(generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_a_small_region() {
+        let layout = Layout::new(0x5000, 100).unwrap();
+        assert_eq!(layout.slot_len(), 0x1000);
+        assert_eq!(layout.slot_offset(0), 0x2000);
+        assert_eq!(layout.slot_offset(7), 0x3000);
+        assert_eq!(layout.record_area(), 0x4000..0x5000);
+        assert_eq!(layout.checkpoint_capacity(), 0x1000 - 64);
+        assert!(matches!(
+            Layout::new(0x4100, 100),
+            Err(LayoutError::RegionTooSmall { needed: 0x4200, .. })
+        ));
+        assert!(Layout::new(u64::MAX, u64::MAX - 10).is_err());
+    }
+
+    #[test]
+    fn superblock_round_trip_and_rejections() {
+        let layout = Layout::new(0x10000, 5000).unwrap();
+        let line = layout.encode_superblock();
+        assert_eq!(Layout::decode_superblock(&line, 0x10000), Ok(layout));
+        assert!(matches!(
+            Layout::decode_superblock(&line, 0xffff),
+            Err(SuperblockError::Layout(LayoutError::BeyondRegion { .. }))
+        ));
+        let mut bad = line;
+        bad[20] ^= 1;
+        assert!(matches!(
+            Layout::decode_superblock(&bad, 0x10000),
+            Err(SuperblockError::Checksum { .. })
+        ));
+        let mut bad = line;
+        bad[0] = b'X';
+        assert!(matches!(
+            Layout::decode_superblock(&bad, 0x10000),
+            Err(SuperblockError::Magic { .. })
+        ));
+        let mut v2 = line;
+        v2[8] = 2;
+        let crc = crc32c(&v2[..56]);
+        v2[56..60].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Layout::decode_superblock(&v2, 0x10000),
+            Err(SuperblockError::Version { found: 2 })
+        );
+    }
+
+    #[test]
+    fn switch_words() {
+        for generation in [0, 1, 2, 12345, MAX_GENERATION] {
+            assert_eq!(decode_switch(encode_switch(generation)), Some(generation));
+            assert_eq!(decode_switch(encode_switch(generation) ^ 1 << 50), None);
+        }
+        assert_eq!(decode_switch(0), None);
+        assert_eq!(decode_switch(u64::MAX), None);
+    }
+}

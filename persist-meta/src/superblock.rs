@@ -1,0 +1,171 @@
+//! Reading both superblock copies and deciding what they say.
+//!
+//! The static lines must agree wherever both are intact; one intact copy is
+//! enough (recovery rewrites the other). An intact copy of an unknown
+//! version stops everything: it may be a newer format, and this crate never
+//! formats over what it does not understand. The switch words are read
+//! independently; the higher valid generation wins, because a checkpoint
+//! stores both and a crash may keep either.
+
+use core::fmt;
+
+use crate::checkpoint::CheckpointFault;
+use crate::layout::{Layout, SUPERBLOCK_OFFSETS, SWITCH_WORD, SuperblockError, decode_switch};
+use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD};
+
+/// Both superblock copies as found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblocks {
+    /// Each copy's static line: its layout, or why it was rejected.
+    pub copies: [Result<Layout, SuperblockError>; 2],
+    /// Each copy's raw switch word (0 if the region ends before it).
+    pub switch_words: [u64; 2],
+}
+
+/// What the superblocks decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    pub(crate) layout: Layout,
+    pub(crate) generation: u64,
+}
+
+/// Why a region is not a readable log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    /// Neither superblock copy is intact.
+    NoSuperblock {
+        /// Why copy 0 was rejected.
+        first: SuperblockError,
+        /// Why copy 1 was rejected.
+        second: SuperblockError,
+    },
+    /// An intact superblock of a format version this crate does not know.
+    UnsupportedVersion {
+        /// Which copy.
+        copy: usize,
+        /// Its version.
+        found: u32,
+    },
+    /// Both copies are intact but describe different geometries.
+    SuperblocksDisagree,
+    /// Neither switch word is valid, so no checkpoint is named.
+    NoGeneration {
+        /// The two raw words.
+        words: [u64; 2],
+    },
+    /// The checkpoint the superblocks name is not valid.
+    Checkpoint {
+        /// Its generation.
+        generation: u64,
+        /// Offset of its slot.
+        offset: u64,
+        /// What is wrong.
+        fault: CheckpointFault,
+    },
+    /// Bytes validated earlier read differently during replay: something
+    /// else is writing the region.
+    Changed {
+        /// Where.
+        offset: u64,
+    },
+    /// The region refused a read inside the validated layout.
+    Pmem(PmemError),
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoSuperblock { first, second } => {
+                write!(f, "no valid superblock: copy 0: {first}; copy 1: {second}")
+            }
+            Self::UnsupportedVersion { copy, found } => write!(
+                f,
+                "superblock copy {copy} has unsupported format version {found}"
+            ),
+            Self::SuperblocksDisagree => {
+                write!(
+                    f,
+                    "both superblocks are intact but describe different layouts"
+                )
+            }
+            Self::NoGeneration { words } => write!(
+                f,
+                "no valid switch word ({:#018x}, {:#018x}): no checkpoint is named",
+                words[0], words[1]
+            ),
+            Self::Checkpoint {
+                generation,
+                offset,
+                fault,
+            } => write!(
+                f,
+                "checkpoint generation {generation} at {offset:#x} is invalid: {fault}"
+            ),
+            Self::Changed { offset } => write!(
+                f,
+                "bytes at {offset:#x} changed during recovery: the region is not exclusively ours"
+            ),
+            Self::Pmem(e) => e.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for ImageError {}
+
+impl From<PmemError> for ImageError {
+    fn from(e: PmemError) -> Self {
+        Self::Pmem(e)
+    }
+}
+
+impl Superblocks {
+    /// Reads both copies. Never reads outside the region.
+    pub fn read<P: Pmem + ?Sized>(pmem: &P) -> Result<Self, PmemError> {
+        let size = pmem.size();
+        let mut copies = [Err(SuperblockError::Truncated { size }); 2];
+        let mut switch_words = [0; 2];
+        for (i, &at) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+            if at + CACHE_LINE <= size {
+                let mut line = [0; 64];
+                pmem.read(at, &mut line)?;
+                copies[i] = Layout::decode_superblock(&line, size);
+            }
+            if at + SWITCH_WORD + WORD <= size {
+                switch_words[i] = pmem.read_u64(at + SWITCH_WORD)?;
+            }
+        }
+        Ok(Self {
+            copies,
+            switch_words,
+        })
+    }
+
+    /// The generation copy `i`'s switch word names, if valid.
+    pub fn generation(&self, i: usize) -> Option<u64> {
+        self.switch_words.get(i).copied().and_then(decode_switch)
+    }
+
+    /// The layout and active generation, or why there are none.
+    pub(crate) fn choose(&self) -> Result<Chosen, ImageError> {
+        for (copy, c) in self.copies.iter().enumerate() {
+            if let Err(SuperblockError::Version { found }) = *c {
+                return Err(ImageError::UnsupportedVersion { copy, found });
+            }
+        }
+        let layout = match self.copies {
+            [Ok(a), Ok(b)] if a != b => return Err(ImageError::SuperblocksDisagree),
+            [Ok(a), _] | [_, Ok(a)] => a,
+            [Err(first), Err(second)] => return Err(ImageError::NoSuperblock { first, second }),
+        };
+        let generation = match (self.generation(0), self.generation(1)) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(g), None) | (None, Some(g)) => g,
+            (None, None) => {
+                return Err(ImageError::NoGeneration {
+                    words: self.switch_words,
+                });
+            }
+        };
+        Ok(Chosen { layout, generation })
+    }
+}

@@ -1,0 +1,326 @@
+//! The crash-test harness shared by the integration tests.
+//!
+//! The owner in these tests keeps a list of payloads. Its snapshot is the
+//! list encoded as `u16` length + bytes; each record appends its payload.
+//! Every payload in a scenario is distinct, so a recovered state names
+//! exactly which operations it contains.
+//!
+//! A scenario runs its operations on a [`SimPmem`] (after `Log::open`, which
+//! is operation 0 and changes nothing), remembering the crash point where
+//! each operation started and returned and the state after it. Then every
+//! crash image at every crash point must recover to the state after some
+//! prefix of the operations that includes every operation that had
+//! returned and no operation that had not started.
+
+#![allow(dead_code, reason = "each test file uses part of the harness")]
+#![allow(unreachable_pub, reason = "shared by several test crates")]
+
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+
+use nvirt_persist_meta::sim::{CrashConfig, CrashStats, SimPmem};
+use nvirt_persist_meta::{
+    AppendError, Log, MemPmem, Pmem, PmemError, Raw, RecordKind, Replayed, replay, replay_fn,
+};
+
+/// The owner's state: payloads in commit order.
+pub type State = Vec<Vec<u8>>;
+
+/// The kind every test record has.
+pub const KIND: RecordKind = match RecordKind::new(0x42) {
+    Some(k) => k,
+    None => unreachable!(),
+};
+
+/// Snapshot capacity of the test logs.
+pub const CHECKPOINT_CAPACITY: u64 = 4000;
+
+/// A region with a `record_area`-byte record area (a multiple of 64).
+pub fn region_len(record_area: u64) -> usize {
+    (0x2000 + 2 * 0x1000 + record_area) as usize
+}
+
+/// Encodes a state as a snapshot.
+pub fn snapshot(state: &State) -> Vec<u8> {
+    let mut out = Vec::new();
+    for payload in state {
+        out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A read-only view of an image, so crash images are recovered in place.
+pub struct Image<'a>(pub &'a [u8]);
+
+impl Pmem for Image<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PmemError> {
+        let err = PmemError::OutOfBounds {
+            offset,
+            len: buf.len() as u64,
+            size: self.size(),
+        };
+        let start = usize::try_from(offset).map_err(|_| err)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(err)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn store_u64(&mut self, offset: u64, _: u64) -> Result<(), PmemError> {
+        panic!("recovery wrote at {offset:#x}")
+    }
+    fn store(&mut self, offset: u64, _: &[u8]) -> Result<(), PmemError> {
+        panic!("recovery wrote at {offset:#x}")
+    }
+    fn write_back(&mut self, _: u64, _: u64) -> Result<(), PmemError> {
+        Ok(())
+    }
+    fn fence(&mut self) {}
+}
+
+/// The test owner's replay: decodes the snapshot, appends payloads.
+pub fn owner(state: &mut State) -> impl nvirt_persist_meta::Replay<Error = String> + '_ {
+    replay_fn(move |event| match event {
+        Replayed::Checkpoint(reader) => {
+            state.clear();
+            let mut len = [0; 2];
+            while reader.remaining() > 0 {
+                reader.read_exact(&mut len).map_err(|e| e.to_string())?;
+                let mut payload = vec![0; usize::from(u16::from_le_bytes(len))];
+                reader.read_exact(&mut payload).map_err(|e| e.to_string())?;
+                state.push(payload);
+            }
+            Ok(())
+        }
+        Replayed::Record(record) => {
+            if record.kind() != KIND {
+                return Err(format!("unexpected kind {}", record.kind()));
+            }
+            state.push(record.payload().to_vec());
+            Ok(())
+        }
+    })
+}
+
+/// Recovers an image read-only.
+pub fn recover(image: &[u8]) -> Result<State, String> {
+    let mut state = State::new();
+    replay(&Image(image), &mut owner(&mut state)).map_err(|e| e.to_string())?;
+    Ok(state)
+}
+
+/// Opens (recovers and readies) a log.
+pub fn open<P: Pmem>(pmem: P) -> (Log<P>, State) {
+    let mut state = State::new();
+    let (log, _, _) = Log::open(pmem, &mut owner(&mut state)).expect("open");
+    (log, state)
+}
+
+/// One operation of a scenario.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Append one record (checkpointing first if the log is full).
+    Append(Vec<u8>),
+    /// Commit several records as one group (checkpointing first if full).
+    Group(Vec<Vec<u8>>),
+    /// Checkpoint the current state.
+    Checkpoint,
+    /// Push these records (as many as fit) into a group, then drop it
+    /// uncommitted.
+    Abandon(Vec<Vec<u8>>),
+}
+
+/// A payload of `len` (at least 4) bytes: `id` in the first four, then a
+/// filler that depends only on the length, so that payloads of equal length
+/// differ only in their first word (the case where a stale record is most
+/// easily completed by a newer one).
+pub fn payload(id: u32, len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len.max(4)).map(|i| (i * 7 + len) as u8).collect();
+    p[..4].copy_from_slice(&id.to_le_bytes());
+    p
+}
+
+/// Applies `op` to `log` and `state`.
+pub fn apply<P: Pmem>(log: &mut Log<P>, state: &mut State, op: &Op) {
+    match op {
+        Op::Append(p) => {
+            let rec = Raw {
+                kind: KIND,
+                payload: p,
+            };
+            match log.append(&rec) {
+                Ok(_) => {}
+                Err(AppendError::LogFull { .. }) => {
+                    log.checkpoint_bytes(&snapshot(state)).expect("checkpoint");
+                    log.append(&rec).expect("append after checkpoint");
+                }
+                Err(e) => panic!("append: {e}"),
+            }
+            state.push(p.clone());
+        }
+        Op::Group(ps) => {
+            let recs: Vec<Raw<'_>> = ps
+                .iter()
+                .map(|p| Raw {
+                    kind: KIND,
+                    payload: p,
+                })
+                .collect();
+            match log.append_group(&recs) {
+                Ok(_) => {}
+                Err(AppendError::LogFull { .. }) => {
+                    log.checkpoint_bytes(&snapshot(state)).expect("checkpoint");
+                    log.append_group(&recs).expect("group after checkpoint");
+                }
+                Err(e) => panic!("group: {e}"),
+            }
+            state.extend(ps.iter().cloned());
+        }
+        Op::Checkpoint => {
+            log.checkpoint_bytes(&snapshot(state)).expect("checkpoint");
+        }
+        Op::Abandon(ps) => {
+            let mut group = log.group();
+            for p in ps {
+                let raw = Raw {
+                    kind: KIND,
+                    payload: p,
+                };
+                match group.push(&raw) {
+                    Ok(()) => {}
+                    Err(AppendError::LogFull { .. }) => break,
+                    Err(e) => panic!("push: {e}"),
+                }
+            }
+            drop(group);
+        }
+    }
+}
+
+/// Builds a durable starting image: format, then `setup` applied in
+/// plain memory.
+pub fn base_image(record_area: u64, setup: &[Op]) -> (Vec<u8>, State) {
+    let pmem = MemPmem::new(region_len(record_area));
+    let mut log = Log::format(pmem, CHECKPOINT_CAPACITY).expect("format");
+    let mut state = State::new();
+    for op in setup {
+        apply(&mut log, &mut state, op);
+    }
+    (log.into_pmem().into_bytes(), state)
+}
+
+/// A recorded run: the simulator after the operations, where each started
+/// and returned, and the state after each (`states[0]` before any).
+pub struct Run {
+    pub sim: SimPmem,
+    pub spans: Vec<(usize, usize)>,
+    pub states: Vec<State>,
+}
+
+/// Opens `image` on a simulator (operation 0) and applies `ops`.
+pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
+    let sim = SimPmem::from_image(image);
+    let before = recover(sim.image()).expect("starting image recovers");
+    let mut states = vec![before.clone()];
+    let mut spans = Vec::new();
+    let start = sim.point();
+    let (mut log, state) = open(sim);
+    assert_eq!(state, before);
+    spans.push((start, log.pmem().point()));
+    states.push(state.clone());
+    let mut state = state;
+    for op in ops {
+        let start = log.pmem().point();
+        apply(&mut log, &mut state, op);
+        spans.push((start, log.pmem().point()));
+        states.push(state.clone());
+    }
+    Run {
+        sim: log.into_pmem(),
+        spans,
+        states,
+    }
+}
+
+impl Run {
+    /// Operations returned and started at crash point `point`.
+    pub fn window(&self, point: usize) -> (usize, usize) {
+        let returned = self.spans.iter().filter(|s| s.1 <= point).count();
+        let started = self
+            .spans
+            .iter()
+            .filter(|s| s.0 < point || s.1 <= point)
+            .count();
+        (returned, started)
+    }
+
+    /// Checks a recovered state against crash point `point`.
+    pub fn check(&self, point: usize, recovered: &State) -> Result<usize, String> {
+        let (returned, started) = self.window(point);
+        (returned..=started)
+            .rev()
+            .find(|&j| self.states[j] == *recovered)
+            .ok_or_else(|| {
+                format!(
+                    "crash at point {point}: recovered {} payloads {:?}…, not the state after \
+                     {returned}..={started} operations ({:?})",
+                    recovered.len(),
+                    recovered
+                        .last()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
+                    (returned..=started)
+                        .map(|j| self.states[j].len())
+                        .collect::<Vec<_>>()
+                )
+            })
+    }
+
+    /// Checks every crash image of the run; `also` sees each image with
+    /// the prefix it recovered to (for deeper checks on some of them).
+    pub fn check_crashes(
+        &self,
+        config: &CrashConfig,
+        mut also: impl FnMut(&[u8], usize, &State),
+    ) -> CrashStats {
+        let mut failure = None;
+        let stats = self.sim.crash_images(0..usize::MAX, config, |crash| {
+            let outcome = recover(crash.image)
+                .and_then(|state| self.check(crash.point, &state).map(|j| (j, state)));
+            match outcome {
+                Ok((j, state)) => {
+                    also(crash.image, j, &state);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Some(e) = failure {
+            panic!("{e}");
+        }
+        stats
+    }
+}
+
+/// Prints a test's counts in one greppable line.
+pub fn report(test: &str, stats: &CrashStats) {
+    println!(
+        "crash images: {test}: {} images at {} crash points ({} exhaustive, {} sampled; \
+         at most {} lines pending)",
+        stats.images,
+        stats.points,
+        stats.exhaustive_points,
+        stats.sampled_points,
+        stats.max_pending_lines
+    );
+}
+
+/// The infallible error of a replay that cannot fail.
+pub type Never = Infallible;
