@@ -106,7 +106,8 @@ impl<const N: usize> MemoryMap<N> {
     /// Linux's `__e820__range_update()` / `e820__range_remove()` on an
     /// unsanitized table: every entry matching `only` (any, if `None`) is cut
     /// at the range's boundaries and its inner part retyped to `to` or
-    /// dropped; extra pieces are appended. Returns the bytes affected.
+    /// dropped; extra pieces are appended. Returns the bytes affected
+    /// (saturating: raw entries may overlap, so the sum may pass 2^64).
     ///
     /// Like Linux, an empty range strictly inside a matching entry still cuts
     /// it in two (visible for kinds that never merge).
@@ -120,7 +121,7 @@ impl<const N: usize> MemoryMap<N> {
         if s > t {
             return Ok(0);
         }
-        let mut changed = 0;
+        let mut changed: u64 = 0;
         for i in 0..self.len {
             let entry = self.entries[i];
             let matches = only.is_none_or(|k| k == entry.kind());
@@ -128,7 +129,7 @@ impl<const N: usize> MemoryMap<N> {
                 continue;
             }
             let inner = entry.clamp(s, t);
-            changed += inner.size();
+            changed = changed.saturating_add(inner.size());
             let pieces = [
                 entry.clamp(entry.start(), s),
                 to.map_or(Entry::VOID, |kind| inner.with_kind(kind)),

@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_raw_ranges_larger_than_the_address_space_are_fine() {
+        // Three nearly 2^64-byte ranges added and then removed: the raw table
+        // counts more than 2^64 bytes cut (found by fuzzing).
+        let mut map = MemoryMap::<8>::new();
+        let n = map
+            .apply_cmdline("memmap=0xfffffffffffff000$0,0xfffffffffffff000#0,0xfffffffffffff000!0,0xfffffffffffff000%0")
+            .unwrap();
+        assert_eq!(n, 4);
+        assert!(map.is_empty());
+    }
+
+    #[test]
     fn errors_leave_the_map_unchanged() {
         let mut map = MemoryMap::<8>::from_entries([e(0, 8 * G, Kind::Ram)]).unwrap();
         let before = map.clone();
