@@ -1,0 +1,516 @@
+//! The reference model: one owner per frame in a `Vec`, every operation
+//! written the obvious way, and a driver that runs an operation sequence on
+//! a [`Heap`] and the model side by side, comparing every result and the
+//! whole state after every step. The property tests and the fuzz target
+//! use it.
+//!
+//! The model predicts the heap exactly, including which block an allocation
+//! returns: the free blocks of a buddy heap are always the maximal aligned
+//! blocks of its free frames, so the model derives them from its frames and
+//! applies the heap's documented policy (smallest order, highest address,
+//! highest part of the block).
+
+use std::string::{String, ToString};
+use std::vec::Vec;
+use std::{format, vec};
+
+use crate::error::{
+    AddError, AllocError, BlockError, ClaimError, FreeError, FreeRangeError, ReserveError,
+};
+use crate::heap::{FrameState, Heap};
+use crate::range::{Constraints, PfnRange, largest_fitting};
+use crate::types::{Block, MemKind, Order, Pfn, Zone};
+
+/// Who owns a frame in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Not in the heap.
+    Unmanaged,
+    /// Free.
+    Free,
+    /// Part of the allocated block of `order` at `head`.
+    Alloc {
+        /// First frame of the block.
+        head: u64,
+        /// Its order.
+        order: u8,
+    },
+}
+
+/// The reference model of a heap.
+#[derive(Clone, Debug)]
+pub struct Model {
+    base: u64,
+    end: u64,
+    max_order: u8,
+    frames: Vec<Owner>,
+}
+
+fn block(start: u64, order: usize) -> Block {
+    Pfn::new(start)
+        .zip(Order::new(order as u8))
+        .and_then(|(p, o)| Block::new(p, o))
+        .unwrap_or_else(|| panic!("model made an invalid block {start:#x}/{order}"))
+}
+
+fn pfn(n: u64) -> Pfn {
+    Pfn::new(n).unwrap_or(Pfn::MAX)
+}
+
+impl Model {
+    /// A model of an empty heap over `span`.
+    #[must_use]
+    pub fn new(span: PfnRange, max_order: Order) -> Self {
+        let (base, end) = span.raw();
+        Self {
+            base,
+            end,
+            max_order: max_order.get(),
+            frames: vec![Owner::Unmanaged; (end - base) as usize],
+        }
+    }
+
+    fn span(&self) -> PfnRange {
+        PfnRange::from_numbers(self.base, self.end).unwrap_or_default()
+    }
+
+    /// The owner of frame `pfn`.
+    #[must_use]
+    pub fn owner(&self, pfn: u64) -> Owner {
+        match pfn.checked_sub(self.base) {
+            Some(i) if pfn < self.end => self.frames[i as usize],
+            _ => Owner::Unmanaged,
+        }
+    }
+
+    fn set(&mut self, start: u64, end: u64, owner: Owner) {
+        for f in start..end {
+            self.frames[(f - self.base) as usize] = owner;
+        }
+    }
+
+    /// The frame state the heap should report.
+    #[must_use]
+    pub fn state(&self, pfn: u64) -> FrameState {
+        match self.owner(pfn) {
+            Owner::Unmanaged => FrameState::Unmanaged,
+            Owner::Free => FrameState::Free,
+            Owner::Alloc { .. } => FrameState::Allocated,
+        }
+    }
+
+    /// The free blocks: the maximal aligned blocks of the free frames,
+    /// smallest order first, by address within an order.
+    #[must_use]
+    pub fn free_blocks(&self) -> Vec<Block> {
+        let mut out = Vec::new();
+        let mut f = self.base;
+        while f < self.end {
+            if self.owner(f) != Owner::Free {
+                f += 1;
+                continue;
+            }
+            let mut e = f;
+            while e < self.end && self.owner(e) == Owner::Free {
+                e += 1;
+            }
+            while f < e {
+                let k = largest_fitting(f, e, self.max_order);
+                out.push(block(f, usize::from(k)));
+                f += 1 << k;
+            }
+        }
+        out.sort_by_key(|b| (b.order(), b.start()));
+        out
+    }
+
+    /// The allocated blocks, by address.
+    #[must_use]
+    pub fn allocated(&self) -> Vec<Block> {
+        let mut out = Vec::new();
+        for (i, o) in self.frames.iter().enumerate() {
+            if let Owner::Alloc { head, order } = *o {
+                if head == self.base + i as u64 {
+                    out.push(block(head, usize::from(order)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Frames added and not reserved.
+    #[must_use]
+    pub fn managed_frames(&self) -> u64 {
+        self.frames.iter().filter(|o| **o != Owner::Unmanaged).count() as u64
+    }
+
+    /// Free frames.
+    #[must_use]
+    pub fn free_frames(&self) -> u64 {
+        self.frames.iter().filter(|o| **o == Owner::Free).count() as u64
+    }
+
+    fn check_block(&self, p: Pfn, order: Order) -> Result<(u64, usize), BlockError> {
+        let max = Order::new(self.max_order).unwrap_or(Order::MAX);
+        if order > max {
+            return Err(BlockError::OrderTooLarge { order, max });
+        }
+        if !p.is_aligned(order) {
+            return Err(BlockError::Misaligned { pfn: p, order });
+        }
+        if p.get() < self.base || p.get() + order.frames() > self.end {
+            return Err(BlockError::OutsideSpan {
+                pfn: p,
+                order,
+                span: self.span(),
+            });
+        }
+        Ok((p.get(), usize::from(order.get())))
+    }
+
+    /// [`Heap::add`].
+    pub fn add(&mut self, range: PfnRange) -> Result<(), AddError> {
+        if !self.span().covers(range) {
+            return Err(AddError::OutsideSpan {
+                range,
+                span: self.span(),
+            });
+        }
+        let (s, e) = range.raw();
+        if let Some(f) = (s..e).find(|&f| self.owner(f) != Owner::Unmanaged) {
+            return Err(AddError::AlreadyManaged { pfn: pfn(f) });
+        }
+        self.set(s, e, Owner::Free);
+        Ok(())
+    }
+
+    fn find_fit(&self, k: usize, limit: u64) -> Option<u64> {
+        let blocks = self.free_blocks();
+        let best = blocks
+            .iter()
+            .filter(|b| usize::from(b.order().get()) >= k && b.end() <= limit)
+            .min_by_key(|b| (b.order(), core::cmp::Reverse(b.start())));
+        if let Some(b) = best {
+            return Some(b.end() - (1 << k));
+        }
+        if limit >= self.end {
+            return None;
+        }
+        let last = limit.checked_sub(1)?;
+        let b = blocks.iter().find(|b| b.contains(pfn(last)))?;
+        let target = (limit >> k << k).checked_sub(1 << k)?;
+        (usize::from(b.order().get()) > k && target >= b.start().get()).then_some(target)
+    }
+
+    /// [`Heap::alloc`].
+    pub fn alloc(&mut self, order: Order, c: Constraints) -> Result<Block, AllocError> {
+        let max = Order::new(self.max_order).unwrap_or(Order::MAX);
+        if order > max {
+            return Err(AllocError::OrderTooLarge { order, max });
+        }
+        let k = usize::from(order.get());
+        let target = self.find_fit(k, c.limit()).ok_or(AllocError::OutOfMemory {
+            order,
+            constraints: c,
+        })?;
+        self.set(target, target + (1 << k), Owner::Alloc {
+            head: target,
+            order: order.get(),
+        });
+        Ok(block(target, k))
+    }
+
+    /// [`Heap::alloc_at_most`].
+    pub fn alloc_at_most(&mut self, order: Order, c: Constraints) -> Result<Block, AllocError> {
+        let max = Order::new(self.max_order).unwrap_or(Order::MAX);
+        if order > max {
+            return Err(AllocError::OrderTooLarge { order, max });
+        }
+        for o in order.up_to().rev() {
+            if self.find_fit(usize::from(o.get()), c.limit()).is_some() {
+                return self.alloc(o, c);
+            }
+        }
+        Err(AllocError::OutOfMemory {
+            order,
+            constraints: c,
+        })
+    }
+
+    fn check_allocated(&self, p: u64, k: usize) -> Result<(), FreeError> {
+        match self.owner(p) {
+            Owner::Unmanaged => Err(FreeError::NotManaged { pfn: pfn(p) }),
+            Owner::Free => Err(FreeError::AlreadyFree { pfn: pfn(p) }),
+            Owner::Alloc { head, .. } if head != p => {
+                Err(FreeError::NotBlockStart { pfn: pfn(p) })
+            }
+            Owner::Alloc { order, .. } if usize::from(order) != k => Err(FreeError::WrongOrder {
+                block: block(p, k),
+                allocated: Order::new(order).unwrap_or(Order::MAX),
+            }),
+            Owner::Alloc { .. } => Ok(()),
+        }
+    }
+
+    /// [`Heap::free`].
+    pub fn free(&mut self, p: Pfn, order: Order) -> Result<(), FreeError> {
+        let (p, k) = self.check_block(p, order)?;
+        self.check_allocated(p, k)?;
+        self.set(p, p + (1 << k), Owner::Free);
+        Ok(())
+    }
+
+    fn first_not_free(&self, s: u64, e: u64) -> Option<ClaimError> {
+        (s..e).find_map(|f| match self.owner(f) {
+            Owner::Free => None,
+            Owner::Unmanaged => Some(ClaimError::NotManaged { pfn: pfn(f) }),
+            Owner::Alloc { .. } => Some(ClaimError::NotFree { pfn: pfn(f) }),
+        })
+    }
+
+    /// [`Heap::claim`].
+    pub fn claim(&mut self, p: Pfn, order: Order) -> Result<Block, ClaimError> {
+        let (p, k) = self.check_block(p, order)?;
+        if let Some(e) = self.first_not_free(p, p + (1 << k)) {
+            return Err(e);
+        }
+        self.set(p, p + (1 << k), Owner::Alloc {
+            head: p,
+            order: order.get(),
+        });
+        Ok(block(p, k))
+    }
+
+    /// [`Heap::claim_range`].
+    pub fn claim_range(&mut self, range: PfnRange) -> Result<u64, ClaimError> {
+        if !self.span().covers(range) {
+            return Err(ClaimError::OutsideSpan {
+                range,
+                span: self.span(),
+            });
+        }
+        let (s, e) = range.raw();
+        if let Some(err) = self.first_not_free(s, e) {
+            return Err(err);
+        }
+        let max = Order::new(self.max_order).unwrap_or(Order::MAX);
+        let mut n = 0;
+        for b in range.blocks(max) {
+            self.set(b.start().get(), b.end(), Owner::Alloc {
+                head: b.start().get(),
+                order: b.order().get(),
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// [`Heap::reserve`].
+    pub fn reserve(&mut self, range: PfnRange) -> Result<u64, ReserveError> {
+        if !self.span().covers(range) {
+            return Err(ReserveError::OutsideSpan {
+                range,
+                span: self.span(),
+            });
+        }
+        let (s, e) = range.raw();
+        if let Some(f) = (s..e).find(|&f| matches!(self.owner(f), Owner::Alloc { .. })) {
+            return Err(ReserveError::Allocated { pfn: pfn(f) });
+        }
+        let n = (s..e).filter(|&f| self.owner(f) == Owner::Free).count() as u64;
+        self.set(s, e, Owner::Unmanaged);
+        Ok(n)
+    }
+
+    /// [`Heap::free_range`].
+    pub fn free_range(&mut self, range: PfnRange) -> Result<(), FreeRangeError> {
+        if !self.span().covers(range) {
+            return Err(FreeRangeError::OutsideSpan {
+                range,
+                span: self.span(),
+            });
+        }
+        let max = Order::new(self.max_order).unwrap_or(Order::MAX);
+        for b in range.blocks(max) {
+            self.check_allocated(b.start().get(), usize::from(b.order().get()))
+                .map_err(|error| FreeRangeError::Block { block: b, error })?;
+        }
+        let (s, e) = range.raw();
+        self.set(s, e, Owner::Free);
+        Ok(())
+    }
+}
+
+/// One step of a sequence. Fields are raw numbers; [`run`] maps them onto
+/// the heap's span (mostly inside it, sometimes just outside) and, for the
+/// `*Allocated`/`*Free` steps, onto blocks the model knows, so random
+/// sequences hit valid and invalid cases alike.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// Add frames `a..b` (offsets from the span's start).
+    Add(u64, u64),
+    /// Allocate an order, optionally below zone `zone`.
+    Alloc(u8, Option<u8>),
+    /// Allocate the largest block up to an order, optionally below a zone.
+    AllocAtMost(u8, Option<u8>),
+    /// Free an arbitrary frame with an arbitrary order.
+    Free(u64, u8),
+    /// Free the `pick`-th allocated block, `twist` making it wrong: 0–3
+    /// right, 4 one order larger, 5 one smaller, 6 the next frame, 7 right
+    /// and then again (a double free).
+    FreeAllocated(u32, u8),
+    /// Claim the block of an order at an arbitrary frame (aligned down).
+    Claim(u64, u8),
+    /// Claim a block of an order around the `pick`-th free frame.
+    ClaimFree(u32, u8),
+    /// Claim frames `a..b`.
+    ClaimRange(u64, u64),
+    /// Reserve frames `a..b`.
+    Reserve(u64, u64),
+    /// Free frames `a..b` as a range.
+    FreeRange(u64, u64),
+}
+
+/// Runs `ops` on a heap over `span` with blocks up to `max_order` and on the
+/// model, and reports the first difference or broken invariant.
+pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<(), String> {
+    let mut metadata = vec![0u8; crate::metadata_bytes(span, max_order) + 7];
+    // Start from garbage: the heap must not trust the buffer's content.
+    metadata.fill(0xa5);
+    let mut heap = Heap::new(MemKind::NonVolatile, span, max_order, &mut metadata)
+        .map_err(|e| e.to_string())?;
+    let mut model = Model::new(span, max_order);
+    for (step, op) in ops.iter().enumerate() {
+        apply(&mut heap, &mut model, *op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
+        compare(&heap, &model).map_err(|e| format!("after step {step} {op:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn range_of(span: PfnRange, a: u64, b: u64) -> PfnRange {
+    let (base, end) = span.raw();
+    let len = end - base;
+    // Offsets past the span by up to 1/8 of it, and below it when possible.
+    let map = |x: u64| (base + x % (len + len / 8 + 2)).saturating_sub(len / 16 + 1);
+    let (x, y) = (map(a), map(b));
+    PfnRange::from_numbers(x.min(y), x.max(y)).unwrap_or_default()
+}
+
+fn frame_of(span: PfnRange, a: u64) -> Pfn {
+    range_of(span, a, a).start()
+}
+
+fn order_of(raw: u8, max: Order) -> Order {
+    Order::new(raw % (max.get() + 2)).unwrap_or(Order::MAX)
+}
+
+fn constraints_of(zone: Option<u8>) -> Constraints {
+    zone.and_then(|z| Zone::new(z % 40))
+        .map_or(Constraints::ANY, Constraints::max_zone)
+}
+
+fn same<T: PartialEq + core::fmt::Debug>(heap: T, model: T) -> Result<(), String> {
+    if heap == model {
+        Ok(())
+    } else {
+        Err(format!("heap returned {heap:?}, model {model:?}"))
+    }
+}
+
+fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<(), String> {
+    let span = heap.span();
+    let max = heap.max_order();
+    match op {
+        Op::Add(a, b) => same(heap.add(range_of(span, a, b)), model.add(range_of(span, a, b))),
+        Op::Alloc(o, z) => {
+            let (o, c) = (order_of(o, max), constraints_of(z));
+            same(heap.alloc(o, c), model.alloc(o, c))
+        }
+        Op::AllocAtMost(o, z) => {
+            let (o, c) = (order_of(o, max), constraints_of(z));
+            same(heap.alloc_at_most(o, c), model.alloc_at_most(o, c))
+        }
+        Op::Free(a, o) => {
+            let (p, o) = (frame_of(span, a), order_of(o, max));
+            same(heap.free(p, o), model.free(p, o))
+        }
+        Op::FreeAllocated(pick, twist) => {
+            let blocks = model.allocated();
+            if blocks.is_empty() {
+                return Ok(());
+            }
+            let b = blocks[pick as usize % blocks.len()];
+            let (mut p, mut o) = (b.start(), b.order());
+            match twist % 8 {
+                4 => o = Order::new(o.get() + 1).unwrap_or(o),
+                5 => o = o.smaller().unwrap_or(o),
+                6 => p = p.checked_add(1).unwrap_or(p),
+                _ => {}
+            }
+            same(heap.free(p, o), model.free(p, o))?;
+            if twist % 8 == 7 {
+                same(heap.free(p, o), model.free(p, o))?;
+            }
+            Ok(())
+        }
+        Op::Claim(a, o) => {
+            let o = order_of(o, max);
+            let p = frame_of(span, a);
+            let p = Pfn::new(p.get() & !(o.frames() - 1)).unwrap_or(p);
+            same(heap.claim(p, o), model.claim(p, o))
+        }
+        Op::ClaimFree(pick, o) => {
+            let free: Vec<u64> = (span.start().get()..span.end().get())
+                .filter(|&f| model.owner(f) == Owner::Free)
+                .collect();
+            if free.is_empty() {
+                return Ok(());
+            }
+            let o = order_of(o, max);
+            let f = free[pick as usize % free.len()] & !(o.frames() - 1);
+            let p = pfn(f);
+            same(heap.claim(p, o), model.claim(p, o))
+        }
+        Op::ClaimRange(a, b) => {
+            let r = range_of(span, a, b);
+            same(heap.claim_range(r), model.claim_range(r))
+        }
+        Op::Reserve(a, b) => {
+            let r = range_of(span, a, b);
+            same(heap.reserve(r), model.reserve(r))
+        }
+        Op::FreeRange(a, b) => {
+            let r = range_of(span, a, b);
+            same(heap.free_range(r), model.free_range(r))
+        }
+    }
+}
+
+/// Compares everything the heap reports with the model, and checks the
+/// heap's invariants.
+pub fn compare(heap: &Heap<'_>, model: &Model) -> Result<(), String> {
+    heap.check_invariants().map_err(|e| e.to_string())?;
+    let blocks: Vec<Block> = heap.free_blocks_iter().collect();
+    same(blocks, model.free_blocks())?;
+    same(heap.free_frames(), model.free_frames())?;
+    same(heap.managed_frames(), model.managed_frames())?;
+    let span = heap.span();
+    let (base, end) = span.raw();
+    for f in base.saturating_sub(2)..end.saturating_add(2).min(Pfn::LIMIT) {
+        let p = pfn(f);
+        same(heap.frame_state(p), model.state(f))?;
+        let kind = (model.owner(f) != Owner::Unmanaged).then_some(MemKind::NonVolatile);
+        same(heap.kind_of(p), kind)?;
+    }
+    for z in 0..=Zone::MAX.get() {
+        let zone = Zone::new(z).unwrap_or_default();
+        if zone.start() >= end {
+            break;
+        }
+        let want = (zone.start().max(base)..zone.end().min(end))
+            .filter(|&f| model.owner(f) == Owner::Free)
+            .count() as u64;
+        same(heap.free_frames_in_zone(zone), want)?;
+    }
+    Ok(())
+}
