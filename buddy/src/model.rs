@@ -371,20 +371,58 @@ pub enum Op {
     FreeRange(u64, u64),
 }
 
+/// How many steps of each kind (in [`Op`]'s order) succeeded and failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Steps that returned `Ok`, per kind.
+    pub ok: [u64; 10],
+    /// Steps that returned an error (on both sides alike), per kind.
+    pub err: [u64; 10],
+}
+
+impl Tally {
+    /// Adds another tally to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        for i in 0..10 {
+            self.ok[i] += other.ok[i];
+            self.err[i] += other.err[i];
+        }
+    }
+}
+
+fn kind_index(op: Op) -> usize {
+    match op {
+        Op::Add(..) => 0,
+        Op::Alloc(..) => 1,
+        Op::AllocAtMost(..) => 2,
+        Op::Free(..) => 3,
+        Op::FreeAllocated(..) => 4,
+        Op::Claim(..) => 5,
+        Op::ClaimFree(..) => 6,
+        Op::ClaimRange(..) => 7,
+        Op::Reserve(..) => 8,
+        Op::FreeRange(..) => 9,
+    }
+}
+
 /// Runs `ops` on a heap over `span` with blocks up to `max_order` and on the
-/// model, and reports the first difference or broken invariant.
-pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<(), String> {
+/// model, and reports the first difference or broken invariant, or how
+/// many steps succeeded.
+pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String> {
     let mut metadata = vec![0u8; crate::metadata_bytes(span, max_order) + 7];
     // Start from garbage: the heap must not trust the buffer's content.
     metadata.fill(0xa5);
     let mut heap = Heap::new(MemKind::NonVolatile, span, max_order, &mut metadata)
         .map_err(|e| e.to_string())?;
     let mut model = Model::new(span, max_order);
+    let mut tally = Tally::default();
     for (step, op) in ops.iter().enumerate() {
-        apply(&mut heap, &mut model, *op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
+        let ok = apply(&mut heap, &mut model, *op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
         compare(&heap, &model).map_err(|e| format!("after step {step} {op:?}: {e}"))?;
+        let counts = if ok { &mut tally.ok } else { &mut tally.err };
+        counts[kind_index(*op)] += 1;
     }
-    Ok(())
+    Ok(tally)
 }
 
 fn range_of(span: PfnRange, a: u64, b: u64) -> PfnRange {
@@ -417,27 +455,37 @@ fn same<T: PartialEq + core::fmt::Debug>(heap: T, model: T) -> Result<(), String
     }
 }
 
-fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<(), String> {
+/// Like [`same`] for results: whether both succeeded.
+fn same_result<T: PartialEq + core::fmt::Debug, E: PartialEq + core::fmt::Debug>(
+    heap: Result<T, E>,
+    model: Result<T, E>,
+) -> Result<bool, String> {
+    let ok = heap.is_ok();
+    same(heap, model)?;
+    Ok(ok)
+}
+
+fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<bool, String> {
     let span = heap.span();
     let max = heap.max_order();
     match op {
-        Op::Add(a, b) => same(heap.add(range_of(span, a, b)), model.add(range_of(span, a, b))),
+        Op::Add(a, b) => same_result(heap.add(range_of(span, a, b)), model.add(range_of(span, a, b))),
         Op::Alloc(o, z) => {
             let (o, c) = (order_of(o, max), constraints_of(z));
-            same(heap.alloc(o, c), model.alloc(o, c))
+            same_result(heap.alloc(o, c), model.alloc(o, c))
         }
         Op::AllocAtMost(o, z) => {
             let (o, c) = (order_of(o, max), constraints_of(z));
-            same(heap.alloc_at_most(o, c), model.alloc_at_most(o, c))
+            same_result(heap.alloc_at_most(o, c), model.alloc_at_most(o, c))
         }
         Op::Free(a, o) => {
             let (p, o) = (frame_of(span, a), order_of(o, max));
-            same(heap.free(p, o), model.free(p, o))
+            same_result(heap.free(p, o), model.free(p, o))
         }
         Op::FreeAllocated(pick, twist) => {
             let blocks = model.allocated();
             if blocks.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             let b = blocks[pick as usize % blocks.len()];
             let (mut p, mut o) = (b.start(), b.order());
@@ -447,41 +495,41 @@ fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<(), String> {
                 6 => p = p.checked_add(1).unwrap_or(p),
                 _ => {}
             }
-            same(heap.free(p, o), model.free(p, o))?;
+            let ok = same_result(heap.free(p, o), model.free(p, o))?;
             if twist % 8 == 7 {
-                same(heap.free(p, o), model.free(p, o))?;
+                same_result(heap.free(p, o), model.free(p, o))?;
             }
-            Ok(())
+            Ok(ok)
         }
         Op::Claim(a, o) => {
             let o = order_of(o, max);
             let p = frame_of(span, a);
             let p = Pfn::new(p.get() & !(o.frames() - 1)).unwrap_or(p);
-            same(heap.claim(p, o), model.claim(p, o))
+            same_result(heap.claim(p, o), model.claim(p, o))
         }
         Op::ClaimFree(pick, o) => {
             let free: Vec<u64> = (span.start().get()..span.end().get())
                 .filter(|&f| model.owner(f) == Owner::Free)
                 .collect();
             if free.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             let o = order_of(o, max);
             let f = free[pick as usize % free.len()] & !(o.frames() - 1);
             let p = pfn(f);
-            same(heap.claim(p, o), model.claim(p, o))
+            same_result(heap.claim(p, o), model.claim(p, o))
         }
         Op::ClaimRange(a, b) => {
             let r = range_of(span, a, b);
-            same(heap.claim_range(r), model.claim_range(r))
+            same_result(heap.claim_range(r), model.claim_range(r))
         }
         Op::Reserve(a, b) => {
             let r = range_of(span, a, b);
-            same(heap.reserve(r), model.reserve(r))
+            same_result(heap.reserve(r), model.reserve(r))
         }
         Op::FreeRange(a, b) => {
             let r = range_of(span, a, b);
-            same(heap.free_range(r), model.free_range(r))
+            same_result(heap.free_range(r), model.free_range(r))
         }
     }
 }

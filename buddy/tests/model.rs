@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-use nvirt_buddy::model::{Op, run};
+use nvirt_buddy::model::{Op, Tally, run};
 use nvirt_buddy::{Order, PfnRange};
 use proptest::prelude::*;
 
@@ -75,5 +75,46 @@ proptest! {
         if let Err(e) = run(span, Order::MAX, &all) {
             prop_assert!(false, "{}", e);
         }
+    }
+}
+
+/// The sequences are not vacuous: over a fixed set of random sequences,
+/// every kind of step both succeeds and fails somewhere.
+#[test]
+fn every_kind_of_step_succeeds_and_fails() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut total = Tally::default();
+    for case in 0..300u64 {
+        let span = PfnRange::from_numbers(case % 5, case % 5 + 64 + next() % 200).unwrap();
+        let mut ops = vec![Op::Add(next(), next())];
+        for _ in 0..50 {
+            let r = next();
+            let (a, b, o) = (next(), next(), (r >> 8) as u8 % 8);
+            let z = (r % 3 == 0).then_some((r >> 16) as u8 % 24);
+            ops.push(match r % 16 {
+                0 => Op::Add(a, b),
+                1..=4 => Op::Alloc(o, z),
+                5 => Op::AllocAtMost(o, z),
+                6 => Op::Free(a, o),
+                7..=10 => Op::FreeAllocated(a as u32, b as u8),
+                11 => Op::Claim(a, o % 4),
+                12 => Op::ClaimFree(a as u32, o % 4),
+                13 => Op::ClaimRange(a, a.wrapping_add(b % 16)),
+                14 => Op::Reserve(a, a.wrapping_add(b % 16)),
+                _ => Op::FreeRange(a, a.wrapping_add(b % 16)),
+            });
+        }
+        let tally = run(span, Order::new((case % 7) as u8).unwrap(), &ops).unwrap();
+        total.merge(&tally);
+    }
+    for kind in 0..10 {
+        assert!(total.ok[kind] > 0, "kind {kind} never succeeded: {total:?}");
+        assert!(total.err[kind] > 0, "kind {kind} never failed: {total:?}");
     }
 }

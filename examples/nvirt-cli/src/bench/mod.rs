@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+pub(crate) mod alloc_count;
+mod buddy;
+mod buddy_peer;
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// What to benchmark.
@@ -20,11 +24,15 @@ pub(crate) struct BenchArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchTarget {}
+enum BenchTarget {
+    /// nvirt-buddy against buddy_system_allocator::FrameAllocator.
+    Buddy,
+}
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
-    let _ = args.quick;
-    match args.target {}
+    match args.target {
+        BenchTarget::Buddy => buddy::run(args.quick),
+    }
 }
 
 /// Runs `op` `iterations` times (after one untimed warm-up call) and
