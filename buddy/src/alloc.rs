@@ -63,22 +63,23 @@ impl Heap<'_> {
     /// The free block to take for an order-`k` allocation below frame
     /// `limit`: (its start, its order, the start of the part to allocate).
     #[inline]
-    fn find_fit(&self, k: usize, limit: u64) -> Option<(u64, usize, u64)> {
+    fn find_fit(&mut self, k: usize, limit: u64) -> Option<(u64, usize, u64)> {
         let mut orders = self.nonempty >> k << k;
-        let l = &self.bits.l;
-        if limit >= l.end {
+        if limit >= self.bits.l.end {
             if orders == 0 {
                 return None;
             }
             let j = orders.trailing_zeros() as usize;
-            let s = self.bits.find_prev(j, l.trees[j].slots as usize)?;
+            let s = self
+                .bits
+                .find_prev(j, self.bits.l.trees[j].slots as usize)?;
             let pfn = self.bits.slot_pfn(j, s);
             return Some((pfn, j, pfn + (1 << j) - (1 << k)));
         }
         while orders != 0 {
             let j = orders.trailing_zeros() as usize;
             orders &= orders - 1;
-            let t = &l.trees[j];
+            let t = &self.bits.l.trees[j];
             let hi = (limit >> j).saturating_sub(t.first).min(t.slots);
             if let Some(s) = self.bits.find_prev(j, hi as usize) {
                 let pfn = self.bits.slot_pfn(j, s);
@@ -89,7 +90,7 @@ impl Heap<'_> {
         // frame just below it may reach above it (only possible for a block
         // at frame 0 larger than the limit) and still have room below.
         let last = limit.checked_sub(1)?;
-        if last < l.base {
+        if last < self.bits.l.base {
             return None;
         }
         let (start, j) = self.free_block_containing(last)?;

@@ -5,6 +5,7 @@
 //! and slots inside a bitmap, which [`crate::heap`] guarantees.
 
 use crate::layout::Layout;
+use crate::types::Order;
 
 /// The state of one frame, from planes P and Q.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub(crate) enum Code {
 pub(crate) struct Bits<'m> {
     pub(crate) w: &'m mut [u64],
     pub(crate) l: Layout,
+    /// Per order, a level-0 word index no non-zero word lies above.
+    pub(crate) hint: [usize; Order::COUNT],
 }
 
 #[inline]
@@ -158,6 +161,71 @@ impl Bits<'_> {
         n
     }
 
+    /// Whether a free block of order ≥ 1 starts at in-span frame `pfn`.
+    #[inline]
+    pub(crate) fn starts_free(&self, pfn: u64) -> bool {
+        if pfn & 1 != 0 {
+            return false;
+        }
+        let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
+        self.w[self.l.s_off + i / 64] & bit(i) != 0
+    }
+
+    #[inline]
+    fn set_start(&mut self, pfn: u64, on: bool) {
+        let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
+        let word = &mut self.w[self.l.s_off + i / 64];
+        if on {
+            *word |= bit(i);
+        } else {
+            *word &= !bit(i);
+        }
+    }
+
+    /// Whether in-span frame `f`, following an allocated frame, is not part
+    /// of that frame's block: it is a head, free or unmanaged.
+    #[inline]
+    pub(crate) fn ends_block(&self, f: u64) -> bool {
+        self.code(f) != Code::Interior || self.starts_free(f)
+    }
+
+    /// Whether the frames after head `p` up to `p + 2^k` (exclusive) are
+    /// all interior frames of its allocated block, when the block lies in
+    /// one word of the planes (k ≤ 6; `None` otherwise).
+    #[inline]
+    pub(crate) fn interior_in_word(&self, p: u64, k: usize) -> Option<bool> {
+        let i = self.fi(p);
+        let (w, b) = (i / 64, i % 64);
+        let len = 1usize << k;
+        if b + len > 64 {
+            return None;
+        }
+        let mask = if len == 64 {
+            u64::MAX << 1
+        } else {
+            ((1u64 << len) - 1) << b & !(1u64 << b)
+        };
+        let (pw, qw) = (self.w[self.l.p_off + w], self.w[self.l.q_off + w]);
+        if pw & mask != mask || qw & mask != 0 {
+            return Some(false);
+        }
+        if k == 0 {
+            return Some(true);
+        }
+        // Even frames after p: S bits (p >> 1) + 1 .. (p >> 1) + len / 2.
+        let si = ((p >> 1) - (self.l.base >> 1)) as usize;
+        let half = len / 2;
+        let smask = if half == 64 {
+            u64::MAX << 1
+        } else {
+            ((1u64 << half) - 1) << (si % 64) & !(1u64 << (si % 64))
+        };
+        if si % 64 + half > 64 {
+            return Some((1..half as u64).all(|j| !self.starts_free(p + 2 * j)));
+        }
+        Some(self.w[self.l.s_off + si / 64] & smask == 0)
+    }
+
     /// The slot of the order-`k` block starting at `pfn`, if the bitmap has
     /// one (blocks partly outside the span still have a slot; it is never
     /// set).
@@ -199,132 +267,137 @@ impl Bits<'_> {
         }
     }
 
-    /// Marks slot `s` of order `k` free (it was not). For order 0 the frame
-    /// becomes a free order-0 block whatever its state was.
+    /// Marks slot `s` of order `k`, starting at frame `pfn`, free (it was
+    /// not). For order 0 the frame becomes a free order-0 block whatever its
+    /// state was.
     #[inline]
-    pub(crate) fn set(&mut self, k: usize, s: usize) {
+    pub(crate) fn set(&mut self, k: usize, s: usize, pfn: u64) {
         let w = s / 64;
-        let before = self.level_word(k, 0, w);
         if k == 0 {
             self.w[self.l.p_off + w] &= !bit(s);
             self.w[self.l.q_off + w] |= bit(s);
         } else {
-            self.w[self.l.trees[k].off[0] + w] = before | bit(s);
+            self.w[self.l.trees[k].off[0] + w] |= bit(s);
+            self.set_start(pfn, true);
         }
-        if before == 0 {
-            self.summary_set(k, w);
+        if w > self.hint[k] {
+            self.hint[k] = w;
+        }
+        // Summaries have no false negatives: once a bit is found set, every
+        // level above it is set already.
+        let t = &self.l.trees[k];
+        let mut idx = w;
+        let mut level = 1;
+        while level <= t.top {
+            let word = &mut self.w[t.off[level] + idx / 64];
+            if *word & bit(idx) != 0 {
+                return;
+            }
+            *word |= bit(idx);
+            idx /= 64;
+            level += 1;
         }
     }
 
-    /// Marks slot `s` of order `k` not free (it was). For order 0 the frame
-    /// becomes `Head` or `Interior`.
+    /// Marks slot `s` of order `k`, starting at frame `pfn`, not free (it
+    /// was). For order 0 the frame becomes `Head` or `Interior`. Summaries
+    /// are left for searches to clear.
     #[inline]
-    pub(crate) fn clear(&mut self, k: usize, s: usize, head: bool) {
+    pub(crate) fn clear(&mut self, k: usize, s: usize, pfn: u64, head: bool) {
         let w = s / 64;
-        let after;
         if k == 0 {
             self.w[self.l.p_off + w] |= bit(s);
             if !head {
                 self.w[self.l.q_off + w] &= !bit(s);
             }
-            after = self.level_word(0, 0, w);
         } else {
-            let word = &mut self.w[self.l.trees[k].off[0] + w];
-            *word &= !bit(s);
-            after = *word;
-        }
-        if after == 0 {
-            self.summary_clear(k, w);
+            self.w[self.l.trees[k].off[0] + w] &= !bit(s);
+            self.set_start(pfn, false);
         }
     }
 
-    /// Level-0 word `idx` of order `k` became non-zero.
-    #[inline]
-    fn summary_set(&mut self, k: usize, mut idx: usize) {
-        let t = &self.l.trees[k];
-        let mut level = 1;
-        while level <= t.top {
-            let word = &mut self.w[t.off[level] + idx / 64];
-            let before = *word;
-            *word = before | bit(idx);
-            if before != 0 {
-                return;
-            }
-            idx /= 64;
-            level += 1;
-        }
-    }
-
-    /// Level-0 word `idx` of order `k` became zero.
-    #[inline]
-    fn summary_clear(&mut self, k: usize, mut idx: usize) {
-        let t = &self.l.trees[k];
-        let mut level = 1;
-        while level <= t.top {
-            let word = &mut self.w[t.off[level] + idx / 64];
-            *word &= !bit(idx);
-            if *word != 0 {
-                return;
-            }
-            idx /= 64;
-            level += 1;
-        }
-    }
-
-    /// The highest set slot of order `k` below `hi`.
-    pub(crate) fn find_prev(&self, k: usize, hi: usize) -> Option<usize> {
+    /// The highest set slot of order `k` below `hi`, clearing the stale
+    /// summary bits it meets on the way.
+    pub(crate) fn find_prev(&mut self, k: usize, hi: usize) -> Option<usize> {
         let top = self.l.trees[k].top;
-        let mut bound = hi;
-        let mut level = 0;
-        let mut pos = loop {
-            if bound == 0 {
-                return None;
+        let hint_bound = (self.hint[k] + 1) * 64;
+        let bound = hi.min(hint_bound);
+        'search: loop {
+            let mut b = bound;
+            let mut level = 0;
+            let mut pos = loop {
+                if b == 0 {
+                    break 'search;
+                }
+                let i = b - 1;
+                let word = self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64));
+                if word != 0 {
+                    break (i / 64) * 64 + high(word);
+                }
+                if level == top {
+                    break 'search;
+                }
+                b = i / 64;
+                level += 1;
+            };
+            while level > 0 {
+                let word = self.level_word(k, level - 1, pos);
+                if word == 0 {
+                    // A stale summary bit: clear it and search again.
+                    self.w[self.l.trees[k].off[level] + pos / 64] &= !bit(pos);
+                    continue 'search;
+                }
+                pos = pos * 64 + high(word);
+                level -= 1;
             }
-            let i = bound - 1;
-            let word = self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64));
-            if word != 0 {
-                break (i / 64) * 64 + high(word);
+            if bound == hint_bound {
+                self.hint[k] = pos / 64;
             }
-            if level == top {
-                return None;
-            }
-            bound = i / 64;
-            level += 1;
-        };
-        while level > 0 {
-            level -= 1;
-            pos = pos * 64 + high(self.level_word(k, level, pos));
+            return Some(pos);
         }
-        Some(pos)
+        if bound == hint_bound {
+            self.hint[k] = 0;
+        }
+        None
     }
 
-    /// The lowest set slot of order `k` at or above `lo`.
+    /// The lowest set slot of order `k` at or above `lo`, stepping over
+    /// stale summary bits.
     pub(crate) fn find_next(&self, k: usize, lo: usize) -> Option<usize> {
         let t = &self.l.trees[k];
-        let mut from = lo;
-        let mut level = 0;
-        let mut words = (t.slots as usize).div_ceil(64);
-        let mut pos = loop {
-            let w = from / 64;
-            if w >= words {
-                return None;
+        let mut start = lo;
+        'search: loop {
+            let mut from = start;
+            let mut level = 0;
+            let mut words = (t.slots as usize).div_ceil(64);
+            let mut pos = loop {
+                let w = from / 64;
+                if w >= words {
+                    return None;
+                }
+                let word = self.level_word(k, level, w) & (u64::MAX << (from % 64));
+                if word != 0 {
+                    break w * 64 + word.trailing_zeros() as usize;
+                }
+                if level == t.top {
+                    return None;
+                }
+                from = w + 1;
+                words = words.div_ceil(64);
+                level += 1;
+            };
+            while level > 0 {
+                let word = self.level_word(k, level - 1, pos);
+                if word == 0 {
+                    // Stale: skip everything below this summary bit.
+                    start = (pos + 1) << (6 * (level - 1)) << 6;
+                    continue 'search;
+                }
+                pos = pos * 64 + word.trailing_zeros() as usize;
+                level -= 1;
             }
-            let word = self.level_word(k, level, w) & (u64::MAX << (from % 64));
-            if word != 0 {
-                break w * 64 + word.trailing_zeros() as usize;
-            }
-            if level == t.top {
-                return None;
-            }
-            from = w + 1;
-            words = words.div_ceil(64);
-            level += 1;
-        };
-        while level > 0 {
-            level -= 1;
-            pos = pos * 64 + self.level_word(k, level, pos).trailing_zeros() as usize;
+            return Some(pos);
         }
-        Some(pos)
     }
 
     /// Set slots of order `k` in `lo..hi`.

@@ -68,8 +68,7 @@ impl Heap<'_> {
                     if pfn < l.base || pfn + (1 << k) > l.end {
                         return fail("free block outside the span", Some(k), pfn);
                     }
-                    if k > 0 && (pfn..pfn + (1 << k)).any(|f| self.bits.code(f) != Code::Interior)
-                    {
+                    if k > 0 && (pfn..pfn + (1 << k)).any(|f| self.bits.code(f) != Code::Interior) {
                         return fail("free block frame not interior", Some(k), pfn);
                     }
                     for j in k + 1..=max {
@@ -80,6 +79,9 @@ impl Heap<'_> {
                     if k < max && self.bits.is_free_block(k, pfn ^ (1 << k)) {
                         return fail("free buddies not merged", Some(k), pfn);
                     }
+                    if k > 0 && !self.bits.starts_free(pfn) {
+                        return fail("free block start missing from plane S", Some(k), pfn);
+                    }
                 }
             }
             if count != self.free_blocks(crate::Order::new(k as u8).unwrap_or_default()) {
@@ -87,6 +89,16 @@ impl Heap<'_> {
             }
             if count > 0 {
                 nonempty |= 1 << k;
+            }
+        }
+        let (first, last) = (l.base >> 1, (l.end - 1) >> 1);
+        for i in first..=last {
+            let pfn = i << 1;
+            if pfn >= l.base
+                && self.bits.starts_free(pfn)
+                && !(1..=max).any(|k| self.bits.is_free_block(k, pfn))
+            {
+                return fail("plane S marks no free block", None, pfn);
             }
         }
         if nonempty != self.nonempty {
@@ -104,12 +116,18 @@ impl Heap<'_> {
                 let words = below.div_ceil(64);
                 for i in 0..words * 64 {
                     let set = self.bits.level_word(k, level, i / 64) & (1 << (i % 64)) != 0;
-                    let want = i < below && self.bits.level_word(k, level - 1, i) != 0;
-                    if set != want {
-                        return fail("summary bit wrong", Some(k), i as u64);
+                    if i >= below && set {
+                        return fail("summary bit past the level's end", Some(k), i as u64);
+                    }
+                    if i < below && !set && self.bits.level_word(k, level - 1, i) != 0 {
+                        return fail("summary bit missing", Some(k), i as u64);
                     }
                 }
                 below = words;
+            }
+            let words = (t.slots as usize).div_ceil(64);
+            if (self.bits.hint[k] + 1..words).any(|w| self.bits.level_word(k, 0, w) != 0) {
+                return fail("free block above the search hint", Some(k), 0);
             }
         }
         Ok(())

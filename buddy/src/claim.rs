@@ -109,9 +109,11 @@ impl Heap<'_> {
             return Ok(None);
         };
         *f = m;
-        self.free_block_containing(m).map(Some).ok_or(ReserveError::Allocated {
-            pfn: Pfn::new(m).unwrap_or(Pfn::MAX),
-        })
+        self.free_block_containing(m)
+            .map(Some)
+            .ok_or(ReserveError::Allocated {
+                pfn: Pfn::new(m).unwrap_or(Pfn::MAX),
+            })
     }
 
     /// The free block of order ≥ `k` that holds the order-`k` block at `p`.

@@ -27,7 +27,12 @@ impl<'v, 'n> Heaps<'v, 'n> {
     ) -> Result<Self, NewError> {
         Ok(Self {
             volatile: Heap::new(MemKind::Volatile, volatile.0, max_order, volatile.1)?,
-            nonvolatile: Heap::new(MemKind::NonVolatile, nonvolatile.0, max_order, nonvolatile.1)?,
+            nonvolatile: Heap::new(
+                MemKind::NonVolatile,
+                nonvolatile.0,
+                max_order,
+                nonvolatile.1,
+            )?,
         })
     }
 
@@ -157,7 +162,9 @@ impl<'v, 'n> Heaps<'v, 'n> {
     /// The heap that manages `pfn`, for any other operation.
     pub fn heap_of(&mut self, pfn: Pfn) -> Result<(MemKind, HeapRef<'_, 'v, 'n>), UnknownFrame> {
         match self.kind_of(pfn) {
-            Some(MemKind::Volatile) => Ok((MemKind::Volatile, HeapRef::Volatile(&mut self.volatile))),
+            Some(MemKind::Volatile) => {
+                Ok((MemKind::Volatile, HeapRef::Volatile(&mut self.volatile)))
+            }
             Some(MemKind::NonVolatile) => Ok((
                 MemKind::NonVolatile,
                 HeapRef::NonVolatile(&mut self.nonvolatile),

@@ -69,7 +69,10 @@ impl fmt::Display for BlockError {
             }
             Self::Misaligned { pfn, order } => write!(f, "{pfn} is not aligned to {order}"),
             Self::OutsideSpan { pfn, order, span } => {
-                write!(f, "block of {order} at {pfn} is not inside the heap's {span}")
+                write!(
+                    f,
+                    "block of {order} at {pfn} is not inside the heap's {span}"
+                )
             }
         }
     }
@@ -175,7 +178,10 @@ impl fmt::Display for FreeError {
             Self::NotManaged { pfn } => write!(f, "{pfn} is not managed by the heap"),
             Self::AlreadyFree { pfn } => write!(f, "{pfn} is already free (double free)"),
             Self::NotBlockStart { pfn } => {
-                write!(f, "{pfn} is inside an allocated block but does not start it")
+                write!(
+                    f,
+                    "{pfn} is inside an allocated block but does not start it"
+                )
             }
             Self::WrongOrder { block, allocated } => write!(
                 f,

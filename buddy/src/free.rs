@@ -6,7 +6,8 @@
 //! first frame after the head that is a head, free or unmanaged (see
 //! [`crate::heap`]). For a free of order k at frame p it checks p is a head,
 //! that none of p + 2^j (j < k) ends the block early, and that p + 2^k does
-//! end it — at most k(k+1)/2 bit tests, never a scan of the block.
+//! end it, where "ends" is one look at the frame's state bits and at plane
+//! S: k + 1 tests, or three word tests for blocks of up to 64 frames.
 
 use crate::bits::Code;
 use crate::error::{FreeError, FreeRangeError};
@@ -77,28 +78,15 @@ impl Heap<'_> {
                 });
             }
         }
-        for j in 0..k {
-            if self.ends_block(p + (1 << j), j) {
-                return Err(self.wrong_order(p, k));
-            }
-        }
+        let inside = match (k <= 6).then(|| self.bits.interior_in_word(p, k)).flatten() {
+            Some(inside) => inside,
+            None => (0..k).all(|j| !self.bits.ends_block(p + (1 << j))),
+        };
         let after = p + (1 << k);
-        if after < self.bits.l.end
-            && !self.ends_block(after, Order::COUNT)
-        {
+        if !inside || (after < self.bits.l.end && !self.bits.ends_block(after)) {
             return Err(self.wrong_order(p, k));
         }
         Ok(())
-    }
-
-    /// Whether in-span frame `f`, aligned to at most 2^`align` and following
-    /// an allocated frame, is not part of that frame's block.
-    #[inline]
-    fn ends_block(&self, f: u64, align: usize) -> bool {
-        match self.bits.code(f) {
-            Code::Interior => self.free_block_starting(f, align).is_some(),
-            Code::Unmanaged | Code::Head | Code::Free0 => true,
-        }
     }
 
     /// The error for a head at `p` whose block is not of order `k`.
@@ -107,7 +95,7 @@ impl Heap<'_> {
         let allocated = (0..usize::from(self.bits.l.max_order))
             .find(|&j| {
                 let f = p + (1 << j);
-                f >= end || self.ends_block(f, Order::COUNT)
+                f >= end || self.bits.ends_block(f)
             })
             .unwrap_or(usize::from(self.bits.l.max_order));
         FreeError::WrongOrder {

@@ -97,7 +97,11 @@ impl<'m> Heap<'m> {
         })?;
         w.fill(0);
         Ok(Self {
-            bits: Bits { w, l: layout },
+            bits: Bits {
+                w,
+                l: layout,
+                hint: [0; Order::COUNT],
+            },
             kind,
             free_blocks: [0; Order::COUNT],
             nonempty: 0,
@@ -257,6 +261,9 @@ impl<'m> Heap<'m> {
     /// the `Free0` state).
     #[inline]
     pub(crate) fn free_block_starting(&self, pfn: u64, up_to: usize) -> Option<usize> {
+        if !self.bits.starts_free(pfn) {
+            return None;
+        }
         let align = pfn.trailing_zeros() as usize;
         let top = up_to.min(align).min(usize::from(self.bits.l.max_order));
         (1..=top).find(|&k| self.bits.is_free_block(k, pfn))
@@ -296,7 +303,7 @@ impl<'m> Heap<'m> {
     #[inline]
     pub(crate) fn take(&mut self, k: usize, pfn: u64, head: bool) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
-        self.bits.clear(k, s as usize, head);
+        self.bits.clear(k, s as usize, pfn, head);
         self.free_blocks[k] -= 1;
         if self.free_blocks[k] == 0 {
             self.nonempty &= !(1 << k);
@@ -308,7 +315,7 @@ impl<'m> Heap<'m> {
     #[inline]
     pub(crate) fn put(&mut self, k: usize, pfn: u64) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
-        self.bits.set(k, s as usize);
+        self.bits.set(k, s as usize, pfn);
         self.free_blocks[k] += 1;
         self.nonempty |= 1 << k;
     }

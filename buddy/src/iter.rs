@@ -31,7 +31,10 @@ impl Iterator for FreeBlocks<'_, '_> {
         while self.order <= self.last {
             if let Some(s) = self.heap.bits.find_next(self.order, self.slot) {
                 self.slot = s + 1;
-                return Some(make_block(self.heap.bits.slot_pfn(self.order, s), self.order));
+                return Some(make_block(
+                    self.heap.bits.slot_pfn(self.order, s),
+                    self.order,
+                ));
             }
             self.order += 1;
             self.slot = 0;

@@ -7,17 +7,22 @@
 //!    frame one of four states (see [`crate::heap`]): unmanaged, allocated
 //!    head, free order-0 block, or "interior" (inside a larger free block
 //!    or an allocated block, but not its head);
-//! 2. for each order k from 1 to the largest, the free bitmap F_k with one
+//! 2. plane S, one bit per even frame: a free block of order ≥ 1 starts
+//!    there. It repeats what the bitmaps below say, so that "where does
+//!    this allocated block end?" is one bit test instead of one per order;
+//! 3. for each order k from 1 to the largest, the free bitmap F_k with one
 //!    bit per aligned 2^k-frame slot that overlaps the span: set when that
 //!    slot is a free block of order k. Order 0's bitmap is not stored: it
 //!    is `Q & !P`;
-//! 3. for each order k from 0, the summary levels of F_k: bit i of level
-//!    l + 1 is set when word i of level l is non-zero, up to a level of one
-//!    word, so the lowest or highest free block below any bound is found in
-//!    one word read per level.
+//! 4. for each order k from 0, the summary levels of F_k: bit i of level
+//!    l + 1 is set whenever word i of level l is non-zero, up to a level of
+//!    one word, so the lowest or highest free block below any bound is
+//!    found in one word read per level. Summaries are lazy: a bit may stay
+//!    set over a word that became zero, until a search passes by and clears
+//!    it, so freeing and allocating rarely touch them.
 //!
-//! That is 2 + 1/2 + 1/4 + … < 3 bits per frame, plus about 1/32 bit for
-//! the summaries.
+//! That is 2 + 1/2 + 1/2 + 1/4 + … < 3.5 bits per frame, plus about 1/32
+//! bit for the summaries.
 
 use crate::range::PfnRange;
 use crate::types::Order;
@@ -62,6 +67,9 @@ pub(crate) struct Layout {
     pub(crate) p_off: usize,
     /// Offset of plane Q.
     pub(crate) q_off: usize,
+    /// Offset of plane S: one bit per even frame (`pfn >> 1`, from
+    /// `base >> 1`), set where a free block of order ≥ 1 starts.
+    pub(crate) s_off: usize,
     /// Per order.
     pub(crate) trees: [Tree; Order::COUNT],
     /// Words in all.
@@ -84,12 +92,14 @@ impl Layout {
             max_order: max_order.get(),
             p_off: 0,
             q_off: plane_words,
+            s_off: 2 * plane_words,
             trees: [Tree::EMPTY; Order::COUNT],
             words: 2 * plane_words,
         };
         if frames == 0 {
             return layout;
         }
+        layout.words += words_for(((end - 1) >> 1) - (base >> 1) + 1);
         let mut k = 0;
         while k <= max_order.get() as usize {
             let first = base >> k;

@@ -39,7 +39,8 @@
 //!
 //! [`Heaps`] pairs a volatile and a non-volatile heap and answers
 //! [`Heaps::kind_of`] for any frame; [`LockedHeap`] shares a heap between
-//! CPUs behind a `spin` lock. Recovery after a power failure rebuilds a
+//! CPUs behind a `spin` lock, and a [`FrameCache`] per CPU keeps most
+//! single-frame allocations off that lock. Recovery after a power failure rebuilds a
 //! non-volatile heap with [`Heap::claim`], one O(largest order) step per
 //! block its log records.
 //!
@@ -54,6 +55,7 @@
 mod add;
 mod alloc;
 mod bits;
+mod cache;
 mod check;
 mod claim;
 mod dual;
@@ -68,6 +70,7 @@ pub mod model;
 mod range;
 mod types;
 
+pub use cache::FrameCache;
 pub use check::InvariantError;
 pub use dual::{HeapRef, Heaps};
 pub use error::{
@@ -79,4 +82,4 @@ pub use iter::{FreeBlocks, Stats};
 pub use layout::metadata_bytes;
 pub use locked::{Locked, LockedHeap, LockedHeaps};
 pub use range::{AlignedBlocks, Constraints, PfnRange};
-pub use types::{Block, FRAME_SHIFT, FRAME_SIZE, MemKind, Order, PhysAddr, Pfn, Zone};
+pub use types::{Block, FRAME_SHIFT, FRAME_SIZE, MemKind, Order, Pfn, PhysAddr, Zone};

@@ -96,6 +96,11 @@ impl Locked<Heap<'_>> {
         self.lock().free(pfn, order)
     }
 
+    /// [`Heap::free_block`] under the lock.
+    pub fn free_block(&self, block: Block) -> Result<(), FreeError> {
+        self.lock().free_block(block)
+    }
+
     /// [`Heap::claim`] under the lock.
     pub fn claim(&self, pfn: Pfn, order: Order) -> Result<Block, ClaimError> {
         self.lock().claim(pfn, order)

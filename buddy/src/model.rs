@@ -141,7 +141,10 @@ impl Model {
     /// Frames added and not reserved.
     #[must_use]
     pub fn managed_frames(&self) -> u64 {
-        self.frames.iter().filter(|o| **o != Owner::Unmanaged).count() as u64
+        self.frames
+            .iter()
+            .filter(|o| **o != Owner::Unmanaged)
+            .count() as u64
     }
 
     /// Free frames.
@@ -213,10 +216,14 @@ impl Model {
             order,
             constraints: c,
         })?;
-        self.set(target, target + (1 << k), Owner::Alloc {
-            head: target,
-            order: order.get(),
-        });
+        self.set(
+            target,
+            target + (1 << k),
+            Owner::Alloc {
+                head: target,
+                order: order.get(),
+            },
+        );
         Ok(block(target, k))
     }
 
@@ -241,9 +248,7 @@ impl Model {
         match self.owner(p) {
             Owner::Unmanaged => Err(FreeError::NotManaged { pfn: pfn(p) }),
             Owner::Free => Err(FreeError::AlreadyFree { pfn: pfn(p) }),
-            Owner::Alloc { head, .. } if head != p => {
-                Err(FreeError::NotBlockStart { pfn: pfn(p) })
-            }
+            Owner::Alloc { head, .. } if head != p => Err(FreeError::NotBlockStart { pfn: pfn(p) }),
             Owner::Alloc { order, .. } if usize::from(order) != k => Err(FreeError::WrongOrder {
                 block: block(p, k),
                 allocated: Order::new(order).unwrap_or(Order::MAX),
@@ -274,10 +279,14 @@ impl Model {
         if let Some(e) = self.first_not_free(p, p + (1 << k)) {
             return Err(e);
         }
-        self.set(p, p + (1 << k), Owner::Alloc {
-            head: p,
-            order: order.get(),
-        });
+        self.set(
+            p,
+            p + (1 << k),
+            Owner::Alloc {
+                head: p,
+                order: order.get(),
+            },
+        );
         Ok(block(p, k))
     }
 
@@ -296,10 +305,14 @@ impl Model {
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         let mut n = 0;
         for b in range.blocks(max) {
-            self.set(b.start().get(), b.end(), Owner::Alloc {
-                head: b.start().get(),
-                order: b.order().get(),
-            });
+            self.set(
+                b.start().get(),
+                b.end(),
+                Owner::Alloc {
+                    head: b.start().get(),
+                    order: b.order().get(),
+                },
+            );
             n += 1;
         }
         Ok(n)
@@ -417,7 +430,8 @@ pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String
     let mut model = Model::new(span, max_order);
     let mut tally = Tally::default();
     for (step, op) in ops.iter().enumerate() {
-        let ok = apply(&mut heap, &mut model, *op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
+        let ok =
+            apply(&mut heap, &mut model, *op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
         compare(&heap, &model).map_err(|e| format!("after step {step} {op:?}: {e}"))?;
         let counts = if ok { &mut tally.ok } else { &mut tally.err };
         counts[kind_index(*op)] += 1;
@@ -469,7 +483,10 @@ fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<bool, String>
     let span = heap.span();
     let max = heap.max_order();
     match op {
-        Op::Add(a, b) => same_result(heap.add(range_of(span, a, b)), model.add(range_of(span, a, b))),
+        Op::Add(a, b) => same_result(
+            heap.add(range_of(span, a, b)),
+            model.add(range_of(span, a, b)),
+        ),
         Op::Alloc(o, z) => {
             let (o, c) = (order_of(o, max), constraints_of(z));
             same_result(heap.alloc(o, c), model.alloc(o, c))

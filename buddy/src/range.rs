@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::types::{Block, FRAME_SHIFT, Order, PhysAddr, Pfn, Zone};
+use crate::types::{Block, FRAME_SHIFT, Order, Pfn, PhysAddr, Zone};
 
 /// A half-open range of frames `start..end`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -145,7 +145,11 @@ impl Order {
     /// Order `n`, if at most [`Order::MAX`].
     #[must_use]
     pub const fn new(n: u8) -> Option<Self> {
-        if n <= Self::MAX.0 { Some(Self(n)) } else { None }
+        if n <= Self::MAX.0 {
+            Some(Self(n))
+        } else {
+            None
+        }
     }
 
     /// The smallest order whose blocks hold `frames` frames, if any does.
@@ -220,7 +224,11 @@ impl Zone {
     /// Zone `bits`, if at most [`Zone::MAX`].
     #[must_use]
     pub const fn new(bits: u8) -> Option<Self> {
-        if bits <= Self::MAX.0 { Some(Self(bits)) } else { None }
+        if bits <= Self::MAX.0 {
+            Some(Self(bits))
+        } else {
+            None
+        }
     }
 
     /// The highest zone whose frames all lie below byte address

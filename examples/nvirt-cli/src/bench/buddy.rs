@@ -136,7 +136,11 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
 
     for holes in [false, true] {
         let (nv, peer) = add_tib(holes, if quick { 1 } else { 3 })?;
-        let name = if holes { "f_add_1tib_holes" } else { "f_add_1tib" };
+        let name = if holes {
+            "f_add_1tib_holes"
+        } else {
+            "f_add_1tib"
+        };
         let extra = format!("nvirt_ms={:.2} peer_ms={:.2}", nv / 1e6, peer / 1e6);
         println!("{}", line(name, nv, peer, &extra));
     }

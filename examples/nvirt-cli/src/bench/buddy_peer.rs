@@ -70,7 +70,10 @@ impl Peer {
         let mut inner = FrameAllocator::<19>::new();
         let (start, end) = (span().start().get(), span().end().get());
         inner.add_frame(start as usize, end as usize);
-        Self { inner, free: FRAMES }
+        Self {
+            inner,
+            free: FRAMES,
+        }
     }
 }
 
@@ -202,5 +205,7 @@ pub(super) fn metadata_line(metadata: &mut [u8], sizes: Sizes) -> Result<String,
         ours.bytes
     );
     let peer = states.last().copied().unwrap_or(0.0);
-    Ok(format!("metadata bits/frame nvirt={nvirt:.2} peer={peer:.2}"))
+    Ok(format!(
+        "metadata bits/frame nvirt={nvirt:.2} peer={peer:.2}"
+    ))
 }
