@@ -37,7 +37,11 @@ impl<'v, 'n> Heaps<'v, 'n> {
     }
 
     /// Pairs two existing heaps, if the first is volatile, the second
-    /// non-volatile, and no frame is managed by both.
+    /// non-volatile, and no frame is managed by both; else gives them back.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the heaps go back to the caller, who owns their buffers"
+    )]
     pub fn from_heaps(
         volatile: Heap<'v>,
         nonvolatile: Heap<'n>,
