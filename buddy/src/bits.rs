@@ -30,6 +30,11 @@ pub(crate) struct Bits<'m> {
     pub(crate) hint: [usize; Order::COUNT],
 }
 
+/// [`Code::Interior`] as [`Bits::code_bits`] gives it.
+pub(crate) const INTERIOR: u64 = 1;
+/// [`Code::Head`] as [`Bits::code_bits`] gives it.
+pub(crate) const HEAD: u64 = 3;
+
 #[inline]
 const fn bit(i: usize) -> u64 {
     1 << (i % 64)
@@ -43,30 +48,36 @@ const fn high(word: u64) -> usize {
 
 impl Bits<'_> {
     /// Index of frame `pfn` in the planes.
-    #[inline]
+    #[inline(always)]
     fn fi(&self, pfn: u64) -> usize {
         (pfn - self.l.base) as usize
+    }
+
+    /// The state of frame `pfn` as two bits: P, and Q above it.
+    #[inline(always)]
+    pub(crate) fn code_bits(&self, pfn: u64) -> u64 {
+        let i = self.fi(pfn);
+        let w = self.l.p_off + 2 * (i / 64);
+        let (p, q) = (self.w[w], self.w[w + 1]);
+        ((p >> (i % 64)) & 1) | (((q >> (i % 64)) & 1) << 1)
     }
 
     /// The state of frame `pfn`.
     #[inline]
     pub(crate) fn code(&self, pfn: u64) -> Code {
-        let i = self.fi(pfn);
-        let p = self.w[self.l.p_off + i / 64] & bit(i) != 0;
-        let q = self.w[self.l.q_off + i / 64] & bit(i) != 0;
-        match (p, q) {
-            (false, false) => Code::Unmanaged,
-            (true, false) => Code::Interior,
-            (true, true) => Code::Head,
-            (false, true) => Code::Free0,
+        match self.code_bits(pfn) {
+            0 => Code::Unmanaged,
+            1 => Code::Interior,
+            3 => Code::Head,
+            _ => Code::Free0,
         }
     }
 
     /// Turns an interior frame into an allocated head or back.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_head(&mut self, pfn: u64, head: bool) {
         let i = self.fi(pfn);
-        let q = &mut self.w[self.l.q_off + i / 64];
+        let q = &mut self.w[self.l.q_off + 2 * (i / 64)];
         if head {
             *q |= bit(i);
         } else {
@@ -89,13 +100,13 @@ impl Bits<'_> {
             } else {
                 ((1u64 << (hi - lo)) - 1) << lo
             };
-            let p = &mut self.w[self.l.p_off + w];
+            let p = &mut self.w[self.l.p_off + 2 * w];
             if managed {
                 *p |= mask;
             } else {
                 *p &= !mask;
             }
-            self.w[self.l.q_off + w] &= !mask;
+            self.w[self.l.q_off + 2 * w] &= !mask;
             i = w * 64 + hi;
         }
     }
@@ -109,7 +120,7 @@ impl Bits<'_> {
             let w = i / 64;
             let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
             let mask = (u64::MAX << (i % 64)) & if hi < 64 { (1u64 << hi) - 1 } else { u64::MAX };
-            let busy = (self.w[self.l.p_off + w] | self.w[self.l.q_off + w]) & mask;
+            let busy = (self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w]) & mask;
             if busy != 0 {
                 let pfn = self.l.base + (w * 64) as u64 + u64::from(busy.trailing_zeros());
                 let done = self.l.base + (w * 64) as u64;
@@ -118,7 +129,7 @@ impl Bits<'_> {
                 }
                 return Some(pfn);
             }
-            self.w[self.l.p_off + w] |= mask;
+            self.w[self.l.p_off + 2 * w] |= mask;
             i = w * 64 + hi;
         }
         None
@@ -130,7 +141,7 @@ impl Bits<'_> {
         while i < e {
             let w = i / 64;
             let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mut word = self.w[self.l.p_off + w] | self.w[self.l.q_off + w];
+            let mut word = self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w];
             word &= u64::MAX << (i % 64);
             if hi < 64 {
                 word &= (1u64 << hi) - 1;
@@ -150,7 +161,7 @@ impl Bits<'_> {
         while i < e {
             let w = i / 64;
             let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mut word = self.w[self.l.p_off + w] | self.w[self.l.q_off + w];
+            let mut word = self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w];
             word &= u64::MAX << (i % 64);
             if hi < 64 {
                 word &= (1u64 << hi) - 1;
@@ -162,7 +173,7 @@ impl Bits<'_> {
     }
 
     /// Whether a free block of order ≥ 1 starts at in-span frame `pfn`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn starts_free(&self, pfn: u64) -> bool {
         if pfn & 1 != 0 {
             return false;
@@ -171,7 +182,7 @@ impl Bits<'_> {
         self.w[self.l.s_off + i / 64] & bit(i) != 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_start(&mut self, pfn: u64, on: bool) {
         let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
         let word = &mut self.w[self.l.s_off + i / 64];
@@ -184,9 +195,9 @@ impl Bits<'_> {
 
     /// Whether in-span frame `f`, following an allocated frame, is not part
     /// of that frame's block: it is a head, free or unmanaged.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ends_block(&self, f: u64) -> bool {
-        self.code(f) != Code::Interior || self.starts_free(f)
+        self.code_bits(f) != INTERIOR || self.starts_free(f)
     }
 
     /// Whether the frames after head `p` up to `p + 2^k` (exclusive) are
@@ -205,7 +216,7 @@ impl Bits<'_> {
         } else {
             ((1u64 << len) - 1) << b & !(1u64 << b)
         };
-        let (pw, qw) = (self.w[self.l.p_off + w], self.w[self.l.q_off + w]);
+        let (pw, qw) = (self.w[self.l.p_off + 2 * w], self.w[self.l.q_off + 2 * w]);
         if pw & mask != mask || qw & mask != 0 {
             return Some(false);
         }
@@ -229,7 +240,7 @@ impl Bits<'_> {
     /// The slot of the order-`k` block starting at `pfn`, if the bitmap has
     /// one (blocks partly outside the span still have a slot; it is never
     /// set).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot(&self, k: usize, pfn: u64) -> Option<usize> {
         let t = &self.l.trees[k];
         let s = (pfn >> k).checked_sub(t.first)?;
@@ -237,29 +248,29 @@ impl Bits<'_> {
     }
 
     /// The first frame of slot `s` of order `k`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot_pfn(&self, k: usize, s: usize) -> u64 {
         (self.l.trees[k].first + s as u64) << k
     }
 
     /// Word `idx` of level `level` of order `k`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn level_word(&self, k: usize, level: usize, idx: usize) -> u64 {
         if k == 0 && level == 0 {
-            self.w[self.l.q_off + idx] & !self.w[self.l.p_off + idx]
+            self.w[self.l.q_off + 2 * idx] & !self.w[self.l.p_off + 2 * idx]
         } else {
             self.w[self.l.trees[k].off[level] + idx]
         }
     }
 
     /// Whether slot `s` of order `k` is a free block.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn test(&self, k: usize, s: usize) -> bool {
         self.level_word(k, 0, s / 64) & bit(s) != 0
     }
 
     /// Whether the order-`k` block starting at `pfn` is free.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_free_block(&self, k: usize, pfn: u64) -> bool {
         match self.slot(k, pfn) {
             Some(s) => self.test(k, s),
@@ -270,12 +281,12 @@ impl Bits<'_> {
     /// Marks slot `s` of order `k`, starting at frame `pfn`, free (it was
     /// not). For order 0 the frame becomes a free order-0 block whatever its
     /// state was.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set(&mut self, k: usize, s: usize, pfn: u64) {
         let w = s / 64;
         if k == 0 {
-            self.w[self.l.p_off + w] &= !bit(s);
-            self.w[self.l.q_off + w] |= bit(s);
+            self.w[self.l.p_off + 2 * w] &= !bit(s);
+            self.w[self.l.q_off + 2 * w] |= bit(s);
         } else {
             self.w[self.l.trees[k].off[0] + w] |= bit(s);
             self.set_start(pfn, true);
@@ -302,13 +313,13 @@ impl Bits<'_> {
     /// Marks slot `s` of order `k`, starting at frame `pfn`, not free (it
     /// was). For order 0 the frame becomes `Head` or `Interior`. Summaries
     /// are left for searches to clear.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn clear(&mut self, k: usize, s: usize, pfn: u64, head: bool) {
         let w = s / 64;
         if k == 0 {
-            self.w[self.l.p_off + w] |= bit(s);
+            self.w[self.l.p_off + 2 * w] |= bit(s);
             if !head {
-                self.w[self.l.q_off + w] &= !bit(s);
+                self.w[self.l.q_off + 2 * w] &= !bit(s);
             }
         } else {
             self.w[self.l.trees[k].off[0] + w] &= !bit(s);

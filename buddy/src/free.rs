@@ -9,7 +9,7 @@
 //! end it, where "ends" is one look at the frame's state bits and at plane
 //! S: k + 1 tests, or three word tests for blocks of up to 64 frames.
 
-use crate::bits::Code;
+use crate::bits::{Code, HEAD};
 use crate::error::{FreeError, FreeRangeError};
 use crate::heap::Heap;
 use crate::range::PfnRange;
@@ -64,19 +64,10 @@ impl Heap<'_> {
 
     /// Whether the order-`k` block at in-span, aligned frame `p` is exactly
     /// an allocated block.
+    #[inline]
     pub(crate) fn check_allocated(&self, p: u64, k: usize) -> Result<(), FreeError> {
-        let pfn = Pfn::new(p).unwrap_or(Pfn::MAX);
-        match self.bits.code(p) {
-            Code::Head => {}
-            Code::Unmanaged => return Err(FreeError::NotManaged { pfn }),
-            Code::Free0 => return Err(FreeError::AlreadyFree { pfn }),
-            Code::Interior => {
-                return Err(if self.free_block_containing(p).is_some() {
-                    FreeError::AlreadyFree { pfn }
-                } else {
-                    FreeError::NotBlockStart { pfn }
-                });
-            }
+        if self.bits.code_bits(p) != HEAD {
+            return Err(self.not_head(p));
         }
         let inside = match (k <= 6).then(|| self.bits.interior_in_word(p, k)).flatten() {
             Some(inside) => inside,
@@ -89,7 +80,21 @@ impl Heap<'_> {
         Ok(())
     }
 
+    /// The error for a free at `p`, which is not a head.
+    #[cold]
+    fn not_head(&self, p: u64) -> FreeError {
+        let pfn = Pfn::new(p).unwrap_or(Pfn::MAX);
+        match self.bits.code(p) {
+            Code::Unmanaged => FreeError::NotManaged { pfn },
+            Code::Interior if self.free_block_containing(p).is_none() => {
+                FreeError::NotBlockStart { pfn }
+            }
+            Code::Free0 | Code::Interior | Code::Head => FreeError::AlreadyFree { pfn },
+        }
+    }
+
     /// The error for a head at `p` whose block is not of order `k`.
+    #[cold]
     fn wrong_order(&self, p: u64, k: usize) -> FreeError {
         let end = self.bits.l.end;
         let allocated = (0..usize::from(self.bits.l.max_order))

@@ -300,7 +300,7 @@ impl<'m> Heap<'m> {
     /// Takes the free order-`k` block at `pfn` out of the bitmaps. An
     /// order-0 block becomes a head (`head`) or interior frame; a larger
     /// block's frames stay interior.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, k: usize, pfn: u64, head: bool) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
         self.bits.clear(k, s as usize, pfn, head);
@@ -312,7 +312,7 @@ impl<'m> Heap<'m> {
 
     /// Records the order-`k` block at `pfn`, whose frames are interior (or,
     /// for order 0, interior or head), as free, without merging.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put(&mut self, k: usize, pfn: u64) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
         self.bits.set(k, s as usize, pfn);
@@ -357,7 +357,7 @@ impl<'m> Heap<'m> {
 
     /// Marks in-span frame `pfn`, interior (or a taken order-0 block), as the
     /// head of an allocated block.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn mark_head(&mut self, pfn: u64) {
         self.bits.set_head(pfn, true);
     }

@@ -63,9 +63,10 @@ pub(crate) struct Layout {
     pub(crate) end: u64,
     /// The largest order of the heap.
     pub(crate) max_order: u8,
-    /// Offset of plane P (plane Q follows it).
+    /// Offset of plane P's first word; its word w is at `p_off + 2w`, so a
+    /// frame's P and Q bits share a cache line.
     pub(crate) p_off: usize,
-    /// Offset of plane Q.
+    /// Offset of plane Q's first word (`q_off + 2w`).
     pub(crate) q_off: usize,
     /// Offset of plane S: one bit per even frame (`pfn >> 1`, from
     /// `base >> 1`), set where a free block of order ≥ 1 starts.
@@ -91,7 +92,7 @@ impl Layout {
             end,
             max_order: max_order.get(),
             p_off: 0,
-            q_off: plane_words,
+            q_off: 1,
             s_off: 2 * plane_words,
             trees: [Tree::EMPTY; Order::COUNT],
             words: 2 * plane_words,
