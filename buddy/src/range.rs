@@ -211,3 +211,62 @@ impl fmt::Debug for Constraints {
         write!(f, "Constraints(below frame {:#x})", self.limit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(start: u64, end: u64, max: u8) -> Vec<(u64, u8)> {
+        PfnRange::from_numbers(start, end)
+            .unwrap()
+            .blocks(Order::new(max).unwrap())
+            .map(|b| (b.start().get(), b.order().get()))
+            .collect()
+    }
+
+    #[test]
+    fn unaligned_edges_become_maximal_blocks() {
+        assert_eq!(blocks(1, 8, 18), [(1, 0), (2, 1), (4, 2)]);
+        assert_eq!(blocks(3, 13, 18), [(3, 0), (4, 2), (8, 2), (12, 0)]);
+        assert_eq!(blocks(0, 0x300, 8), [(0, 8), (0x100, 8), (0x200, 8)]);
+        assert_eq!(blocks(5, 5, 3), []);
+    }
+
+    #[test]
+    fn decomposition_covers_the_range_exactly() {
+        for start in 0..70u64 {
+            for end in start..140 {
+                for max in [0u8, 1, 3, 18] {
+                    let mut next = start;
+                    for (s, k) in blocks(start, end, max) {
+                        assert_eq!(s, next);
+                        assert!(k <= max && s % (1 << k) == 0);
+                        next = s + (1 << k);
+                    }
+                    assert_eq!(next, end);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn byte_ranges_keep_whole_frames_only() {
+        let r = PfnRange::within_bytes(PhysAddr::new(0x1001), PhysAddr::new(0x5fff)).unwrap();
+        assert_eq!((r.start().get(), r.end().get()), (2, 5));
+        let r = PfnRange::within_bytes(PhysAddr::new(0x1001), PhysAddr::new(0x1fff)).unwrap();
+        assert!(r.is_empty());
+        assert!(PfnRange::within_bytes(PhysAddr::new(2), PhysAddr::new(1)).is_none());
+    }
+
+    #[test]
+    fn constraints_are_zone_limits() {
+        assert_eq!(Constraints::max_address_bits(32).limit(), 1 << 20);
+        assert_eq!(
+            Constraints::max_zone(Zone::new(20).unwrap()).limit(),
+            1 << 20
+        );
+        assert_eq!(Constraints::max_address_bits(12).limit(), 0);
+        assert_eq!(Constraints::max_address_bits(200).limit(), Pfn::LIMIT);
+        assert_eq!(Constraints::ANY.limit(), Pfn::LIMIT);
+    }
+}

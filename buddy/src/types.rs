@@ -369,3 +369,46 @@ impl fmt::Display for Block {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_addresses_and_sizes_convert_explicitly() {
+        let p = Pfn::new(0x12345).unwrap();
+        assert_eq!(p.addr(), PhysAddr::new(0x1234_5000));
+        assert_eq!(Pfn::containing(PhysAddr::new(0x1234_5fff)), p);
+        assert_eq!(Pfn::from_addr(PhysAddr::new(0x1234_5001)), None);
+        assert!(Pfn::new(Pfn::LIMIT).is_none());
+        assert_eq!(Pfn::MAX.checked_add(1), None);
+        assert_eq!(Order::SIZE_2M.bytes(), 2 << 20);
+        assert_eq!(Order::SIZE_1G.frames(), 1 << 18);
+        assert!(Order::new(19).is_none());
+        assert_eq!(Order::for_frames(3), Order::new(2));
+        assert_eq!(Order::for_frames(0), Some(Order::SIZE_4K));
+        assert_eq!(Order::for_frames(1 << 19), None);
+    }
+
+    #[test]
+    fn zones_are_frame_number_widths() {
+        assert_eq!(Pfn::new(0).unwrap().zone(), Zone::new(0).unwrap());
+        assert_eq!(Pfn::new(1).unwrap().zone(), Zone::new(1).unwrap());
+        assert_eq!(Pfn::new(0xf_ffff).unwrap().zone(), Zone::new(20).unwrap());
+        assert_eq!(Pfn::new(0x10_0000).unwrap().zone(), Zone::new(21).unwrap());
+        let z = Zone::below_address_bits(32).unwrap();
+        assert_eq!((z.start(), z.end()), (1 << 19, 1 << 20));
+        assert_eq!(Zone::below_address_bits(12), None);
+    }
+
+    #[test]
+    fn blocks_must_be_aligned() {
+        let p = Pfn::new(0x200).unwrap();
+        assert!(Block::new(p, Order::SIZE_2M).is_some());
+        assert!(Block::new(p, Order::new(10).unwrap()).is_none());
+        let b = Block::new(p, Order::new(2).unwrap()).unwrap();
+        assert_eq!(b.end(), 0x204);
+        assert!(b.contains(Pfn::new(0x203).unwrap()) && !b.contains(Pfn::new(0x204).unwrap()));
+        assert_eq!(b.to_string(), "frames 0x200..0x204 (order 2)");
+    }
+}

@@ -17,9 +17,11 @@
 //! same with a per-CPU [`nvirt_buddy::FrameCache`] of 64 frames per thread
 //! in front of the lock (the peer has no such cache; its line is the same).
 //!
-//! Timed loops are cut into five parts and each workload reports its
-//! fastest part (best of several runs for (b), (c), (f), (g)), so other
-//! processes on a shared machine disturb the ratios less.
+//! Single-threaded workloads are timed in the thread's CPU time, so time
+//! spent waiting for a CPU on a shared machine does not count; (g) is timed
+//! on the wall clock. Timed loops are cut into five parts and each workload
+//! reports its fastest part (best of several runs for (b), (c), (f), (g)),
+//! so other processes disturb the ratios less.
 //!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
 //! ratio=<peer/nvirt>` and extra fields, then `metadata bits/frame
@@ -27,13 +29,13 @@
 
 use std::hint::black_box;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use buddy_system_allocator::FrameAllocator;
 use nvirt_buddy::{Heap, MemKind, Order, PfnRange, metadata_bytes};
 
 use super::buddy_peer::{Alloc, Nvirt, Peer, metadata_line, threads};
-use super::{elapsed_ns, line};
+use super::cpu_time::CpuInstant as Instant;
+use super::line;
 
 /// The 4 GiB range: frames 4 GiB .. 8 GiB.
 pub(super) const BASE: u64 = 0x10_0000;
@@ -172,7 +174,7 @@ fn alloc_free_pair(heap: &mut impl Alloc, pairs: u64) -> f64 {
                 heap.free(black_box(p), 0);
             }
         }
-        best = best.min(elapsed_ns(start.elapsed()) / part as f64);
+        best = best.min(start.elapsed_ns() / part as f64);
     }
     best
 }
@@ -186,7 +188,7 @@ fn fill_then_free(heap: &mut impl Alloc, seed: u64) -> (f64, f64) {
     for f in &mut frames {
         *f = heap.alloc(0).unwrap_or(u64::MAX);
     }
-    let fill = elapsed_ns(start.elapsed()) / frames.len().max(1) as f64;
+    let fill = start.elapsed_ns() / frames.len().max(1) as f64;
     assert!(
         frames.iter().all(|&f| f != u64::MAX),
         "every frame allocated"
@@ -196,7 +198,7 @@ fn fill_then_free(heap: &mut impl Alloc, seed: u64) -> (f64, f64) {
     for &p in &frames {
         heap.free(p, 0);
     }
-    let free = elapsed_ns(start.elapsed()) / frames.len().max(1) as f64;
+    let free = start.elapsed_ns() / frames.len().max(1) as f64;
     (fill, free)
 }
 
@@ -229,7 +231,7 @@ pub(super) fn churn_order0(heap: &mut impl Alloc, steps: u64) -> f64 {
                 frames[i] = p;
             }
         }
-        best = best.min(elapsed_ns(start.elapsed()) / (2 * part) as f64);
+        best = best.min(start.elapsed_ns() / (2 * part) as f64);
     }
     best
 }
@@ -305,7 +307,7 @@ pub(super) fn mixed_state(
             allocated -= 1 << o;
         }
         if timed {
-            best = best.min(elapsed_ns(start.elapsed()) / calls as f64);
+            best = best.min(start.elapsed_ns() / calls as f64);
         }
     }
     (if timed { best } else { 0.0 }, blocks)
@@ -334,7 +336,7 @@ fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
             let range = PfnRange::from_numbers(s, e).ok_or("bad range")?;
             heap.add(range).map_err(|e| e.to_string())?;
         }
-        nv = nv.min(elapsed_ns(start.elapsed()));
+        nv = nv.min(start.elapsed_ns());
         black_box(heap.free_frames());
 
         let start = Instant::now();
@@ -342,7 +344,7 @@ fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
         for &(s, e) in &ranges {
             frames.add_frame(s as usize, e as usize);
         }
-        peer = peer.min(elapsed_ns(start.elapsed()));
+        peer = peer.min(start.elapsed_ns());
         black_box(&frames);
     }
     Ok((nv, peer))

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 pub(crate) mod alloc_count;
 mod buddy;
 mod buddy_peer;
+mod cpu_time;
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
