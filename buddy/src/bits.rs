@@ -34,6 +34,10 @@ pub(crate) struct Bits<'m> {
 pub(crate) const INTERIOR: u64 = 1;
 /// [`Code::Head`] as [`Bits::code_bits`] gives it.
 pub(crate) const HEAD: u64 = 3;
+/// The largest order plane S records: larger free blocks start only at
+/// frames aligned to 2^7 or more, where the bitmaps are tested instead, so
+/// splitting and merging large blocks skips plane S.
+pub(crate) const S_MAX: usize = 6;
 
 #[inline]
 const fn bit(i: usize) -> u64 {
@@ -172,14 +176,26 @@ impl Bits<'_> {
         n
     }
 
-    /// Whether a free block of order ≥ 1 starts at in-span frame `pfn`.
+    /// Whether a free block of order 1 to [`S_MAX`] starts at in-span frame
+    /// `pfn`.
     #[inline(always)]
-    pub(crate) fn starts_free(&self, pfn: u64) -> bool {
+    pub(crate) fn starts_small_free(&self, pfn: u64) -> bool {
         if pfn & 1 != 0 {
             return false;
         }
         let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
         self.w[self.l.s_off + i / 64] & bit(i) != 0
+    }
+
+    /// Whether a free block of order ≥ 1 starts at in-span frame `pfn`:
+    /// plane S for small blocks, the bitmaps for frames aligned enough to
+    /// start a large one.
+    #[inline(always)]
+    pub(crate) fn starts_free(&self, pfn: u64) -> bool {
+        self.starts_small_free(pfn) || {
+            let align = (pfn.trailing_zeros() as usize).min(usize::from(self.l.max_order));
+            align > S_MAX && (S_MAX + 1..=align).any(|k| self.is_free_block(k, pfn))
+        }
     }
 
     #[inline(always)]
@@ -232,7 +248,7 @@ impl Bits<'_> {
             ((1u64 << half) - 1) << (si % 64) & !(1u64 << (si % 64))
         };
         if si % 64 + half > 64 {
-            return Some((1..half as u64).all(|j| !self.starts_free(p + 2 * j)));
+            return Some((1..half as u64).all(|j| !self.starts_small_free(p + 2 * j)));
         }
         Some(self.w[self.l.s_off + si / 64] & smask == 0)
     }
@@ -289,7 +305,9 @@ impl Bits<'_> {
             self.w[self.l.q_off + 2 * w] |= bit(s);
         } else {
             self.w[self.l.trees[k].off[0] + w] |= bit(s);
-            self.set_start(pfn, true);
+            if k <= S_MAX {
+                self.set_start(pfn, true);
+            }
         }
         if w > self.hint[k] {
             self.hint[k] = w;
@@ -323,7 +341,9 @@ impl Bits<'_> {
             }
         } else {
             self.w[self.l.trees[k].off[0] + w] &= !bit(s);
-            self.set_start(pfn, false);
+            if k <= S_MAX {
+                self.set_start(pfn, false);
+            }
         }
     }
 
@@ -332,7 +352,8 @@ impl Bits<'_> {
     pub(crate) fn find_prev(&mut self, k: usize, hi: usize) -> Option<usize> {
         let top = self.l.trees[k].top;
         let hint_bound = (self.hint[k] + 1) * 64;
-        let bound = hi.min(hint_bound);
+        let full = hi >= hint_bound;
+        let mut bound = hi.min(hint_bound);
         'search: loop {
             let mut b = bound;
             let mut level = 0;
@@ -354,19 +375,21 @@ impl Bits<'_> {
             while level > 0 {
                 let word = self.level_word(k, level - 1, pos);
                 if word == 0 {
-                    // A stale summary bit: clear it and search again.
+                    // A stale summary bit: clear it. Every subtree above it
+                    // (below the bound) is empty, so search on below it.
                     self.w[self.l.trees[k].off[level] + pos / 64] &= !bit(pos);
+                    bound = pos << (6 * level);
                     continue 'search;
                 }
                 pos = pos * 64 + high(word);
                 level -= 1;
             }
-            if bound == hint_bound {
+            if full {
                 self.hint[k] = pos / 64;
             }
             return Some(pos);
         }
-        if bound == hint_bound {
+        if full {
             self.hint[k] = 0;
         }
         None

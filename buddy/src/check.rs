@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use crate::bits::Code;
+use crate::bits::{Code, S_MAX};
 use crate::heap::Heap;
 
 /// A broken invariant: what, and at which frame (or slot).
@@ -79,7 +79,7 @@ impl Heap<'_> {
                     if k < max && self.bits.is_free_block(k, pfn ^ (1 << k)) {
                         return fail("free buddies not merged", Some(k), pfn);
                     }
-                    if k > 0 && !self.bits.starts_free(pfn) {
+                    if (1..=S_MAX).contains(&k) && !self.bits.starts_small_free(pfn) {
                         return fail("free block start missing from plane S", Some(k), pfn);
                     }
                 }
@@ -95,8 +95,8 @@ impl Heap<'_> {
         for i in first..=last {
             let pfn = i << 1;
             if pfn >= l.base
-                && self.bits.starts_free(pfn)
-                && !(1..=max).any(|k| self.bits.is_free_block(k, pfn))
+                && self.bits.starts_small_free(pfn)
+                && !(1..=max.min(S_MAX)).any(|k| self.bits.is_free_block(k, pfn))
             {
                 return fail("plane S marks no free block", None, pfn);
             }

@@ -303,7 +303,13 @@ impl<'m> Heap<'m> {
     #[inline(always)]
     pub(crate) fn take(&mut self, k: usize, pfn: u64, head: bool) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
-        self.bits.clear(k, s as usize, pfn, head);
+        self.take_slot(k, s as usize, pfn, head);
+    }
+
+    /// [`Heap::take`] of slot `s`, which starts at `pfn`.
+    #[inline(always)]
+    fn take_slot(&mut self, k: usize, s: usize, pfn: u64, head: bool) {
+        self.bits.clear(k, s, pfn, head);
         self.free_blocks[k] -= 1;
         if self.free_blocks[k] == 0 {
             self.nonempty &= !(1 << k);
@@ -329,7 +335,7 @@ impl<'m> Heap<'m> {
             let buddy = pfn ^ (1 << k);
             match self.bits.slot(k, buddy) {
                 Some(s) if self.bits.test(k, s) => {
-                    self.take(k, buddy, false);
+                    self.take_slot(k, s, buddy, false);
                     pfn &= !(1 << k);
                     k += 1;
                 }
