@@ -18,8 +18,15 @@ type Mutex<T> = loom::sync::Mutex<T>;
 /// ones this crate means.
 #[derive(Debug)]
 pub struct Locked<T> {
-    inner: Mutex<T>,
+    inner: Mutex<Padded<T>>,
 }
+
+/// Keeps the value off the lock word's cache line (and the lines the
+/// prefetcher pairs with it), so a CPU spinning on the lock does not steal
+/// the lines the lock holder is writing.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// A [`Heap`] behind a spin lock, usable from every CPU through `&self`.
 pub type LockedHeap<'m> = Locked<Heap<'m>>;
@@ -33,7 +40,7 @@ impl<T> Locked<T> {
     #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
         Self {
-            inner: Mutex::new(value),
+            inner: Mutex::new(Padded(value)),
         }
     }
 
@@ -41,38 +48,52 @@ impl<T> Locked<T> {
     #[cfg(loom)]
     pub fn new(value: T) -> Self {
         Self {
-            inner: Mutex::new(value),
+            inner: Mutex::new(Padded(value)),
         }
     }
 
     /// Takes the lock, spinning until it is free.
     pub fn lock(&self) -> impl DerefMut<Target = T> + '_ {
         #[cfg(not(loom))]
-        {
-            self.inner.lock()
-        }
+        let guard = self.inner.lock();
         #[cfg(loom)]
-        {
-            match self.inner.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            }
-        }
+        let guard = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Guard(guard)
     }
 
     /// The value, without the lock.
     pub fn into_inner(self) -> T {
         #[cfg(not(loom))]
         {
-            self.inner.into_inner()
+            self.inner.into_inner().0
         }
         #[cfg(loom)]
         {
             match self.inner.into_inner() {
-                Ok(value) => value,
-                Err(poisoned) => poisoned.into_inner(),
+                Ok(value) => value.0,
+                Err(poisoned) => poisoned.into_inner().0,
             }
         }
+    }
+}
+
+/// The lock guard, seen as the value itself.
+struct Guard<G>(G);
+
+impl<T, G: core::ops::Deref<Target = Padded<T>>> core::ops::Deref for Guard<G> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0.0
+    }
+}
+
+impl<T, G: DerefMut<Target = Padded<T>>> DerefMut for Guard<G> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0.0
     }
 }
 
