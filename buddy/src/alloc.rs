@@ -1,11 +1,12 @@
 //! Allocation: an exact order, or the largest block up to an order.
 //!
 //! Policy: the smallest order that has a free block inside the constraint
-//! window, and within it the block at the highest address; the block is
-//! split so that the allocation is its highest part. Taking from the top
-//! keeps low memory (which DMA-limited callers need) for last, as Xen does
-//! by trying its highest zone first, and keeps allocations packed so large
-//! free blocks survive.
+//! window; within it the block of that order last made free if it still is
+//! (its metadata is in cache, and no search is needed), else the block at
+//! the highest address; the block is split so that the allocation is its
+//! highest part. Taking from the top keeps low memory (which DMA-limited
+//! callers need) for last, as Xen does by trying its highest zone first,
+//! and keeps allocations packed so large free blocks survive.
 
 use crate::error::AllocError;
 use crate::heap::Heap;
@@ -70,9 +71,12 @@ impl Heap<'_> {
                 return None;
             }
             let j = orders.trailing_zeros() as usize;
-            let s = self
-                .bits
-                .find_prev(j, self.bits.l.trees[j].slots as usize)?;
+            let s = match self.recent_free(j) {
+                Some(s) => s,
+                None => self
+                    .bits
+                    .find_prev(j, self.bits.l.trees[j].slots as usize)?,
+            };
             let pfn = self.bits.slot_pfn(j, s);
             return Some((pfn, j, pfn + (1 << j) - (1 << k)));
         }
@@ -80,8 +84,9 @@ impl Heap<'_> {
             let j = orders.trailing_zeros() as usize;
             orders &= orders - 1;
             let t = &self.bits.l.trees[j];
-            let hi = (limit >> j).saturating_sub(t.first).min(t.slots);
-            if let Some(s) = self.bits.find_prev(j, hi as usize) {
+            let hi = (limit >> j).saturating_sub(t.first).min(t.slots) as usize;
+            let recent = self.recent_free(j).filter(|&s| s < hi);
+            if let Some(s) = recent.or_else(|| self.bits.find_prev(j, hi)) {
                 let pfn = self.bits.slot_pfn(j, s);
                 return Some((pfn, j, pfn + (1 << j) - (1 << k)));
             }
@@ -96,6 +101,13 @@ impl Heap<'_> {
         let (start, j) = self.free_block_containing(last)?;
         let target = (limit >> k << k).checked_sub(1 << k)?;
         (j > k && target >= start).then_some((start, j, target))
+    }
+
+    /// The slot of the order-`j` block last made free, if it still is.
+    #[inline(always)]
+    fn recent_free(&self, j: usize) -> Option<usize> {
+        let s = self.recent[j].checked_sub(1)?;
+        self.bits.test(j, s).then_some(s)
     }
 
     /// Takes the free order-`j` block at `pfn` and allocates its order-`k`

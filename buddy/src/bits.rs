@@ -300,13 +300,15 @@ impl Bits<'_> {
     #[inline(always)]
     pub(crate) fn set(&mut self, k: usize, s: usize, pfn: u64) {
         let w = s / 64;
+        let t = &self.l.trees[k];
         if k == 0 {
             self.w[self.l.p_off + 2 * w] &= !bit(s);
             self.w[self.l.q_off + 2 * w] |= bit(s);
         } else {
-            self.w[self.l.trees[k].off[0] + w] |= bit(s);
+            self.w[t.off[0] + w] |= bit(s);
             if k <= S_MAX {
-                self.set_start(pfn, true);
+                let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
+                self.w[self.l.s_off + i / 64] |= bit(i);
             }
         }
         if w > self.hint[k] {
@@ -314,7 +316,6 @@ impl Bits<'_> {
         }
         // Summaries have no false negatives: once a bit is found set, every
         // level above it is set already.
-        let t = &self.l.trees[k];
         let mut idx = w;
         let mut level = 1;
         while level <= t.top {
@@ -326,6 +327,33 @@ impl Bits<'_> {
             idx /= 64;
             level += 1;
         }
+    }
+
+    /// If slot `s` of order `k` (starting at frame `pfn`) is free, marks it
+    /// not free (an order-0 block becomes interior) and says so: the test
+    /// and the clear of a merge in one load.
+    #[inline(always)]
+    pub(crate) fn take_if_free(&mut self, k: usize, s: usize, pfn: u64) -> bool {
+        let w = s / 64;
+        if k == 0 {
+            let (p, q) = (self.l.p_off + 2 * w, self.l.q_off + 2 * w);
+            if self.w[q] & !self.w[p] & bit(s) == 0 {
+                return false;
+            }
+            self.w[p] |= bit(s);
+            self.w[q] &= !bit(s);
+        } else {
+            let i = self.l.trees[k].off[0] + w;
+            let word = self.w[i];
+            if word & bit(s) == 0 {
+                return false;
+            }
+            self.w[i] = word & !bit(s);
+            if k <= S_MAX {
+                self.set_start(pfn, false);
+            }
+        }
+        true
     }
 
     /// Marks slot `s` of order `k`, starting at frame `pfn`, not free (it

@@ -51,6 +51,11 @@ pub struct Heap<'m> {
     free_blocks: [u64; Order::COUNT],
     /// Bit k set when `free_blocks[k] > 0`.
     pub(crate) nonempty: u32,
+    /// Per order, the slot (plus one; 0 for none) of the block last made
+    /// free: allocations take it first while it is still free, so a frame
+    /// just freed is reused while its metadata is in cache, and the usual
+    /// allocation needs no search.
+    pub(crate) recent: [usize; Order::COUNT],
     /// Frames added and not reserved.
     managed: u64,
 }
@@ -105,6 +110,7 @@ impl<'m> Heap<'m> {
             kind,
             free_blocks: [0; Order::COUNT],
             nonempty: 0,
+            recent: [0; Order::COUNT],
             managed: 0,
         })
     }
@@ -322,6 +328,7 @@ impl<'m> Heap<'m> {
     pub(crate) fn put(&mut self, k: usize, pfn: u64) {
         let s = (pfn >> k) - self.bits.l.trees[k].first;
         self.bits.set(k, s as usize, pfn);
+        self.recent[k] = s as usize + 1;
         self.free_blocks[k] += 1;
         self.nonempty |= 1 << k;
     }
@@ -334,8 +341,11 @@ impl<'m> Heap<'m> {
         while k < max {
             let buddy = pfn ^ (1 << k);
             match self.bits.slot(k, buddy) {
-                Some(s) if self.bits.test(k, s) => {
-                    self.take_slot(k, s, buddy, false);
+                Some(s) if self.bits.take_if_free(k, s, buddy) => {
+                    self.free_blocks[k] -= 1;
+                    if self.free_blocks[k] == 0 {
+                        self.nonempty &= !(1 << k);
+                    }
                     pfn &= !(1 << k);
                     k += 1;
                 }

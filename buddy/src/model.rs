@@ -4,11 +4,12 @@
 //! whole state after every step. The property tests and the fuzz target
 //! use it.
 //!
-//! The model predicts the heap exactly, including which block an allocation
-//! returns: the free blocks of a buddy heap are always the maximal aligned
-//! blocks of its free frames, so the model derives them from its frames and
-//! applies the heap's documented policy (smallest order, highest address,
-//! highest part of the block).
+//! The model predicts every result of the heap exactly, except which of
+//! several equally good blocks an allocation takes: the free blocks of a
+//! buddy heap are always the maximal aligned blocks of its free frames, so
+//! the model derives them from its frames and checks the heap's choice
+//! against its documented policy (a free block of the smallest order that
+//! fits, split so that the allocation is its highest part).
 
 use std::string::{String, ToString};
 use std::vec::Vec;
@@ -187,61 +188,107 @@ impl Model {
         Ok(())
     }
 
-    fn find_fit(&self, k: usize, limit: u64) -> Option<u64> {
+    /// Where an order-`k` allocation below frame `limit` may come from:
+    /// the top order-`k` part of any free block of the smallest order that
+    /// fits below the limit (which one is the heap's choice), or, if none
+    /// fits, the highest order-`k` part below the limit of the free block
+    /// that reaches across it.
+    fn fits(&self, k: usize, limit: u64) -> Vec<u64> {
         let blocks = self.free_blocks();
-        let best = blocks
+        let fitting = blocks
             .iter()
-            .filter(|b| usize::from(b.order().get()) >= k && b.end() <= limit)
-            .min_by_key(|b| (b.order(), core::cmp::Reverse(b.start())));
-        if let Some(b) = best {
-            return Some(b.end() - (1 << k));
+            .filter(|b| usize::from(b.order().get()) >= k && b.end() <= limit);
+        if let Some(j) = fitting.clone().map(|b| b.order()).min() {
+            return fitting
+                .filter(|b| b.order() == j)
+                .map(|b| b.end() - (1 << k))
+                .collect();
         }
         if limit >= self.end {
-            return None;
+            return Vec::new();
         }
-        let last = limit.checked_sub(1)?;
-        let b = blocks.iter().find(|b| b.contains(pfn(last)))?;
-        let target = (limit >> k << k).checked_sub(1 << k)?;
-        (usize::from(b.order().get()) > k && target >= b.start().get()).then_some(target)
+        let straddle = || {
+            let last = limit.checked_sub(1)?;
+            let b = blocks.iter().find(|b| b.contains(pfn(last)))?;
+            let target = (limit >> k << k).checked_sub(1 << k)?;
+            (usize::from(b.order().get()) > k && target >= b.start().get()).then_some(target)
+        };
+        straddle().into_iter().collect()
     }
 
-    /// [`Heap::alloc`].
-    pub fn alloc(&mut self, order: Order, c: Constraints) -> Result<Block, AllocError> {
+    /// Checks the heap's answer to [`Heap::alloc`] and applies it.
+    pub fn alloc(
+        &mut self,
+        order: Order,
+        c: Constraints,
+        got: Result<Block, AllocError>,
+    ) -> Result<(), String> {
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
-            return Err(AllocError::OrderTooLarge { order, max });
+            return same(got, Err(AllocError::OrderTooLarge { order, max }));
         }
+        self.alloc_fitting(order, order, c, got)
+    }
+
+    fn alloc_fitting(
+        &mut self,
+        asked: Order,
+        order: Order,
+        c: Constraints,
+        got: Result<Block, AllocError>,
+    ) -> Result<(), String> {
         let k = usize::from(order.get());
-        let target = self.find_fit(k, c.limit()).ok_or(AllocError::OutOfMemory {
-            order,
-            constraints: c,
-        })?;
+        let fits = self.fits(k, c.limit());
+        let b = match got {
+            Err(e) if fits.is_empty() => {
+                return same(
+                    Err::<(), _>(e),
+                    Err(AllocError::OutOfMemory {
+                        order: asked,
+                        constraints: c,
+                    }),
+                );
+            }
+            Err(e) => {
+                return Err(format!(
+                    "heap refused with {e:?}, model could use {fits:x?}"
+                ));
+            }
+            Ok(b) => b,
+        };
+        if b.order() != order || !fits.contains(&b.start().get()) {
+            return Err(format!(
+                "heap gave {b:?}, model expected one of {fits:x?} of {order}"
+            ));
+        }
         self.set(
-            target,
-            target + (1 << k),
+            b.start().get(),
+            b.end(),
             Owner::Alloc {
-                head: target,
+                head: b.start().get(),
                 order: order.get(),
             },
         );
-        Ok(block(target, k))
+        Ok(())
     }
 
-    /// [`Heap::alloc_at_most`].
-    pub fn alloc_at_most(&mut self, order: Order, c: Constraints) -> Result<Block, AllocError> {
+    /// Checks the heap's answer to [`Heap::alloc_at_most`] and applies it.
+    pub fn alloc_at_most(
+        &mut self,
+        order: Order,
+        c: Constraints,
+        got: Result<Block, AllocError>,
+    ) -> Result<(), String> {
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
-            return Err(AllocError::OrderTooLarge { order, max });
+            return same(got, Err(AllocError::OrderTooLarge { order, max }));
         }
-        for o in order.up_to().rev() {
-            if self.find_fit(usize::from(o.get()), c.limit()).is_some() {
-                return self.alloc(o, c);
-            }
-        }
-        Err(AllocError::OutOfMemory {
-            order,
-            constraints: c,
-        })
+        let largest = order
+            .up_to()
+            .rev()
+            .find(|o| !self.fits(usize::from(o.get()), c.limit()).is_empty())
+            .unwrap_or(order);
+        self.alloc_fitting(order, largest, c, got)
     }
 
     fn check_allocated(&self, p: u64, k: usize) -> Result<(), FreeError> {
@@ -489,11 +536,15 @@ fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<bool, String>
         ),
         Op::Alloc(o, z) => {
             let (o, c) = (order_of(o, max), constraints_of(z));
-            same_result(heap.alloc(o, c), model.alloc(o, c))
+            let got = heap.alloc(o, c);
+            model.alloc(o, c, got)?;
+            Ok(got.is_ok())
         }
         Op::AllocAtMost(o, z) => {
             let (o, c) = (order_of(o, max), constraints_of(z));
-            same_result(heap.alloc_at_most(o, c), model.alloc_at_most(o, c))
+            let got = heap.alloc_at_most(o, c);
+            model.alloc_at_most(o, c, got)?;
+            Ok(got.is_ok())
         }
         Op::Free(a, o) => {
             let (p, o) = (frame_of(span, a), order_of(o, max));
