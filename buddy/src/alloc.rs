@@ -11,10 +11,11 @@
 use crate::error::AllocError;
 use crate::heap::Heap;
 use crate::range::Constraints;
-use crate::types::{Block, Order, Pfn};
+use crate::types::{Block, Order};
 
 impl Heap<'_> {
     /// Allocates a block of `order` whose frames all satisfy `constraints`.
+    #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = self.alloc_order(order)?;
         match self.find_fit(k, constraints.limit()) {
@@ -122,9 +123,7 @@ impl Heap<'_> {
 }
 
 /// A block the heap found, which is valid by construction.
+#[inline(always)]
 pub(crate) fn make_block(pfn: u64, k: usize) -> Block {
-    Pfn::new(pfn)
-        .zip(Order::new(k as u8))
-        .and_then(|(p, o)| Block::new(p, o))
-        .unwrap_or_else(|| unreachable!("heap blocks are aligned frames in the span"))
+    Block::from_heap(pfn, k as u8)
 }

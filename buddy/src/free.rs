@@ -30,6 +30,7 @@ impl Heap<'_> {
     }
 
     /// Frees a [`Block`] returned by an allocation or claim.
+    #[inline]
     pub fn free_block(&mut self, block: Block) -> Result<(), FreeError> {
         self.free(block.start(), block.order())
     }

@@ -140,7 +140,7 @@ impl Layout {
 /// ```
 /// use nvirt_buddy::{PfnRange, Order, metadata_bytes};
 ///
-/// // 4 GiB of frames: 1 Mi frames, about 3 bits each.
+/// // 4 GiB of frames: 1 Mi frames, about 3.53 bits each.
 /// let span = PfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap();
 /// let bytes = metadata_bytes(span, Order::MAX);
 /// assert!(bytes * 8 <= 4 * 0x10_0000 && bytes * 8 > 3 * 0x10_0000);

@@ -314,6 +314,15 @@ impl Block {
         }
     }
 
+    /// A block the heap found: an aligned block of frames inside its span,
+    /// so valid by construction.
+    pub(crate) const fn from_heap(start: u64, order: u8) -> Self {
+        Self {
+            start: Pfn(start),
+            order: Order(order),
+        }
+    }
+
     /// The first frame.
     #[must_use]
     pub const fn start(self) -> Pfn {
