@@ -34,10 +34,10 @@ pub(crate) struct Bits<'m> {
 pub(crate) const INTERIOR: u64 = 1;
 /// [`Code::Head`] as [`Bits::code_bits`] gives it.
 pub(crate) const HEAD: u64 = 3;
-/// The largest order plane S records: larger free blocks start only at
-/// frames aligned to 2^7 or more, where the bitmaps are tested instead, so
-/// splitting and merging large blocks skips plane S.
-pub(crate) const S_MAX: usize = 6;
+/// The largest order plane S records (2 MiB blocks): larger free blocks
+/// start only at frames aligned to 2^10 or more, where the bitmaps are
+/// tested instead, so splitting and merging large blocks skips plane S.
+pub(crate) const S_MAX: usize = 9;
 
 #[inline]
 const fn bit(i: usize) -> u64 {

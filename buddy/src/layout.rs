@@ -7,10 +7,10 @@
 //!    frame one of four states (see [`crate::heap`]): unmanaged, allocated
 //!    head, free order-0 block, or "interior" (inside a larger free block
 //!    or an allocated block, but not its head);
-//! 2. plane S, one bit per even frame: a free block of order 1 to 6 starts
+//! 2. plane S, one bit per even frame: a free block of order 1 to 9 starts
 //!    there. It repeats what the bitmaps below say, so that "where does
 //!    this allocated block end?" is one bit test instead of one per order
-//!    (larger blocks start only at frames aligned to 128, where the few
+//!    (larger blocks start only at frames aligned to 1024, where the few
 //!    bitmaps that can hold them are tested);
 //! 3. for each order k from 1 to the largest, the free bitmap F_k with one
 //!    bit per aligned 2^k-frame slot that overlaps the span: set when that
