@@ -22,7 +22,17 @@ use crate::locked::LockedHeap;
 use crate::range::{Constraints, PfnRange};
 use crate::types::{Order, Pfn};
 
-/// A cache of up to `N` single frames for one CPU.
+/// A cache of up to `N` single frames for one CPU, in front of a
+/// [`LockedHeap`]: refills and flushes move half the capacity under one
+/// lock, so most allocations and frees of one frame take no lock.
+///
+/// A free into the cache checks at once that the frame lies in the heap's
+/// span and is not already in this cache. Everything else (the frame was
+/// never allocated, or was freed into another CPU's cache too) is found
+/// when the cache flushes it to the heap, which refuses it with a
+/// [`FreeError`]: that error is returned by the call that flushed, the
+/// frame is dropped from the cache, and the heap is unchanged. Use the heap
+/// directly where every free must be checked at once.
 pub struct FrameCache<const N: usize> {
     frames: [u64; N],
     len: usize,
@@ -89,8 +99,7 @@ impl<const N: usize> FrameCache<N> {
     }
 
     /// Frees one frame into the cache, flushing half the cache to the heap
-    /// first when it is full; see the [module docs](self) for what is
-    /// checked when.
+    /// first when it is full; see [`FrameCache`] for what is checked when.
     #[inline]
     pub fn free(&mut self, heap: &LockedHeap<'_>, pfn: Pfn) -> Result<(), FreeError> {
         if !self.span.contains(pfn) {

@@ -39,8 +39,8 @@ fn fail(what: &'static str, order: Option<usize>, at: u64) -> Result<(), Invaria
 }
 
 impl Heap<'_> {
-    /// Verifies every invariant of the heap's metadata (see
-    /// [`crate::heap`]).
+    /// Verifies every invariant of the heap's metadata (listed at
+    /// [`Heap`]), recomputing everything from the bitmaps and planes.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.check_bitmaps()?;
         self.check_summaries()?;

@@ -44,6 +44,14 @@ pub enum FrameState {
 /// The metadata lives in the caller's buffer (see
 /// [`metadata_bytes`](crate::metadata_bytes)); the heap never reads or
 /// writes the frames it manages.
+///
+/// Invariants, which [`Heap::check_invariants`] verifies: free blocks lie
+/// inside the span, on managed frames, and never overlap; two buddies are
+/// never both free at the same order below the largest, so the free blocks
+/// are exactly the maximal aligned blocks of the free frames; every
+/// allocated block is a head frame followed by interior frames, 2^k in all
+/// for an order k up to the largest, aligned; the summaries never miss a
+/// non-zero word; the counters match the bitmaps.
 pub struct Heap<'m> {
     pub(crate) bits: Bits<'m>,
     kind: MemKind,
