@@ -70,10 +70,11 @@ impl Heap<'_> {
         if self.bits.code_bits(p) != HEAD {
             return Err(self.not_head(p));
         }
-        let inside = match (k <= 6).then(|| self.bits.interior_in_word(p, k)).flatten() {
-            Some(inside) => inside,
-            None => (0..k).all(|j| !self.bits.ends_block(p + (1 << j))),
-        };
+        let inside = k == 0
+            || match (k <= 6).then(|| self.bits.interior_in_word(p, k)).flatten() {
+                Some(inside) => inside,
+                None => (0..k).all(|j| !self.bits.ends_block(p + (1 << j))),
+            };
         let after = p + (1 << k);
         if !inside || (after < self.bits.l.end && !self.bits.ends_block(after)) {
             return Err(self.wrong_order(p, k));
