@@ -68,6 +68,7 @@ mod locked;
 #[cfg(feature = "model")]
 pub mod model;
 mod range;
+mod search;
 mod types;
 
 pub use cache::FrameCache;
