@@ -19,6 +19,8 @@ use crate::error::{
     AddError, AllocError, BlockError, ClaimError, FreeError, FreeRangeError, ReserveError,
 };
 use crate::heap::FrameState;
+#[cfg(doc)]
+use crate::heap::Heap;
 use crate::range::{Constraints, PfnRange, largest_fitting};
 use crate::types::{Block, Order, Pfn};
 
