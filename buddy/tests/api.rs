@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use nvirt_buddy::{
-    AddError, AllocError, BlockError, ClaimError, Constraints, FrameState, FreeError, Heap, Heaps,
-    HeapsAddError, MemKind, NewError, Order, Pfn, PfnRange, ReserveError, Zone, metadata_bytes,
+    AddError, AllocError, BlockError, ClaimError, Constraints, FrameCache, FrameState, FreeError,
+    Heap, Heaps, HeapsAddError, LockedHeap, MemKind, NewError, Order, Pfn, PfnRange, ReserveError,
+    Zone, metadata_bytes,
 };
 
 fn range(s: u64, e: u64) -> PfnRange {
@@ -296,4 +297,43 @@ fn free_blocks_iterate_and_count() {
         heap.free_block_at(pfn(20)).map(|b| b.start()),
         Some(pfn(16))
     );
+}
+
+#[test]
+fn frame_caches_batch_and_check_frees() {
+    let span = range(0x1000, 0x1100);
+    let mut buf = vec![0u8; metadata_bytes(span, Order::MAX) + 8];
+    let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, &mut buf).unwrap();
+    heap.add(span).unwrap();
+    let locked = LockedHeap::new(heap);
+    let mut cache = FrameCache::<8>::new(&locked);
+    let a = cache.alloc(&locked).unwrap();
+    // The refill took half the capacity from the heap at once.
+    assert_eq!(cache.len(), 3);
+    assert_eq!(locked.free_frames(), 0x100 - 4);
+    cache.free(&locked, a).unwrap();
+    assert_eq!(
+        cache.free(&locked, a),
+        Err(FreeError::AlreadyFree { pfn: a })
+    );
+    assert_eq!(
+        cache.free(&locked, pfn(0x2000)),
+        Err(FreeError::NotManaged { pfn: pfn(0x2000) })
+    );
+    // A frame the heap never handed out is refused when it is flushed.
+    let bogus = pfn(0x1000);
+    assert_eq!(locked.lock().frame_state(bogus), FrameState::Free);
+    cache.free(&locked, bogus).unwrap();
+    assert_eq!(
+        cache.drain(&locked),
+        Err(FreeError::AlreadyFree { pfn: bogus })
+    );
+    assert!(cache.is_empty());
+    assert_eq!(locked.free_frames(), 0x100);
+    locked.lock().check_invariants().unwrap();
+    // A cache of no frames goes straight to the heap.
+    let mut none = FrameCache::<0>::new(&locked);
+    let b = none.alloc(&locked).unwrap();
+    none.free(&locked, b).unwrap();
+    assert_eq!(locked.free_frames(), 0x100);
 }
