@@ -299,6 +299,9 @@ fn free_blocks_iterate_and_count() {
     );
 }
 
+/// (Under `--cfg loom` the lock is loom's, usable only inside a loom model:
+/// `tests/loom.rs` covers caches there.)
+#[cfg(not(loom))]
 #[test]
 fn frame_caches_batch_and_check_frees() {
     let span = range(0x1000, 0x1100);
