@@ -118,7 +118,6 @@ impl Heap<'_> {
 
     /// The free block of order ≥ `k` that holds the order-`k` block at `p`.
     #[inline]
-    #[inline]
     fn free_ancestor(&self, p: u64, k: usize) -> Option<(u64, usize)> {
         if k == 0 && self.bits.code(p) == Code::Free0 {
             return Some((p, 0));
