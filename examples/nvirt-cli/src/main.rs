@@ -20,6 +20,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: bench::alloc_count::Counting = bench::alloc_count::Counting;
+
 /// Exit status for bad input (files, arguments): the map or image was not
 /// accepted and nothing was printed on stdout.
 const EXIT_BAD_INPUT: u8 = 2;

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+pub(crate) mod alloc_count;
+mod buddy;
+mod buddy_peer;
+mod cpu_time;
 mod ept;
 mod log;
 mod undo_log;
@@ -29,12 +33,15 @@ enum BenchTarget {
     Ept,
     /// persist-meta commits against a PMDK-style undo log; recovery speed.
     Log,
+    /// nvirt-buddy against buddy_system_allocator::FrameAllocator.
+    Buddy,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     match args.target {
         BenchTarget::Ept => ept::run(args.quick),
         BenchTarget::Log => log::run(args.quick),
+        BenchTarget::Buddy => buddy::run(args.quick),
     }
 }
 

@@ -1,0 +1,129 @@
+//! Allocation: an exact order, or the largest block up to an order.
+//!
+//! Policy: the smallest order that has a free block inside the constraint
+//! window; within it the block of that order last made free if it still is
+//! (its metadata is in cache, and no search is needed), else the block at
+//! the highest address; the block is split so that the allocation is its
+//! highest part. Taking from the top keeps low memory (which DMA-limited
+//! callers need) for last, as Xen does by trying its highest zone first,
+//! and keeps allocations packed so large free blocks survive.
+
+use crate::error::AllocError;
+use crate::heap::Heap;
+use crate::range::Constraints;
+use crate::types::{Block, Order};
+
+impl Heap<'_> {
+    /// Allocates a block of `order` whose frames all satisfy `constraints`.
+    #[inline]
+    pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
+        let k = self.alloc_order(order)?;
+        match self.find_fit(k, constraints.limit()) {
+            Some((pfn, j, target)) => Ok(self.take_fit(pfn, j, target, k)),
+            None => Err(AllocError::OutOfMemory { order, constraints }),
+        }
+    }
+
+    /// Allocates the largest free block of at most `order` that satisfies
+    /// `constraints`: a block of `order` if one can be had, else the largest
+    /// smaller one. Mapping a guest with this gives the fewest, largest
+    /// pages.
+    pub fn alloc_at_most(
+        &mut self,
+        order: Order,
+        constraints: Constraints,
+    ) -> Result<Block, AllocError> {
+        let k = self.alloc_order(order)?;
+        if constraints.limit() >= self.bits.l.end {
+            // Every free block is usable: the largest order present decides.
+            if self.nonempty == 0 {
+                return Err(AllocError::OutOfMemory { order, constraints });
+            }
+            let top = 31 - self.nonempty.leading_zeros() as usize;
+            let j = k.min(top);
+            if let Some((pfn, i, target)) = self.find_fit(j, self.bits.l.end) {
+                return Ok(self.take_fit(pfn, i, target, j));
+            }
+        } else {
+            for j in (0..=k).rev() {
+                if let Some((pfn, i, target)) = self.find_fit(j, constraints.limit()) {
+                    return Ok(self.take_fit(pfn, i, target, j));
+                }
+            }
+        }
+        Err(AllocError::OutOfMemory { order, constraints })
+    }
+
+    fn alloc_order(&self, order: Order) -> Result<usize, AllocError> {
+        let max = self.max_order();
+        if order > max {
+            return Err(AllocError::OrderTooLarge { order, max });
+        }
+        Ok(usize::from(order.get()))
+    }
+
+    /// The free block to take for an order-`k` allocation below frame
+    /// `limit`: (its start, its order, the start of the part to allocate).
+    #[inline]
+    fn find_fit(&mut self, k: usize, limit: u64) -> Option<(u64, usize, u64)> {
+        let mut orders = self.nonempty >> k << k;
+        if limit >= self.bits.l.end {
+            if orders == 0 {
+                return None;
+            }
+            let j = orders.trailing_zeros() as usize;
+            let s = match self.recent_free(j) {
+                Some(s) => s,
+                None => self
+                    .bits
+                    .find_prev(j, self.bits.l.trees[j].slots as usize)?,
+            };
+            let pfn = self.bits.slot_pfn(j, s);
+            return Some((pfn, j, pfn + (1 << j) - (1 << k)));
+        }
+        while orders != 0 {
+            let j = orders.trailing_zeros() as usize;
+            orders &= orders - 1;
+            let t = &self.bits.l.trees[j];
+            let hi = (limit >> j).saturating_sub(t.first).min(t.slots) as usize;
+            let recent = self.recent_free(j).filter(|&s| s < hi);
+            if let Some(s) = recent.or_else(|| self.bits.find_prev(j, hi)) {
+                let pfn = self.bits.slot_pfn(j, s);
+                return Some((pfn, j, pfn + (1 << j) - (1 << k)));
+            }
+        }
+        // No free block lies entirely below the limit; the one holding the
+        // frame just below it may reach above it (only possible for a block
+        // at frame 0 larger than the limit) and still have room below.
+        let last = limit.checked_sub(1)?;
+        if last < self.bits.l.base {
+            return None;
+        }
+        let (start, j) = self.free_block_containing(last)?;
+        let target = (limit >> k << k).checked_sub(1 << k)?;
+        (j > k && target >= start).then_some((start, j, target))
+    }
+
+    /// The slot of the order-`j` block last made free, if it still is.
+    #[inline(always)]
+    fn recent_free(&self, j: usize) -> Option<usize> {
+        let s = self.recent[j].checked_sub(1)?;
+        self.bits.test(j, s).then_some(s)
+    }
+
+    /// Takes the free order-`j` block at `pfn` and allocates its order-`k`
+    /// part at `target`.
+    #[inline]
+    fn take_fit(&mut self, pfn: u64, j: usize, target: u64, k: usize) -> Block {
+        self.take(j, pfn, j == 0);
+        self.split_to(pfn, j, target, k);
+        self.mark_head(target);
+        make_block(target, k)
+    }
+}
+
+/// A block the heap found, which is valid by construction.
+#[inline(always)]
+pub(crate) fn make_block(pfn: u64, k: usize) -> Block {
+    Block::from_heap(pfn, k as u8)
+}

@@ -1,0 +1,193 @@
+//! The invariant checker: every fact the fast paths rely on, verified from
+//! scratch. Meant for tests and fuzzers; it takes time in proportion to the
+//! span times the largest order.
+
+use core::fmt;
+
+use crate::bits::{Code, S_MAX};
+use crate::heap::Heap;
+
+/// A broken invariant: what, and at which frame (or slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvariantError {
+    /// The invariant.
+    pub what: &'static str,
+    /// The order concerned, if any.
+    pub order: Option<u8>,
+    /// The frame concerned (for summary levels: the word index).
+    pub at: u64,
+}
+
+impl fmt::Display for InvariantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {:#x}", self.what, self.at)?;
+        if let Some(k) = self.order {
+            write!(f, " (order {k})")?;
+        }
+        Ok(())
+    }
+}
+
+impl core::error::Error for InvariantError {}
+
+fn fail(what: &'static str, order: Option<usize>, at: u64) -> Result<(), InvariantError> {
+    Err(InvariantError {
+        what,
+        order: order.map(|k| k as u8),
+        at,
+    })
+}
+
+impl Heap<'_> {
+    /// Verifies every invariant of the heap's metadata (listed at
+    /// [`Heap`]), recomputing everything from the bitmaps and planes.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        self.check_bitmaps()?;
+        self.check_summaries()?;
+        self.check_frames()
+    }
+
+    fn check_bitmaps(&self) -> Result<(), InvariantError> {
+        let l = &self.bits.l;
+        let max = usize::from(l.max_order);
+        let mut nonempty = 0u32;
+        for k in 0..=max {
+            let t = &l.trees[k];
+            let words = (t.slots as usize).div_ceil(64);
+            let mut count = 0;
+            for w in 0..words {
+                let mut word = self.bits.level_word(k, 0, w);
+                count += u64::from(word.count_ones());
+                while word != 0 {
+                    let s = w * 64 + word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    let pfn = self.bits.slot_pfn(k, s);
+                    if s as u64 >= t.slots {
+                        return fail("bit set past the bitmap's end", Some(k), pfn);
+                    }
+                    if pfn < l.base || pfn + (1 << k) > l.end {
+                        return fail("free block outside the span", Some(k), pfn);
+                    }
+                    if k > 0 && (pfn..pfn + (1 << k)).any(|f| self.bits.code(f) != Code::Interior) {
+                        return fail("free block frame not interior", Some(k), pfn);
+                    }
+                    for j in k + 1..=max {
+                        if self.bits.is_free_block(j, pfn & !((1 << j) - 1)) {
+                            return fail("free blocks overlap", Some(k), pfn);
+                        }
+                    }
+                    if k < max && self.bits.is_free_block(k, pfn ^ (1 << k)) {
+                        return fail("free buddies not merged", Some(k), pfn);
+                    }
+                    if (1..=S_MAX).contains(&k) && !self.bits.starts_small_free(pfn) {
+                        return fail("free block start missing from plane S", Some(k), pfn);
+                    }
+                }
+            }
+            if count != self.free_blocks(crate::Order::new(k as u8).unwrap_or_default()) {
+                return fail("free block counter wrong", Some(k), count);
+            }
+            if count > 0 {
+                nonempty |= 1 << k;
+            }
+        }
+        let (first, last) = (l.base >> 1, (l.end - 1) >> 1);
+        for i in first..=last {
+            let pfn = i << 1;
+            if pfn >= l.base
+                && self.bits.starts_small_free(pfn)
+                && !(1..=max.min(S_MAX)).any(|k| self.bits.is_free_block(k, pfn))
+            {
+                return fail("plane S marks no free block", None, pfn);
+            }
+        }
+        if nonempty != self.nonempty {
+            return fail("non-empty order mask wrong", None, u64::from(self.nonempty));
+        }
+        Ok(())
+    }
+
+    fn check_summaries(&self) -> Result<(), InvariantError> {
+        let l = &self.bits.l;
+        for k in 0..=usize::from(l.max_order) {
+            let t = &l.trees[k];
+            let mut below = (t.slots as usize).div_ceil(64);
+            for level in 1..=t.top {
+                let words = below.div_ceil(64);
+                for i in 0..words * 64 {
+                    let set = self.bits.level_word(k, level, i / 64) & (1 << (i % 64)) != 0;
+                    if i >= below && set {
+                        return fail("summary bit past the level's end", Some(k), i as u64);
+                    }
+                    if i < below && !set && self.bits.level_word(k, level - 1, i) != 0 {
+                        return fail("summary bit missing", Some(k), i as u64);
+                    }
+                }
+                below = words;
+            }
+            let words = (t.slots as usize).div_ceil(64);
+            if (self.bits.hint[k] + 1..words).any(|w| self.bits.level_word(k, 0, w) != 0) {
+                return fail("free block above the search hint", Some(k), 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the span: every allocated block is a head followed by interior
+    /// frames, 2^k of them in all for some order k within the heap's,
+    /// aligned; the managed count is right.
+    fn check_frames(&self) -> Result<(), InvariantError> {
+        let l = &self.bits.l;
+        let max = usize::from(l.max_order);
+        let mut managed = 0;
+        let mut run: Option<(u64, u64)> = None;
+        let mut f = l.base;
+        let close = |run: Option<(u64, u64)>| match run {
+            Some((head, len)) if !len.is_power_of_two() || len > 1 << max => {
+                fail("allocated block of no order", None, head)
+            }
+            Some((head, len)) if head % len != 0 => fail("allocated block misaligned", None, head),
+            _ => Ok(()),
+        };
+        while f < l.end {
+            match self.bits.code(f) {
+                Code::Unmanaged => {
+                    close(run.take())?;
+                    f += 1;
+                }
+                Code::Free0 => {
+                    close(run.take())?;
+                    managed += 1;
+                    f += 1;
+                }
+                Code::Head => {
+                    close(run.take())?;
+                    run = Some((f, 1));
+                    managed += 1;
+                    f += 1;
+                }
+                Code::Interior => {
+                    if let Some(k) = self.free_block_starting(f, max) {
+                        close(run.take())?;
+                        managed += 1 << k;
+                        f += 1 << k;
+                    } else if let Some((_, len)) = run.as_mut() {
+                        *len += 1;
+                        managed += 1;
+                        f += 1;
+                    } else {
+                        return fail("interior frame outside any block", None, f);
+                    }
+                }
+            }
+        }
+        close(run)?;
+        if managed != self.managed_frames() {
+            return fail("managed frame count wrong", None, managed);
+        }
+        if self.bits.count_managed(l.base, l.end) != managed {
+            return fail("managed frames disagree", None, managed);
+        }
+        Ok(())
+    }
+}

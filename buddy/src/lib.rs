@@ -1,0 +1,86 @@
+//! A zone/order buddy page-frame allocator for hypervisors and kernels that
+//! manage RAM and NVRAM side by side.
+//!
+//! Every [`Heap`] has a [`MemKind`] (volatile or non-volatile) and hands out
+//! aligned blocks of 2^[`Order`] frames, optionally limited to low memory by
+//! [`Constraints`] (zones are frame-number bit widths, as in Xen). Its
+//! metadata is a caller-provided buffer of about 3.53 bits per frame (see
+//! [`metadata_bytes`]); the heap never reads or writes the frames it
+//! manages, so NVRAM frames need not even be mapped, and free NVRAM is never
+//! worn by bookkeeping. Frees name the order, as in Xen's
+//! `free_heap_pages`, and a wrong one is an error, never corruption.
+//!
+//! ```
+//! use nvirt_buddy::{Constraints, Heap, MemKind, Order, PfnRange, metadata_bytes};
+//!
+//! // 8 GiB of RAM from 0 to 8 GiB, with a hole at 3..4 GiB.
+//! let span = PfnRange::from_numbers(0, 0x20_0000).unwrap();
+//! let mut metadata = vec![0u8; metadata_bytes(span, Order::MAX) + 7];
+//! let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, &mut metadata)?;
+//! heap.add(PfnRange::from_numbers(0x100, 0xc_0000).unwrap())?;
+//! heap.add(PfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap())?;
+//!
+//! // A 2 MiB page below 4 GiB, for a 32-bit device.
+//! let dma = heap.alloc(Order::SIZE_2M, Constraints::max_address_bits(32))?;
+//! assert!(dma.start().addr().get() + dma.order().bytes() <= 1 << 32);
+//!
+//! // The largest block up to 1 GiB: a whole 1 GiB page here.
+//! let big = heap.alloc_at_most(Order::SIZE_1G, Constraints::ANY)?;
+//! assert_eq!(big.order(), Order::SIZE_1G);
+//!
+//! // A wrong free is refused and changes nothing.
+//! assert!(heap.free(big.start(), Order::SIZE_2M).is_err());
+//! heap.free_block(big)?;
+//! heap.free_block(dma)?;
+//! assert_eq!(heap.free_frames(), heap.managed_frames());
+//! heap.check_invariants()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`Heaps`] pairs a volatile and a non-volatile heap and answers
+//! [`Heaps::kind_of`] for any frame; [`LockedHeap`] shares a heap between
+//! CPUs behind a `spin` lock, and a [`FrameCache`] per CPU keeps most
+//! single-frame allocations off that lock. Recovery after a power failure rebuilds a
+//! non-volatile heap with [`Heap::claim`], one O(largest order) step per
+//! block its log records.
+//!
+//! No allocator is needed: the metadata can be a `static` or frames the
+//! caller sets aside. The feature `model` adds the per-frame reference model
+//! the property tests and fuzzers check the heap against.
+
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod add;
+mod alloc;
+mod bits;
+mod cache;
+mod check;
+mod claim;
+mod dual;
+mod error;
+mod free;
+mod heap;
+mod iter;
+mod layout;
+mod locked;
+#[cfg(feature = "model")]
+pub mod model;
+mod range;
+mod search;
+mod types;
+
+pub use cache::FrameCache;
+pub use check::InvariantError;
+pub use dual::{HeapRef, Heaps};
+pub use error::{
+    AddError, AllocError, BlockError, ClaimError, FreeError, FreeRangeError, HeapsAddError,
+    NewError, ReserveError, UnknownFrame,
+};
+pub use heap::{FrameState, Heap};
+pub use iter::{FreeBlocks, Stats};
+pub use layout::metadata_bytes;
+pub use locked::{Locked, LockedHeap, LockedHeaps};
+pub use range::{AlignedBlocks, Constraints, PfnRange};
+pub use types::{Block, FRAME_SHIFT, FRAME_SIZE, MemKind, Order, Pfn, PhysAddr, Zone};

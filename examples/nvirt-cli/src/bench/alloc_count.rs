@@ -1,0 +1,80 @@
+//! A global allocator that can count the heap bytes live in the process, so
+//! `nvirt bench buddy` can measure how much memory the peer allocator's
+//! B-trees hold instead of guessing.
+//!
+//! Counting is off unless switched on; then each allocation costs one
+//! relaxed atomic load, so the timed benchmarks run at the system
+//! allocator's speed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+/// The system allocator, counting while [`count`] runs.
+#[derive(Debug)]
+pub(crate) struct Counting;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees are ours; counting touches only atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ENABLED.load(Ordering::Relaxed) {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which
+        // is `System::alloc`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if ENABLED.load(Ordering::Relaxed) {
+            LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from `System` (every allocation goes there) with
+        // this layout, as the caller guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ENABLED.load(Ordering::Relaxed) {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s
+        // contract on `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap bytes and allocations that `build` leaves live, with counting on
+/// while it runs (one thread only: other threads' allocations would count
+/// too). The value `build` returns is dropped after the count.
+pub(crate) fn count<T>(build: impl FnOnce() -> T) -> (T, Live) {
+    LIVE_BYTES.store(0, Ordering::Relaxed);
+    LIVE_BLOCKS.store(0, Ordering::Relaxed);
+    ENABLED.store(true, Ordering::SeqCst);
+    let value = build();
+    ENABLED.store(false, Ordering::SeqCst);
+    let live = Live {
+        bytes: LIVE_BYTES.load(Ordering::Relaxed).max(0) as u64,
+        blocks: LIVE_BLOCKS.load(Ordering::Relaxed).max(0) as u64,
+    };
+    (value, live)
+}
+
+/// What [`count`] measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Live {
+    /// Bytes requested and not freed (the allocator's own per-block
+    /// overhead not included).
+    pub(crate) bytes: u64,
+    /// Allocations not freed.
+    pub(crate) blocks: u64,
+}

@@ -1,0 +1,351 @@
+//! `nvirt bench buddy [--quick]`: nvirt-buddy against
+//! `buddy_system_allocator::FrameAllocator` (free lists in `BTreeSet`s on
+//! the global heap), the frame allocator Rust kernels pick today.
+//!
+//! Workloads, on a 4 GiB range (1 Mi frames at 4 GiB) unless said:
+//! (a) alloc + free of one frame on an empty heap (splits and merges through
+//! every order; one op = the pair); (b) allocate all frames one at a time;
+//! (c) free them in random order; (d) order-0 churn at 50 % fill on a heap
+//! fragmented by freeing a random half; (e) churn at 50 % fill with orders
+//! 0–9, and with the VM-like mix of orders 0, 9, 18 (90/9/1), each followed
+//! by the share of free memory still in blocks of ≥ 2 MiB; (f) adding 1 TiB
+//! (256 Mi frames) as one range and as 2 MiB ranges each missing one frame,
+//! including creating the allocator (for nvirt: initialising its metadata
+//! buffer, which is allocated and faulted in beforehand, as a hypervisor's
+//! reserved frames would be); (g) two threads each allocating and freeing
+//! order-0 frames on one locked heap, each call taking the lock; and the
+//! same with a per-CPU [`nvirt_buddy::FrameCache`] of 64 frames per thread
+//! in front of the lock (the peer has no such cache; its line is the same).
+//!
+//! Single-threaded workloads are timed in the thread's CPU time, so time
+//! spent waiting for a CPU on a shared machine does not count; (g) is timed
+//! on the wall clock. Timed loops are cut into five parts and each workload
+//! reports its fastest part (best of several runs for (b), (c), (f), (g)),
+//! so other processes disturb the ratios less.
+//!
+//! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
+//! ratio=<peer/nvirt>` and extra fields, then `metadata bits/frame
+//! nvirt=<x> peer=<y>`. Notes on method go to stderr.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use buddy_system_allocator::FrameAllocator;
+use nvirt_buddy::{Heap, MemKind, Order, PfnRange, metadata_bytes};
+
+use super::buddy_peer::{Alloc, Nvirt, Peer, metadata_line, threads};
+use super::cpu_time::CpuInstant as Instant;
+use super::line;
+
+/// The 4 GiB range: frames 4 GiB .. 8 GiB.
+pub(super) const BASE: u64 = 0x10_0000;
+pub(super) const FRAMES: u64 = 0x10_0000;
+
+/// A deterministic xorshift64* generator: both allocators see the same
+/// random choices.
+#[derive(Clone, Debug)]
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+
+    pub(super) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+pub(super) fn span() -> PfnRange {
+    PfnRange::from_numbers(BASE, BASE + FRAMES).unwrap_or_default()
+}
+
+/// How much work each workload does.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sizes {
+    pub(super) runs: u32,
+    pub(super) pairs: u64,
+    pub(super) churn: u64,
+    pub(super) thread_ops: u64,
+}
+
+pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
+    let sizes = if quick {
+        Sizes {
+            runs: 2,
+            pairs: 50_000,
+            churn: 200_000,
+            thread_ops: 200_000,
+        }
+    } else {
+        Sizes {
+            runs: 5,
+            pairs: 200_000,
+            churn: 2_000_000,
+            thread_ops: 2_000_000,
+        }
+    };
+    eprintln!(
+        "nvirt bench buddy: {} mode, peer buddy_system_allocator::FrameAllocator<19> (max order 18)",
+        if quick { "quick" } else { "full" }
+    );
+    let mut metadata = vec![0u8; metadata_bytes(span(), Order::MAX) + 8];
+
+    let a = |m: &mut Vec<u8>| -> Result<f64, String> {
+        let mut heap = Nvirt::new(m)?;
+        Ok(alloc_free_pair(&mut heap, sizes.pairs))
+    };
+    let nv = a(&mut metadata)?;
+    let peer = alloc_free_pair(&mut Peer::new(), sizes.pairs);
+    println!("{}", line("a_alloc_free_empty", nv, peer, ""));
+
+    let (mut nv_b, mut nv_c, mut peer_b, mut peer_c) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for r in 0..sizes.runs {
+        let (b, c) = fill_then_free(&mut Nvirt::new(&mut metadata)?, u64::from(r));
+        nv_b = nv_b.min(b);
+        nv_c = nv_c.min(c);
+        let (b, c) = fill_then_free(&mut Peer::new(), u64::from(r));
+        peer_b = peer_b.min(b);
+        peer_c = peer_c.min(c);
+    }
+    println!("{}", line("b_alloc_all", nv_b, peer_b, ""));
+    println!("{}", line("c_free_random", nv_c, peer_c, ""));
+
+    let nv = churn_order0(&mut Nvirt::new(&mut metadata)?, sizes.churn);
+    let peer = churn_order0(&mut Peer::new(), sizes.churn);
+    println!("{}", line("d_churn_fragmented", nv, peer, ""));
+
+    for (name, mix) in [("e_mixed_0_9", Mix::Uniform), ("e_vm_0_9_18", Mix::Vm)] {
+        let mut heap = Nvirt::new(&mut metadata)?;
+        let (nv, nv_large) = churn_mixed(&mut heap, mix, sizes.churn);
+        let (peer, peer_large) = churn_mixed(&mut Peer::new(), mix, sizes.churn);
+        let extra = format!(
+            "large_free_nvirt={:.1}% large_free_peer={:.1}%",
+            nv_large * 100.0,
+            peer_large * 100.0
+        );
+        println!("{}", line(name, nv, peer, &extra));
+    }
+
+    for holes in [false, true] {
+        let (nv, peer) = add_tib(holes, if quick { 1 } else { 3 })?;
+        let name = if holes {
+            "f_add_1tib_holes"
+        } else {
+            "f_add_1tib"
+        };
+        let extra = format!("nvirt_ms={:.2} peer_ms={:.2}", nv / 1e6, peer / 1e6);
+        println!("{}", line(name, nv, peer, &extra));
+    }
+
+    let (locked, cached, peer) = threads(&mut metadata, sizes.thread_ops, sizes.runs)?;
+    println!("{}", line("g_2_threads_locked", locked, peer, ""));
+    println!("{}", line("g_2_threads_cpu_caches", cached, peer, ""));
+
+    println!("{}", metadata_line(&mut metadata, sizes)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parts each timed loop is cut into; a workload reports its fastest part,
+/// which keeps other processes on a shared machine out of the ratio.
+const PARTS: u64 = 5;
+
+/// (a): ns per alloc + free pair of one frame on an empty heap.
+fn alloc_free_pair(heap: &mut impl Alloc, pairs: u64) -> f64 {
+    let part = (pairs / PARTS).max(1);
+    let mut best = f64::MAX;
+    for _ in 0..PARTS {
+        let start = Instant::now();
+        for _ in 0..part {
+            if let Some(p) = heap.alloc(0) {
+                heap.free(black_box(p), 0);
+            }
+        }
+        best = best.min(start.elapsed_ns() / part as f64);
+    }
+    best
+}
+
+/// (b) and (c): ns per alloc filling the heap, ns per free emptying it in
+/// random order.
+fn fill_then_free(heap: &mut impl Alloc, seed: u64) -> (f64, f64) {
+    // Written before timing, so page faults stay out of the loop.
+    let mut frames = vec![u64::MAX; FRAMES as usize];
+    let start = Instant::now();
+    for f in &mut frames {
+        *f = heap.alloc(0).unwrap_or(u64::MAX);
+    }
+    let fill = start.elapsed_ns() / frames.len().max(1) as f64;
+    assert!(
+        frames.iter().all(|&f| f != u64::MAX),
+        "every frame allocated"
+    );
+    Rng::new(0xc0ffee ^ seed).shuffle(&mut frames);
+    let start = Instant::now();
+    for &p in &frames {
+        heap.free(p, 0);
+    }
+    let free = start.elapsed_ns() / frames.len().max(1) as f64;
+    (fill, free)
+}
+
+/// Fills the heap with order-0 frames and frees a random half: the
+/// fragmented starting point of (d). Returns the allocated frames.
+pub(super) fn fragment(heap: &mut impl Alloc, rng: &mut Rng) -> Vec<u64> {
+    let mut frames = Vec::with_capacity(FRAMES as usize);
+    while let Some(p) = heap.alloc(0) {
+        frames.push(p);
+    }
+    rng.shuffle(&mut frames);
+    for p in frames.drain(FRAMES as usize / 2..) {
+        heap.free(p, 0);
+    }
+    frames
+}
+
+/// (d): ns per call, freeing a random allocated frame and allocating one.
+pub(super) fn churn_order0(heap: &mut impl Alloc, steps: u64) -> f64 {
+    let mut rng = Rng::new(0xd00d);
+    let mut frames = fragment(heap, &mut rng);
+    let part = (steps / PARTS).max(1);
+    let mut best = f64::MAX;
+    for _ in 0..PARTS {
+        let start = Instant::now();
+        for _ in 0..part {
+            let i = rng.below(frames.len());
+            heap.free(frames[i], 0);
+            if let Some(p) = heap.alloc(0) {
+                frames[i] = p;
+            }
+        }
+        best = best.min(start.elapsed_ns() / (2 * part) as f64);
+    }
+    best
+}
+
+/// The order mixes of (e).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Mix {
+    /// Orders 0 to 9, equally likely.
+    Uniform,
+    /// Order 0 90 %, 9 9 %, 18 1 %.
+    Vm,
+}
+
+impl Mix {
+    fn order(self, rng: &mut Rng) -> u8 {
+        match self {
+            Self::Uniform => rng.below(10) as u8,
+            Self::Vm => match rng.below(100) {
+                0 => 18,
+                1..=9 => 9,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// (e): ns per call of a churn that keeps about half the frames allocated,
+/// and the share of free frames in blocks of order ≥ 9 afterwards.
+pub(super) fn churn_mixed(heap: &mut impl Alloc, mix: Mix, steps: u64) -> (f64, f64) {
+    let (calls, _) = mixed_state(heap, mix, steps, true);
+    let large = heap.large_free_share();
+    (calls, large)
+}
+
+/// Runs the (e) churn; returns ns per call (if `timed`) and the blocks
+/// left allocated.
+pub(super) fn mixed_state(
+    heap: &mut impl Alloc,
+    mix: Mix,
+    steps: u64,
+    timed: bool,
+) -> (f64, Vec<(u64, u8)>) {
+    let mut rng = Rng::new(0xe0e0 ^ matches!(mix, Mix::Vm) as u64);
+    let target = FRAMES / 2;
+    let mut blocks: Vec<(u64, u8)> = Vec::new();
+    let mut allocated = 0;
+    while allocated < target {
+        let o = mix.order(&mut rng);
+        if let Some(p) = heap.alloc(o) {
+            blocks.push((p, o));
+            allocated += 1 << o;
+        }
+    }
+    let part = (steps / PARTS).max(1);
+    let mut best = f64::MAX;
+    for _ in 0..PARTS {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        for _ in 0..part {
+            calls += 1;
+            if allocated < target {
+                let o = mix.order(&mut rng);
+                if let Some(p) = heap.alloc(o) {
+                    blocks.push((p, o));
+                    allocated += 1 << o;
+                    continue;
+                }
+                calls += 1;
+            }
+            let i = rng.below(blocks.len());
+            let (p, o) = blocks.swap_remove(i);
+            heap.free(p, o);
+            allocated -= 1 << o;
+        }
+        if timed {
+            best = best.min(start.elapsed_ns() / calls as f64);
+        }
+    }
+    (if timed { best } else { 0.0 }, blocks)
+}
+
+/// (f): ns to create an allocator and add 1 TiB, as one range or as 2 MiB
+/// ranges each missing its first frame; best of `runs`.
+fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
+    const TIB_BASE: u64 = 1 << 28;
+    const TIB: u64 = 1 << 28;
+    let span = PfnRange::from_numbers(TIB_BASE, TIB_BASE + TIB).ok_or("bad span")?;
+    let mut metadata = vec![0xffu8; metadata_bytes(span, Order::MAX) + 8];
+    let ranges: Vec<(u64, u64)> = if holes {
+        (0..TIB / 512)
+            .map(|i| (TIB_BASE + i * 512 + 1, TIB_BASE + (i + 1) * 512))
+            .collect()
+    } else {
+        vec![(TIB_BASE, TIB_BASE + TIB)]
+    };
+    let (mut nv, mut peer) = (f64::MAX, f64::MAX);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut metadata)
+            .map_err(|e| e.to_string())?;
+        for &(s, e) in &ranges {
+            let range = PfnRange::from_numbers(s, e).ok_or("bad range")?;
+            heap.add(range).map_err(|e| e.to_string())?;
+        }
+        nv = nv.min(start.elapsed_ns());
+        black_box(heap.free_frames());
+
+        let start = Instant::now();
+        let mut frames = FrameAllocator::<19>::new();
+        for &(s, e) in &ranges {
+            frames.add_frame(s as usize, e as usize);
+        }
+        peer = peer.min(start.elapsed_ns());
+        black_box(&frames);
+    }
+    Ok((nv, peer))
+}
