@@ -169,13 +169,13 @@ fn count_tests(label: &str, cmd: &mut Command, tally: &mut Tally) {
     {
         for part in line.split([';', '.']) {
             let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+            let (Some(word), Some(count)) = (words.next(), words.next()) else {
                 continue;
             };
             let Ok(count) = count.parse::<u64>() else {
                 continue;
             };
-            match label {
+            match word {
                 "passed" => passed += count,
                 "failed" => failed += count,
                 _ => {}
@@ -184,17 +184,14 @@ fn count_tests(label: &str, cmd: &mut Command, tally: &mut Tally) {
     }
     tally.passed += passed;
     tally.failed += failed;
-    eprintln!("nvirt test: cargo test --workspace: {passed} passed, {failed} failed");
+    eprintln!("nvirt test: {label}: {passed} passed, {failed} failed");
     if failed > 0 {
-        tally.failures.push(format!(
-            "cargo test --workspace: {failed} tests failed (output above)"
-        ));
+        tally
+            .failures
+            .push(format!("{label}: {failed} tests failed (output above)"));
     }
     if !done.success && failed == 0 {
-        tally.check(
-            "cargo test --workspace",
-            Err("did not build or crashed (output above)".into()),
-        );
+        tally.check(label, Err("did not build or crashed (output above)".into()));
     }
 }
 
