@@ -68,6 +68,11 @@ pub mod synth;
 pub mod sysfs;
 pub mod text;
 
+/// The examples of the crate's README, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use entry::Entry;
 pub use error::{AlignmentError, CapacityError, FormatError, MapError, RangeError, WriteError};
 pub use firmware::FirmwareEntry;
