@@ -295,7 +295,9 @@ mod tests {
         let got: Vec<_> = subtract(0..0x100, &holes).collect();
         assert_eq!(got, [0..0x10, 0x20..0x30, 0x40..0x90, 0xa0..0x100]);
         assert_eq!(subtract(0x10..0x20, &holes).count(), 0);
-        assert_eq!(subtract(0..8, &[]).collect::<Vec<_>>(), [0..8]);
+        let whole: Vec<Range<u64>> = subtract(0..8, &[]).collect();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0], 0..8);
     }
 
     fn map(ram: u64, nvram: u64, kind: Kind) -> MemoryMap<16> {

@@ -297,6 +297,10 @@ mod tests {
             })
         ));
         assert!(pfn_range(&(0x1001..0x2000)).is_err());
-        assert!(pfn_range(&(0x2000..0x1000)).is_err());
+        let backwards = Range {
+            start: 0x2000,
+            end: 0x1000,
+        };
+        assert!(pfn_range(&backwards).is_err());
     }
 }

@@ -115,80 +115,81 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     if config.guest_nvram > 0 && nvram.is_none() {
         fail!("the guest has NVRAM but the machine has none");
     }
-    let Some(storage) = p2m_storage() else {
-        fail!("the guest map's storage is taken")
-    };
-    let mut guest = match GuestMemory::new(
-        &nested,
-        &mut ram,
-        nvram.as_mut(),
-        IdentityMemory,
-        storage,
-        Regions::from_map(&layout.map),
-    ) {
-        Ok(g) => g,
-        Err(e) => fail!("nested tables: {e}"),
-    };
-    back_guest(&mut guest, &layout);
-
-    // SAFETY: the image range is reserved from both heaps and nothing
-    // writes it.
-    let Some(image_bytes) = (unsafe { host_bytes(&guest_image) }) else {
-        fail!("guest image {} is not addressable", HexRange(guest_image))
-    };
-    let params = GuestParams {
-        ram: config.guest_ram,
-        nvram: config.guest_nvram,
-        nv_type: config.nv_kind.raw(),
-    };
-    let mut cmdline = FixedString::<CMDLINE_MAX>::new();
-    if write!(cmdline, "{params}").is_err() {
-        fail!("guest command line too long");
-    }
-    let (start, header) =
-        match guest_setup::prepare(&mut guest, image_bytes, &layout, cmdline.as_str()) {
-            Ok(s) => s,
-            Err(e) => fail!("guest setup: {e}"),
+    let passed = {
+        let Some(storage) = p2m_storage() else {
+            fail!("the guest map's storage is taken")
         };
-    hvprintln!(
-        "guest image: {} bytes at guest-physical {:#x}, entry {:#x}; command line: {cmdline}",
-        header.mem_len,
-        header.load_gpa,
-        header.entry_gpa
-    );
+        let mut guest = match GuestMemory::new(
+            &nested,
+            &mut ram,
+            nvram.as_mut(),
+            IdentityMemory,
+            storage,
+            Regions::from_map(&layout.map),
+        ) {
+            Ok(g) => g,
+            Err(e) => fail!("nested tables: {e}"),
+        };
+        back_guest(&mut guest, &layout);
 
-    let spec = GuestSpec {
-        start,
-        nested_root: guest.tables().root_pointer(),
-        memory_size: layout.map.end(),
+        // SAFETY: the image range is reserved from both heaps and nothing
+        // writes it.
+        let Some(image_bytes) = (unsafe { host_bytes(&guest_image) }) else {
+            fail!("guest image {} is not addressable", HexRange(guest_image))
+        };
+        let params = GuestParams {
+            ram: config.guest_ram,
+            nvram: config.guest_nvram,
+            nv_type: config.nv_kind.raw(),
+        };
+        let mut cmdline = FixedString::<CMDLINE_MAX>::new();
+        if write!(cmdline, "{params}").is_err() {
+            fail!("guest command line too long");
+        }
+        let (start, header) =
+            match guest_setup::prepare(&mut guest, image_bytes, &layout, cmdline.as_str()) {
+                Ok(s) => s,
+                Err(e) => fail!("guest setup: {e}"),
+            };
+        hvprintln!(
+            "guest image: {} bytes at guest-physical {:#x}, entry {:#x}; command line: {cmdline}",
+            header.mem_len,
+            header.load_gpa,
+            header.entry_gpa
+        );
+
+        let spec = GuestSpec {
+            start,
+            nested_root: guest.tables().root_pointer(),
+            memory_size: layout.map.end(),
+        };
+        let initial_pages = guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile);
+        let max_ram_page = plan.ram.span.end().get();
+        match nested.format {
+            Format::Npt => match SvmVcpu::new(guest.heap(), &spec) {
+                Ok(mut v) => exits::run_guest(
+                    &mut v,
+                    &spec,
+                    &mut guest,
+                    &layout,
+                    initial_pages,
+                    max_ram_page,
+                ),
+                Err(e) => fail!("SVM: {e}"),
+            },
+            Format::Ept => match VmxVcpu::new(guest.heap(), &spec) {
+                Ok(mut v) => exits::run_guest(
+                    &mut v,
+                    &spec,
+                    &mut guest,
+                    &layout,
+                    initial_pages,
+                    max_ram_page,
+                ),
+                Err(e) => fail!("VMX: {e}"),
+            },
+        }
     };
-    let initial_pages = guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile);
-    let max_ram_page = plan.ram.span.end().get();
-    let passed = match nested.format {
-        Format::Npt => match SvmVcpu::new(guest.heap(), &spec) {
-            Ok(mut v) => exits::run_guest(
-                &mut v,
-                &spec,
-                &mut guest,
-                &layout,
-                initial_pages,
-                max_ram_page,
-            ),
-            Err(e) => fail!("SVM: {e}"),
-        },
-        Format::Ept => match VmxVcpu::new(guest.heap(), &spec) {
-            Ok(mut v) => exits::run_guest(
-                &mut v,
-                &spec,
-                &mut guest,
-                &layout,
-                initial_pages,
-                max_ram_page,
-            ),
-            Err(e) => fail!("VMX: {e}"),
-        },
-    };
-    drop(guest);
     hvprintln!(
         "heaps after the guest: volatile {} free, non-volatile {} free",
         Size(ram.free_frames() * 4096),
@@ -255,8 +256,10 @@ fn nested_config() -> NestedConfig {
     } else {
         36
     };
-    // SAFETY: EFER and PAT exist on every x86-64 CPU.
-    let (efer, pat) = unsafe { (rdmsr(msr::EFER), rdmsr(msr::PAT)) };
+    // SAFETY: EFER exists on every x86-64 CPU.
+    let efer = unsafe { rdmsr(msr::EFER) };
+    // SAFETY: so does IA32_PAT.
+    let pat = unsafe { rdmsr(msr::PAT) };
     let (format, pages_1g) = match (svm::supported(), vmx::supported()) {
         (Ok(()), _) => (Format::Npt, svm::pages_1g()),
         (_, Ok(())) => (Format::Ept, vmx::ept_pages_1g()),

@@ -156,7 +156,8 @@ pub(crate) fn p2m_storage() -> Option<&'static mut [Extent]> {
     if P2M_TAKEN.swap(true, Ordering::AcqRel) {
         return None;
     }
+    let storage = &raw mut P2M_STORAGE;
     // SAFETY: the flag hands the array out once, so this is the only
     // reference to it ever made.
-    Some(unsafe { &mut *(&raw mut P2M_STORAGE) })
+    Some(unsafe { &mut *storage })
 }
