@@ -282,3 +282,60 @@ impl Guest<'_, '_, '_> {
         self.p2m.first_hole(&(from..from + 512), Order::SIZE_2M)
     }
 }
+
+mod model {
+    use proptest::prelude::*;
+
+    use crate::nested::Format;
+    use crate::testing::balloon::{BalloonOp, run};
+
+    fn op() -> impl Strategy<Value = BalloonOp> {
+        prop_oneof![
+            (any::<u64>(), 0u8..11, any::<bool>())
+                .prop_map(|(gpfn, order, nvram)| BalloonOp::Populate { gpfn, order, nvram }),
+            (any::<u64>(), 0u8..11, any::<bool>())
+                .prop_map(|(gpfn, order, nvram)| BalloonOp::Decrease { gpfn, order, nvram }),
+            (0u8..11, any::<bool>())
+                .prop_map(|(order, nvram)| BalloonOp::Increase { order, nvram }),
+            (
+                any::<u8>(),
+                proptest::collection::vec(any::<u64>(), 0..8),
+                0u8..10,
+                any::<bool>()
+            )
+                .prop_map(|(cmd, gpfns, order, nvram)| BalloonOp::Reservation {
+                    cmd,
+                    gpfns,
+                    order,
+                    nvram
+                }),
+            (any::<u64>(), any::<u8>()).prop_map(|(gpfn, byte)| BalloonOp::Write { gpfn, byte }),
+            (
+                0u64..16,
+                any::<u16>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                any::<u16>()
+            )
+                .prop_map(|(cmd, arg, bytes, at)| BalloonOp::Hypercall {
+                    cmd,
+                    arg: u64::from(arg),
+                    bytes,
+                    at: u64::from(at) << 4,
+                }),
+        ]
+    }
+
+    proptest! {
+        // 64 cases by default; PROPTEST_CASES raises it.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+        ))]
+        #[test]
+        fn balloon_sequences_match_the_model(
+            ops in proptest::collection::vec(op(), 1..48),
+            ept in any::<bool>(),
+        ) {
+            run(if ept { Format::Ept } else { Format::Npt }, &ops);
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! Host memory in a buffer, for tests and fuzzing (feature `std`): frames
 //! the buddy heaps can hand out and the nested tables and guest memory
 //! code can reach, as a bare-metal hypervisor reaches them through its
-//! direct map.
+//! direct map; and a model-checked driver of a guest's memory
+//! ([`balloon`]).
+
+pub mod balloon;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +29,11 @@ impl Arena {
     #[must_use]
     pub fn new(range: Range<u64>) -> Self {
         let n = ((range.end - range.start) / PAGE) as usize;
+        let mut frames = Vec::with_capacity(n);
+        frames.resize_with(n, || [const { AtomicU64::new(0) }; 512]);
         Self {
             base: range.start,
-            frames: (0..n)
-                .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
+            frames,
         }
     }
 
