@@ -35,7 +35,7 @@ pub struct HeapSpec {
 /// The layout of both heaps.
 #[derive(Clone, Debug)]
 pub struct HeapPlan {
-    /// The volatile heap (none if no free RAM is left at all).
+    /// The volatile heap.
     pub ram: HeapSpec,
     /// The non-volatile heap, if there is NVRAM.
     pub nvram: Option<HeapSpec>,
