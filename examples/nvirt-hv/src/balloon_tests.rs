@@ -8,9 +8,10 @@ use nvirt_buddy::{Constraints, Heap, MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_ept::Invalidate;
 
-use crate::guest_memory::{GuestMemory, MemoryError, PAGE, Regions};
+use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::nested::{Format, NestedConfig};
 use crate::p2m::{Extent, P2mError};
+use crate::regions::Regions;
 use crate::testing::{Arena, heap, metadata_for};
 
 /// Host RAM for the volatile heap: 16 MiB at 4 MiB.

@@ -7,15 +7,15 @@
 //! remaining size allow, and mapped by `nvirt-ept` with the largest pages
 //! that allows. The tables' own frames come from the volatile heap.
 //! [`balloon`](crate::balloon) adds populating and releasing frames at the
-//! guest's request; this module holds the state and the hypervisor's own
+//! guest's request, [`audit`](crate::audit) checks the tables against the
+//! map, and [`Regions`] says where the balloon may act; this module holds
+//! the state and the hypervisor's own
 //! access to guest memory (loading the guest, hypercall arguments), every
 //! guest address checked against the map before a host address is formed.
 
 use core::fmt;
-use core::ops::Range;
 
 use nvirt_buddy::{Heap, MemKind};
-use nvirt_e820::MemoryMap;
 use nvirt_ept::{Invalidate, MapError, NewError, PhysMem, UnmapError};
 
 use crate::footprint::{self, Footprint};
@@ -23,6 +23,7 @@ use crate::heaps::TableFrames;
 use crate::nested::{Nested, NestedConfig};
 use crate::p2m::{Extent, P2m, P2mError};
 use crate::pool::{FramePool, PoolError};
+use crate::regions::Regions;
 
 /// Bytes per guest frame.
 pub const PAGE: u64 = 4096;
@@ -71,83 +72,6 @@ impl fmt::Display for GuestAccessError {
 }
 
 impl core::error::Error for GuestAccessError {}
-
-/// Where the map and the tables disagree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuditError {
-    /// The guest address.
-    pub gpa: u64,
-    /// The host address the map says, if any.
-    pub map: Option<u64>,
-    /// The host address the tables say, if any.
-    pub tables: Option<u64>,
-}
-
-impl fmt::Display for AuditError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "guest-physical {:#x}: map says {:x?}, tables say {:x?}",
-            self.gpa, self.map, self.tables
-        )
-    }
-}
-
-impl core::error::Error for AuditError {}
-
-/// Most RAM regions of a guest map.
-const MAX_RAM_REGIONS: usize = 4;
-
-/// The guest frames each kind of memory may occupy at the guest's request:
-/// the RAM entries of its E820 map and its NVRAM entry, shrunk to whole
-/// pages. The legacy area below 1 MiB is backed from the start but shown
-/// reserved, so it is not among them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Regions {
-    ram: [Range<u64>; MAX_RAM_REGIONS],
-    ram_len: usize,
-    nvram: Option<Range<u64>>,
-}
-
-impl Regions {
-    /// The regions of a guest's E820 map (as frame ranges).
-    #[must_use]
-    pub fn from_map<const N: usize>(map: &MemoryMap<N>) -> Self {
-        let mut r = Self::default();
-        for e in map.iter() {
-            let start = e.start().div_ceil(PAGE);
-            let end = e.end() / PAGE;
-            if start >= end {
-                continue;
-            }
-            if e.kind().is_ram() {
-                if let Some(slot) = r.ram.get_mut(r.ram_len) {
-                    *slot = start..end;
-                    r.ram_len += 1;
-                }
-            } else if e.kind().is_nonvolatile() && r.nvram.is_none() {
-                r.nvram = Some(start..end);
-            }
-        }
-        r
-    }
-
-    /// The regions of `kind`.
-    pub fn of(&self, kind: MemKind) -> impl Iterator<Item = &Range<u64>> + '_ {
-        let (ram, nvram): (&[Range<u64>], Option<&Range<u64>>) = match kind {
-            MemKind::Volatile => (&self.ram[..self.ram_len], None),
-            MemKind::NonVolatile => (&[], self.nvram.as_ref()),
-        };
-        ram.iter().chain(nvram)
-    }
-
-    /// Whether every frame of `gpfns` lies in one region of `kind`.
-    #[must_use]
-    pub fn contain(&self, kind: MemKind, gpfns: &Range<u64>) -> bool {
-        self.of(kind)
-            .any(|r| r.start <= gpfns.start && gpfns.end <= r.end)
-    }
-}
 
 /// Why a change to a guest's memory was not made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,56 +248,6 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
             .runs()
             .map(|(g, h, n)| (g * PAGE, h * PAGE, n * PAGE));
         footprint::minimum(runs, self.pages_1g)
-    }
-
-    /// Checks that the tables translate exactly what the map records: every
-    /// leaf run agrees with the map, and they cover as many bytes.
-    pub fn audit(&self) -> Result<(), AuditError> {
-        let mut mapped = 0u64;
-        let mut bad = None;
-        self.tables.for_each_extent(|gpa, hpa, len| {
-            mapped += len;
-            let mut at = gpa;
-            let end = gpa.saturating_add(len);
-            while bad.is_none() && at < end {
-                let found = hpa + (at - gpa);
-                match self.p2m.lookup(at / PAGE) {
-                    Some(e) if e.mfn(at / PAGE) * PAGE + at % PAGE == found => {
-                        at = (e.end() * PAGE).min(end);
-                    }
-                    other => {
-                        bad = Some(AuditError {
-                            gpa: at,
-                            map: other.map(|e| e.mfn(at / PAGE) * PAGE),
-                            tables: Some(found),
-                        });
-                    }
-                }
-            }
-        });
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        let recorded: u64 = self.extents().iter().map(|e| e.block.frames() * PAGE).sum();
-        if mapped != recorded {
-            // Some recorded frame is missing from the tables: find it.
-            for e in self.extents() {
-                let gpa = e.gpfn * PAGE;
-                if self.tables.translate(gpa) != Some(e.block.start().addr().get()) {
-                    return Err(AuditError {
-                        gpa,
-                        map: Some(e.block.start().addr().get()),
-                        tables: self.tables.translate(gpa),
-                    });
-                }
-            }
-            return Err(AuditError {
-                gpa: 0,
-                map: Some(recorded),
-                tables: Some(mapped),
-            });
-        }
-        Ok(())
     }
 
     /// The invalidation changes since the last call ask for; the caller

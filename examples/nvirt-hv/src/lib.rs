@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod audit;
 pub mod balloon;
 pub mod bootinfo;
 pub mod config;
@@ -46,5 +47,6 @@ pub mod p2m;
 pub mod phys;
 pub mod pool;
 pub mod ranges;
+pub mod regions;
 #[cfg(any(test, feature = "std"))]
 pub mod testing;

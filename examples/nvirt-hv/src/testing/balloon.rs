@@ -16,16 +16,18 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::vec::Vec;
 
-use nvirt_buddy::{Heap, MemKind, Order};
+use nvirt_buddy::{MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
 use nvirt_hypercall_abi::{DomainId, E820Entry, Gpfn};
 
+use super::model::{Guest, Model, TAG, agree, expect_decrease, expect_populate, order_of};
 use super::{Arena, heap, metadata_for};
-use crate::guest_memory::{GuestMemory, MemoryError, PAGE, Regions};
+use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::memory_op::{GuestInfo, e820_of, serve};
 use crate::nested::{Format, NestedConfig};
 use crate::p2m::{Extent, P2mError};
+use crate::regions::Regions;
 
 /// Host RAM of the volatile heap: 8 MiB at 4 MiB.
 const RAM_HOST: Range<u64> = 0x40_0000..0xc0_0000;
@@ -33,8 +35,6 @@ const RAM_HOST: Range<u64> = 0x40_0000..0xc0_0000;
 const NV_HOST: Range<u64> = 0xc0_0000..0x100_0000;
 /// The guest's NVRAM starts at 4 GiB.
 const NV_FIRST: u64 = (1 << 32) / PAGE;
-/// Where in each page the model's byte lives.
-const TAG: u64 = 0x7f8;
 
 /// One step.
 #[derive(Clone, Debug)]
@@ -121,92 +121,6 @@ fn kind(nvram: bool) -> MemKind {
         MemKind::NonVolatile
     } else {
         MemKind::Volatile
-    }
-}
-
-/// The model: which frames are backed, by which kind, holding which byte.
-#[derive(Debug, Default)]
-struct Model {
-    frames: BTreeMap<u64, (MemKind, u8)>,
-}
-
-type Guest<'a, 'm, 's> = GuestMemory<'a, 'm, 's, Heap<'m>, &'a Arena>;
-
-fn read_tag(g: &Guest<'_, '_, '_>, gpfn: u64) -> Option<u8> {
-    let mut b = [0u8];
-    g.read(gpfn * PAGE + TAG, &mut b).ok().map(|()| b[0])
-}
-
-impl Model {
-    fn sync_from(&mut self, g: &Guest<'_, '_, '_>) {
-        self.frames.clear();
-        for e in g.extents() {
-            for f in e.gpfns() {
-                let tag = read_tag(g, f).unwrap_or_else(|| panic!("frame {f:#x} unreadable"));
-                self.frames.insert(f, (e.kind, tag));
-            }
-        }
-    }
-
-    fn check(&self, g: &Guest<'_, '_, '_>) {
-        let mut seen = 0usize;
-        for e in g.extents() {
-            for f in e.gpfns() {
-                let want = self.frames.get(&f);
-                assert_eq!(
-                    want.map(|w| w.0),
-                    Some(e.kind),
-                    "frame {f:#x} backed by {} in the map",
-                    e.kind
-                );
-                assert_eq!(
-                    read_tag(g, f),
-                    want.map(|w| w.1),
-                    "frame {f:#x} holds the model's byte"
-                );
-                seen += 1;
-            }
-        }
-        assert_eq!(seen, self.frames.len(), "every modelled frame is backed");
-    }
-
-    fn back(&mut self, gpfn: u64, order: Order, kind: MemKind) {
-        for f in gpfn..gpfn + order.frames() {
-            self.frames.insert(f, (kind, 0));
-        }
-    }
-
-    fn unback(&mut self, gpfn: u64, order: Order) {
-        for f in gpfn..gpfn + order.frames() {
-            self.frames.remove(&f);
-        }
-    }
-
-    /// Where increase_reservation must put an extent.
-    fn hole(&self, regions: &Regions, order: Order, kind: MemKind) -> Option<u64> {
-        let size = order.frames();
-        regions.of(kind).find_map(|r| {
-            let mut at = r.start.div_ceil(size) * size;
-            while at + size <= r.end {
-                if self.all_free(&(at..at + size)) {
-                    return Some(at);
-                }
-                at += size;
-            }
-            None
-        })
-    }
-
-    /// Whether every frame of `range` is unbacked.
-    fn all_free(&self, range: &Range<u64>) -> bool {
-        self.frames.range(range.clone()).next().is_none()
-    }
-
-    /// Whether every frame of `range` is backed by `kind`.
-    fn all_backed(&self, range: &Range<u64>, kind: MemKind) -> bool {
-        range
-            .clone()
-            .all(|f| self.frames.get(&f).is_some_and(|w| w.0 == kind))
     }
 }
 
@@ -385,72 +299,6 @@ fn step(
                 }
             }
         }
-    }
-}
-
-fn order_of(order: u8) -> Order {
-    Order::new(order % 11).unwrap_or(Order::SIZE_4K)
-}
-
-fn expect_populate(
-    model: &Model,
-    regions: &Regions,
-    gpfn: u64,
-    order: Order,
-    kind: MemKind,
-) -> Result<(), MemoryError> {
-    let range = gpfn..gpfn + order.frames();
-    if !regions.contain(kind, &range) {
-        Err(MemoryError::OutsideRegion {
-            gpfn,
-            frames: order.frames(),
-            kind,
-        })
-    } else if !model.all_free(&range) {
-        Err(MemoryError::Backed { gpfn })
-    } else {
-        Ok(())
-    }
-}
-
-fn expect_decrease(
-    model: &Model,
-    regions: &Regions,
-    gpfn: u64,
-    order: Order,
-    kind: MemKind,
-) -> Result<(), MemoryError> {
-    let range = gpfn..gpfn + order.frames();
-    if !regions.contain(kind, &range) {
-        Err(MemoryError::OutsideRegion {
-            gpfn,
-            frames: order.frames(),
-            kind,
-        })
-    } else if let Some(f) = range.clone().find(|f| !model.frames.contains_key(f)) {
-        Err(MemoryError::Map(P2mError::NotBacked { gpfn: f }))
-    } else if model.all_backed(&range, kind) {
-        Ok(())
-    } else {
-        panic!("regions of the two kinds overlap");
-    }
-}
-
-/// The guest's answer equals the model's, or ran out of map room (which
-/// the model does not predict and which must change nothing).
-fn agree(
-    got: &Result<(), MemoryError>,
-    expected: &Result<(), MemoryError>,
-    what: &str,
-    gpfn: u64,
-    order: Order,
-    kind: MemKind,
-) {
-    if !matches!(
-        (got, expected),
-        (Err(MemoryError::Map(P2mError::Full { .. })), Ok(()))
-    ) {
-        assert_eq!(got, expected, "{what} {gpfn:#x} order {order} {kind}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! ([`balloon`]).
 
 pub mod balloon;
+mod model;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
