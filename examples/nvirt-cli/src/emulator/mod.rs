@@ -160,6 +160,13 @@ impl Scenario {
                 MIN_NVRAM / MIB
             ));
         }
+        if self.emulator == Emulator::Bochs && bochs::megs(self) > bochs::MAX_MEGS {
+            return Err(format!(
+                "Bochs takes at most {} MiB: --ram and --nvram together at most {} MiB",
+                bochs::MAX_MEGS,
+                bochs::MAX_MEGS - (bochs::megs(self) - (self.ram + self.nvram) / MIB)
+            ));
+        }
         if ![7, 12, 90].contains(&self.nv_type) {
             return Err("--nv-type must be 7, 12 or 90".into());
         }
