@@ -20,10 +20,13 @@ pub(crate) struct RunArgs {
     /// Virtualization extension (default: amd for qemu, intel for bochs).
     #[arg(long, value_enum)]
     cpu: Option<Cpu>,
-    /// Guest RAM, a multiple of 2 MiB (default: 64M in QEMU, 16M in Bochs).
+    /// Guest RAM, a multiple of 2 MiB, at least 8 MiB (default: 64M in
+    /// QEMU, 16M in Bochs). From 1 GiB on, QEMU gets room for whole 1 GiB
+    /// pages.
     #[arg(long, value_parser = parse_size)]
     ram: Option<u64>,
-    /// Guest NVRAM, a multiple of 2 MiB; 0 for none (default as --ram).
+    /// Guest NVRAM, a multiple of 2 MiB, 0 for none or at least 4 MiB
+    /// (default as --ram).
     #[arg(long, value_parser = parse_size)]
     nvram: Option<u64>,
     /// E820 type of the guest's NVRAM region: 7, 12 or 90.

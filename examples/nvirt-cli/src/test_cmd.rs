@@ -5,10 +5,17 @@
 //! 2. `cargo test --workspace` (every test it reports);
 //! 3. every library crate marked `[package.metadata.nvirt] no_std = true`
 //!    built for `x86_64-unknown-none` without default features (one each);
-//! 4. the loom model-checking tests of every crate marked
+//! 4. the reference hypervisor and its guest in the emulators: clippy for
+//!    the bare-metal target (one check), then each scenario of
+//!    [`emulator::standard_scenarios`] (one each: QEMU AMD-V with NVRAM
+//!    kinds 7, 12 and 90 over its three boot paths, Bochs Intel VT-x with
+//!    EPT, Bochs AMD-V, a 2 GiB + 1 GiB guest with 1 GiB pages), each with
+//!    its timeout, passed by the guest's serial `PASS` and the emulator's
+//!    exit status;
+//! 5. the loom model-checking tests of every crate marked
 //!    `[package.metadata.nvirt] loom = true`, built with `--cfg loom` in
 //!    release mode (every test they report);
-//! 5. every fuzz target for a bounded time, with AddressSanitizer when a
+//! 6. every fuzz target for a bounded time, with AddressSanitizer when a
 //!    nightly toolchain is installed (one each).
 //!
 //! Missing tools are installed (rustup target and components, cargo-fuzz);
@@ -21,6 +28,8 @@ use std::time::Instant;
 
 use clap::Args;
 
+use crate::emulator;
+use crate::image;
 use crate::process::{describe, run_quiet, run_streamed, workspace_root};
 use crate::toolchain::{
     BARE_METAL_TARGET, ensure_cargo_fuzz, ensure_components, ensure_target, has_nightly,
@@ -34,6 +43,9 @@ pub(crate) struct TestArgs {
     /// Skip the fuzz targets.
     #[arg(long)]
     no_fuzz: bool,
+    /// Skip the emulator scenarios.
+    #[arg(long)]
+    no_emulators: bool,
 }
 
 /// Counts of the suite.
@@ -110,6 +122,9 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
             ),
         );
     }
+    if !args.no_emulators {
+        emulator_scenarios(&root, &mut tally);
+    }
     for package in marked_packages(&root, "loom")? {
         let mut cmd = cargo(&root, &["test", "--release", "--package", &package]);
         // A target directory of its own: `--cfg loom` rebuilds every crate.
@@ -138,6 +153,30 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Lints the bare-metal crates, then runs every emulator scenario.
+fn emulator_scenarios(root: &Path, tally: &mut Tally) {
+    tally.check(
+        "clippy -D warnings for x86_64-unknown-none (nvirt-hv, nvirt-guest)",
+        image::clippy_bare_metal(root),
+    );
+    let started = Instant::now();
+    for scenario in emulator::standard_scenarios() {
+        let result = emulator::check_scenario(root, &scenario).map(|_| ());
+        tally.check(
+            &format!(
+                "scenario {} (timeout {} s)",
+                scenario.name,
+                scenario.timeout.as_secs()
+            ),
+            result,
+        );
+    }
+    eprintln!(
+        "nvirt test: emulator scenarios took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Command {

@@ -1,7 +1,8 @@
 //! What the hypervisor and the test guest (`examples/nvirt-guest`) agree
 //! on: the guest image header, the guest-physical layout of its boot
-//! structures, and the hypercalls of this first stage (console output and
-//! shutdown; the memory hypercalls come from `nvirt-hypercall-abi`).
+//! structures, what its command line tells it, and the console and
+//! shutdown hypercalls (the memory hypercalls are `memory_op`, from
+//! `nvirt-hypercall-abi`).
 //!
 //! Guest-physical layout, in address order:
 //!
@@ -9,6 +10,7 @@
 //! |---|---|
 //! | `0x1000` | `hvm_start_info` (PVH, version 1): the guest's boot information, in RBX at entry |
 //! | `0x1100` | its memory map (`hvm_memmap_table_entry`, at most [`MEMMAP_MAX`]) |
+//! | `0x1800` | its command line ([`GuestParams`]), NUL-terminated |
 //! | `0x2000` | a GDT: null, 64-bit code (`0x08`), data (`0x10`) |
 //! | `0x1_0000` | identity page tables: PML4, PDPT, one page directory per GiB (2 MiB pages) |
 //! | `0x10_0000` | the guest image, loaded as its header says |
@@ -29,6 +31,10 @@ pub const START_INFO_GPA: u64 = 0x1000;
 pub const MEMMAP_GPA: u64 = 0x1100;
 /// Most entries of the guest's memory map.
 pub const MEMMAP_MAX: usize = 64;
+/// Where the guest's command line goes.
+pub const CMDLINE_GPA: u64 = 0x1800;
+/// Its room, the terminating NUL included.
+pub const CMDLINE_MAX: usize = 0x800;
 /// Where the guest's GDT goes.
 pub const GDT_GPA: u64 = 0x2000;
 /// Where the guest's page tables start.
@@ -65,6 +71,58 @@ pub const ENOSYS: i64 = 38;
 pub const EFAULT: i64 = 14;
 /// Xen's `EINVAL`, returned negated.
 pub const EINVAL: i64 = 22;
+
+/// Xen's `__HYPERVISOR_memory_op` (`public/xen.h`), served through
+/// `nvirt-hypercall-abi`.
+pub const HYPERCALL_MEMORY_OP: u64 = 12;
+
+/// What the guest's command line tells it: the memory it was configured
+/// with, so it can check its map against it. Written as
+/// `nvirt.ram=BYTES nvirt.nvram=BYTES nvirt.nv_type=N` (decimal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestParams {
+    /// RAM bytes.
+    pub ram: u64,
+    /// NVRAM bytes.
+    pub nvram: u64,
+    /// E820 type of the NVRAM region.
+    pub nv_type: u32,
+}
+
+impl fmt::Display for GuestParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "nvirt.ram={} nvirt.nvram={} nvirt.nv_type={}",
+            self.ram, self.nvram, self.nv_type
+        )
+    }
+}
+
+impl GuestParams {
+    /// Reads the three keys from `cmdline` (other words are ignored);
+    /// `None` if one is missing or not a decimal number.
+    #[must_use]
+    pub fn parse(cmdline: &str) -> Option<Self> {
+        let (mut ram, mut nvram, mut nv_type) = (None, None, None);
+        for word in cmdline.split_ascii_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            match key {
+                "nvirt.ram" => ram = Some(value.parse().ok()?),
+                "nvirt.nvram" => nvram = Some(value.parse().ok()?),
+                "nvirt.nv_type" => nv_type = Some(value.parse().ok()?),
+                _ => {}
+            }
+        }
+        Some(Self {
+            ram: ram?,
+            nvram: nvram?,
+            nv_type: nv_type?,
+        })
+    }
+}
 
 /// The first bytes of a guest image.
 pub const IMAGE_MAGIC: [u8; 8] = *b"NVGUEST1";
@@ -204,6 +262,24 @@ mod tests {
         }
         h.resize(file.min(4096) as usize, 0x90);
         h
+    }
+
+    #[test]
+    fn guest_params_round_trip() {
+        let p = GuestParams {
+            ram: 64 << 20,
+            nvram: 1 << 30,
+            nv_type: 12,
+        };
+        let text = p.to_string();
+        assert!(text.len() < CMDLINE_MAX);
+        assert_eq!(GuestParams::parse(&text), Some(p));
+        assert_eq!(GuestParams::parse(&format!("quiet {text} x=y")), Some(p));
+        assert_eq!(GuestParams::parse("nvirt.ram=1 nvirt.nvram=2"), None);
+        assert_eq!(
+            GuestParams::parse("nvirt.ram=1 nvirt.nvram=x nvirt.nv_type=7"),
+            None
+        );
     }
 
     #[test]

@@ -1,34 +1,56 @@
-//! The guest-physical → host-physical correspondence of a guest's memory,
-//! kept beside the nested tables so the hypervisor can reach guest memory
-//! (to load the guest, to read hypercall arguments) without walking them.
-//! Every guest-supplied address and length is checked here before any host
-//! address is formed.
+//! A guest's memory: its physical-to-machine map, its nested tables and
+//! the heaps behind them, kept in agreement.
+//!
+//! Guest RAM comes from the volatile buddy heap, guest NVRAM from the
+//! NVRAM pool ([`FramePool`]); both are allocated largest block first,
+//! each block no larger than the guest address's alignment and the
+//! remaining size allow, and mapped by `nvirt-ept` with the largest pages
+//! that allows. The tables' own frames come from the volatile heap.
+//! [`balloon`](crate::balloon) adds populating and releasing frames at the
+//! guest's request, [`audit`](crate::audit) checks the tables against the
+//! map, and [`Regions`] says where the balloon may act; this module holds
+//! the state and the hypervisor's own
+//! access to guest memory (loading the guest, hypercall arguments), every
+//! guest address checked against the map before a host address is formed.
 
 use core::fmt;
-use core::ops::Range;
 
-/// What backs a region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// Volatile RAM.
-    Ram,
-    /// Non-volatile RAM.
-    Nvram,
+use nvirt_buddy::{Heap, MemKind};
+use nvirt_ept::{Invalidate, MapError, NewError, PhysMem, UnmapError};
+
+use crate::footprint::{self, Footprint};
+use crate::heaps::TableFrames;
+use crate::nested::{Nested, NestedConfig};
+use crate::p2m::{Extent, P2m, P2mError};
+use crate::pool::{FramePool, PoolError};
+use crate::regions::Regions;
+
+/// Bytes per guest frame.
+pub const PAGE: u64 = 4096;
+
+/// Byte access to host memory, for the frames guests get: a bare-metal
+/// hypervisor goes through its direct map. Only frames from the heaps are
+/// passed, so accesses cannot fail.
+pub trait HostMem: PhysMem {
+    /// Copies `out.len()` bytes from host-physical `hpa`.
+    fn read(&self, hpa: u64, out: &mut [u8]);
+    /// Copies `data` to host-physical `hpa`.
+    fn write(&self, hpa: u64, data: &[u8]);
+    /// Zeroes `len` bytes at host-physical `hpa`.
+    fn zero(&self, hpa: u64, len: u64);
 }
 
-/// A contiguous guest-physical range backed by contiguous host memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Region {
-    /// Guest-physical range.
-    pub gpa: Range<u64>,
-    /// Host-physical address of `gpa.start`.
-    pub hpa: u64,
-    /// What backs it.
-    pub backing: Backing,
+impl<T: HostMem + ?Sized> HostMem for &T {
+    fn read(&self, hpa: u64, out: &mut [u8]) {
+        (**self).read(hpa, out);
+    }
+    fn write(&self, hpa: u64, data: &[u8]) {
+        (**self).write(hpa, data);
+    }
+    fn zero(&self, hpa: u64, len: u64) {
+        (**self).zero(hpa, len);
+    }
 }
-
-/// Most regions per guest.
-pub const MAX_REGIONS: usize = 4;
 
 /// A guest access outside its memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,118 +73,263 @@ impl fmt::Display for GuestAccessError {
 
 impl core::error::Error for GuestAccessError {}
 
-/// Why a region cannot be added.
+/// Why a change to a guest's memory was not made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RegionError {
-    /// It overlaps a region already present.
-    Overlap,
-    /// It is empty or its host range wraps.
-    Invalid,
-    /// [`MAX_REGIONS`] already.
-    Full,
+pub enum MemoryError {
+    /// The frames are not inside one of the guest's regions of the kind.
+    OutsideRegion {
+        /// First guest frame.
+        gpfn: u64,
+        /// Frames.
+        frames: u64,
+        /// The kind asked for.
+        kind: MemKind,
+    },
+    /// A frame to populate is backed already.
+    Backed {
+        /// First guest frame of the request.
+        gpfn: u64,
+    },
+    /// The map refused: a frame not backed, backed by the other kind, or
+    /// no room for more extents.
+    Map(P2mError),
+    /// The pool of the kind is exhausted.
+    NoMemory {
+        /// The kind.
+        kind: MemKind,
+    },
+    /// No frame for a nested table.
+    NoTableFrame,
+    /// The guest has no pool of this kind (no NVRAM).
+    NoPool {
+        /// The kind.
+        kind: MemKind,
+    },
+    /// The tables refused a mapping the map allowed: the two disagree.
+    TablesMap(MapError),
+    /// The tables refused an unmapping.
+    TablesUnmap(UnmapError),
+    /// A pool refused to take back a block the map recorded as its own:
+    /// the hypervisor's bookkeeping is broken.
+    Inconsistent(PoolError),
+    /// A change failed part-way and could not be undone.
+    UndoFailed {
+        /// First guest frame of the change.
+        gpfn: u64,
+    },
 }
 
-impl fmt::Display for RegionError {
+impl MemoryError {
+    /// Whether the hypervisor's own state is broken (the guest must stop),
+    /// rather than the request refused.
+    #[must_use]
+    pub const fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Inconsistent(_)
+                | Self::TablesMap(_)
+                | Self::TablesUnmap(_)
+                | Self::UndoFailed { .. }
+        )
+    }
+}
+
+impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Overlap => "guest memory regions overlap",
-            Self::Invalid => "guest memory region is empty or wraps",
-            Self::Full => "too many guest memory regions",
+        match self {
+            Self::OutsideRegion { gpfn, frames, kind } => write!(
+                f,
+                "guest frames {gpfn:#x}+{frames:#x} are not inside a {kind} region of the guest's map"
+            ),
+            Self::Backed { gpfn } => write!(f, "guest frames from {gpfn:#x} are backed already"),
+            Self::Map(e) => e.fmt(f),
+            Self::NoMemory { kind } => write!(f, "no {kind} memory left"),
+            Self::NoTableFrame => f.write_str("no frame left for a nested table"),
+            Self::NoPool { kind } => write!(f, "the guest has no {kind} memory"),
+            Self::TablesMap(e) => write!(f, "nested tables: {e}"),
+            Self::TablesUnmap(e) => write!(f, "nested tables: {e}"),
+            Self::Inconsistent(e) => write!(f, "pool refused a recorded block: {e}"),
+            Self::UndoFailed { gpfn } => {
+                write!(
+                    f,
+                    "a failed change from guest frame {gpfn:#x} could not be undone"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for MemoryError {}
+
+impl From<P2mError> for MemoryError {
+    fn from(e: P2mError) -> Self {
+        Self::Map(e)
+    }
+}
+
+/// One guest's memory.
+#[derive(Debug)]
+pub struct GuestMemory<'a, 'm, 's, N: FramePool, M: HostMem + Copy> {
+    pub(crate) ram: &'a mut Heap<'m>,
+    pub(crate) nvram: Option<&'a mut N>,
+    pub(crate) mem: M,
+    pub(crate) tables: Nested<M>,
+    pub(crate) p2m: P2m<'s>,
+    pub(crate) regions: Regions,
+    pub(crate) pending: Invalidate,
+    pub(crate) pages_1g: bool,
+}
+
+impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> {
+    /// A guest with no memory yet: empty tables (their root from `ram`),
+    /// extents kept in `storage`.
+    pub fn new(
+        config: &NestedConfig,
+        ram: &'a mut Heap<'m>,
+        nvram: Option<&'a mut N>,
+        mem: M,
+        storage: &'s mut [Extent],
+        regions: Regions,
+    ) -> Result<Self, NewError> {
+        let tables = Nested::new(config, mem, &mut TableFrames(ram))?;
+        Ok(Self {
+            ram,
+            nvram,
+            mem,
+            tables,
+            p2m: P2m::new(storage),
+            regions,
+            pending: Invalidate::Nothing,
+            pages_1g: config.pages_1g,
         })
     }
-}
 
-impl core::error::Error for RegionError {}
-
-/// A guest's memory regions.
-#[derive(Clone, Debug, Default)]
-pub struct GuestMemoryMap {
-    regions: [Option<Region>; MAX_REGIONS],
-}
-
-impl GuestMemoryMap {
-    /// No memory.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            regions: [const { None }; MAX_REGIONS],
-        }
+    /// The volatile heap (for the vCPU's control structures).
+    pub fn heap(&mut self) -> &mut Heap<'m> {
+        self.ram
     }
 
-    /// Adds a region.
-    pub fn add(&mut self, region: Region) -> Result<(), RegionError> {
-        let len = region.gpa.end.checked_sub(region.gpa.start);
-        if len.is_none_or(|l| l == 0) || len.and_then(|l| region.hpa.checked_add(l)).is_none() {
-            return Err(RegionError::Invalid);
+    /// The nested tables.
+    #[must_use]
+    pub const fn tables(&self) -> &Nested<M> {
+        &self.tables
+    }
+
+    /// The extents, in guest-frame order.
+    #[must_use]
+    pub fn extents(&self) -> &[Extent] {
+        self.p2m.extents()
+    }
+
+    /// Guest frames backed by `kind`.
+    #[must_use]
+    pub fn frames(&self, kind: MemKind) -> u64 {
+        self.p2m.frames(kind)
+    }
+
+    /// The guest's regions.
+    #[must_use]
+    pub const fn regions(&self) -> &Regions {
+        &self.regions
+    }
+
+    /// What the tables hold now.
+    #[must_use]
+    pub fn footprint(&self) -> Footprint {
+        self.tables.footprint()
+    }
+
+    /// The fewest leaves and tables the current translation needs,
+    /// computed from the map alone.
+    #[must_use]
+    pub fn minimum(&self) -> Footprint {
+        let runs = self
+            .p2m
+            .runs()
+            .map(|(g, h, n)| (g * PAGE, h * PAGE, n * PAGE));
+        footprint::minimum(runs, self.pages_1g)
+    }
+
+    /// The invalidation changes since the last call ask for; the caller
+    /// performs it, then calls [`reclaim_tables`](Self::reclaim_tables).
+    pub fn take_invalidation(&mut self) -> Invalidate {
+        core::mem::take(&mut self.pending)
+    }
+
+    /// Frees the tables retired by changes whose invalidation is done.
+    pub fn reclaim_tables(&mut self) -> u64 {
+        self.tables.reclaim(&mut TableFrames(self.ram))
+    }
+
+    /// The host address of every byte of `[gpa, gpa + len)` in chunks
+    /// `(hpa, offset into the range, bytes)`, after checking all of it is
+    /// backed.
+    fn chunks(
+        &self,
+        gpa: u64,
+        len: u64,
+    ) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, GuestAccessError> {
+        let error = GuestAccessError { gpa, len };
+        let end = gpa.checked_add(len).ok_or(error)?;
+        let mut at = gpa;
+        while at < end {
+            let e = self.p2m.lookup(at / PAGE).ok_or(error)?;
+            at = e.end().saturating_mul(PAGE);
         }
-        if self
-            .regions()
-            .any(|r| r.gpa.start < region.gpa.end && region.gpa.start < r.gpa.end)
-        {
-            return Err(RegionError::Overlap);
+        let mut at = gpa;
+        Ok(core::iter::from_fn(move || {
+            if at >= end {
+                return None;
+            }
+            let e = self.p2m.lookup(at / PAGE)?;
+            let hpa = e.mfn(at / PAGE) * PAGE + at % PAGE;
+            let n = (e.end() * PAGE).min(end) - at;
+            let chunk = (hpa, at - gpa, n);
+            at += n;
+            Some(chunk)
+        }))
+    }
+
+    /// Whether all of `[gpa, gpa + len)` is backed.
+    pub fn check(&self, gpa: u64, len: u64) -> Result<(), GuestAccessError> {
+        self.chunks(gpa, len).map(|_| ())
+    }
+
+    /// Copies guest memory out.
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), GuestAccessError> {
+        for (hpa, off, n) in self.chunks(gpa, out.len() as u64)? {
+            let (off, n) = (off as usize, n as usize);
+            self.mem.read(hpa, &mut out[off..off + n]);
         }
-        let slot = self
-            .regions
-            .iter_mut()
-            .find(|r| r.is_none())
-            .ok_or(RegionError::Full)?;
-        *slot = Some(region);
         Ok(())
     }
 
-    /// The regions.
-    pub fn regions(&self) -> impl Iterator<Item = &Region> + '_ {
-        self.regions.iter().flatten()
+    /// Copies `data` into guest memory.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), GuestAccessError> {
+        for (hpa, off, n) in self.chunks(gpa, data.len() as u64)? {
+            let (off, n) = (off as usize, n as usize);
+            self.mem.write(hpa, &data[off..off + n]);
+        }
+        Ok(())
     }
 
-    /// The host-physical address of `len` bytes at `gpa`, if all of them lie
-    /// in one region.
-    pub fn translate(&self, gpa: u64, len: u64) -> Result<u64, GuestAccessError> {
-        let error = GuestAccessError { gpa, len };
-        let end = gpa.checked_add(len).ok_or(error)?;
-        self.regions()
-            .find(|r| r.gpa.start <= gpa && end <= r.gpa.end)
-            .map(|r| r.hpa + (gpa - r.gpa.start))
-            .ok_or(error)
+    /// Zeroes guest memory.
+    pub fn zero(&self, gpa: u64, len: u64) -> Result<(), GuestAccessError> {
+        for (hpa, _, n) in self.chunks(gpa, len)? {
+            self.mem.zero(hpa, n);
+        }
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl<N: FramePool, M: HostMem + Copy> crate::guest_setup::GuestWrite
+    for GuestMemory<'_, '_, '_, N, M>
+{
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), GuestAccessError> {
+        GuestMemory::write(self, gpa, bytes)
+    }
 
-    #[test]
-    fn translates_inside_regions_only() {
-        let mut m = GuestMemoryMap::new();
-        m.add(Region {
-            gpa: 0..0x400_0000,
-            hpa: 0x800_0000,
-            backing: Backing::Ram,
-        })
-        .unwrap();
-        m.add(Region {
-            gpa: 0x1_0000_0000..0x1_0200_0000,
-            hpa: 0x1_0000_0000,
-            backing: Backing::Nvram,
-        })
-        .unwrap();
-        assert_eq!(m.translate(0x1000, 8), Ok(0x800_1000));
-        assert_eq!(m.translate(0x3ff_fff8, 8), Ok(0xbff_fff8));
-        assert!(m.translate(0x3ff_fff8, 9).is_err());
-        assert!(m.translate(0x400_0000, 1).is_err());
-        assert!(m.translate(u64::MAX, 2).is_err());
-        assert_eq!(m.translate(0x1_0000_0010, 16), Ok(0x1_0000_0010));
-        let overlap = Region {
-            gpa: 0x3ff_0000..0x401_0000,
-            hpa: 0,
-            backing: Backing::Ram,
-        };
-        assert_eq!(m.add(overlap), Err(RegionError::Overlap));
-        let wraps = Region {
-            gpa: 0x5000_0000..0x5000_2000,
-            hpa: u64::MAX - 0x1000,
-            backing: Backing::Ram,
-        };
-        assert_eq!(m.add(wraps), Err(RegionError::Invalid));
+    fn zero(&mut self, gpa: u64, len: u64) -> Result<(), GuestAccessError> {
+        GuestMemory::zero(self, gpa, len)
     }
 }

@@ -1,5 +1,6 @@
 //! Putting a guest in place: its image, identity page tables, GDT and PVH
-//! start info (with the synthesized memory map), in guest memory, laid out
+//! start info (with the synthesized memory map and its command line), in
+//! guest memory, laid out
 //! as [`crate::guest_abi`] says. The CPU state to enter with comes back as a
 //! [`GuestStart`], which either backend turns into VMCB or VMCS fields.
 
@@ -9,8 +10,8 @@ use nvirt_e820::{GuestMap, WriteError, pvh};
 
 use crate::bootinfo::PVH_MAGIC;
 use crate::guest_abi::{
-    GDT_GPA, IMAGE_GPA, ImageError, ImageHeader, MEMMAP_GPA, MEMMAP_MAX, PAGE_TABLES_END,
-    PAGE_TABLES_GPA, START_INFO_GPA,
+    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, IMAGE_GPA, ImageError, ImageHeader, MEMMAP_GPA, MEMMAP_MAX,
+    PAGE_TABLES_END, PAGE_TABLES_GPA, START_INFO_GPA,
 };
 use crate::guest_memory::GuestAccessError;
 
@@ -68,6 +69,11 @@ pub enum SetupError {
     Access(GuestAccessError),
     /// The memory map could not be written.
     Write(WriteError),
+    /// The command line does not fit its room.
+    CmdlineTooLong {
+        /// Its bytes.
+        len: usize,
+    },
 }
 
 impl fmt::Display for SetupError {
@@ -94,6 +100,11 @@ impl fmt::Display for SetupError {
             }
             Self::Access(e) => e.fmt(f),
             Self::Write(e) => write!(f, "guest memory map: {e}"),
+            Self::CmdlineTooLong { len } => write!(
+                f,
+                "guest command line of {len} bytes exceeds {}",
+                CMDLINE_MAX - 1
+            ),
         }
     }
 }
@@ -106,11 +117,13 @@ impl From<GuestAccessError> for SetupError {
     }
 }
 
-/// Loads `image` and writes the guest's boot structures for `layout`.
+/// Loads `image` and writes the guest's boot structures for `layout`, with
+/// `cmdline` as its command line.
 pub fn prepare<const N: usize>(
     mem: &mut impl GuestWrite,
     image: &[u8],
     layout: &GuestMap<N>,
+    cmdline: &str,
 ) -> Result<(GuestStart, ImageHeader), SetupError> {
     let header = ImageHeader::parse(image).map_err(SetupError::Image)?;
     let low_ram = layout.ram[0].clone().unwrap_or(0..0);
@@ -129,7 +142,7 @@ pub fn prepare<const N: usize>(
 
     let cr3 = identity_tables(mem, layout.map.end())?;
     let gdt_limit = write_gdt(mem)?;
-    write_start_info(mem, layout)?;
+    write_start_info(mem, layout, cmdline)?;
     Ok((
         GuestStart {
             rip: header.entry_gpa,
@@ -182,11 +195,19 @@ fn write_gdt(mem: &mut impl GuestWrite) -> Result<u16, SetupError> {
     Ok(bytes.len() as u16 - 1)
 }
 
-/// `hvm_start_info` version 1 with the guest's memory map.
+/// `hvm_start_info` version 1 with the guest's memory map and command line.
 fn write_start_info<const N: usize>(
     mem: &mut impl GuestWrite,
     layout: &GuestMap<N>,
+    cmdline: &str,
 ) -> Result<(), SetupError> {
+    let text = cmdline.as_bytes();
+    if text.len() >= CMDLINE_MAX || text.contains(&0) {
+        return Err(SetupError::CmdlineTooLong { len: text.len() });
+    }
+    mem.write(CMDLINE_GPA, text)?;
+    mem.write(CMDLINE_GPA + text.len() as u64, &[0])?;
+
     let entries = layout.map.entries();
     if entries.len() > MEMMAP_MAX {
         return Err(SetupError::MapTooLarge {
@@ -200,6 +221,7 @@ fn write_start_info<const N: usize>(
     let mut info = [0u8; 56];
     info[0..4].copy_from_slice(&PVH_MAGIC.to_le_bytes());
     info[4..8].copy_from_slice(&1u32.to_le_bytes());
+    info[24..32].copy_from_slice(&CMDLINE_GPA.to_le_bytes());
     info[40..48].copy_from_slice(&MEMMAP_GPA.to_le_bytes());
     info[48..52].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     mem.write(START_INFO_GPA, &info)?;
@@ -254,7 +276,8 @@ mod tests {
             .build::<16>()
             .unwrap();
         let mut mem = Buffer(vec![0xaa; 8 << 20]);
-        let (start, header) = prepare(&mut mem, &image(0x1000), &layout).unwrap();
+        let (start, header) =
+            prepare(&mut mem, &image(0x1000), &layout, "nvirt.ram=67108864").unwrap();
         assert_eq!(start.rip, IMAGE_GPA + 0x40);
         assert_eq!(start.rbx, START_INFO_GPA);
         assert_eq!(header.end_gpa(), IMAGE_GPA + 0x1200);
@@ -272,6 +295,7 @@ mod tests {
         let boot = bootinfo::read(PVH_MAGIC, start.rbx, &phys).unwrap();
         assert_eq!(boot.map.entries(), layout.map.entries());
         assert_eq!(boot.map.total(Kind::Pram), 32 << 20);
+        assert_eq!(boot.cmdline.as_str(), "nvirt.ram=67108864");
 
         // Walk the identity tables for the NVRAM at 4 GiB + 16 MiB.
         let gpa: u64 = 0x1_0100_0000;
@@ -296,11 +320,11 @@ mod tests {
         let layout = GuestLayout::new(2 << 20).build::<16>().unwrap();
         let mut mem = Buffer(vec![0; 4 << 20]);
         assert!(matches!(
-            prepare(&mut mem, &image(4 << 20), &layout),
+            prepare(&mut mem, &image(4 << 20), &layout, ""),
             Err(SetupError::ImageOutsideRam { .. })
         ));
         assert!(matches!(
-            prepare(&mut mem, b"not an image", &layout),
+            prepare(&mut mem, b"not an image", &layout, ""),
             Err(SetupError::Image(_))
         ));
         // An address space too large for the page-table area.
@@ -310,8 +334,14 @@ mod tests {
             .unwrap();
         let mut mem = Buffer(vec![0; 4 << 20]);
         assert!(matches!(
-            prepare(&mut mem, &image(0), &huge),
+            prepare(&mut mem, &image(0), &huge, ""),
             Err(SetupError::TablesTooLarge { .. })
+        ));
+        let long = "x".repeat(CMDLINE_MAX);
+        let mut mem = Buffer(vec![0; 8 << 20]);
+        assert!(matches!(
+            prepare(&mut mem, &image(0), &layout, &long),
+            Err(SetupError::CmdlineTooLong { .. })
         ));
     }
 }

@@ -5,10 +5,14 @@
 //! uses it for: reading the boot information of Multiboot2, Multiboot1 and
 //! PVH ([`bootinfo`]); finding ACPI tables such as the NFIT ([`acpi`]);
 //! deciding which physical memory is free, reserved or NVRAM
-//! ([`ranges`], [`host_memory`]); handing out frames ([`frames`]); the
-//! options on its command line ([`config`]); laying out and loading the
-//! guest ([`guest_abi`], [`guest_setup`]); and the temporary nested
-//! translation tables ([`scaffold_nested`]).
+//! ([`ranges`], [`host_memory`]); the volatile and non-volatile buddy heaps
+//! every frame comes from ([`heaps`], [`pool`]); the options on its command
+//! line ([`config`]); a guest's memory — its physical-to-machine map
+//! ([`p2m`]), its EPT or NPT tables ([`nested`]) checked against the
+//! minimal footprint ([`footprint`]), backed and ballooned
+//! ([`guest_memory`], [`balloon`]); serving its `memory_op` hypercalls
+//! ([`memory_op`]); and laying out and loading the guest ([`guest_abi`],
+//! [`guest_setup`], [`guest_console`]).
 //!
 //! ```
 //! use nvirt_hv::ranges::RangeSet;
@@ -21,19 +25,28 @@
 //! # Ok::<(), nvirt_hv::ranges::RangeSetFull>(())
 //! ```
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod audit;
+pub mod balloon;
 pub mod bootinfo;
 pub mod config;
-pub mod frames;
+pub mod footprint;
 pub mod guest_abi;
 pub mod guest_console;
 pub mod guest_memory;
 pub mod guest_setup;
+pub mod heaps;
 pub mod host_memory;
+pub mod memory_op;
+pub mod nested;
+pub mod p2m;
 pub mod phys;
+pub mod pool;
 pub mod ranges;
-pub mod scaffold_nested;
+pub mod regions;
+#[cfg(any(test, feature = "std"))]
+pub mod testing;

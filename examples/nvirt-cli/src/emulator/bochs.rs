@@ -28,8 +28,16 @@ pub(crate) const NVRAM_START: u64 = 64 * MIB;
 /// the BIOS's ACPI tables.
 const HOST_OVERHEAD: u64 = 96 * MIB;
 
+/// The most memory Bochs 2.7 takes (`memory: host=` is range-checked).
+pub(crate) const MAX_MEGS: u64 = 2048;
+
+/// Bochs's memory for `scenario`, in MiB.
+pub(crate) fn megs(scenario: &Scenario) -> u64 {
+    (NVRAM_START + scenario.nvram + scenario.ram + HOST_OVERHEAD) / MIB
+}
+
 fn config(scenario: &Scenario, iso: &Path, serial: &Path, log: &Path) -> String {
-    let megs = (NVRAM_START + scenario.nvram + scenario.ram + HOST_OVERHEAD) / MIB;
+    let megs = megs(scenario);
     let model = match scenario.cpu {
         Cpu::Intel => "corei7_skylake_x",
         Cpu::Amd => "ryzen",
@@ -171,5 +179,7 @@ mod tests {
         assert!(text.contains("path=/r/nvirt.iso"));
         assert!(text.contains("com1: enabled=1, mode=file, dev=/r/serial.log"));
         assert!(text.contains("sound: waveoutdrv=dummy"));
+        s.nvram = 2 << 30;
+        assert!(megs(&s) > MAX_MEGS);
     }
 }

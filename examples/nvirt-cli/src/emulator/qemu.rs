@@ -18,6 +18,20 @@ use crate::process::describe;
 /// RAM QEMU gets beyond the guest's: the hypervisor, its tables, the boot
 /// loader and the preloaded guest image at 48 MiB.
 const HOST_OVERHEAD: u64 = 128 * MIB;
+const GIB: u64 = 1 << 30;
+
+/// QEMU's `-m` for a guest of `ram` bytes. A guest of 1 GiB or more gets
+/// whole 1 GiB pages only from free 1 GiB-aligned host blocks; the first
+/// GiB holds the hypervisor and the last GiB below 4 GiB the firmware's
+/// tables, so the host gets two GiB beyond the guest's (rounded up). QEMU
+/// commits host memory only as it is touched.
+fn host_ram(ram: u64) -> u64 {
+    if ram >= GIB {
+        ram.div_ceil(GIB) * GIB + 2 * GIB
+    } else {
+        ram + HOST_OVERHEAD
+    }
+}
 /// `(0x10 << 1) | 1`: the hypervisor writes 0x10 to `isa-debug-exit` on success.
 const SUCCESS_STATUS: i32 = 33;
 
@@ -46,7 +60,7 @@ pub(crate) fn start(
     guest: &Path,
     dir: &Path,
 ) -> Result<Started, String> {
-    let host_ram = (scenario.ram + HOST_OVERHEAD) / MIB;
+    let host_ram = host_ram(scenario.ram) / MIB;
     let mut cmd = Command::new("qemu-system-x86_64");
     if scenario.nvram > 0 {
         let pmem = dir.join("pmem.img");
@@ -64,7 +78,8 @@ pub(crate) fn start(
     } else {
         cmd.args(["-M", "pc", "-m"]).arg(format!("{host_ram}M"));
     }
-    cmd.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+    // pdpe1gb: 1 GiB pages, which nested tables may then use too.
+    cmd.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt,+pdpe1gb"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
@@ -117,4 +132,16 @@ pub(crate) fn start(
         success_status: SUCCESS_STATUS,
         log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_guests_get_room_for_whole_gib_blocks() {
+        assert_eq!(host_ram(64 * MIB), 192 * MIB);
+        assert_eq!(host_ram(2 * GIB), 4 * GIB);
+        assert_eq!(host_ram(1536 * MIB), 4 * GIB);
+    }
 }

@@ -69,6 +69,19 @@ impl<const N: usize> fmt::Debug for FixedString<N> {
     }
 }
 
+impl<const N: usize> fmt::Write for FixedString<N> {
+    /// Appends `s`; fails, appending nothing, if it does not fit.
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 impl<const N: usize> fmt::Display for FixedString<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,25 +1,31 @@
 //! Physical memory as the boot identity map shows it (virtual = physical
 //! for the first [`IDENTITY_MAP_GIB`] GiB), and the accessors the pure
-//! logic's traits need: reading firmware structures, writing nested tables,
-//! writing and reading guest memory.
+//! logic's traits need: reading firmware structures, the nested tables'
+//! frames, guest frames, the heaps' metadata and the guest map's storage.
 //!
-//! Every address that reaches a raw pointer here has been bounds-checked
-//! against the identity map (and, for guest memory, against the guest's
-//! regions by [`GuestMemoryMap::translate`]).
+//! Every address that reaches a raw pointer here is either bounds-checked
+//! against the identity map or a frame from one of the heaps, which hold
+//! only identity-mapped memory (`hypervisor.rs` clips RAM and NVRAM to
+//! [`IDENTITY_LIMIT`] before building them).
 
 use core::ops::Range;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-use nvirt_hv::frames::FrameAlloc;
-use nvirt_hv::guest_memory::{GuestAccessError, GuestMemoryMap};
-use nvirt_hv::guest_setup::GuestWrite;
+use nvirt_ept::{HostPhys, PhysMem, TableView};
+use nvirt_hv::guest_memory::HostMem;
+use nvirt_hv::p2m::Extent;
 use nvirt_hv::phys::{PhysError, PhysRead};
-use nvirt_hv::scaffold_nested::TableMemory;
 
 use super::boot::IDENTITY_MAP_GIB;
 
 /// One past the highest identity-mapped address.
 pub(crate) const IDENTITY_LIMIT: u64 = IDENTITY_MAP_GIB << 30;
+
+/// Most extents of the guest's physical-to-machine map: ample for a guest
+/// mapped with large blocks and a few hundred single pages ballooned
+/// (128 KiB of `.bss`).
+pub(crate) const P2M_CAPACITY: usize = 4096;
 
 unsafe extern "C" {
     static __image_start: u8;
@@ -47,7 +53,7 @@ fn host_ptr(addr: u64) -> *mut u8 {
     ptr::with_exposed_provenance_mut(addr as usize)
 }
 
-/// Reads through the identity map.
+/// Physical memory through the identity map.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IdentityMemory;
 
@@ -69,8 +75,39 @@ impl PhysRead for IdentityMemory {
     }
 }
 
-/// Bytes of host physical memory the hypervisor holds (a module, an
-/// allocated block), as a slice.
+impl PhysMem for IdentityMemory {
+    fn table(&self, frame: HostPhys) -> &TableView {
+        // SAFETY: the tables ask only for frames the volatile heap gave
+        // them (identity mapped, 4 KiB aligned, owned by the tables until
+        // freed); `[AtomicU64; 512]` has the size and alignment of the
+        // frame, and the hardware walker is the only other party, which
+        // atomics allow for.
+        unsafe { &*ptr::with_exposed_provenance::<TableView>(frame.as_u64() as usize) }
+    }
+}
+
+impl HostMem for IdentityMemory {
+    fn read(&self, hpa: u64, out: &mut [u8]) {
+        // SAFETY: guest frames from the heaps are identity mapped; the
+        // guest is not running while the hypervisor copies (one CPU), and
+        // `out` is the hypervisor's own buffer, disjoint from guest frames.
+        unsafe { ptr::copy_nonoverlapping(host_ptr(hpa), out.as_mut_ptr(), out.len()) };
+    }
+
+    fn write(&self, hpa: u64, data: &[u8]) {
+        // SAFETY: as in `read`.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), host_ptr(hpa), data.len()) };
+    }
+
+    fn zero(&self, hpa: u64, len: u64) {
+        // SAFETY: as in `read`; the frames belong to the guest being set
+        // up or to a block just allocated for it.
+        unsafe { ptr::write_bytes(host_ptr(hpa), 0, len as usize) };
+    }
+}
+
+/// Bytes of host physical memory the hypervisor holds (a module), as a
+/// slice.
 ///
 /// # Safety
 /// The range must be identity mapped, reserved from every allocator and
@@ -96,88 +133,31 @@ pub(crate) unsafe fn zero_host(addr: u64, len: u64) {
     unsafe { ptr::write_bytes(host_ptr(addr), 0, len as usize) };
 }
 
-/// Nested-table frames from a frame allocator, reached through the identity
-/// map.
-pub(crate) struct TableFrames<'a, F: FrameAlloc> {
-    frames: &'a mut F,
+/// RAM the hypervisor set aside for its own use (heap metadata), as a
+/// mutable slice for the rest of the run.
+///
+/// # Safety
+/// The range must be free RAM that no allocator hands out and nothing
+/// else refers to, and this must be called once per range.
+pub(crate) unsafe fn host_bytes_mut(range: &Range<u64>) -> Option<&'static mut [u8]> {
+    let len = range.end.checked_sub(range.start)?;
+    if !mapped(range.start, len) {
+        return None;
+    }
+    // SAFETY: mapped (checked), owned by the caller alone (its promise).
+    Some(unsafe { core::slice::from_raw_parts_mut(host_ptr(range.start), len as usize) })
 }
 
-impl<'a, F: FrameAlloc> TableFrames<'a, F> {
-    pub(crate) fn new(frames: &'a mut F) -> Self {
-        Self { frames }
-    }
-}
+static P2M_TAKEN: AtomicBool = AtomicBool::new(false);
+static mut P2M_STORAGE: [Extent; P2M_CAPACITY] = [Extent::EMPTY; P2M_CAPACITY];
 
-impl<F: FrameAlloc> TableMemory for TableFrames<'_, F> {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let frame = self.frames.alloc_frame()?;
-        if !mapped(frame, 4096) {
-            return None;
-        }
-        // SAFETY: a fresh frame from the allocator, identity mapped.
-        unsafe { zero_host(frame, 4096) };
-        Some(frame)
+/// The guest map's storage, the first time it is asked for.
+pub(crate) fn p2m_storage() -> Option<&'static mut [Extent]> {
+    if P2M_TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
     }
-
-    fn read_entry(&self, table: u64, index: usize) -> u64 {
-        let addr = table + (index as u64 & 511) * 8;
-        // SAFETY: `table` came from `alloc_table` (mapped, owned by the
-        // tables); the index is masked into the page.
-        unsafe { host_ptr(addr).cast::<u64>().read_volatile() }
-    }
-
-    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
-        let addr = table + (index as u64 & 511) * 8;
-        // SAFETY: as in `read_entry`; volatile because the hardware walker
-        // reads these entries.
-        unsafe { host_ptr(addr).cast::<u64>().write_volatile(value) };
-    }
-}
-
-/// A guest's memory, reached through its region map.
-pub(crate) struct GuestMem<'a> {
-    map: &'a GuestMemoryMap,
-}
-
-impl<'a> GuestMem<'a> {
-    pub(crate) fn new(map: &'a GuestMemoryMap) -> Self {
-        Self { map }
-    }
-
-    fn host(&self, gpa: u64, len: u64) -> Result<u64, GuestAccessError> {
-        let hpa = self.map.translate(gpa, len)?;
-        if mapped(hpa, len) {
-            Ok(hpa)
-        } else {
-            Err(GuestAccessError { gpa, len })
-        }
-    }
-
-    /// Copies guest memory out (volatile: the guest owns it).
-    pub(crate) fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), GuestAccessError> {
-        let hpa = self.host(gpa, out.len() as u64)?;
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: translated and bounds-checked above.
-            *byte = unsafe { host_ptr(hpa + i as u64).read_volatile() };
-        }
-        Ok(())
-    }
-}
-
-impl GuestWrite for GuestMem<'_> {
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), GuestAccessError> {
-        let hpa = self.host(gpa, bytes.len() as u64)?;
-        // SAFETY: translated and bounds-checked above; the guest's memory is
-        // host memory reserved for it, disjoint from `bytes` (the image
-        // module is reserved from every allocator).
-        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), host_ptr(hpa), bytes.len()) };
-        Ok(())
-    }
-
-    fn zero(&mut self, gpa: u64, len: u64) -> Result<(), GuestAccessError> {
-        let hpa = self.host(gpa, len)?;
-        // SAFETY: translated and bounds-checked above.
-        unsafe { ptr::write_bytes(host_ptr(hpa), 0, len as usize) };
-        Ok(())
-    }
+    let storage = &raw mut P2M_STORAGE;
+    // SAFETY: the flag hands the array out once, so this is the only
+    // reference to it ever made.
+    Some(unsafe { &mut *storage })
 }

@@ -5,6 +5,8 @@
 pub(crate) mod boot;
 pub(crate) mod console;
 pub(crate) mod cpu;
+pub(crate) mod discover;
+pub(crate) mod exits;
 pub(crate) mod hypervisor;
 pub(crate) mod io;
 pub(crate) mod mem;

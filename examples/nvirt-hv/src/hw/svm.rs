@@ -14,13 +14,14 @@
 
 use core::arch::global_asm;
 
-use nvirt_hv::frames::FrameAlloc;
 use nvirt_hv::guest_abi::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
+use nvirt_hv::heaps::FrameAlloc;
+use nvirt_hypercall_abi::host::VcpuMode;
 
 use super::io::{cpuid, msr, rdmsr, wrmsr};
 use super::mem::zero_host;
 use super::vcpu::{
-    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSpec, Reg, Vcpu, VmError,
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSpec, Reg, Vcpu, VmError, mode_of,
 };
 
 const EFER_SVME: u64 = 1 << 12;
@@ -130,6 +131,13 @@ pub(crate) fn supported() -> Result<(), VmError> {
     Ok(())
 }
 
+/// Whether nested tables may use 1 GiB pages: the CPU has 1 GiB pages
+/// (CPUID 8000_0001h EDX bit 26, "Page1GB"; AMD APM Vol. 3, appendix E).
+/// Nested walks use the host's paging features (APM Vol. 2, 15.25.5).
+pub(crate) fn pages_1g() -> bool {
+    cpuid(0x8000_0001, 0)[3] & 1 << 26 != 0
+}
+
 /// A guest CPU under SVM.
 pub(crate) struct SvmVcpu {
     vmcb: u64,
@@ -215,7 +223,7 @@ impl SvmVcpu {
 }
 
 fn alloc_zeroed(frames: &mut impl FrameAlloc, size: u64) -> Result<u64, VmError> {
-    let block = frames.alloc(size, 4096).ok_or(VmError::OutOfFrames)?;
+    let block = frames.alloc_bytes(size).ok_or(VmError::OutOfFrames)?;
     // SAFETY: a fresh block from the allocator, identity mapped.
     unsafe { zero_host(block, size) };
     Ok(block)
@@ -247,6 +255,14 @@ impl Vmcb {
         // SAFETY: as in `w16`.
         unsafe { ptr(self.0 + offset).cast::<u64>().write_volatile(value) };
     }
+    fn r8(self, offset: u64) -> u8 {
+        // SAFETY: as in `w8`.
+        unsafe { ptr(self.0 + offset).read_volatile() }
+    }
+    fn r16(self, offset: u64) -> u16 {
+        // SAFETY: as in `w16`.
+        unsafe { ptr(self.0 + offset).cast::<u16>().read_volatile() }
+    }
     fn r64(self, offset: u64) -> u64 {
         // SAFETY: as in `w16`.
         unsafe { ptr(self.0 + offset).cast::<u64>().read_volatile() }
@@ -275,8 +291,9 @@ impl Vcpu for SvmVcpu {
         // intercepted.
         unsafe { nvirt_svm_run(self.vmcb, &raw mut self.gprs) };
         self.gprs.rax = v.r64(0x5f8);
-        // The TLB flush request applies to one VMRUN.
+        // The TLB flush request and an injected event apply to one VMRUN.
         v.w8(0x05c, 0);
+        v.w64(0x0a8, 0);
         let code = v.r64(0x070);
         let info1 = v.r64(0x078);
         let info2 = v.r64(0x080);
@@ -341,5 +358,24 @@ impl Vcpu for SvmVcpu {
 
     fn invalidate_nested(&mut self) {
         Vmcb(self.vmcb).w8(0x05c, TLB_FLUSH_ALL);
+    }
+
+    fn caller_state(&self) -> (VcpuMode, u8) {
+        let v = Vmcb(self.vmcb);
+        // CS attributes (VMCB packed form): bit 9 L, bit 10 D/B.
+        let cs = v.r16(0x412);
+        let mode = mode_of(
+            v.r64(0x558),
+            v.r64(0x570),
+            v.r64(0x4d0),
+            cs & 1 << 9 != 0,
+            cs & 1 << 10 != 0,
+        );
+        (mode, v.r8(0x4cb))
+    }
+
+    fn inject_exception(&mut self, vector: u8) {
+        // EVENTINJ (APM Vol. 2, 15.20): vector, type 3 (exception), valid.
+        Vmcb(self.vmcb).w64(0x0a8, u64::from(vector) | 3 << 8 | 1 << 31);
     }
 }

@@ -5,6 +5,7 @@
 use core::fmt;
 
 use nvirt_hv::guest_setup::GuestStart;
+use nvirt_hypercall_abi::host::VcpuMode;
 
 /// What a backend needs to create a virtual CPU.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +26,8 @@ pub(crate) enum Reg {
     Rdx,
     Rsi,
     Rdi,
+    R8,
+    R10,
     Rip,
 }
 
@@ -124,6 +127,33 @@ pub(crate) trait Vcpu {
     /// Makes the next entry see the nested tables' current contents (the
     /// "invalidate" hook the nested-table code's changes call for).
     fn invalidate_nested(&mut self);
+    /// The guest's operating mode and current privilege level, as Xen
+    /// classifies a hypercall's caller.
+    fn caller_state(&self) -> (VcpuMode, u8);
+    /// Delivers exception `vector` (no error code) at the next entry.
+    fn inject_exception(&mut self, vector: u8);
+}
+
+/// Xen's classification of a vCPU's mode (`hvm_guest_x86_mode()`) from
+/// CR0.PE, RFLAGS.VM, EFER.LMA and the code segment's L and D bits.
+pub(crate) const fn mode_of(
+    cr0: u64,
+    rflags: u64,
+    efer: u64,
+    cs_long: bool,
+    cs_big: bool,
+) -> VcpuMode {
+    if cr0 & 1 == 0 {
+        VcpuMode::Real
+    } else if rflags & 1 << 17 != 0 {
+        VcpuMode::Vm86
+    } else if efer & 1 << 10 != 0 && cs_long {
+        VcpuMode::Bits64
+    } else if cs_big {
+        VcpuMode::Bits32
+    } else {
+        VcpuMode::Bits16
+    }
 }
 
 /// The guest's general registers other than RSP (which both vendors keep
@@ -157,6 +187,8 @@ impl Gprs {
             Reg::Rdx => self.rdx,
             Reg::Rsi => self.rsi,
             Reg::Rdi => self.rdi,
+            Reg::R8 => self.r8,
+            Reg::R10 => self.r10,
             Reg::Rip => 0,
         }
     }
@@ -168,6 +200,8 @@ impl Gprs {
             Reg::Rdx => self.rdx = value,
             Reg::Rsi => self.rsi = value,
             Reg::Rdi => self.rdi = value,
+            Reg::R8 => self.r8 = value,
+            Reg::R10 => self.r10 = value,
             Reg::Rip => {}
         }
     }

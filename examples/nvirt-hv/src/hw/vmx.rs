@@ -8,14 +8,15 @@
 
 use core::arch::{asm, global_asm};
 
-use nvirt_hv::frames::FrameAlloc;
 use nvirt_hv::guest_abi::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
+use nvirt_hv::heaps::FrameAlloc;
+use nvirt_hypercall_abi::host::VcpuMode;
 
 use super::boot::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::cpu::{gdtr, idtr, tss_base};
 use super::io::{cpuid, cr0, cr3, cr4, msr, rdmsr, write_cr0, write_cr4, wrmsr};
 use super::mem::zero_host;
-use super::vcpu::{self, Exit, Gprs, GuestSpec, Reg, Vcpu, VmError};
+use super::vcpu::{self, Exit, Gprs, GuestSpec, Reg, Vcpu, VmError, mode_of};
 
 const CR4_VMXE: u64 = 1 << 13;
 
@@ -249,6 +250,12 @@ pub(crate) fn supported() -> Result<(), VmError> {
         return Err(VmError::Unsupported("VMX"));
     }
     Ok(())
+}
+
+/// Whether EPT may use 1 GiB pages (IA32_VMX_EPT_VPID_CAP bit 17; Intel
+/// SDM Vol. 3D, appendix A.10). Call after [`supported`].
+pub(crate) fn ept_pages_1g() -> bool {
+    cap(msr::VMX_EPT_VPID_CAP) & 1 << 17 != 0
 }
 
 /// Reads a VMX capability MSR.
@@ -546,7 +553,7 @@ impl VmxVcpu {
 }
 
 fn alloc_zeroed(frames: &mut impl FrameAlloc) -> Result<u64, VmError> {
-    let frame = frames.alloc_frame().ok_or(VmError::OutOfFrames)?;
+    let frame = frames.alloc_bytes(4096).ok_or(VmError::OutOfFrames)?;
     // SAFETY: a fresh frame from the allocator, identity mapped.
     unsafe { zero_host(frame, 4096) };
     Ok(frame)
@@ -641,6 +648,29 @@ impl Vcpu for VmxVcpu {
         let len = vmread(field::EXIT_INSTRUCTION_LENGTH);
         let rip = vmread(field::GUEST_RIP);
         self.set_reg(Reg::Rip, rip + len);
+    }
+
+    fn caller_state(&self) -> (VcpuMode, u8) {
+        let cs = vmread(field::GUEST_CS_ACCESS);
+        let mode = mode_of(
+            vmread(field::GUEST_CR0),
+            vmread(field::GUEST_RFLAGS),
+            vmread(field::GUEST_IA32_EFER),
+            cs & 1 << 13 != 0,
+            cs & 1 << 14 != 0,
+        );
+        // CPL is SS.DPL (SDM Vol. 3C, 28.3.1.5).
+        (mode, ((vmread(field::GUEST_SS_ACCESS) >> 5) & 3) as u8)
+    }
+
+    fn inject_exception(&mut self, vector: u8) {
+        // VM-entry interruption information (SDM Vol. 3C, 25.8.3): vector,
+        // type 3 (hardware exception), valid. A failed write leaves the
+        // guest as it was; its next exit shows it.
+        let _ = vmwrite(
+            field::ENTRY_INTERRUPTION_INFO,
+            u64::from(vector) | 3 << 8 | 1 << 31,
+        );
     }
 
     fn invalidate_nested(&mut self) {

@@ -1,0 +1,343 @@
+//! The guest on the (virtual) machine: entry, console, the start info, and
+//! the order of the checks ([`memory`], [`balloon`], [`errors`]).
+
+mod balloon;
+mod errors;
+mod memory;
+
+use core::arch::{asm, global_asm};
+use core::fmt::{self, Write};
+use core::ops::Range;
+
+use nvirt_e820::{MemoryMap, pvh};
+use nvirt_guest::{PAGE, check_sizes, stride_for, test_ranges};
+use nvirt_hv::bootinfo::PVH_MAGIC;
+use nvirt_hv::guest_abi::{
+    CMDLINE_MAX, CONSOLEIO_WRITE, GuestParams, HYPERCALL_CONSOLE_IO, HYPERCALL_SCHED_OP,
+    MEMMAP_MAX, SCHEDOP_SHUTDOWN, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF,
+};
+use nvirt_hypercall_abi::guest::{HypercallInsn, MemoryOps, Vmcall};
+use nvirt_hypercall_abi::{E820Entry, HYPERVISOR_MEMORY_OP};
+
+// The image header the hypervisor checks (layout in
+// `nvirt_hv::guest_abi::ImageHeader`), then the entry: a stack of our own,
+// the start info as the first argument.
+global_asm!(
+    r#"
+    .section .nvirt_header, "a"
+    .ascii "NVGUEST1"
+    .long 48
+    .long 1
+    .quad __image_start
+    .quad __file_len
+    .quad __mem_len
+    .quad nvirt_guest_entry
+
+    .section .text.entry, "ax"
+    .global nvirt_guest_entry
+nvirt_guest_entry:
+    lea rsp, [rip + nvirt_guest_stack_top]
+    mov rdi, rbx
+    call nvirt_guest_main
+    ud2
+
+    .section .bss.nvirt_guest_stack, "aw", @nobits
+    .balign 16
+    .skip 65536
+nvirt_guest_stack_top:
+    .text
+"#
+);
+
+unsafe extern "C" {
+    static __bss_end: u8;
+}
+
+/// Seeds the pattern; any value works, this one spells "nvirt".
+pub(crate) const SEED: u64 = 0x006e_7669_7274_0001;
+
+/// The typed `memory_op` calls of `nvirt-hypercall-abi`.
+pub(crate) type Hv = MemoryOps<Vmcall>;
+
+/// A hypercall with three arguments, Xen's register convention; RAX back.
+pub(crate) fn hypercall(insn: HypercallInsn, number: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let ret: u64;
+    match insn {
+        HypercallInsn::Vmmcall => {
+            // SAFETY: VMMCALL traps to the hypervisor, which reads the
+            // arguments (and the memory they point at, which the caller
+            // lends it) and sets RAX and, for a continuation, RDI.
+            unsafe {
+                asm!("vmmcall", inout("rax") number => ret, inout("rdi") a1 => _, inout("rsi") a2 => _, inout("rdx") a3 => _, out("r8") _, out("r10") _, options(nostack))
+            };
+        }
+        HypercallInsn::Vmcall => {
+            // SAFETY: as above, with VMCALL.
+            unsafe {
+                asm!("vmcall", inout("rax") number => ret, inout("rdi") a1 => _, inout("rsi") a2 => _, inout("rdx") a3 => _, out("r8") _, out("r10") _, options(nostack))
+            };
+        }
+    }
+    ret
+}
+
+/// `memory_op(cmd, arg)` with raw values, for the calls the typed API
+/// cannot express (malformed ones).
+pub(crate) fn memory_op_raw(insn: HypercallInsn, cmd: u64, arg: u64) -> u64 {
+    hypercall(insn, HYPERVISOR_MEMORY_OP, cmd, arg, 0)
+}
+
+/// The console: every `write_str` is one `console_io` call.
+pub(crate) struct Console {
+    insn: HypercallInsn,
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(4096) {
+            let r = hypercall(
+                self.insn,
+                HYPERCALL_CONSOLE_IO,
+                CONSOLEIO_WRITE,
+                chunk.len() as u64,
+                chunk.as_ptr() as u64,
+            );
+            if (r as i64) < 0 {
+                return Err(fmt::Error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts checks and prints one line for each.
+pub(crate) struct Checks {
+    pub(crate) out: Console,
+    passed: u32,
+    failed: u32,
+}
+
+impl Checks {
+    /// Reports one check.
+    pub(crate) fn check(&mut self, ok: bool, what: fmt::Arguments<'_>) -> bool {
+        let _ = writeln!(self.out, "{} {}", if ok { "ok:" } else { "FAILED:" }, what);
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        ok
+    }
+
+    /// A line that is not a check.
+    pub(crate) fn note(&mut self, what: fmt::Arguments<'_>) {
+        let _ = writeln!(self.out, "{what}");
+    }
+}
+
+fn shutdown(insn: HypercallInsn, reason: u32) -> ! {
+    let arg = reason;
+    loop {
+        hypercall(
+            insn,
+            HYPERCALL_SCHED_OP,
+            SCHEDOP_SHUTDOWN,
+            &raw const arg as u64,
+            0,
+        );
+        // SAFETY: nothing is left to do; HLT exits to the hypervisor.
+        unsafe { asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Reads guest-physical memory (identity mapped) as bytes.
+fn read_phys(addr: u64, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        // SAFETY: the hypervisor's identity tables map every address of the
+        // guest map; the start info, map and command line lie in low RAM
+        // it wrote.
+        *b = unsafe {
+            core::ptr::with_exposed_provenance::<u8>((addr + i as u64) as usize).read_volatile()
+        };
+    }
+}
+
+/// What the start info says: the map and the command line's parameters.
+struct Boot {
+    map: MemoryMap<MEMMAP_MAX>,
+    params: Option<GuestParams>,
+}
+
+fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
+    let mut head = [0u8; 56];
+    read_phys(start_info, &mut head);
+    let u32_at =
+        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or([0; 8]));
+    let magic = u32_at(0);
+    c.check(
+        magic == PVH_MAGIC && u32_at(4) >= 1,
+        format_args!(
+            "start info at {start_info:#x}: magic {magic:#x}, version {}",
+            u32_at(4)
+        ),
+    );
+    let entries = (u32_at(48) as usize).min(MEMMAP_MAX);
+    let mut raw = [0u8; MEMMAP_MAX * 24];
+    read_phys(u64_at(40), &mut raw[..entries * 24]);
+    let map = pvh::read(&raw[..entries * 24], entries)
+        .ok()
+        .and_then(|e| MemoryMap::<MEMMAP_MAX>::from_firmware(e).ok());
+    if !c.check(
+        map.is_some(),
+        format_args!("memory map in the start info: {entries} entries"),
+    ) {
+        return None;
+    }
+    let mut text = [0u8; CMDLINE_MAX];
+    let at = u64_at(24);
+    if at != 0 {
+        read_phys(at, &mut text);
+    }
+    let len = text.iter().position(|&b| b == 0).unwrap_or(0);
+    let cmdline = core::str::from_utf8(&text[..len]).unwrap_or("");
+    let params = GuestParams::parse(cmdline);
+    c.check(
+        params.is_some(),
+        format_args!("command line {cmdline:?} names the configured memory"),
+    );
+    map.map(|map| Boot { map, params })
+}
+
+/// The map through `XENMEM_memory_map`, checked against the start info's.
+fn map_by_hypercall(c: &mut Checks, hv: &mut Hv, boot: &MemoryMap<MEMMAP_MAX>) {
+    let mut buffer = [E820Entry::default(); MEMMAP_MAX];
+    match hv.memory_map(&mut buffer) {
+        Ok(n) => {
+            let same = n == boot.len()
+                && buffer[..n].iter().zip(boot.iter()).all(|(h, b)| {
+                    h.addr() == b.start() && h.size() == b.size() && h.kind() == b.kind().raw()
+                });
+            c.check(
+                same,
+                format_args!(
+                    "XENMEM_memory_map: {n} entries, the same as the start info's {}",
+                    boot.len()
+                ),
+            );
+        }
+        Err(e) => {
+            c.check(false, format_args!("XENMEM_memory_map: {e}"));
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
+    let insn = HypercallInsn::detect();
+    let mut c = Checks {
+        out: Console { insn },
+        passed: 0,
+        failed: 0,
+    };
+    c.note(format_args!(
+        "nvirt-guest: running in 64-bit mode, hypercalls by {}",
+        match insn {
+            HypercallInsn::Vmmcall => "VMMCALL",
+            HypercallInsn::Vmcall => "VMCALL",
+        }
+    ));
+    // SAFETY: this guest is identity mapped (a pointer's value is its
+    // guest-physical address, which is how nvirt-hv reads guest handles),
+    // and nvirt-hv follows the memory_op ABI.
+    let mut hv = MemoryOps::new(unsafe { Vmcall::identity_mapped(insn) });
+
+    if let Some(boot) = read_start_info(&mut c, start_info) {
+        c.note(format_args!("memory map ({} entries):", boot.map.len()));
+        for e in boot.map.iter() {
+            c.note(format_args!("  {e}"));
+        }
+        map_by_hypercall(&mut c, &mut hv, &boot.map);
+        let nvram = match &boot.params {
+            Some(p) => match check_sizes(&boot.map, p) {
+                Ok(nv) => {
+                    c.check(
+                        true,
+                        format_args!(
+                            "map holds {} MiB of RAM and {} MiB of NVRAM of type {}, as configured",
+                            p.ram >> 20,
+                            p.nvram >> 20,
+                            p.nv_type
+                        ),
+                    );
+                    nv
+                }
+                Err(e) => {
+                    c.check(false, format_args!("map against the configuration: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram);
+    }
+    let _ = writeln!(c.out, "checks: {} passed, {} failed", c.passed, c.failed);
+    if c.failed == 0 && c.passed > 0 {
+        let _ = writeln!(c.out, "PASS");
+        shutdown(insn, SHUTDOWN_POWEROFF)
+    } else {
+        let _ = writeln!(c.out, "FAIL");
+        shutdown(insn, SHUTDOWN_CRASH)
+    }
+}
+
+/// The pattern over all memory, the balloon for both kinds, the malformed
+/// calls, and the pattern again.
+fn run_memory_checks(
+    c: &mut Checks,
+    hv: &mut Hv,
+    insn: HypercallInsn,
+    map: &MemoryMap<MEMMAP_MAX>,
+    nvram: Option<Range<u64>>,
+) {
+    let image_end = ((&raw const __bss_end) as u64).div_ceil(PAGE) * PAGE;
+    let mut ranges = [const { 0..0 }; MEMMAP_MAX];
+    let mut n = 0;
+    for (_, r) in test_ranges(map, image_end) {
+        if let Some(slot) = ranges.get_mut(n) {
+            *slot = r;
+            n += 1;
+        }
+    }
+    let ranges = &ranges[..n];
+    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let stride = stride_for(total);
+    memory::write_all(c, ranges, stride, &[]);
+    memory::verify_all(c, ranges, stride, &[], "written");
+
+    let ctx = balloon::Context {
+        map,
+        ranges,
+        stride,
+        image_end,
+    };
+    balloon::run(c, hv, &ctx, false);
+    if nvram.is_some() {
+        balloon::run(c, hv, &ctx, true);
+    }
+    errors::run(c, hv, insn, map, nvram.as_ref());
+    memory::verify_all(
+        c,
+        ranges,
+        stride,
+        &[],
+        "after the balloon and the malformed calls",
+    );
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let insn = HypercallInsn::detect();
+    let _ = writeln!(Console { insn }, "guest panic: {info}\nFAIL");
+    shutdown(insn, SHUTDOWN_CRASH)
+}

@@ -1,0 +1,221 @@
+//! Backing and releasing guest frames: the guest's initial memory and the
+//! balloon operations `memory_op` serves (populate_physmap,
+//! increase_reservation, decrease_reservation).
+//!
+//! Which guest frames the balloon may touch: only frames inside the
+//! guest's own regions of the kind asked for, as its E820 map lays them out
+//! (RAM entries for RAM, the NVRAM entry for NVRAM). A guest can give any
+//! of those frames back and back them again, but never back frames
+//! elsewhere (the legacy area, the PCI hole, past its map) nor hold more
+//! than its map describes — so its reservation never exceeds what it was
+//! configured with. NVRAM frames are refused in RAM regions and the other
+//! way round.
+//!
+//! Every change is all or nothing: checks first, then the pool, the map
+//! and the tables; a failure part-way undoes what was done. Frames the
+//! guest gets back are zeroed first (they may have held another guest's
+//! data); frames it gives back return to their pool as they are and are
+//! zeroed when next handed out.
+
+use core::ops::Range;
+
+use nvirt_buddy::{MemKind, Order};
+
+use crate::guest_memory::{GuestMemory, HostMem, MemoryError, PAGE};
+use crate::heaps::TableFrames;
+use crate::p2m::Extent;
+use crate::pool::FramePool;
+
+/// The largest order a block may have to back guest frames from `gpfn`
+/// with `frames` frames left: bounded by the guest address's alignment,
+/// the remaining size and the largest page.
+#[must_use]
+pub fn order_for(gpfn: u64, frames: u64) -> Order {
+    let align = if gpfn == 0 { 63 } else { gpfn.trailing_zeros() };
+    let fits = 63 - frames.max(1).leading_zeros();
+    Order::new(align.min(fits).min(u32::from(Order::MAX.get())) as u8).unwrap_or(Order::SIZE_4K)
+}
+
+impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
+    fn pool(&mut self, kind: MemKind) -> Result<&mut dyn FramePool, MemoryError> {
+        match kind {
+            MemKind::Volatile => Ok(&mut *self.ram),
+            MemKind::NonVolatile => match self.nvram.as_deref_mut() {
+                Some(pool) => Ok(pool),
+                None => Err(MemoryError::NoPool { kind }),
+            },
+        }
+    }
+
+    /// Backs guest-physical `gpa` (page aligned) with memory of `kind`,
+    /// zeroed if `zero`: the guest's initial memory. No region check: the
+    /// legacy area is backed too.
+    pub fn back(&mut self, gpa: &Range<u64>, kind: MemKind, zero: bool) -> Result<(), MemoryError> {
+        let gpfns = gpa.start / PAGE..gpa.end / PAGE;
+        if self.p2m.any_backed(&gpfns) {
+            return Err(MemoryError::Backed { gpfn: gpfns.start });
+        }
+        self.fill(&gpfns, kind, zero)
+    }
+
+    /// Backs the unbacked frames `gpfns` largest block first; undoes
+    /// everything on failure.
+    fn fill(&mut self, gpfns: &Range<u64>, kind: MemKind, zero: bool) -> Result<(), MemoryError> {
+        let mut at = gpfns.start;
+        while at < gpfns.end {
+            if let Err(e) = self.fill_one(at, gpfns.end, kind, zero) {
+                if at > gpfns.start {
+                    // What was done can be undone: these extents are
+                    // exactly what was just added.
+                    if self.release(&(gpfns.start..at), kind).is_err() {
+                        return Err(MemoryError::UndoFailed { gpfn: gpfns.start });
+                    }
+                }
+                return Err(e);
+            }
+            at = self.p2m.lookup(at).map_or(gpfns.end, Extent::end);
+        }
+        Ok(())
+    }
+
+    /// Backs frames from `at` with one block; the map and the tables take
+    /// it or nothing changes.
+    fn fill_one(
+        &mut self,
+        at: u64,
+        end: u64,
+        kind: MemKind,
+        zero: bool,
+    ) -> Result<(), MemoryError> {
+        let order = order_for(at, end - at);
+        let block = self
+            .pool(kind)?
+            .alloc_for(at, order)
+            .map_err(|_| MemoryError::NoMemory { kind })?;
+        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
+        let give_back = |this: &mut Self| {
+            let range = crate::pool::block_range(block);
+            this.pool(kind).and_then(|p| {
+                p.release(at, block, range)
+                    .map_err(MemoryError::Inconsistent)
+            })
+        };
+        if zero {
+            self.mem.zero(hpa, bytes);
+        }
+        let extent = Extent {
+            gpfn: at,
+            block,
+            kind,
+        };
+        if let Err(e) = self.p2m.insert(extent) {
+            give_back(self)?;
+            return Err(e.into());
+        }
+        match self
+            .tables
+            .map(&mut TableFrames(self.ram), at * PAGE, hpa, bytes)
+        {
+            Ok(v) => {
+                self.pending = self.pending.and(v);
+                Ok(())
+            }
+            Err(e) => {
+                let one = at..at + block.frames();
+                if let Ok(cover) = self.p2m.covering(&one, kind) {
+                    self.p2m.remove(&one, cover)?;
+                }
+                give_back(self)?;
+                Err(match e {
+                    nvirt_ept::MapError::Frames(_) => MemoryError::NoTableFrame,
+                    other => MemoryError::TablesMap(other),
+                })
+            }
+        }
+    }
+
+    /// Releases the frames `gpfns`, every one backed by `kind`: out of the
+    /// tables, back to the pool, off the map.
+    fn release(&mut self, gpfns: &Range<u64>, kind: MemKind) -> Result<(), MemoryError> {
+        let cover = self.p2m.covering(gpfns, kind)?;
+        if !self.p2m.can_remove(gpfns, &cover) {
+            return Err(MemoryError::Map(crate::p2m::P2mError::Full {
+                capacity: self.p2m.capacity(),
+            }));
+        }
+        let gpa = gpfns.start * PAGE;
+        let len = (gpfns.end - gpfns.start) * PAGE;
+        let v = self
+            .tables
+            .unmap(&mut TableFrames(self.ram), gpa, len)
+            .map_err(|e| match e {
+                nvirt_ept::UnmapError::Frames(_) => MemoryError::NoTableFrame,
+                other => MemoryError::TablesUnmap(other),
+            })?;
+        self.pending = self.pending.and(v);
+        for i in cover.clone() {
+            let Some(&e) = self.p2m.extents().get(i) else {
+                continue;
+            };
+            let part = self.p2m.part_of(&e, gpfns);
+            self.pool(kind)?
+                .release(e.gpfn, e.block, part)
+                .map_err(MemoryError::Inconsistent)?;
+        }
+        self.p2m.remove(gpfns, cover)?;
+        Ok(())
+    }
+
+    /// `populate_physmap` of one extent: backs guest frames `gpfn..gpfn +
+    /// 2^order` (all unbacked, inside a region of `kind`) with fresh,
+    /// zeroed memory of `kind`.
+    pub fn populate(&mut self, gpfn: u64, order: Order, kind: MemKind) -> Result<(), MemoryError> {
+        let gpfns = self.extent(gpfn, order, kind)?;
+        if self.p2m.any_backed(&gpfns) {
+            return Err(MemoryError::Backed { gpfn });
+        }
+        self.fill(&gpfns, kind, true)
+    }
+
+    /// `decrease_reservation` of one extent: gives back guest frames `gpfn..gpfn
+    /// + 2^order`, all backed by `kind`.
+    pub fn decrease(&mut self, gpfn: u64, order: Order, kind: MemKind) -> Result<(), MemoryError> {
+        let gpfns = self.extent(gpfn, order, kind)?;
+        self.release(&gpfns, kind)
+    }
+
+    /// `increase_reservation` of one extent: backs the lowest aligned run
+    /// of `2^order` unbacked frames in the guest's regions of `kind` with
+    /// fresh, zeroed memory and returns its first frame.
+    pub fn increase(&mut self, order: Order, kind: MemKind) -> Result<u64, MemoryError> {
+        self.pool(kind)?;
+        let hole = self
+            .regions
+            .of(kind)
+            .find_map(|r| self.p2m.first_hole(r, order))
+            .ok_or(MemoryError::NoMemory { kind })?;
+        self.populate(hole, order, kind)?;
+        Ok(hole)
+    }
+
+    /// The frames of an extent, if inside one region of `kind`.
+    fn extent(
+        &mut self,
+        gpfn: u64,
+        order: Order,
+        kind: MemKind,
+    ) -> Result<Range<u64>, MemoryError> {
+        self.pool(kind)?;
+        let frames = order.frames();
+        let outside = MemoryError::OutsideRegion { gpfn, frames, kind };
+        let end = gpfn.checked_add(frames).ok_or(outside)?;
+        if !self.regions.contain(kind, &(gpfn..end)) {
+            return Err(outside);
+        }
+        Ok(gpfn..end)
+    }
+}
+
+#[cfg(test)]
+#[path = "balloon_tests.rs"]
+pub(crate) mod tests;

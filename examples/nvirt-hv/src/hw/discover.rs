@@ -1,0 +1,141 @@
+//! What the machine offers, from the boot information: the host memory
+//! map with every NVRAM source applied (firmware E820 kinds, the ACPI NFIT,
+//! `memmap=`), the guest image, and the free RAM and NVRAM reported.
+
+use core::ops::Range;
+
+use nvirt_e820::MemoryMap;
+use nvirt_e820::nfit::Nfit;
+use nvirt_hv::acpi::Rsdp;
+use nvirt_hv::bootinfo::{BootInfo, MAP_CAPACITY};
+use nvirt_hv::config::Config;
+use nvirt_hv::guest_abi::{IMAGE_HEADER_LEN, ImageHeader};
+use nvirt_hv::host_memory::HostMemory;
+use nvirt_hv::phys::PhysRead;
+use nvirt_hv::ranges::HexRange;
+
+use super::hypervisor::{Size, fail};
+use super::mem::{IdentityMemory, host_bytes};
+use crate::hvprintln;
+
+/// Largest NFIT read (QEMU's is a few hundred bytes per NVDIMM).
+const NFIT_MAX: usize = 16 * 1024;
+/// The module name that marks the guest image (else the first module).
+const GUEST_MODULE: &str = "nvirt-guest";
+
+/// The sanitized host map with every NVRAM source applied: E820 kinds
+/// 7/12/90 as given, ACPI NFIT persistent-memory ranges, `memmap=`.
+pub(crate) fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_CAPACITY> {
+    let mut map = boot.map.clone();
+    for e in map.nonvolatile() {
+        hvprintln!("NVRAM from the firmware map: {e}");
+    }
+    match Rsdp::locate(mem, boot.rsdp.as_ref()) {
+        Ok(rsdp) => {
+            let root = rsdp
+                .xsdt
+                .map_or(("RSDT", u64::from(rsdp.rsdt)), |x| ("XSDT", x));
+            hvprintln!(
+                "ACPI: RSDP revision {}, {} at {:#x}",
+                rsdp.revision,
+                root.0,
+                root.1
+            );
+            let mut buffer = [0u8; NFIT_MAX];
+            match rsdp.find_table(mem, *b"NFIT", &mut buffer) {
+                Ok(Some((at, bytes))) => match Nfit::parse(bytes) {
+                    Ok(nfit) => {
+                        for r in nfit.pmem_ranges() {
+                            hvprintln!(
+                                "NVRAM from the ACPI NFIT at {at:#x}: SPA range {} {}",
+                                r.index,
+                                HexRange(r.base..r.base.saturating_add(r.length))
+                            );
+                        }
+                        if let Err(e) = nfit.add_pmem_to(&mut map) {
+                            fail!("NFIT ranges: {e}");
+                        }
+                    }
+                    Err(e) => hvprintln!("ACPI NFIT at {at:#x} ignored: {e}"),
+                },
+                Ok(None) => hvprintln!("ACPI: no NFIT"),
+                Err(e) => hvprintln!("ACPI tables unusable: {e}"),
+            }
+        }
+        Err(e) => hvprintln!("ACPI: {e}"),
+    }
+    match map.apply_cmdline(boot.cmdline.as_str()) {
+        Ok(0) => {}
+        Ok(n) => hvprintln!("applied {n} memmap=/mem= item(s) from the command line"),
+        Err(e) => fail!("memmap=: {e}"),
+    }
+    hvprintln!("host memory map (sanitized):");
+    for e in map.entries() {
+        hvprintln!("  {e}");
+    }
+    map
+}
+
+/// The guest image: the module named `nvirt-guest` (or the only module), or
+/// the raw image preloaded at `guest_addr=`.
+pub(crate) fn find_guest_image(
+    boot: &BootInfo,
+    config: &Config,
+    mem: &IdentityMemory,
+) -> Range<u64> {
+    let module = boot
+        .modules()
+        .find(|m| {
+            m.name
+                .as_str()
+                .split_ascii_whitespace()
+                .any(|w| w.ends_with(GUEST_MODULE))
+        })
+        .or_else(|| boot.modules().next());
+    if let Some(m) = module {
+        return m.range.clone();
+    }
+    let Some(addr) = config.guest_addr else {
+        fail!("no guest image: pass it as a module or preload it and give guest_addr=")
+    };
+    let mut header = [0u8; IMAGE_HEADER_LEN];
+    if let Err(e) = mem.read(addr, &mut header) {
+        fail!("guest image at {addr:#x}: {e}");
+    }
+    // Only the header is present so far: check it and take its file length.
+    let file_len = u64::from_le_bytes(header[24..32].try_into().unwrap_or([0; 8]));
+    let end = addr.checked_add(file_len).unwrap_or(addr);
+    let Some(bytes) = (if file_len as usize >= IMAGE_HEADER_LEN {
+        // SAFETY: the range is only read here, before any allocator exists.
+        unsafe { host_bytes(&(addr..end)) }
+    } else {
+        None
+    }) else {
+        fail!("no guest image header at guest_addr={addr:#x}")
+    };
+    if let Err(e) = ImageHeader::parse(bytes) {
+        fail!("guest image at {addr:#x}: {e}");
+    }
+    addr..end
+}
+
+pub(crate) fn report_host(host: &HostMemory) {
+    hvprintln!(
+        "free RAM: {} in {} ranges",
+        Size(host.free.total()),
+        host.free.ranges().len()
+    );
+    for r in host.free.iter() {
+        hvprintln!("  free {}", HexRange(r));
+    }
+    if host.nvram.is_empty() {
+        hvprintln!("NVRAM ranges: none");
+    }
+    for r in host.nvram.iter() {
+        hvprintln!(
+            "NVRAM range {} ({})",
+            HexRange(r.clone()),
+            Size(r.end - r.start)
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Where a guest's frames of one kind come from: the seam between the
+//! guest's memory and the allocator behind it.
+//!
+//! Guest RAM comes from the volatile buddy heap. Guest NVRAM comes from the
+//! non-volatile buddy heap today; the NVRAM pool (`nvirt-nvpool`, which
+//! also persists which guest frame owns which NVRAM frame across reboots)
+//! will implement [`FramePool`] in its place. That is why every call names
+//! the guest frame the block backs: the buddy heap ignores it, the pool
+//! records it.
+
+use core::fmt;
+
+use nvirt_buddy::{
+    AllocError, Block, ClaimError, Constraints, FreeError, Heap, MemKind, Order, PfnRange,
+};
+
+/// An allocation or release the pool refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolError {
+    /// No block could be allocated.
+    Alloc(AllocError),
+    /// The block could not be freed.
+    Free(FreeError),
+    /// What remains of a partly released block could not be kept.
+    Claim(ClaimError),
+    /// The part to release is not inside the block.
+    NotInBlock {
+        /// The block.
+        block: Block,
+        /// The part.
+        part: PfnRange,
+    },
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Alloc(e) => e.fmt(f),
+            Self::Free(e) => e.fmt(f),
+            Self::Claim(e) => e.fmt(f),
+            Self::NotInBlock { block, part } => write!(f, "{part} is not inside {block}"),
+        }
+    }
+}
+
+impl core::error::Error for PoolError {}
+
+/// Frames of one kind for guests.
+pub trait FramePool {
+    /// What the pool holds.
+    fn kind(&self) -> MemKind;
+
+    /// The largest free block of at most `order` to back guest frames from
+    /// `gpfn` on.
+    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError>;
+
+    /// Takes back `part` of the allocated `block`, which backed guest frames
+    /// from `gpfn` on. What is left of the block stays allocated as the
+    /// maximal aligned blocks of [`remainder`]`(block, part)`.
+    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError>;
+
+    /// Frames free in the pool.
+    fn free_frames(&self) -> u64;
+}
+
+/// The frames of `block` outside `part`, before and after it.
+#[must_use]
+pub fn remainder(block: Block, part: PfnRange) -> [PfnRange; 2] {
+    let start = block.start().get();
+    let end = block.end();
+    let cut_start = part.start().get().clamp(start, end);
+    let cut_end = part.end().get().clamp(cut_start, end);
+    let range = |a, b| PfnRange::from_numbers(a, b).unwrap_or_default();
+    [range(start, cut_start), range(cut_end, end)]
+}
+
+/// The whole block as a frame range.
+#[must_use]
+pub fn block_range(block: Block) -> PfnRange {
+    PfnRange::from_numbers(block.start().get(), block.end()).unwrap_or_default()
+}
+
+impl FramePool for Heap<'_> {
+    fn kind(&self) -> MemKind {
+        Heap::kind(self)
+    }
+
+    fn alloc_for(&mut self, _gpfn: u64, order: Order) -> Result<Block, PoolError> {
+        self.alloc_at_most(order, Constraints::ANY)
+            .map_err(PoolError::Alloc)
+    }
+
+    fn release(&mut self, _gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
+        if part.is_empty() || !block_range(block).covers(part) {
+            return Err(PoolError::NotInBlock { block, part });
+        }
+        // The heap frees whole blocks only. To give back part of one, free
+        // it and claim the rest again: nothing can take the freed frames in
+        // between (one CPU, no interrupts), and a claim of free frames
+        // cannot fail.
+        self.free_block(block).map_err(PoolError::Free)?;
+        for keep in remainder(block, part) {
+            if !keep.is_empty() {
+                self.claim_range(keep).map_err(PoolError::Claim)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn free_frames(&self) -> u64 {
+        Heap::free_frames(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvirt_buddy::{FrameState, Pfn, metadata_bytes};
+
+    #[test]
+    fn releases_part_of_a_block_and_keeps_the_rest_allocated() {
+        let span = PfnRange::from_numbers(0x1000, 0x2000).unwrap();
+        let mut meta = vec![0u8; metadata_bytes(span, Order::MAX) + 8];
+        let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut meta).unwrap();
+        heap.add(span).unwrap();
+        let block = heap.alloc_for(0x100, Order::new(12).unwrap()).unwrap();
+        assert_eq!(block.order().get(), 12, "the whole span is one block");
+        let part = PfnRange::from_numbers(0x1005, 0x1006).unwrap();
+        heap.release(0x100, block, part).unwrap();
+        assert_eq!(heap.free_frames(), 1);
+        let [before, after] = remainder(block, part);
+        assert_eq!(
+            (before, after),
+            (
+                PfnRange::from_numbers(0x1000, 0x1005).unwrap(),
+                PfnRange::from_numbers(0x1006, 0x2000).unwrap()
+            )
+        );
+        // Each maximal block of the remainder is an allocated block.
+        for b in before.blocks(Order::MAX).chain(after.blocks(Order::MAX)) {
+            assert_eq!(heap.frame_state(b.start()), FrameState::Allocated);
+        }
+        let freed = Pfn::new(0x1005).unwrap();
+        assert_eq!(heap.frame_state(freed), FrameState::Free);
+        // Releasing the rest piece by piece gives everything back.
+        for b in before.blocks(Order::MAX).chain(after.blocks(Order::MAX)) {
+            heap.release(0, b, block_range(b)).unwrap();
+        }
+        assert_eq!(heap.free_frames(), 0x1000);
+        heap.check_invariants().unwrap();
+        assert!(matches!(
+            heap.release(0, block, PfnRange::from_numbers(0x3000, 0x3001).unwrap()),
+            Err(PoolError::NotInBlock { .. })
+        ));
+        assert!(matches!(
+            heap.release(0, block, block_range(block)),
+            Err(PoolError::Free(_))
+        ));
+    }
+}
