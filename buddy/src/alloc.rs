@@ -3,11 +3,12 @@
 //! Policy: the smallest order that has a free block inside the constraint
 //! window; within it the block of that order last made free if it still is
 //! (its metadata is in cache, and no search is needed), else the block at
-//! the highest address; the block is split so that the allocation is its
+//! the highest address (found in one word read per summary level); the block is split so that the allocation is its
 //! highest part. Taking from the top keeps low memory (which DMA-limited
 //! callers need) for last, as Xen does by trying its highest zone first,
 //! and keeps allocations packed so large free blocks survive.
 
+use crate::bits::{HEAD, INTERIOR};
 use crate::error::AllocError;
 use crate::heap::Heap;
 use crate::range::Constraints;
@@ -17,6 +18,27 @@ impl Heap<'_> {
     /// Allocates a block of `order` whose frames all satisfy `constraints`.
     #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
+        let k = usize::from(order.get());
+        let orders = self.nonempty >> k << k;
+        if orders != 0
+            && k <= usize::from(self.bits.l.max_order)
+            && constraints.limit() >= self.bits.l.end
+        {
+            // Every free block is usable: the smallest order present decides.
+            let j = orders.trailing_zeros() as usize;
+            let found = match self.recent_free(j) {
+                Some(pfn) => Some(pfn),
+                None => self.highest(j),
+            };
+            if let Some(pfn) = found {
+                return Ok(self.take_fit(pfn, j, pfn + (1 << j) - (1 << k), k));
+            }
+        }
+        self.alloc_slow(order, constraints)
+    }
+
+    #[cold]
+    fn alloc_slow(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = self.alloc_order(order)?;
         match self.find_fit(k, constraints.limit()) {
             Some((pfn, j, target)) => Ok(self.take_fit(pfn, j, target, k)),
@@ -64,7 +86,6 @@ impl Heap<'_> {
 
     /// The free block to take for an order-`k` allocation below frame
     /// `limit`: (its start, its order, the start of the part to allocate).
-    #[inline]
     fn find_fit(&mut self, k: usize, limit: u64) -> Option<(u64, usize, u64)> {
         let mut orders = self.nonempty >> k << k;
         if limit >= self.bits.l.end {
@@ -72,23 +93,27 @@ impl Heap<'_> {
                 return None;
             }
             let j = orders.trailing_zeros() as usize;
-            let s = match self.recent_free(j) {
-                Some(s) => s,
-                None => self
-                    .bits
-                    .find_prev(j, self.bits.l.trees[j].slots as usize)?,
+            let pfn = match self.recent_free(j) {
+                Some(pfn) => pfn,
+                None => self.highest(j)?,
             };
-            let pfn = self.bits.slot_pfn(j, s);
             return Some((pfn, j, pfn + (1 << j) - (1 << k)));
         }
         while orders != 0 {
             let j = orders.trailing_zeros() as usize;
             orders &= orders - 1;
             let t = &self.bits.l.trees[j];
-            let hi = (limit >> j).saturating_sub(t.first).min(t.slots) as usize;
-            let recent = self.recent_free(j).filter(|&s| s < hi);
-            if let Some(s) = recent.or_else(|| self.bits.find_prev(j, hi)) {
-                let pfn = self.bits.slot_pfn(j, s);
+            let hi = (limit >> j)
+                .saturating_sub(t.origin << 6)
+                .min(t.words as u64 * 64) as usize;
+            let found = match self.recent_free(j).filter(|&p| p + (1 << j) <= limit) {
+                Some(pfn) => Some(pfn),
+                None => self
+                    .bits
+                    .find_prev(j, hi)
+                    .map(|s| self.bits.slot_pfn(j, s)),
+            };
+            if let Some(pfn) = found {
                 return Some((pfn, j, pfn + (1 << j) - (1 << k)));
             }
         }
@@ -104,20 +129,31 @@ impl Heap<'_> {
         (j > k && target >= start).then_some((start, j, target))
     }
 
-    /// The slot of the order-`j` block last made free, if it still is.
+    /// The block of order `j` last made free, if it still is.
     #[inline(always)]
-    fn recent_free(&self, j: usize) -> Option<usize> {
-        let s = self.recent[j].checked_sub(1)?;
-        self.bits.test(j, s).then_some(s)
+    fn recent_free(&self, j: usize) -> Option<u64> {
+        let p = self.recent[j].checked_sub(1)?;
+        self.bits.is_free_block(j, p).then_some(p)
+    }
+
+    /// The free block of order `j` at the highest address.
+    #[inline]
+    fn highest(&mut self, j: usize) -> Option<u64> {
+        let s = self.bits.find_last(j)?;
+        Some(self.bits.slot_pfn(j, s))
     }
 
     /// Takes the free order-`j` block at `pfn` and allocates its order-`k`
     /// part at `target`.
-    #[inline]
+    #[inline(always)]
     fn take_fit(&mut self, pfn: u64, j: usize, target: u64, k: usize) -> Block {
-        self.take(j, pfn, j == 0);
-        self.split_to(pfn, j, target, k);
-        self.mark_head(target);
+        if j == k {
+            self.take(j, pfn, HEAD);
+        } else {
+            self.take(j, pfn, INTERIOR);
+            self.mark_head(target);
+            self.split_to(pfn, j, target, k);
+        }
         make_block(target, k)
     }
 }
