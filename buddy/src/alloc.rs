@@ -8,7 +8,7 @@
 //! callers need) for last, as Xen does by trying its highest zone first,
 //! and keeps allocations packed so large free blocks survive.
 
-use crate::bits::{HEAD, INTERIOR};
+use crate::bits::{HEAD, INTERIOR, bit, free0_word};
 use crate::error::AllocError;
 use crate::heap::Heap;
 use crate::range::Constraints;
@@ -19,7 +19,12 @@ impl Heap<'_> {
     #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = usize::from(order.get());
-        let orders = self.nonempty >> k << k;
+        if k == 0 && self.c.nonempty & 1 != 0 && constraints.limit() >= self.bits.l.end {
+            if let Some(p) = self.alloc_recent_frame() {
+                return Ok(make_block(p, 0));
+            }
+        }
+        let orders = self.c.nonempty >> k << k;
         if orders != 0
             && k <= usize::from(self.bits.l.max_order)
             && constraints.limit() >= self.bits.l.end
@@ -58,10 +63,10 @@ impl Heap<'_> {
         let k = self.alloc_order(order)?;
         if constraints.limit() >= self.bits.l.end {
             // Every free block is usable: the largest order present decides.
-            if self.nonempty == 0 {
+            if self.c.nonempty == 0 {
                 return Err(AllocError::OutOfMemory { order, constraints });
             }
-            let top = 31 - self.nonempty.leading_zeros() as usize;
+            let top = 31 - self.c.nonempty.leading_zeros() as usize;
             let j = k.min(top);
             if let Some((pfn, i, target)) = self.find_fit(j, self.bits.l.end) {
                 return Ok(self.take_fit(pfn, i, target, j));
@@ -87,7 +92,7 @@ impl Heap<'_> {
     /// The free block to take for an order-`k` allocation below frame
     /// `limit`: (its start, its order, the start of the part to allocate).
     fn find_fit(&mut self, k: usize, limit: u64) -> Option<(u64, usize, u64)> {
-        let mut orders = self.nonempty >> k << k;
+        let mut orders = self.c.nonempty >> k << k;
         if limit >= self.bits.l.end {
             if orders == 0 {
                 return None;
@@ -129,10 +134,34 @@ impl Heap<'_> {
         (j > k && target >= start).then_some((start, j, target))
     }
 
+    /// Allocates the order-0 block last made free, if it still is: one
+    /// plane word read and written.
+    #[inline(always)]
+    fn alloc_recent_frame(&mut self) -> Option<u64> {
+        let p = self.c.recent[0].checked_sub(1)?;
+        let mut v = self.bits.view();
+        let i = v.pair(p);
+        let (pw, qw) = (v.w[i], v.w[i + 1]);
+        let free0 = free0_word(pw, qw);
+        let m = bit(p);
+        if free0 & m == 0 {
+            return None;
+        }
+        // Free start to head; a head is no more interior than a free start,
+        // so no other frame's order-0 status changes.
+        v.w[i] = pw & !m;
+        if free0 == m {
+            v.changed(0, i);
+        }
+        self.c.recent[0] = 0;
+        self.c.take(0);
+        Some(p)
+    }
+
     /// The block of order `j` last made free, if it still is.
     #[inline(always)]
     fn recent_free(&self, j: usize) -> Option<u64> {
-        let p = self.recent[j].checked_sub(1)?;
+        let p = self.c.recent[j].checked_sub(1)?;
         self.bits.is_free_block(j, p).then_some(p)
     }
 
@@ -152,7 +181,11 @@ impl Heap<'_> {
         } else {
             self.take(j, pfn, INTERIOR);
             self.mark_head(target);
-            self.split_to(pfn, j, target, k);
+            if target == pfn + (1 << j) - (1 << k) {
+                self.split_top(pfn, j, k);
+            } else {
+                self.split_to(pfn, j, target, k);
+            }
         }
         make_block(target, k)
     }

@@ -87,8 +87,8 @@ impl Heap<'_> {
                 nonempty |= 1 << k;
             }
         }
-        if nonempty != self.nonempty {
-            return fail("non-empty order mask wrong", None, u64::from(self.nonempty));
+        if nonempty != self.c.nonempty {
+            return fail("non-empty order mask wrong", None, u64::from(self.c.nonempty));
         }
         // The plane words cover whole groups of 64 frames: the frames of
         // those groups outside the span are unmanaged.
@@ -117,7 +117,7 @@ impl Heap<'_> {
                     }
                     // Only the pending word's own summary bit may be out of
                     // date.
-                    let pending = level == 1 && i == self.bits.pending[k];
+                    let pending = level == 1 && Some(i) == self.bits.pending_word(k);
                     if i < below
                         && !pending
                         && set != (self.bits.level_word(k, level - 1, i) != 0)

@@ -134,7 +134,7 @@ impl Heap<'_> {
         // Only orders that have free blocks at all: rebuilding a heap from
         // a log starts from a few large blocks, found in one test.
         let from = k.max(1);
-        let mut orders = self.nonempty >> from << from;
+        let mut orders = self.c.nonempty >> from << from;
         while orders != 0 {
             let j = orders.trailing_zeros() as usize;
             orders &= orders - 1;

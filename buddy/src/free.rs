@@ -11,7 +11,7 @@
 //! is therefore checked with three state reads: the head, and those two
 //! frames.
 
-use crate::bits::{FREE, HEAD, INTERIOR, UNMANAGED};
+use crate::bits::{FREE, HEAD, INTERIOR, UNMANAGED, bit, free0_word};
 use crate::error::{FreeError, FreeRangeError};
 use crate::heap::Heap;
 use crate::range::PfnRange;
@@ -27,10 +27,49 @@ impl Heap<'_> {
     #[inline]
     pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
         let (p, k) = self.check_block(pfn, order)?;
+        if k == 0 {
+            return self.free_frame(p);
+        }
         if !self.is_allocated(p, k) {
             return Err(self.free_error(p, k));
         }
         self.put_merge(p, k);
+        Ok(())
+    }
+
+    /// [`Heap::free`] of one frame: the head, its next frame and its buddy
+    /// are read in one word pair (but for the last frame of a word), and
+    /// without a free buddy the free is one plane write.
+    #[inline(always)]
+    fn free_frame(&mut self, p: u64) -> Result<(), FreeError> {
+        let end = self.bits.l.end;
+        let mut v = self.bits.view();
+        let i = v.pair(p);
+        let (pw, qw) = (v.w[i], v.w[i + 1]);
+        let m = bit(p);
+        let next_interior = if p & 63 != 63 {
+            pw & !qw & (m << 1) != 0
+        } else {
+            p + 1 < end && {
+                let n = v.pair(p + 1);
+                v.w[n] & !v.w[n + 1] & 1 != 0
+            }
+        };
+        if pw & m != 0 || qw & m == 0 || next_interior {
+            return Err(self.free_error(p, 0));
+        }
+        if pw & qw & bit(p ^ 1) != 0 {
+            // A free buddy (in the same word, so in the span): merge.
+            self.put_merge(p, 0);
+            return Ok(());
+        }
+        // Head to free start; the frame becomes an order-0 block (its next
+        // frame is not interior), the only change to order 0's bitmap.
+        v.w[i] = pw | m;
+        if free0_word(pw, qw) == 0 {
+            v.changed(0, i);
+        }
+        self.c.put(0, p);
         Ok(())
     }
 

@@ -56,8 +56,17 @@ pub enum FrameState {
 /// for an order k up to the largest, aligned; the summaries are exact; the
 /// counters match the bitmaps.
 pub struct Heap<'m> {
-    /// Free blocks per order.
-    free_blocks: [u64; Order::COUNT],
+    pub(crate) c: Counts,
+    pub(crate) bits: Bits<'m>,
+    kind: MemKind,
+    /// Frames added and not reserved.
+    managed: u64,
+}
+
+/// The counters and the hints of the block moves, apart from the metadata
+/// so both can be borrowed at once.
+#[derive(Debug)]
+pub(crate) struct Counts {
     /// Bit k set when `free_blocks[k] > 0`.
     pub(crate) nonempty: u32,
     /// Per order, the frame (plus one; 0 for none) of the block last made
@@ -65,10 +74,27 @@ pub struct Heap<'m> {
     /// just freed is reused while its metadata is in cache, and the usual
     /// allocation needs no search.
     pub(crate) recent: [u64; Order::COUNT],
-    pub(crate) bits: Bits<'m>,
-    kind: MemKind,
-    /// Frames added and not reserved.
-    managed: u64,
+    /// Free blocks per order.
+    pub(crate) free_blocks: [u64; Order::COUNT],
+}
+
+impl Counts {
+    /// Counts the order-`k` block at `pfn`, just made free.
+    #[inline(always)]
+    pub(crate) fn put(&mut self, k: usize, pfn: u64) {
+        self.recent[k] = pfn + 1;
+        self.free_blocks[k] += 1;
+        self.nonempty |= 1 << k;
+    }
+
+    /// Counts a free order-`k` block just taken.
+    #[inline(always)]
+    pub(crate) fn take(&mut self, k: usize) {
+        self.free_blocks[k] -= 1;
+        if self.free_blocks[k] == 0 {
+            self.nonempty &= !(1 << k);
+        }
+    }
 }
 
 impl fmt::Debug for Heap<'_> {
@@ -112,9 +138,11 @@ impl<'m> Heap<'m> {
             available: 0,
         })?;
         Ok(Self {
-            free_blocks: [0; Order::COUNT],
-            nonempty: 0,
-            recent: [0; Order::COUNT],
+            c: Counts {
+                nonempty: 0,
+                recent: [0; Order::COUNT],
+                free_blocks: [0; Order::COUNT],
+            },
             bits: Bits::new(w, layout),
             kind,
             managed: 0,
@@ -155,7 +183,8 @@ impl<'m> Heap<'m> {
     /// Free frames.
     #[must_use]
     pub fn free_frames(&self) -> u64 {
-        self.free_blocks
+        self.c
+            .free_blocks
             .iter()
             .enumerate()
             .map(|(k, n)| n << k)
@@ -171,7 +200,8 @@ impl<'m> Heap<'m> {
     /// Free blocks of `order`.
     #[must_use]
     pub fn free_blocks(&self, order: Order) -> u64 {
-        self.free_blocks
+        self.c
+            .free_blocks
             .get(usize::from(order.get()))
             .copied()
             .unwrap_or(0)
@@ -324,21 +354,17 @@ impl<'m> Heap<'m> {
     /// its first frame becomes `code` (interior or head).
     #[inline(always)]
     pub(crate) fn take(&mut self, k: usize, pfn: u64, code: u64) {
-        self.bits.clear_free(k, pfn, code);
-        self.free_blocks[k] -= 1;
-        if self.free_blocks[k] == 0 {
-            self.nonempty &= !(1 << k);
-        }
+        self.bits.view().clear_free(k, pfn, code);
+        self.c.take(k);
     }
 
     /// Records the in-span order-`k` block at `pfn`, whose frames are
-    /// interior (an order-0 block: in any state), as free, without merging.
+    /// interior (an order-0 block: in any state but free), as free, without
+    /// merging.
     #[inline(always)]
     pub(crate) fn put(&mut self, k: usize, pfn: u64) {
-        self.bits.set_free(k, pfn);
-        self.recent[k] = pfn + 1;
-        self.free_blocks[k] += 1;
-        self.nonempty |= 1 << k;
+        self.bits.view().set_free(k, pfn);
+        self.c.put(k, pfn);
     }
 
     /// Records the in-span order-`k` block at `pfn` as free, merging it with
@@ -346,39 +372,48 @@ impl<'m> Heap<'m> {
     /// interior, its other frames are interior, and no free block holds it.
     #[inline]
     pub(crate) fn put_merge(&mut self, pfn: u64, mut k: usize) {
+        let (base, end) = (self.bits.l.base, self.bits.l.end);
         let max = usize::from(self.bits.l.max_order);
+        let c = &mut self.c;
+        let mut v = self.bits.view();
         let mut start = pfn;
-        while k < max && self.bits.take_buddy(k, start ^ (1 << k)) {
-            self.free_blocks[k] -= 1;
-            if self.free_blocks[k] == 0 {
-                self.nonempty &= !(1 << k);
+        if k == 0 {
+            // The buddy shares the frame's plane word, so it has a state
+            // even outside the span (unmanaged there).
+            if max == 0 || !v.take_buddy0(pfn ^ 1) {
+                v.set_free(0, pfn);
+                c.put(0, pfn);
+                return;
             }
+            c.take(0);
+            start = pfn & !1;
+            k = 1;
+        }
+        while k < max {
+            let buddy = start ^ (1 << k);
+            if buddy < base || buddy + (1 << k) > end || !v.take_buddy(k, buddy) {
+                break;
+            }
+            c.take(k);
             start &= !(1 << k);
             k += 1;
-        }
-        if k == 0 {
-            self.put(0, pfn);
-            return;
         }
         // The first frame of a block of order ≥ 1, and a frame merged into
         // the buddy below it (whose first frame, before it if it is odd, is
         // interior by now): order 0 cannot change.
         if start == pfn {
-            self.bits.set_free_start_quiet(pfn);
+            v.set_free_start_quiet(pfn);
         } else {
-            self.bits.set_interior_quiet(pfn);
-            self.bits.set_start(start, true);
+            v.set_interior_quiet(pfn);
+            v.set_start(start, true);
         }
-        self.bits.set_fbit(k, start);
-        self.recent[k] = start + 1;
-        self.free_blocks[k] += 1;
-        self.nonempty |= 1 << k;
+        v.set_fbit(k, start);
+        c.put(k, start);
     }
 
     /// Splits the taken order-`j` block at `pfn` down to order `k`, keeping
     /// the sub-block that starts at `target` (already marked a head) and
     /// freeing the rest.
-    #[inline]
     pub(crate) fn split_to(&mut self, mut pfn: u64, mut j: usize, target: u64, k: usize) {
         while j > k {
             j -= 1;
@@ -392,10 +427,37 @@ impl<'m> Heap<'m> {
         }
     }
 
+    /// Splits the taken order-`j` block at `pfn` down to order `k`, keeping
+    /// its top order-`k` part (already marked a head) and freeing the lower
+    /// halves, one per order from `j − 1` down to `k`.
+    #[inline(always)]
+    pub(crate) fn split_top(&mut self, pfn: u64, j: usize, k: usize) {
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        let end = pfn + (1 << j);
+        let mut i = j;
+        while i > k && i > 1 {
+            i -= 1;
+            // The lower half of the upper half of …: frames end − 2^(i+1)
+            // to end − 2^i.
+            let f = end - (2 << i);
+            v.set_start(f, true);
+            v.set_fbit(i, f);
+            c.recent[i] = f + 1;
+            c.free_blocks[i] += 1;
+        }
+        if k == 0 {
+            v.set_free(0, end - 2);
+            c.recent[0] = end - 1;
+            c.free_blocks[0] += 1;
+        }
+        c.nonempty |= ((1 << j) - 1) & !((1 << k) - 1);
+    }
+
     /// Marks in-span frame `pfn`, interior inside a taken block whose other
     /// parts are not freed yet, as the head of an allocated block.
     #[inline(always)]
     pub(crate) fn mark_head(&mut self, pfn: u64) {
-        self.bits.set_head_quiet(pfn);
+        self.bits.view().set_head_quiet(pfn);
     }
 }

@@ -61,6 +61,12 @@ pub(crate) struct Layout {
     pub(crate) end: u64,
     /// The largest order of the heap.
     pub(crate) max_order: u8,
+    /// Index of the P word of frame 0, wrapping: frame `pfn`'s P word is
+    /// `pbase + 2 * (pfn >> 6)` (for frames in the span).
+    pub(crate) pbase: usize,
+    /// Per order k ≥ 1, the index of the F_k word of block 0, wrapping: the
+    /// word of the block at `pfn` is `fbase[k] + (pfn >> (k + 6))`.
+    pub(crate) fbase: [usize; Order::COUNT],
     /// Per order.
     pub(crate) trees: [Tree; Order::COUNT],
     /// Words in all.
@@ -79,6 +85,8 @@ impl Layout {
             base,
             end,
             max_order: max_order.get(),
+            pbase: 0,
+            fbase: [0; Order::COUNT],
             trees: [Tree::EMPTY; Order::COUNT],
             words: 0,
         };
@@ -87,6 +95,7 @@ impl Layout {
         }
         let pairs = words_between(base >> 6, (end - 1) >> 6);
         layout.words = 2 * pairs;
+        layout.pbase = (2 * (base >> 6) as usize).wrapping_neg();
         let mut k = 0;
         while k <= max_order.get() as usize {
             let origin = base >> (k + 6);
@@ -99,6 +108,7 @@ impl Layout {
             };
             if k > 0 {
                 tree.off[0] = layout.words;
+                layout.fbase[k] = layout.words.wrapping_sub(origin as usize);
                 layout.words += words;
             }
             let mut level = 0;

@@ -55,9 +55,26 @@ impl Bits<'_> {
         }
     }
 
-    /// The highest set slot of order `k`, if any.
+    /// The highest set slot of order `k`, if any: a descent from the top
+    /// level along highest set bits.
     #[inline]
     pub(crate) fn find_last(&mut self, k: usize) -> Option<usize> {
+        self.settle(k);
+        let mut level = self.l.trees[k].top;
+        let mut pos = 0;
+        loop {
+            let word = self.level_word(k, level, pos);
+            if word == 0 {
+                break;
+            }
+            pos = pos * 64 + high(word);
+            if level == 0 {
+                return Some(pos);
+            }
+            level -= 1;
+        }
+        // Nothing, or a summary bit over a zero word (which settled
+        // summaries never have): the bounded search copes with both.
         let words = self.l.trees[k].words * 64;
         self.find_prev(k, words)
     }
@@ -66,8 +83,10 @@ impl Bits<'_> {
     pub(crate) fn find_next(&self, k: usize, lo: usize) -> Option<usize> {
         let found = self.find_next_summarised(k, lo);
         // The pending word may be missing from the summaries.
-        let p = self.pending[k];
-        if p >= self.l.trees[k].words || (p + 1) * 64 <= lo {
+        let Some(p) = self.pending_word(k) else {
+            return found;
+        };
+        if (p + 1) * 64 <= lo {
             return found;
         }
         let mut word = self.level_word(k, 0, p);
