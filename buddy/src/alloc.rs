@@ -138,7 +138,7 @@ impl Heap<'_> {
     /// plane word read and written.
     #[inline(always)]
     fn alloc_recent_frame(&mut self) -> Option<u64> {
-        let p = self.c.recent[0].checked_sub(1)?;
+        let p = self.c.order[0].recent.checked_sub(1)?;
         let mut v = self.bits.view();
         let i = v.pair(p);
         let (pw, qw) = (v.w[i], v.w[i + 1]);
@@ -153,7 +153,7 @@ impl Heap<'_> {
         if free0 == m {
             v.changed(0, i);
         }
-        self.c.recent[0] = 0;
+        self.c.order[0].recent = 0;
         self.c.take(0);
         Some(p)
     }
@@ -161,7 +161,7 @@ impl Heap<'_> {
     /// The block of order `j` last made free, if it still is.
     #[inline(always)]
     fn recent_free(&self, j: usize) -> Option<u64> {
-        let p = self.c.recent[j].checked_sub(1)?;
+        let p = self.c.order[j].recent.checked_sub(1)?;
         self.bits.is_free_block(j, p).then_some(p)
     }
 

@@ -64,34 +64,45 @@ pub struct Heap<'m> {
 }
 
 /// The counters and the hints of the block moves, apart from the metadata
-/// so both can be borrowed at once.
+/// so both can be borrowed at once. Laid out so that everything a
+/// single-frame allocation or free changes here shares one cache line: on a
+/// heap shared between CPUs, that is one line less to move per call.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Counts {
-    /// Bit k set when `free_blocks[k] > 0`.
+    /// Bit k set when order k has a free block.
     pub(crate) nonempty: u32,
-    /// Per order, the frame (plus one; 0 for none) of the block last made
-    /// free: allocations take it first while it is still free, so a frame
-    /// just freed is reused while its metadata is in cache, and the usual
+    /// Per order.
+    pub(crate) order: [OrderCount; Order::COUNT],
+}
+
+/// One order's counter and hint.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub(crate) struct OrderCount {
+    /// The frame (plus one; 0 for none) of the block last made free:
+    /// allocations take it first while it is still free, so a frame just
+    /// freed is reused while its metadata is in cache, and the usual
     /// allocation needs no search.
-    pub(crate) recent: [u64; Order::COUNT],
-    /// Free blocks per order.
-    pub(crate) free_blocks: [u64; Order::COUNT],
+    pub(crate) recent: u64,
+    /// Free blocks.
+    pub(crate) free: u64,
 }
 
 impl Counts {
     /// Counts the order-`k` block at `pfn`, just made free.
     #[inline(always)]
     pub(crate) fn put(&mut self, k: usize, pfn: u64) {
-        self.recent[k] = pfn + 1;
-        self.free_blocks[k] += 1;
+        self.order[k].recent = pfn + 1;
+        self.order[k].free += 1;
         self.nonempty |= 1 << k;
     }
 
     /// Counts a free order-`k` block just taken.
     #[inline(always)]
     pub(crate) fn take(&mut self, k: usize) {
-        self.free_blocks[k] -= 1;
-        if self.free_blocks[k] == 0 {
+        self.order[k].free -= 1;
+        if self.order[k].free == 0 {
             self.nonempty &= !(1 << k);
         }
     }
@@ -140,8 +151,7 @@ impl<'m> Heap<'m> {
         Ok(Self {
             c: Counts {
                 nonempty: 0,
-                recent: [0; Order::COUNT],
-                free_blocks: [0; Order::COUNT],
+                order: [OrderCount::default(); Order::COUNT],
             },
             bits: Bits::new(w, layout),
             kind,
@@ -184,10 +194,10 @@ impl<'m> Heap<'m> {
     #[must_use]
     pub fn free_frames(&self) -> u64 {
         self.c
-            .free_blocks
+            .order
             .iter()
             .enumerate()
-            .map(|(k, n)| n << k)
+            .map(|(k, n)| n.free << k)
             .sum()
     }
 
@@ -201,10 +211,9 @@ impl<'m> Heap<'m> {
     #[must_use]
     pub fn free_blocks(&self, order: Order) -> u64 {
         self.c
-            .free_blocks
+            .order
             .get(usize::from(order.get()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |n| n.free)
     }
 
     /// Free blocks of `order` that start in `zone` (the block at frame 0 is
@@ -443,13 +452,13 @@ impl<'m> Heap<'m> {
             let f = end - (2 << i);
             v.set_start(f, true);
             v.set_fbit(i, f);
-            c.recent[i] = f + 1;
-            c.free_blocks[i] += 1;
+            c.order[i].recent = f + 1;
+            c.order[i].free += 1;
         }
         if k == 0 {
             v.set_free(0, end - 2);
-            c.recent[0] = end - 1;
-            c.free_blocks[0] += 1;
+            c.order[0].recent = end - 1;
+            c.order[0].free += 1;
         }
         c.nonempty |= ((1 << j) - 1) & !((1 << k) - 1);
     }
