@@ -19,24 +19,18 @@ impl Heap<'_> {
     #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = usize::from(order.get());
-        if k == 0 && self.c.nonempty & 1 != 0 && constraints.limit() >= self.bits.l.end {
-            if let Some(p) = self.alloc_recent_frame() {
-                return Ok(make_block(p, 0));
-            }
-        }
+        // Orders above the largest have no bit in `nonempty`.
         let orders = self.c.nonempty >> k << k;
-        if orders != 0
-            && k <= usize::from(self.bits.l.max_order)
-            && constraints.limit() >= self.bits.l.end
-        {
-            // Every free block is usable: the smallest order present decides.
+        if orders != 0 && constraints.limit() >= self.bits.l.end {
+            // Every free block is usable: the smallest order present
+            // decides, and in it the block last made free, if it still is.
             let j = orders.trailing_zeros() as usize;
-            let found = match self.recent_free(j) {
-                Some(pfn) => Some(pfn),
-                None => self.highest(j),
-            };
-            if let Some(pfn) = found {
-                return Ok(self.take_fit(pfn, j, pfn + (1 << j) - (1 << k), k));
+            let r = self.c.order[j].recent;
+            if r != 0 && self.bits.is_free_in_span(j, r - 1) {
+                return Ok(self.take_top(r - 1, j, k));
+            }
+            if let Some(pfn) = self.highest(j) {
+                return Ok(self.take_top(pfn, j, k));
             }
         }
         self.alloc_slow(order, constraints)
@@ -134,35 +128,41 @@ impl Heap<'_> {
         (j > k && target >= start).then_some((start, j, target))
     }
 
-    /// Allocates the order-0 block last made free, if it still is: one
-    /// plane word read and written.
+    /// Takes the free order-`j` block at `pfn` and allocates its top
+    /// order-`k` part.
     #[inline(always)]
-    fn alloc_recent_frame(&mut self) -> Option<u64> {
-        let p = self.c.order[0].recent.checked_sub(1)?;
-        let mut v = self.bits.view();
-        let i = v.pair(p);
-        let (pw, qw) = (v.w[i], v.w[i + 1]);
-        let free0 = free0_word(pw, qw);
-        let m = bit(p);
-        if free0 & m == 0 {
-            return None;
+    fn take_top(&mut self, pfn: u64, j: usize, k: usize) -> Block {
+        if j == 0 {
+            self.take_frame(pfn);
+            make_block(pfn, 0)
+        } else if j == k {
+            self.take(j, pfn, HEAD);
+            make_block(pfn, k)
+        } else {
+            make_block(self.take_split_top(pfn, j, k), k)
         }
+    }
+
+    /// Allocates the free order-0 block at in-span frame `pfn`: one plane
+    /// word written.
+    #[inline(always)]
+    fn take_frame(&mut self, pfn: u64) {
+        let mut v = self.bits.view();
+        let i = v.pair(pfn);
+        let (pw, qw) = (v.w[i], v.w[i + 1]);
         // Free start to head; a head is no more interior than a free start,
         // so no other frame's order-0 status changes.
-        v.w[i] = pw & !m;
-        if free0 == m {
+        v.w[i] = pw & !bit(pfn);
+        if free0_word(pw, qw) == bit(pfn) {
             v.changed(0, i);
         }
-        self.c.order[0].recent = 0;
         self.c.take(0);
-        Some(p)
     }
 
     /// The block of order `j` last made free, if it still is.
-    #[inline(always)]
     fn recent_free(&self, j: usize) -> Option<u64> {
         let p = self.c.order[j].recent.checked_sub(1)?;
-        self.bits.is_free_block(j, p).then_some(p)
+        self.bits.is_free_in_span(j, p).then_some(p)
     }
 
     /// The free block of order `j` at the highest address.
@@ -174,18 +174,16 @@ impl Heap<'_> {
 
     /// Takes the free order-`j` block at `pfn` and allocates its order-`k`
     /// part at `target`.
-    #[inline(always)]
     fn take_fit(&mut self, pfn: u64, j: usize, target: u64, k: usize) -> Block {
+        if target == pfn + (1 << j) - (1 << k) {
+            return self.take_top(pfn, j, k);
+        }
         if j == k {
             self.take(j, pfn, HEAD);
         } else {
             self.take(j, pfn, INTERIOR);
             self.mark_head(target);
-            if target == pfn + (1 << j) - (1 << k) {
-                self.split_top(pfn, j, k);
-            } else {
-                self.split_to(pfn, j, target, k);
-            }
+            self.split_to(pfn, j, target, k);
         }
         make_block(target, k)
     }

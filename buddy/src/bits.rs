@@ -144,6 +144,16 @@ impl Bits<'_> {
         (rel < t.words as u64).then(|| t.off[0] + rel as usize)
     }
 
+    /// Whether the in-span order-`k` block at `pfn` is free.
+    #[inline(always)]
+    pub(crate) fn is_free_in_span(&self, k: usize, pfn: u64) -> bool {
+        if k == 0 {
+            return self.is_free0(pfn);
+        }
+        let i = self.l.fbase[k].wrapping_add((pfn >> (k + 6)) as usize);
+        self.w[i] & bit(pfn >> k) != 0
+    }
+
     /// Whether the order-`k` block at `pfn` (any frame number) is free.
     #[inline(always)]
     pub(crate) fn is_free_block(&self, k: usize, pfn: u64) -> bool {
@@ -439,9 +449,17 @@ impl View<'_> {
         }
     }
 
+    /// Clears the set F_k bit (k ≥ 1) of the in-span block at `pfn`.
+    #[inline(always)]
+    pub(crate) fn clear_fbit(&mut self, k: usize, pfn: u64) {
+        let i = self.fword_in(k, pfn);
+        let word = self.w[i];
+        self.clear_fbit_in(k, i, word, pfn);
+    }
+
     /// Clears the set F_k bit (k ≥ 1) at word `i`, of the block at `pfn`.
     #[inline(always)]
-    fn clear_fbit(&mut self, k: usize, i: usize, word: u64, pfn: u64) {
+    fn clear_fbit_in(&mut self, k: usize, i: usize, word: u64, pfn: u64) {
         let now = word & !bit(pfn >> k);
         self.w[i] = now;
         if now == 0 {
@@ -466,7 +484,7 @@ impl View<'_> {
         }
         let i = self.fword_in(k, pfn);
         let word = self.w[i];
-        self.clear_fbit(k, i, word, pfn);
+        self.clear_fbit_in(k, i, word, pfn);
     }
 
     /// For a merge: if frame `pfn`, the buddy of a frame being freed (so in
@@ -497,7 +515,7 @@ impl View<'_> {
             return false;
         }
         self.set_start(pfn, false);
-        self.clear_fbit(k, i, word, pfn);
+        self.clear_fbit_in(k, i, word, pfn);
         true
     }
 

@@ -436,31 +436,49 @@ impl<'m> Heap<'m> {
         }
     }
 
-    /// Splits the taken order-`j` block at `pfn` down to order `k`, keeping
-    /// its top order-`k` part (already marked a head) and freeing the lower
-    /// halves, one per order from `j − 1` down to `k`.
+    /// Takes the free in-span order-`j` block at `pfn` (j > k) and allocates
+    /// its top order-`k` part, freeing the lower halves, one per order from
+    /// `j − 1` down to `k`. The block's first frame stays a free start: it
+    /// begins the lower half. Returns the allocated part's first frame.
     #[inline(always)]
-    pub(crate) fn split_top(&mut self, pfn: u64, j: usize, k: usize) {
+    pub(crate) fn take_split_top(&mut self, pfn: u64, j: usize, k: usize) -> u64 {
         let c = &mut self.c;
         let mut v = self.bits.view();
         let end = pfn + (1 << j);
-        let mut i = j;
-        while i > k && i > 1 {
-            i -= 1;
-            // The lower half of the upper half of …: frames end − 2^(i+1)
-            // to end − 2^i.
-            let f = end - (2 << i);
-            v.set_start(f, true);
-            v.set_fbit(i, f);
-            c.order[i].recent = f + 1;
-            c.order[i].free += 1;
-        }
-        if k == 0 {
-            v.set_free(0, end - 2);
-            c.order[0].recent = end - 1;
+        let target = end - (1 << k);
+        v.clear_fbit(j, pfn);
+        c.take(j);
+        if j == 1 {
+            // k = 0: the lower half is the frame at `pfn`, an order-0 block
+            // as soon as its next frame, the target, is a head.
+            v.set_code(target, HEAD);
+            c.order[0].recent = pfn + 1;
             c.order[0].free += 1;
+        } else {
+            // The target's frame before it (if odd) is interior: quiet.
+            v.set_head_quiet(target);
+            v.set_fbit(j - 1, pfn);
+            c.order[j - 1].recent = pfn + 1;
+            c.order[j - 1].free += 1;
+            let mut i = j - 1;
+            while i > k && i > 1 {
+                i -= 1;
+                // The lower half of the upper half of …: frames
+                // end − 2^(i+1) to end − 2^i.
+                let f = end - (2 << i);
+                v.set_start(f, true);
+                v.set_fbit(i, f);
+                c.order[i].recent = f + 1;
+                c.order[i].free += 1;
+            }
+            if k == 0 {
+                v.set_free(0, end - 2);
+                c.order[0].recent = end - 1;
+                c.order[0].free += 1;
+            }
         }
         c.nonempty |= ((1 << j) - 1) & !((1 << k) - 1);
+        target
     }
 
     /// Marks in-span frame `pfn`, interior inside a taken block whose other
