@@ -201,20 +201,40 @@ impl Bits<'_> {
     /// if one of them is managed, undoes that and returns the first managed
     /// frame.
     pub(crate) fn manage_planes(&mut self, start: u64, end: u64) -> Option<u64> {
-        let done = self.bulk(start, end, |p, q, mask| {
-            let busy = (p | q) & mask;
-            if busy == 0 {
-                Ok((p | mask, q))
-            } else {
-                Err(busy)
-            }
-        });
-        let (at, busy) = done.err()?;
-        let pfn = (at & !63) + u64::from(busy.trailing_zeros());
-        if at & !63 > start {
-            self.fill_planes(start, at & !63, false);
+        if start >= end {
+            return None;
         }
-        Some(pfn)
+        let (first, last) = (self.pair(start), self.pair(end - 1));
+        // See `bulk` for why only the end words' order-0 bitmaps can change.
+        let before = (self.free0_at(first), self.free0_at(last));
+        let end_mask = u64::MAX >> (63 - ((end - 1) & 63));
+        let mut mask = u64::MAX << (start & 63);
+        let mut i = first;
+        loop {
+            if i == last {
+                mask &= end_mask;
+            }
+            let busy = (self.w[i] | self.w[i + 1]) & mask;
+            if busy != 0 {
+                let pfn = (start & !63) + 32 * (i - first) as u64 + u64::from(busy.trailing_zeros());
+                // Undo the words before this one.
+                self.fill_planes(start, (pfn & !63).max(start), false);
+                return Some(pfn);
+            }
+            self.w[i] |= mask;
+            if i == last {
+                break;
+            }
+            mask = u64::MAX;
+            i += 2;
+        }
+        let after = self.free0_at(first);
+        self.view().sync0(first, before.0, after);
+        if last != first {
+            let after = self.free0_at(last);
+            self.view().sync0(last, before.1, after);
+        }
+        None
     }
 
     /// Applies `f(p, q, mask)` to the plane words of `start..end` (`mask`:
@@ -504,9 +524,10 @@ impl View<'_> {
         true
     }
 
-    /// For a merge: if the in-span order-`k` block at `pfn` (k ≥ 1), the
-    /// buddy of a block being freed, is free, takes it out of the bitmaps
-    /// (its first frame becomes interior) and says so.
+    /// For a merge: if the order-`k` block at `pfn` (k ≥ 1), the buddy of a
+    /// block in the span, is free, takes it out of the bitmaps (its first
+    /// frame becomes interior) and says so. A buddy outside the span has a
+    /// bit all the same (see [`crate::layout`]), never set.
     #[inline(always)]
     pub(crate) fn take_buddy(&mut self, k: usize, pfn: u64) -> bool {
         let i = self.fword_in(k, pfn);

@@ -381,7 +381,6 @@ impl<'m> Heap<'m> {
     /// interior, its other frames are interior, and no free block holds it.
     #[inline]
     pub(crate) fn put_merge(&mut self, pfn: u64, mut k: usize) {
-        let (base, end) = (self.bits.l.base, self.bits.l.end);
         let max = usize::from(self.bits.l.max_order);
         let c = &mut self.c;
         let mut v = self.bits.view();
@@ -399,8 +398,9 @@ impl<'m> Heap<'m> {
             k = 1;
         }
         while k < max {
-            let buddy = start ^ (1 << k);
-            if buddy < base || buddy + (1 << k) > end || !v.take_buddy(k, buddy) {
+            // A buddy outside the span has a bit (in the bitmap's padding
+            // words or at its ends), never set.
+            if !v.take_buddy(k, start ^ (1 << k)) {
                 break;
             }
             c.take(k);

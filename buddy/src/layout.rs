@@ -12,9 +12,10 @@
 //! 2. for each order k from 1 to the largest, the free bitmap F_k with one
 //!    bit per aligned 2^k-frame block, in words aligned like the planes'
 //!    (bit `(pfn >> k) % 64` of word `(pfn >> (k + 6)) - (base >> (k + 6))`):
-//!    set when that block is a free block of order k. Order 0's bitmap is
-//!    not stored: it is read off the planes (a free start whose next frame
-//!    is not interior);
+//!    set when that block is a free block of order k, with a zero word
+//!    before and after it so that the buddy of every block in the span has a
+//!    bit to test. Order 0's bitmap is not stored: it is read off the planes
+//!    (a free start whose next frame is not interior);
 //! 3. for each order k from 0, the summary levels of F_k: bit i of level
 //!    l + 1 is set exactly when word i of level l is non-zero, up to a level
 //!    of one word, so the highest or lowest free block below or above any
@@ -107,9 +108,11 @@ impl Layout {
                 off: [0; MAX_LEVELS + 1],
             };
             if k > 0 {
-                tree.off[0] = layout.words;
-                layout.fbase[k] = layout.words.wrapping_sub(origin as usize);
-                layout.words += words;
+                // A zero word on each side, so the buddy of any block in the
+                // span has a word to test (its bit is never set).
+                tree.off[0] = layout.words + 1;
+                layout.fbase[k] = tree.off[0].wrapping_sub(origin as usize);
+                layout.words += words + 2;
             }
             let mut level = 0;
             while words > 1 && level < MAX_LEVELS {
