@@ -107,10 +107,7 @@ impl Heap<'_> {
                 .min(t.words as u64 * 64) as usize;
             let found = match self.recent_free(j).filter(|&p| p + (1 << j) <= limit) {
                 Some(pfn) => Some(pfn),
-                None => self
-                    .bits
-                    .find_prev(j, hi)
-                    .map(|s| self.bits.slot_pfn(j, s)),
+                None => self.bits.find_prev(j, hi).map(|s| self.bits.slot_pfn(j, s)),
             };
             if let Some(pfn) = found {
                 return Some((pfn, j, pfn + (1 << j) - (1 << k)));

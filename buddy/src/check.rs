@@ -88,7 +88,11 @@ impl Heap<'_> {
             }
         }
         if nonempty != self.c.nonempty {
-            return fail("non-empty order mask wrong", None, u64::from(self.c.nonempty));
+            return fail(
+                "non-empty order mask wrong",
+                None,
+                u64::from(self.c.nonempty),
+            );
         }
         // The plane words cover whole groups of 64 frames: the frames of
         // those groups outside the span are unmanaged.
@@ -118,9 +122,7 @@ impl Heap<'_> {
                     // Only the pending word's own summary bit may be out of
                     // date.
                     let pending = level == 1 && Some(i) == self.bits.pending_word(k);
-                    if i < below
-                        && !pending
-                        && set != (self.bits.level_word(k, level - 1, i) != 0)
+                    if i < below && !pending && set != (self.bits.level_word(k, level - 1, i) != 0)
                     {
                         return fail("summary bit wrong", Some(k), i as u64);
                     }
@@ -186,5 +188,82 @@ impl Heap<'_> {
             return fail("managed frames disagree", None, managed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bits::{FREE, INTERIOR, bit};
+    use crate::{Constraints, Heap, MemKind, Order, PfnRange};
+
+    /// A heap over frames 64..1088 with every frame added and an order-2
+    /// block allocated (at 1084, the top), the metadata in `buf`.
+    fn heap(buf: &mut Vec<u8>) -> Heap<'_> {
+        let span = PfnRange::from_numbers(64, 64 + 1024).unwrap();
+        *buf = vec![0; crate::metadata_bytes(span, Order::MAX) + 8];
+        let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, buf).unwrap();
+        heap.add(span).unwrap();
+        let block = heap
+            .alloc(Order::new(2).unwrap(), Constraints::ANY)
+            .unwrap();
+        assert_eq!(block.start().get(), 1084);
+        heap.check_invariants().unwrap();
+        heap
+    }
+
+    fn broken(heap: &Heap<'_>) -> &'static str {
+        heap.check_invariants().unwrap_err().what
+    }
+
+    #[test]
+    fn a_summary_bit_over_an_empty_word_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Settle order 1's pending word, then set a summary bit over a word
+        // with no free block: the exact summaries are broken.
+        heap.bits.settle(1);
+        let t = heap.bits.l.trees[1];
+        let word = (0..t.words)
+            .find(|&w| heap.bits.level_word(1, 0, w) == 0)
+            .unwrap();
+        heap.bits.w[t.off[1] + word / 64] |= 1 << (word % 64);
+        assert_eq!(broken(&heap), "summary bit wrong");
+    }
+
+    #[test]
+    fn a_free_start_without_a_free_block_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Frame 1086 is inside the allocated block at 1084: mark it a free
+        // start of nothing.
+        heap.bits.view().set_code(1086, FREE);
+        assert_eq!(broken(&heap), "free start with no free block");
+        // Inside a free block, the same is caught as a broken free block.
+        heap.bits.view().set_code(1086, INTERIOR);
+        heap.bits.view().set_code(66, FREE);
+        assert_eq!(broken(&heap), "free block frame not interior");
+    }
+
+    #[test]
+    fn a_free_bit_without_its_free_start_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // The free order-6 block at 64 loses its free start.
+        assert!(heap.bits.is_free_block(6, 64));
+        heap.bits.view().set_code(64, INTERIOR);
+        assert_eq!(broken(&heap), "free block start not a free start");
+    }
+
+    #[test]
+    fn unmerged_buddies_are_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Split the free order-6 block at 64 into two free order-5 halves.
+        let i = heap.bits.fword(6, 64).unwrap();
+        heap.bits.w[i] &= !bit(64 >> 6);
+        heap.bits.view().set_start(96, true);
+        heap.bits.view().set_fbit(5, 64);
+        heap.bits.view().set_fbit(5, 96);
+        assert_eq!(broken(&heap), "free buddies not merged");
     }
 }

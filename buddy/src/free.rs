@@ -134,9 +134,7 @@ impl Heap<'_> {
         match self.bits.code(p) {
             UNMANAGED => FreeError::NotManaged { pfn },
             FREE => FreeError::AlreadyFree { pfn },
-            INTERIOR if self.free_block_containing(p).is_some() => {
-                FreeError::AlreadyFree { pfn }
-            }
+            INTERIOR if self.free_block_containing(p).is_some() => FreeError::AlreadyFree { pfn },
             INTERIOR => FreeError::NotBlockStart { pfn },
             _ => {
                 // A head: the block ends at the first frame p + 2^j that is
