@@ -53,6 +53,7 @@ impl<T> Locked<T> {
     }
 
     /// Takes the lock, spinning until it is free.
+    #[inline]
     pub fn lock(&self) -> impl DerefMut<Target = T> + '_ {
         #[cfg(not(loom))]
         let guard = self.inner.lock();
@@ -99,6 +100,7 @@ impl<T, G: DerefMut<Target = T>> DerefMut for Guard<G> {
 
 impl Locked<Heap<'_>> {
     /// [`Heap::alloc`] under the lock.
+    #[inline]
     pub fn alloc(&self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         self.lock().alloc(order, constraints)
     }
@@ -113,11 +115,13 @@ impl Locked<Heap<'_>> {
     }
 
     /// [`Heap::free`] under the lock.
+    #[inline]
     pub fn free(&self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
         self.lock().free(pfn, order)
     }
 
     /// [`Heap::free_block`] under the lock.
+    #[inline]
     pub fn free_block(&self, block: Block) -> Result<(), FreeError> {
         self.lock().free_block(block)
     }

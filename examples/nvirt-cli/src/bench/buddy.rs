@@ -26,6 +26,15 @@
 //! reports its fastest part (best of several runs for (b), (c), (d), (f),
 //! (g)), so other processes disturb the ratios less.
 //!
+//! The peer's times depend on where its code lands in this binary: with the
+//! same instructions (counted under callgrind), its one-frame alloc + free
+//! took 300 ns in a build with one codegen unit and 380–970 ns in default
+//! builds that differed only in unrelated code, and its frame-by-frame fill
+//! 21 ns against 25–48 ns. nvirt's times moved by a few per cent. Compare
+//! ratios across builds with that in mind;
+//! `CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 cargo nvirt bench buddy` gives the
+//! peer the fastest placement seen.
+//!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
 //! ratio=<peer/nvirt>` and extra fields, then `metadata bits/frame
 //! nvirt=<x> peer=<y>`. Notes on method go to stderr.
