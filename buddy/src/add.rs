@@ -2,7 +2,7 @@
 
 use crate::error::AddError;
 use crate::heap::Heap;
-use crate::range::PfnRange;
+use crate::range::{PfnRange, largest_fitting};
 use crate::types::Pfn;
 
 impl Heap<'_> {
@@ -27,8 +27,13 @@ impl Heap<'_> {
                 pfn: Pfn::new(pfn).unwrap_or(Pfn::MAX),
             });
         }
-        for block in range.blocks(self.max_order()) {
-            self.put_merge(block.start().get(), usize::from(block.order().get()));
+        // The maximal aligned blocks (see `PfnRange::blocks`).
+        let max = self.bits.l.max_order;
+        let mut p = start;
+        while p < end {
+            let k = largest_fitting(p, end, max);
+            self.put_merge(p, usize::from(k));
+            p += 1 << k;
         }
         self.managed_add(range.frames());
         Ok(())

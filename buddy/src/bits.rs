@@ -1,24 +1,72 @@
 //! The metadata words: the two frame-state planes, the per-order free
-//! bitmaps and their summaries, with the searches that use the summaries.
+//! bitmaps and their summaries, and every elementary change to them.
 //!
-//! Nothing here checks arguments: callers pass frame numbers inside the span
-//! and slots inside a bitmap, which [`crate::heap`] guarantees.
+//! A frame's state is two bits, P and Q (see [`crate::layout`]):
+//!
+//! | P | Q | state |
+//! |---|---|-------|
+//! | 0 | 0 | unmanaged: never added, or reserved |
+//! | 1 | 0 | interior: inside a block (free or allocated), not its first frame |
+//! | 0 | 1 | head: the first frame of an allocated block |
+//! | 1 | 1 | free start: the first frame of a free block of any order |
+//!
+//! So every frame that ends an allocated block from the outside — the next
+//! block's first frame, or an unmanaged frame — is "not interior", which a
+//! free checks with one read per probe. A free start is an order-0 block
+//! unless its next frame is interior (only even frames can start larger
+//! blocks, and their next frame is in the same word), so order 0's bitmap is
+//! computed from the planes, a word at a time ([`free0_word`]). The codes
+//! are chosen so that the frequent changes flip one plane: allocating or
+//! freeing a single frame flips P, making a larger block free or taking it
+//! flips Q.
+//!
+//! Summaries are exact — bit i of level l + 1 is set if and only if word i
+//! of level l is non-zero — except along the path above one level-0 word
+//! per order, the "pending" word, whose summary bits are brought up to date
+//! only when another word of the same order changes between zero and
+//! non-zero, or before a search. A block split off and merged back again
+//! and again (one frame allocated and freed on an empty heap, or a heap
+//! filled frame by frame) so costs no summary writes at all, and searches
+//! still descend one word per level without backtracking.
+//!
+//! Nothing here checks arguments unless it says so: callers pass frame
+//! numbers inside the span, which [`crate::heap`] guarantees.
 
 use crate::layout::Layout;
 use crate::types::Order;
 
-/// The state of one frame, from planes P and Q.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Code {
-    /// P = 0, Q = 0: never added, or reserved.
-    Unmanaged,
-    /// P = 1, Q = 0: inside a free block of order ≥ 1, or an allocated
-    /// block's frame other than its first.
-    Interior,
-    /// P = 1, Q = 1: the first frame of an allocated block.
-    Head,
-    /// P = 0, Q = 1: a free block of order 0.
-    Free0,
+/// State code (P | Q << 1): unmanaged.
+pub(crate) const UNMANAGED: u64 = 0;
+/// State code: inside a block, not its first frame.
+pub(crate) const INTERIOR: u64 = 1;
+/// State code: the first frame of an allocated block.
+pub(crate) const HEAD: u64 = 2;
+/// State code: the first frame of a free block.
+pub(crate) const FREE: u64 = 3;
+
+/// The even bit positions of a word.
+const EVEN: u64 = 0x5555_5555_5555_5555;
+
+/// No pending word.
+pub(crate) const NONE: usize = usize::MAX;
+
+/// Order 0's free bitmap word from a word pair of the planes: the free
+/// starts whose next frame is not interior.
+#[inline(always)]
+pub(crate) const fn free0_word(p: u64, q: u64) -> u64 {
+    p & q & !(((p & !q) >> 1) & EVEN)
+}
+
+/// Bit `n % 64`.
+#[inline(always)]
+pub(crate) const fn bit(n: u64) -> u64 {
+    1 << (n & 63)
+}
+
+/// Index of the highest set bit of a non-zero word.
+#[inline(always)]
+pub(crate) const fn high(word: u64) -> usize {
+    63 - word.leading_zeros() as usize
 }
 
 /// The metadata words and where everything is in them.
@@ -26,352 +74,282 @@ pub(crate) enum Code {
 pub(crate) struct Bits<'m> {
     pub(crate) w: &'m mut [u64],
     pub(crate) l: Layout,
-    /// Per order, a level-0 word index no non-zero word lies above.
-    pub(crate) hint: [usize; Order::COUNT],
+    /// Per order, the index in `w` of the level-0 word whose summary bits
+    /// may be out of date (for order 0: of its P word; [`NONE`] for none).
+    pub(crate) pending: [usize; Order::COUNT],
 }
 
-/// [`Code::Interior`] as [`Bits::code_bits`] gives it.
-pub(crate) const INTERIOR: u64 = 1;
-/// [`Code::Head`] as [`Bits::code_bits`] gives it.
-pub(crate) const HEAD: u64 = 3;
-/// The largest order plane S records (2 MiB blocks): larger free blocks
-/// start only at frames aligned to 2^10 or more, where the bitmaps are
-/// tested instead, so splitting and merging large blocks skips plane S.
-pub(crate) const S_MAX: usize = 9;
-
-#[inline]
-pub(crate) const fn bit(i: usize) -> u64 {
-    1 << (i % 64)
-}
-
-/// Index of the highest set bit of a non-zero word.
-#[inline]
-pub(crate) const fn high(word: u64) -> usize {
-    63 - word.leading_zeros() as usize
+impl<'m> Bits<'m> {
+    /// The metadata of `layout` in `w`, all zero.
+    pub(crate) fn new(w: &'m mut [u64], l: Layout) -> Self {
+        w.fill(0);
+        Self {
+            w,
+            l,
+            pending: [NONE; Order::COUNT],
+        }
+    }
 }
 
 impl Bits<'_> {
-    /// Index of frame `pfn` in the planes.
+    /// Index of the P word of in-span frame `pfn` (Q is the next word).
     #[inline(always)]
-    fn fi(&self, pfn: u64) -> usize {
-        (pfn - self.l.base) as usize
+    pub(crate) fn pair(&self, pfn: u64) -> usize {
+        self.l.pbase.wrapping_add(2 * (pfn >> 6) as usize)
     }
 
-    /// The state of frame `pfn` as two bits: P, and Q above it.
+    /// The state code of in-span frame `pfn`.
     #[inline(always)]
-    pub(crate) fn code_bits(&self, pfn: u64) -> u64 {
-        let i = self.fi(pfn);
-        let w = self.l.p_off + 2 * (i / 64);
-        let (p, q) = (self.w[w], self.w[w + 1]);
-        ((p >> (i % 64)) & 1) | (((q >> (i % 64)) & 1) << 1)
+    pub(crate) fn code(&self, pfn: u64) -> u64 {
+        let i = self.pair(pfn);
+        ((self.w[i] >> (pfn & 63)) & 1) | (((self.w[i + 1] >> (pfn & 63)) & 1) << 1)
     }
 
-    /// The state of frame `pfn`.
-    #[inline]
-    pub(crate) fn code(&self, pfn: u64) -> Code {
-        match self.code_bits(pfn) {
-            0 => Code::Unmanaged,
-            1 => Code::Interior,
-            3 => Code::Head,
-            _ => Code::Free0,
-        }
+    /// Whether in-span frame `pfn` is a free block of order 0.
+    #[inline(always)]
+    pub(crate) fn is_free0(&self, pfn: u64) -> bool {
+        let i = self.pair(pfn);
+        free0_word(self.w[i], self.w[i + 1]) & bit(pfn) != 0
     }
 
-    /// Turns an interior frame into an allocated head or back.
-    #[inline(always)]
-    pub(crate) fn set_head(&mut self, pfn: u64, head: bool) {
-        let i = self.fi(pfn);
-        let q = &mut self.w[self.l.q_off + 2 * (i / 64)];
-        if head {
-            *q |= bit(i);
+    /// The pending word of order `k` as a level-0 word number, if any.
+    pub(crate) fn pending_word(&self, k: usize) -> Option<usize> {
+        let i = self.pending[k];
+        if i == NONE {
+            None
+        } else if k == 0 {
+            Some(i / 2)
         } else {
-            *q &= !bit(i);
+            Some(i - self.l.trees[k].off[0])
         }
     }
 
-    /// Sets the states of frames `start..end` (relative to nothing: frame
-    /// numbers) to managed interior (`managed`) or unmanaged, a word at a
-    /// time. Free order-0 blocks and heads in the range are overwritten, so
-    /// callers first take them out of the free bitmaps.
-    pub(crate) fn fill_planes(&mut self, start: u64, end: u64, managed: bool) {
-        let (mut i, e) = (self.fi(start), self.fi(end));
-        while i < e {
-            let w = i / 64;
-            let lo = i % 64;
-            let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mask = if hi - lo == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << (hi - lo)) - 1) << lo
-            };
-            let p = &mut self.w[self.l.p_off + 2 * w];
-            if managed {
-                *p |= mask;
-            } else {
-                *p &= !mask;
-            }
-            self.w[self.l.q_off + 2 * w] &= !mask;
-            i = w * 64 + hi;
-        }
-    }
-
-    /// Makes the unmanaged frames `start..end` interior in one pass; if one
-    /// of them is managed, undoes that and returns the first managed frame.
-    pub(crate) fn manage_planes(&mut self, start: u64, end: u64) -> Option<u64> {
-        let (first, e) = (self.fi(start), self.fi(end));
-        let mut i = first;
-        while i < e {
-            let w = i / 64;
-            let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mask = (u64::MAX << (i % 64)) & if hi < 64 { (1u64 << hi) - 1 } else { u64::MAX };
-            let busy = (self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w]) & mask;
-            if busy != 0 {
-                let pfn = self.l.base + (w * 64) as u64 + u64::from(busy.trailing_zeros());
-                let done = self.l.base + (w * 64) as u64;
-                if done > start {
-                    self.fill_planes(start, done, false);
-                }
-                return Some(pfn);
-            }
-            self.w[self.l.p_off + 2 * w] |= mask;
-            i = w * 64 + hi;
-        }
-        None
-    }
-
-    /// The first frame of `start..end` whose state is not `Unmanaged`.
-    pub(crate) fn first_managed(&self, start: u64, end: u64) -> Option<u64> {
-        let (mut i, e) = (self.fi(start), self.fi(end));
-        while i < e {
-            let w = i / 64;
-            let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mut word = self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w];
-            word &= u64::MAX << (i % 64);
-            if hi < 64 {
-                word &= (1u64 << hi) - 1;
-            }
-            if word != 0 {
-                return Some(self.l.base + (w * 64) as u64 + u64::from(word.trailing_zeros()));
-            }
-            i = w * 64 + hi;
-        }
-        None
-    }
-
-    /// Managed frames among `start..end`.
-    pub(crate) fn count_managed(&self, start: u64, end: u64) -> u64 {
-        let (mut i, e) = (self.fi(start), self.fi(end));
-        let mut n = 0;
-        while i < e {
-            let w = i / 64;
-            let hi = if e - w * 64 >= 64 { 64 } else { e - w * 64 };
-            let mut word = self.w[self.l.p_off + 2 * w] | self.w[self.l.q_off + 2 * w];
-            word &= u64::MAX << (i % 64);
-            if hi < 64 {
-                word &= (1u64 << hi) - 1;
-            }
-            n += u64::from(word.count_ones());
-            i = w * 64 + hi;
-        }
-        n
-    }
-
-    /// Whether a free block of order 1 to [`S_MAX`] starts at in-span frame
-    /// `pfn`.
+    /// Brings the summaries of order `k` up to date before a search.
     #[inline(always)]
-    pub(crate) fn starts_small_free(&self, pfn: u64) -> bool {
-        if pfn & 1 != 0 {
-            return false;
+    pub(crate) fn settle(&mut self, k: usize) {
+        let old = self.pending[k];
+        if old != NONE {
+            self.pending[k] = NONE;
+            crate::view::update_summaries(self.w, &self.l, k, old);
         }
-        let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
-        self.w[self.l.s_off + i / 64] & bit(i) != 0
     }
 
-    /// Whether a free block of order ≥ 1 starts at in-span frame `pfn`:
-    /// plane S for small blocks, the bitmaps for frames aligned enough to
-    /// start a large one.
+    /// Index of the F_k word (k ≥ 1) that holds the block at `pfn`, if the
+    /// bitmap has that word (a block partly outside the span may have a
+    /// bit; it is never set).
     #[inline(always)]
-    pub(crate) fn starts_free(&self, pfn: u64) -> bool {
-        self.starts_small_free(pfn) || {
-            let align = (pfn.trailing_zeros() as usize).min(usize::from(self.l.max_order));
-            align > S_MAX && (S_MAX + 1..=align).any(|k| self.is_free_block(k, pfn))
-        }
-    }
-
-    #[inline(always)]
-    fn set_start(&mut self, pfn: u64, on: bool) {
-        let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
-        let word = &mut self.w[self.l.s_off + i / 64];
-        if on {
-            *word |= bit(i);
-        } else {
-            *word &= !bit(i);
-        }
-    }
-
-    /// Whether in-span frame `f`, following an allocated frame, is not part
-    /// of that frame's block: it is a head, free or unmanaged.
-    #[inline(always)]
-    pub(crate) fn ends_block(&self, f: u64) -> bool {
-        self.code_bits(f) != INTERIOR || self.starts_free(f)
-    }
-
-    /// Whether the frames after head `p` up to `p + 2^k` (exclusive) are
-    /// all interior frames of its allocated block, when the block lies in
-    /// one word of the planes (k ≤ 6; `None` otherwise).
-    #[inline]
-    pub(crate) fn interior_in_word(&self, p: u64, k: usize) -> Option<bool> {
-        let i = self.fi(p);
-        let (w, b) = (i / 64, i % 64);
-        let len = 1usize << k;
-        if b + len > 64 {
-            return None;
-        }
-        let mask = if len == 64 {
-            u64::MAX << 1
-        } else {
-            ((1u64 << len) - 1) << b & !(1u64 << b)
-        };
-        let (pw, qw) = (self.w[self.l.p_off + 2 * w], self.w[self.l.q_off + 2 * w]);
-        if pw & mask != mask || qw & mask != 0 {
-            return Some(false);
-        }
-        if k == 0 {
-            return Some(true);
-        }
-        // Even frames after p: S bits (p >> 1) + 1 .. (p >> 1) + len / 2.
-        let si = ((p >> 1) - (self.l.base >> 1)) as usize;
-        let half = len / 2;
-        let smask = if half == 64 {
-            u64::MAX << 1
-        } else {
-            ((1u64 << half) - 1) << (si % 64) & !(1u64 << (si % 64))
-        };
-        if si % 64 + half > 64 {
-            return Some((1..half as u64).all(|j| !self.starts_small_free(p + 2 * j)));
-        }
-        Some(self.w[self.l.s_off + si / 64] & smask == 0)
-    }
-
-    /// The slot of the order-`k` block starting at `pfn`, if the bitmap has
-    /// one (blocks partly outside the span still have a slot; it is never
-    /// set).
-    #[inline(always)]
-    pub(crate) fn slot(&self, k: usize, pfn: u64) -> Option<usize> {
+    pub(crate) fn fword(&self, k: usize, pfn: u64) -> Option<usize> {
         let t = &self.l.trees[k];
-        let s = (pfn >> k).checked_sub(t.first)?;
-        if s < t.slots { Some(s as usize) } else { None }
+        let rel = (pfn >> (k + 6)).wrapping_sub(t.origin);
+        (rel < t.words as u64).then(|| t.off[0] + rel as usize)
     }
 
-    /// The first frame of slot `s` of order `k`.
+    /// Whether the in-span order-`k` block at `pfn` is free.
     #[inline(always)]
-    pub(crate) fn slot_pfn(&self, k: usize, s: usize) -> u64 {
-        (self.l.trees[k].first + s as u64) << k
+    pub(crate) fn is_free_in_span(&self, k: usize, pfn: u64) -> bool {
+        if k == 0 {
+            return self.is_free0(pfn);
+        }
+        let i = self.l.fbase[k].wrapping_add((pfn >> (k + 6)) as usize);
+        self.w[i] & bit(pfn >> k) != 0
     }
 
-    /// Word `idx` of level `level` of order `k`.
+    /// Whether the order-`k` block at `pfn` (any frame number) is free.
+    #[inline(always)]
+    pub(crate) fn is_free_block(&self, k: usize, pfn: u64) -> bool {
+        if k == 0 {
+            return pfn >= self.l.base && pfn < self.l.end && self.is_free0(pfn);
+        }
+        match self.fword(k, pfn) {
+            Some(i) => self.w[i] & bit(pfn >> k) != 0,
+            None => false,
+        }
+    }
+
+    /// Word `idx` of level `level` of order `k` (level 0 of order 0 read
+    /// off the planes).
     #[inline(always)]
     pub(crate) fn level_word(&self, k: usize, level: usize, idx: usize) -> u64 {
         if k == 0 && level == 0 {
-            self.w[self.l.q_off + 2 * idx] & !self.w[self.l.p_off + 2 * idx]
+            free0_word(self.w[2 * idx], self.w[2 * idx + 1])
         } else {
             self.w[self.l.trees[k].off[level] + idx]
         }
     }
 
-    /// Whether slot `s` of order `k` is a free block.
+    /// The first frame of relative slot `s` of order `k`.
     #[inline(always)]
-    pub(crate) fn test(&self, k: usize, s: usize) -> bool {
-        self.level_word(k, 0, s / 64) & bit(s) != 0
+    pub(crate) fn slot_pfn(&self, k: usize, s: usize) -> u64 {
+        ((self.l.trees[k].origin << 6) + s as u64) << k
     }
 
-    /// Whether the order-`k` block starting at `pfn` is free.
-    #[inline(always)]
-    pub(crate) fn is_free_block(&self, k: usize, pfn: u64) -> bool {
-        match self.slot(k, pfn) {
-            Some(s) => self.test(k, s),
-            None => false,
-        }
+    /// Sets the in-span frames `start..end` to interior (`managed`) or
+    /// unmanaged, a word at a time, keeping order 0's summaries.
+    /// Callers first take the free blocks in the range out of the bitmaps.
+    pub(crate) fn fill_planes(&mut self, start: u64, end: u64, managed: bool) {
+        // The closure never fails, so neither does the pass.
+        let _ = self.bulk(start, end, |p, q, mask| {
+            if managed {
+                Ok((p | mask, q & !mask))
+            } else {
+                Ok((p & !mask, q & !mask))
+            }
+        });
     }
 
-    /// Marks slot `s` of order `k`, starting at frame `pfn`, free (it was
-    /// not). For order 0 the frame becomes a free order-0 block whatever its
-    /// state was.
-    #[inline(always)]
-    pub(crate) fn set(&mut self, k: usize, s: usize, pfn: u64) {
-        let w = s / 64;
-        let t = &self.l.trees[k];
-        if k == 0 {
-            self.w[self.l.p_off + 2 * w] &= !bit(s);
-            self.w[self.l.q_off + 2 * w] |= bit(s);
-        } else {
-            self.w[t.off[0] + w] |= bit(s);
-            if k <= S_MAX {
-                let i = ((pfn >> 1) - (self.l.base >> 1)) as usize;
-                self.w[self.l.s_off + i / 64] |= bit(i);
+    /// Makes the unmanaged in-span frames `start..end` interior in one pass;
+    /// if one of them is managed, undoes that and returns the first managed
+    /// frame.
+    pub(crate) fn manage_planes(&mut self, start: u64, end: u64) -> Option<u64> {
+        if start >= end {
+            return None;
+        }
+        let (first, last) = (self.pair(start), self.pair(end - 1));
+        // See `bulk` for why only the end words' order-0 bitmaps can change.
+        let before = (self.free0_at(first), self.free0_at(last));
+        let end_mask = u64::MAX >> (63 - ((end - 1) & 63));
+        let mut mask = u64::MAX << (start & 63);
+        let mut i = first;
+        loop {
+            if i == last {
+                mask &= end_mask;
             }
-        }
-        if w > self.hint[k] {
-            self.hint[k] = w;
-        }
-        // Summaries have no false negatives: once a bit is found set, every
-        // level above it is set already.
-        let mut idx = w;
-        let mut level = 1;
-        while level <= t.top {
-            let word = &mut self.w[t.off[level] + idx / 64];
-            if *word & bit(idx) != 0 {
-                return;
+            let busy = (self.w[i] | self.w[i + 1]) & mask;
+            if busy != 0 {
+                let pfn =
+                    (start & !63) + 32 * (i - first) as u64 + u64::from(busy.trailing_zeros());
+                // Undo the words before this one.
+                self.fill_planes(start, (pfn & !63).max(start), false);
+                return Some(pfn);
             }
-            *word |= bit(idx);
-            idx /= 64;
-            level += 1;
+            self.w[i] |= mask;
+            if i == last {
+                break;
+            }
+            mask = u64::MAX;
+            i += 2;
         }
+        let after = self.free0_at(first);
+        self.view().sync0(first, before.0, after);
+        if last != first {
+            let after = self.free0_at(last);
+            self.view().sync0(last, before.1, after);
+        }
+        None
     }
 
-    /// If slot `s` of order `k` (starting at frame `pfn`) is free, marks it
-    /// not free (an order-0 block becomes interior) and says so: the test
-    /// and the clear of a merge in one load.
-    #[inline(always)]
-    pub(crate) fn take_if_free(&mut self, k: usize, s: usize, pfn: u64) -> bool {
-        let w = s / 64;
-        if k == 0 {
-            let (p, q) = (self.l.p_off + 2 * w, self.l.q_off + 2 * w);
-            if self.w[q] & !self.w[p] & bit(s) == 0 {
-                return false;
-            }
-            self.w[p] |= bit(s);
-            self.w[q] &= !bit(s);
-        } else {
-            let i = self.l.trees[k].off[0] + w;
-            let word = self.w[i];
-            if word & bit(s) == 0 {
-                return false;
-            }
-            self.w[i] = word & !bit(s);
-            if k <= S_MAX {
-                self.set_start(pfn, false);
-            }
+    /// Applies `f(p, q, mask)` to the plane words of `start..end` (`mask`:
+    /// the range's frames in the word), stopping at the first error with
+    /// the word's first frame. Only the first and last word pairs can hold
+    /// frames outside the range whose order-0 status the change affects (an
+    /// even frame before the range, through its next frame), so only they
+    /// are checked for the summaries; every word in between changes from
+    /// and to states without free starts.
+    fn bulk(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, u64, u64) -> Result<(u64, u64), u64>,
+    ) -> Result<(), (u64, u64)> {
+        if start >= end {
+            return Ok(());
         }
-        true
+        let (first, last) = (self.pair(start), self.pair(end - 1));
+        let before = (self.free0_at(first), self.free0_at(last));
+        let mut result = Ok(());
+        let mut f0 = start;
+        while f0 < end {
+            let i = self.pair(f0);
+            let lo = f0 & 63;
+            let hi = if end - (f0 & !63) >= 64 {
+                64
+            } else {
+                end - (f0 & !63)
+            };
+            let mask = (u64::MAX >> (64 - (hi - lo))) << lo;
+            match f(self.w[i], self.w[i + 1], mask) {
+                Ok((p, q)) => {
+                    self.w[i] = p;
+                    self.w[i + 1] = q;
+                }
+                Err(busy) => {
+                    result = Err((f0, busy));
+                    break;
+                }
+            }
+            f0 = (f0 & !63) + hi;
+        }
+        let after = self.free0_at(first);
+        self.view().sync0(first, before.0, after);
+        if last != first {
+            let after = self.free0_at(last);
+            self.view().sync0(last, before.1, after);
+        }
+        result
     }
 
-    /// Marks slot `s` of order `k`, starting at frame `pfn`, not free (it
-    /// was). For order 0 the frame becomes `Head` or `Interior`. Summaries
-    /// are left for searches to clear.
+    /// Order 0's bitmap word of word pair `i`.
     #[inline(always)]
-    pub(crate) fn clear(&mut self, k: usize, s: usize, pfn: u64, head: bool) {
-        let w = s / 64;
-        if k == 0 {
-            self.w[self.l.p_off + 2 * w] |= bit(s);
-            if !head {
-                self.w[self.l.q_off + 2 * w] &= !bit(s);
+    fn free0_at(&self, i: usize) -> u64 {
+        free0_word(self.w[i], self.w[i + 1])
+    }
+
+    /// The first frame of in-span `start..end` that is managed.
+    pub(crate) fn first_managed(&self, start: u64, end: u64) -> Option<u64> {
+        let mut f = start;
+        while f < end {
+            let i = self.pair(f);
+            let hi = (end - (f & !63)).min(64);
+            let mut word = (self.w[i] | self.w[i + 1]) & (u64::MAX << (f & 63));
+            if hi < 64 {
+                word &= (1u64 << hi) - 1;
             }
-        } else {
-            self.w[self.l.trees[k].off[0] + w] &= !bit(s);
-            if k <= S_MAX {
-                self.set_start(pfn, false);
+            if word != 0 {
+                return Some((f & !63) + u64::from(word.trailing_zeros()));
             }
+            f = (f & !63) + hi;
         }
+        None
+    }
+
+    /// Managed frames among in-span `start..end`.
+    pub(crate) fn count_managed(&self, start: u64, end: u64) -> u64 {
+        let mut n = 0;
+        let mut f = start;
+        while f < end {
+            let i = self.pair(f);
+            let hi = (end - (f & !63)).min(64);
+            let mut word = (self.w[i] | self.w[i + 1]) & (u64::MAX << (f & 63));
+            if hi < 64 {
+                word &= (1u64 << hi) - 1;
+            }
+            n += u64::from(word.count_ones());
+            f = (f & !63) + hi;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word pair with frame i in state `codes[i]`.
+    fn planes(codes: &[u64]) -> (u64, u64) {
+        codes.iter().enumerate().fold((0, 0), |(p, q), (i, c)| {
+            (p | (c & 1) << i, q | (c >> 1) << i)
+        })
+    }
+
+    #[test]
+    fn order_0_blocks_are_free_starts_not_followed_by_interior_frames() {
+        // 0: free 0 (next a head); 2: start of a free order-1 block (3
+        // interior); 4: free 0 (next unmanaged); 5: free 0 (odd); 6: head,
+        // 7: interior (an allocated order-1 block).
+        let (p, q) = planes(&[FREE, HEAD, FREE, INTERIOR, FREE, FREE, HEAD, INTERIOR]);
+        assert_eq!(free0_word(p, q), 0b0011_0001);
+        // The last frame of a word is odd: never the start of a larger block.
+        let (p, q) = (1u64 << 63, 1u64 << 63);
+        assert_eq!(free0_word(p, q), 1 << 63);
     }
 }

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use crate::bits::{Code, S_MAX};
+use crate::bits::{FREE, HEAD, INTERIOR, UNMANAGED};
 use crate::heap::Heap;
 
 /// A broken invariant: what, and at which frame (or slot).
@@ -53,22 +53,21 @@ impl Heap<'_> {
         let mut nonempty = 0u32;
         for k in 0..=max {
             let t = &l.trees[k];
-            let words = (t.slots as usize).div_ceil(64);
             let mut count = 0;
-            for w in 0..words {
+            for w in 0..t.words {
                 let mut word = self.bits.level_word(k, 0, w);
                 count += u64::from(word.count_ones());
                 while word != 0 {
                     let s = w * 64 + word.trailing_zeros() as usize;
                     word &= word - 1;
                     let pfn = self.bits.slot_pfn(k, s);
-                    if s as u64 >= t.slots {
-                        return fail("bit set past the bitmap's end", Some(k), pfn);
-                    }
                     if pfn < l.base || pfn + (1 << k) > l.end {
                         return fail("free block outside the span", Some(k), pfn);
                     }
-                    if k > 0 && (pfn..pfn + (1 << k)).any(|f| self.bits.code(f) != Code::Interior) {
+                    if self.bits.code(pfn) != FREE {
+                        return fail("free block start not a free start", Some(k), pfn);
+                    }
+                    if (pfn + 1..pfn + (1 << k)).any(|f| self.bits.code(f) != INTERIOR) {
                         return fail("free block frame not interior", Some(k), pfn);
                     }
                     for j in k + 1..=max {
@@ -79,9 +78,6 @@ impl Heap<'_> {
                     if k < max && self.bits.is_free_block(k, pfn ^ (1 << k)) {
                         return fail("free buddies not merged", Some(k), pfn);
                     }
-                    if (1..=S_MAX).contains(&k) && !self.bits.starts_small_free(pfn) {
-                        return fail("free block start missing from plane S", Some(k), pfn);
-                    }
                 }
             }
             if count != self.free_blocks(crate::Order::new(k as u8).unwrap_or_default()) {
@@ -91,18 +87,22 @@ impl Heap<'_> {
                 nonempty |= 1 << k;
             }
         }
-        let (first, last) = (l.base >> 1, (l.end - 1) >> 1);
-        for i in first..=last {
-            let pfn = i << 1;
-            if pfn >= l.base
-                && self.bits.starts_small_free(pfn)
-                && !(1..=max.min(S_MAX)).any(|k| self.bits.is_free_block(k, pfn))
-            {
-                return fail("plane S marks no free block", None, pfn);
-            }
+        if nonempty != self.c.nonempty {
+            return fail(
+                "non-empty order mask wrong",
+                None,
+                u64::from(self.c.nonempty),
+            );
         }
-        if nonempty != self.nonempty {
-            return fail("non-empty order mask wrong", None, u64::from(self.nonempty));
+        // The plane words cover whole groups of 64 frames: the frames of
+        // those groups outside the span are unmanaged.
+        let first = l.base & !63;
+        let last = (l.end - 1) | 63;
+        for f in (first..l.base).chain(l.end..=last) {
+            let i = self.bits.pair(f);
+            if (self.bits.w[i] | self.bits.w[i + 1]) & crate::bits::bit(f) != 0 {
+                return fail("frame outside the span not unmanaged", None, f);
+            }
         }
         Ok(())
     }
@@ -111,7 +111,7 @@ impl Heap<'_> {
         let l = &self.bits.l;
         for k in 0..=usize::from(l.max_order) {
             let t = &l.trees[k];
-            let mut below = (t.slots as usize).div_ceil(64);
+            let mut below = t.words;
             for level in 1..=t.top {
                 let words = below.div_ceil(64);
                 for i in 0..words * 64 {
@@ -119,23 +119,24 @@ impl Heap<'_> {
                     if i >= below && set {
                         return fail("summary bit past the level's end", Some(k), i as u64);
                     }
-                    if i < below && !set && self.bits.level_word(k, level - 1, i) != 0 {
-                        return fail("summary bit missing", Some(k), i as u64);
+                    // Only the pending word's own summary bit may be out of
+                    // date.
+                    let pending = level == 1 && Some(i) == self.bits.pending_word(k);
+                    if i < below && !pending && set != (self.bits.level_word(k, level - 1, i) != 0)
+                    {
+                        return fail("summary bit wrong", Some(k), i as u64);
                     }
                 }
                 below = words;
-            }
-            let words = (t.slots as usize).div_ceil(64);
-            if (self.bits.hint[k] + 1..words).any(|w| self.bits.level_word(k, 0, w) != 0) {
-                return fail("free block above the search hint", Some(k), 0);
             }
         }
         Ok(())
     }
 
-    /// Walks the span: every allocated block is a head followed by interior
-    /// frames, 2^k of them in all for some order k within the heap's,
-    /// aligned; the managed count is right.
+    /// Walks the span: every free start begins a free block; every
+    /// allocated block is a head followed by interior frames, 2^k of them in
+    /// all for some order k within the heap's, aligned; the managed count is
+    /// right.
     fn check_frames(&self) -> Result<(), InvariantError> {
         let l = &self.bits.l;
         let max = usize::from(l.max_order);
@@ -151,33 +152,31 @@ impl Heap<'_> {
         };
         while f < l.end {
             match self.bits.code(f) {
-                Code::Unmanaged => {
+                UNMANAGED => {
                     close(run.take())?;
                     f += 1;
                 }
-                Code::Free0 => {
-                    close(run.take())?;
-                    managed += 1;
-                    f += 1;
-                }
-                Code::Head => {
+                HEAD => {
                     close(run.take())?;
                     run = Some((f, 1));
                     managed += 1;
                     f += 1;
                 }
-                Code::Interior => {
-                    if let Some(k) = self.free_block_starting(f, max) {
-                        close(run.take())?;
-                        managed += 1 << k;
-                        f += 1 << k;
-                    } else if let Some((_, len)) = run.as_mut() {
-                        *len += 1;
-                        managed += 1;
-                        f += 1;
-                    } else {
+                FREE => {
+                    close(run.take())?;
+                    let Some(k) = self.free_block_starting(f) else {
+                        return fail("free start with no free block", None, f);
+                    };
+                    managed += 1 << k;
+                    f += 1 << k;
+                }
+                _ => {
+                    let Some((_, len)) = run.as_mut() else {
                         return fail("interior frame outside any block", None, f);
-                    }
+                    };
+                    *len += 1;
+                    managed += 1;
+                    f += 1;
                 }
             }
         }
@@ -189,5 +188,82 @@ impl Heap<'_> {
             return fail("managed frames disagree", None, managed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bits::{FREE, INTERIOR, bit};
+    use crate::{Constraints, Heap, MemKind, Order, PfnRange};
+
+    /// A heap over frames 64..1088 with every frame added and an order-2
+    /// block allocated (at 1084, the top), the metadata in `buf`.
+    fn heap(buf: &mut Vec<u8>) -> Heap<'_> {
+        let span = PfnRange::from_numbers(64, 64 + 1024).unwrap();
+        *buf = vec![0; crate::metadata_bytes(span, Order::MAX) + 8];
+        let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, buf).unwrap();
+        heap.add(span).unwrap();
+        let block = heap
+            .alloc(Order::new(2).unwrap(), Constraints::ANY)
+            .unwrap();
+        assert_eq!(block.start().get(), 1084);
+        heap.check_invariants().unwrap();
+        heap
+    }
+
+    fn broken(heap: &Heap<'_>) -> &'static str {
+        heap.check_invariants().unwrap_err().what
+    }
+
+    #[test]
+    fn a_summary_bit_over_an_empty_word_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Settle order 1's pending word, then set a summary bit over a word
+        // with no free block: the exact summaries are broken.
+        heap.bits.settle(1);
+        let t = heap.bits.l.trees[1];
+        let word = (0..t.words)
+            .find(|&w| heap.bits.level_word(1, 0, w) == 0)
+            .unwrap();
+        heap.bits.w[t.off[1] + word / 64] |= 1 << (word % 64);
+        assert_eq!(broken(&heap), "summary bit wrong");
+    }
+
+    #[test]
+    fn a_free_start_without_a_free_block_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Frame 1086 is inside the allocated block at 1084: mark it a free
+        // start of nothing.
+        heap.bits.view().set_code(1086, FREE);
+        assert_eq!(broken(&heap), "free start with no free block");
+        // Inside a free block, the same is caught as a broken free block.
+        heap.bits.view().set_code(1086, INTERIOR);
+        heap.bits.view().set_code(66, FREE);
+        assert_eq!(broken(&heap), "free block frame not interior");
+    }
+
+    #[test]
+    fn a_free_bit_without_its_free_start_is_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // The free order-6 block at 64 loses its free start.
+        assert!(heap.bits.is_free_block(6, 64));
+        heap.bits.view().set_code(64, INTERIOR);
+        assert_eq!(broken(&heap), "free block start not a free start");
+    }
+
+    #[test]
+    fn unmerged_buddies_are_caught() {
+        let mut buf = Vec::new();
+        let mut heap = heap(&mut buf);
+        // Split the free order-6 block at 64 into two free order-5 halves.
+        let i = heap.bits.fword(6, 64).unwrap();
+        heap.bits.w[i] &= !bit(64 >> 6);
+        heap.bits.view().set_start(96, true);
+        heap.bits.view().set_fbit(5, 64);
+        heap.bits.view().set_fbit(5, 96);
+        assert_eq!(broken(&heap), "free buddies not merged");
     }
 }

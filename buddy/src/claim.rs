@@ -6,7 +6,7 @@
 //! matter where in free space the block lies, so rebuilding a heap from a
 //! log of N allocations costs N such steps.
 
-use crate::bits::Code;
+use crate::bits::{HEAD, INTERIOR, UNMANAGED};
 use crate::error::{ClaimError, ReserveError};
 use crate::heap::Heap;
 use crate::range::{PfnRange, largest_fitting};
@@ -19,9 +19,7 @@ impl Heap<'_> {
         let Some((q, j)) = self.free_ancestor(p, k) else {
             return Err(self.claim_error(p, p + (1 << k)));
         };
-        self.take(j, q, j == 0);
-        self.split_to(q, j, p, k);
-        self.mark_head(p);
+        self.take_part(q, j, p, k);
         Ok(crate::alloc::make_block(p, k))
     }
 
@@ -47,9 +45,7 @@ impl Heap<'_> {
         for block in range.blocks(self.max_order()) {
             let (p, k) = (block.start().get(), usize::from(block.order().get()));
             if let Some((q, j)) = self.free_ancestor(p, k) {
-                self.take(j, q, j == 0);
-                self.split_to(q, j, p, k);
-                self.mark_head(p);
+                self.take_part(q, j, p, k);
                 blocks += 1;
             }
         }
@@ -78,20 +74,21 @@ impl Heap<'_> {
         let max = self.bits.l.max_order;
         while let Ok(Some((s, k))) = self.next_free_in(&mut f, end) {
             let e = s + (1 << k);
-            self.take(k, s, false);
+            self.take(k, s, INTERIOR);
+            let (a, b) = (start.max(s), end.min(e));
+            self.bits.fill_planes(a, b, false);
             // Whatever part of the block lies outside the range stays free;
             // those parts are maximal aligned blocks of a block that had no
-            // free buddy, so they cannot merge.
-            for (a, b) in [(s, start.max(s)), (end.min(e), e)] {
-                let mut p = a;
-                while p < b {
-                    let o = largest_fitting(p, b, max);
+            // free buddy, so they cannot merge. (Put after the range became
+            // unmanaged, so an order-0 part sees its true neighbour.)
+            for (x, y) in [(s, a), (b, e)] {
+                let mut p = x;
+                while p < y {
+                    let o = largest_fitting(p, y, max);
                     self.put(usize::from(o), p);
                     p += 1 << o;
                 }
             }
-            let (a, b) = (start.max(s), end.min(e));
-            self.bits.fill_planes(a, b, false);
             removed += b - a;
             f = b;
         }
@@ -116,16 +113,28 @@ impl Heap<'_> {
             })
     }
 
+    /// Takes the free order-`j` block at `q` and allocates its order-`k`
+    /// part at `p`, freeing the rest.
+    fn take_part(&mut self, q: u64, j: usize, p: u64, k: usize) {
+        if j == k {
+            self.take(j, q, HEAD);
+        } else {
+            self.take(j, q, INTERIOR);
+            self.mark_head(p);
+            self.split_to(q, j, p, k);
+        }
+    }
+
     /// The free block of order ≥ `k` that holds the order-`k` block at `p`.
     #[inline]
     fn free_ancestor(&self, p: u64, k: usize) -> Option<(u64, usize)> {
-        if k == 0 && self.bits.code(p) == Code::Free0 {
+        if k == 0 && self.bits.is_free0(p) {
             return Some((p, 0));
         }
         // Only orders that have free blocks at all: rebuilding a heap from
         // a log starts from a few large blocks, found in one test.
         let from = k.max(1);
-        let mut orders = self.nonempty >> from << from;
+        let mut orders = self.c.nonempty >> from << from;
         while orders != 0 {
             let j = orders.trailing_zeros() as usize;
             orders &= orders - 1;
@@ -144,9 +153,9 @@ impl Heap<'_> {
         while f < end {
             let pfn = Pfn::new(f).unwrap_or(Pfn::MAX);
             match self.bits.code(f) {
-                Code::Unmanaged => return ClaimError::NotManaged { pfn },
-                Code::Head => return ClaimError::NotFree { pfn },
-                Code::Free0 | Code::Interior => match self.free_block_containing(f) {
+                UNMANAGED => return ClaimError::NotManaged { pfn },
+                HEAD => return ClaimError::NotFree { pfn },
+                _ => match self.free_block_containing(f) {
                     Some((s, k)) => f = s + (1 << k),
                     None => return ClaimError::NotFree { pfn },
                 },

@@ -3,13 +3,15 @@
 //!
 //! Like Xen's `free_heap_pages`, the caller says the block's order; the heap
 //! stores no orders. It still knows where an allocated block ends: at the
-//! first frame after the head that is a head, free or unmanaged (see
-//! [`crate::heap`]). For a free of order k at frame p it checks p is a head,
-//! that none of p + 2^j (j < k) ends the block early, and that p + 2^k does
-//! end it, where "ends" is one look at the frame's state bits and at plane
-//! S: k + 1 tests, or three word tests for blocks of up to 64 frames.
+//! first frame after the head that is not interior (see [`crate::bits`]).
+//! Blocks are aligned, so for a head p the frame p + 2^(k−1) is interior
+//! exactly when p's block has order ≥ k (otherwise it starts a block of its
+//! own or is unmanaged: nothing that began before it can reach it), and
+//! p + 2^k is not interior exactly when the order is ≤ k. A free of order k
+//! is therefore checked with three state reads: the head, and those two
+//! frames.
 
-use crate::bits::{Code, HEAD};
+use crate::bits::{FREE, HEAD, INTERIOR, UNMANAGED, bit, free0_word};
 use crate::error::{FreeError, FreeRangeError};
 use crate::heap::Heap;
 use crate::range::PfnRange;
@@ -22,10 +24,52 @@ impl Heap<'_> {
     /// Refuses, changing nothing, a block that is not exactly an allocated
     /// block: a double free, a frame never added, a frame inside an
     /// allocated block, an order other than the allocation's.
+    #[inline]
     pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
         let (p, k) = self.check_block(pfn, order)?;
-        self.check_allocated(p, k)?;
-        self.release(p, k);
+        if k == 0 {
+            return self.free_frame(p);
+        }
+        if !self.is_allocated(p, k) {
+            return Err(self.free_error(p, k));
+        }
+        self.put_merge(p, k);
+        Ok(())
+    }
+
+    /// [`Heap::free`] of one frame: the head, its next frame and its buddy
+    /// are read in one word pair (but for the last frame of a word), and
+    /// without a free buddy the free is one plane write.
+    #[inline(always)]
+    fn free_frame(&mut self, p: u64) -> Result<(), FreeError> {
+        let end = self.bits.l.end;
+        let mut v = self.bits.view();
+        let i = v.pair(p);
+        let (pw, qw) = (v.w[i], v.w[i + 1]);
+        let m = bit(p);
+        let next_interior = if p & 63 != 63 {
+            pw & !qw & (m << 1) != 0
+        } else {
+            p + 1 < end && {
+                let n = v.pair(p + 1);
+                v.w[n] & !v.w[n + 1] & 1 != 0
+            }
+        };
+        if pw & m != 0 || qw & m == 0 || next_interior {
+            return Err(self.free_error(p, 0));
+        }
+        if pw & qw & bit(p ^ 1) != 0 {
+            // A free buddy (in the same word, so in the span): merge.
+            self.put_merge(p, 0);
+            return Ok(());
+        }
+        // Head to free start; the frame becomes an order-0 block (its next
+        // frame is not interior), the only change to order 0's bitmap.
+        v.w[i] = pw | m;
+        if free0_word(pw, qw) == 0 {
+            v.changed(0, i);
+        }
+        self.c.put(0, p);
         Ok(())
     }
 
@@ -51,63 +95,62 @@ impl Heap<'_> {
                 .map_err(|error| FreeRangeError::Block { block, error })?;
         }
         for block in range.blocks(self.max_order()) {
-            self.release(block.start().get(), usize::from(block.order().get()));
+            self.put_merge(block.start().get(), usize::from(block.order().get()));
         }
         Ok(())
-    }
-
-    /// Frees the checked allocated block.
-    #[inline]
-    fn release(&mut self, p: u64, k: usize) {
-        self.bits.set_head(p, false);
-        self.put_merge(p, k);
     }
 
     /// Whether the order-`k` block at in-span, aligned frame `p` is exactly
-    /// an allocated block.
-    #[inline]
-    pub(crate) fn check_allocated(&self, p: u64, k: usize) -> Result<(), FreeError> {
-        if self.bits.code_bits(p) != HEAD {
-            return Err(self.not_head(p));
+    /// an allocated block: a head, p + 2^(k−1) interior (order ≥ k), and
+    /// p + 2^k not interior (order ≤ k).
+    #[inline(always)]
+    pub(crate) fn is_allocated(&self, p: u64, k: usize) -> bool {
+        let b = &self.bits;
+        if b.code(p) != HEAD {
+            return false;
         }
-        let inside = k == 0
-            || match (k <= 6).then(|| self.bits.interior_in_word(p, k)).flatten() {
-                Some(inside) => inside,
-                None => (0..k).all(|j| !self.bits.ends_block(p + (1 << j))),
-            };
+        if k > 0 && b.code(p + (1 << (k - 1))) != INTERIOR {
+            return false;
+        }
         let after = p + (1 << k);
-        if !inside || (after < self.bits.l.end && !self.bits.ends_block(after)) {
-            return Err(self.wrong_order(p, k));
-        }
-        Ok(())
+        after >= b.l.end || b.code(after) != INTERIOR
     }
 
-    /// The error for a free at `p`, which is not a head.
+    /// [`Heap::is_allocated`] with the error that explains a refusal.
+    pub(crate) fn check_allocated(&self, p: u64, k: usize) -> Result<(), FreeError> {
+        if self.is_allocated(p, k) {
+            Ok(())
+        } else {
+            Err(self.free_error(p, k))
+        }
+    }
+
+    /// The error for a free of the order-`k` block at `p`, which is not an
+    /// allocated block.
     #[cold]
-    fn not_head(&self, p: u64) -> FreeError {
+    #[inline(never)]
+    fn free_error(&self, p: u64, k: usize) -> FreeError {
         let pfn = Pfn::new(p).unwrap_or(Pfn::MAX);
         match self.bits.code(p) {
-            Code::Unmanaged => FreeError::NotManaged { pfn },
-            Code::Interior if self.free_block_containing(p).is_none() => {
-                FreeError::NotBlockStart { pfn }
+            UNMANAGED => FreeError::NotManaged { pfn },
+            FREE => FreeError::AlreadyFree { pfn },
+            INTERIOR if self.free_block_containing(p).is_some() => FreeError::AlreadyFree { pfn },
+            INTERIOR => FreeError::NotBlockStart { pfn },
+            _ => {
+                // A head: the block ends at the first frame p + 2^j that is
+                // not interior.
+                let (end, max) = (self.bits.l.end, self.bits.l.max_order);
+                let allocated = (0..max)
+                    .find(|&j| {
+                        let f = p + (1 << j);
+                        f >= end || self.bits.code(f) != INTERIOR
+                    })
+                    .unwrap_or(max);
+                FreeError::WrongOrder {
+                    block: crate::alloc::make_block(p, k),
+                    allocated: Order::new(allocated).unwrap_or(Order::MAX),
+                }
             }
-            Code::Free0 | Code::Interior | Code::Head => FreeError::AlreadyFree { pfn },
-        }
-    }
-
-    /// The error for a head at `p` whose block is not of order `k`.
-    #[cold]
-    fn wrong_order(&self, p: u64, k: usize) -> FreeError {
-        let end = self.bits.l.end;
-        let allocated = (0..usize::from(self.bits.l.max_order))
-            .find(|&j| {
-                let f = p + (1 << j);
-                f >= end || self.bits.ends_block(f)
-            })
-            .unwrap_or(usize::from(self.bits.l.max_order));
-        FreeError::WrongOrder {
-            block: crate::alloc::make_block(p, k),
-            allocated: Order::new(allocated as u8).unwrap_or(Order::MAX),
         }
     }
 }

@@ -1,30 +1,34 @@
-//! The heap: its metadata, its queries, and the block moves every operation
-//! is made of.
+//! The heap: its metadata and its queries (the block moves its operations
+//! are made of are in [`crate::moves`]).
 //!
 //! Each frame is in one of four states, kept in two bit planes (see
-//! [`crate::layout`]): unmanaged, free order-0 block, allocated head, or
-//! interior. Free blocks of order ≥ 1 are bits in the per-order bitmaps, and
-//! the frames inside them are interior. An allocated block is a head frame
-//! followed by interior frames that no free block covers, up to the next
-//! head, free or unmanaged frame: so the heap knows where every allocated
+//! [`crate::bits`]): unmanaged, interior, allocated head, or free start. A
+//! free block of order k is a free start followed by 2^k − 1 interior
+//! frames, with its bit set in F_k (order 0: read off the planes). An
+//! allocated block is a head followed by interior frames up to the next
+//! frame that is not interior: so the heap knows where every allocated
 //! block ends without storing its order, and can tell a wrong-order free
-//! from a right one.
+//! from a right one in two reads (see [`crate::free`]).
 //!
 //! Invariants ([`Heap::check_invariants`] checks them all):
 //! - free blocks lie inside the span, on managed frames, and never overlap;
+//!   every free start begins one;
 //! - two buddies are never both free at the same order below the largest
 //!   (they are merged), so the free blocks are exactly the maximal aligned
 //!   blocks of the free frames;
-//! - every summary bit says whether the word below it is non-zero, and the
-//!   counters match the bitmaps.
+//! - every allocated block is a head and interior frames, 2^k in all,
+//!   aligned;
+//! - every summary bit says exactly whether the word below it is non-zero,
+//!   and the counters match the bitmaps.
 
 use core::fmt;
 
 use zerocopy::FromBytes;
 
-use crate::bits::{Bits, Code};
+use crate::bits::{Bits, FREE, HEAD, INTERIOR, UNMANAGED};
 use crate::error::{BlockError, NewError};
 use crate::layout::Layout;
+use crate::moves::{Counts, OrderCount};
 use crate::range::PfnRange;
 use crate::types::{Block, MemKind, Order, Pfn, Zone};
 
@@ -50,20 +54,12 @@ pub enum FrameState {
 /// never both free at the same order below the largest, so the free blocks
 /// are exactly the maximal aligned blocks of the free frames; every
 /// allocated block is a head frame followed by interior frames, 2^k in all
-/// for an order k up to the largest, aligned; the summaries never miss a
-/// non-zero word; the counters match the bitmaps.
+/// for an order k up to the largest, aligned; the summaries are exact; the
+/// counters match the bitmaps.
 pub struct Heap<'m> {
+    pub(crate) c: Counts,
     pub(crate) bits: Bits<'m>,
     kind: MemKind,
-    /// Free blocks per order.
-    free_blocks: [u64; Order::COUNT],
-    /// Bit k set when `free_blocks[k] > 0`.
-    pub(crate) nonempty: u32,
-    /// Per order, the slot (plus one; 0 for none) of the block last made
-    /// free: allocations take it first while it is still free, so a frame
-    /// just freed is reused while its metadata is in cache, and the usual
-    /// allocation needs no search.
-    pub(crate) recent: [usize; Order::COUNT],
     /// Frames added and not reserved.
     managed: u64,
 }
@@ -108,17 +104,13 @@ impl<'m> Heap<'m> {
             needed,
             available: 0,
         })?;
-        w.fill(0);
         Ok(Self {
-            bits: Bits {
-                w,
-                l: layout,
-                hint: [0; Order::COUNT],
+            c: Counts {
+                nonempty: 0,
+                order: [OrderCount::default(); Order::COUNT],
             },
+            bits: Bits::new(w, layout),
             kind,
-            free_blocks: [0; Order::COUNT],
-            nonempty: 0,
-            recent: [0; Order::COUNT],
             managed: 0,
         })
     }
@@ -157,10 +149,11 @@ impl<'m> Heap<'m> {
     /// Free frames.
     #[must_use]
     pub fn free_frames(&self) -> u64 {
-        self.free_blocks
+        self.c
+            .order
             .iter()
             .enumerate()
-            .map(|(k, n)| n << k)
+            .map(|(k, n)| n.free << k)
             .sum()
     }
 
@@ -173,10 +166,10 @@ impl<'m> Heap<'m> {
     /// Free blocks of `order`.
     #[must_use]
     pub fn free_blocks(&self, order: Order) -> u64 {
-        self.free_blocks
+        self.c
+            .order
             .get(usize::from(order.get()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |n| n.free)
     }
 
     /// Free blocks of `order` that start in `zone` (the block at frame 0 is
@@ -189,10 +182,11 @@ impl<'m> Heap<'m> {
             return 0;
         }
         let t = &self.bits.l.trees[k];
+        let (first, slots) = (t.origin << 6, t.words as u64 * 64);
         let first_block = zone.start().div_ceil(order.frames());
         let end_block = zone.end().div_ceil(order.frames());
-        let lo = first_block.saturating_sub(t.first).min(t.slots);
-        let hi = end_block.saturating_sub(t.first).min(t.slots);
+        let lo = first_block.saturating_sub(first).min(slots);
+        let hi = end_block.saturating_sub(first).min(slots);
         self.bits.count(k, lo as usize, hi as usize)
     }
 
@@ -223,10 +217,10 @@ impl<'m> Heap<'m> {
             return FrameState::Unmanaged;
         }
         match self.bits.code(pfn.get()) {
-            Code::Unmanaged => FrameState::Unmanaged,
-            Code::Free0 => FrameState::Free,
-            Code::Head => FrameState::Allocated,
-            Code::Interior => {
+            UNMANAGED => FrameState::Unmanaged,
+            HEAD => FrameState::Allocated,
+            FREE => FrameState::Free,
+            _ => {
                 if self.free_block_containing(pfn.get()).is_some() {
                     FrameState::Free
                 } else {
@@ -245,7 +239,7 @@ impl<'m> Heap<'m> {
     /// Whether this heap manages frame `pfn` (free or allocated).
     #[must_use]
     pub fn manages(&self, pfn: Pfn) -> bool {
-        self.span().contains(pfn) && self.bits.code(pfn.get()) != Code::Unmanaged
+        self.span().contains(pfn) && self.bits.code(pfn.get()) != UNMANAGED
     }
 
     /// The free block that contains frame `pfn`, if any.
@@ -261,46 +255,56 @@ impl<'m> Heap<'m> {
     /// The free block containing in-span frame `pfn`, as (start, order).
     pub(crate) fn free_block_containing(&self, pfn: u64) -> Option<(u64, usize)> {
         match self.bits.code(pfn) {
-            Code::Free0 => Some((pfn, 0)),
-            Code::Interior => (1..=usize::from(self.bits.l.max_order)).find_map(|k| {
+            FREE => self.free_block_starting(pfn).map(|k| (pfn, k)),
+            INTERIOR => (1..=usize::from(self.bits.l.max_order)).find_map(|k| {
                 let start = pfn & !((1u64 << k) - 1);
                 self.bits.is_free_block(k, start).then_some((start, k))
             }),
-            Code::Unmanaged | Code::Head => None,
+            _ => None,
         }
     }
 
-    /// The order of a free block starting exactly at in-span frame `pfn`,
-    /// among orders 1 through `up_to` and the frame's alignment (order 0 is
-    /// the `Free0` state).
-    #[inline]
-    pub(crate) fn free_block_starting(&self, pfn: u64, up_to: usize) -> Option<usize> {
-        if !self.bits.starts_free(pfn) {
+    /// The order of the free block starting at in-span frame `pfn`, if one
+    /// does.
+    pub(crate) fn free_block_starting(&self, pfn: u64) -> Option<usize> {
+        if self.bits.code(pfn) != FREE {
             return None;
         }
-        let align = pfn.trailing_zeros() as usize;
-        let top = up_to.min(align).min(usize::from(self.bits.l.max_order));
+        if self.bits.is_free0(pfn) {
+            return Some(0);
+        }
+        let top = (pfn.trailing_zeros() as usize).min(usize::from(self.bits.l.max_order));
         (1..=top).find(|&k| self.bits.is_free_block(k, pfn))
     }
 
     /// Checks that `(pfn, order)` is a block inside the span.
+    #[inline(always)]
     pub(crate) fn check_block(&self, pfn: Pfn, order: Order) -> Result<(u64, usize), BlockError> {
+        let (p, k) = (pfn.get(), usize::from(order.get()));
+        if k > usize::from(self.bits.l.max_order)
+            || p & ((1 << k) - 1) != 0
+            || p < self.bits.l.base
+            || p + (1 << k) > self.bits.l.end
+        {
+            return Err(self.block_error(pfn, order));
+        }
+        Ok((p, k))
+    }
+
+    #[cold]
+    fn block_error(&self, pfn: Pfn, order: Order) -> BlockError {
         let max = self.max_order();
         if order > max {
-            return Err(BlockError::OrderTooLarge { order, max });
-        }
-        if !pfn.is_aligned(order) {
-            return Err(BlockError::Misaligned { pfn, order });
-        }
-        let (p, end) = (pfn.get(), pfn.get() + order.frames());
-        if p < self.bits.l.base || end > self.bits.l.end {
-            return Err(BlockError::OutsideSpan {
+            BlockError::OrderTooLarge { order, max }
+        } else if !pfn.is_aligned(order) {
+            BlockError::Misaligned { pfn, order }
+        } else {
+            BlockError::OutsideSpan {
                 pfn,
                 order,
                 span: self.span(),
-            });
+            }
         }
-        Ok((p, usize::from(order.get())))
     }
 
     pub(crate) fn managed_add(&mut self, frames: u64) {
@@ -309,80 +313,5 @@ impl<'m> Heap<'m> {
 
     pub(crate) fn managed_sub(&mut self, frames: u64) {
         self.managed -= frames;
-    }
-
-    /// Takes the free order-`k` block at `pfn` out of the bitmaps. An
-    /// order-0 block becomes a head (`head`) or interior frame; a larger
-    /// block's frames stay interior.
-    #[inline(always)]
-    pub(crate) fn take(&mut self, k: usize, pfn: u64, head: bool) {
-        let s = (pfn >> k) - self.bits.l.trees[k].first;
-        self.take_slot(k, s as usize, pfn, head);
-    }
-
-    /// [`Heap::take`] of slot `s`, which starts at `pfn`.
-    #[inline(always)]
-    fn take_slot(&mut self, k: usize, s: usize, pfn: u64, head: bool) {
-        self.bits.clear(k, s, pfn, head);
-        self.free_blocks[k] -= 1;
-        if self.free_blocks[k] == 0 {
-            self.nonempty &= !(1 << k);
-        }
-    }
-
-    /// Records the order-`k` block at `pfn`, whose frames are interior (or,
-    /// for order 0, interior or head), as free, without merging.
-    #[inline(always)]
-    pub(crate) fn put(&mut self, k: usize, pfn: u64) {
-        let s = (pfn >> k) - self.bits.l.trees[k].first;
-        self.bits.set(k, s as usize, pfn);
-        self.recent[k] = s as usize + 1;
-        self.free_blocks[k] += 1;
-        self.nonempty |= 1 << k;
-    }
-
-    /// Records the order-`k` block at `pfn` as free, merging it with free
-    /// buddies as far as they go.
-    #[inline]
-    pub(crate) fn put_merge(&mut self, mut pfn: u64, mut k: usize) {
-        let max = usize::from(self.bits.l.max_order);
-        while k < max {
-            let buddy = pfn ^ (1 << k);
-            match self.bits.slot(k, buddy) {
-                Some(s) if self.bits.take_if_free(k, s, buddy) => {
-                    self.free_blocks[k] -= 1;
-                    if self.free_blocks[k] == 0 {
-                        self.nonempty &= !(1 << k);
-                    }
-                    pfn &= !(1 << k);
-                    k += 1;
-                }
-                _ => break,
-            }
-        }
-        self.put(k, pfn);
-    }
-
-    /// Splits the taken order-`j` block at `pfn` down to order `k`, keeping
-    /// the sub-block that starts at `target` and freeing the rest.
-    #[inline]
-    pub(crate) fn split_to(&mut self, mut pfn: u64, mut j: usize, target: u64, k: usize) {
-        while j > k {
-            j -= 1;
-            let half = 1u64 << j;
-            if target >= pfn + half {
-                self.put(j, pfn);
-                pfn += half;
-            } else {
-                self.put(j, pfn + half);
-            }
-        }
-    }
-
-    /// Marks in-span frame `pfn`, interior (or a taken order-0 block), as the
-    /// head of an allocated block.
-    #[inline(always)]
-    pub(crate) fn mark_head(&mut self, pfn: u64) {
-        self.bits.set_head(pfn, true);
     }
 }

@@ -3,28 +3,26 @@
 //!
 //! The buffer holds 64-bit words, in this order:
 //!
-//! 1. plane P and plane Q, one bit per frame each. Together they give every
-//!    frame one of four states (see [`crate::heap`]): unmanaged, allocated
-//!    head, free order-0 block, or "interior" (inside a larger free block
-//!    or an allocated block, but not its head);
-//! 2. plane S, one bit per even frame: a free block of order 1 to 9 starts
-//!    there. It repeats what the bitmaps below say, so that "where does
-//!    this allocated block end?" is one bit test instead of one per order
-//!    (larger blocks start only at frames aligned to 1024, where the few
-//!    bitmaps that can hold them are tested);
-//! 3. for each order k from 1 to the largest, the free bitmap F_k with one
-//!    bit per aligned 2^k-frame slot that overlaps the span: set when that
-//!    slot is a free block of order k. Order 0's bitmap is not stored: it
-//!    is `Q & !P`;
-//! 4. for each order k from 0, the summary levels of F_k: bit i of level
-//!    l + 1 is set whenever word i of level l is non-zero, up to a level of
-//!    one word, so the lowest or highest free block below any bound is
-//!    found in one word read per level. Summaries are lazy: a bit may stay
-//!    set over a word that became zero, until a search passes by and clears
-//!    it, so freeing and allocating rarely touch them.
+//! 1. planes P and Q, one bit per frame each, interleaved a word at a time
+//!    (P of frames 64w..64w+63 at word 2w, their Q at word 2w + 1, counted
+//!    from the 64-aligned group that holds the span's first frame), so a
+//!    frame's state is one 16-byte read. Together they give every frame one
+//!    of four states (see [`crate::bits`]): unmanaged, interior, allocated
+//!    head, or free start — the first frame of a free block of any order;
+//! 2. for each order k from 1 to the largest, the free bitmap F_k with one
+//!    bit per aligned 2^k-frame block, in words aligned like the planes'
+//!    (bit `(pfn >> k) % 64` of word `(pfn >> (k + 6)) - (base >> (k + 6))`):
+//!    set when that block is a free block of order k, with a zero word
+//!    before and after it so that the buddy of every block in the span has a
+//!    bit to test. Order 0's bitmap is not stored: it is read off the planes
+//!    (a free start whose next frame is not interior);
+//! 3. for each order k from 0, the summary levels of F_k: bit i of level
+//!    l + 1 is set exactly when word i of level l is non-zero, up to a level
+//!    of one word, so the highest or lowest free block below or above any
+//!    bound is found in one word read per level, without backtracking.
 //!
-//! That is 2 + 1/2 + 1/2 + 1/4 + … < 3.5 bits per frame, plus about 1/32
-//! bit for the summaries.
+//! That is 2 + 1/2 + 1/4 + … < 3 bits per frame, plus about 1/32 bit for the
+//! summaries and a word per bitmap for alignment.
 
 use crate::range::PfnRange;
 use crate::types::Order;
@@ -36,21 +34,20 @@ pub(crate) const MAX_LEVELS: usize = 8;
 /// One order's bitmap and its summaries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tree {
-    /// `base >> k`: the block number of slot 0.
-    pub(crate) first: u64,
-    /// Slots (bits of level 0).
-    pub(crate) slots: u64,
-    /// The level made of a single word (0 when the bitmap itself is one
-    /// word).
+    /// `base >> (k + 6)`: the absolute word number of level-0 word 0.
+    pub(crate) origin: u64,
+    /// Words of level 0 (for order 0: word pairs of the planes).
+    pub(crate) words: usize,
+    /// The level made of a single word (0 when level 0 is one word).
     pub(crate) top: usize,
-    /// Word offset of each level; level 0 of order 0 is virtual.
+    /// Word offset of each level; level 0 of order 0 is the planes.
     pub(crate) off: [usize; MAX_LEVELS + 1],
 }
 
 impl Tree {
     const EMPTY: Tree = Tree {
-        first: 0,
-        slots: 0,
+        origin: 0,
+        words: 0,
         top: 0,
         off: [0; MAX_LEVELS + 1],
     };
@@ -65,58 +62,57 @@ pub(crate) struct Layout {
     pub(crate) end: u64,
     /// The largest order of the heap.
     pub(crate) max_order: u8,
-    /// Offset of plane P's first word; its word w is at `p_off + 2w`, so a
-    /// frame's P and Q bits share a cache line.
-    pub(crate) p_off: usize,
-    /// Offset of plane Q's first word (`q_off + 2w`).
-    pub(crate) q_off: usize,
-    /// Offset of plane S: one bit per even frame (`pfn >> 1`, from
-    /// `base >> 1`), set where a free block of order ≥ 1 starts.
-    pub(crate) s_off: usize,
+    /// Index of the P word of frame 0, wrapping: frame `pfn`'s P word is
+    /// `pbase + 2 * (pfn >> 6)` (for frames in the span).
+    pub(crate) pbase: usize,
+    /// Per order k ≥ 1, the index of the F_k word of block 0, wrapping: the
+    /// word of the block at `pfn` is `fbase[k] + (pfn >> (k + 6))`.
+    pub(crate) fbase: [usize; Order::COUNT],
     /// Per order.
     pub(crate) trees: [Tree; Order::COUNT],
     /// Words in all.
     pub(crate) words: usize,
 }
 
-const fn words_for(bits: u64) -> usize {
-    bits.div_ceil(64) as usize
+const fn words_between(first: u64, last: u64) -> usize {
+    (last - first + 1) as usize
 }
 
 impl Layout {
     /// The layout of a heap over `span` with blocks up to `max_order`.
     pub(crate) const fn compute(span: PfnRange, max_order: Order) -> Layout {
         let (base, end) = span.raw();
-        let frames = end - base;
-        let plane_words = words_for(frames);
         let mut layout = Layout {
             base,
             end,
             max_order: max_order.get(),
-            p_off: 0,
-            q_off: 1,
-            s_off: 2 * plane_words,
+            pbase: 0,
+            fbase: [0; Order::COUNT],
             trees: [Tree::EMPTY; Order::COUNT],
-            words: 2 * plane_words,
+            words: 0,
         };
-        if frames == 0 {
+        if end == base {
             return layout;
         }
-        layout.words += words_for(((end - 1) >> 1) - (base >> 1) + 1);
+        let pairs = words_between(base >> 6, (end - 1) >> 6);
+        layout.words = 2 * pairs;
+        layout.pbase = (2 * (base >> 6) as usize).wrapping_neg();
         let mut k = 0;
         while k <= max_order.get() as usize {
-            let first = base >> k;
-            let slots = ((end - 1) >> k) - first + 1;
+            let origin = base >> (k + 6);
+            let mut words = words_between(origin, (end - 1) >> (k + 6));
             let mut tree = Tree {
-                first,
-                slots,
+                origin,
+                words,
                 top: 0,
                 off: [0; MAX_LEVELS + 1],
             };
-            let mut words = words_for(slots);
             if k > 0 {
-                tree.off[0] = layout.words;
-                layout.words += words;
+                // A zero word on each side, so the buddy of any block in the
+                // span has a word to test (its bit is never set).
+                tree.off[0] = layout.words + 1;
+                layout.fbase[k] = tree.off[0].wrapping_sub(origin as usize);
+                layout.words += words + 2;
             }
             let mut level = 0;
             while words > 1 && level < MAX_LEVELS {
@@ -140,7 +136,7 @@ impl Layout {
 /// ```
 /// use nvirt_buddy::{PfnRange, Order, metadata_bytes};
 ///
-/// // 4 GiB of frames: 1 Mi frames, about 3.53 bits each.
+/// // 4 GiB of frames: 1 Mi frames, about 3.03 bits each.
 /// let span = PfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap();
 /// let bytes = metadata_bytes(span, Order::MAX);
 /// assert!(bytes * 8 <= 4 * 0x10_0000 && bytes * 8 > 3 * 0x10_0000);

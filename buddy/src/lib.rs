@@ -4,7 +4,7 @@
 //! Every [`Heap`] has a [`MemKind`] (volatile or non-volatile) and hands out
 //! aligned blocks of 2^[`Order`] frames, optionally limited to low memory by
 //! [`Constraints`] (zones are frame-number bit widths, as in Xen). Its
-//! metadata is a caller-provided buffer of about 3.53 bits per frame (see
+//! metadata is a caller-provided buffer of about 3.03 bits per frame (see
 //! [`metadata_bytes`]); the heap never reads or writes the frames it
 //! manages, so NVRAM frames need not even be mapped, and free NVRAM is never
 //! worn by bookkeeping. Frees name the order, as in Xen's
@@ -67,9 +67,11 @@ mod layout;
 mod locked;
 #[cfg(feature = "model")]
 pub mod model;
+mod moves;
 mod range;
 mod search;
 mod types;
+mod view;
 
 pub use cache::FrameCache;
 pub use check::InvariantError;

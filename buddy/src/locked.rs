@@ -16,17 +16,17 @@ type Mutex<T> = loom::sync::Mutex<T>;
 
 /// A value behind a spin lock; [`LockedHeap`] and [`LockedHeaps`] are the
 /// ones this crate means.
+///
+/// The value follows the lock word unpadded (a heap's counters start on the
+/// next cache line, in the 128-byte pair that CPUs fetch together): a CPU
+/// that takes the lock has the counters coming with it. Padding them 128
+/// bytes apart, so that a waiting CPU would not touch the holder's lines,
+/// measured about 15 % slower with two threads allocating and freeing
+/// single frames through one lock.
 #[derive(Debug)]
 pub struct Locked<T> {
-    inner: Mutex<Padded<T>>,
+    inner: Mutex<T>,
 }
-
-/// Keeps the value off the lock word's cache line (and the lines the
-/// prefetcher pairs with it), so a CPU spinning on the lock does not steal
-/// the lines the lock holder is writing.
-#[derive(Debug)]
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// A [`Heap`] behind a spin lock, usable from every CPU through `&self`.
 pub type LockedHeap<'m> = Locked<Heap<'m>>;
@@ -40,7 +40,7 @@ impl<T> Locked<T> {
     #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
         Self {
-            inner: Mutex::new(Padded(value)),
+            inner: Mutex::new(value),
         }
     }
 
@@ -48,11 +48,12 @@ impl<T> Locked<T> {
     #[cfg(loom)]
     pub fn new(value: T) -> Self {
         Self {
-            inner: Mutex::new(Padded(value)),
+            inner: Mutex::new(value),
         }
     }
 
     /// Takes the lock, spinning until it is free.
+    #[inline]
     pub fn lock(&self) -> impl DerefMut<Target = T> + '_ {
         #[cfg(not(loom))]
         let guard = self.inner.lock();
@@ -68,13 +69,13 @@ impl<T> Locked<T> {
     pub fn into_inner(self) -> T {
         #[cfg(not(loom))]
         {
-            self.inner.into_inner().0
+            self.inner.into_inner()
         }
         #[cfg(loom)]
         {
             match self.inner.into_inner() {
-                Ok(value) => value.0,
-                Err(poisoned) => poisoned.into_inner().0,
+                Ok(value) => value,
+                Err(poisoned) => poisoned.into_inner(),
             }
         }
     }
@@ -83,22 +84,23 @@ impl<T> Locked<T> {
 /// The lock guard, seen as the value itself.
 struct Guard<G>(G);
 
-impl<T, G: core::ops::Deref<Target = Padded<T>>> core::ops::Deref for Guard<G> {
+impl<T, G: core::ops::Deref<Target = T>> core::ops::Deref for Guard<G> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.0.0
+        &self.0
     }
 }
 
-impl<T, G: DerefMut<Target = Padded<T>>> DerefMut for Guard<G> {
+impl<T, G: DerefMut<Target = T>> DerefMut for Guard<G> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.0.0
+        &mut self.0
     }
 }
 
 impl Locked<Heap<'_>> {
     /// [`Heap::alloc`] under the lock.
+    #[inline]
     pub fn alloc(&self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         self.lock().alloc(order, constraints)
     }
@@ -113,11 +115,13 @@ impl Locked<Heap<'_>> {
     }
 
     /// [`Heap::free`] under the lock.
+    #[inline]
     pub fn free(&self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
         self.lock().free(pfn, order)
     }
 
     /// [`Heap::free_block`] under the lock.
+    #[inline]
     pub fn free_block(&self, block: Block) -> Result<(), FreeError> {
         self.lock().free_block(block)
     }

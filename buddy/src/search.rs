@@ -1,69 +1,113 @@
 //! Searching the free bitmaps through their summaries, and counting.
 //!
-//! Summaries are lazy (see [`crate::layout`]): a set bit may sit over a word
-//! that became zero. Searches that meet one clear it (or, when they cannot
-//! write, step over it), so every stale bit costs one extra step once.
+//! Slots here are relative: slot s of order k is the block at frame
+//! [`Bits::slot_pfn`]`(k, s)`. A search climbs until a masked word is
+//! non-zero and then descends along highest (or lowest) set bits, one word
+//! per level. Summaries are exact once the pending word of the order is
+//! settled (see [`crate::bits`]), which the searches that can write do
+//! first; the iteration, which cannot, reads the pending word itself. Should
+//! a summary bit ever sit over a zero word all the same, a search clears it
+//! (or steps over it) and goes on from the level where it was.
 
 use crate::bits::{Bits, bit, high};
 
 impl Bits<'_> {
-    /// The highest set slot of order `k` below `hi`, clearing the stale
-    /// summary bits it meets on the way.
+    /// The highest set slot of order `k` below slot `hi`, clearing the
+    /// stale summary bits it meets.
     pub(crate) fn find_prev(&mut self, k: usize, hi: usize) -> Option<usize> {
+        self.settle(k);
         let top = self.l.trees[k].top;
-        let hint_bound = (self.hint[k] + 1) * 64;
-        let full = hi >= hint_bound;
-        let mut bound = hi.min(hint_bound);
-        'search: loop {
-            let mut b = bound;
-            let mut level = 0;
-            let mut pos = loop {
-                if b == 0 {
-                    break 'search;
-                }
-                let i = b - 1;
-                let word = self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64));
-                if word != 0 {
-                    break (i / 64) * 64 + high(word);
-                }
+        // Bound (exclusive, in bits) of the search at `level`.
+        let mut b = hi.min(self.l.trees[k].words * 64);
+        let mut level = 0;
+        'climb: loop {
+            if b == 0 {
+                return None;
+            }
+            let i = b - 1;
+            let word = self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64));
+            if word == 0 {
                 if level == top {
-                    break 'search;
+                    return None;
                 }
                 b = i / 64;
                 level += 1;
-            };
-            while level > 0 {
-                let word = self.level_word(k, level - 1, pos);
-                if word == 0 {
-                    // A stale summary bit: clear it. Every subtree above it
-                    // (below the bound) is empty, so search on below it.
-                    self.w[self.l.trees[k].off[level] + pos / 64] &= !bit(pos);
-                    bound = pos << (6 * level);
-                    continue 'search;
-                }
-                pos = pos * 64 + high(word);
-                level -= 1;
+                continue;
             }
-            if full {
-                self.hint[k] = pos / 64;
+            // Every word below this bit lies below the bound: descend.
+            let mut pos = (i / 64) * 64 + high(word);
+            let mut l = level;
+            while l > 0 {
+                let below = self.level_word(k, l - 1, pos);
+                if below == 0 {
+                    // Stale: clear it, and go on with the bits below it at
+                    // its level (everything above it up to the bound is
+                    // empty).
+                    self.w[self.l.trees[k].off[l] + pos / 64] &= !bit(pos as u64);
+                    b = pos;
+                    level = l;
+                    continue 'climb;
+                }
+                pos = pos * 64 + high(below);
+                l -= 1;
             }
             return Some(pos);
         }
-        if full {
-            self.hint[k] = 0;
-        }
-        None
     }
 
-    /// The lowest set slot of order `k` at or above `lo`, stepping over
-    /// stale summary bits.
+    /// The highest set slot of order `k`, if any: a descent from the top
+    /// level along highest set bits.
+    #[inline]
+    pub(crate) fn find_last(&mut self, k: usize) -> Option<usize> {
+        self.settle(k);
+        let mut level = self.l.trees[k].top;
+        let mut pos = 0;
+        loop {
+            let word = self.level_word(k, level, pos);
+            if word == 0 {
+                break;
+            }
+            pos = pos * 64 + high(word);
+            if level == 0 {
+                return Some(pos);
+            }
+            level -= 1;
+        }
+        // Nothing, or a summary bit over a zero word (which settled
+        // summaries never have): the bounded search copes with both.
+        let words = self.l.trees[k].words * 64;
+        self.find_prev(k, words)
+    }
+
+    /// The lowest set slot of order `k` at or above slot `lo`.
     pub(crate) fn find_next(&self, k: usize, lo: usize) -> Option<usize> {
+        let found = self.find_next_summarised(k, lo);
+        // The pending word may be missing from the summaries.
+        let Some(p) = self.pending_word(k) else {
+            return found;
+        };
+        if (p + 1) * 64 <= lo {
+            return found;
+        }
+        let mut word = self.level_word(k, 0, p);
+        if p * 64 < lo {
+            word &= u64::MAX << (lo % 64);
+        }
+        if word == 0 {
+            return found;
+        }
+        let here = p * 64 + word.trailing_zeros() as usize;
+        Some(found.map_or(here, |f| f.min(here)))
+    }
+
+    /// [`Bits::find_next`] through the summaries only.
+    fn find_next_summarised(&self, k: usize, lo: usize) -> Option<usize> {
         let t = &self.l.trees[k];
         let mut start = lo;
         'search: loop {
             let mut from = start;
             let mut level = 0;
-            let mut words = (t.slots as usize).div_ceil(64);
+            let mut words = t.words;
             let mut pos = loop {
                 let w = from / 64;
                 if w >= words {

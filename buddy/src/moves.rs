@@ -1,0 +1,183 @@
+//! The block moves every operation is made of: taking a free block,
+//! recording one, merging a freed block with its buddies, and splitting a
+//! taken block, with the counters they keep.
+
+use crate::bits::HEAD;
+use crate::heap::Heap;
+use crate::types::Order;
+
+/// The counters and the hints of the block moves, apart from the metadata
+/// so both can be borrowed at once. Laid out so that everything a
+/// single-frame allocation or free changes here shares one cache line: on a
+/// heap shared between CPUs, that is one line less to move per call.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Counts {
+    /// Bit k set when order k has a free block.
+    pub(crate) nonempty: u32,
+    /// Per order.
+    pub(crate) order: [OrderCount; Order::COUNT],
+}
+
+/// One order's counter and hint.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub(crate) struct OrderCount {
+    /// The frame (plus one; 0 for none) of the block last made free:
+    /// allocations take it first while it is still free, so a frame just
+    /// freed is reused while its metadata is in cache, and the usual
+    /// allocation needs no search.
+    pub(crate) recent: u64,
+    /// Free blocks.
+    pub(crate) free: u64,
+}
+
+impl Counts {
+    /// Counts the order-`k` block at `pfn`, just made free.
+    #[inline(always)]
+    pub(crate) fn put(&mut self, k: usize, pfn: u64) {
+        self.order[k].recent = pfn + 1;
+        self.order[k].free += 1;
+        self.nonempty |= 1 << k;
+    }
+
+    /// Counts a free order-`k` block just taken.
+    #[inline(always)]
+    pub(crate) fn take(&mut self, k: usize) {
+        self.order[k].free -= 1;
+        if self.order[k].free == 0 {
+            self.nonempty &= !(1 << k);
+        }
+    }
+}
+
+impl Heap<'_> {
+    /// Takes the free in-span order-`k` block at `pfn` out of the bitmaps;
+    /// its first frame becomes `code` (interior or head).
+    #[inline(always)]
+    pub(crate) fn take(&mut self, k: usize, pfn: u64, code: u64) {
+        self.bits.view().clear_free(k, pfn, code);
+        self.c.take(k);
+    }
+
+    /// Records the in-span order-`k` block at `pfn`, whose frames are
+    /// interior (an order-0 block: in any state but free), as free, without
+    /// merging.
+    #[inline(always)]
+    pub(crate) fn put(&mut self, k: usize, pfn: u64) {
+        self.bits.view().set_free(k, pfn);
+        self.c.put(k, pfn);
+    }
+
+    /// Records the in-span order-`k` block at `pfn` as free, merging it with
+    /// free buddies as far as they go. Its first frame is a head or
+    /// interior, its other frames are interior, and no free block holds it.
+    #[inline]
+    pub(crate) fn put_merge(&mut self, pfn: u64, mut k: usize) {
+        let max = usize::from(self.bits.l.max_order);
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        let mut start = pfn;
+        if k == 0 {
+            // The buddy shares the frame's plane word, so it has a state
+            // even outside the span (unmanaged there).
+            if max == 0 || !v.take_buddy0(pfn ^ 1) {
+                v.set_free(0, pfn);
+                c.put(0, pfn);
+                return;
+            }
+            c.take(0);
+            start = pfn & !1;
+            k = 1;
+        }
+        while k < max {
+            // A buddy outside the span has a bit (in the bitmap's padding
+            // words or at its ends), never set.
+            if !v.take_buddy(k, start ^ (1 << k)) {
+                break;
+            }
+            c.take(k);
+            start &= !(1 << k);
+            k += 1;
+        }
+        // The first frame of a block of order ≥ 1, and a frame merged into
+        // the buddy below it (whose first frame, before it if it is odd, is
+        // interior by now): order 0 cannot change.
+        if start == pfn {
+            v.set_free_start_quiet(pfn);
+        } else {
+            v.set_interior_quiet(pfn);
+            v.set_start(start, true);
+        }
+        v.set_fbit(k, start);
+        c.put(k, start);
+    }
+
+    /// Splits the taken order-`j` block at `pfn` down to order `k`, keeping
+    /// the sub-block that starts at `target` (already marked a head) and
+    /// freeing the rest.
+    pub(crate) fn split_to(&mut self, mut pfn: u64, mut j: usize, target: u64, k: usize) {
+        while j > k {
+            j -= 1;
+            let half = 1u64 << j;
+            if target >= pfn + half {
+                self.put(j, pfn);
+                pfn += half;
+            } else {
+                self.put(j, pfn + half);
+            }
+        }
+    }
+
+    /// Takes the free in-span order-`j` block at `pfn` (j > k) and allocates
+    /// its top order-`k` part, freeing the lower halves, one per order from
+    /// `j − 1` down to `k`. The block's first frame stays a free start: it
+    /// begins the lower half. Returns the allocated part's first frame.
+    #[inline(always)]
+    pub(crate) fn take_split_top(&mut self, pfn: u64, j: usize, k: usize) -> u64 {
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        let end = pfn + (1 << j);
+        let target = end - (1 << k);
+        v.clear_fbit(j, pfn);
+        c.take(j);
+        if j == 1 {
+            // k = 0: the lower half is the frame at `pfn`, an order-0 block
+            // as soon as its next frame, the target, is a head.
+            v.set_code(target, HEAD);
+            c.order[0].recent = pfn + 1;
+            c.order[0].free += 1;
+        } else {
+            // The target's frame before it (if odd) is interior: quiet.
+            v.set_head_quiet(target);
+            v.set_fbit(j - 1, pfn);
+            c.order[j - 1].recent = pfn + 1;
+            c.order[j - 1].free += 1;
+            let mut i = j - 1;
+            while i > k && i > 1 {
+                i -= 1;
+                // The lower half of the upper half of …: frames
+                // end − 2^(i+1) to end − 2^i.
+                let f = end - (2 << i);
+                v.set_start(f, true);
+                v.set_fbit(i, f);
+                c.order[i].recent = f + 1;
+                c.order[i].free += 1;
+            }
+            if k == 0 {
+                v.set_free(0, end - 2);
+                c.order[0].recent = end - 1;
+                c.order[0].free += 1;
+            }
+        }
+        c.nonempty |= ((1 << j) - 1) & !((1 << k) - 1);
+        target
+    }
+
+    /// Marks in-span frame `pfn`, interior inside a taken block whose other
+    /// parts are not freed yet, as the head of an allocated block.
+    #[inline(always)]
+    pub(crate) fn mark_head(&mut self, pfn: u64) {
+        self.bits.view().set_head_quiet(pfn);
+    }
+}
