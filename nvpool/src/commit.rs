@@ -15,7 +15,6 @@
 //! them again before anything else can have them. When the group does not
 //! fit, a checkpoint first empties the record area (four fences then).
 
-use nvirt_buddy::FRAME_SHIFT;
 use nvirt_persist_meta::{AppendError, Group, Pmem, RECORD_HEADER};
 
 use crate::damage::Damage;
@@ -24,9 +23,6 @@ use crate::pool::NvPool;
 use crate::snapshot;
 use crate::state::State;
 use crate::window::Window;
-
-/// Zeros for scrubbing, stored a chunk at a time.
-static ZEROS: [u8; 16384] = [0; 16384];
 
 impl<P: Pmem> NvPool<'_, P> {
     pub(crate) fn usable(&self) -> Result<(), CommitError> {
@@ -112,30 +108,6 @@ impl<P: Pmem> NvPool<'_, P> {
         self.scrub_pending().inspect_err(|_| self.poisoned = true)
     }
 
-    /// Zeroes every pending frame, makes the zeros durable with one fence,
-    /// and returns the frames to the heap.
-    pub(crate) fn scrub_pending(&mut self) -> Result<(), CommitError> {
-        let base = self.state.geo.frame_base;
-        let region = self.log.pmem_mut().region_mut();
-        let mut result = Ok(());
-        let mut any = false;
-        self.state.for_each_pending(|mfn, order| {
-            if result.is_err() {
-                return;
-            }
-            any = true;
-            let offset = (mfn - base) << FRAME_SHIFT;
-            let len = (1u64 << order) << FRAME_SHIFT;
-            result = zero(region, offset, len);
-        });
-        result?;
-        if any {
-            region.fence();
-        }
-        self.state.complete_pending();
-        Ok(())
-    }
-
     /// Writes a checkpoint of the whole pool (two fences); the record area
     /// starts over.
     pub fn checkpoint(&mut self) -> Result<(), CommitError> {
@@ -145,23 +117,4 @@ impl<P: Pmem> NvPool<'_, P> {
             .map(|_| ())
             .map_err(CommitError::from)
     }
-}
-
-/// Stores zeros over `len` bytes at `offset` and writes them back.
-fn zero<P: Pmem>(region: &mut P, offset: u64, len: u64) -> Result<(), CommitError> {
-    let mut at = offset;
-    let end = offset.checked_add(len).ok_or(CommitError::Pmem(
-        nvirt_persist_meta::PmemError::OutOfBounds {
-            offset,
-            len,
-            size: region.size(),
-        },
-    ))?;
-    while at < end {
-        let n = (end - at).min(ZEROS.len() as u64);
-        region.store(at, &ZEROS[..n as usize])?;
-        at += n;
-    }
-    region.write_back(offset, len)?;
-    Ok(())
 }

@@ -7,6 +7,7 @@
 //! | offset | what |
 //! |---|---|
 //! | `0x0000` | pool superblock 0: magic, version, geometry, CRC (written once, at format) |
+//! | `0x0800` | the scrub word: the log sequence number up to which frees are scrubbed |
 //! | `0x1000` | pool superblock 1, an identical copy |
 //! | `0x2000` | the log (persist-meta): its two superblocks, two checkpoint slots, the record area |
 //! | `meta_len` | data frames, up to the region's last whole 4 KiB |
@@ -23,6 +24,8 @@ use crate::work::{DOMAIN_SLOT_BYTES, NODE_BYTES};
 
 /// Offsets of the two pool superblock copies.
 pub const POOL_SUPERBLOCKS: [u64; 2] = [0, 0x1000];
+/// Offset of the scrub word (its own cache line; see `scrub.rs`).
+pub const SCRUB_WORD: u64 = 0x800;
 /// Offset of the log inside the region.
 pub const LOG_OFFSET: u64 = 0x2000;
 /// Bytes the log keeps before its checkpoint slots (its superblocks).

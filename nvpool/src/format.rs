@@ -5,7 +5,7 @@ use core::fmt;
 use nvirt_buddy::FRAME_SIZE;
 use nvirt_persist_meta::{Log, Pmem, PmemError};
 
-use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, POOL_SUPERBLOCKS};
+use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, POOL_SUPERBLOCKS, SCRUB_WORD};
 use crate::pool::NvPool;
 use crate::state::State;
 use crate::superblock;
@@ -89,6 +89,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         for at in POOL_SUPERBLOCKS {
             clear(&mut region, at, 64)?;
         }
+        clear(&mut region, SCRUB_WORD, 8)?;
         region.fence();
         if config.zeroes_data() {
             let data = geo.meta_len;

@@ -81,6 +81,7 @@ mod populate;
 mod records;
 mod recover;
 mod replay;
+mod scrub;
 mod snapshot;
 mod state;
 mod superblock;

@@ -9,13 +9,13 @@
 //! | 4 quota | slot u32, 0 u32, quota u64 |
 //! | 5 add | slot u32, count u32, then `count` entries: gpfn \| order << 56 u64, mfn u64 |
 //! | 6 remove | slot u32, count u32, then `count` entries: gpfn \| order << 56 u64, mfn of the first frame u64 |
-//! | 7 scrubbed | empty |
 //!
 //! Frees are two-phase without a second record: a remove or destroy puts
 //! frames on the pending list, and they return to the heap when the next
 //! commit group begins, because the pool starts no group before the scrub
-//! of those frames is durable. Recovery redoes the scrub of the frees of the
-//! last group, then appends a *scrubbed* record to close it.
+//! of those frames is durable. For the frees of the last group, the scrub
+//! word (see [`crate::scrub`]) says whether their scrub finished; if not,
+//! recovery scrubs them again.
 
 use nvirt_persist_meta::{Encode, MAX_PAYLOAD, RecordKind, record_size};
 
@@ -44,8 +44,6 @@ pub(crate) const ADD: RecordKind = kind(5);
 /// Blocks of guest frames leave a domain; their frames wait for their
 /// scrub.
 pub(crate) const REMOVE: RecordKind = kind(6);
-/// The frees of the previous group are scrubbed (appended by recovery).
-pub(crate) const SCRUBBED: RecordKind = kind(7);
 
 /// Bytes before the entries of an add or remove record.
 pub(crate) const LIST_HEADER: usize = 8;
@@ -156,20 +154,6 @@ impl Encode for SlotValue {
         put_u32(out, 0, self.slot.into());
         put_u64(out, 8, self.value);
     }
-}
-
-/// A scrubbed record.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Scrubbed;
-
-impl Encode for Scrubbed {
-    fn kind(&self) -> RecordKind {
-        SCRUBBED
-    }
-    fn encoded_len(&self) -> usize {
-        0
-    }
-    fn encode(&self, _: &mut [u8]) {}
 }
 
 /// An add record of up to [`ENTRIES_PER_RECORD`] nodes of a plan, from

@@ -4,21 +4,20 @@
 //! Recovery writes only what makes the region ready: a damaged superblock
 //! copy is rewritten from the other, the log repairs itself and starts a
 //! new epoch, and frames whose free was committed but whose scrub may not
-//! have finished are scrubbed again, made durable, and closed with a
-//! *scrubbed* record. A crash during any of that recovers to the same
-//! state.
+//! have finished are scrubbed again and made durable. A crash during any of
+//! that recovers to the same state.
 
 use core::fmt;
 
-use nvirt_persist_meta::{ImageError, Log, Pmem, PmemError, Recovery, Repairs, record_size};
+use nvirt_persist_meta::{ImageError, Log, Pmem, PmemError, Recovery, Repairs};
 
 use crate::config::{Geometry, LOG_OFFSET, POOL_SUPERBLOCKS};
 use crate::damage::{Damage, DamageError, Location};
 use crate::error::CommitError;
 use crate::format::check_log;
 use crate::pool::NvPool;
-use crate::records::Scrubbed;
 use crate::replay::Rebuild;
+use crate::scrub;
 use crate::state::State;
 use crate::superblock::{self, SuperblockFault};
 use crate::window::Window;
@@ -177,7 +176,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             nvirt_persist_meta::RecoverError::Image(e) => RecoverError::Log(e),
             nvirt_persist_meta::RecoverError::Replay(d) => RecoverError::Damaged(d),
         })?;
-        let records = rebuild.records;
+        let (records, last_free_seq) = (rebuild.records, rebuild.last_free_seq);
         check_log(&geo, &log).map_err(|_| RecoverError::LogGeometry {
             expected: geo.record_area,
             found: log.layout().record_len(),
@@ -195,14 +194,20 @@ impl<'w, P: Pmem> NvPool<'w, P> {
                 region.write_back(at, 64)?;
             }
         }
-        let mut scrubbed_frames = 0;
+        let mut pending_frames = 0;
         pool.state
-            .for_each_pending(|_, order| scrubbed_frames += 1u64 << order);
-        if scrubbed_frames > 0 || pool.state.destroying > 0 {
-            // The scrub's fence also makes a superblock repair durable.
+            .for_each_pending(|_, order| pending_frames += 1u64 << order);
+        let mut scrubbed_frames = 0;
+        let pending = pending_frames > 0 || pool.state.destroying > 0;
+        if pending && scrub::done(pool.region(), last_free_seq)? {
+            // The last free's scrub finished before the stop.
+            pool.state.complete_pending();
+        } else if pending {
+            // The scrub's fence also makes a superblock repair durable; the
+            // scrub word it writes needs one more.
             pool.scrub_pending().map_err(RecoverError::Commit)?;
-            pool.commit_adding(record_size(0), |g, _| g.push(&Scrubbed), |_| Ok(()))
-                .map_err(RecoverError::Commit)?;
+            pool.log.pmem_mut().region_mut().fence();
+            scrubbed_frames = pending_frames;
         } else if bad_copies.iter().any(|&b| b) {
             pool.log.pmem_mut().region_mut().fence();
         }

@@ -7,7 +7,7 @@ use nvirt_persist_meta::{CheckpointReader, RecordView, Replay};
 use crate::config::{LOG_OFFSET, MAX_DOMAINS};
 use crate::damage::{Damage, DamageError, Location};
 use crate::records::{
-    ADD, CREATE, CREATE_HEADER, DESTROY, FLAGS, LIST_HEADER, QUOTA, REMOVE, SCRUBBED, SLOT_RECORD,
+    ADD, CREATE, CREATE_HEADER, DESTROY, FLAGS, LIST_HEADER, QUOTA, REMOVE, SLOT_RECORD,
     get_u32, get_u64, split_word,
 };
 use crate::snapshot::{self, check_slot};
@@ -21,6 +21,8 @@ pub(crate) struct Rebuild<'s, 'w> {
     /// The last record replayed did not end its group.
     in_group: bool,
     pub(crate) records: u64,
+    /// Sequence number of the last record that freed frames.
+    pub(crate) last_free_seq: u64,
 }
 
 impl<'s, 'w> Rebuild<'s, 'w> {
@@ -29,6 +31,7 @@ impl<'s, 'w> Rebuild<'s, 'w> {
             state,
             in_group: false,
             records: 0,
+            last_free_seq: 0,
         }
     }
 }
@@ -53,6 +56,9 @@ impl Replay for Rebuild<'_, '_> {
             },
             what,
         })?;
+        if record.kind() == REMOVE || record.kind() == DESTROY {
+            self.last_free_seq = record.seq();
+        }
         self.in_group = !record.ends_group();
         self.records += 1;
         Ok(())
@@ -152,9 +158,6 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
             }
         }
         return Ok(());
-    }
-    if kind == SCRUBBED {
-        return if p.is_empty() { Ok(()) } else { Err(bad) };
     }
     Err(Damage::UnknownKind { kind: kind.raw() })
 }

@@ -52,13 +52,12 @@ impl ModelDomain {
         (gpfn - g < 1u64 << o).then_some((g, m, o))
     }
 
-    /// The first extent overlapping `gpfn .. gpfn + frames`.
+    /// The extent overlapping `gpfn .. gpfn + frames` that starts last
+    /// (the one the pool names).
     #[must_use]
     pub fn overlap(&self, gpfn: u64, frames: u64) -> Option<Extent> {
-        let end = gpfn + frames;
-        let before = self.extent_at(gpfn).map(|(g, m, o)| (g, (m, o)));
-        let inside = self.extents.range(gpfn..end).next().map(|(&g, &v)| (g, v));
-        before.or(inside).map(|(g, (m, o))| extent(g, m, o))
+        let (&g, &(m, o)) = self.extents.range(..gpfn + frames).next_back()?;
+        (g + (1u64 << o) > gpfn).then(|| extent(g, m, o))
     }
 }
 

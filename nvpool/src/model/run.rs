@@ -16,8 +16,8 @@ use crate::pool::{Dom, DomainState, NvPool, Owner};
 use crate::types::{DomainId, Extent, Gpfn, Mfn};
 
 /// One step of a sequence. Domains are named by an index into the ids
-/// the sequence has created (wrapping; an index past them names a domain
-/// that does not exist).
+/// the sequence has created (wrapping; from 200 up, a domain that never
+/// existed).
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Create a domain with a fresh id (or, if `reuse`, the id of domain
@@ -118,12 +118,13 @@ struct Driver {
 }
 
 impl Driver {
+    /// The id domain index `dom` names: indices from 200 up (and any
+    /// index before the first create) name a domain that never existed.
     fn id(&self, dom: u8) -> u128 {
-        if self.ids.is_empty() {
+        if self.ids.is_empty() || dom >= 200 {
             return u128::MAX;
         }
-        let i = usize::from(dom) % (self.ids.len() + 1);
-        self.ids.get(i).copied().unwrap_or(u128::MAX)
+        self.ids[usize::from(dom) % self.ids.len()]
     }
 
     fn handle<P: Pmem>(&self, pool: &NvPool<'_, P>, id: u128) -> Dom {
@@ -250,7 +251,9 @@ impl Driver {
                 let model = self.model.destroy(id);
                 let freed = model.as_ref().map(|f| f.clone()).unwrap_or_default();
                 let got = pool.destroy(self.handle(pool, id));
-                self.outcome("destroy", got, model.map(|_| ()))?;
+                if self.outcome("destroy", got, model.map(|_| ()))?.is_some() {
+                    self.ids.retain(|&i| i != id);
+                }
                 check_zero(pool, &freed)?;
             }
             &Op::Mark { dom, running } => {
