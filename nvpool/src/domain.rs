@@ -157,41 +157,43 @@ impl<P: Pmem> NvPool<'_, P> {
         .map_err(DomainError::Commit)
     }
 
-    /// The region offset of the frame backing guest frame `gpfn` of `dom`.
-    fn frame_offset(&self, dom: Dom, gpfn: Gpfn, len: usize) -> Result<u64, DomainError> {
-        if len as u64 != FRAME_SIZE {
-            return Err(DomainError::FrameSize { len });
+    /// The region offset of byte `offset` of guest frame `gpfn` of `dom`,
+    /// for an access of `len` bytes that must stay inside the frame.
+    fn guest_offset(&self, dom: Dom, gpfn: Gpfn, offset: usize, len: usize) -> Result<u64, DomainError> {
+        if offset.checked_add(len).is_none_or(|end| end as u64 > FRAME_SIZE) {
+            return Err(DomainError::FrameBounds { offset, len });
         }
         self.live(dom).ok_or(DomainError::UnknownDomain)?;
         let mfn = self
             .lookup(dom, gpfn)
             .ok_or(DomainError::NotPopulated { gpfn })?;
-        Ok((mfn.get() - self.state.geo.frame_base) << FRAME_SHIFT)
+        Ok(((mfn.get() - self.state.geo.frame_base) << FRAME_SHIFT) + offset as u64)
     }
 
-    /// Reads the 4096 bytes of guest frame `gpfn` of domain `dom` (for
-    /// host tools: a hypervisor maps the frames into the guest instead).
-    pub fn read_frame(&self, dom: Dom, gpfn: Gpfn, buf: &mut [u8]) -> Result<(), DomainError> {
-        let offset = self.frame_offset(dom, gpfn, buf.len())?;
+    /// Reads `buf.len()` bytes from byte `offset` of guest frame `gpfn` of
+    /// domain `dom` (for host tools: a hypervisor maps the frames into the
+    /// guest instead). The access must stay inside the frame.
+    pub fn read_guest(&self, dom: Dom, gpfn: Gpfn, offset: usize, buf: &mut [u8]) -> Result<(), DomainError> {
+        let at = self.guest_offset(dom, gpfn, offset, buf.len())?;
         self.region()
-            .read(offset, buf)
+            .read(at, buf)
             .map_err(|e| DomainError::Commit(e.into()))
     }
 
-    /// Stores 4096 bytes into guest frame `gpfn` of domain `dom` and
-    /// starts writing them back; [`persist`](Self::persist) makes every
-    /// frame written so far durable.
-    pub fn write_frame(&mut self, dom: Dom, gpfn: Gpfn, data: &[u8]) -> Result<(), DomainError> {
-        let offset = self.frame_offset(dom, gpfn, data.len())?;
+    /// Stores `data` at byte `offset` of guest frame `gpfn` of domain `dom`
+    /// and starts writing it back; [`persist`](Self::persist) makes every
+    /// store so far durable. The access must stay inside the frame.
+    pub fn write_guest(&mut self, dom: Dom, gpfn: Gpfn, offset: usize, data: &[u8]) -> Result<(), DomainError> {
+        let at = self.guest_offset(dom, gpfn, offset, data.len())?;
         let region = self.log.pmem_mut().region_mut();
         region
-            .store(offset, data)
-            .and_then(|()| region.write_back(offset, FRAME_SIZE))
+            .store(at, data)
+            .and_then(|()| region.write_back(at, data.len() as u64))
             .map_err(|e| DomainError::Commit(e.into()))
     }
 
-    /// One fence: every frame written with
-    /// [`write_frame`](Self::write_frame) is durable when it returns.
+    /// One fence: everything stored with
+    /// [`write_guest`](Self::write_guest) is durable when it returns.
     pub fn persist(&mut self) {
         self.log.pmem_mut().region_mut().fence();
     }

@@ -141,9 +141,11 @@ pub enum DomainError {
         /// The guest frame.
         gpfn: Gpfn,
     },
-    /// A frame access of the wrong size (frames are 4096 bytes).
-    FrameSize {
-        /// The buffer's length.
+    /// An access that does not stay inside one 4096-byte frame.
+    FrameBounds {
+        /// Its offset in the frame.
+        offset: usize,
+        /// Its length.
         len: usize,
     },
     /// The change could not be made durable (or the region refused a data
@@ -160,7 +162,10 @@ impl fmt::Display for DomainError {
                 "quota of {quota} frames is below the {frames} frames the domain owns"
             ),
             Self::NotPopulated { gpfn } => write!(f, "the domain owns nothing at {gpfn}"),
-            Self::FrameSize { len } => write!(f, "frame buffer of {len} bytes, not 4096"),
+            Self::FrameBounds { offset, len } => write!(
+                f,
+                "access of {len} bytes at offset {offset} does not stay inside a 4096-byte frame"
+            ),
             Self::Commit(e) => e.fmt(f),
         }
     }

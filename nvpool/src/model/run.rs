@@ -285,11 +285,11 @@ impl Driver {
                     .collect();
                 if let Some(&g) = frames.get(usize::from(nth) % frames.len().max(1)) {
                     let data = vec![0xa5u8; 4096];
-                    pool.write_frame(self.handle(pool, id), gpfn(g), &data)
+                    pool.write_guest(self.handle(pool, id), gpfn(g), 0, &data)
                         .map_err(|e| format!("write: {e}"))?;
                     pool.persist();
                     let mut back = vec![0u8; 4096];
-                    pool.read_frame(self.handle(pool, id), gpfn(g), &mut back)
+                    pool.read_guest(self.handle(pool, id), gpfn(g), 0, &mut back)
                         .map_err(|e| format!("read: {e}"))?;
                     if back != data {
                         return Err("read back differs".into());
