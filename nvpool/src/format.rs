@@ -108,8 +108,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         let line = superblock::encode(&geo);
         let region = log.pmem_mut().region_mut();
         for at in POOL_SUPERBLOCKS {
-            region.store(at, &line)?;
-            region.write_back(at, 64)?;
+            superblock::store(region, at, &line)?;
         }
         region.fence();
         let state = State::new(geo, tables).map_err(FormatError::WorkArea)?;

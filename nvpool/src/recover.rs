@@ -190,8 +190,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         let region = pool.log.pmem_mut().region_mut();
         for (&bad, &at) in bad_copies.iter().zip(POOL_SUPERBLOCKS.iter()) {
             if bad {
-                region.store(at, &line)?;
-                region.write_back(at, 64)?;
+                superblock::store(region, at, &line)?;
             }
         }
         let mut pending_frames = 0;

@@ -104,6 +104,16 @@ fn u64_at(line: &[u8; 64], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// Stores copy `line` at region offset `at` and writes it back, the magic
+/// last: stores to one cache line reach the medium in order, so a copy
+/// either has no magic (never written) or is whole. A format a crash
+/// interrupts thus leaves no pool, never a damaged one.
+pub(crate) fn store<P: Pmem + ?Sized>(region: &mut P, at: u64, line: &[u8; 64]) -> Result<(), PmemError> {
+    region.store(at + 8, &line[8..])?;
+    region.store_u64(at, u64::from_le_bytes(POOL_MAGIC))?;
+    region.write_back(at, 64)
+}
+
 /// Decodes and checks one copy.
 pub(crate) fn decode(line: &[u8; 64]) -> Result<Geometry, SuperblockFault> {
     if line[0..8] != POOL_MAGIC {
