@@ -83,12 +83,7 @@ fn set_child(nodes: &mut [Node], parent: u32, left: bool, child: u32) {
 
 /// Rebalances from the bottom of `path` up, hanging `child` under the last
 /// entry on the side `left[..]` says; returns the new root.
-fn rebalance_up(
-    nodes: &mut [Node],
-    path: &[u32],
-    left: &[bool],
-    mut child: u32,
-) -> u32 {
+fn rebalance_up(nodes: &mut [Node], path: &[u32], left: &[bool], mut child: u32) -> u32 {
     for (&p, &l) in path.iter().zip(left).rev() {
         set_child(nodes, p, l, child);
         child = balance(nodes, p);
@@ -129,7 +124,11 @@ pub(crate) fn insert(nodes: &mut [Node], root: &mut u32, x: u32) -> Result<(), T
 }
 
 /// Removes the node whose key is `key` from the tree at `root`; returns it.
-pub(crate) fn remove(nodes: &mut [Node], root: &mut u32, key: u64) -> Result<Option<u32>, TreeError> {
+pub(crate) fn remove(
+    nodes: &mut [Node],
+    root: &mut u32,
+    key: u64,
+) -> Result<Option<u32>, TreeError> {
     let mut path = [NIL; MAX_DEPTH];
     let mut left = [false; MAX_DEPTH];
     let mut n = 0;
@@ -356,11 +355,17 @@ mod tests {
             insert(&mut nodes, &mut root, i).unwrap();
             assert_eq!(check(&nodes, root).unwrap().nodes, u64::from(i) + 1);
         }
-        assert_eq!(insert(&mut nodes, &mut root, 7), Err(TreeError::Duplicate(7)));
+        assert_eq!(
+            insert(&mut nodes, &mut root, 7),
+            Err(TreeError::Duplicate(7))
+        );
         let mut expected: Vec<u64> = (0..n).map(|i| i * 2).collect();
         assert_eq!(keys(&nodes, root, 0), expected);
         assert_eq!(keys(&nodes, root, 901), &expected[451..]);
-        assert_eq!(floor(&nodes, root, 777).map(|i| nodes[i as usize].gpfn), Some(776));
+        assert_eq!(
+            floor(&nodes, root, 777).map(|i| nodes[i as usize].gpfn),
+            Some(776)
+        );
         assert_eq!(floor(&nodes, NIL, 777), None);
         for k in (0..n).map(|i| (i * 71 % n) * 2) {
             let i = remove(&mut nodes, &mut root, k).unwrap().unwrap();

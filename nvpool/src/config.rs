@@ -440,9 +440,7 @@ mod tests {
         );
         assert_eq!(
             c.with_max_extents(MAX_EXTENTS + 1).geometry(1 << 20),
-            Err(ConfigError::Extents {
-                n: MAX_EXTENTS + 1
-            })
+            Err(ConfigError::Extents { n: MAX_EXTENTS + 1 })
         );
         assert!(matches!(
             c.with_record_area(100).geometry(1 << 20),

@@ -65,7 +65,8 @@ impl<P: Pmem> NvPool<'_, P> {
             },
         )
         .map_err(CreateError::Commit)?;
-        self.find(id).ok_or(CreateError::Commit(CommitError::Poisoned))
+        self.find(id)
+            .ok_or(CreateError::Commit(CommitError::Poisoned))
     }
 
     /// Destroys domain `dom`: its frames are scrubbed and return to the
@@ -159,8 +160,17 @@ impl<P: Pmem> NvPool<'_, P> {
 
     /// The region offset of byte `offset` of guest frame `gpfn` of `dom`,
     /// for an access of `len` bytes that must stay inside the frame.
-    fn guest_offset(&self, dom: Dom, gpfn: Gpfn, offset: usize, len: usize) -> Result<u64, DomainError> {
-        if offset.checked_add(len).is_none_or(|end| end as u64 > FRAME_SIZE) {
+    fn guest_offset(
+        &self,
+        dom: Dom,
+        gpfn: Gpfn,
+        offset: usize,
+        len: usize,
+    ) -> Result<u64, DomainError> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end as u64 > FRAME_SIZE)
+        {
             return Err(DomainError::FrameBounds { offset, len });
         }
         self.live(dom).ok_or(DomainError::UnknownDomain)?;
@@ -173,7 +183,13 @@ impl<P: Pmem> NvPool<'_, P> {
     /// Reads `buf.len()` bytes from byte `offset` of guest frame `gpfn` of
     /// domain `dom` (for host tools: a hypervisor maps the frames into the
     /// guest instead). The access must stay inside the frame.
-    pub fn read_guest(&self, dom: Dom, gpfn: Gpfn, offset: usize, buf: &mut [u8]) -> Result<(), DomainError> {
+    pub fn read_guest(
+        &self,
+        dom: Dom,
+        gpfn: Gpfn,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Result<(), DomainError> {
         let at = self.guest_offset(dom, gpfn, offset, buf.len())?;
         self.region()
             .read(at, buf)
@@ -183,7 +199,13 @@ impl<P: Pmem> NvPool<'_, P> {
     /// Stores `data` at byte `offset` of guest frame `gpfn` of domain `dom`
     /// and starts writing it back; [`persist`](Self::persist) makes every
     /// store so far durable. The access must stay inside the frame.
-    pub fn write_guest(&mut self, dom: Dom, gpfn: Gpfn, offset: usize, data: &[u8]) -> Result<(), DomainError> {
+    pub fn write_guest(
+        &mut self,
+        dom: Dom,
+        gpfn: Gpfn,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), DomainError> {
         let at = self.guest_offset(dom, gpfn, offset, data.len())?;
         let region = self.log.pmem_mut().region_mut();
         region

@@ -241,14 +241,16 @@ impl fmt::Display for PopulateError {
         match *self {
             Self::UnknownDomain => f.write_str("no such domain"),
             Self::GpfnRange { gpfn, frames } => {
-                write!(f, "{frames} frames at {gpfn} run past the largest guest frame")
+                write!(
+                    f,
+                    "{frames} frames at {gpfn} run past the largest guest frame"
+                )
             }
             Self::OrderTooLarge { order } => write!(f, "extent order {order} is above 18 (1 GiB)"),
             Self::Misaligned { gpfn, order } => write!(f, "{gpfn} is not aligned to {order}"),
-            Self::Overlap { gpfn, existing } => write!(
-                f,
-                "frames at {gpfn} overlap the domain's extent {existing}"
-            ),
+            Self::Overlap { gpfn, existing } => {
+                write!(f, "frames at {gpfn} overlap the domain's extent {existing}")
+            }
             Self::Duplicate { gpfn } => write!(f, "{gpfn} appears twice in the request"),
             Self::Quota {
                 frames,

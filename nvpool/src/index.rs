@@ -131,7 +131,11 @@ impl<'w> MfnIndex<'w> {
             }
             count += 1;
         }
-        if count == self.len { Ok(count) } else { Err(NIL) }
+        if count == self.len {
+            Ok(count)
+        } else {
+            Err(NIL)
+        }
     }
 }
 

@@ -45,13 +45,19 @@ pub struct Dom {
 
 impl Dom {
     /// The handle of slot `slot` at generation `generation`, valid or not.
-    #[cfg_attr(not(feature = "model"), allow(dead_code, reason = "the model forges stale handles"))]
+    #[cfg_attr(
+        not(feature = "model"),
+        allow(dead_code, reason = "the model forges stale handles")
+    )]
     pub(crate) const fn raw(slot: u16, generation: u32) -> Self {
         Self { slot, generation }
     }
 
     /// The slot's generation the handle was made for.
-    #[cfg_attr(not(feature = "model"), allow(dead_code, reason = "the model forges stale handles"))]
+    #[cfg_attr(
+        not(feature = "model"),
+        allow(dead_code, reason = "the model forges stale handles")
+    )]
     pub(crate) fn generation(self) -> u32 {
         self.generation
     }
@@ -222,9 +228,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     #[must_use]
     pub fn domain(&self, dom: Dom) -> Option<DomainInfo<'_>> {
         let s = self.live(dom)?;
-        self.state
-            .slot(s)
-            .map(|slot| info(usize::from(s), slot))
+        self.state.slot(s).map(|slot| info(usize::from(s), slot))
     }
 
     /// Every domain, by slot.

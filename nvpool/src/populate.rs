@@ -123,7 +123,11 @@ impl<P: Pmem> NvPool<'_, P> {
     /// quota, and that the pool has the frames. Returns the slot.
     fn check_adding(&self, s: u16, frames: u64) -> Result<(), PopulateError> {
         let slot = &self.state.domains[usize::from(s)];
-        if slot.frames.checked_add(frames).is_none_or(|f| f > slot.quota) {
+        if slot
+            .frames
+            .checked_add(frames)
+            .is_none_or(|f| f > slot.quota)
+        {
             return Err(PopulateError::Quota {
                 frames,
                 owned: slot.frames,
@@ -154,9 +158,18 @@ impl<P: Pmem> NvPool<'_, P> {
     /// by the largest blocks the free frames allow, each aligned to its
     /// guest address so that it can be mapped with 1 GiB or 2 MiB pages.
     /// One fence (two when the log is full and a checkpoint commits it).
-    pub fn populate(&mut self, dom: Dom, gpfn: Gpfn, frames: u64) -> Result<Populated, PopulateError> {
+    pub fn populate(
+        &mut self,
+        dom: Dom,
+        gpfn: Gpfn,
+        frames: u64,
+    ) -> Result<Populated, PopulateError> {
         let s = self.live(dom).ok_or(PopulateError::UnknownDomain)?;
-        if gpfn.get().checked_add(frames).is_none_or(|end| end > Gpfn::LIMIT) {
+        if gpfn
+            .get()
+            .checked_add(frames)
+            .is_none_or(|end| end > Gpfn::LIMIT)
+        {
             return Err(PopulateError::GpfnRange { gpfn, frames });
         }
         self.check_adding(s, frames)?;
@@ -230,7 +243,10 @@ impl<P: Pmem> NvPool<'_, P> {
                     return Err(PopulateError::OutOfMemory { frames, free });
                 }
             };
-            let Some(i) = self.state.alloc_node(s, gpfn.get(), block.start().get(), order) else {
+            let Some(i) = self
+                .state
+                .alloc_node(s, gpfn.get(), block.start().get(), order)
+            else {
                 let _ = self.state.heap.free_block(block);
                 plan.undo(&mut self.state);
                 return Err(PopulateError::ExtentsFull {

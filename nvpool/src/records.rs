@@ -228,14 +228,14 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_lists_are_sized() {
-        assert_eq!(split_word(entry_word(0xab_cdef_0123, 18)), (0xab_cdef_0123, 18));
+        assert_eq!(
+            split_word(entry_word(0xab_cdef_0123, 18)),
+            (0xab_cdef_0123, 18)
+        );
         assert_eq!(ENTRIES_PER_RECORD, 255);
         assert_eq!(list_bytes(0), 0);
         assert_eq!(list_bytes(1), record_size(24));
-        assert_eq!(
-            list_bytes(256),
-            record_size(4088) + record_size(24)
-        );
+        assert_eq!(list_bytes(256), record_size(4088) + record_size(24));
         let c = Create {
             slot: 3,
             flags: 2,

@@ -132,7 +132,10 @@ fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), 
         [Ok(a), Ok(_)] => (a, [false, false]),
         [Ok(a), Err(_)] => (a, [false, true]),
         [Err(_), Ok(b)] => (b, [true, false]),
-        [Err(SuperblockFault::Magic { .. }), Err(SuperblockFault::Magic { .. })] => {
+        [
+            Err(SuperblockFault::Magic { .. }),
+            Err(SuperblockFault::Magic { .. }),
+        ] => {
             return Err(RecoverError::NotAPool);
         }
         [Err(first), Err(second)] => return Err(RecoverError::Superblocks { first, second }),
@@ -167,15 +170,17 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         let (geo, bad_copies) = read_geometry(&region)?;
         let tables = carve(work, &geo).map_err(RecoverError::WorkArea)?;
         let mut state = State::new(geo, tables).map_err(RecoverError::WorkArea)?;
-        let window = Window::new(region, LOG_OFFSET, geo.log_len).map_err(|r| RecoverError::Truncated {
-            region_len: geo.region_len,
-            size: r.size(),
-        })?;
+        let window =
+            Window::new(region, LOG_OFFSET, geo.log_len).map_err(|r| RecoverError::Truncated {
+                region_len: geo.region_len,
+                size: r.size(),
+            })?;
         let mut rebuild = Rebuild::new(&mut state);
-        let (log, recovery, log_repairs) = Log::open(window, &mut rebuild).map_err(|e| match e {
-            nvirt_persist_meta::RecoverError::Image(e) => RecoverError::Log(e),
-            nvirt_persist_meta::RecoverError::Replay(d) => RecoverError::Damaged(d),
-        })?;
+        let (log, recovery, log_repairs) =
+            Log::open(window, &mut rebuild).map_err(|e| match e {
+                nvirt_persist_meta::RecoverError::Image(e) => RecoverError::Log(e),
+                nvirt_persist_meta::RecoverError::Replay(d) => RecoverError::Damaged(d),
+            })?;
         let (records, last_free_seq) = (rebuild.records, rebuild.last_free_seq);
         check_log(&geo, &log).map_err(|_| RecoverError::LogGeometry {
             expected: geo.record_area,

@@ -7,8 +7,8 @@ use nvirt_persist_meta::{CheckpointReader, RecordView, Replay};
 use crate::config::{LOG_OFFSET, MAX_DOMAINS};
 use crate::damage::{Damage, DamageError, Location};
 use crate::records::{
-    ADD, CREATE, CREATE_HEADER, DESTROY, FLAGS, LIST_HEADER, QUOTA, REMOVE, SLOT_RECORD,
-    get_u32, get_u64, split_word,
+    ADD, CREATE, CREATE_HEADER, DESTROY, FLAGS, LIST_HEADER, QUOTA, REMOVE, SLOT_RECORD, get_u32,
+    get_u64, split_word,
 };
 use crate::snapshot::{self, check_slot};
 use crate::state::{State, flags};
@@ -125,7 +125,10 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
             state.begin_destroy(s);
         } else if kind == FLAGS {
             if value & !u64::from(flags::KNOWN) != 0 {
-                return Err(Damage::Flags { slot: raw, flags: value });
+                return Err(Damage::Flags {
+                    slot: raw,
+                    flags: value,
+                });
             }
             state.domains[usize::from(s)].flags = value as u8;
         } else {

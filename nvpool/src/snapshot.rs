@@ -53,7 +53,10 @@ impl<P: Pmem> Buffered<'_, '_, P> {
 }
 
 /// Streams the live domains and their extents into `out`.
-pub(crate) fn write<P: Pmem>(state: &State<'_>, out: &mut CheckpointWriter<'_, P>) -> Result<(), SnapshotError> {
+pub(crate) fn write<P: Pmem>(
+    state: &State<'_>,
+    out: &mut CheckpointWriter<'_, P>,
+) -> Result<(), SnapshotError> {
     let mut w = Buffered {
         out,
         buf: [0; CHUNK],
@@ -110,7 +113,8 @@ pub(crate) fn load(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Resul
     }
     let domains = get_u32(&header, 8).unwrap_or(0);
     let (extents, owned, data_frames) = (word(2), word(3), word(4));
-    let reserved = u64::from(get_u32(&header, 12).unwrap_or(0)) | header[40..].iter().fold(0, |a, &b| a | u64::from(b));
+    let reserved = u64::from(get_u32(&header, 12).unwrap_or(0))
+        | header[40..].iter().fold(0, |a, &b| a | u64::from(b));
     if reserved != 0 {
         return Err(damage(r, Damage::Reserved { value: reserved }));
     }
@@ -135,7 +139,14 @@ pub(crate) fn load(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Resul
     ];
     for (what, stored, found) in counts {
         if stored != found {
-            return Err(damage(r, Damage::Count { what, stored, found }));
+            return Err(damage(
+                r,
+                Damage::Count {
+                    what,
+                    stored,
+                    found,
+                },
+            ));
         }
     }
     Ok(())
@@ -148,7 +159,8 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
     let mut d = [0u8; DOMAIN_RECORD as usize];
     let start = pos(r);
     let damage = |what| DamageError { at: start, what };
-    r.read_exact(&mut d).map_err(|_| damage(Damage::Truncated))?;
+    r.read_exact(&mut d)
+        .map_err(|_| damage(Damage::Truncated))?;
     let raw_slot = get_u32(&d, 0).unwrap_or(u32::MAX);
     let (flags, name_len) = (d[4], d[5]);
     let id = DomainId::from_bytes(d[8..24].try_into().unwrap_or([0; 16]));
@@ -169,7 +181,9 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
     }
     let valid_name = usize::from(name_len) <= name.len()
         && core::str::from_utf8(&name[..usize::from(name_len).min(32)]).is_ok()
-        && name[usize::from(name_len).min(32)..].iter().all(|&b| b == 0);
+        && name[usize::from(name_len).min(32)..]
+            .iter()
+            .all(|&b| b == 0);
     if !valid_name {
         return Err(damage(Damage::Name { slot: raw_slot }));
     }

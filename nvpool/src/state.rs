@@ -259,7 +259,13 @@ impl<'w> State<'w> {
     /// Checks that the extent `gpfn -> mfn, order` of slot `s` is possible
     /// and its machine frames are free, and claims them; returns the node
     /// (not yet linked).
-    pub(crate) fn claim_extent(&mut self, s: u16, gpfn: u64, mfn: u64, order: u8) -> Result<u32, Damage> {
+    pub(crate) fn claim_extent(
+        &mut self,
+        s: u16,
+        gpfn: u64,
+        mfn: u64,
+        order: u8,
+    ) -> Result<u32, Damage> {
         let bad = Damage::Extent {
             slot: s.into(),
             gpfn,
@@ -270,13 +276,17 @@ impl<'w> State<'w> {
         let frames = o.frames();
         if gpfn & (frames - 1) != 0
             || mfn & (frames - 1) != 0
-            || gpfn.checked_add(frames).is_none_or(|e| e > crate::Gpfn::LIMIT)
+            || gpfn
+                .checked_add(frames)
+                .is_none_or(|e| e > crate::Gpfn::LIMIT)
         {
             return Err(bad);
         }
         let span = self.geo.data_span();
         let inside = mfn >= span.start().get()
-            && mfn.checked_add(frames).is_some_and(|e| e <= span.end().get());
+            && mfn
+                .checked_add(frames)
+                .is_some_and(|e| e <= span.end().get());
         if !inside {
             return Err(Damage::OutsidePool { mfn, order });
         }
@@ -301,7 +311,13 @@ impl<'w> State<'w> {
 
     /// Adds the extent `gpfn -> mfn, order` to live slot `s` as recovery
     /// does: checked against the domain's other extents and its quota.
-    pub(crate) fn add_extent(&mut self, s: u16, gpfn: u64, mfn: u64, order: u8) -> Result<(), Damage> {
+    pub(crate) fn add_extent(
+        &mut self,
+        s: u16,
+        gpfn: u64,
+        mfn: u64,
+        order: u8,
+    ) -> Result<(), Damage> {
         let frames = 1u64 << order.min(63);
         if self.overlap(s, gpfn, frames).is_some() {
             return Err(Damage::GuestOverlap {
@@ -361,7 +377,13 @@ impl<'w> State<'w> {
     /// frame `mfn` backs) from slot `s`: an extent holding it is split into
     /// the block and the largest aligned pieces around it; the block's
     /// extents go to the pending list.
-    pub(crate) fn remove_block(&mut self, s: u16, gpfn: u64, k: u8, mfn: u64) -> Result<(), Damage> {
+    pub(crate) fn remove_block(
+        &mut self,
+        s: u16,
+        gpfn: u64,
+        k: u8,
+        mfn: u64,
+    ) -> Result<(), Damage> {
         let (found, extra) = self.check_block(s, gpfn, k)?;
         if found != mfn {
             return Err(Damage::MfnMismatch {
@@ -410,13 +432,17 @@ impl<'w> State<'w> {
             let piece = ((off >> j) ^ 1) << j;
             let (g, m) = (node.gpfn + piece, node.mfn + piece);
             let o = Order::new(j).ok_or(fail)?;
-            self.heap.claim(Pfn::new(m).ok_or(fail)?, o).map_err(|_| fail)?;
+            self.heap
+                .claim(Pfn::new(m).ok_or(fail)?, o)
+                .map_err(|_| fail)?;
             let i = self.alloc_node(node.dom, g, m, j).ok_or(fail)?;
             self.link(i)?;
         }
         let (g, m) = (node.gpfn + off, node.mfn + off);
         let o = Order::new(k).ok_or(fail)?;
-        self.heap.claim(Pfn::new(m).ok_or(fail)?, o).map_err(|_| fail)?;
+        self.heap
+            .claim(Pfn::new(m).ok_or(fail)?, o)
+            .map_err(|_| fail)?;
         let n = &mut self.nodes[e as usize];
         n.gpfn = g;
         n.mfn = m;

@@ -108,7 +108,11 @@ fn u64_at(line: &[u8; 64], at: usize) -> u64 {
 /// last: stores to one cache line reach the medium in order, so a copy
 /// either has no magic (never written) or is whole. A format a crash
 /// interrupts thus leaves no pool, never a damaged one.
-pub(crate) fn store<P: Pmem + ?Sized>(region: &mut P, at: u64, line: &[u8; 64]) -> Result<(), PmemError> {
+pub(crate) fn store<P: Pmem + ?Sized>(
+    region: &mut P,
+    at: u64,
+    line: &[u8; 64],
+) -> Result<(), PmemError> {
     region.store(at + 8, &line[8..])?;
     region.store_u64(at, u64::from_le_bytes(POOL_MAGIC))?;
     region.write_back(at, 64)
@@ -183,7 +187,10 @@ mod tests {
         assert_eq!(decode(&line), Ok(geo));
         let mut bad = line;
         bad[20] ^= 1;
-        assert!(matches!(decode(&bad), Err(SuperblockFault::Checksum { .. })));
+        assert!(matches!(
+            decode(&bad),
+            Err(SuperblockFault::Checksum { .. })
+        ));
         let mut blank = line;
         blank[0] = 0;
         assert!(matches!(decode(&blank), Err(SuperblockFault::Magic { .. })));

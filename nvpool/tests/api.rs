@@ -35,7 +35,10 @@ fn populate_takes_the_largest_aligned_blocks() {
     let vm = pool.create(DomainId::new(1), "vm", 4096).unwrap();
     // 4 MiB at a 2 MiB-aligned guest address: two 2 MiB extents.
     let got = pool.populate(vm, g(0x200), 1024).unwrap();
-    assert_eq!((got.extents, got.frames, got.largest), (2, 1024, Order::SIZE_2M));
+    assert_eq!(
+        (got.extents, got.frames, got.largest),
+        (2, 1024, Order::SIZE_2M)
+    );
     for e in pool.extents(vm) {
         assert_eq!(e.order(), Order::SIZE_2M);
         assert!(e.mfn().is_aligned(Order::SIZE_2M));
@@ -92,7 +95,11 @@ fn refusals_leave_the_pool_unchanged() {
     ));
     assert!(matches!(
         pool.populate(a, g(0x100), 60),
-        Err(PopulateError::Quota { frames: 60, owned: 16, quota: 64 })
+        Err(PopulateError::Quota {
+            frames: 60,
+            owned: 16,
+            quota: 64
+        })
     ));
     assert_eq!(
         pool.increase_reservation(a, &[g(0x40), g(0x42)], 2),
@@ -152,7 +159,10 @@ fn fences_per_call_are_constant() {
     let pmem = Counting::new(MemPmem::new(size as usize));
     let mut pool = NvPool::format(pmem, config, &mut work).unwrap();
     let fences = |pool: &NvPool<'_, Counting<MemPmem>>| pool.region().stats().fences;
-    let measure = |pool: &mut NvPool<'_, Counting<MemPmem>>, what: &str, expect: u64, op: &mut dyn FnMut(&mut NvPool<'_, Counting<MemPmem>>)| {
+    let measure = |pool: &mut NvPool<'_, Counting<MemPmem>>,
+                   what: &str,
+                   expect: u64,
+                   op: &mut dyn FnMut(&mut NvPool<'_, Counting<MemPmem>>)| {
         let before = fences(pool);
         op(pool);
         assert_eq!(fences(pool) - before, expect, "{what}");
@@ -170,12 +180,18 @@ fn fences_per_call_are_constant() {
     measure(&mut pool, "increase of 300 extents", 1, &mut |p| {
         p.increase_reservation(vm, &gpfns, 0).unwrap();
     });
-    measure(&mut pool, "mark running", 1, &mut |p| p.mark_running(vm).unwrap());
-    measure(&mut pool, "mark running again", 0, &mut |p| p.mark_running(vm).unwrap());
+    measure(&mut pool, "mark running", 1, &mut |p| {
+        p.mark_running(vm).unwrap()
+    });
+    measure(&mut pool, "mark running again", 0, &mut |p| {
+        p.mark_running(vm).unwrap()
+    });
     measure(&mut pool, "decrease of 300 blocks", 2, &mut |p| {
         assert_eq!(p.decrease_reservation(vm, &gpfns, 0).unwrap(), 300);
     });
-    measure(&mut pool, "destroy of 3000 frames", 2, &mut |p| p.destroy(vm).unwrap());
+    measure(&mut pool, "destroy of 3000 frames", 2, &mut |p| {
+        p.destroy(vm).unwrap()
+    });
     measure(&mut pool, "checkpoint", 2, &mut |p| p.checkpoint().unwrap());
     pool.check().unwrap();
 }
@@ -185,8 +201,12 @@ fn a_full_log_commits_through_a_checkpoint() {
     let config = small().with_max_extents(2048).with_record_area(0x2000);
     let size = region(config, 8);
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
-    let mut pool =
-        NvPool::format(Counting::new(MemPmem::new(size as usize)), config, &mut work).unwrap();
+    let mut pool = NvPool::format(
+        Counting::new(MemPmem::new(size as usize)),
+        config,
+        &mut work,
+    )
+    .unwrap();
     let vm = pool.create(DomainId::new(1), "vm", 1 << 20).unwrap();
     let mut max_fences = 0;
     for i in 0..400 {
@@ -322,14 +342,17 @@ fn damaged_and_foreign_images_are_named_errors() {
     payload[4] = 1;
     payload[8..16].copy_from_slice(&0x1000u64.to_le_bytes());
     payload[16..24].copy_from_slice(&0xdead_0000u64.to_le_bytes());
-    let forged =
-        nvirt_persist_meta::sim::forge_record(5, 1, end.next_seq, end.epoch, &payload);
+    let forged = nvirt_persist_meta::sim::forge_record(5, 1, end.next_seq, end.epoch, &payload);
     let mut bad = image.clone();
     bad[records..records + forged.len()].copy_from_slice(&forged);
     match NvPool::recover(MemPmem::from_bytes(bad), &mut work) {
         Err(RecoverError::Damaged(DamageError {
             at: Location::Record { seq, .. },
-            what: Damage::OutsidePool { mfn: 0xdead_0000, order: 0 },
+            what:
+                Damage::OutsidePool {
+                    mfn: 0xdead_0000,
+                    order: 0,
+                },
         })) => assert_eq!(seq, end.next_seq),
         other => panic!("{other:?}"),
     }
@@ -358,7 +381,11 @@ fn poisoned_pools_refuse_changes() {
         fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), nvirt_persist_meta::PmemError> {
             self.0.read(offset, buf)
         }
-        fn store_u64(&mut self, offset: u64, value: u64) -> Result<(), nvirt_persist_meta::PmemError> {
+        fn store_u64(
+            &mut self,
+            offset: u64,
+            value: u64,
+        ) -> Result<(), nvirt_persist_meta::PmemError> {
             self.0.store_u64(offset, value)
         }
         fn store(&mut self, offset: u64, data: &[u8]) -> Result<(), nvirt_persist_meta::PmemError> {
@@ -371,7 +398,11 @@ fn poisoned_pools_refuse_changes() {
             }
             self.0.store(offset, data)
         }
-        fn write_back(&mut self, offset: u64, len: u64) -> Result<(), nvirt_persist_meta::PmemError> {
+        fn write_back(
+            &mut self,
+            offset: u64,
+            len: u64,
+        ) -> Result<(), nvirt_persist_meta::PmemError> {
             self.0.write_back(offset, len)
         }
         fn fence(&mut self) {}
@@ -380,8 +411,12 @@ fn poisoned_pools_refuse_changes() {
     let size = region(config, 1);
     let meta = config.geometry(size).unwrap().metadata_bytes();
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
-    let mut pool =
-        NvPool::format(Fragile(MemPmem::new(size as usize), meta), config, &mut work).unwrap();
+    let mut pool = NvPool::format(
+        Fragile(MemPmem::new(size as usize), meta),
+        config,
+        &mut work,
+    )
+    .unwrap();
     let vm = pool.create(DomainId::new(1), "vm", 100).unwrap();
     pool.populate(vm, g(0), 4).unwrap();
     assert!(matches!(

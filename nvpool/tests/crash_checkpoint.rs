@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{Op, base_image, record, recover_image, report, scrub_config};
-use nvirt_persist_meta::sim::CrashConfig;
+use common::{Op, base_image, meta_config, record, recover_image, report, scrub_config};
 
 #[test]
 fn explicit_checkpoint() {
@@ -24,7 +23,7 @@ fn explicit_checkpoint() {
         Op::Populate(2, 0x9, 3),
     ];
     let run = record(image, &ops);
-    let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
+    let stats = run.check_crashes(&meta_config(), |_, _, _| {});
     report("explicit checkpoints", &stats);
 }
 

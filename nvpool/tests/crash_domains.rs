@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{Op, base_image, record, report, scrub_config};
-use nvirt_persist_meta::sim::CrashConfig;
+use common::{Op, base_image, meta_config, record, report, scrub_config};
 
 #[test]
 fn create_mark_and_quota() {
@@ -21,7 +20,7 @@ fn create_mark_and_quota() {
         Op::Running(2),
     ];
     let run = record(image, &ops);
-    let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
+    let stats = run.check_crashes(&meta_config(), |_, _, _| {});
     report("create, mark running/shut down, quota", &stats);
     assert!(stats.images > 100);
 }

@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{Op, base_image, record, report, scrub_config};
-use nvirt_persist_meta::sim::CrashConfig;
+use common::{Op, base_image, meta_config, record, report, scrub_config};
 
 #[test]
 fn populate_and_increase() {
@@ -23,7 +22,7 @@ fn populate_and_increase() {
         Op::Populate(1, 0x200, 16),
     ];
     let run = record(image, &ops);
-    let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
+    let stats = run.check_crashes(&meta_config(), |_, _, _| {});
     report("populate and increase", &stats);
     assert!(stats.images > 500);
 }

@@ -18,18 +18,24 @@ fn format_over(image: Vec<u8>, test: &str) -> (u64, u64, u64) {
     let (old, _) = recover_image(&image).unwrap();
     let sim = SimPmem::from_image(image);
     let config = config();
-    let mut work = vec![0u8; config.geometry(sim.image().len() as u64).unwrap().work_area_bytes()];
+    let mut work = vec![
+        0u8;
+        config
+            .geometry(sim.image().len() as u64)
+            .unwrap()
+            .work_area_bytes()
+    ];
     let pool = NvPool::format(sim, config, &mut work).unwrap();
     let fresh = view(&pool);
     let sim = pool.into_region();
     let returned = sim.point();
     let (mut kept, mut none, mut new) = (0, 0, 0);
     // Zeroing the data stores a word at a time: sample each point lightly.
-    let crash = CrashConfig {
+    let crash = common::scaled(CrashConfig {
         exhaustive_limit: 16,
         samples: 3,
         seed: 0xf0,
-    };
+    });
     let stats = sim.crash_images(0..usize::MAX, &crash, |c| {
         let (v, _) = recover_image(c.image).unwrap_or_else(|e| panic!("crash at {}: {e}", c.point));
         if v == fresh {

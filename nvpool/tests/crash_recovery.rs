@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Op, base_image, check_second_crash, record, recover_image, report, scrub_config};
+use common::{
+    Op, base_image, check_second_crash, meta_config, record, recover_image, report, scrub_config,
+};
 use nvirt_persist_meta::sim::{CrashConfig, CrashStats};
 
 /// A run with frees (destroy, decrease) whose crash images include
@@ -24,7 +26,11 @@ fn freeing_run() -> common::Run {
         Op::Running(1),
         Op::Running(2),
     ];
-    let ops = vec![Op::Decrease(2, vec![0x4], 2), Op::Destroy(1), Op::Create(3, "c", 8)];
+    let ops = vec![
+        Op::Decrease(2, vec![0x4], 2),
+        Op::Destroy(1),
+        Op::Create(3, "c", 8),
+    ];
     record(base_image(&setup), &ops)
 }
 
@@ -36,11 +42,11 @@ fn crash_while_finishing_interrupted_frees() {
     let run = freeing_run();
     let mut total = CrashStats::default();
     let (mut scrubbing, mut other, mut starts) = (0, 0, 0);
-    let light = CrashConfig {
+    let light = common::scaled(CrashConfig {
         exhaustive_limit: 16,
         samples: 2,
         seed: 9,
-    };
+    });
     run.check_crashes(&scrub_config(), |c, _, state| {
         let (_, report) = recover_image(c.image).unwrap();
         if report.is_some_and(|r| r.scrubbed_frames > 0) {
@@ -53,7 +59,7 @@ fn crash_while_finishing_interrupted_frees() {
             other += 1;
             if other % 500 == 1 && other / 500 < 8 {
                 starts += 1;
-                total.add(&check_second_crash(c.image, state, &CrashConfig::default()));
+                total.add(&check_second_crash(c.image, state, &meta_config()));
             }
         }
     });
@@ -76,7 +82,7 @@ fn crash_while_repairing_a_superblock() {
         let (again, report) = recover_image(&damaged).unwrap();
         assert_eq!(again, state);
         assert!(report.unwrap().superblock_repairs.contains(&true));
-        total.add(&check_second_crash(&damaged, &state, &CrashConfig::default()));
+        total.add(&check_second_crash(&damaged, &state, &meta_config()));
     }
     report("crash while repairing a pool superblock", &total);
 }

@@ -38,8 +38,14 @@ fn op() -> impl Strategy<Value = Op> {
 /// Pools of 256 KiB to 4 MiB of data, with small limits (so that domain,
 /// extent and log limits are reached) and unaligned frame bases.
 fn config() -> impl Strategy<Value = (u64, Config)> {
-    (0u64..4, 2u32..6, prop_oneof![Just(48u32), Just(512)], any::<bool>(), 0u64..4).prop_map(
-        |(size, domains, extents, small_log, base)| {
+    (
+        0u64..4,
+        2u32..6,
+        prop_oneof![Just(48u32), Just(512)],
+        any::<bool>(),
+        0u64..4,
+    )
+        .prop_map(|(size, domains, extents, small_log, base)| {
             let data = (64u64 << 10) << (2 * size);
             let config = Config::for_region(0)
                 .with_max_domains(domains)
@@ -48,8 +54,7 @@ fn config() -> impl Strategy<Value = (u64, Config)> {
                 .with_frame_base([0, 1, 0x1ff, 0x4_0000][base as usize]);
             let meta = config.geometry(1 << 30).unwrap().metadata_bytes();
             (meta + data, config)
-        },
-    )
+        })
 }
 
 /// 256 cases unless `PROPTEST_CASES` asks for more.
@@ -87,18 +92,56 @@ proptest! {
 #[test]
 fn a_long_sequence_reaches_every_state() {
     let mut ops = vec![
-        Op::Create { reuse: 0, name_len: 5, quota: 1000 },
-        Op::Create { reuse: 0, name_len: 33, quota: 10 },
-        Op::Create { reuse: 1, name_len: 2, quota: 10 },
-        Op::Create { reuse: 0, name_len: 7, quota: 300 },
+        Op::Create {
+            reuse: 0,
+            name_len: 5,
+            quota: 1000,
+        },
+        Op::Create {
+            reuse: 0,
+            name_len: 33,
+            quota: 10,
+        },
+        Op::Create {
+            reuse: 1,
+            name_len: 2,
+            quota: 10,
+        },
+        Op::Create {
+            reuse: 0,
+            name_len: 7,
+            quota: 300,
+        },
     ];
     for i in 0..40u32 {
-        ops.push(Op::Populate { dom: (i % 3) as u8, gpfn: i * 37, frames: (i * 13 % 90) as u16 });
-        ops.push(Op::Write { dom: (i % 2) as u8, nth: i as u16 });
-        ops.push(Op::Decrease { dom: (i % 2) as u8, gpfns: vec![i * 37 + 1, i * 37 + 3], order: (i % 2) as u8 });
-        ops.push(Op::Increase { dom: 1, gpfns: vec![2000 + i * 8, 2000 + i * 8], order: 2 });
-        ops.push(Op::Increase { dom: 1, gpfns: vec![2000 + i * 8], order: 3 });
-        ops.push(Op::Mark { dom: (i % 2) as u8, running: i % 3 == 0 });
+        ops.push(Op::Populate {
+            dom: (i % 3) as u8,
+            gpfn: i * 37,
+            frames: (i * 13 % 90) as u16,
+        });
+        ops.push(Op::Write {
+            dom: (i % 2) as u8,
+            nth: i as u16,
+        });
+        ops.push(Op::Decrease {
+            dom: (i % 2) as u8,
+            gpfns: vec![i * 37 + 1, i * 37 + 3],
+            order: (i % 2) as u8,
+        });
+        ops.push(Op::Increase {
+            dom: 1,
+            gpfns: vec![2000 + i * 8, 2000 + i * 8],
+            order: 2,
+        });
+        ops.push(Op::Increase {
+            dom: 1,
+            gpfns: vec![2000 + i * 8],
+            order: 3,
+        });
+        ops.push(Op::Mark {
+            dom: (i % 2) as u8,
+            running: i % 3 == 0,
+        });
         if i % 9 == 4 {
             ops.push(Op::Recover);
         }
@@ -107,7 +150,11 @@ fn a_long_sequence_reaches_every_state() {
         }
         if i == 30 {
             ops.push(Op::Destroy { dom: 1 });
-            ops.push(Op::Create { reuse: 0, name_len: 3, quota: 500 });
+            ops.push(Op::Create {
+                reuse: 0,
+                name_len: 3,
+                quota: 500,
+            });
         }
     }
     let config = Config::for_region(0)

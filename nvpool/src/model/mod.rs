@@ -192,11 +192,19 @@ impl Model {
 
     /// Checks the extents a populate made against the allocation policy,
     /// then adopts them.
-    pub fn adopt_populate(&mut self, id: u128, gpfn: u64, frames: u64, made: &[Extent]) -> Result<(), String> {
+    pub fn adopt_populate(
+        &mut self,
+        id: u128,
+        gpfn: u64,
+        frames: u64,
+        made: &[Extent],
+    ) -> Result<(), String> {
         let (mut at, mut left) = (gpfn, frames);
         for e in made {
             if e.gpfn().get() != at {
-                return Err(std::format!("populate: extent {e} where gpfn {at:#x} was next"));
+                return Err(std::format!(
+                    "populate: extent {e} where gpfn {at:#x} was next"
+                ));
             }
             let align = Gpfn::new(at).map_or(0, |g| g.alignment().get());
             let want = align.min(63 - left.leading_zeros() as u8);
@@ -207,7 +215,9 @@ impl Model {
                 ));
             }
             if !self.block_free(e.mfn().get(), e.order().get()) {
-                return Err(std::format!("populate: extent {e} takes frames that are not free"));
+                return Err(std::format!(
+                    "populate: extent {e} takes frames that are not free"
+                ));
             }
             self.take(id, e);
             at += e.frames();
@@ -225,8 +235,7 @@ impl Model {
             self.free.remove(&f);
         }
         if let Some(d) = self.domains.get_mut(&id) {
-            d.extents
-                .insert(e.gpfn().get(), (m, e.order().get()));
+            d.extents.insert(e.gpfn().get(), (m, e.order().get()));
         }
     }
 
@@ -274,16 +283,26 @@ impl Model {
     }
 
     /// Checks the extents an increase made, then adopts them.
-    pub fn adopt_increase(&mut self, id: u128, gpfns: &[u64], order: u8, made: &[Extent]) -> Result<(), String> {
+    pub fn adopt_increase(
+        &mut self,
+        id: u128,
+        gpfns: &[u64],
+        order: u8,
+        made: &[Extent],
+    ) -> Result<(), String> {
         let mut wanted: Vec<u64> = gpfns.to_vec();
         wanted.sort_unstable();
         let got: Vec<u64> = made.iter().map(|e| e.gpfn().get()).collect();
         if got != wanted || made.iter().any(|e| e.order().get() != order) {
-            return Err(std::format!("increase: made {made:?} for {gpfns:?} order {order}"));
+            return Err(std::format!(
+                "increase: made {made:?} for {gpfns:?} order {order}"
+            ));
         }
         for e in made {
             if !self.block_free(e.mfn().get(), order) {
-                return Err(std::format!("increase: extent {e} takes frames that are not free"));
+                return Err(std::format!(
+                    "increase: extent {e} takes frames that are not free"
+                ));
             }
             self.take(id, e);
         }
@@ -291,7 +310,12 @@ impl Model {
     }
 
     /// `decrease_reservation`'s result, applied: the machine frames freed.
-    pub fn decrease(&mut self, id: u128, gpfns: &[u64], order: u8) -> Result<Vec<u64>, DecreaseError> {
+    pub fn decrease(
+        &mut self,
+        id: u128,
+        gpfns: &[u64],
+        order: u8,
+    ) -> Result<Vec<u64>, DecreaseError> {
         let d = self.domains.get(&id).ok_or(DecreaseError::UnknownDomain)?;
         let o = Order::new(order).ok_or(DecreaseError::OrderTooLarge { order })?;
         if gpfns.len() > MAX_DECREASE_BATCH {
@@ -380,7 +404,10 @@ impl Model {
 
     /// `set_quota`'s result, applied.
     pub fn set_quota(&mut self, id: u128, quota: u64) -> Result<(), DomainError> {
-        let d = self.domains.get_mut(&id).ok_or(DomainError::UnknownDomain)?;
+        let d = self
+            .domains
+            .get_mut(&id)
+            .ok_or(DomainError::UnknownDomain)?;
         let frames = d.frames();
         if quota < frames {
             return Err(DomainError::QuotaBelowUsage { frames, quota });
@@ -391,7 +418,10 @@ impl Model {
 
     /// `mark_running` / `mark_shut_down`'s result, applied.
     pub fn mark(&mut self, id: u128, running: bool) -> Result<(), DomainError> {
-        let d = self.domains.get_mut(&id).ok_or(DomainError::UnknownDomain)?;
+        let d = self
+            .domains
+            .get_mut(&id)
+            .ok_or(DomainError::UnknownDomain)?;
         d.running = running;
         d.session = running;
         Ok(())

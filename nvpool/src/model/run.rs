@@ -131,7 +131,7 @@ impl Driver {
         // A handle for an unknown id: a slot and generation nobody has.
         pool.find(DomainId::new(id)).unwrap_or_else(|| {
             pool.find(DomainId::new(self.ids.first().copied().unwrap_or(0)))
-                .map_or(BOGUS, |d| stale(d))
+                .map_or(BOGUS, stale)
         })
     }
 
@@ -168,7 +168,9 @@ impl Driver {
                 } else {
                     self.id(reuse - 1)
                 };
-                let name: String = (0..name_len % 40).map(|i| char::from(b'a' + i % 26)).collect();
+                let name: String = (0..name_len % 40)
+                    .map(|i| char::from(b'a' + i % 26))
+                    .collect();
                 let q = u64::from(quota);
                 let model = self.model.create(id, &name, q);
                 let got = pool.create(DomainId::new(id), &name, q);
@@ -176,7 +178,11 @@ impl Driver {
                     self.ids.push(id);
                 }
             }
-            &Op::Populate { dom, gpfn: g, frames } => {
+            &Op::Populate {
+                dom,
+                gpfn: g,
+                frames,
+            } => {
                 let id = self.id(dom);
                 let (g, n) = (u64::from(g % GPFN_SPACE), u64::from(frames % 600));
                 let may_fill = self.model.check_populate(id, g, n);
@@ -199,11 +205,7 @@ impl Driver {
                     }
                 }
             }
-            Op::Increase {
-                dom,
-                gpfns,
-                order,
-            } => {
+            Op::Increase { dom, gpfns, order } => {
                 let id = self.id(*dom);
                 let order = *order % 12;
                 let gs: Vec<u64> = gpfns
@@ -234,7 +236,7 @@ impl Driver {
                 let list: Vec<Gpfn> = gs.iter().map(|&g| gpfn(g)).collect();
                 let model = self.model.decrease(id, &gs, order);
                 let got = pool.decrease_reservation(self.handle(pool, id), &list, order);
-                let freed = model.as_ref().map(|f| f.clone()).unwrap_or_default();
+                let freed = model.clone().unwrap_or_default();
                 let got = got.map(|n| (n == freed.len() as u64).then_some(()).ok_or(n));
                 let model = model.map(|_| ());
                 match got {
@@ -249,7 +251,7 @@ impl Driver {
             &Op::Destroy { dom } => {
                 let id = self.id(dom);
                 let model = self.model.destroy(id);
-                let freed = model.as_ref().map(|f| f.clone()).unwrap_or_default();
+                let freed = model.clone().unwrap_or_default();
                 let got = pool.destroy(self.handle(pool, id));
                 if self.outcome("destroy", got, model.map(|_| ()))?.is_some() {
                     self.ids.retain(|&i| i != id);

@@ -100,7 +100,8 @@ pub fn pattern(id: u128) -> [u8; 16] {
 /// domain's data (never another domain's: frees are scrubbed before
 /// reuse).
 pub fn check_recovered<P: Pmem>(pool: &NvPool<'_, P>) -> Result<(), String> {
-    pool.check().map_err(|e| format!("invariant after recovery: {e}"))?;
+    pool.check()
+        .map_err(|e| format!("invariant after recovery: {e}"))?;
     let span = pool.geometry().data_span();
     let mut frame = vec![0u8; 4096];
     for mfn in span.start().get()..span.end().get() {
@@ -114,9 +115,9 @@ pub fn check_recovered<P: Pmem>(pool: &NvPool<'_, P>) -> Result<(), String> {
         pool.region().read(offset, &mut frame).unwrap();
         // A write may be torn at 8-byte words: each word is zeros or the
         // owner's.
-        let head_ok = frame[..16].chunks(8).all(|w| {
-            w.iter().all(|&b| b == 0) || allowed.is_some_and(|p| w == &p[..8])
-        });
+        let head_ok = frame[..16]
+            .chunks(8)
+            .all(|w| w.iter().all(|&b| b == 0) || allowed.is_some_and(|p| w == &p[..8]));
         if !head_ok || frame[16..].iter().any(|&b| b != 0) {
             return Err(format!(
                 "{mfn} ({:?}) holds data that is not its owner's (it starts {:x?}): not scrubbed",
@@ -160,7 +161,8 @@ pub enum Op {
 }
 
 fn dom<P: Pmem>(pool: &NvPool<'_, P>, id: u128) -> nvirt_nvpool::Dom {
-    pool.find(DomainId::new(id)).expect("scenario names a live domain")
+    pool.find(DomainId::new(id))
+        .expect("scenario names a live domain")
 }
 
 fn gpfns(list: &[u64]) -> Vec<Gpfn> {
@@ -191,7 +193,8 @@ pub fn apply<P: Pmem>(pool: &mut NvPool<'_, P>, op: &Op) {
         &Op::Quota(id, q) => pool.set_quota(dom(pool, id), q).unwrap(),
         &Op::Write(id, gpfn) => {
             let d = dom(pool, id);
-            pool.write_guest(d, Gpfn::new(gpfn).unwrap(), 0, &pattern(id)).unwrap();
+            pool.write_guest(d, Gpfn::new(gpfn).unwrap(), 0, &pattern(id))
+                .unwrap();
             pool.persist();
         }
         Op::Checkpoint => pool.checkpoint().unwrap(),
@@ -237,14 +240,35 @@ pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
     }
 }
 
-/// Crash configurations: the default for metadata-only scenarios; fewer
-/// samples per point where scrubs store thousands of words.
-pub fn scrub_config() -> CrashConfig {
+/// `config` as this build runs it: unoptimized builds (`cargo test`)
+/// visit every crash point but fewer images per point, unless
+/// `NVPOOL_CRASH=full`; optimized builds (`cargo test --release`) all of
+/// them. The printed counts are what was visited.
+pub fn scaled(config: CrashConfig) -> CrashConfig {
+    let full = !cfg!(debug_assertions) || std::env::var("NVPOOL_CRASH").is_ok_and(|v| v == "full");
+    if full {
+        return config;
+    }
     CrashConfig {
+        exhaustive_limit: (config.exhaustive_limit / 16).max(8),
+        samples: (config.samples / 4).max(1),
+        seed: config.seed,
+    }
+}
+
+/// The crash configuration of metadata-only scenarios.
+pub fn meta_config() -> CrashConfig {
+    scaled(CrashConfig::default())
+}
+
+/// The crash configuration where scrubs store thousands of words: fewer
+/// samples per point.
+pub fn scrub_config() -> CrashConfig {
+    scaled(CrashConfig {
         exhaustive_limit: 64,
         samples: 6,
         seed: 0x5c_2b_0b,
-    }
+    })
 }
 
 impl Run {
