@@ -80,6 +80,7 @@ mod pool;
 mod populate;
 mod records;
 mod recover;
+mod release;
 mod replay;
 mod scrub;
 mod snapshot;

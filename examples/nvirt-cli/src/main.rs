@@ -12,6 +12,7 @@ mod image;
 mod log_cmd;
 mod pool_cmd;
 mod pool_file;
+mod pool_move;
 mod process;
 mod run_cmd;
 mod size;

@@ -108,11 +108,16 @@ fn fences(quick: bool) -> Result<(), String> {
         .with_max_domains(8)
         .with_max_extents(1 << 16)
         .with_record_area(0x4000);
-    let size = config.geometry(1 << 40).map_err(|e| e.to_string())?.metadata_bytes() + (256 << 20);
+    let size = config
+        .geometry(1 << 40)
+        .map_err(|e| e.to_string())?
+        .metadata_bytes()
+        + (256 << 20);
     let geo = config.geometry(size).map_err(|e| e.to_string())?;
     let mut work = vec![0u8; geo.work_area_bytes()];
     let pmem = Counting::new(MemPmem::new(size as usize));
-    let mut pool = NvPool::format(pmem, config.assume_zeroed(), &mut work).map_err(|e| e.to_string())?;
+    let mut pool =
+        NvPool::format(pmem, config.assume_zeroed(), &mut work).map_err(|e| e.to_string())?;
     let calls: u64 = if quick { 2_000 } else { 20_000 };
     let mut stats = [(0u64, 0u64, 0u64); 4];
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -126,7 +131,10 @@ fn fences(quick: bool) -> Result<(), String> {
     for i in 0..calls {
         if domains.len() < 4 {
             let id = DomainId::new(u128::from(i) + 1);
-            domains.push(pool.create(id, "bench", 1 << 20).map_err(|e| e.to_string())?);
+            domains.push(
+                pool.create(id, "bench", 1 << 20)
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let d = domains[(next() % domains.len() as u64) as usize];
         let before = pool.region().stats().fences;
@@ -172,7 +180,10 @@ fn fences(quick: bool) -> Result<(), String> {
         s.2 = s.2.max(f);
     }
     let generation = pool.stats().checkpoint_generation;
-    for (name, (n, total, max)) in ["populate", "increase", "decrease", "destroy"].iter().zip(stats) {
+    for (name, (n, total, max)) in ["populate", "increase", "decrease", "destroy"]
+        .iter()
+        .zip(stats)
+    {
         println!(
             "fences/{name}={max} mean={:.3} calls={n}",
             total as f64 / n.max(1) as f64
@@ -237,13 +248,18 @@ fn recover_1mi(runs: usize) -> Result<(), String> {
             .create(DomainId::new(u128::from(d) << 64 | 0x5eed), "vm", 1 << 20)
             .map_err(|e| e.to_string())?;
         // Every other guest frame: extents that can never merge.
-        let list: Vec<Gpfn> = (0..n).map(|i| g(0x10_0000 + 2 * i)).collect::<Result<_, _>>()?;
+        let list: Vec<Gpfn> = (0..n)
+            .map(|i| g(0x10_0000 + 2 * i))
+            .collect::<Result<_, _>>()?;
         pool.increase_reservation(dom, &list, 0)
             .map_err(|e| e.to_string())?;
     }
     let s = pool.stats();
     if u64::from(s.extents) != EXTENTS || s.domains != DOMAINS as u32 {
-        return Err(format!("built {} extents in {} domains", s.extents, s.domains));
+        return Err(format!(
+            "built {} extents in {} domains",
+            s.extents, s.domains
+        ));
     }
     // Fill the record area with changes after the last checkpoint (flag
     // changes, 64 bytes each): the longest replay recovery can face.
