@@ -236,6 +236,15 @@ impl<P: Pmem> Log<P> {
         self.pmem
     }
 
+    /// The region, mutably: for an owner whose `Pmem` is a window onto a
+    /// larger region and who stores outside the log through it (e.g. a pool
+    /// scrubbing its data frames, ordered by the log's fences). Storing
+    /// inside the log's [`layout`](Self::layout) through it corrupts the
+    /// log; recovery then refuses the damaged parts.
+    pub fn pmem_mut(&mut self) -> &mut P {
+        &mut self.pmem
+    }
+
     // ---- crate-internal pieces used by `Group` and `open` ----
 
     /// A log in the given state (from format or recovery); `bump_pending`
@@ -257,11 +266,6 @@ impl<P: Pmem> Log<P> {
             bump_pending,
             scratch: [0; MAX_PAYLOAD],
         }
-    }
-
-    /// The region, mutably.
-    pub(crate) fn pmem_mut(&mut self) -> &mut P {
-        &mut self.pmem
     }
 
     pub(crate) fn area_start(&self) -> u64 {

@@ -10,6 +10,9 @@ mod emulator;
 mod ept_cmd;
 mod image;
 mod log_cmd;
+mod pool_cmd;
+mod pool_file;
+mod pool_move;
 mod process;
 mod run_cmd;
 mod size;
@@ -49,6 +52,9 @@ enum Command {
     /// Metadata logs on NVRAM: validate a region image.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// NVRAM pools: inspect, format, export and import domains.
+    #[command(subcommand)]
+    Pool(pool_cmd::PoolCommand),
     /// Benchmarks against the peer a user would otherwise pick.
     Bench(bench::BenchArgs),
     /// Build the reference hypervisor and guest, boot them in an emulator.
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Command::E820(cmd) => e820_cmd::run(cmd),
         Command::Ept(cmd) => ept_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Pool(cmd) => pool_cmd::run(cmd),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Test(args) => test_cmd::run(&args),

@@ -22,11 +22,13 @@
 //! unchanged.
 
 mod crash;
+mod trace;
 
 use std::ops::ControlFlow;
 use std::vec::Vec;
 
 pub use crash::{Crash, CrashConfig, CrashStats};
+pub use trace::{Trace, report_line};
 
 use crate::checksum::Crc32c;
 use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD, checked_range, checked_word, line_numbers};

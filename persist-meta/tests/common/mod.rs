@@ -16,9 +16,8 @@
 #![allow(unreachable_pub, reason = "shared by several test crates")]
 
 use std::convert::Infallible;
-use std::ops::ControlFlow;
 
-use nvirt_persist_meta::sim::{CrashConfig, CrashStats, SimPmem};
+use nvirt_persist_meta::sim::{CrashConfig, CrashStats, SimPmem, Trace, report_line};
 use nvirt_persist_meta::{
     AppendError, Log, MemPmem, Pmem, PmemError, Raw, RecordKind, Replayed, replay, replay_fn,
 };
@@ -214,11 +213,12 @@ pub fn base_image(record_area: u64, setup: &[Op]) -> (Vec<u8>, State) {
     (log.into_pmem().into_bytes(), state)
 }
 
-/// A recorded run: the simulator after the operations, where each started
-/// and returned, and the state after each (`states[0]` before any).
+/// A recorded run: the simulator after the operations and, in its
+/// [`Trace`], where each started and returned and the state after each
+/// (`states[0]` before any).
 pub struct Run {
     pub sim: SimPmem,
-    pub spans: Vec<(usize, usize)>,
+    pub trace: Trace<State>,
     pub states: Vec<State>,
 }
 
@@ -226,60 +226,26 @@ pub struct Run {
 pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
     let sim = SimPmem::from_image(image);
     let before = recover(sim.image()).expect("starting image recovers");
-    let mut states = vec![before.clone()];
-    let mut spans = Vec::new();
+    let mut trace = Trace::new(before.clone());
     let start = sim.point();
     let (mut log, state) = open(sim);
     assert_eq!(state, before);
-    spans.push((start, log.pmem().point()));
-    states.push(state.clone());
+    trace.push(start, log.pmem().point(), state.clone());
     let mut state = state;
     for op in ops {
         let start = log.pmem().point();
         apply(&mut log, &mut state, op);
-        spans.push((start, log.pmem().point()));
-        states.push(state.clone());
+        trace.push(start, log.pmem().point(), state.clone());
     }
+    let states = trace.states().to_vec();
     Run {
         sim: log.into_pmem(),
-        spans,
+        trace,
         states,
     }
 }
 
 impl Run {
-    /// Operations returned and started at crash point `point`.
-    pub fn window(&self, point: usize) -> (usize, usize) {
-        let returned = self.spans.iter().filter(|s| s.1 <= point).count();
-        let started = self
-            .spans
-            .iter()
-            .filter(|s| s.0 < point || s.1 <= point)
-            .count();
-        (returned, started)
-    }
-
-    /// Checks a recovered state against crash point `point`.
-    pub fn check(&self, point: usize, recovered: &State) -> Result<usize, String> {
-        let (returned, started) = self.window(point);
-        (returned..=started)
-            .rev()
-            .find(|&j| self.states[j] == *recovered)
-            .ok_or_else(|| {
-                format!(
-                    "crash at point {point}: recovered {} payloads {:?}…, not the state after \
-                     {returned}..={started} operations ({:?})",
-                    recovered.len(),
-                    recovered
-                        .last()
-                        .map(|p| String::from_utf8_lossy(p).into_owned()),
-                    (returned..=started)
-                        .map(|j| self.states[j].len())
-                        .collect::<Vec<_>>()
-                )
-            })
-    }
-
     /// Checks every crash image of the run; `also` sees each image with
     /// the prefix it recovered to (for deeper checks on some of them).
     pub fn check_crashes(
@@ -287,39 +253,23 @@ impl Run {
         config: &CrashConfig,
         mut also: impl FnMut(&[u8], usize, &State),
     ) -> CrashStats {
-        let mut failure = None;
-        let stats = self.sim.crash_images(0..usize::MAX, config, |crash| {
-            let outcome = recover(crash.image)
-                .and_then(|state| self.check(crash.point, &state).map(|j| (j, state)));
-            match outcome {
-                Ok((j, state)) => {
-                    also(crash.image, j, &state);
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        });
-        if let Some(e) = failure {
-            panic!("{e}");
-        }
-        stats
+        self.trace
+            .check_crashes(
+                &self.sim,
+                config,
+                |crash| recover(crash.image),
+                |crash, j, state| {
+                    also(crash.image, j, state);
+                    Ok(())
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 /// Prints a test's counts in one greppable line.
 pub fn report(test: &str, stats: &CrashStats) {
-    println!(
-        "crash images: {test}: {} images at {} crash points ({} exhaustive, {} sampled; \
-         at most {} lines pending)",
-        stats.images,
-        stats.points,
-        stats.exhaustive_points,
-        stats.sampled_points,
-        stats.max_pending_lines
-    );
+    println!("{}", report_line(test, stats));
 }
 
 /// The infallible error of a replay that cannot fail.

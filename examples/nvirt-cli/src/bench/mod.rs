@@ -16,6 +16,7 @@ mod buddy_peer;
 mod cpu_time;
 mod ept;
 mod log;
+mod pool;
 mod undo_log;
 
 #[derive(Debug, Args)]
@@ -35,6 +36,9 @@ enum BenchTarget {
     Log,
     /// nvirt-buddy against buddy_system_allocator::FrameAllocator.
     Buddy,
+    /// nvirt-nvpool: fences per call, populate of 64 GiB, recovery of 1 Mi
+    /// extents, metadata share.
+    Pool,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
@@ -42,6 +46,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         BenchTarget::Ept => ept::run(args.quick),
         BenchTarget::Log => log::run(args.quick),
         BenchTarget::Buddy => buddy::run(args.quick),
+        BenchTarget::Pool => pool::run(args.quick),
     }
 }
 

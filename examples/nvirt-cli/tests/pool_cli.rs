@@ -1,0 +1,302 @@
+//! The `nvirt pool …` commands as a user runs them: output lines, exit
+//! statuses, inspect never writing the image, export and import moving a
+//! domain's data out and back.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use nvirt_nvpool::{Config, DomainId, DomainState, Gpfn, NvPool};
+use nvirt_persist_meta::MemPmem;
+
+struct Output {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn nvirt(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
+        .arg("pool")
+        .args(args)
+        .output()
+        .unwrap();
+    Output {
+        status: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn path(name: &str) -> String {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pool-cli-{name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = nvirt(args);
+    assert_eq!(out.status, 0, "{args:?}: {}", out.stderr);
+    out.stdout
+}
+
+fn g(n: u64) -> Gpfn {
+    Gpfn::new(n).unwrap()
+}
+
+/// An image of `size` bytes with the pool at `offset`: domains "db"
+/// (running, with data in its frames) and "web" (shut down).
+fn sample(name: &str, offset: usize, size: u64) -> String {
+    let config = Config::for_region(size).with_frame_base(0x10_0000);
+    let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
+    let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
+    let db = pool.create(DomainId::new(0xdb), "db", 1024).unwrap();
+    pool.populate(db, g(0x4_0000), 600).unwrap();
+    pool.mark_running(db).unwrap();
+    let web = pool.create(DomainId::new(0x3eb), "web", 64).unwrap();
+    pool.populate(web, g(0x1001), 5).unwrap();
+    for i in 0..5 {
+        let text = format!("web frame {i}");
+        pool.write_guest(web, g(0x1001 + i), 100, text.as_bytes())
+            .unwrap();
+    }
+    pool.persist();
+    let mut image = vec![0x55u8; offset];
+    image.extend(pool.into_region().into_bytes());
+    let file = path(name);
+    std::fs::write(&file, image).unwrap();
+    file
+}
+
+/// The pool in `file` at `offset`, recovered in memory.
+fn open(file: &str, offset: usize) -> (MemPmem, Vec<u8>) {
+    let bytes = std::fs::read(file).unwrap()[offset..].to_vec();
+    let pmem = MemPmem::from_bytes(bytes);
+    let work = vec![0; NvPool::probe(&pmem).unwrap().work_area_bytes()];
+    (pmem, work)
+}
+
+#[test]
+fn inspect_prints_the_pool_read_only() {
+    let file = sample("inspect.img", 0x20_0000, 8 << 20);
+    let before = std::fs::read(&file).unwrap();
+    let out = ok(&["inspect", &file, "--offset", "2M"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("image: {} bytes, pool at offset 0x200000", before.len())
+    );
+    assert!(
+        lines[1].starts_with("pool: region=8388608 frame-base=0x100000 data-frames="),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains("owned-frames=605") && lines[1].ends_with("domains=2/16 extents=7/128"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].starts_with("log: checkpoint-generation=0 records-replayed=5 "));
+    assert_eq!(
+        lines[3],
+        "recovery: crashed-domains=1 scrubbed-frames=0 superblock-repairs=0"
+    );
+    assert_eq!(
+        lines[4],
+        "domain slot=0 id=00000000-0000-0000-0000-0000000000db name=db state=crashed-while-running quota=1024 frames=600 extents=4"
+    );
+    assert!(lines[5].starts_with("  extent gpfn=0x40000 mfn=0x") && lines[5].ends_with(" order=9"));
+    assert!(lines[6].ends_with(" order=6") && lines[8].ends_with(" order=3"));
+    assert!(lines[9].starts_with(
+        "domain slot=1 id=00000000-0000-0000-0000-0000000003eb name=web state=shut-down"
+    ));
+    assert_eq!(*lines.last().unwrap(), "check: ok");
+    // A damaged superblock copy: inspect shows the repair recovery would
+    // make, and the file is not written.
+    let mut damaged = before.clone();
+    damaged[0x20_0000 + 0x1010] ^= 1;
+    std::fs::write(&file, &damaged).unwrap();
+    let out = ok(&["inspect", &file, "--offset", "0x200000"]);
+    assert!(out.contains("superblock-repairs=1"));
+    assert_eq!(std::fs::read(&file).unwrap(), damaged);
+}
+
+#[test]
+fn damaged_and_foreign_images_exit_2_with_the_reason() {
+    let file = sample("damaged.img", 0, 4 << 20);
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Not a pool at this offset.
+    let out = nvirt(&["inspect", &file, "--offset", "0x3000"]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("never formatted as a pool"),
+        "{}",
+        out.stderr
+    );
+    // Both superblock copies damaged.
+    bytes[0x10] ^= 1;
+    bytes[0x1010] ^= 1;
+    let broken = path("broken.img");
+    std::fs::write(&broken, &bytes).unwrap();
+    let out = nvirt(&["inspect", &broken]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("both pool superblocks are damaged"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.starts_with("image: "));
+    // Truncated.
+    let short = path("short.img");
+    std::fs::write(&short, &std::fs::read(&file).unwrap()[..(3 << 20)]).unwrap();
+    let out = nvirt(&["inspect", &short]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("truncated"), "{}", out.stderr);
+    // Missing file.
+    assert_eq!(nvirt(&["inspect", &path("missing.img")]).status, 2);
+}
+
+#[test]
+fn format_create_populate_destroy() {
+    let file = path("new.img");
+    let _ = std::fs::remove_file(&file);
+    let out = ok(&[
+        "format",
+        &file,
+        "--size",
+        "4M",
+        "--offset",
+        "1M",
+        "--max-domains",
+        "3",
+    ]);
+    assert!(
+        out.starts_with("formatted: region=4194304 data-frames="),
+        "{out}"
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 5 << 20);
+    let out = ok(&[
+        "create", &file, "--offset", "1M", "--name", "vm", "--quota", "2M", "--id", "0xabc",
+    ]);
+    assert_eq!(
+        out,
+        "created domain slot=0 id=00000000-0000-0000-0000-000000000abc name=vm\n"
+    );
+    let out = ok(&[
+        "populate", &file, "--offset", "1M", "vm", "--gpfn", "0x200", "--pages", "256",
+    ]);
+    assert_eq!(out, "populated frames=256 extents=1 largest-order=8\n");
+    // By id, then over the quota: refused, exit 2.
+    let out = nvirt(&[
+        "populate", &file, "--offset", "1M", "0xabc", "--gpfn", "0", "--pages", "1",
+    ]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = nvirt(&[
+        "populate", &file, "--offset", "1M", "vm", "--gpfn", "0x1000", "--pages", "0x100",
+    ]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("quota"), "{}", out.stderr);
+    let out = nvirt(&[
+        "create", &file, "--offset", "1M", "--name", "vm", "--quota", "1M", "--id", "0xabc",
+    ]);
+    assert_eq!(out.status, 2);
+    let out = ok(&["inspect", &file, "--offset", "1M"]);
+    assert!(
+        out.contains("name=vm state=shut-down quota=512 frames=257 extents=2"),
+        "{out}"
+    );
+    let out = ok(&["destroy", &file, "--offset", "1M", "vm"]);
+    assert_eq!(out, "destroyed vm: 257 frames scrubbed and freed\n");
+    let out = ok(&["inspect", &file, "--offset", "1M"]);
+    assert!(!out.contains("domain slot"), "{out}");
+    assert_eq!(nvirt(&["destroy", &file, "--offset", "1M", "vm"]).status, 2);
+}
+
+#[test]
+fn export_then_import_moves_a_domain_out_and_back() {
+    let file = sample("move.img", 0, 4 << 20);
+    let export = path("web.nvx");
+    // A running (crashed) domain is refused without --force.
+    let out = nvirt(&["export", &file, "db", &path("db.nvx")]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("crashed-while-running"),
+        "{}",
+        out.stderr
+    );
+    let out = ok(&["export", &file, "web", &export]);
+    assert!(
+        out.starts_with(
+            "exported domain id=00000000-0000-0000-0000-0000000003eb name=web frames=5 extents=3"
+        ),
+        "{out}"
+    );
+    let listing = ok(&["inspect", &file]);
+    assert!(!listing.contains("name=web"));
+    assert!(listing.contains("check: ok"));
+    // The frames the domain had are scrubbed: no "web frame" text left in
+    // the image outside the export.
+    let image = std::fs::read(&file).unwrap();
+    assert!(!image.windows(9).any(|w| w == b"web frame"));
+    let out = ok(&["import", &file, &export]);
+    assert!(
+        out.starts_with(
+            "imported domain id=00000000-0000-0000-0000-0000000003eb name=web frames=5"
+        ),
+        "{out}"
+    );
+    // Importing again: the domain exists.
+    let out = nvirt(&["import", &file, &export]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("already in the pool"), "{}", out.stderr);
+    // Same guest frames, same data.
+    let (pmem, mut work) = open(&file, 0);
+    let (pool, _) = NvPool::recover(pmem, &mut work).unwrap();
+    let web = pool.find(DomainId::new(0x3eb)).unwrap();
+    let info = pool.domain(web).unwrap();
+    assert_eq!(
+        (info.name, info.quota, info.frames, info.state),
+        ("web", 64, 5, DomainState::ShutDown)
+    );
+    for i in 0..5 {
+        let mut buf = [0u8; 11];
+        pool.read_guest(web, g(0x1001 + i), 100, &mut buf).unwrap();
+        assert_eq!(&buf, format!("web frame {i}").as_bytes());
+    }
+    pool.check().unwrap();
+}
+
+#[test]
+fn an_interrupted_import_is_redone_and_bad_exports_are_refused() {
+    let file = sample("redo.img", 0, 4 << 20);
+    let export = path("redo.nvx");
+    ok(&["export", &file, "web", &export]);
+    // A crash in the middle of an import leaves the domain incomplete.
+    let (pmem, mut work) = open(&file, 0);
+    let (mut pool, _) = NvPool::recover(pmem, &mut work).unwrap();
+    let half = pool
+        .create_incomplete(DomainId::new(0x3eb), "web", 64)
+        .unwrap();
+    pool.populate(half, g(0x1001), 2).unwrap();
+    std::fs::write(&file, pool.into_region().into_bytes()).unwrap();
+    assert!(ok(&["inspect", &file]).contains("name=web state=incomplete"));
+    ok(&["import", &file, &export]);
+    let listing = ok(&["inspect", &file]);
+    assert!(
+        listing.contains("name=web state=shut-down quota=64 frames=5"),
+        "{listing}"
+    );
+    // A damaged export is refused before the pool is touched.
+    let mut bytes = std::fs::read(&export).unwrap();
+    bytes[200] ^= 1;
+    let bad = path("bad.nvx");
+    std::fs::write(&bad, &bytes).unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let out = nvirt(&["import", &file, &bad]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}

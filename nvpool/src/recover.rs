@@ -1,0 +1,235 @@
+//! Recovery: the pool superblock, then the log (snapshot and records,
+//! replayed into a fresh state), then the frees the crash interrupted.
+//!
+//! Recovery writes only what makes the region ready: a damaged superblock
+//! copy is rewritten from the other, the log repairs itself and starts a
+//! new epoch, and frames whose free was committed but whose scrub may not
+//! have finished are scrubbed again and made durable. A crash during any of
+//! that recovers to the same state.
+
+use core::fmt;
+
+use nvirt_persist_meta::{ImageError, Log, Pmem, PmemError, Recovery, Repairs};
+
+use crate::config::{Geometry, LOG_OFFSET, POOL_SUPERBLOCKS};
+use crate::damage::{Damage, DamageError, Location};
+use crate::error::CommitError;
+use crate::format::check_log;
+use crate::pool::NvPool;
+use crate::replay::Rebuild;
+use crate::scrub;
+use crate::state::State;
+use crate::superblock::{self, SuperblockFault};
+use crate::window::Window;
+use crate::work::{WorkAreaError, carve};
+
+/// What recovery found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log's own report: checkpoint, records, where replay stopped.
+    pub log: Recovery,
+    /// What the log rewrote to be ready for appends.
+    pub log_repairs: Repairs,
+    /// Pool superblock copies rewritten from the other copy.
+    pub superblock_repairs: [bool; 2],
+    /// Pool records replayed after the checkpoint.
+    pub records: u64,
+    /// Domains that were marked running when the pool stopped.
+    pub crashed: u32,
+    /// Frames of interrupted frees (a decrease or destroy whose scrub may
+    /// not have finished) scrubbed again and returned to the pool.
+    pub scrubbed_frames: u64,
+}
+
+/// Recovery failed: the image is not a pool, or is damaged (the error
+/// names what and where).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoverError {
+    /// Neither superblock copy has the pool's magic: the region was never
+    /// formatted as a pool, or its format did not finish.
+    NotAPool,
+    /// Neither superblock copy is valid.
+    Superblocks {
+        /// Why copy 0 was rejected.
+        first: SuperblockFault,
+        /// Why copy 1 was rejected.
+        second: SuperblockFault,
+    },
+    /// Both copies are valid but describe different pools.
+    SuperblocksDisagree,
+    /// The region is smaller than the pool it holds (a truncated image).
+    Truncated {
+        /// Bytes the pool covers.
+        region_len: u64,
+        /// Bytes the region has.
+        size: u64,
+    },
+    /// The work area is too small for this pool (see
+    /// [`NvPool::probe`]).
+    WorkArea(WorkAreaError),
+    /// The log is not readable.
+    Log(ImageError),
+    /// The log's layout is not the one the pool superblock describes.
+    LogGeometry {
+        /// The record area the superblock describes.
+        expected: u64,
+        /// The record area the log has.
+        found: u64,
+    },
+    /// The log is readable but what it says cannot be.
+    Damaged(DamageError),
+    /// The region refused an access.
+    Pmem(PmemError),
+    /// Finishing an interrupted free failed.
+    Commit(CommitError),
+}
+
+impl fmt::Display for RecoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NotAPool => f.write_str(
+                "no pool superblock: the region was never formatted as a pool (or its format did not finish)",
+            ),
+            Self::Superblocks { first, second } => write!(
+                f,
+                "both pool superblocks are damaged: copy 0 at {:#x}: {first}; copy 1 at {:#x}: {second}",
+                POOL_SUPERBLOCKS[0], POOL_SUPERBLOCKS[1]
+            ),
+            Self::SuperblocksDisagree => {
+                f.write_str("the two pool superblocks are intact but describe different pools")
+            }
+            Self::Truncated { region_len, size } => write!(
+                f,
+                "the pool covers {region_len:#x} bytes but the region has only {size:#x} (truncated image?)"
+            ),
+            Self::WorkArea(e) => e.fmt(f),
+            Self::Log(e) => write!(f, "log at {LOG_OFFSET:#x} (offsets relative to it): {e}"),
+            Self::LogGeometry { expected, found } => write!(
+                f,
+                "the log's record area is {found:#x} bytes, the pool superblock says {expected:#x}"
+            ),
+            Self::Damaged(e) => write!(f, "damaged: {e}"),
+            Self::Pmem(e) => write!(f, "region refused an access: {e}"),
+            Self::Commit(e) => write!(f, "finishing interrupted frees: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for RecoverError {}
+
+impl From<PmemError> for RecoverError {
+    fn from(e: PmemError) -> Self {
+        Self::Pmem(e)
+    }
+}
+
+/// The geometry of the pool in `region` and which superblock copy needs
+/// rewriting.
+fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), RecoverError> {
+    let copies = superblock::read(region)?.copies;
+    let geo = match copies {
+        [Ok(a), Ok(b)] if a != b => return Err(RecoverError::SuperblocksDisagree),
+        [Ok(a), Ok(_)] => (a, [false, false]),
+        [Ok(a), Err(_)] => (a, [false, true]),
+        [Err(_), Ok(b)] => (b, [true, false]),
+        [
+            Err(SuperblockFault::Magic { .. }),
+            Err(SuperblockFault::Magic { .. }),
+        ] => {
+            return Err(RecoverError::NotAPool);
+        }
+        [Err(first), Err(second)] => return Err(RecoverError::Superblocks { first, second }),
+    };
+    if geo.0.region_len > region.size() {
+        return Err(RecoverError::Truncated {
+            region_len: geo.0.region_len,
+            size: region.size(),
+        });
+    }
+    Ok(geo)
+}
+
+impl<'w, P: Pmem> NvPool<'w, P> {
+    /// The geometry of the pool in `region`, read from its superblock
+    /// without changing anything: how large a work area
+    /// ([`Geometry::work_area_bytes`]) recovering it needs.
+    pub fn probe(region: &P) -> Result<Geometry, RecoverError> {
+        read_geometry(region).map(|(geo, _)| geo)
+    }
+
+    /// Recovers the pool in `region` after a crash, a power failure or a
+    /// clean stop, keeping its volatile tables in `work`: the buddy heap
+    /// (every owned extent claimed), every domain with its extents, and
+    /// which domains were running. Frees the crash interrupted are scrubbed
+    /// again before their frames return to the pool.
+    ///
+    /// Never formats, and never returns a pool smaller than the image: an
+    /// image that is not a pool or is damaged is an error naming what is
+    /// wrong and where.
+    pub fn recover(region: P, work: &'w mut [u8]) -> Result<(Self, RecoveryReport), RecoverError> {
+        let (geo, bad_copies) = read_geometry(&region)?;
+        let tables = carve(work, &geo).map_err(RecoverError::WorkArea)?;
+        let mut state = State::new(geo, tables).map_err(RecoverError::WorkArea)?;
+        let window =
+            Window::new(region, LOG_OFFSET, geo.log_len).map_err(|r| RecoverError::Truncated {
+                region_len: geo.region_len,
+                size: r.size(),
+            })?;
+        let mut rebuild = Rebuild::new(&mut state);
+        let (log, recovery, log_repairs) =
+            Log::open(window, &mut rebuild).map_err(|e| match e {
+                nvirt_persist_meta::RecoverError::Image(e) => RecoverError::Log(e),
+                nvirt_persist_meta::RecoverError::Replay(d) => RecoverError::Damaged(d),
+            })?;
+        let (records, last_free_seq) = (rebuild.records, rebuild.last_free_seq);
+        check_log(&geo, &log).map_err(|_| RecoverError::LogGeometry {
+            expected: geo.record_area,
+            found: log.layout().record_len(),
+        })?;
+        let mut pool = Self {
+            log,
+            state,
+            poisoned: false,
+        };
+        let line = superblock::encode(&geo);
+        let region = pool.log.pmem_mut().region_mut();
+        for (&bad, &at) in bad_copies.iter().zip(POOL_SUPERBLOCKS.iter()) {
+            if bad {
+                superblock::store(region, at, &line)?;
+            }
+        }
+        let mut pending_frames = 0;
+        pool.state
+            .for_each_pending(|_, order| pending_frames += 1u64 << order);
+        let mut scrubbed_frames = 0;
+        let pending = pending_frames > 0 || pool.state.destroying > 0;
+        if pending && scrub::done(pool.region(), last_free_seq)? {
+            // The last free's scrub finished before the stop.
+            pool.state.complete_pending();
+        } else if pending {
+            // The scrub's fence also makes a superblock repair durable; the
+            // scrub word it writes needs one more.
+            pool.scrub_pending().map_err(RecoverError::Commit)?;
+            pool.log.pmem_mut().region_mut().fence();
+            scrubbed_frames = pending_frames;
+        } else if bad_copies.iter().any(|&b| b) {
+            pool.log.pmem_mut().region_mut().fence();
+        }
+        pool.state.check_counts().map_err(|e| {
+            RecoverError::Damaged(DamageError {
+                at: Location::State,
+                what: Damage::Invariant(e),
+            })
+        })?;
+        let crashed = pool.crashed().count() as u32;
+        let report = RecoveryReport {
+            log: recovery,
+            log_repairs,
+            superblock_repairs: bad_copies,
+            records,
+            crashed,
+            scrubbed_frames,
+        };
+        Ok((pool, report))
+    }
+}

@@ -1,0 +1,267 @@
+//! The checkpoint snapshot: the whole pool, streamed.
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 64 | header: magic `NVPSNAP1`, domains u32, 0 u32, extents u64, owned frames u64, data frames u64, zeros |
+//! | 80 per domain | slot u32, flags u8, name length u8, 0 u16, id 16 B, quota u64, frames u64, extents u64, name 32 B |
+//! | 16 per extent | after its domain, by guest frame: gpfn \| order << 56 u64, mfn u64 |
+//!
+//! An empty snapshot (the log's state right after format) is an empty
+//! pool. Loading claims each extent's frames in the heap and builds each
+//! domain's tree in one pass from the sorted extents, so recovery costs one
+//! claim and one index insertion per extent.
+
+use nvirt_persist_meta::{CheckpointReader, CheckpointWriter, Pmem, SnapshotError};
+
+use crate::avl::{self, InOrder};
+use crate::config::{DOMAIN_RECORD, EXTENT_ENTRY, SNAPSHOT_HEADER};
+use crate::damage::{Damage, DamageError, Location};
+use crate::records::{entry_word, get_u32, get_u64, split_word};
+use crate::state::{State, flags};
+use crate::types::DomainId;
+use crate::work::slot_state;
+
+/// First bytes of a snapshot.
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"NVPSNAP1";
+
+/// Bytes buffered before each store into the slot.
+const CHUNK: usize = 4096;
+
+struct Buffered<'a, 'p, P: Pmem> {
+    out: &'a mut CheckpointWriter<'p, P>,
+    buf: [u8; CHUNK],
+    len: usize,
+}
+
+impl<P: Pmem> Buffered<'_, '_, P> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        if self.len + bytes.len() > CHUNK {
+            self.flush()?;
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        if self.len > 0 {
+            self.out.write(&self.buf[..self.len])?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Streams the live domains and their extents into `out`.
+pub(crate) fn write<P: Pmem>(
+    state: &State<'_>,
+    out: &mut CheckpointWriter<'_, P>,
+) -> Result<(), SnapshotError> {
+    let mut w = Buffered {
+        out,
+        buf: [0; CHUNK],
+        len: 0,
+    };
+    let mut header = [0u8; SNAPSHOT_HEADER as usize];
+    header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&state.live_domains.to_le_bytes());
+    header[16..24].copy_from_slice(&u64::from(state.used_nodes).to_le_bytes());
+    header[24..32].copy_from_slice(&state.owned_frames.to_le_bytes());
+    header[32..40].copy_from_slice(&state.geo.data_frames().to_le_bytes());
+    w.put(&header)?;
+    for (s, slot) in state.domains.iter().enumerate() {
+        if slot.state != slot_state::LIVE {
+            continue;
+        }
+        let mut d = [0u8; DOMAIN_RECORD as usize];
+        d[0..4].copy_from_slice(&(s as u32).to_le_bytes());
+        d[4] = slot.flags;
+        d[5] = slot.name_len;
+        d[8..24].copy_from_slice(&slot.id);
+        d[24..32].copy_from_slice(&slot.quota.to_le_bytes());
+        d[32..40].copy_from_slice(&slot.frames.to_le_bytes());
+        d[40..48].copy_from_slice(&slot.extents.to_le_bytes());
+        d[48..80].copy_from_slice(&slot.name);
+        w.put(&d)?;
+        let mut it = InOrder::from(state.nodes, slot.root, 0);
+        while let Some(i) = it.next(state.nodes) {
+            let node = &state.nodes[i as usize];
+            let mut e = [0u8; EXTENT_ENTRY as usize];
+            e[0..8].copy_from_slice(&entry_word(node.gpfn, node.order).to_le_bytes());
+            e[8..16].copy_from_slice(&node.mfn.to_le_bytes());
+            w.put(&e)?;
+        }
+    }
+    w.flush()
+}
+
+/// Reads a snapshot into the empty `state`.
+pub(crate) fn load(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<(), DamageError> {
+    if r.is_empty() {
+        return Ok(());
+    }
+    let at = |r: &CheckpointReader<'_>| Location::Snapshot {
+        pos: r.len() - r.remaining(),
+    };
+    let damage = |r: &CheckpointReader<'_>, what| DamageError { at: at(r), what };
+    let mut header = [0u8; SNAPSHOT_HEADER as usize];
+    r.read_exact(&mut header)
+        .map_err(|_| damage(r, Damage::Truncated))?;
+    let word = |i: usize| get_u64(&header, i * 8).unwrap_or(0);
+    if header[0..8] != SNAPSHOT_MAGIC {
+        return Err(damage(r, Damage::SnapshotMagic { found: word(0) }));
+    }
+    let domains = get_u32(&header, 8).unwrap_or(0);
+    let (extents, owned, data_frames) = (word(2), word(3), word(4));
+    let reserved = u64::from(get_u32(&header, 12).unwrap_or(0))
+        | header[40..].iter().fold(0, |a, &b| a | u64::from(b));
+    if reserved != 0 {
+        return Err(damage(r, Damage::Reserved { value: reserved }));
+    }
+    if data_frames != state.geo.data_frames() {
+        return Err(damage(
+            r,
+            Damage::Count {
+                what: "data frames",
+                stored: data_frames,
+                found: state.geo.data_frames(),
+            },
+        ));
+    }
+    for _ in 0..domains {
+        load_domain(state, r)?;
+    }
+    let counts = [
+        ("domains", u64::from(domains), u64::from(state.live_domains)),
+        ("extents", extents, u64::from(state.used_nodes)),
+        ("owned frames", owned, state.owned_frames),
+        ("snapshot bytes left", 0, r.remaining()),
+    ];
+    for (what, stored, found) in counts {
+        if stored != found {
+            return Err(damage(
+                r,
+                Damage::Count {
+                    what,
+                    stored,
+                    found,
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<(), DamageError> {
+    let pos = |r: &CheckpointReader<'_>| Location::Snapshot {
+        pos: r.len() - r.remaining(),
+    };
+    let mut d = [0u8; DOMAIN_RECORD as usize];
+    let start = pos(r);
+    let damage = |what| DamageError { at: start, what };
+    r.read_exact(&mut d)
+        .map_err(|_| damage(Damage::Truncated))?;
+    let raw_slot = get_u32(&d, 0).unwrap_or(u32::MAX);
+    let (flags, name_len) = (d[4], d[5]);
+    let id = DomainId::from_bytes(d[8..24].try_into().unwrap_or([0; 16]));
+    let quota = get_u64(&d, 24).unwrap_or(0);
+    let (frames, extents) = (get_u64(&d, 32).unwrap_or(0), get_u64(&d, 40).unwrap_or(0));
+    let name = &d[48..80];
+    let s = check_slot(state, raw_slot).map_err(damage)?;
+    if d[6] != 0 || d[7] != 0 {
+        return Err(damage(Damage::Reserved {
+            value: u64::from(d[6]) | u64::from(d[7]) << 8,
+        }));
+    }
+    if flags & !flags::KNOWN != 0 {
+        return Err(damage(Damage::Flags {
+            slot: raw_slot,
+            flags: flags.into(),
+        }));
+    }
+    let valid_name = usize::from(name_len) <= name.len()
+        && core::str::from_utf8(&name[..usize::from(name_len).min(32)]).is_ok()
+        && name[usize::from(name_len).min(32)..]
+            .iter()
+            .all(|&b| b == 0);
+    if !valid_name {
+        return Err(damage(Damage::Name { slot: raw_slot }));
+    }
+    if state.id_taken(id) {
+        return Err(damage(Damage::DuplicateId { id }));
+    }
+    let max_extents = u64::from(state.free_nodes());
+    if extents > max_extents {
+        return Err(damage(Damage::Capacity { what: "extents" }));
+    }
+    state.create(s, id, &name[..usize::from(name_len)], quota, flags);
+    let first = state.next_fresh();
+    let mut prev_end = 0u64;
+    let mut chunk = [0u8; 4096];
+    let mut left = extents;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64 / EXTENT_ENTRY) as usize;
+        let at = pos(r);
+        let bytes = &mut chunk[..n * EXTENT_ENTRY as usize];
+        r.read_exact(bytes).map_err(|_| DamageError {
+            at,
+            what: Damage::Truncated,
+        })?;
+        for (k, e) in bytes.chunks_exact(EXTENT_ENTRY as usize).enumerate() {
+            let at = match at {
+                Location::Snapshot { pos } => Location::Snapshot {
+                    pos: pos + k as u64 * EXTENT_ENTRY,
+                },
+                other => other,
+            };
+            let fail = |what| DamageError { at, what };
+            let (gpfn, order) = split_word(get_u64(e, 0).unwrap_or(0));
+            let mfn = get_u64(e, 8).unwrap_or(0);
+            if gpfn < prev_end {
+                return Err(fail(Damage::GuestOverlap {
+                    slot: raw_slot,
+                    gpfn,
+                }));
+            }
+            let i = state.claim_extent(s, gpfn, mfn, order).map_err(fail)?;
+            if i != first + (extents - left) as u32 + k as u32 {
+                return Err(fail(Damage::Capacity { what: "extents" }));
+            }
+            prev_end = state.nodes[i as usize].gpfn_end();
+            state.note_loaded(s, i);
+        }
+        left -= n as u64;
+    }
+    let end = first + extents as u32;
+    let root = avl::build(state.nodes, first, end);
+    state.domains[usize::from(s)].root = root;
+    let slot = &state.domains[usize::from(s)];
+    if slot.frames != frames {
+        return Err(damage(Damage::Count {
+            what: "domain frames",
+            stored: frames,
+            found: slot.frames,
+        }));
+    }
+    if slot.frames > slot.quota {
+        return Err(damage(Damage::Quota {
+            slot: raw_slot,
+            frames: slot.frames,
+            quota: slot.quota,
+        }));
+    }
+    Ok(())
+}
+
+/// The slot number `raw` as a free slot of `state`.
+pub(crate) fn check_slot(state: &State<'_>, raw: u32) -> Result<u16, Damage> {
+    let max = state.geo.max_domains;
+    if raw >= max {
+        return Err(Damage::Slot { slot: raw, max });
+    }
+    let s = raw as u16;
+    match state.slot(s) {
+        Some(slot) if slot.state == slot_state::FREE => Ok(s),
+        _ => Err(Damage::SlotInUse { slot: raw }),
+    }
+}
