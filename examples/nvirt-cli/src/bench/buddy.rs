@@ -45,7 +45,7 @@ use std::process::ExitCode;
 use buddy_system_allocator::FrameAllocator;
 use nvirt_buddy::{Heap, MemKind, Order, PfnRange, metadata_bytes};
 
-use super::buddy_peer::{Alloc, Nvirt, Peer, metadata_line, threads};
+use super::buddy_peer::{Alloc, Harness, Nvirt, Peer, metadata_line, threads};
 use super::cpu_time::CpuInstant as Instant;
 use super::line;
 
@@ -157,10 +157,13 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
         let mut heap = Nvirt::new(&mut metadata)?;
         let (nv, nv_large) = churn_mixed(&mut heap, mix, sizes.churn);
         let (peer, peer_large) = churn_mixed(&mut Peer::new(), mix, sizes.churn);
+        let (harness, _) = churn_mixed(&mut Harness::new(), mix, sizes.churn);
         let extra = format!(
-            "large_free_nvirt={:.1}% large_free_peer={:.1}%",
+            "large_free_nvirt={:.1}% large_free_peer={:.1}% harness={harness:.1} \
+             ratio_without_harness={:.2}",
             nv_large * 100.0,
-            peer_large * 100.0
+            peer_large * 100.0,
+            (peer - harness) / (nv - harness).max(0.1)
         );
         println!("{}", line(name, nv, peer, &extra));
     }

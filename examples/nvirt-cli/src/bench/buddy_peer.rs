@@ -103,6 +103,34 @@ impl Alloc for Peer {
     }
 }
 
+/// No allocator at all: hands out distinct numbers and forgets frees. The
+/// (e) loop timed with it is the workload's own cost (random orders and
+/// picks, the list of allocated blocks), which bounds any ratio from above.
+pub(super) struct Harness(u64);
+
+impl Harness {
+    pub(super) fn new() -> Self {
+        Self(0)
+    }
+}
+
+impl Alloc for Harness {
+    #[inline]
+    fn alloc(&mut self, o: u8) -> Option<u64> {
+        self.0 = self.0.wrapping_add(1 << o);
+        Some(black_box(self.0))
+    }
+
+    #[inline]
+    fn free(&mut self, pfn: u64, _o: u8) {
+        black_box(pfn);
+    }
+
+    fn large_free_share(&mut self) -> f64 {
+        0.0
+    }
+}
+
 /// (g): ns per call (wall time over both threads' calls) with two threads
 /// each allocating 16 frames and freeing them: nvirt through the lock on
 /// every call, nvirt through per-CPU caches, and the peer through its lock;
