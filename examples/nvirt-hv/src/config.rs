@@ -8,7 +8,7 @@
 //! | `nv_type=7\|12\|90` | E820 type of the guest's NVRAM region | 7 |
 //! | `guest_addr=ADDR` | where a raw guest image was preloaded (QEMU `-device loader`), when no module carries it | none |
 //! | `guest_id=HEX` | the guest's stable 128-bit id in the NV pool (up to 32 hex digits) | [`DEFAULT_GUEST_ID`] |
-//! | `nvpool=format\|recover` | erase the NVRAM and make a new pool, or recover the pool it holds (format it only if it holds none) | recover |
+//! | `nvpool=recover\|fresh\|format` | recover the pool the NVRAM holds, formatting it only if it holds none; the same, but the NVRAM is new and reads as zeros (a format skips zeroing the data frames); erase the NVRAM and make a new pool | recover |
 //! | `guest_crashloop=OPS` | the test guest runs its crash-loop workload for OPS operations (0: until killed) instead of its checks | off |
 //!
 //! Sizes are decimal or `0x` hex with an optional K, M or G suffix.
@@ -26,6 +26,19 @@ pub const DEFAULT_GUEST_ID: u128 = 0x6e76_6972_742d_6775_6573_742d_3000_0000;
 /// The guest's name in the NV pool.
 pub const GUEST_NAME: &str = "guest-0";
 
+/// How the NV pool is opened at boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Recover the pool the NVRAM holds; format the NVRAM only if it holds
+    /// none (a damaged pool stops the boot).
+    Recover,
+    /// As `Recover`, but the NVRAM is known to be new and read as zeros (a
+    /// fresh NVDIMM backing file): a format skips zeroing the data frames.
+    Fresh,
+    /// Erase the NVRAM and make a new pool, whatever it holds.
+    Format,
+}
+
 /// The parsed options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -39,8 +52,8 @@ pub struct Config {
     pub guest_addr: Option<u64>,
     /// The guest's stable id in the NV pool.
     pub guest_id: u128,
-    /// Format the NV pool whatever the NVRAM holds.
-    pub format_pool: bool,
+    /// How to open the NV pool.
+    pub pool: PoolMode,
     /// Operations of the test guest's crash-loop workload (0: until
     /// killed), if it runs it.
     pub crash_loop: Option<u64>,
@@ -54,7 +67,7 @@ impl Default for Config {
             nv_kind: Kind::Pmem,
             guest_addr: None,
             guest_id: DEFAULT_GUEST_ID,
-            format_pool: false,
+            pool: PoolMode::Recover,
             crash_loop: None,
         }
     }
@@ -92,13 +105,14 @@ impl Config {
                 "guest_id" => config.guest_id = id("guest_id", value)?,
                 "guest_crashloop" => config.crash_loop = Some(size("guest_crashloop", value)?),
                 "nvpool" => {
-                    config.format_pool = match value {
-                        "format" => true,
-                        "recover" => false,
+                    config.pool = match value {
+                        "recover" => PoolMode::Recover,
+                        "fresh" => PoolMode::Fresh,
+                        "format" => PoolMode::Format,
                         _ => {
                             return Err(ConfigError {
                                 option: "nvpool",
-                                reason: "must be format or recover",
+                                reason: "must be recover, fresh or format",
                             });
                         }
                     }
@@ -179,15 +193,18 @@ mod tests {
         assert_eq!(c.nv_kind, Kind::Pram);
         assert_eq!(c.guest_addr, Some(0x300_0000));
         assert_eq!(c.guest_id, DEFAULT_GUEST_ID);
-        assert!(!c.format_pool);
+        assert_eq!(c.pool, PoolMode::Recover);
         assert_eq!(c.crash_loop, None);
         assert_eq!(Config::parse("").unwrap(), Config::default());
         let c = Config::parse("guest_id=0xABCDEF0123456789abcdef0123456789 nvpool=format guest_crashloop=0")
             .unwrap();
         assert_eq!(c.guest_id, 0xabcd_ef01_2345_6789_abcd_ef01_2345_6789);
-        assert!(c.format_pool);
+        assert_eq!(c.pool, PoolMode::Format);
         assert_eq!(c.crash_loop, Some(0));
-        assert!(!Config::parse("nvpool=format nvpool=recover").unwrap().format_pool);
+        assert_eq!(
+            Config::parse("nvpool=format nvpool=fresh").unwrap().pool,
+            PoolMode::Fresh
+        );
         assert_eq!(Config::parse("guest_id=5").unwrap().guest_id, 5);
         assert_eq!(
             Config::parse("nv_type=90").unwrap().nv_kind,

@@ -24,6 +24,8 @@ use nvirt_nvpool::{
 };
 use nvirt_persist_meta::Pmem;
 
+use crate::config::PoolMode;
+
 /// How the pool was opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opened {
@@ -94,21 +96,27 @@ pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: u64) -> Result<usize, Open
     Ok(fresh.max(held))
 }
 
-/// Opens the pool in `region` (host frame `base_pfn` on): recovers it, or
-/// formats the region if it holds no pool or `format` is set.
+/// Opens the pool in `region` (host frame `base_pfn` on) as `mode` says:
+/// recovers it, or formats the region if it holds no pool (without zeroing
+/// its data frames under [`PoolMode::Fresh`]) or the mode is
+/// [`PoolMode::Format`].
 pub fn open<'w, P: Pmem>(
     region: P,
     base_pfn: u64,
     work: &'w mut [u8],
-    format: bool,
+    mode: PoolMode,
 ) -> Result<(NvPool<'w, P>, Opened), OpenError> {
     let size = region.size();
+    let config = match mode {
+        PoolMode::Fresh => config_for(size, base_pfn).assume_zeroed(),
+        PoolMode::Recover | PoolMode::Format => config_for(size, base_pfn),
+    };
     let fresh = |region, work, how| {
-        NvPool::format(region, config_for(size, base_pfn), work)
+        NvPool::format(region, config, work)
             .map(|pool| (pool, how))
             .map_err(OpenError::Format)
     };
-    if format {
+    if mode == PoolMode::Format {
         return fresh(region, work, Opened::FormattedOnRequest);
     }
     match NvPool::probe(&region) {

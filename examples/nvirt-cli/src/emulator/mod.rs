@@ -115,6 +115,8 @@ pub(crate) struct Scenario {
     pub(crate) timeout: Duration,
     /// Whether to run clippy on the bare-metal crates before building.
     pub(crate) lint: bool,
+    /// More hypervisor options (e.g. `guest_crashloop=0`).
+    pub(crate) extra: String,
 }
 
 impl Scenario {
@@ -136,6 +138,7 @@ impl Scenario {
             nv_type: 7,
             timeout: Duration::from_secs(timeout),
             lint: true,
+            extra: String::new(),
         }
     }
 
@@ -175,17 +178,48 @@ impl Scenario {
 
     /// The hypervisor's command line (without boot-path specifics).
     fn cmdline(&self) -> String {
-        format!(
+        let mut line = format!(
             "guest_ram={}M guest_nvram={}M nv_type={}",
             self.ram / MIB,
             self.nvram / MIB,
             self.nv_type
-        )
+        );
+        if !self.extra.is_empty() {
+            line.push(' ');
+            line.push_str(&self.extra);
+        }
+        line
+    }
+
+    /// Bytes of the machine's NVRAM (the NVDIMM, or Bochs's `memmap=`
+    /// range) for a guest with `self.nvram` bytes of it.
+    pub(crate) fn nvram_device(&self) -> u64 {
+        nvram_device_bytes(self.nvram)
     }
 
     fn run_dir(&self, root: &Path) -> PathBuf {
         target_dir(root).join("nvirt-run").join(&self.name)
     }
+}
+
+/// Bytes of machine NVRAM that give a guest `nvram` bytes of it from the
+/// NV pool: the pool keeps its metadata at the start of the region (about
+/// 0.06 % of it, rounded up here to 2 MiB, the guest's granule), and a
+/// guest of 1 GiB or more gets one GiB more, so that past the metadata
+/// there are whole aligned GiB blocks for 1 GiB pages.
+pub(crate) fn nvram_device_bytes(nvram: u64) -> u64 {
+    if nvram == 0 {
+        return 0;
+    }
+    let gib = 1 << 30;
+    if nvram >= gib {
+        return nvram + gib;
+    }
+    let mut extra = GRANULE;
+    while nvirt_nvpool::metadata_bytes(nvram + extra) > extra {
+        extra += GRANULE;
+    }
+    nvram + extra
 }
 
 /// What a run showed.
@@ -423,6 +457,16 @@ mod tests {
             (Cpu::Amd, Boot::Kernel, 64 * MIB, 64 * MIB)
         );
         assert_eq!(q.cmdline(), "guest_ram=64M guest_nvram=64M nv_type=7");
+        assert_eq!(q.nvram_device(), 66 * MIB, "room for the pool's metadata");
+        assert_eq!(nvram_device_bytes(0), 0);
+        assert_eq!(nvram_device_bytes(1 << 30), 2 << 30, "whole GiB blocks");
+        for mib in [4, 16, 512, 1022] {
+            let device = nvram_device_bytes(mib * MIB);
+            assert!(
+                device - mib * MIB >= nvirt_nvpool::metadata_bytes(device),
+                "{mib} MiB"
+            );
+        }
         assert!(q.check().is_ok());
         let b = Scenario::new(Emulator::Bochs);
         assert_eq!((b.cpu, b.boot), (Cpu::Intel, Boot::Iso));
