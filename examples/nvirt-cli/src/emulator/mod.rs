@@ -250,14 +250,18 @@ pub(crate) struct Started {
     pub(crate) log: PathBuf,
 }
 
-/// Builds everything, runs `scenario`, streams its console to stdout when
-/// `echo` and returns the outcome. Errors are setup failures (packages,
-/// build, images) before the emulator ran.
-pub(crate) fn run_scenario(
-    root: &Path,
-    scenario: &Scenario,
-    echo: bool,
-) -> Result<Outcome, String> {
+/// What a scenario's emulator runs: the built images and the run
+/// directory.
+pub(crate) struct Prepared {
+    built: image::Built,
+    guest: PathBuf,
+    /// The run directory (`target/nvirt-run/<name>`).
+    pub(crate) dir: PathBuf,
+}
+
+/// Checks `scenario`, installs what its emulator needs, lints (if asked)
+/// and builds everything, and makes its run directory.
+pub(crate) fn prepare(root: &Path, scenario: &Scenario) -> Result<Prepared, String> {
     scenario.check()?;
     let mut needs: Vec<&[packages::Need]> = Vec::new();
     match scenario.emulator {
@@ -275,6 +279,27 @@ pub(crate) fn run_scenario(
     let dir = scenario.run_dir(root);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let guest = image::guest_flat(&built, &dir)?;
+    Ok(Prepared { built, guest, dir })
+}
+
+/// Starts the emulator of `scenario` over what [`prepare`] made.
+pub(crate) fn launch(scenario: &Scenario, prepared: &Prepared) -> Result<Started, String> {
+    let (built, guest, dir) = (&prepared.built, &prepared.guest, &prepared.dir);
+    match scenario.emulator {
+        Emulator::Qemu => qemu::start(scenario, built, guest, dir),
+        Emulator::Bochs => bochs::start(scenario, built, guest, dir),
+    }
+}
+
+/// Builds everything, runs `scenario`, streams its console to stdout when
+/// `echo` and returns the outcome. Errors are setup failures (packages,
+/// build, images) before the emulator ran.
+pub(crate) fn run_scenario(
+    root: &Path,
+    scenario: &Scenario,
+    echo: bool,
+) -> Result<Outcome, String> {
+    let prepared = prepare(root, scenario)?;
     eprintln!(
         "nvirt run: {} ({}, {} boot, guest RAM {} MiB, NVRAM {} MiB type {}, timeout {} s)",
         scenario.emulator,
@@ -285,11 +310,18 @@ pub(crate) fn run_scenario(
         scenario.nv_type,
         scenario.timeout.as_secs()
     );
+    run_prepared(scenario, &prepared, echo)
+}
+
+/// Runs `scenario`'s emulator over what [`prepare`] made, to its end or
+/// its timeout.
+pub(crate) fn run_prepared(
+    scenario: &Scenario,
+    prepared: &Prepared,
+    echo: bool,
+) -> Result<Outcome, String> {
     let started_at = Instant::now();
-    let started = match scenario.emulator {
-        Emulator::Qemu => qemu::start(scenario, &built, &guest, &dir)?,
-        Emulator::Bochs => bochs::start(scenario, &built, &guest, &dir)?,
-    };
+    let started = launch(scenario, prepared)?;
     Ok(supervise(started, started_at, scenario.timeout, echo))
 }
 
