@@ -27,10 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::emulator::{self, Emulator, Prepared, Scenario};
 
 const MIB: u64 = 1 << 20;
-/// Earliest and latest kill, from QEMU's start: from before the
-/// hypervisor's first line to well into the guest's workload (the guest's
-/// first line comes about 0.3 s after start).
-const KILL_WINDOW_MS: (u64, u64) = (20, 1500);
+/// Kill times, from QEMU's start: a quarter of the kills in the boot
+/// window (QEMU and the hypervisor starting, the pool's recovery, the
+/// guest's checks: the guest's boot line comes 0.1–0.2 s after start), the
+/// rest over the guest's workload.
+const BOOT_WINDOW_MS: (u64, u64) = (20, 200);
+const WORK_WINDOW_MS: (u64, u64) = (150, 1500);
 /// Operations of the final clean run.
 const FINAL_OPS: u64 = 64;
 /// The longest one boot may take to reach its kill or its end.
@@ -128,6 +130,16 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
+    }
+
+    /// The next kill time in milliseconds.
+    pub(crate) fn kill_ms(&mut self) -> u64 {
+        let (lo, hi) = if self.next() % 4 == 0 {
+            BOOT_WINDOW_MS
+        } else {
+            WORK_WINDOW_MS
+        };
+        self.between(lo, hi)
     }
 }
 
@@ -278,9 +290,11 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         let _ = fs::remove_file(prepared.dir.join(stale));
     }
     eprintln!(
-        "nvirt crash loop: {iterations} kills, seed {seed}, kills {}..{} ms after QEMU starts; NVDIMM {}",
-        KILL_WINDOW_MS.0,
-        KILL_WINDOW_MS.1,
+        "nvirt crash loop: {iterations} kills, seed {seed}, each {}..{} ms (a quarter) or {}..{} ms after QEMU starts; NVDIMM {}",
+        BOOT_WINDOW_MS.0,
+        BOOT_WINDOW_MS.1,
+        WORK_WINDOW_MS.0,
+        WORK_WINDOW_MS.1,
         prepared.dir.join("pmem.img").display()
     );
     let mut rng = Rng::new(seed);
@@ -289,7 +303,7 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         ..Summary::default()
     };
     for k in 1..=iterations {
-        let delay = Duration::from_millis(rng.between(KILL_WINDOW_MS.0, KILL_WINDOW_MS.1));
+        let delay = Duration::from_millis(rng.kill_ms());
         let boot = boot_once(&looping, &prepared, delay)?;
         if echo {
             for l in &boot.lines {
@@ -459,6 +473,11 @@ mod tests {
             assert!((20..=1500).contains(&x));
         }
         assert_ne!(Rng::new(1).next(), Rng::new(2).next());
+        let mut r = Rng::new(3);
+        let kills: Vec<u64> = (0..400).map(|_| r.kill_ms()).collect();
+        assert!(kills.iter().all(|&k| (BOOT_WINDOW_MS.0..=WORK_WINDOW_MS.1).contains(&k)));
+        let early = kills.iter().filter(|&&k| k < WORK_WINDOW_MS.0).count();
+        assert!((40..160).contains(&early), "about a fifth land early: {early}");
     }
 
     #[test]
