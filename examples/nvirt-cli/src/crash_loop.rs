@@ -227,7 +227,10 @@ fn boot_once(s: &Scenario, prepared: &Prepared, delay: Duration) -> Result<Boot,
             killed = true;
             break;
         }
-        match started.lines.recv_timeout(left.min(Duration::from_millis(20))) {
+        match started
+            .lines
+            .recv_timeout(left.min(Duration::from_millis(20)))
+        {
             Ok(line) => lines.push(line.trim_end_matches(['\r', '\n']).to_owned()),
             Err(RecvTimeoutError::Timeout) => {
                 if let Ok(Some(_)) = started.child.try_wait() {
@@ -262,10 +265,7 @@ fn failure_in(lines: &[String]) -> Option<&String> {
 
 fn tail(lines: &[String], n: usize) -> String {
     let from = lines.len().saturating_sub(n);
-    lines[from..]
-        .iter()
-        .map(|l| format!("    {l}\n"))
-        .collect()
+    lines[from..].iter().map(|l| format!("    {l}\n")).collect()
 }
 
 /// Counts a boot's recovery line into `summary`.
@@ -360,11 +360,7 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
 }
 
 /// The clean run after the loop, then `nvirt pool inspect` of the image.
-fn final_run(
-    prepared: &Prepared,
-    summary: &mut Summary,
-    echo: bool,
-) -> Result<(), String> {
+fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(), String> {
     let clean = scenario(FINAL_OPS);
     let outcome = emulator::run_prepared(&clean, prepared, echo)?;
     let why = |what: String| format!("final clean run: {what}\n{}", tail(&outcome.console, 30));
@@ -440,7 +436,11 @@ mod tests {
             Phase::PatternWrite
         );
         assert_eq!(
-            phase_of(&lines(&[booted, "guest: cl: write page 3", "guest: cl: commit page 3"])),
+            phase_of(&lines(&[
+                booted,
+                "guest: cl: write page 3",
+                "guest: cl: commit page 3"
+            ])),
             Phase::Commit
         );
     }
@@ -475,9 +475,16 @@ mod tests {
         assert_ne!(Rng::new(1).next(), Rng::new(2).next());
         let mut r = Rng::new(3);
         let kills: Vec<u64> = (0..400).map(|_| r.kill_ms()).collect();
-        assert!(kills.iter().all(|&k| (BOOT_WINDOW_MS.0..=WORK_WINDOW_MS.1).contains(&k)));
+        assert!(
+            kills
+                .iter()
+                .all(|&k| (BOOT_WINDOW_MS.0..=WORK_WINDOW_MS.1).contains(&k))
+        );
         let early = kills.iter().filter(|&&k| k < WORK_WINDOW_MS.0).count();
-        assert!((40..160).contains(&early), "about a fifth land early: {early}");
+        assert!(
+            (40..160).contains(&early),
+            "about a fifth land early: {early}"
+        );
     }
 
     #[test]
@@ -490,7 +497,13 @@ mod tests {
         s.kills.insert(Phase::Boot, 1);
         s.kills.insert(Phase::Commit, 2);
         let text = s.to_string();
-        for want in ["seed=42", "iterations=3", "boot=1", "commit=2", "pages-verified=0"] {
+        for want in [
+            "seed=42",
+            "iterations=3",
+            "boot=1",
+            "commit=2",
+            "pages-verified=0",
+        ] {
             assert!(text.contains(want), "{text}");
         }
     }

@@ -44,6 +44,10 @@ pub(crate) struct RunArgs {
     /// Skip clippy on the bare-metal crates before building.
     #[arg(long)]
     no_lint: bool,
+    /// Erase the NVDIMM and make a new NV pool (the hypervisor's
+    /// `nvpool=format`): what a pool the hypervisor reports damaged needs.
+    #[arg(long)]
+    format_nvram: bool,
     /// Run the crash loop instead: QEMU killed with SIGKILL N times at
     /// random moments while the guest balloons and writes its NVRAM, each
     /// boot checking what the guest had committed; then a clean run and
@@ -76,6 +80,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
         scenario.timeout = Duration::from_secs(t);
     }
     scenario.lint = !args.no_lint;
+    if args.format_nvram {
+        scenario.extra = "nvpool=format".to_owned();
+    }
     scenario.name = format!("{}-{}-{}", scenario.emulator, scenario.cpu, scenario.boot);
     let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
     if outcome.passed {

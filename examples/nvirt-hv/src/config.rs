@@ -196,8 +196,10 @@ mod tests {
         assert_eq!(c.pool, PoolMode::Recover);
         assert_eq!(c.crash_loop, None);
         assert_eq!(Config::parse("").unwrap(), Config::default());
-        let c = Config::parse("guest_id=0xABCDEF0123456789abcdef0123456789 nvpool=format guest_crashloop=0")
-            .unwrap();
+        let c = Config::parse(
+            "guest_id=0xABCDEF0123456789abcdef0123456789 nvpool=format guest_crashloop=0",
+        )
+        .unwrap();
         assert_eq!(c.guest_id, 0xabcd_ef01_2345_6789_abcd_ef01_2345_6789);
         assert_eq!(c.pool, PoolMode::Format);
         assert_eq!(c.crash_loop, Some(0));

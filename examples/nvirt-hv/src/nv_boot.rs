@@ -77,11 +77,19 @@ impl fmt::Display for OpenError {
 
 impl core::error::Error for OpenError {}
 
+/// Most extents a pool made by the hypervisor tracks.
+pub const MAX_POOL_EXTENTS: u32 = 8192;
+
 /// The layout a new pool gets in a region of `bytes` at host frame
-/// `base_pfn`.
+/// `base_pfn`: the pool's defaults, but room for one extent per frame up
+/// to [`MAX_POOL_EXTENTS`] (the guest's map holds at most 4096), since a
+/// balloon driver can leave a guest's NVRAM in single pages.
 #[must_use]
-pub const fn config_for(bytes: u64, base_pfn: u64) -> Config {
-    Config::for_region(bytes).with_frame_base(base_pfn)
+pub fn config_for(bytes: u64, base_pfn: u64) -> Config {
+    let config = Config::for_region(bytes).with_frame_base(base_pfn);
+    let default = config.geometry(bytes).map_or(0, |g| g.max_extents());
+    let frames = u32::try_from(bytes / 4096).unwrap_or(u32::MAX);
+    config.with_max_extents(frames.min(MAX_POOL_EXTENTS).max(default).max(1))
 }
 
 /// Bytes of work area opening the pool in `region` needs: enough for the
@@ -231,7 +239,11 @@ pub fn attach<P: Pmem>(
         {
             let g = e.gpfn().get();
             return Err(AttachError::Outside {
-                gpfn: if g < region.start { g } else { g.max(region.end) },
+                gpfn: if g < region.start {
+                    g
+                } else {
+                    g.max(region.end)
+                },
                 region: guest.gpfns,
             });
         }

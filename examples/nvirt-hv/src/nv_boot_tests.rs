@@ -97,7 +97,10 @@ fn a_damaged_pool_is_named_and_left_alone() {
         OpenError::Damaged(RecoverError::Superblocks { .. })
     ));
     let text = err.to_string();
-    assert!(text.contains("damaged") && text.contains("nvpool=format"), "{text}");
+    assert!(
+        text.contains("damaged") && text.contains("nvpool=format"),
+        "{text}"
+    );
     // Fresh does not format over it either.
     let mut copy = MemPmem::new(SIZE as usize);
     copy.as_bytes_mut().copy_from_slice(&before);
@@ -151,7 +154,10 @@ fn a_domain_outside_its_region_is_refused() {
     };
     assert!(matches!(
         attach(&mut pool, &small),
-        Err(AttachError::Outside { gpfn: 0x10_0100, .. })
+        Err(AttachError::Outside {
+            gpfn: 0x10_0100,
+            ..
+        })
     ));
     // A guest the pool cannot hold leaves no domain behind.
     let huge = GuestNvram {
@@ -164,6 +170,12 @@ fn a_domain_outside_its_region_is_refused() {
         Err(AttachError::Populate(_))
     ));
     assert_eq!(pool.find(DomainId::new(8)), None);
-    assert!(pool.lookup(pool.find(DomainId::new(7)).unwrap(), Gpfn::new(0x10_0000).unwrap()).is_some());
+    assert!(
+        pool.lookup(
+            pool.find(DomainId::new(7)).unwrap(),
+            Gpfn::new(0x10_0000).unwrap()
+        )
+        .is_some()
+    );
     pool.check().unwrap();
 }

@@ -120,8 +120,7 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
                         .pool
                         .extent_at(self.dom, at)
                         .ok_or(PoolError::Lost { gpfn })?;
-                    return block_of(extent.mfn(), extent.order())
-                        .ok_or(PoolError::Lost { gpfn });
+                    return block_of(extent.mfn(), extent.order()).ok_or(PoolError::Lost { gpfn });
                 }
                 // No free block of this order: a smaller one may do.
                 Err(e @ PopulateError::OutOfMemory { .. }) => last = e,
@@ -146,7 +145,9 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
             for b in part.blocks(Order::MAX).filter(|b| b.order().get() == order) {
                 let g = Gpfn::new(b.start().get().wrapping_add(offset))
                     .ok_or(PoolError::Lost { gpfn })?;
-                let slot = gpfns.get_mut(n).ok_or(PoolError::NotInBlock { block, part })?;
+                let slot = gpfns
+                    .get_mut(n)
+                    .ok_or(PoolError::NotInBlock { block, part })?;
                 *slot = g;
                 n += 1;
             }
@@ -164,10 +165,7 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
     }
 
     fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
-        let e = self
-            .pool
-            .extents_from(self.dom, Gpfn::new(from)?)
-            .next()?;
+        let e = self.pool.extents_from(self.dom, Gpfn::new(from)?).next()?;
         Some((e.gpfn().get(), block_of(e.mfn(), e.order())?))
     }
 }

@@ -105,16 +105,19 @@ fn translate(g: &Guest<'_, '_, '_, '_, '_>, gpa: u64) -> Option<u64> {
 
 #[test]
 fn a_new_guest_gets_its_region_largest_blocks_first() {
-    let (_, ()) = boot(MemPmem::new((NV_HOST.end - NV_HOST.start) as usize), |g, opened, attached| {
-        assert_eq!(opened, Opened::FormattedEmpty);
-        assert!(matches!(attached, Attached::Created { .. }));
-        assert_eq!(g.frames(MemKind::NonVolatile), 8 * MIB / PAGE);
-        let nv = translate(g, 1 << 32).unwrap();
-        assert!(NV_HOST.contains(&nv), "NVRAM from the NVDIMM");
-        // The metadata fills the NVDIMM's first 2 MiB block; 8 MiB of
-        // aligned blocks follow, all of them mapped with 2 MiB pages.
-        assert_eq!(g.footprint().pages_4k, 0);
-    });
+    let (_, ()) = boot(
+        MemPmem::new((NV_HOST.end - NV_HOST.start) as usize),
+        |g, opened, attached| {
+            assert_eq!(opened, Opened::FormattedEmpty);
+            assert!(matches!(attached, Attached::Created { .. }));
+            assert_eq!(g.frames(MemKind::NonVolatile), 8 * MIB / PAGE);
+            let nv = translate(g, 1 << 32).unwrap();
+            assert!(NV_HOST.contains(&nv), "NVRAM from the NVDIMM");
+            // The metadata fills the NVDIMM's first 2 MiB block; 8 MiB of
+            // aligned blocks follow, all of them mapped with 2 MiB pages.
+            assert_eq!(g.footprint().pages_4k, 0);
+        },
+    );
 }
 
 #[test]

@@ -175,8 +175,9 @@ mod tests {
             Path::new("/r/bochs.log"),
         );
         assert!(text.contains("cpu: model=ryzen"));
-        // 64 MiB low + 16 NVRAM + 16 RAM + 96 overhead.
-        assert!(text.contains("memory: guest=192, host=192"));
+        // 64 MiB low + 16 NVRAM (and 2 for the pool's metadata) + 16 RAM
+        // + 96 overhead.
+        assert!(text.contains("memory: guest=194, host=194"));
         assert!(text.contains("path=/r/nvirt.iso"));
         assert!(text.contains("com1: enabled=1, mode=file, dev=/r/serial.log"));
         assert!(text.contains("sound: waveoutdrv=dummy"));

@@ -203,8 +203,8 @@ impl Scenario {
 }
 
 /// Bytes of machine NVRAM that give a guest `nvram` bytes of it from the
-/// NV pool: the pool keeps its metadata at the start of the region (about
-/// 0.06 % of it, rounded up here to 2 MiB, the guest's granule), and a
+/// NV pool: the pool keeps its metadata at the start of the region (under
+/// 1 %, rounded up here to 2 MiB, the guest's granule), and a
 /// guest of 1 GiB or more gets one GiB more, so that past the metadata
 /// there are whole aligned GiB blocks for 1 GiB pages.
 pub(crate) fn nvram_device_bytes(nvram: u64) -> u64 {
@@ -216,10 +216,17 @@ pub(crate) fn nvram_device_bytes(nvram: u64) -> u64 {
         return nvram + gib;
     }
     let mut extra = GRANULE;
-    while nvirt_nvpool::metadata_bytes(nvram + extra) > extra {
+    while pool_metadata(nvram + extra) > extra {
         extra += GRANULE;
     }
     nvram + extra
+}
+
+/// Bytes of metadata the hypervisor's pool keeps in a region of `bytes`.
+fn pool_metadata(bytes: u64) -> u64 {
+    nvirt_hv::nv_boot::config_for(bytes, 0)
+        .geometry(bytes)
+        .map_or(u64::MAX, |g| g.metadata_bytes())
 }
 
 /// What a run showed.
@@ -494,10 +501,7 @@ mod tests {
         assert_eq!(nvram_device_bytes(1 << 30), 2 << 30, "whole GiB blocks");
         for mib in [4, 16, 512, 1022] {
             let device = nvram_device_bytes(mib * MIB);
-            assert!(
-                device - mib * MIB >= nvirt_nvpool::metadata_bytes(device),
-                "{mib} MiB"
-            );
+            assert!(device - mib * MIB >= pool_metadata(device), "{mib} MiB");
         }
         assert!(q.check().is_ok());
         let b = Scenario::new(Emulator::Bochs);

@@ -203,7 +203,8 @@ impl Workload<'_> {
         }
         self.stamp += 1;
         let (gpa, stamp) = (self.gpa(i), self.stamp);
-        self.c.note(format_args!("cl: write page {i} stamp {stamp:#x}"));
+        self.c
+            .note(format_args!("cl: write page {i} stamp {stamp:#x}"));
         for w in 0..WORDS_PER_PAGE {
             put(gpa + w * 8, page_word(gpa, w, stamp));
         }

@@ -221,7 +221,10 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     hvprintln!(
         "heaps after the guest: volatile {} free, NV pool {} free",
         Size(ram.free_frames() * 4096),
-        Size(pool.as_ref().map_or(0, |(p, _)| p.stats().free_frames * 4096))
+        Size(
+            pool.as_ref()
+                .map_or(0, |(p, _)| p.stats().free_frames * 4096)
+        )
     );
     let passed = passed && pool_ok;
     if passed {
