@@ -1,6 +1,8 @@
 //! The hypervisor's run, start to finish: boot information → memory map
-//! and NVRAM → free and NVRAM ranges → the volatile and non-volatile buddy
-//! heaps → guest memory (largest blocks first) with `nvirt-ept` tables →
+//! and NVRAM → free and NVRAM ranges → the volatile buddy heap and the NV
+//! pool (recovered or formatted, the guest's domain found by id:
+//! [`super::nvram`]) → guest memory (largest blocks first; NVRAM the domain
+//! holds mapped again where it was) with `nvirt-ept` tables →
 //! guest boot structures → one virtual CPU run until the guest shuts down
 //! ([`super::exits`]).
 
