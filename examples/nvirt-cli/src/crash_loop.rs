@@ -8,6 +8,9 @@
 //! which the runner checks (boot counter rising, no damaged page). After
 //! the loop, a clean run (a bounded workload, then PASS and a normal
 //! shutdown) and `nvirt pool inspect` on the backing file must both pass.
+//! Last, both pool superblocks of the image are damaged on purpose: the
+//! hypervisor must stop with its error naming the damage, and leave every
+//! byte of the image as it was (never format over a damaged pool).
 //!
 //! Kill times come from a seeded generator (the seed is printed; `--seed`
 //! repeats the sequence of delays, though not the emulator's timing). The
@@ -355,6 +358,7 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         );
     }
     final_run(&prepared, &mut summary, echo)?;
+    damaged_image_refused(&prepared)?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -403,6 +407,40 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
     for line in text.lines().filter(|l| !l.starts_with("  extent")) {
         eprintln!("    {line}");
     }
+    Ok(())
+}
+
+/// Offsets of a byte inside each pool superblock copy, past its magic.
+const SUPERBLOCK_BYTES: [u64; 2] = [0x10, 0x1010];
+
+/// Damages both superblock copies of the image and boots it: the
+/// hypervisor must refuse it with a message naming the damage and change
+/// nothing.
+fn damaged_image_refused(prepared: &Prepared) -> Result<(), String> {
+    let image = prepared.dir.join("pmem.img");
+    let mut bytes = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    for at in SUPERBLOCK_BYTES {
+        if let Some(b) = bytes.get_mut(at as usize) {
+            *b ^= 0xff;
+        }
+    }
+    fs::write(&image, &bytes).map_err(|e| format!("{}: {e}", image.display()))?;
+    let outcome = emulator::run_prepared(&scenario(FINAL_OPS), prepared, false)?;
+    let refusal = outcome.console.iter().find(|l| {
+        l.starts_with("nvirt-hv: FAILED: nvpool:") && l.contains("damaged pool, left untouched")
+    });
+    let after = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let why = |what: &str| format!("damaged image: {what}\n{}", tail(&outcome.console, 20));
+    if outcome.passed || outcome.console.iter().any(|l| l.contains("PANIC")) {
+        return Err(why("not refused cleanly"));
+    }
+    let Some(refusal) = refusal else {
+        return Err(why("no message naming the damage"));
+    };
+    if after != bytes {
+        return Err(why("the image changed"));
+    }
+    eprintln!("nvirt crash loop: damaged image refused, left unchanged: {refusal}");
     Ok(())
 }
 
