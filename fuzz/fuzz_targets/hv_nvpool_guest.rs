@@ -29,10 +29,10 @@ use nvirt_nvpool::DomainId;
 use nvirt_persist_meta::MemPmem;
 
 const MIB: u64 = 1 << 20;
-/// Host RAM: 8 MiB at 4 MiB.
-const RAM_HOST: Range<u64> = 0x40_0000..0xc0_0000;
-/// The NVDIMM: 4 MiB at 16 MiB (2 MiB of guest NVRAM and room to spare).
-const NV_HOST: Range<u64> = 0x100_0000..0x140_0000;
+/// Host RAM: 4 MiB at 4 MiB.
+const RAM_HOST: Range<u64> = 0x40_0000..0x80_0000;
+/// The NVDIMM: 4 MiB at 8 MiB (2 MiB of guest NVRAM and room to spare).
+const NV_HOST: Range<u64> = 0x80_0000..0xc0_0000;
 /// The guest's NVRAM: 512 frames at 4 GiB.
 const NV_FIRST: u64 = (1 << 32) / PAGE;
 const NV_PAGES: u64 = 512;
@@ -56,18 +56,20 @@ type Held = BTreeMap<u64, u64>;
 /// Boots the guest over `image`, runs ops until a crash or the end;
 /// returns the region and, after a crash, what the domain held then.
 fn boot(
+    arena: &Arena,
     image: MemPmem,
     format: Format,
     ops: &mut impl Iterator<Item = Op>,
     before: Option<&Held>,
 ) -> (MemPmem, Option<Held>) {
-    let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
     let mut rm = metadata_for(&RAM_HOST);
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let base = NV_HOST.start / PAGE;
     let mut work = vec![0u8; nv_boot::work_area_bytes(&image, base).unwrap()];
-    let (mut pool, _) = nv_boot::open(image, base, &mut work, PoolMode::Recover).unwrap();
-    let layout = GuestLayout::new(4 * MIB)
+    // The region starts zeroed: `Fresh` formats it without zeroing again,
+    // and recovers it on every later boot.
+    let (mut pool, _) = nv_boot::open(image, base, &mut work, PoolMode::Fresh).unwrap();
+    let layout = GuestLayout::new(2 * MIB)
         .nvram(NV_PAGES * PAGE, Kind::Pmem)
         .build::<16>()
         .unwrap();
@@ -93,7 +95,7 @@ fn boot(
             &config,
             &mut ram,
             Some(&mut frames),
-            &arena,
+            arena,
             &mut storage,
             Regions::from_map(&layout.map),
         )
@@ -164,8 +166,11 @@ fuzz_target!(|input: Input| {
     let mut ops = input.ops.into_iter().take(96);
     let mut image = MemPmem::new((NV_HOST.end - NV_HOST.start) as usize);
     let mut before: Option<Held> = None;
+    // Host memory, shared by the boots: RAM is zeroed as the guest gets it,
+    // NVRAM keeps what it holds, as on a machine.
+    let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
     for _ in 0..8 {
-        let (next, crashed) = boot(image, format, &mut ops, before.as_ref());
+        let (next, crashed) = boot(&arena, image, format, &mut ops, before.as_ref());
         image = next;
         match crashed {
             Some(held) => before = Some(held),
