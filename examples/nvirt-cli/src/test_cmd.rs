@@ -14,7 +14,7 @@
 //!    exit status; then the crash loop (one check: QEMU killed 20 times at
 //!    random moments while the guest works on its NVRAM, every boot
 //!    checking what it had committed, then a clean run and `nvirt pool
-//!    inspect` of the NVDIMM image; see `crash_loop.rs`);
+//!    inspect` of the NVDIMM image; see `crash_loop/`);
 //! 5. the loom model-checking tests of every crate marked
 //!    `[package.metadata.nvirt] loom = true`, built with `--cfg loom` in
 //!    release mode (every test they report);
