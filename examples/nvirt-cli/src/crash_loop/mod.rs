@@ -135,7 +135,7 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         let _ = fs::remove_file(prepared.dir.join(stale));
     }
     eprintln!(
-        "nvirt crash loop: {iterations} kills, seed {seed}, each {}..{} ms (a quarter) or {}..{} ms after QEMU starts; NVDIMM {}",
+        "nvirt crash loop: {iterations} kills, seed {seed}, every fourth {}..{} ms, the others {}..{} ms after QEMU starts; NVDIMM {}",
         BOOT_WINDOW_MS.0,
         BOOT_WINDOW_MS.1,
         WORK_WINDOW_MS.0,
@@ -148,7 +148,7 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         ..Summary::default()
     };
     for k in 1..=iterations {
-        let delay = Duration::from_millis(rng.kill_ms());
+        let delay = Duration::from_millis(rng.kill_ms(k));
         let boot = boot_once(&looping, &prepared, delay)?;
         if echo {
             for l in &boot.lines {
