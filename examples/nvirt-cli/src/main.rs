@@ -5,6 +5,7 @@
 //! the README.
 
 mod bench;
+mod crash_loop;
 mod e820_cmd;
 mod emulator;
 mod ept_cmd;

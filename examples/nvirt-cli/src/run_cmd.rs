@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::crash_loop;
 use crate::emulator::{self, Boot, Cpu, Emulator, Scenario};
 use crate::process::workspace_root;
 use crate::size::parse_size;
@@ -43,9 +44,26 @@ pub(crate) struct RunArgs {
     /// Skip clippy on the bare-metal crates before building.
     #[arg(long)]
     no_lint: bool,
+    /// Erase the NVDIMM and make a new NV pool (the hypervisor's
+    /// `nvpool=format`): what a pool the hypervisor reports damaged needs.
+    #[arg(long)]
+    format_nvram: bool,
+    /// Run the crash loop instead: QEMU killed with SIGKILL N times at
+    /// random moments while the guest balloons and writes its NVRAM, each
+    /// boot checking what the guest had committed; then a clean run and
+    /// `nvirt pool inspect` of the NVDIMM image.
+    #[arg(long, value_name = "N")]
+    crash_loop: Option<u32>,
+    /// The crash loop's seed for its kill times (default: from the clock;
+    /// printed either way).
+    #[arg(long, requires = "crash_loop")]
+    seed: Option<u64>,
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    if let Some(n) = args.crash_loop {
+        return crash_loop(args, n);
+    }
     let mut scenario = Scenario::new(args.emulator);
     if let Some(cpu) = args.cpu {
         scenario.cpu = cpu;
@@ -62,6 +80,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
         scenario.timeout = Duration::from_secs(t);
     }
     scenario.lint = !args.no_lint;
+    if args.format_nvram {
+        scenario.extra = "nvpool=format".to_owned();
+    }
     scenario.name = format!("{}-{}-{}", scenario.emulator, scenario.cpu, scenario.boot);
     let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
     if outcome.passed {
@@ -74,5 +95,28 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
             outcome.log.display()
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `nvirt run --crash-loop N [--seed S]`.
+fn crash_loop(args: &RunArgs, iterations: u32) -> Result<ExitCode, String> {
+    if args.emulator != Emulator::Qemu || args.cpu == Some(Cpu::Intel) {
+        return Err("the crash loop runs in QEMU (AMD-V): it needs a file-backed NVDIMM".into());
+    }
+    let root = workspace_root();
+    if !args.no_lint {
+        crate::image::clippy_bare_metal(&root)?;
+    }
+    let seed = args.seed.unwrap_or_else(crash_loop::clock_seed);
+    match crash_loop::run(&root, iterations, seed, false) {
+        Ok(summary) => {
+            println!("{summary}");
+            eprintln!("nvirt run: PASS: crash loop of {iterations} kills (seed {seed})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("nvirt run: FAIL: crash loop (seed {seed}): {why}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

@@ -11,7 +11,10 @@
 //!    kinds 7, 12 and 90 over its three boot paths, Bochs Intel VT-x with
 //!    EPT, Bochs AMD-V, a 2 GiB + 1 GiB guest with 1 GiB pages), each with
 //!    its timeout, passed by the guest's serial `PASS` and the emulator's
-//!    exit status;
+//!    exit status; then the crash loop (one check: QEMU killed 20 times at
+//!    random moments while the guest works on its NVRAM, every boot
+//!    checking what it had committed, then a clean run and `nvirt pool
+//!    inspect` of the NVDIMM image; see `crash_loop/`);
 //! 5. the loom model-checking tests of every crate marked
 //!    `[package.metadata.nvirt] loom = true`, built with `--cfg loom` in
 //!    release mode (every test they report);
@@ -28,12 +31,16 @@ use std::time::Instant;
 
 use clap::Args;
 
+use crate::crash_loop;
 use crate::emulator;
 use crate::image;
 use crate::process::{describe, run_quiet, run_streamed, workspace_root};
 use crate::toolchain::{
     BARE_METAL_TARGET, ensure_cargo_fuzz, ensure_components, ensure_target, has_nightly,
 };
+
+/// Kills of the crash loop in `nvirt test`.
+const CRASH_LOOP_KILLS: u32 = 20;
 
 #[derive(Debug, Args)]
 pub(crate) struct TestArgs {
@@ -43,9 +50,13 @@ pub(crate) struct TestArgs {
     /// Skip the fuzz targets.
     #[arg(long)]
     no_fuzz: bool,
-    /// Skip the emulator scenarios.
+    /// Skip the emulator scenarios (and the crash loop).
     #[arg(long)]
     no_emulators: bool,
+    /// The crash loop's seed for its kill times (default: from the clock;
+    /// printed either way).
+    #[arg(long)]
+    crash_seed: Option<u64>,
 }
 
 /// Counts of the suite.
@@ -124,6 +135,7 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
     }
     if !args.no_emulators {
         emulator_scenarios(&root, &mut tally);
+        crash_loop_check(&root, args.crash_seed, &mut tally);
     }
     for package in marked_packages(&root, "loom")? {
         let mut cmd = cargo(&root, &["test", "--release", "--package", &package]);
@@ -176,6 +188,22 @@ fn emulator_scenarios(root: &Path, tally: &mut Tally) {
     eprintln!(
         "nvirt test: emulator scenarios took {:.0} s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The crash loop: QEMU killed [`CRASH_LOOP_KILLS`] times while the guest
+/// works on its NVRAM, then a clean run and `nvirt pool inspect` (one
+/// check).
+fn crash_loop_check(root: &Path, seed: Option<u64>, tally: &mut Tally) {
+    let seed = seed.unwrap_or_else(crash_loop::clock_seed);
+    let result = crash_loop::run(root, CRASH_LOOP_KILLS, seed, false).map(|summary| {
+        eprintln!("nvirt test: {summary}");
+    });
+    tally.check(
+        &format!(
+            "crash loop: {CRASH_LOOP_KILLS} kills of QEMU, clean run, pool inspect (seed {seed})"
+        ),
+        result,
     );
 }
 

@@ -9,7 +9,9 @@
 //! and all its NVRAM at a [`stride_for`] of at most 4 KiB (every page is
 //! touched), balloons pages of both kinds out and in
 //! ([`balloon_window`]), tries malformed hypercalls, and reports each check
-//! as a line, ending in `PASS` or `FAIL`.
+//! as a line, ending in `PASS` or `FAIL`. Started with
+//! `nvirt.crashloop=OPS` it runs the crash-loop workload instead
+//! ([`crashloop`]).
 //!
 //! ```
 //! use nvirt_e820::{Entry, Kind, MemoryMap};
@@ -34,6 +36,8 @@
 
 use core::fmt;
 use core::ops::Range;
+
+pub mod crashloop;
 
 use nvirt_e820::{Kind, MemoryMap};
 use nvirt_hv::guest_abi::GuestParams;

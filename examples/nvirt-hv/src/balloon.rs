@@ -58,6 +58,100 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         self.fill(&gpfns, kind, zero)
     }
 
+    /// Backs the frames of guest-physical `gpa` (page aligned) that are not
+    /// backed yet with memory of `kind`, zeroed if `zero`, largest block
+    /// first: after [`attach_owned`](Self::attach_owned), the frames the
+    /// guest had given back. Returns the frames backed.
+    pub fn back_holes(
+        &mut self,
+        gpa: &Range<u64>,
+        kind: MemKind,
+        zero: bool,
+    ) -> Result<u64, MemoryError> {
+        let (start, end) = (gpa.start / PAGE, gpa.end / PAGE);
+        let mut at = start;
+        let mut backed = 0;
+        while at < end {
+            if let Some(e) = self.p2m.lookup(at) {
+                at = e.end();
+                continue;
+            }
+            let next = self
+                .p2m
+                .extents()
+                .iter()
+                .find(|e| e.gpfn > at)
+                .map_or(end, |e| e.gpfn.min(end));
+            self.fill(&(at..next), kind, zero)?;
+            backed += next - at;
+            at = next;
+        }
+        Ok(backed)
+    }
+
+    /// Maps every block the pool of `kind` already holds for the guest
+    /// inside guest-physical `gpa` at its guest frames, contents kept: a
+    /// guest's NVRAM found in the NV pool at boot. Returns the blocks.
+    pub fn attach_owned(&mut self, gpa: &Range<u64>, kind: MemKind) -> Result<u64, MemoryError> {
+        let (start, end) = (gpa.start / PAGE, gpa.end / PAGE);
+        let mut at = start;
+        let mut blocks = 0;
+        while let Some((gpfn, block)) = self.pool(kind)?.next_owned(at) {
+            if gpfn >= end {
+                break;
+            }
+            if gpfn < at || gpfn + block.frames() > end {
+                return Err(MemoryError::OutsideRegion {
+                    gpfn,
+                    frames: block.frames(),
+                    kind,
+                });
+            }
+            self.attach(gpfn, block, kind)?;
+            blocks += 1;
+            at = gpfn + block.frames();
+        }
+        Ok(blocks)
+    }
+
+    /// Records and maps `block`, which the pool of `kind` holds for the
+    /// guest, at guest frame `gpfn`.
+    fn attach(
+        &mut self,
+        gpfn: u64,
+        block: nvirt_buddy::Block,
+        kind: MemKind,
+    ) -> Result<(), MemoryError> {
+        if gpfn % block.frames() != 0 {
+            return Err(MemoryError::OutsideRegion {
+                gpfn,
+                frames: block.frames(),
+                kind,
+            });
+        }
+        self.p2m.insert(Extent { gpfn, block, kind })?;
+        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
+        match self
+            .tables
+            .map(&mut TableFrames(self.ram), gpfn * PAGE, hpa, bytes)
+        {
+            Ok(v) => {
+                self.pending = self.pending.and(v);
+                Ok(())
+            }
+            Err(e) => {
+                let one = gpfn..gpfn + block.frames();
+                if let Ok(cover) = self.p2m.covering(&one, kind) {
+                    self.p2m.remove(&one, cover)?;
+                }
+                Err(match e {
+                    nvirt_ept::MapError::Frames(_) => MemoryError::NoTableFrame,
+                    other => MemoryError::TablesMap(other),
+                })
+            }
+        }
+    }
+
     /// Backs the unbacked frames `gpfns` largest block first; undoes
     /// everything on failure.
     fn fill(&mut self, gpfns: &Range<u64>, kind: MemKind, zero: bool) -> Result<(), MemoryError> {

@@ -209,6 +209,17 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         self.ram
     }
 
+    /// The NVRAM pool (`None` if the guest has no NVRAM).
+    pub fn nvram_pool(&mut self) -> Option<&mut N> {
+        self.nvram.as_deref_mut()
+    }
+
+    /// The NVRAM pool, read only.
+    #[must_use]
+    pub fn nvram_pool_ref(&self) -> Option<&N> {
+        self.nvram.as_deref()
+    }
+
     /// The nested tables.
     #[must_use]
     pub const fn tables(&self) -> &Nested<M> {

@@ -118,9 +118,9 @@ fn span_of<const N: usize>(set: &RangeSet<N>) -> Result<Option<PfnRange>, HeapEr
 }
 
 /// Takes `bytes` (rounded up to pages) from the lowest free range that
-/// holds them. Low RAM is the most fragmented and the heaps allocate from
+/// holds them (heap metadata, the NV pool's work area). Low RAM is the most fragmented and the heaps allocate from
 /// the top, so the large blocks guests want stay whole.
-fn carve(
+pub fn carve(
     free: &mut RangeSet<FREE_CAPACITY>,
     bytes: usize,
     kind: MemKind,

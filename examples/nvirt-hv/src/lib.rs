@@ -5,8 +5,10 @@
 //! uses it for: reading the boot information of Multiboot2, Multiboot1 and
 //! PVH ([`bootinfo`]); finding ACPI tables such as the NFIT ([`acpi`]);
 //! deciding which physical memory is free, reserved or NVRAM
-//! ([`ranges`], [`host_memory`]); the volatile and non-volatile buddy heaps
-//! every frame comes from ([`heaps`], [`pool`]); the options on its command
+//! ([`ranges`], [`host_memory`]); the volatile buddy heap and the NV pool
+//! every frame comes from ([`heaps`], [`pool`], [`nv_frames`]; [`nv_boot`]
+//! recovers or formats the pool and finds each guest's NVRAM again by its
+//! stable id); the options on its command
 //! line ([`config`]); a guest's memory — its physical-to-machine map
 //! ([`p2m`]), its EPT or NPT tables ([`nested`]) checked against the
 //! minimal footprint ([`footprint`]), backed and ballooned
@@ -43,6 +45,8 @@ pub mod heaps;
 pub mod host_memory;
 pub mod memory_op;
 pub mod nested;
+pub mod nv_boot;
+pub mod nv_frames;
 pub mod p2m;
 pub mod phys;
 pub mod pool;

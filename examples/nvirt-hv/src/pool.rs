@@ -2,17 +2,18 @@
 //! guest's memory and the allocator behind it.
 //!
 //! Guest RAM comes from the volatile buddy heap. Guest NVRAM comes from the
-//! non-volatile buddy heap today; the NVRAM pool (`nvirt-nvpool`, which
-//! also persists which guest frame owns which NVRAM frame across reboots)
-//! will implement [`FramePool`] in its place. That is why every call names
-//! the guest frame the block backs: the buddy heap ignores it, the pool
-//! records it.
+//! NVRAM pool (`nvirt-nvpool`, through [`crate::nv_frames::NvFrames`]),
+//! which also persists which guest frame owns which NVRAM frame across
+//! reboots; a buddy heap can stand in for it (host tests). That is why
+//! every call names the guest frame the block backs: the buddy heap ignores
+//! it, the pool records it.
 
 use core::fmt;
 
 use nvirt_buddy::{
     AllocError, Block, ClaimError, Constraints, FreeError, Heap, MemKind, Order, PfnRange,
 };
+use nvirt_nvpool::{DecreaseError, PopulateError};
 
 /// An allocation or release the pool refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,15 @@ pub enum PoolError {
         /// The part.
         part: PfnRange,
     },
+    /// The NV pool refused to give the domain frames.
+    Populate(PopulateError),
+    /// The NV pool refused to take frames back.
+    Decrease(DecreaseError),
+    /// The NV pool does not hold what it just committed (a broken pool).
+    Lost {
+        /// The guest frame.
+        gpfn: u64,
+    },
 }
 
 impl fmt::Display for PoolError {
@@ -39,6 +49,12 @@ impl fmt::Display for PoolError {
             Self::Free(e) => e.fmt(f),
             Self::Claim(e) => e.fmt(f),
             Self::NotInBlock { block, part } => write!(f, "{part} is not inside {block}"),
+            Self::Populate(e) => write!(f, "NV pool: {e}"),
+            Self::Decrease(e) => write!(f, "NV pool: {e}"),
+            Self::Lost { gpfn } => write!(
+                f,
+                "NV pool: no extent at guest frame {gpfn:#x} after committing one"
+            ),
         }
     }
 }
@@ -61,6 +77,15 @@ pub trait FramePool {
 
     /// Frames free in the pool.
     fn free_frames(&self) -> u64;
+
+    /// The first block the pool already holds for the guest at or after
+    /// guest frame `from`, with its first guest frame: what a pool that
+    /// persists its guests' frames (the NV pool) re-attaches at boot. A
+    /// pool that keeps no such record holds none.
+    fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
+        let _ = from;
+        None
+    }
 }
 
 /// The frames of `block` outside `part`, before and after it.

@@ -33,7 +33,7 @@ pub(crate) const MAX_MEGS: u64 = 2048;
 
 /// Bochs's memory for `scenario`, in MiB.
 pub(crate) fn megs(scenario: &Scenario) -> u64 {
-    (NVRAM_START + scenario.nvram + scenario.ram + HOST_OVERHEAD) / MIB
+    (NVRAM_START + scenario.nvram_device() + scenario.ram + HOST_OVERHEAD) / MIB
 }
 
 fn config(scenario: &Scenario, iso: &Path, serial: &Path, log: &Path) -> String {
@@ -107,10 +107,11 @@ pub(crate) fn start(
     guest: &Path,
     dir: &Path,
 ) -> Result<Started, String> {
+    // Bochs's RAM reads as zeros at power-on: the NVRAM range is new.
     let cmdline = format!(
-        "{} memmap={}M!{}M",
+        "{} memmap={}M!{}M nvpool=fresh",
         scenario.cmdline(),
-        scenario.nvram / MIB,
+        scenario.nvram_device() / MIB,
         NVRAM_START / MIB
     );
     let cmdline = if scenario.nvram == 0 {
@@ -174,8 +175,9 @@ mod tests {
             Path::new("/r/bochs.log"),
         );
         assert!(text.contains("cpu: model=ryzen"));
-        // 64 MiB low + 16 NVRAM + 16 RAM + 96 overhead.
-        assert!(text.contains("memory: guest=192, host=192"));
+        // 64 MiB low + 16 NVRAM (and 2 for the pool's metadata) + 16 RAM
+        // + 96 overhead.
+        assert!(text.contains("memory: guest=194, host=194"));
         assert!(text.contains("path=/r/nvirt.iso"));
         assert!(text.contains("com1: enabled=1, mode=file, dev=/r/serial.log"));
         assert!(text.contains("sound: waveoutdrv=dummy"));

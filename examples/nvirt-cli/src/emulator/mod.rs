@@ -115,6 +115,8 @@ pub(crate) struct Scenario {
     pub(crate) timeout: Duration,
     /// Whether to run clippy on the bare-metal crates before building.
     pub(crate) lint: bool,
+    /// More hypervisor options (e.g. `guest_crashloop=0`).
+    pub(crate) extra: String,
 }
 
 impl Scenario {
@@ -136,6 +138,7 @@ impl Scenario {
             nv_type: 7,
             timeout: Duration::from_secs(timeout),
             lint: true,
+            extra: String::new(),
         }
     }
 
@@ -175,17 +178,55 @@ impl Scenario {
 
     /// The hypervisor's command line (without boot-path specifics).
     fn cmdline(&self) -> String {
-        format!(
+        let mut line = format!(
             "guest_ram={}M guest_nvram={}M nv_type={}",
             self.ram / MIB,
             self.nvram / MIB,
             self.nv_type
-        )
+        );
+        if !self.extra.is_empty() {
+            line.push(' ');
+            line.push_str(&self.extra);
+        }
+        line
+    }
+
+    /// Bytes of the machine's NVRAM (the NVDIMM, or Bochs's `memmap=`
+    /// range) for a guest with `self.nvram` bytes of it.
+    pub(crate) fn nvram_device(&self) -> u64 {
+        nvram_device_bytes(self.nvram)
     }
 
     fn run_dir(&self, root: &Path) -> PathBuf {
         target_dir(root).join("nvirt-run").join(&self.name)
     }
+}
+
+/// Bytes of machine NVRAM that give a guest `nvram` bytes of it from the
+/// NV pool: the pool keeps its metadata at the start of the region (under
+/// 1 %, rounded up here to 2 MiB, the guest's granule), and a
+/// guest of 1 GiB or more gets one GiB more, so that past the metadata
+/// there are whole aligned GiB blocks for 1 GiB pages.
+pub(crate) fn nvram_device_bytes(nvram: u64) -> u64 {
+    if nvram == 0 {
+        return 0;
+    }
+    let gib = 1 << 30;
+    if nvram >= gib {
+        return nvram + gib;
+    }
+    let mut extra = GRANULE;
+    while pool_metadata(nvram + extra) > extra {
+        extra += GRANULE;
+    }
+    nvram + extra
+}
+
+/// Bytes of metadata the hypervisor's pool keeps in a region of `bytes`.
+fn pool_metadata(bytes: u64) -> u64 {
+    nvirt_hv::nv_boot::config_for(bytes, 0)
+        .geometry(bytes)
+        .map_or(u64::MAX, |g| g.metadata_bytes())
 }
 
 /// What a run showed.
@@ -216,14 +257,18 @@ pub(crate) struct Started {
     pub(crate) log: PathBuf,
 }
 
-/// Builds everything, runs `scenario`, streams its console to stdout when
-/// `echo` and returns the outcome. Errors are setup failures (packages,
-/// build, images) before the emulator ran.
-pub(crate) fn run_scenario(
-    root: &Path,
-    scenario: &Scenario,
-    echo: bool,
-) -> Result<Outcome, String> {
+/// What a scenario's emulator runs: the built images and the run
+/// directory.
+pub(crate) struct Prepared {
+    built: image::Built,
+    guest: PathBuf,
+    /// The run directory (`target/nvirt-run/<name>`).
+    pub(crate) dir: PathBuf,
+}
+
+/// Checks `scenario`, installs what its emulator needs, lints (if asked)
+/// and builds everything, and makes its run directory.
+pub(crate) fn prepare(root: &Path, scenario: &Scenario) -> Result<Prepared, String> {
     scenario.check()?;
     let mut needs: Vec<&[packages::Need]> = Vec::new();
     match scenario.emulator {
@@ -241,6 +286,27 @@ pub(crate) fn run_scenario(
     let dir = scenario.run_dir(root);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let guest = image::guest_flat(&built, &dir)?;
+    Ok(Prepared { built, guest, dir })
+}
+
+/// Starts the emulator of `scenario` over what [`prepare`] made.
+pub(crate) fn launch(scenario: &Scenario, prepared: &Prepared) -> Result<Started, String> {
+    let (built, guest, dir) = (&prepared.built, &prepared.guest, &prepared.dir);
+    match scenario.emulator {
+        Emulator::Qemu => qemu::start(scenario, built, guest, dir),
+        Emulator::Bochs => bochs::start(scenario, built, guest, dir),
+    }
+}
+
+/// Builds everything, runs `scenario`, streams its console to stdout when
+/// `echo` and returns the outcome. Errors are setup failures (packages,
+/// build, images) before the emulator ran.
+pub(crate) fn run_scenario(
+    root: &Path,
+    scenario: &Scenario,
+    echo: bool,
+) -> Result<Outcome, String> {
+    let prepared = prepare(root, scenario)?;
     eprintln!(
         "nvirt run: {} ({}, {} boot, guest RAM {} MiB, NVRAM {} MiB type {}, timeout {} s)",
         scenario.emulator,
@@ -251,11 +317,18 @@ pub(crate) fn run_scenario(
         scenario.nv_type,
         scenario.timeout.as_secs()
     );
+    run_prepared(scenario, &prepared, echo)
+}
+
+/// Runs `scenario`'s emulator over what [`prepare`] made, to its end or
+/// its timeout.
+pub(crate) fn run_prepared(
+    scenario: &Scenario,
+    prepared: &Prepared,
+    echo: bool,
+) -> Result<Outcome, String> {
     let started_at = Instant::now();
-    let started = match scenario.emulator {
-        Emulator::Qemu => qemu::start(scenario, &built, &guest, &dir)?,
-        Emulator::Bochs => bochs::start(scenario, &built, &guest, &dir)?,
-    };
+    let started = launch(scenario, prepared)?;
     Ok(supervise(started, started_at, scenario.timeout, echo))
 }
 
@@ -423,6 +496,13 @@ mod tests {
             (Cpu::Amd, Boot::Kernel, 64 * MIB, 64 * MIB)
         );
         assert_eq!(q.cmdline(), "guest_ram=64M guest_nvram=64M nv_type=7");
+        assert_eq!(q.nvram_device(), 66 * MIB, "room for the pool's metadata");
+        assert_eq!(nvram_device_bytes(0), 0);
+        assert_eq!(nvram_device_bytes(1 << 30), 2 << 30, "whole GiB blocks");
+        for mib in [4, 16, 512, 1022] {
+            let device = nvram_device_bytes(mib * MIB);
+            assert!(device - mib * MIB >= pool_metadata(device), "{mib} MiB");
+        }
         assert!(q.check().is_ok());
         let b = Scenario::new(Emulator::Bochs);
         assert_eq!((b.cpu, b.boot), (Cpu::Intel, Boot::Iso));

@@ -35,22 +35,28 @@ fn host_ram(ram: u64) -> u64 {
 /// `(0x10 << 1) | 1`: the hypervisor writes 0x10 to `isa-debug-exit` on success.
 const SUCCESS_STATUS: i32 = 33;
 
-/// Makes the NVDIMM backing file exactly `size` bytes, keeping its contents
-/// (NVRAM survives runs).
-fn backing_file(path: &Path, size: u64) -> Result<(), String> {
+/// Makes the NVDIMM backing file exactly `size` bytes for a guest whose
+/// memory `layout` describes, keeping its contents (NVRAM survives runs) if
+/// it already served that layout; otherwise (no file, another size, another
+/// layout, whose NVRAM would sit at other guest frames) a new, sparse,
+/// all-zero file: a new NVDIMM. Returns whether it is new.
+pub(crate) fn backing_file(path: &Path, size: u64, layout: &str) -> Result<bool, String> {
+    let stamp = path.with_extension("layout");
+    let same = fs::read_to_string(&stamp).is_ok_and(|s| s == layout)
+        && fs::metadata(path).is_ok_and(|m| m.len() == size);
+    if same {
+        return Ok(false);
+    }
     let file = OpenOptions::new()
         .create(true)
-        .truncate(false)
-        .read(true)
+        .truncate(true)
         .write(true)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len != size {
-        file.set_len(size)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    file.set_len(size)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::write(&stamp, layout).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(true)
 }
 
 /// Starts QEMU for `scenario`.
@@ -62,17 +68,22 @@ pub(crate) fn start(
 ) -> Result<Started, String> {
     let host_ram = host_ram(scenario.ram) / MIB;
     let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmdline = scenario.cmdline();
     if scenario.nvram > 0 {
         let pmem = dir.join("pmem.img");
-        backing_file(&pmem, scenario.nvram)?;
-        let maxmem = host_ram + scenario.nvram / MIB + 1024;
+        let device = scenario.nvram_device();
+        let layout = format!("guest_ram={} guest_nvram={}", scenario.ram, scenario.nvram);
+        if backing_file(&pmem, device, &layout)? {
+            cmdline.push_str(" nvpool=fresh");
+        }
+        let maxmem = host_ram + device / MIB + 1024;
         cmd.args(["-M", "pc,nvdimm=on", "-m"])
             .arg(format!("{host_ram}M,slots=2,maxmem={maxmem}M"))
             .arg("-object")
             .arg(format!(
                 "memory-backend-file,id=pm0,share=on,mem-path={},size={}M",
                 pmem.display(),
-                scenario.nvram / MIB
+                device / MIB
             ))
             .args(["-device", "nvdimm,id=nv0,memdev=pm0"]);
     } else {
@@ -83,7 +94,6 @@ pub(crate) fn start(
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    let cmdline = scenario.cmdline();
     match scenario.boot {
         Boot::Kernel | Boot::Pvh => {
             let kernel = if scenario.boot == Boot::Pvh {

@@ -2,6 +2,7 @@
 //! the order of the checks ([`memory`], [`balloon`], [`errors`]).
 
 mod balloon;
+mod crashloop;
 mod errors;
 mod memory;
 
@@ -166,6 +167,9 @@ fn read_phys(addr: u64, out: &mut [u8]) {
 struct Boot {
     map: MemoryMap<MEMMAP_MAX>,
     params: Option<GuestParams>,
+    /// Operations of the crash-loop workload, if it runs instead of the
+    /// checks.
+    crash_loop: Option<u64>,
 }
 
 fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
@@ -202,11 +206,16 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
     let len = text.iter().position(|&b| b == 0).unwrap_or(0);
     let cmdline = core::str::from_utf8(&text[..len]).unwrap_or("");
     let params = GuestParams::parse(cmdline);
+    let crash_loop = nvirt_guest::crashloop::ops_of(cmdline);
     c.check(
         params.is_some(),
         format_args!("command line {cmdline:?} names the configured memory"),
     );
-    map.map(|map| Boot { map, params })
+    map.map(|map| Boot {
+        map,
+        params,
+        crash_loop,
+    })
 }
 
 /// The map through `XENMEM_memory_map`, checked against the start info's.
@@ -279,7 +288,13 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             },
             None => None,
         };
-        run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram);
+        match (boot.crash_loop, nvram) {
+            (Some(ops), Some(nv)) => crashloop::run(&mut c, &mut hv, &nv, ops),
+            (Some(_), None) => {
+                c.check(false, format_args!("crashloop: the guest has no NVRAM"));
+            }
+            (None, nvram) => run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram),
+        }
     }
     let _ = writeln!(c.out, "checks: {} passed, {} failed", c.passed, c.failed);
     if c.failed == 0 && c.passed > 0 {

@@ -5,12 +5,13 @@
 
 use core::fmt::Write as _;
 
-use nvirt_buddy::{Heap, MemKind};
+use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
 use nvirt_hv::guest_abi::{EFAULT, HYPERCALL_MEMORY_OP};
 use nvirt_hv::guest_console::{GuestConsole, Hypercall, ShutdownReason, decode};
 use nvirt_hv::guest_memory::GuestMemory;
 use nvirt_hv::memory_op::{self, GuestInfo};
+use nvirt_hv::nv_frames::NvFrames;
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers, Resume};
 use nvirt_hypercall_abi::{DomainId, E820Entry, ExtentOrder, Gpfn};
 
@@ -20,8 +21,24 @@ use super::mem::IdentityMemory;
 use super::vcpu::{Exit, GuestSpec, Reg, Vcpu};
 use crate::hvprintln;
 
-/// The guest's memory as this hypervisor builds it.
-pub(crate) type Guest<'a> = GuestMemory<'a, 'static, 'static, Heap<'static>, IdentityMemory>;
+/// The guest's memory as this hypervisor builds it: RAM from the volatile
+/// heap, NVRAM from its domain in the NV pool.
+pub(crate) type Guest<'a, 'p> = GuestMemory<
+    'a,
+    'static,
+    'static,
+    NvFrames<'p, 'static, nvirt_persist_meta::X86Pmem<'static>>,
+    IdentityMemory,
+>;
+
+/// How a guest's run ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Ended {
+    /// It passed: printed PASS, powered off, and its memory checked out.
+    pub(crate) passed: bool,
+    /// It shut down normally (`SHUTDOWN_poweroff`).
+    pub(crate) powered_off: bool,
+}
 
 /// Most VM exits before the hypervisor gives up on a guest.
 const EXIT_LIMIT: u64 = 10_000_000;
@@ -35,7 +52,7 @@ const MAP_MAX: usize = 32;
 
 /// Prints the tables' page-size histogram and paging-structure pages next
 /// to the minimum for the guest's translation; whether they are equal.
-pub(crate) fn report_tables(guest: &Guest<'_>, when: &str) -> bool {
+pub(crate) fn report_tables(guest: &Guest<'_, '_>, when: &str) -> bool {
     let (have, min) = (guest.footprint(), guest.minimum());
     let tables = guest.tables();
     hvprintln!(
@@ -58,11 +75,11 @@ pub(crate) fn report_tables(guest: &Guest<'_>, when: &str) -> bool {
 pub(crate) fn run_guest<const N: usize>(
     vcpu: &mut impl Vcpu,
     spec: &GuestSpec,
-    guest: &mut Guest<'_>,
+    guest: &mut Guest<'_, '_>,
     layout: &GuestMap<N>,
     initial_pages: u64,
     max_ram_page: u64,
-) -> bool {
+) -> Ended {
     hvprintln!(
         "starting the guest under {} ({} of guest-physical address space, entry {:#x})",
         vcpu.name(),
@@ -87,7 +104,7 @@ pub(crate) fn run_guest<const N: usize>(
             Ok(exit) => exit,
             Err(e) => {
                 hvprintln!("guest could not run: {e}");
-                return false;
+                return Ended::default();
             }
         };
         match exit {
@@ -95,7 +112,7 @@ pub(crate) fn run_guest<const N: usize>(
                 let (mode, cpl) = vcpu.caller_state();
                 let Some(caller) = Caller::new(DOMAIN, mode, cpl) else {
                     hvprintln!("domain {DOMAIN} is not an ordinary domain");
-                    return false;
+                    return Ended::default();
                 };
                 let info = GuestInfo {
                     caller,
@@ -117,7 +134,7 @@ pub(crate) fn run_guest<const N: usize>(
                     Err(fatal) => {
                         console.flush(forward);
                         hvprintln!("memory_op broke the hypervisor's state: {fatal}");
-                        return false;
+                        return Ended::default();
                     }
                 };
                 calls += 1;
@@ -163,9 +180,11 @@ pub(crate) fn run_guest<const N: usize>(
                                 console.flush(forward);
                                 let reason = ShutdownReason::from(u32::from_le_bytes(reason));
                                 hvprintln!("guest shut down: {reason}");
-                                return finish(guest, calls)
-                                    && reason == ShutdownReason::Poweroff
-                                    && console.passed();
+                                let powered_off = reason == ShutdownReason::Poweroff;
+                                return Ended {
+                                    passed: finish(guest, calls) && powered_off && console.passed(),
+                                    powered_off,
+                                };
                             }
                             Err(_) => -EFAULT,
                         }
@@ -181,7 +200,7 @@ pub(crate) fn run_guest<const N: usize>(
                     "guest halted at {:#x} without shutting down",
                     vcpu.reg(Reg::Rip)
                 );
-                return false;
+                return Ended::default();
             }
             Exit::NestedFault { gpa, info } => {
                 console.flush(forward);
@@ -191,21 +210,21 @@ pub(crate) fn run_guest<const N: usize>(
                     if backed { "backed" } else { "not backed" },
                     vcpu.reg(Reg::Rip)
                 );
-                return false;
+                return Ended::default();
             }
             other => {
                 console.flush(forward);
                 hvprintln!("guest stopped: {other:x?} at rip {:#x}", vcpu.reg(Reg::Rip));
-                return false;
+                return Ended::default();
             }
         }
     }
     hvprintln!("guest made more than {EXIT_LIMIT} exits; stopping it");
-    false
+    Ended::default()
 }
 
 /// After the guest: its memory as the balloon left it, checked.
-fn finish(guest: &Guest<'_>, calls: u64) -> bool {
+fn finish(guest: &Guest<'_, '_>, calls: u64) -> bool {
     hvprintln!(
         "guest memory at the end: {} RAM, {} NVRAM in {} extents, after {calls} memory_op entries",
         Size(guest.frames(MemKind::Volatile) * 4096),
@@ -222,5 +241,18 @@ fn finish(guest: &Guest<'_>, calls: u64) -> bool {
             false
         }
     };
-    report_tables(guest, "at the end") && audit
+    let pool = match guest.nvram_pool_ref().map(|f| f.agrees(guest.extents())) {
+        None => true,
+        Some(Ok(())) => {
+            hvprintln!("guest NVRAM map agrees with its domain in the NV pool, extent for extent");
+            true
+        }
+        Some(Err(gpfn)) => {
+            hvprintln!(
+                "guest NVRAM map and its domain in the NV pool differ at guest frame {gpfn:#x}"
+            );
+            false
+        }
+    };
+    report_tables(guest, "at the end") && audit && pool
 }

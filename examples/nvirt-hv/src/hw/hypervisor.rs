@@ -1,6 +1,8 @@
 //! The hypervisor's run, start to finish: boot information → memory map
-//! and NVRAM → free and NVRAM ranges → the volatile and non-volatile buddy
-//! heaps → guest memory (largest blocks first) with `nvirt-ept` tables →
+//! and NVRAM → free and NVRAM ranges → the volatile buddy heap and the NV
+//! pool (recovered or formatted, the guest's domain found by id:
+//! [`super::nvram`]) → guest memory (largest blocks first; NVRAM the domain
+//! holds mapped again where it was) with `nvirt-ept` tables →
 //! guest boot structures → one virtual CPU run until the guest shuts down
 //! ([`super::exits`]).
 
@@ -10,13 +12,14 @@ use core::ops::Range;
 use nvirt_buddy::{Heap, MemKind};
 use nvirt_e820::{GuestLayout, GuestMap};
 use nvirt_hv::bootinfo::{self, FixedString};
-use nvirt_hv::config::Config;
+use nvirt_hv::config::{Config, GUEST_NAME};
 use nvirt_hv::guest_abi::{CMDLINE_MAX, GuestParams};
 use nvirt_hv::guest_memory::GuestMemory;
 use nvirt_hv::guest_setup;
 use nvirt_hv::heaps::{self, HeapSpec};
 use nvirt_hv::host_memory::{self, HostMemory};
 use nvirt_hv::nested::{Format, NestedConfig};
+use nvirt_hv::nv_frames::NvFrames;
 use nvirt_hv::ranges::{HexRange, RangeSet};
 use nvirt_hv::regions::Regions;
 
@@ -27,6 +30,7 @@ use super::io::{cpuid, msr, rdmsr};
 use super::mem::{
     IDENTITY_LIMIT, IdentityMemory, host_bytes, host_bytes_mut, image_range, p2m_storage,
 };
+use super::nvram;
 use super::svm::{self, SvmVcpu};
 use super::vcpu::GuestSpec;
 use super::vmx::{self, VmxVcpu};
@@ -88,29 +92,36 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     clip_to_identity_map(&mut host);
     report_host(&host);
 
-    // The heaps: metadata carved from free RAM, then the rest of free RAM
-    // to the volatile heap and all NVRAM to the non-volatile one.
-    let plan = match heaps::plan(&host) {
+    // The volatile heap: its metadata carved from free RAM, then the NV
+    // pool's work area, then the rest of free RAM to the heap. NVRAM goes
+    // to the NV pool alone.
+    let ram_only = HostMemory {
+        free: host.free.clone(),
+        nvram: RangeSet::new(),
+    };
+    let mut plan = match heaps::plan(&ram_only) {
         Ok(p) => p,
         Err(e) => fail!("heaps: {e}"),
     };
+    let mut pool = nvram::open_pool(&host, &mut plan.free, &config);
     let mut ram = build_heap(MemKind::Volatile, &plan.ram, plan.free.iter());
-    let mut nvram = plan
-        .nvram
-        .as_ref()
-        .map(|spec| build_heap(MemKind::NonVolatile, spec, host.nvram.iter()));
     report_heap(&ram, &plan.ram, plan.free.ranges().len());
-    if let (Some(heap), Some(spec)) = (&nvram, &plan.nvram) {
-        report_heap(heap, spec, host.nvram.ranges().len());
-    } else {
-        hvprintln!("non-volatile heap: none (no NVRAM)");
+    if pool.is_none() {
+        hvprintln!("NV pool: none (no NVRAM)");
     }
 
     let nested = nested_config();
     let layout = guest_layout(&config);
-    if config.guest_nvram > 0 && nvram.is_none() {
+    let dom = pool
+        .as_mut()
+        .and_then(|(p, _)| nvram::attach_guest(p, &config, &layout));
+    if config.guest_nvram > 0 && dom.is_none() {
         fail!("the guest has NVRAM but the machine has none");
     }
+    let mut frames = match (pool.as_mut(), dom) {
+        (Some((p, _)), Some(d)) => Some(NvFrames::new(p, d)),
+        _ => None,
+    };
     let passed = {
         let Some(storage) = p2m_storage() else {
             fail!("the guest map's storage is taken")
@@ -118,7 +129,7 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
         let mut guest = match GuestMemory::new(
             &nested,
             &mut ram,
-            nvram.as_mut(),
+            frames.as_mut(),
             IdentityMemory,
             storage,
             Regions::from_map(&layout.map),
@@ -142,6 +153,11 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
         if write!(cmdline, "{params}").is_err() {
             fail!("guest command line too long");
         }
+        if let Some(ops) = config.crash_loop {
+            if write!(cmdline, " nvirt.crashloop={ops}").is_err() {
+                fail!("guest command line too long");
+            }
+        }
         let (start, header) =
             match guest_setup::prepare(&mut guest, image_bytes, &layout, cmdline.as_str()) {
                 Ok(s) => s,
@@ -161,7 +177,8 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
         };
         let initial_pages = guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile);
         let max_ram_page = plan.ram.span.end().get();
-        match nested.format {
+        mark(&mut guest, true);
+        let ended = match nested.format {
             Format::Npt => match SvmVcpu::new(guest.heap(), &spec) {
                 Ok(mut v) => exits::run_guest(
                     &mut v,
@@ -184,19 +201,58 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
                 ),
                 Err(e) => fail!("VMX: {e}"),
             },
+        };
+        if ended.powered_off {
+            mark(&mut guest, false);
         }
+        ended.passed
+    };
+    let pool_ok = match pool.as_ref() {
+        Some((p, _)) => match p.check() {
+            Ok(()) => {
+                hvprintln!("nvpool: consistency check after the guest: clean");
+                true
+            }
+            Err(e) => {
+                hvprintln!("nvpool: consistency check after the guest: {e}");
+                false
+            }
+        },
+        None => true,
     };
     hvprintln!(
-        "heaps after the guest: volatile {} free, non-volatile {} free",
+        "heaps after the guest: volatile {} free, NV pool {} free",
         Size(ram.free_frames() * 4096),
-        Size(nvram.as_ref().map_or(0, |h| h.free_frames() * 4096))
+        Size(
+            pool.as_ref()
+                .map_or(0, |(p, _)| p.stats().free_frames * 4096)
+        )
     );
+    let passed = passed && pool_ok;
     if passed {
         hvprintln!("verdict: PASS");
     } else {
         hvprintln!("verdict: FAIL");
     }
     console::exit(passed)
+}
+
+/// Marks the guest's domain in the NV pool running (as it starts) or shut
+/// down (after it powered off).
+fn mark(guest: &mut Guest<'_, '_>, running: bool) {
+    let Some(frames) = guest.nvram_pool() else {
+        return;
+    };
+    let dom = frames.dom();
+    let (done, what) = if running {
+        (frames.pool().mark_running(dom), "running")
+    } else {
+        (frames.pool().mark_shut_down(dom), "shut down")
+    };
+    match done {
+        Ok(()) => hvprintln!("nvpool: domain {GUEST_NAME:?} marked {what}"),
+        Err(e) => fail!("nvpool: marking domain {GUEST_NAME:?} {what}: {e}"),
+    }
 }
 
 /// Drops RAM and NVRAM beyond the identity map: the heaps hand out only
@@ -298,13 +354,29 @@ fn guest_layout(config: &Config) -> GuestMap<GUEST_MAP_CAPACITY> {
 
 /// The guest's RAM (zeroed) and NVRAM (kept as it is: its contents are the
 /// point), largest blocks first; then the tables' footprint.
-fn back_guest(guest: &mut Guest<'_>, layout: &GuestMap<GUEST_MAP_CAPACITY>) {
-    let ram = layout.ram.iter().flatten().map(|r| (r, MemKind::Volatile));
-    let nvram = layout.nvram.iter().map(|r| (r, MemKind::NonVolatile));
-    for (gpa, kind) in ram.chain(nvram) {
-        if let Err(e) = guest.back(gpa, kind, kind == MemKind::Volatile) {
-            fail!("guest {kind} {}: {e}", HexRange(gpa.clone()));
+fn back_guest(guest: &mut Guest<'_, '_>, layout: &GuestMap<GUEST_MAP_CAPACITY>) {
+    for gpa in layout.ram.iter().flatten() {
+        if let Err(e) = guest.back(gpa, MemKind::Volatile, true) {
+            fail!("guest RAM {}: {e}", HexRange(gpa.clone()));
         }
+    }
+    // NVRAM: what the domain holds in the NV pool, at the same guest
+    // frames and with its contents; then fresh, zeroed frames where the
+    // guest had given frames back, so its map's NVRAM entry is true.
+    if let Some(gpa) = layout.nvram.as_ref() {
+        let attached = match guest.attach_owned(gpa, MemKind::NonVolatile) {
+            Ok(n) => n,
+            Err(e) => fail!("guest NVRAM {}: re-attaching: {e}", HexRange(gpa.clone())),
+        };
+        let refilled = match guest.back_holes(gpa, MemKind::NonVolatile, true) {
+            Ok(n) => n,
+            Err(e) => fail!("guest NVRAM {}: {e}", HexRange(gpa.clone())),
+        };
+        hvprintln!(
+            "nvpool: guest NVRAM {}: {attached} extents mapped, {} backed afresh",
+            HexRange(gpa.clone()),
+            Size(refilled * 4096)
+        );
     }
     let extents = guest.extents();
     for e in extents.iter().take(EXTENTS_LISTED) {

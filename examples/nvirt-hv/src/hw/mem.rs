@@ -16,6 +16,7 @@ use nvirt_ept::{HostPhys, PhysMem, TableView};
 use nvirt_hv::guest_memory::HostMem;
 use nvirt_hv::p2m::Extent;
 use nvirt_hv::phys::{PhysError, PhysRead};
+use nvirt_persist_meta::X86Pmem;
 
 use super::boot::IDENTITY_MAP_GIB;
 
@@ -146,6 +147,30 @@ pub(crate) unsafe fn host_bytes_mut(range: &Range<u64>) -> Option<&'static mut [
     }
     // SAFETY: mapped (checked), owned by the caller alone (its promise).
     Some(unsafe { core::slice::from_raw_parts_mut(host_ptr(range.start), len as usize) })
+}
+
+/// The NVRAM range `range` as persistent memory for the NV pool: stores
+/// through the identity map, written back with CLWB (or CLFLUSHOPT, or
+/// CLFLUSH) and ordered with SFENCE.
+///
+/// # Safety
+/// The range must be NVRAM inside the identity map, handed to no allocator
+/// and to nothing else, and this must be called once per range. The pool
+/// then owns it: it writes its metadata and scrubs data frames only while
+/// no guest maps them; a guest reaches only the data frames the pool gave
+/// it, through its nested tables (the hypervisor zeroes such frames, and
+/// copies hypercall arguments, through the same identity map).
+pub(crate) unsafe fn nvram_region(range: &Range<u64>) -> Option<X86Pmem<'static>> {
+    let len = range.end.checked_sub(range.start)?;
+    if !mapped(range.start, len) {
+        return None;
+    }
+    let base = ptr::NonNull::new(host_ptr(range.start))?;
+    // SAFETY: mapped (checked) for the rest of the run, valid for reads
+    // and writes (identity-mapped NVRAM), not handed out elsewhere (the
+    // caller's promise); the identity map is below 64 GiB, far below
+    // `isize::MAX`.
+    unsafe { X86Pmem::from_raw(base, usize::try_from(len).ok()?) }.ok()
 }
 
 static P2M_TAKEN: AtomicBool = AtomicBool::new(false);

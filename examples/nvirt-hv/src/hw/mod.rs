@@ -10,6 +10,7 @@ pub(crate) mod exits;
 pub(crate) mod hypervisor;
 pub(crate) mod io;
 pub(crate) mod mem;
+pub(crate) mod nvram;
 pub(crate) mod svm;
 pub(crate) mod vcpu;
 pub(crate) mod vmx;

@@ -1,0 +1,171 @@
+//! The NV pool on the machine's NVRAM (`nvirt-nvpool` over persist-meta's
+//! x86 `Pmem`): opened at boot — recovered, or formatted if the NVRAM holds
+//! no pool or `nvpool=format` says so — and the configured guest's domain
+//! found again by its stable id, or created with its NVRAM region.
+
+use core::ops::Range;
+
+use nvirt_buddy::MemKind;
+use nvirt_e820::GuestMap;
+use nvirt_hv::config::{Config, GUEST_NAME};
+use nvirt_hv::heaps;
+use nvirt_hv::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
+use nvirt_hv::nv_boot::{self, Attached, GuestNvram, Opened};
+use nvirt_hv::ranges::{HexRange, RangeSet};
+use nvirt_nvpool::{Dom, DomainId, NvPool};
+use nvirt_persist_meta::X86Pmem;
+
+use super::hypervisor::{Size, fail};
+use super::mem::{host_bytes_mut, nvram_region};
+use crate::hvprintln;
+
+/// The hypervisor's NV pool.
+pub(crate) type Pool = NvPool<'static, X86Pmem<'static>>;
+
+/// Opens the NV pool on the largest NVRAM range, its work area carved out
+/// of `free` (the RAM the volatile heap is about to get); `None` if the
+/// machine has no NVRAM. Stops the hypervisor if the NVRAM holds a damaged
+/// pool (and `nvpool=format` was not given).
+pub(crate) fn open_pool(
+    host: &HostMemory,
+    free: &mut RangeSet<FREE_CAPACITY>,
+    config: &Config,
+) -> Option<(Pool, Range<u64>)> {
+    let region = host.nvram.iter().max_by_key(|r| r.end - r.start)?;
+    for other in host.nvram.iter().filter(|r| *r != region) {
+        hvprintln!(
+            "NVRAM {} left unused: the NV pool lives on the largest range",
+            HexRange(other)
+        );
+    }
+    // SAFETY: an NVRAM range of the host map, clipped to the identity map,
+    // given to no heap (only the NV pool takes NVRAM), taken once.
+    let Some(pmem) = (unsafe { nvram_region(&region) }) else {
+        fail!(
+            "NVRAM {} is not addressable as persistent memory",
+            HexRange(region)
+        )
+    };
+    let base_pfn = region.start / PAGE;
+    let bytes = match nv_boot::work_area_bytes(&pmem, base_pfn) {
+        Ok(b) => b,
+        Err(e) => fail!("NV pool on NVRAM {}: {e}", HexRange(region)),
+    };
+    let work_range = match heaps::carve(free, bytes, MemKind::NonVolatile) {
+        Ok(r) => r,
+        Err(e) => fail!("NV pool work area: {e}"),
+    };
+    // SAFETY: carved out of the free RAM the volatile heap gets, so no
+    // allocator hands it out; used for the pool alone.
+    let Some(work) = (unsafe { host_bytes_mut(&work_range) }) else {
+        fail!("NV pool work area {} unreachable", HexRange(work_range))
+    };
+    hvprintln!(
+        "nvpool: NVRAM {} ({}), write-back by {}, work area {} at {}",
+        HexRange(region.clone()),
+        Size(region.end - region.start),
+        pmem.flush_instruction().name(),
+        Size(bytes as u64),
+        HexRange(work_range)
+    );
+    let (pool, opened) = match nv_boot::open(pmem, base_pfn, work, config.pool) {
+        Ok(p) => p,
+        Err(e) => fail!("nvpool: NVRAM {}: {e}", HexRange(region)),
+    };
+    report(&pool, &opened);
+    match pool.check() {
+        Ok(()) => hvprintln!("nvpool: consistency check: clean"),
+        Err(e) => fail!("nvpool: consistency check: {e}"),
+    }
+    Some((pool, region))
+}
+
+fn report(pool: &Pool, opened: &Opened) {
+    let stats = pool.stats();
+    match opened {
+        Opened::FormattedEmpty => {
+            hvprintln!("nvpool: the NVRAM held no pool: formatted a new one");
+        }
+        Opened::FormattedOnRequest => {
+            hvprintln!("nvpool: formatted a new pool, erasing the NVRAM (nvpool=format)");
+        }
+        Opened::Recovered(r) => {
+            hvprintln!(
+                "nvpool: recovered: domains={} crashed={} records={} checkpoint={} reclaimed={} superblock_repairs={}",
+                stats.domains,
+                r.crashed,
+                r.records,
+                stats.checkpoint_generation,
+                r.scrubbed_frames,
+                r.superblock_repairs.iter().filter(|&&b| b).count()
+            );
+            for d in pool.domains() {
+                hvprintln!(
+                    "nvpool:   domain {} {:?} (id {:#034x}): {}, {} in {} extents, quota {}",
+                    d.dom.slot(),
+                    d.name,
+                    d.id.get(),
+                    d.state,
+                    Size(d.frames * PAGE),
+                    d.extents,
+                    Size(d.quota * PAGE)
+                );
+            }
+            if r.scrubbed_frames > 0 {
+                hvprintln!(
+                    "nvpool:   {} frames whose free a crash interrupted were scrubbed again and returned to the pool",
+                    r.scrubbed_frames
+                );
+            }
+        }
+    }
+    hvprintln!(
+        "nvpool: {} data frames, {} free, {} owned; metadata {}",
+        stats.data_frames,
+        stats.free_frames,
+        stats.owned_frames,
+        Size(stats.metadata_bytes)
+    );
+}
+
+/// Finds the configured guest's domain by its id, or creates it with its
+/// NVRAM region; `None` if the guest has no NVRAM.
+pub(crate) fn attach_guest<const N: usize>(
+    pool: &mut Pool,
+    config: &Config,
+    layout: &GuestMap<N>,
+) -> Option<Dom> {
+    let gpa = layout.nvram.clone()?;
+    let guest = GuestNvram {
+        id: DomainId::new(config.guest_id),
+        name: GUEST_NAME,
+        gpfns: (gpa.start / PAGE, gpa.end / PAGE),
+    };
+    match nv_boot::attach(pool, &guest) {
+        Ok((dom, Attached::Created { extents })) => {
+            hvprintln!(
+                "nvpool: new domain {GUEST_NAME:?} (id {:#034x}): {} of NVRAM at guest {} in {extents} extents",
+                config.guest_id,
+                Size(gpa.end - gpa.start),
+                HexRange(gpa)
+            );
+            Some(dom)
+        }
+        Ok((
+            dom,
+            Attached::Found {
+                state,
+                frames,
+                extents,
+            },
+        )) => {
+            hvprintln!(
+                "nvpool: domain {GUEST_NAME:?} (id {:#034x}) found, {state}: {} in {extents} extents, re-attached at the same guest frames",
+                config.guest_id,
+                Size(frames * PAGE)
+            );
+            Some(dom)
+        }
+        Err(e) => fail!("nvpool: guest {GUEST_NAME:?}: {e}"),
+    }
+}

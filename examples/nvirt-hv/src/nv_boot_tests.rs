@@ -1,0 +1,181 @@
+//! Opening the pool at boot: formatted when empty or asked, recovered
+//! otherwise, never formatted over a damaged pool; guests found by id.
+
+use nvirt_nvpool::{DomainId, DomainState, Gpfn, NvPool, RecoverError};
+use nvirt_persist_meta::{MemPmem, Pmem};
+
+use super::*;
+
+const SIZE: u64 = 8 << 20;
+const BASE: u64 = 0x10_0000;
+
+fn work(region: &MemPmem) -> Vec<u8> {
+    vec![0u8; work_area_bytes(region, BASE).unwrap()]
+}
+
+fn guest(frames: u64) -> GuestNvram<'static> {
+    GuestNvram {
+        id: DomainId::new(7),
+        name: "g",
+        gpfns: (0x10_0000, 0x10_0000 + frames),
+    }
+}
+
+/// A region holding a pool with one guest of 512 frames.
+fn pool_image() -> MemPmem {
+    let region = MemPmem::new(SIZE as usize);
+    let mut w = work(&region);
+    let (mut pool, opened) = open(region, BASE, &mut w, PoolMode::Recover).unwrap();
+    assert_eq!(opened, Opened::FormattedEmpty);
+    let (dom, attached) = attach(&mut pool, &guest(512)).unwrap();
+    assert_eq!(attached, Attached::Created { extents: 1 });
+    pool.mark_running(dom).unwrap();
+    pool.into_region()
+}
+
+#[test]
+fn formats_an_empty_region_and_recovers_a_pool() {
+    let image = pool_image();
+    let mut w = work(&image);
+    let (mut pool, opened) = open(image, BASE, &mut w, PoolMode::Recover).unwrap();
+    let Opened::Recovered(report) = opened else {
+        panic!("{opened:?}")
+    };
+    assert_eq!(report.crashed, 1);
+    let (dom, attached) = attach(&mut pool, &guest(512)).unwrap();
+    assert_eq!(
+        attached,
+        Attached::Found {
+            state: DomainState::CrashedWhileRunning,
+            frames: 512,
+            extents: 1
+        }
+    );
+    assert_eq!(pool.find(DomainId::new(7)), Some(dom));
+    // A larger region for the same guest raises its quota.
+    let (_, attached) = attach(&mut pool, &guest(1024)).unwrap();
+    assert!(matches!(attached, Attached::Found { frames: 512, .. }));
+    assert_eq!(pool.domain(dom).unwrap().quota, 1024);
+    pool.check().unwrap();
+}
+
+#[test]
+fn a_fresh_region_is_formatted_without_zeroing_and_format_erases() {
+    let region = MemPmem::new(SIZE as usize);
+    let mut w = work(&region);
+    let (pool, opened) = open(region, BASE, &mut w, PoolMode::Fresh).unwrap();
+    assert_eq!(opened, Opened::FormattedEmpty);
+    let image = pool.into_region();
+    let (pool, opened) = open(image, BASE, &mut w, PoolMode::Fresh).unwrap();
+    assert!(matches!(opened, Opened::Recovered(_)), "a pool is kept");
+    let image = pool.into_region();
+    let image = {
+        let (pool, opened) = open(pool_image(), BASE, &mut w, PoolMode::Format).unwrap();
+        assert_eq!(opened, Opened::FormattedOnRequest);
+        assert_eq!(pool.stats().domains, 0);
+        drop(image);
+        pool.into_region()
+    };
+    assert!(NvPool::probe(&image).is_ok());
+}
+
+#[test]
+fn a_damaged_pool_is_named_and_left_alone() {
+    let mut image = pool_image();
+    // Both superblock copies damaged after their magic.
+    for at in [0x10u64, 0x1010] {
+        let mut b = [0u8; 8];
+        image.read(at, &mut b).unwrap();
+        b[0] ^= 0xff;
+        image.store(at, &b).unwrap();
+    }
+    let before = image.as_bytes().to_vec();
+    let mut w = work(&pool_image());
+    let err = open(image, BASE, &mut w, PoolMode::Recover).unwrap_err();
+    assert!(matches!(
+        err,
+        OpenError::Damaged(RecoverError::Superblocks { .. })
+    ));
+    let text = err.to_string();
+    assert!(
+        text.contains("damaged") && text.contains("nvpool=format"),
+        "{text}"
+    );
+    // Fresh does not format over it either.
+    let mut copy = MemPmem::new(SIZE as usize);
+    copy.as_bytes_mut().copy_from_slice(&before);
+    assert!(matches!(
+        open(copy, BASE, &mut w, PoolMode::Fresh),
+        Err(OpenError::Damaged(_))
+    ));
+}
+
+#[test]
+fn a_pool_made_elsewhere_is_refused() {
+    let image = pool_image();
+    let mut w = work(&image);
+    let err = open(image, BASE + 0x200, &mut w, PoolMode::Recover).unwrap_err();
+    assert_eq!(
+        err,
+        OpenError::FrameBase {
+            pool: BASE,
+            region: BASE + 0x200
+        }
+    );
+    let too_small = MemPmem::new(4096);
+    assert!(matches!(
+        work_area_bytes(&too_small, BASE),
+        Err(OpenError::Config(_))
+    ));
+}
+
+#[test]
+fn a_domain_outside_its_region_is_refused() {
+    let image = pool_image();
+    let mut w = work(&image);
+    let (mut pool, _) = open(image, BASE, &mut w, PoolMode::Recover).unwrap();
+    let moved = GuestNvram {
+        gpfns: (0x20_0000, 0x20_0200),
+        ..guest(512)
+    };
+    let err = attach(&mut pool, &moved).unwrap_err();
+    assert_eq!(
+        err,
+        AttachError::Outside {
+            gpfn: 0x10_0000,
+            region: (0x20_0000, 0x20_0200)
+        }
+    );
+    assert!(err.to_string().contains("nvpool=format"));
+    // A region too small for what the domain owns.
+    let small = GuestNvram {
+        gpfns: (0x10_0000, 0x10_0100),
+        ..guest(256)
+    };
+    assert!(matches!(
+        attach(&mut pool, &small),
+        Err(AttachError::Outside {
+            gpfn: 0x10_0100,
+            ..
+        })
+    ));
+    // A guest the pool cannot hold leaves no domain behind.
+    let huge = GuestNvram {
+        id: DomainId::new(8),
+        name: "huge",
+        gpfns: (0x40_0000, 0x40_0000 + (SIZE / 4096) * 2),
+    };
+    assert!(matches!(
+        attach(&mut pool, &huge),
+        Err(AttachError::Populate(_))
+    ));
+    assert_eq!(pool.find(DomainId::new(8)), None);
+    assert!(
+        pool.lookup(
+            pool.find(DomainId::new(7)).unwrap(),
+            Gpfn::new(0x10_0000).unwrap()
+        )
+        .is_some()
+    );
+    pool.check().unwrap();
+}
