@@ -12,9 +12,11 @@ use nvirt_ept::{Config, Ept, Format, GuestPhys, HostPhys, MemType, Npt, Perms, T
 
 use crate::size::parse_size;
 
-/// Frames the tool's frame source can hand out (lazily allocated host
-/// memory): 16 GiB of tables, enough for 8 TiB of 4 KiB pages.
-const MAX_FRAMES: usize = 1 << 22;
+/// Frames the tool's frame source can hand out (host memory, allocated as
+/// tables are built): 1 GiB of tables, enough for 512 GiB of 4 KiB pages;
+/// a plan beyond that is refused with the crate's out-of-frames error
+/// rather than exhausting the machine.
+const MAX_FRAMES: usize = 1 << 18;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EptCommand {
@@ -50,30 +52,15 @@ struct Mapping {
     len: u64,
 }
 
-/// An address or length: plain hexadecimal is read as such (so `0xab` is
-/// 0xab, not 0xa with a byte suffix); anything else as a size.
-fn parse_number(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    if let Some(hex) = trimmed
-        .strip_prefix("0x")
-        .or_else(|| trimmed.strip_prefix("0X"))
-    {
-        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return u64::from_str_radix(hex, 16).map_err(|e| format!("{text:?}: {e}"));
-        }
-    }
-    parse_size(trimmed)
-}
-
 fn parse_mapping(text: &str) -> Result<Mapping, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let [gpa, hpa, len] = parts.as_slice() else {
         return Err(format!("{text:?} is not GPA:HPA:LEN"));
     };
     Ok(Mapping {
-        gpa: parse_number(gpa)?,
-        hpa: parse_number(hpa)?,
-        len: parse_number(len)?,
+        gpa: parse_size(gpa)?,
+        hpa: parse_size(hpa)?,
+        len: parse_size(len)?,
     })
 }
 
@@ -135,9 +122,9 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(parse_number("0xab"), Ok(0xab));
-        assert_eq!(parse_number("4G"), Ok(4 << 30));
-        assert_eq!(parse_number("0x1G"), Ok(1 << 30));
+        assert_eq!(parse_size("0xab"), Ok(0xab));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("0x1G"), Ok(1 << 30));
         assert!(parse_mapping("0:0").is_err());
     }
 

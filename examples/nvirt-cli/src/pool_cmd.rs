@@ -236,16 +236,22 @@ fn id_of_name(name: &str) -> DomainId {
     DomainId::new(h)
 }
 
-/// The domain `text` names: an id, else a name.
+/// The domain `text` names: an id or a name. Text that is the id of one
+/// domain and the name of another (a name of hex digits) is refused rather
+/// than guessed, since `destroy` and `export` act on the answer.
 pub(crate) fn resolve<P: nvirt_persist_meta::Pmem>(
     pool: &NvPool<'_, P>,
     text: &str,
 ) -> Result<Dom, String> {
-    parse_id(text)
-        .ok()
-        .and_then(|id| pool.find(id))
-        .or_else(|| pool.find_name(text))
-        .ok_or_else(|| format!("no domain {text:?} in the pool"))
+    let by_id = parse_id(text).ok().and_then(|id| pool.find(id));
+    let by_name = pool.find_name(text);
+    match (by_id, by_name) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{text:?} is the id of one domain and the name of another: give the full id"
+        )),
+        (Some(d), _) | (None, Some(d)) => Ok(d),
+        (None, None) => Err(format!("no domain {text:?} in the pool")),
+    }
 }
 
 /// Recovers the pool in `image` (from `offset`) through the file, runs
@@ -255,7 +261,7 @@ fn with_pool(
     offset: u64,
     f: impl FnOnce(&mut NvPool<'_, FilePmem>, &RecoveryReport) -> Result<(), String>,
 ) -> Result<(), String> {
-    let pmem = FilePmem::open(image, offset)?;
+    let pmem = FilePmem::open(image, offset, None)?;
     let geo = NvPool::probe(&pmem).map_err(|e| format!("{image}: {e}"))?;
     let mut work = vec![0u8; geo.work_area_bytes()];
     let (mut pool, report) =
@@ -283,7 +289,9 @@ fn format(args: &FormatArgs) -> Result<(), String> {
             file.set_len(want).map_err(|e| format!("{image}: {e}"))?;
         }
     }
-    let pmem = FilePmem::open(image, args.at.offset)?;
+    // --size bounds the pool even in a larger file (an NVDIMM image with
+    // other data after it).
+    let pmem = FilePmem::open(image, args.at.offset, args.size)?;
     let size = nvirt_persist_meta::Pmem::size(&pmem);
     let mut config = Config::for_region(size).with_frame_base(args.frame_base);
     if let Some(n) = args.max_domains {
@@ -313,12 +321,14 @@ fn format(args: &FormatArgs) -> Result<(), String> {
 }
 
 fn inspect(image: &str, offset: u64) -> Result<ExitCode, String> {
-    let bytes = fs::read(image).map_err(|e| format!("{image}: {e}"))?;
-    let size = bytes.len();
-    let region = bytes
-        .get(usize::try_from(offset).unwrap_or(usize::MAX)..)
-        .ok_or_else(|| format!("{image}: offset {offset:#x} is past the end ({size:#x} bytes)"))?
-        .to_vec();
+    let mut region = fs::read(image).map_err(|e| format!("{image}: {e}"))?;
+    let size = region.len();
+    let start = usize::try_from(offset)
+        .ok()
+        .filter(|&o| o <= size)
+        .ok_or_else(|| format!("{image}: offset {offset:#x} is past the end ({size:#x} bytes)"))?;
+    // In place: an NVDIMM image can be gigabytes.
+    region.drain(..start);
     let mut out = format!("image: {size} bytes, pool at offset {offset:#x}\n");
     let pmem = MemPmem::from_bytes(region);
     let result = (|| {

@@ -24,27 +24,30 @@
 //! | 4096 per frame | the data, extent by extent |
 //! | 8 | CRC-32C of everything before, as u64 |
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
-use nvirt_nvpool::{DomainId, Extent, Gpfn};
+use nvirt_nvpool::{DomainId, Extent, Gpfn, MAX_NAME, Order};
 use nvirt_persist_meta::{Pmem, PmemError};
 
-/// A pool image in a file, from byte `offset` to the end.
+/// A pool image in a file, from byte `offset` on.
 #[derive(Debug)]
 pub(crate) struct FilePmem {
     file: File,
     offset: u64,
     size: u64,
-    /// The first I/O error, reported by [`FilePmem::finish`].
-    error: Option<String>,
+    /// The first I/O error (a read's or a write's), reported by
+    /// [`FilePmem::check_io`] and [`FilePmem::finish`]. A cell because
+    /// `Pmem::read` takes `&self`.
+    error: RefCell<Option<String>>,
 }
 
 impl FilePmem {
     /// Opens `path` for reading and writing; the region is the file from
-    /// `offset` on.
-    pub(crate) fn open(path: &str, offset: u64) -> Result<Self, String> {
+    /// `offset` on, or its first `limit` bytes from there.
+    pub(crate) fn open(path: &str, offset: u64, limit: Option<u64>) -> Result<Self, String> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -57,8 +60,8 @@ impl FilePmem {
         Ok(Self {
             file,
             offset,
-            size,
-            error: None,
+            size: len_limit(size, limit),
+            error: RefCell::new(None),
         })
     }
 
@@ -74,15 +77,22 @@ impl FilePmem {
         }
     }
 
+    /// The first I/O error so far, if any: checked before anything
+    /// irreversible is done on the strength of what was read or written.
+    pub(crate) fn check_io(&self) -> Result<(), String> {
+        self.error.borrow().clone().map_or(Ok(()), Err)
+    }
+
     /// Syncs and reports the first I/O error, if any happened.
     pub(crate) fn finish(mut self) -> Result<(), String> {
         self.fence();
-        self.error.map_or(Ok(()), Err)
+        self.check_io()
     }
 
-    fn note(&mut self, e: std::io::Error) {
-        if self.error.is_none() {
-            self.error = Some(e.to_string());
+    fn note(&self, e: std::io::Error) {
+        let mut error = self.error.borrow_mut();
+        if error.is_none() {
+            *error = Some(e.to_string());
         }
     }
 }
@@ -94,9 +104,11 @@ impl Pmem for FilePmem {
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PmemError> {
         let at = self.check(offset, buf.len() as u64)?;
-        // A read error leaves zeros, which recovery refuses as damage.
-        if self.file.read_exact_at(buf, at).is_err() {
+        // A read error leaves zeros, which recovery refuses as damage, and
+        // is noted so that no data read as zeros is exported as real.
+        if let Err(e) = self.file.read_exact_at(buf, at) {
             buf.fill(0);
+            self.note(e);
         }
         Ok(())
     }
@@ -125,6 +137,11 @@ impl Pmem for FilePmem {
             self.note(e);
         }
     }
+}
+
+/// The region's size: what the file holds from the offset, at most `limit`.
+fn len_limit(available: u64, limit: Option<u64>) -> u64 {
+    limit.map_or(available, |l| l.min(available))
 }
 
 /// First bytes of an export file.
@@ -217,9 +234,9 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
     let count = u64_at(&bytes, 40);
     let frames = u64_at(&bytes, 48);
     let name = bytes
-        .get(64..64 + name_len.min(32) as usize)
+        .get(64..64 + name_len.min(MAX_NAME as u64) as usize)
         .and_then(|n| std::str::from_utf8(n).ok())
-        .filter(|_| name_len <= 32)
+        .filter(|_| name_len <= MAX_NAME as u64)
         .ok_or_else(|| bad("bad name"))?
         .to_owned();
     let table_end = count
@@ -233,7 +250,7 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
         let gpfn = Gpfn::new(gpfn).ok_or_else(|| bad("guest frame out of range"))?;
         let order = u8::try_from(order)
             .ok()
-            .filter(|&o| o <= 18 && gpfn.get() % (1 << o) == 0)
+            .filter(|&o| o <= Order::MAX.get() && gpfn.get() % (1 << o) == 0)
             .ok_or_else(|| bad("bad extent order"))?;
         extents.push((gpfn, order));
     }
@@ -243,13 +260,90 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
         quota,
         extents,
     };
-    if domain.frames() != frames || (body - table_end) as u64 != frames * 4096 {
+    if domain.frames() != frames || frames.checked_mul(4096) != Some((body - table_end) as u64) {
         return Err(bad("frame count disagrees with the extents and the data"));
     }
-    Ok((domain, bytes[table_end..body].to_vec()))
+    // The data in place: an export holds a domain's whole NVRAM.
+    bytes.truncate(body);
+    bytes.drain(..table_end);
+    Ok((domain, bytes))
 }
 
 /// The extents of a domain as the export lists them.
 pub(crate) fn listed(extents: impl Iterator<Item = Extent>) -> Vec<(Gpfn, u8)> {
     extents.map(|e| (e.gpfn(), e.order().get())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid export of two extents (4 KiB at gpfn 1, 8 KiB at gpfn 2)
+    /// with frames filled by their index.
+    fn valid() -> Vec<u8> {
+        let domain = Exported {
+            id: DomainId::new(7),
+            name: "vm".to_owned(),
+            quota: 16,
+            extents: vec![(Gpfn::new(1).unwrap(), 0), (Gpfn::new(2).unwrap(), 1)],
+        };
+        let mut out = Vec::new();
+        let mut crc = 0;
+        start_export(&mut out, &domain, &mut crc).unwrap();
+        for i in 0..3u8 {
+            put(&mut out, &[i; 4096], &mut crc).unwrap();
+        }
+        finish_export(&mut out, crc).unwrap();
+        out
+    }
+
+    /// `bytes` with `patch` applied at `at` and the checksum made right
+    /// again, so only the field checks can refuse it.
+    fn forged(at: usize, patch: &[u8]) -> Vec<u8> {
+        let mut bytes = valid();
+        bytes[at..at + patch.len()].copy_from_slice(patch);
+        let body = bytes.len() - 8;
+        let crc = u64::from(crc32c::crc32c(&bytes[..body]));
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn read(bytes: &[u8]) -> Result<(Exported, Vec<u8>), String> {
+        let dir = std::env::temp_dir().join(format!("nvirt-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.nvexport", crc32c::crc32c(bytes)));
+        std::fs::write(&path, bytes).unwrap();
+        let out = read_export(path.to_str().unwrap());
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn a_valid_export_reads_back() {
+        let (domain, data) = read(&valid()).unwrap();
+        assert_eq!(domain.name, "vm");
+        assert_eq!(domain.frames(), 3);
+        assert_eq!(data.len(), 3 * 4096);
+        assert_eq!((data[0], data[4096], data[8191 + 4096]), (0, 1, 2));
+    }
+
+    #[test]
+    fn forged_fields_are_refused_despite_a_good_checksum() {
+        let cases: [(usize, &[u8], &str); 6] = [
+            (8, &2u32.to_le_bytes(), "unknown version"),
+            (12, &33u32.to_le_bytes(), "bad name"),
+            (40, &u64::MAX.to_le_bytes(), "extent table past the end"),
+            (HEADER + 8, &19u64.to_le_bytes(), "bad extent order"),
+            // Order 1 at an odd guest frame.
+            (HEADER + 16, &3u64.to_le_bytes(), "bad extent order"),
+            // A frame count that overflows when multiplied by 4096.
+            (48, &(u64::MAX / 2).to_le_bytes(), "frame count disagrees"),
+        ];
+        for (at, patch, why) in cases {
+            let err = read(&forged(at, patch)).unwrap_err();
+            assert!(err.contains(why), "patch at {at}: {err}");
+        }
+        let err = read(&valid()[..150]).unwrap_err();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
 }

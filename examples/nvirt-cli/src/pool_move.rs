@@ -37,10 +37,41 @@ pub(crate) fn export(
         quota: info.quota,
         extents: pool_file::listed(pool.extents(dom)),
     };
-    let f = File::create(file).map_err(|e| format!("{file}: {e}"))?;
+    // Never over an existing file: it may be an earlier export whose
+    // domain is gone from the pool, or the image itself.
+    let f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|e| format!("{file}: {e}"))?;
+    let written = write_export(pool, dom, &exported, f, file);
+    if written.is_err() {
+        // Nothing was freed; a partial file would only block the retry.
+        let _ = std::fs::remove_file(file);
+    }
+    written?;
+    pool.destroy(dom).map_err(|e| e.to_string())?;
+    println!(
+        "exported domain id={} name={} frames={} extents={} to {file}; freed in the pool",
+        exported.id,
+        exported.name,
+        exported.frames(),
+        exported.extents.len()
+    );
+    Ok(())
+}
+
+/// Writes the export of `dom` to the new file `f` and makes it durable.
+fn write_export(
+    pool: &NvPool<'_, FilePmem>,
+    dom: nvirt_nvpool::Dom,
+    exported: &Exported,
+    f: File,
+    file: &str,
+) -> Result<(), String> {
     let mut w = BufWriter::new(f);
     let mut crc = 0;
-    pool_file::start_export(&mut w, &exported, &mut crc)?;
+    pool_file::start_export(&mut w, exported, &mut crc)?;
     let mut frame = vec![0u8; 4096];
     for &(gpfn, order) in &exported.extents {
         for i in 0..1u64 << order {
@@ -50,6 +81,10 @@ pub(crate) fn export(
             pool_file::put(&mut w, &frame, &mut crc)?;
         }
     }
+    // A frame that could not be read from the image came back as zeros.
+    pool.region()
+        .check_io()
+        .map_err(|e| format!("reading the pool: {e}"))?;
     pool_file::finish_export(&mut w, crc)?;
     let f = w.into_inner().map_err(|e| format!("{file}: {e}"))?;
     // The file must be durable before the pool forgets the data.
@@ -64,14 +99,6 @@ pub(crate) fn export(
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    pool.destroy(dom).map_err(|e| e.to_string())?;
-    println!(
-        "exported domain id={} name={} frames={} extents={} to {file}; freed in the pool",
-        exported.id,
-        exported.name,
-        exported.frames(),
-        exported.extents.len()
-    );
     Ok(())
 }
 
@@ -106,6 +133,9 @@ pub(crate) fn import(
     }
     // The data must be durable before the domain is complete.
     pool.persist();
+    pool.region()
+        .check_io()
+        .map_err(|e| format!("writing the pool: {e}"))?;
     pool.mark_complete(dom).map_err(|e| e.to_string())?;
     println!(
         "imported domain id={} name={} frames={} extents-in-file={} slot={}",

@@ -45,7 +45,8 @@ pub(crate) fn run_streamed(cmd: &mut Command) -> Result<Finished, String> {
     let reader = thread::spawn(move || {
         let mut captured = String::new();
         let mut out = std::io::stdout();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line);
             let _ = writeln!(out, "{line}");
             captured.push_str(&line);
             captured.push('\n');

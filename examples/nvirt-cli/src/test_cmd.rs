@@ -117,7 +117,7 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
         &mut cargo(&root, &["test", "--workspace"]),
         &mut tally,
     );
-    for package in marked_packages(&root, "no_std")? {
+    for package in marked_or_check(&root, "no_std", &mut tally) {
         tally.check(
             &format!("no_std build of {package} for {BARE_METAL_TARGET}"),
             cargo_ok(
@@ -137,8 +137,13 @@ pub(crate) fn run(args: &TestArgs) -> Result<ExitCode, String> {
         emulator_scenarios(&root, &mut tally);
         crash_loop_check(&root, args.crash_seed, &mut tally);
     }
-    for package in marked_packages(&root, "loom")? {
-        let mut cmd = cargo(&root, &["test", "--release", "--package", &package]);
+    for package in marked_or_check(&root, "loom", &mut tally) {
+        // Only the `loom` test target: under `--cfg loom` the package's
+        // other tests still run and would be counted as loom tests.
+        let mut cmd = cargo(
+            &root,
+            &["test", "--release", "--package", &package, "--test", "loom"],
+        );
         // A target directory of its own: `--cfg loom` rebuilds every crate.
         cmd.env("RUSTFLAGS", "--cfg loom")
             .env("CARGO_TARGET_DIR", root.join("target/loom"));
@@ -259,6 +264,25 @@ fn count_tests(label: &str, cmd: &mut Command, tally: &mut Tally) {
     }
     if !done.success && failed == 0 {
         tally.check(label, Err("did not build or crashed (output above)".into()));
+    } else if done.success && passed + failed == 0 {
+        tally.check(label, Err("no tests ran".into()));
+    }
+}
+
+/// The packages marked with `key`; a failure to list them, or no package
+/// at all, is a failed check rather than a step skipped.
+fn marked_or_check(root: &Path, key: &str, tally: &mut Tally) -> Vec<String> {
+    let label = format!("packages marked `{key} = true`");
+    match marked_packages(root, key) {
+        Ok(list) if list.is_empty() => {
+            tally.check(&label, Err("none found in the workspace".into()));
+            list
+        }
+        Ok(list) => list,
+        Err(e) => {
+            tally.check(&label, Err(e));
+            Vec::new()
+        }
     }
 }
 
@@ -311,6 +335,12 @@ fn fuzz(root: &Path, seconds: u64, tally: &mut Tally) {
             .collect::<Vec<_>>(),
         _ => return tally.check("fuzz: list targets", Err("`cargo fuzz list` failed".into())),
     };
+    if targets.is_empty() {
+        return tally.check(
+            "fuzz: list targets",
+            Err("`cargo fuzz list` found none".into()),
+        );
+    }
     if let Err(e) = run_streamed(&mut fuzz_cmd("build")).and_then(|d| {
         if d.success {
             Ok(())

@@ -126,6 +126,13 @@ fn a_torn_group_is_shown_and_discarded() {
         "{}",
         out.stdout
     );
+    // The complete group before it is replayed, not discarded with it.
+    assert!(
+        out.stdout
+            .contains("record offset=0x4080 seq=3 kind=0x0042 len=5 crc=ok end\n"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("stop offset=0x4120: checksum mismatch"),
         "{}",

@@ -219,6 +219,7 @@ fn format_create_populate_destroy() {
 fn export_then_import_moves_a_domain_out_and_back() {
     let file = sample("move.img", 0, 4 << 20);
     let export = path("web.nvx");
+    let _ = std::fs::remove_file(&export);
     // A running (crashed) domain is refused without --force.
     let out = nvirt(&["export", &file, "db", &path("db.nvx")]);
     assert_eq!(out.status, 2);
@@ -273,6 +274,7 @@ fn export_then_import_moves_a_domain_out_and_back() {
 fn an_interrupted_import_is_redone_and_bad_exports_are_refused() {
     let file = sample("redo.img", 0, 4 << 20);
     let export = path("redo.nvx");
+    let _ = std::fs::remove_file(&export);
     ok(&["export", &file, "web", &export]);
     // A crash in the middle of an import leaves the domain incomplete.
     let (pmem, mut work) = open(&file, 0);
@@ -299,4 +301,40 @@ fn an_interrupted_import_is_redone_and_bad_exports_are_refused() {
     assert_eq!(out.status, 2);
     assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn format_with_a_size_inside_a_larger_file_keeps_what_follows() {
+    let file = path("larger.img");
+    std::fs::write(&file, vec![0xa5u8; 8 << 20]).unwrap();
+    let out = ok(&["format", &file, "--size", "4M", "--offset", "1M"]);
+    assert!(
+        out.starts_with("formatted: region=4194304 data-frames="),
+        "{out}"
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 8 << 20);
+    assert!(
+        bytes[..1 << 20].iter().all(|&b| b == 0xa5),
+        "before the pool"
+    );
+    assert!(
+        bytes[5 << 20..].iter().all(|&b| b == 0xa5),
+        "after the pool"
+    );
+    let out = ok(&["inspect", &file, "--offset", "1M"]);
+    assert!(out.contains("region=4194304 "), "{out}");
+}
+
+#[test]
+fn export_never_overwrites_a_file() {
+    let file = sample("export-exists.img", 0, 4 << 20);
+    let to = path("export-exists.nvexport");
+    std::fs::write(&to, b"an earlier export").unwrap();
+    let out = nvirt(&["export", &file, "web", &to]);
+    assert_eq!(out.status, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("exists"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&to).unwrap(), b"an earlier export");
+    // The domain is still in the pool.
+    assert!(ok(&["inspect", &file]).contains("name=web"));
 }

@@ -6,7 +6,7 @@
 //! variant to [`BenchTarget`] and a line to [`run`].
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -50,26 +50,12 @@ pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     }
 }
 
-/// Runs `op` `iterations` times (after one untimed warm-up call) and
-/// returns nanoseconds per call.
-#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
-pub(crate) fn ns_per_op(iterations: u64, mut op: impl FnMut()) -> f64 {
-    op();
-    let start = Instant::now();
-    for _ in 0..iterations {
-        op();
-    }
-    elapsed_ns(start.elapsed()) / iterations.max(1) as f64
-}
-
 /// A duration in nanoseconds as a float.
-#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
 pub(crate) fn elapsed_ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
 /// Formats one result line in the contract format.
-#[allow(dead_code, reason = "used by the benchmark modules as they are added")]
 pub(crate) fn line(workload: &str, nvirt_ns: f64, peer_ns: f64, extra: &str) -> String {
     let ratio = peer_ns / nvirt_ns;
     let mut out = format!("{workload} nvirt={nvirt_ns:.1} peer={peer_ns:.1} ratio={ratio:.2}");

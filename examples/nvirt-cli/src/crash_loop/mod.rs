@@ -199,6 +199,16 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
                 .unwrap_or_default()
         );
     }
+    // Kills that all land before the guest verifies anything (a machine
+    // too slow for the kill windows) would prove nothing.
+    let floor = iterations / 4;
+    if summary.boots_verified < floor || summary.recoveries < floor {
+        return Err(format!(
+            "only {} of {iterations} boots verified the guest's data and {} recovered the pool \
+             (at least {floor} each needed): the kills land too early for this machine",
+            summary.boots_verified, summary.recoveries
+        ));
+    }
     final_run(&prepared, &mut summary, echo)?;
     damaged_image_refused(&prepared)?;
     summary.elapsed = started.elapsed();
@@ -253,7 +263,10 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
 }
 
 /// Offsets of a byte inside each pool superblock copy, past its magic.
-const SUPERBLOCK_BYTES: [u64; 2] = [0x10, 0x1010];
+const SUPERBLOCK_BYTES: [u64; 2] = [
+    nvirt_nvpool::config::POOL_SUPERBLOCKS[0] + 0x10,
+    nvirt_nvpool::config::POOL_SUPERBLOCKS[1] + 0x10,
+];
 
 /// Damages both superblock copies of the image and boots it: the
 /// hypervisor must refuse it with a message naming the damage and change

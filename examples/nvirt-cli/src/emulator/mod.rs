@@ -362,7 +362,8 @@ fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool)
                     _ => {}
                 }
                 console.push(line);
-                continue;
+                // No `continue`: a console that never goes quiet must not
+                // keep the exit and timeout checks below from running.
             }
             Err(RecvTimeoutError::Disconnected) if status.is_some() => break,
             Err(_) => {}

@@ -129,8 +129,12 @@ pub(crate) fn start(
     let stdout = child.stdout.take().ok_or("no stdout pipe from QEMU")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+        // Lossy: one byte that is not UTF-8 must not end the console.
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
                 break;
             }
         }
