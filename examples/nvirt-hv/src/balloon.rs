@@ -182,10 +182,14 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         zero: bool,
     ) -> Result<(), MemoryError> {
         let order = order_for(at, end - at);
-        let block = self
-            .pool(kind)?
-            .alloc_for(at, order)
-            .map_err(|_| MemoryError::NoMemory { kind })?;
+        let pool = self.pool(kind)?;
+        let block = pool.alloc_for(at, order).map_err(|e| {
+            if pool.is_broken(&e) {
+                MemoryError::Inconsistent(e)
+            } else {
+                MemoryError::NoMemory { kind }
+            }
+        })?;
         let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
         let give_back = |this: &mut Self| {
             let range = crate::pool::block_range(block);
@@ -236,6 +240,17 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             return Err(MemoryError::Map(crate::p2m::P2mError::Full {
                 capacity: self.p2m.capacity(),
             }));
+        }
+        // The pool's room too, before the tables change: a refusal after
+        // the unmap would leave the guest's map and its tables apart.
+        for i in cover.clone() {
+            let Some(&e) = self.p2m.extents().get(i) else {
+                continue;
+            };
+            let part = self.p2m.part_of(&e, gpfns);
+            if !self.pool(kind)?.can_release(e.block, part) {
+                return Err(MemoryError::NoMemory { kind });
+            }
         }
         let gpa = gpfns.start * PAGE;
         let len = (gpfns.end - gpfns.start) * PAGE;

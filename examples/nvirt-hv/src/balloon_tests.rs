@@ -4,13 +4,14 @@
 
 use std::ops::Range;
 
-use nvirt_buddy::{Constraints, Heap, MemKind, Order};
+use nvirt_buddy::{Block, Constraints, Heap, MemKind, Order, PfnRange};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_ept::Invalidate;
 
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::nested::{Format, NestedConfig};
 use crate::p2m::{Extent, P2mError};
+use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 use crate::testing::{Arena, heap, metadata_for};
 
@@ -218,6 +219,73 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
         );
         consistent(g);
     });
+}
+
+/// A non-volatile heap whose releases never have room, like an NV pool
+/// whose extent slots other domains hold.
+struct Cramped<'m>(Heap<'m>);
+
+impl FramePool for Cramped<'_> {
+    fn kind(&self) -> MemKind {
+        MemKind::NonVolatile
+    }
+    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError> {
+        self.0.alloc_for(gpfn, order)
+    }
+    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
+        self.0.release(gpfn, block, part)
+    }
+    fn free_frames(&self) -> u64 {
+        Heap::free_frames(&self.0)
+    }
+    fn can_release(&self, _: Block, _: PfnRange) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_release_the_pool_has_no_room_for_changes_nothing() {
+    let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
+    let (mut rm, mut nm) = (metadata_for(&RAM_HOST), metadata_for(&NV_HOST));
+    let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
+    let mut nv = Cramped(heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap());
+    let mut storage = vec![Extent::EMPTY; 256];
+    let layout = layout();
+    let mut g = GuestMemory::new(
+        &config(Format::Ept),
+        &mut ram,
+        Some(&mut nv),
+        &arena,
+        &mut storage,
+        Regions::from_map(&layout.map),
+    )
+    .unwrap();
+    let nvram = layout.nvram.clone().unwrap();
+    g.back(&nvram, MemKind::NonVolatile, false).unwrap();
+    let _ = g.take_invalidation();
+    let gpfn = nvram.start / PAGE + 5;
+    let before = (
+        g.extents().to_vec(),
+        g.footprint(),
+        g.tables().translate(gpfn * PAGE),
+    );
+    assert_eq!(
+        g.decrease(gpfn, Order::SIZE_4K, MemKind::NonVolatile),
+        Err(MemoryError::NoMemory {
+            kind: MemKind::NonVolatile
+        })
+    );
+    assert_eq!(g.take_invalidation(), Invalidate::Nothing);
+    assert_eq!(
+        before,
+        (
+            g.extents().to_vec(),
+            g.footprint(),
+            g.tables().translate(gpfn * PAGE)
+        )
+    );
+    assert!(before.2.is_some(), "the page stays mapped");
+    g.audit().unwrap();
 }
 
 #[test]

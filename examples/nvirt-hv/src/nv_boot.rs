@@ -41,8 +41,8 @@ pub enum Opened {
 /// Why the pool could not be opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenError {
-    /// The region holds a pool that cannot be recovered; it is left as it
-    /// is.
+    /// The region holds a pool that cannot be recovered; it is not
+    /// formatted over (recovery may have made its own crash-safe repairs).
     Damaged(RecoverError),
     /// The pool was laid out for a region at another host address.
     FrameBase {
@@ -62,7 +62,7 @@ impl fmt::Display for OpenError {
         match self {
             Self::Damaged(e) => write!(
                 f,
-                "the NVRAM holds a damaged pool, left untouched ({e}); boot with nvpool=format to erase it"
+                "the NVRAM holds a damaged pool, not formatted over ({e}); boot with nvpool=format to erase it"
             ),
             Self::FrameBase { pool, region } => write!(
                 f,

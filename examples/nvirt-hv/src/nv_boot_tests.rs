@@ -59,13 +59,30 @@ fn formats_an_empty_region_and_recovers_a_pool() {
     pool.check().unwrap();
 }
 
+/// A region of bytes `fill` everywhere.
+fn filled(fill: u8) -> MemPmem {
+    let mut region = MemPmem::new(SIZE as usize);
+    region.as_bytes_mut().fill(fill);
+    region
+}
+
+/// The region's last frame, a data frame of any pool it holds.
+fn last_frame(region: &MemPmem) -> &[u8] {
+    &region.as_bytes()[SIZE as usize - 4096..]
+}
+
 #[test]
 fn a_fresh_region_is_formatted_without_zeroing_and_format_erases() {
-    let region = MemPmem::new(SIZE as usize);
+    // A region said to be fresh keeps its data frames as they are ...
+    let region = filled(0xaa);
     let mut w = work(&region);
     let (pool, opened) = open(region, BASE, &mut w, PoolMode::Fresh).unwrap();
     assert_eq!(opened, Opened::FormattedEmpty);
     let image = pool.into_region();
+    assert!(last_frame(&image).iter().all(|&b| b == 0xaa));
+    // ... any other is zeroed when a pool is made on it.
+    let (pool, _) = open(filled(0xaa), BASE, &mut w, PoolMode::Recover).unwrap();
+    assert!(last_frame(&pool.into_region()).iter().all(|&b| b == 0));
     let (pool, opened) = open(image, BASE, &mut w, PoolMode::Fresh).unwrap();
     assert!(matches!(opened, Opened::Recovered(_)), "a pool is kept");
     let image = pool.into_region();
@@ -91,7 +108,11 @@ fn a_damaged_pool_is_named_and_left_alone() {
     }
     let before = image.as_bytes().to_vec();
     let mut w = work(&pool_image());
-    let err = open(image, BASE, &mut w, PoolMode::Recover).unwrap_err();
+    let err = open(&mut image, BASE, &mut w, PoolMode::Recover).unwrap_err();
+    assert!(
+        image.as_bytes() == &before[..],
+        "a damaged pool was written"
+    );
     assert!(matches!(
         err,
         OpenError::Damaged(RecoverError::Superblocks { .. })
@@ -102,12 +123,14 @@ fn a_damaged_pool_is_named_and_left_alone() {
         "{text}"
     );
     // Fresh does not format over it either.
-    let mut copy = MemPmem::new(SIZE as usize);
-    copy.as_bytes_mut().copy_from_slice(&before);
     assert!(matches!(
-        open(copy, BASE, &mut w, PoolMode::Fresh),
+        open(&mut image, BASE, &mut w, PoolMode::Fresh),
         Err(OpenError::Damaged(_))
     ));
+    assert!(
+        image.as_bytes() == &before[..],
+        "a damaged pool was written"
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ use nvirt_nvpool::{Dom, Gpfn, Mfn, NvPool, PopulateError};
 use nvirt_persist_meta::Pmem;
 
 use crate::p2m::Extent;
-use crate::pool::{FramePool, PoolError, block_range};
+use crate::pool::{FramePool, PoolError, block_range, remainder};
 
 /// Most blocks one order of a release is decreased in (a part of a block
 /// has at most two maximal aligned blocks of each order).
@@ -158,6 +158,30 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
             }
         }
         Ok(())
+    }
+
+    /// Splitting an extent to give back part of it takes extent slots of
+    /// the pool, which all domains share: at most one per block of what
+    /// remains plus one per block given back, whatever the order of the
+    /// per-order decreases.
+    fn can_release(&self, block: Block, part: PfnRange) -> bool {
+        let pieces = |r: PfnRange| r.blocks(Order::MAX).count() as u64;
+        let needed = remainder(block, part).into_iter().map(pieces).sum::<u64>() + pieces(part);
+        let free = self
+            .pool
+            .geometry()
+            .max_extents()
+            .saturating_sub(self.pool.stats().extents);
+        needed <= u64::from(free)
+    }
+
+    /// A pool whose commit failed is poisoned; one that lost what it had
+    /// just committed is inconsistent. Neither can serve the guest on.
+    fn is_broken(&self, error: &PoolError) -> bool {
+        matches!(
+            error,
+            PoolError::Lost { .. } | PoolError::Populate(PopulateError::Commit(_))
+        )
     }
 
     fn free_frames(&self) -> u64 {

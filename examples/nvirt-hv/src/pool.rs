@@ -78,6 +78,21 @@ pub trait FramePool {
     /// Frames free in the pool.
     fn free_frames(&self) -> u64;
 
+    /// Whether [`release`](Self::release)`(…, block, part)` has the room it
+    /// needs, asked before the guest's tables change so that a refusal
+    /// leaves everything as it was. A heap always has.
+    fn can_release(&self, block: Block, part: PfnRange) -> bool {
+        let _ = (block, part);
+        true
+    }
+
+    /// Whether a refusal from this pool means the pool itself is broken
+    /// (the hypervisor must stop) rather than out of room (the guest is
+    /// told so).
+    fn is_broken(&self, error: &PoolError) -> bool {
+        matches!(error, PoolError::Lost { .. })
+    }
+
     /// The first block the pool already holds for the guest at or after
     /// guest frame `from`, with its first guest frame: what a pool that
     /// persists its guests' frames (the NV pool) re-attaches at boot. A

@@ -137,23 +137,6 @@ impl<const N: usize> RangeSet<N> {
         Ok(())
     }
 
-    /// The set with each range shrunk inward to multiples of `align` (a
-    /// power of two); ranges with no aligned part vanish.
-    #[must_use]
-    pub fn shrunk_to(&self, align: u64) -> Self {
-        let mask = align.max(1) - 1;
-        let mut out = Self::new();
-        for r in self.iter() {
-            let start = r.start.checked_add(mask).map(|s| s & !mask);
-            let end = r.end & !mask;
-            if let Some(start) = start.filter(|&s| s < end) {
-                // Shrinking never adds ranges, so this cannot fail.
-                let _ = out.push_sorted(start..end);
-            }
-        }
-        out
-    }
-
     /// Appends a range known to lie after every range already present.
     fn push_sorted(&mut self, range: Range<u64>) -> Result<(), RangeSetFull> {
         if let Some(last) = self.ranges[..self.len].last_mut() {
@@ -224,7 +207,6 @@ mod tests {
         assert_eq!(set.total(), 80);
         assert!(set.overlaps(&(39..41)));
         assert!(!set.overlaps(&(40..60)));
-        assert_eq!(set.shrunk_to(16).ranges(), [0..32, 64..96]);
     }
 
     #[test]

@@ -282,7 +282,7 @@ fn damaged_image_refused(prepared: &Prepared) -> Result<(), String> {
     fs::write(&image, &bytes).map_err(|e| format!("{}: {e}", image.display()))?;
     let outcome = emulator::run_prepared(&scenario(FINAL_OPS), prepared, false)?;
     let refusal = outcome.console.iter().find(|l| {
-        l.starts_with("nvirt-hv: FAILED: nvpool:") && l.contains("damaged pool, left untouched")
+        l.starts_with("nvirt-hv: FAILED: nvpool:") && l.contains("damaged pool, not formatted over")
     });
     let after = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
     let why = |what: &str| format!("damaged image: {what}\n{}", tail(&outcome.console, 20));

@@ -114,12 +114,12 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     let layout = guest_layout(&config);
     let dom = pool
         .as_mut()
-        .and_then(|(p, _)| nvram::attach_guest(p, &config, &layout));
+        .and_then(|p| nvram::attach_guest(p, &config, &layout));
     if config.guest_nvram > 0 && dom.is_none() {
         fail!("the guest has NVRAM but the machine has none");
     }
     let mut frames = match (pool.as_mut(), dom) {
-        (Some((p, _)), Some(d)) => Some(NvFrames::new(p, d)),
+        (Some(p), Some(d)) => Some(NvFrames::new(p, d)),
         _ => None,
     };
     let passed = {
@@ -208,7 +208,7 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
         ended.passed
     };
     let pool_ok = match pool.as_ref() {
-        Some((p, _)) => match p.check() {
+        Some(p) => match p.check() {
             Ok(()) => {
                 hvprintln!("nvpool: consistency check after the guest: clean");
                 true
@@ -223,10 +223,7 @@ pub(crate) fn run(magic: u32, info: u32) -> ! {
     hvprintln!(
         "heaps after the guest: volatile {} free, NV pool {} free",
         Size(ram.free_frames() * 4096),
-        Size(
-            pool.as_ref()
-                .map_or(0, |(p, _)| p.stats().free_frames * 4096)
-        )
+        Size(pool.as_ref().map_or(0, |p| p.stats().free_frames * 4096))
     );
     let passed = passed && pool_ok;
     if passed {

@@ -3,8 +3,6 @@
 //! no pool or `nvpool=format` says so — and the configured guest's domain
 //! found again by its stable id, or created with its NVRAM region.
 
-use core::ops::Range;
-
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
 use nvirt_hv::config::{Config, GUEST_NAME};
@@ -30,7 +28,7 @@ pub(crate) fn open_pool(
     host: &HostMemory,
     free: &mut RangeSet<FREE_CAPACITY>,
     config: &Config,
-) -> Option<(Pool, Range<u64>)> {
+) -> Option<Pool> {
     let region = host.nvram.iter().max_by_key(|r| r.end - r.start)?;
     for other in host.nvram.iter().filter(|r| *r != region) {
         hvprintln!(
@@ -77,7 +75,7 @@ pub(crate) fn open_pool(
         Ok(()) => hvprintln!("nvpool: consistency check: clean"),
         Err(e) => fail!("nvpool: consistency check: {e}"),
     }
-    Some((pool, region))
+    Some(pool)
 }
 
 fn report(pool: &Pool, opened: &Opened) {
@@ -108,7 +106,7 @@ fn report(pool: &Pool, opened: &Opened) {
                     d.state,
                     Size(d.frames * PAGE),
                     d.extents,
-                    Size(d.quota * PAGE)
+                    Size(d.quota.saturating_mul(PAGE))
                 );
             }
             if r.scrubbed_frames > 0 {

@@ -351,7 +351,7 @@ impl Vcpu for SvmVcpu {
         let target = if self.next_rip_supported && next > rip {
             next
         } else {
-            rip + self.last_exit_len
+            rip.wrapping_add(self.last_exit_len)
         };
         v.w64(0x578, target);
     }

@@ -647,7 +647,7 @@ impl Vcpu for VmxVcpu {
     fn skip_instruction(&mut self) {
         let len = vmread(field::EXIT_INSTRUCTION_LENGTH);
         let rip = vmread(field::GUEST_RIP);
-        self.set_reg(Reg::Rip, rip + len);
+        self.set_reg(Reg::Rip, rip.wrapping_add(len));
     }
 
     fn caller_state(&self) -> (VcpuMode, u8) {
