@@ -109,8 +109,10 @@ impl<P: Pmem> NvPool<'_, P> {
     }
 
     /// Writes a checkpoint of the whole pool (two fences); the record area
-    /// starts over.
+    /// starts over. A poisoned pool refuses: its volatile state may be
+    /// half-applied, and recovery from the log is what repairs it.
     pub fn checkpoint(&mut self) -> Result<(), CommitError> {
+        self.usable()?;
         let state = &self.state;
         self.log
             .checkpoint(|w| snapshot::write(state, w))

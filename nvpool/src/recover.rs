@@ -19,7 +19,7 @@ use crate::pool::NvPool;
 use crate::replay::Rebuild;
 use crate::scrub;
 use crate::state::State;
-use crate::superblock::{self, SuperblockFault};
+use crate::superblock::{self, POOL_VERSION, SuperblockFault};
 use crate::window::Window;
 use crate::work::{WorkAreaError, carve};
 
@@ -55,6 +55,14 @@ pub enum RecoverError {
         /// Why copy 1 was rejected.
         second: SuperblockFault,
     },
+    /// A superblock copy is intact but of a version this code does not
+    /// read (a newer pool): nothing is repaired from the other copy.
+    UnknownVersion {
+        /// Which copy (0 or 1).
+        copy: usize,
+        /// The version it holds.
+        found: u32,
+    },
     /// Both copies are valid but describe different pools.
     SuperblocksDisagree,
     /// The region is smaller than the pool it holds (a truncated image).
@@ -89,6 +97,11 @@ impl fmt::Display for RecoverError {
         match *self {
             Self::NotAPool => f.write_str(
                 "no pool superblock: the region was never formatted as a pool (or its format did not finish)",
+            ),
+            Self::UnknownVersion { copy, found } => write!(
+                f,
+                "pool superblock copy {copy} is of version {found}, which this build does not \
+                 read (supported: {POOL_VERSION}); nothing was changed"
             ),
             Self::Superblocks { first, second } => write!(
                 f,
@@ -127,6 +140,13 @@ impl From<PmemError> for RecoverError {
 /// rewriting.
 fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), RecoverError> {
     let copies = superblock::read(region)?.copies;
+    // A copy of a version this code does not know is not damage to repair
+    // from the other copy: it may be a newer pool. Refuse, as the log does.
+    for (copy, c) in copies.iter().enumerate() {
+        if let Err(SuperblockFault::Version { found }) = *c {
+            return Err(RecoverError::UnknownVersion { copy, found });
+        }
+    }
     let geo = match copies {
         [Ok(a), Ok(b)] if a != b => return Err(RecoverError::SuperblocksDisagree),
         [Ok(a), Ok(_)] => (a, [false, false]),
@@ -198,6 +218,10 @@ impl<'w, P: Pmem> NvPool<'w, P> {
                 superblock::store(region, at, &line)?;
             }
         }
+        if bad_copies.iter().any(|&b| b) {
+            // Durable before it is reported, whichever way recovery goes on.
+            region.fence();
+        }
         let mut pending_frames = 0;
         pool.state
             .for_each_pending(|_, order| pending_frames += 1u64 << order);
@@ -207,13 +231,10 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             // The last free's scrub finished before the stop.
             pool.state.complete_pending();
         } else if pending {
-            // The scrub's fence also makes a superblock repair durable; the
-            // scrub word it writes needs one more.
+            // The scrub word the scrub writes needs a fence of its own.
             pool.scrub_pending().map_err(RecoverError::Commit)?;
             pool.log.pmem_mut().region_mut().fence();
             scrubbed_frames = pending_frames;
-        } else if bad_copies.iter().any(|&b| b) {
-            pool.log.pmem_mut().region_mut().fence();
         }
         pool.state.check_counts().map_err(|e| {
             RecoverError::Damaged(DamageError {

@@ -66,9 +66,9 @@ impl<'a, P: Pmem> Group<'a, P> {
         }
     }
 
-    /// Stores `record` as the group's next record. On error nothing of
-    /// `record` was stored and the records pushed before remain in the
-    /// group.
+    /// Stores `record` as the group's next record. On error `record` is
+    /// not part of the group (its payload may lie beyond the group's end,
+    /// where nothing reads it) and the records pushed before remain in it.
     pub fn push<E: Encode + ?Sized>(&mut self, record: &E) -> Result<(), AppendError> {
         let kind = record.kind();
         if kind.is_reserved() {
@@ -103,7 +103,6 @@ impl<'a, P: Pmem> Group<'a, P> {
             .seq
             .checked_add(1)
             .ok_or(AppendError::SequenceExhausted)?;
-        self.store_pending_header(0)?;
         let at = self.log.area_start() + self.end + RECORD_HEADER;
         let (pmem, scratch) = self.log.parts();
         let payload = &mut scratch[..len];
@@ -113,6 +112,10 @@ impl<'a, P: Pmem> Group<'a, P> {
         if len > 0 {
             pmem.store(at, payload)?;
         }
+        // Only now the previous record's header, without the group's end
+        // mark: had the payload store failed, the group would still end at
+        // that record, so a commit after the failed push stays whole.
+        self.store_pending_header(0)?;
         self.pending = Some(Pending {
             pos: self.end,
             len: len as u32,
@@ -157,8 +160,10 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// Abandons the group (the same as dropping it).
     pub fn abandon(self) {}
 
+    /// Stores the pending record's header; the record stays pending if
+    /// the store fails.
     fn store_pending_header(&mut self, flags: u16) -> Result<(), PmemError> {
-        let Some(p) = self.pending.take() else {
+        let Some(p) = self.pending.clone() else {
             return Ok(());
         };
         let mut header = Header {
@@ -171,7 +176,9 @@ impl<'a, P: Pmem> Group<'a, P> {
             crc: 0,
         };
         header.crc = header.checksum(p.crc);
-        self.log.store_header(p.pos, &header)
+        self.log.store_header(p.pos, &header)?;
+        self.pending = None;
+        Ok(())
     }
 }
 

@@ -204,6 +204,74 @@ fn full_group_builder_is_abandoned_and_the_log_stays_usable() {
     assert_eq!(recover(&bytes).unwrap(), vec![p]);
 }
 
+/// A region whose byte-range stores fail while `failing` is set, as a
+/// medium error would make them.
+struct Failing {
+    inner: MemPmem,
+    failing: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Pmem for Failing {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), nvirt_persist_meta::PmemError> {
+        self.inner.read(offset, buf)
+    }
+    fn store_u64(&mut self, offset: u64, value: u64) -> Result<(), nvirt_persist_meta::PmemError> {
+        self.inner.store_u64(offset, value)
+    }
+    fn store(&mut self, offset: u64, data: &[u8]) -> Result<(), nvirt_persist_meta::PmemError> {
+        if self.failing.get() {
+            return Err(nvirt_persist_meta::PmemError::OutOfBounds {
+                offset,
+                len: data.len() as u64,
+                size: 0,
+            });
+        }
+        self.inner.store(offset, data)
+    }
+    fn write_back(&mut self, offset: u64, len: u64) -> Result<(), nvirt_persist_meta::PmemError> {
+        self.inner.write_back(offset, len)
+    }
+    fn fence(&mut self) {
+        self.inner.fence();
+    }
+}
+
+#[test]
+fn a_group_commits_whole_after_a_failed_push() {
+    let failing = std::rc::Rc::new(std::cell::Cell::new(false));
+    let pmem = Failing {
+        inner: MemPmem::new(region_len(1 << 12)),
+        failing: failing.clone(),
+    };
+    let mut log = Log::format(pmem, common::CHECKPOINT_CAPACITY).unwrap();
+    let first = payload(1, 40);
+    let mut group = log.group();
+    group
+        .push(&Raw {
+            kind: KIND,
+            payload: &first,
+        })
+        .unwrap();
+    failing.set(true);
+    let second = payload(2, 40);
+    assert!(
+        group
+            .push(&Raw {
+                kind: KIND,
+                payload: &second,
+            })
+            .is_err()
+    );
+    failing.set(false);
+    assert_eq!(group.len(), 1);
+    group.commit().unwrap();
+    let bytes = log.pmem().inner.as_bytes().to_vec();
+    assert_eq!(recover(&bytes).unwrap(), vec![first]);
+}
+
 #[test]
 fn checkpoint_errors_leave_the_old_checkpoint_in_force() {
     let mut log = fresh(4096);
