@@ -87,8 +87,8 @@ impl<const N: usize> MemoryMap<N> {
     }
 
     /// Appends without sanitizing; only for building a map that is sanitized
-    /// before anyone sees it.
-    fn push_raw(&mut self, entry: Entry) -> Result<(), CapacityError> {
+    /// before anyone sees it (and for the raw-table edits of `memmap=`).
+    pub(crate) fn push_raw(&mut self, entry: Entry) -> Result<(), CapacityError> {
         let slot = self.entries.get_mut(self.len).ok_or(CapacityError {
             capacity: N,
             needed: self.len + 1,
@@ -96,11 +96,6 @@ impl<const N: usize> MemoryMap<N> {
         *slot = entry;
         self.len += 1;
         Ok(())
-    }
-
-    /// Appends without sanitizing (the raw-table edits of `memmap=`).
-    pub(crate) fn raw_push(&mut self, entry: Entry) -> Result<(), CapacityError> {
-        self.push_raw(entry)
     }
 
     /// Linux's `__e820__range_update()` / `e820__range_remove()` on an

@@ -266,7 +266,7 @@ impl<const N: usize> MemoryMap<N> {
                 MemmapOp::Limit(limit) => {
                     raw.raw_cut(limit..u64::MAX, Some(Kind::Ram), None)?;
                 }
-                MemmapOp::Add(entry) => raw.raw_push(entry)?,
+                MemmapOp::Add(entry) => raw.push_raw(entry)?,
                 MemmapOp::Update { range, from, to } => {
                     if from != to {
                         raw.raw_cut(range, Some(from), Some(to))?;

@@ -332,6 +332,53 @@ fn dirty_bits_survive_a_concurrent_split() {
     }
 }
 
+/// The PD slot of a 2 MiB mapping at guest address 0 of NPT tables.
+fn pd_slot_of_gpa0(frames: &HostFrames, root: HostPhys) -> &AtomicU64 {
+    let next = |e: &AtomicU64| hpa(e.load(Ordering::Relaxed) & 0x000f_ffff_ffff_f000);
+    let pml4 = frames.table(root);
+    let pdpt = frames.table(next(&pml4[0]));
+    &frames.table(next(&pdpt[0]))[0]
+}
+
+/// Accessed and dirty bits the processor set in a large page are handed to
+/// every small page of a split, and the bits of small pages are kept by
+/// the large page a merge makes of them.
+#[test]
+fn accessed_and_dirty_bits_survive_split_and_merge() {
+    const ACCESSED: u64 = 1 << 5; // NPT A bit
+    const DIRTY: u64 = 1 << 6; // NPT D bit
+    let frames = HostFrames::new(hpa(1 << 32), 64);
+    let f = &mut &frames;
+    let mut t = Tables::new(Npt::new(), &frames, Config::new().pages_1g(false), f).unwrap();
+    let _ = t
+        .map(f, gpa(0), hpa(0), M2, Perms::RWX, MemType::Wb)
+        .unwrap();
+    let slot = pd_slot_of_gpa0(&frames, t.root());
+    slot.fetch_or(ACCESSED | DIRTY, Ordering::Relaxed);
+    // Split: every 4 KiB page inherits both bits.
+    let _ = t.protect(f, gpa(K4), K4, Perms::RX).unwrap();
+    let pt = frames.table(hpa(slot.load(Ordering::Relaxed) & 0x000f_ffff_ffff_f000));
+    assert!(
+        pt.iter()
+            .all(|e| e.load(Ordering::Relaxed) & (ACCESSED | DIRTY) == ACCESSED | DIRTY),
+        "a split lost accessed/dirty bits"
+    );
+    // Clear them all, dirty one small page, merge back: the large page is
+    // dirty.
+    for e in pt.iter() {
+        e.fetch_and(!(ACCESSED | DIRTY), Ordering::Relaxed);
+    }
+    pt[300].fetch_or(ACCESSED | DIRTY, Ordering::Relaxed);
+    let _ = t.protect(f, gpa(K4), K4, Perms::RWX).unwrap();
+    let merged = slot.load(Ordering::Relaxed);
+    assert_ne!(merged & (1 << 7), 0, "merged back into a 2 MiB page");
+    assert_eq!(
+        merged & (ACCESSED | DIRTY),
+        ACCESSED | DIRTY,
+        "a merge lost a small page's dirty bit"
+    );
+}
+
 #[test]
 fn retired_tables_keep_translating_until_reclaimed() {
     let frames = HostFrames::new(hpa(1 << 32), 64);

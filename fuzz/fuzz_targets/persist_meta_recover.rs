@@ -77,26 +77,28 @@ fn recover_state<P: Pmem>(
     pmem: &P,
 ) -> Result<(State, nvirt_persist_meta::Recovery), RecoverError<String>> {
     let mut state = State::new();
-    let recovery = replay(
-        pmem,
-        &mut replay_fn(|event| match event {
-            Replayed::Checkpoint(r) => {
-                let mut len = [0; 2];
-                while r.remaining() > 0 {
-                    r.read_exact(&mut len).map_err(|e| e.to_string())?;
-                    let mut p = vec![0; usize::from(u16::from_le_bytes(len))];
-                    r.read_exact(&mut p).map_err(|e| e.to_string())?;
-                    state.push(p);
-                }
-                Ok(())
-            }
-            Replayed::Record(r) => {
-                state.push(r.payload().to_vec());
-                Ok::<(), String>(())
-            }
-        }),
-    )?;
+    let recovery = replay(pmem, &mut replay_fn(|event| deliver(&mut state, event)))?;
     Ok((state, recovery))
+}
+
+/// The owner's side of replay: the snapshot's payloads, then each record's.
+fn deliver(state: &mut State, event: Replayed<'_, '_>) -> Result<(), String> {
+    match event {
+        Replayed::Checkpoint(r) => {
+            let mut len = [0; 2];
+            while r.remaining() > 0 {
+                r.read_exact(&mut len).map_err(|e| e.to_string())?;
+                let mut p = vec![0; usize::from(u16::from_le_bytes(len))];
+                r.read_exact(&mut p).map_err(|e| e.to_string())?;
+                state.push(p);
+            }
+            Ok(())
+        }
+        Replayed::Record(r) => {
+            state.push(r.payload().to_vec());
+            Ok(())
+        }
+    }
 }
 
 struct Base {
@@ -174,14 +176,10 @@ fn check(image: &[u8], committed: Option<&[State]>) {
             let mut again = State::new();
             let opened = Log::open(
                 MemPmem::from_bytes(image.to_vec()),
-                &mut replay_fn(|e| {
-                    if let Replayed::Record(r) = e {
-                        again.push(r.payload().to_vec());
-                    }
-                    Ok::<(), String>(())
-                }),
+                &mut replay_fn(|e| deliver(&mut again, e)),
             );
             let (log, _, _) = opened.expect("a recoverable image opens");
+            assert_eq!(again, state, "open replays what read-only recovery does");
             let (reopened, _) = recover_state(log.pmem()).expect("an opened image recovers");
             assert_eq!(reopened, state);
         }

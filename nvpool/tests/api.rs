@@ -462,3 +462,42 @@ fn crc32c_iscsi(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn a_damaged_committed_record_is_refused_not_dropped() {
+    let config = small();
+    let size = region(config, 1);
+    let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
+    let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
+    let a = pool.create(DomainId::new(0xa), "a", 100).unwrap();
+    pool.populate(a, g(0), 8).unwrap();
+    pool.write_guest(a, g(3), 0, b"secret of a").unwrap();
+    pool.persist();
+    let b = pool.create(DomainId::new(0xb), "b", 100).unwrap();
+    pool.populate(b, g(0), 4).unwrap();
+    let image = pool.into_region().into_bytes();
+    // The log's records, at their offsets in the region.
+    let log = &image[0x2000..];
+    let mut records = Vec::new();
+    let _ = nvirt_persist_meta::inspect(&MemPmem::from_bytes(log.to_vec()), |r| {
+        records.push((r.offset(), r.payload().len()));
+    });
+    assert!(records.len() >= 4, "{records:?}");
+    // Damage the payload of a's populate: recovering without it would give
+    // a's frames (and its data) to the next domain that asks.
+    let (offset, len) = records[1];
+    assert!(len > 0);
+    let mut bad = image.clone();
+    bad[0x2000 + offset as usize + 32] ^= 1;
+    let err = NvPool::recover(MemPmem::from_bytes(bad), &mut work).err();
+    assert!(
+        matches!(
+            err,
+            Some(RecoverError::Log(
+                nvirt_persist_meta::ImageError::Corrupt { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(err.unwrap().to_string().contains("damaged"));
+}

@@ -131,6 +131,12 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
                 }
             }
             Ok(Err(reason)) => {
+                if let Err(e) =
+                    crate::recover::refuse_if_committed(pmem, &area, scanner.cursor, reason)
+                {
+                    inspection.outcome = Err(e);
+                    return inspection;
+                }
                 chain.end = End {
                     append_offset: area.start + group_start.pos,
                     next_seq: group_start.seq,

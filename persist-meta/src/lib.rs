@@ -62,6 +62,7 @@ extern crate alloc;
 
 mod checkpoint;
 mod checksum;
+mod committed;
 mod error;
 mod group;
 pub mod inspect;

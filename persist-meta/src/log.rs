@@ -373,6 +373,14 @@ impl<P: Pmem> Log<P> {
                 }
             }
         }
+        // Nor may any intact record further on share the new epoch: it
+        // could join the chain later, or pass for proof that a record the
+        // chain stops at had been committed (see `committed`).
+        let area = self.layout.record_area();
+        if let Some(high) = crate::committed::highest_epoch_beyond(&self.pmem, &area, next, epoch)?
+        {
+            epoch = high.checked_add(1).ok_or(AppendError::EpochExhausted)?;
+        }
         Ok(epoch)
     }
 

@@ -236,6 +236,7 @@ fn replay_records<P: Pmem, R: Replay>(
         let first = match scanner.next(&mut buf, false)? {
             Ok(first) => first,
             Err(reason) => {
+                refuse_if_committed(pmem, &area, scanner.cursor, reason)?;
                 chain.end = stop(scanner.cursor, reason, 0);
                 return Ok(chain);
             }
@@ -257,6 +258,7 @@ fn replay_records<P: Pmem, R: Replay>(
                 Ok(record) if record.ends_group() => break,
                 Ok(_) => count += 1,
                 Err(reason) => {
+                    refuse_if_committed(pmem, &area, scanner.cursor, reason)?;
                     chain.groups -= 1;
                     chain.end = stop(scanner.cursor, reason, count);
                     return Ok(chain);
@@ -279,5 +281,34 @@ fn replay_records<P: Pmem, R: Replay>(
             }
             .into());
         }
+    }
+}
+
+/// An error if the record at `failed` failed its checks (`reason`) although
+/// a later group proves it committed; a natural end of the chain (blank,
+/// the area's end, a stale or an earlier writer's record) needs no proof.
+pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
+    pmem: &P,
+    area: &core::ops::Range<u64>,
+    failed: Cursor,
+    reason: StopReason,
+) -> Result<(), ImageError> {
+    if matches!(
+        reason,
+        StopReason::Blank
+            | StopReason::AreaEnd
+            | StopReason::Sequence { .. }
+            | StopReason::Epoch { .. }
+            | StopReason::SequenceExhausted
+    ) {
+        return Ok(());
+    }
+    match crate::committed::evidence(pmem, area, failed)? {
+        Some(evidence) => Err(ImageError::Corrupt {
+            offset: area.start + failed.pos,
+            evidence: area.start + evidence,
+            reason,
+        }),
+        None => Ok(()),
     }
 }

@@ -12,6 +12,7 @@ use core::fmt;
 use crate::checkpoint::CheckpointFault;
 use crate::layout::{Layout, SUPERBLOCK_OFFSETS, SWITCH_WORD, SuperblockError, decode_switch};
 use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD};
+use crate::scan::StopReason;
 
 /// Both superblock copies as found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +69,17 @@ pub enum ImageError {
         /// Where.
         offset: u64,
     },
+    /// A record that fails its checks although a later group of the same
+    /// chain proves it was committed: damage, not a torn tail. Recovery
+    /// stops rather than drop it and every commit after it.
+    Corrupt {
+        /// Offset of the damaged record.
+        offset: u64,
+        /// Offset of the later record that proves the commit.
+        evidence: u64,
+        /// What is wrong with the damaged record.
+        reason: StopReason,
+    },
     /// The region refused a read inside the validated layout.
     Pmem(PmemError),
 }
@@ -104,6 +116,15 @@ impl fmt::Display for ImageError {
             Self::Changed { offset } => write!(
                 f,
                 "bytes at {offset:#x} changed during recovery: the region is not exclusively ours"
+            ),
+            Self::Corrupt {
+                offset,
+                evidence,
+                reason,
+            } => write!(
+                f,
+                "committed record at {offset:#x} is damaged ({reason}); the group at \
+                 {evidence:#x} proves it had been committed"
             ),
             Self::Pmem(e) => e.fmt(f),
         }

@@ -128,6 +128,7 @@ fn kind_of(e: &ImageError) -> &'static str {
         ImageError::NoGeneration { .. } => "no generation",
         ImageError::Checkpoint { .. } => "checkpoint invalid",
         ImageError::Changed { .. } => "changed",
+        ImageError::Corrupt { .. } => "corrupt committed record",
         ImageError::Pmem(_) => "pmem",
     }
 }
@@ -173,5 +174,43 @@ fn truncated_images_are_rejected_cleanly() {
             Ok(state) => assert!(states.contains(&state), "length {len}"),
             Err(e) => assert!(!e.is_empty()),
         }
+    }
+}
+
+#[test]
+fn a_damaged_committed_record_is_an_error_not_a_shorter_log() {
+    let region = MemPmem::new(region_len(8192));
+    let mut log = Log::format(region, common::CHECKPOINT_CAPACITY).unwrap();
+    let mut offsets = Vec::new();
+    for id in 1..=4 {
+        let commit = log
+            .append(&Raw {
+                kind: KIND,
+                payload: &payload(id, 40),
+            })
+            .unwrap();
+        offsets.push(commit.offset);
+    }
+    let image = log.into_pmem().into_bytes();
+    // A payload byte of the second record: the third and fourth prove it
+    // was committed.
+    let mut bad = image.clone();
+    bad[offsets[1] as usize + 40] ^= 1;
+    match replay(&Image(&bad), &mut owner(&mut State::new())) {
+        Err(RecoverError::Image(ImageError::Corrupt {
+            offset, evidence, ..
+        })) => {
+            assert_eq!(offset, offsets[1]);
+            assert_eq!(evidence, offsets[2]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The third: the fourth alone ends a group but nothing follows it, so
+    // this could be a torn tail; so could the last.
+    for i in [2, 3] {
+        let mut torn = image.clone();
+        torn[offsets[i] as usize + 40] ^= 1;
+        let state = recover(&torn).unwrap();
+        assert_eq!(state.len(), i, "record {i}");
     }
 }

@@ -6,13 +6,13 @@
 
 use core::fmt;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::guest::{Arg, Extents, Transport};
 use crate::host::{AccessError, Fault, GuestMemory, Outcome, Registers, Resume};
-use crate::layout::{E820_ENTRY_SIZE, E820Entry, MemoryMap, XEN_PFN_SIZE};
+use crate::layout::MemoryMap;
 use crate::numbers::MemopCmd;
-use crate::types::{Gpfn, GuestAddr};
+use crate::types::GuestAddr;
 
 /// Where the array goes, after the argument structure (the largest is 32
 /// bytes; 64 keeps the array 8-byte aligned with room to spare).
@@ -76,48 +76,6 @@ where
             }))
     }
 
-    /// Copies `items` to consecutive `size`-byte slots from `at`.
-    fn put<T: IntoBytes + zerocopy::Immutable>(
-        &mut self,
-        at: GuestAddr,
-        items: &[T],
-        size: u64,
-    ) -> Result<(), LoopbackError> {
-        for (i, item) in (0u64..).zip(items) {
-            let slot = at
-                .element(i, size)
-                .ok_or(LoopbackError::Scratch(AccessError::Wraps {
-                    addr: at,
-                    len: u64::MAX,
-                }))?;
-            self.mem
-                .write(slot, item.as_bytes())
-                .map_err(LoopbackError::Scratch)?;
-        }
-        Ok(())
-    }
-
-    /// Copies consecutive `size`-byte slots from `at` into `items`.
-    fn get<T: FromBytes + IntoBytes>(
-        &self,
-        at: GuestAddr,
-        items: &mut [T],
-        size: u64,
-    ) -> Result<(), LoopbackError> {
-        for (i, item) in (0u64..).zip(items.iter_mut()) {
-            let slot = at
-                .element(i, size)
-                .ok_or(LoopbackError::Scratch(AccessError::Wraps {
-                    addr: at,
-                    len: u64::MAX,
-                }))?;
-            self.mem
-                .read(slot, item.as_mut_bytes())
-                .map_err(LoopbackError::Scratch)?;
-        }
-        Ok(())
-    }
-
     /// Enters the handler until the call completes.
     fn enter(&mut self, mut regs: Registers) -> Result<u64, LoopbackError> {
         let mut this_call = 0u64;
@@ -162,14 +120,16 @@ where
                     .write(header_at, header.as_bytes())
                     .map_err(scratch)?;
                 match extents {
+                    // The arrays are laid out as in guest memory (Gpfn is
+                    // `xen_pfn_t`, E820Entry the 20-byte entry): one copy.
                     Extents::In(e) => {
-                        self.put::<Gpfn>(array_at, e, XEN_PFN_SIZE)?;
+                        self.mem.write(array_at, e.as_bytes()).map_err(scratch)?;
                         self.enter(Registers::memory_op(cmd, header_at))
                     }
                     Extents::InOut(e) => {
-                        self.put::<Gpfn>(array_at, e, XEN_PFN_SIZE)?;
+                        self.mem.write(array_at, e.as_bytes()).map_err(scratch)?;
                         let ret = self.enter(Registers::memory_op(cmd, header_at))?;
-                        self.get::<Gpfn>(array_at, e, XEN_PFN_SIZE)?;
+                        self.mem.read(array_at, e.as_mut_bytes()).map_err(scratch)?;
                         Ok(ret)
                     }
                 }
@@ -187,7 +147,9 @@ where
                 header.set_nr_entries(back.nr_entries());
                 let n = (back.nr_entries() as usize).min(buffer.len());
                 if let Some(written) = buffer.get_mut(..n) {
-                    self.get::<E820Entry>(array_at, written, E820_ENTRY_SIZE)?;
+                    self.mem
+                        .read(array_at, written.as_mut_bytes())
+                        .map_err(scratch)?;
                 }
                 Ok(ret)
             }

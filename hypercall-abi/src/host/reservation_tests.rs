@@ -368,3 +368,19 @@ fn guest_memory_changing_under_the_handler_is_a_fault_not_a_panic() {
         "extent 1: gpfn 0x3 is not aligned to order 9"
     );
 }
+
+#[test]
+fn an_empty_request_never_looks_at_its_array() {
+    // As Xen: nothing to read or write, so an unmapped handle is no fault.
+    for cmd in [0u64, 1, 6] {
+        let mut b = [0u8; 0x1000];
+        let r = resv(0xdead_0000, 0, 0, 0, DomainId::SELF);
+        let mem = guest(&mut b, r, &[]);
+        let req = run_decode(&mem, cmd).unwrap();
+        assert_eq!(req.finish(), Outcome::Success(0), "command {cmd}");
+    }
+    // One extent: the same handle is a fault.
+    let mut b = [0u8; 0x1000];
+    let mem = guest(&mut b, resv(0xdead_0000, 1, 0, 0, DomainId::SELF), &[]);
+    assert!(matches!(reason(&mem, 1), Reason::Memory { .. }));
+}
