@@ -179,14 +179,24 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
         |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
     let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or([0; 8]));
     let magic = u32_at(0);
-    c.check(
+    if !c.check(
         magic == PVH_MAGIC && u32_at(4) >= 1,
         format_args!(
             "start info at {start_info:#x}: magic {magic:#x}, version {}",
             u32_at(4)
         ),
-    );
-    let entries = (u32_at(48) as usize).min(MEMMAP_MAX);
+    ) {
+        // Its addresses mean nothing: following them could fault.
+        return None;
+    }
+    let stated = u32_at(48) as usize;
+    if !c.check(
+        stated <= MEMMAP_MAX,
+        format_args!("start info map of {stated} entries fits the guest's {MEMMAP_MAX}"),
+    ) {
+        return None;
+    }
+    let entries = stated;
     let mut raw = [0u8; MEMMAP_MAX * 24];
     read_phys(u64_at(40), &mut raw[..entries * 24]);
     let map = pvh::read(&raw[..entries * 24], entries)
@@ -220,7 +230,9 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
 
 /// The map through `XENMEM_memory_map`, checked against the start info's.
 fn map_by_hypercall(c: &mut Checks, hv: &mut Hv, boot: &MemoryMap<MEMMAP_MAX>) {
-    let mut buffer = [E820Entry::default(); MEMMAP_MAX];
+    // One entry of room more than the start info may hold, so a map the
+    // hypervisor cut short to fit cannot pass for the same map.
+    let mut buffer = [E820Entry::default(); MEMMAP_MAX + 1];
     match hv.memory_map(&mut buffer) {
         Ok(n) => {
             let same = n == boot.len()
