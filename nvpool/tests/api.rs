@@ -300,7 +300,7 @@ fn damaged_and_foreign_images_are_named_errors() {
     // other copy is not written over it.
     let mut newer = image.clone();
     newer[0x1008..0x100c].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32c_iscsi(&newer[0x1000..0x1038]);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&newer[0x1000..0x1038]);
     newer[0x1038..0x103c].copy_from_slice(&crc.to_le_bytes());
     let mut region = MemPmem::from_bytes(newer.clone());
     assert!(matches!(
@@ -445,22 +445,6 @@ fn poisoned_pools_refuse_changes() {
     assert_eq!(report.scrubbed_frames, 4);
     assert_eq!(pool.domains().count(), 0);
     pool.check().unwrap();
-}
-
-/// CRC-32C (Castagnoli, the pool's superblock checksum), bit by bit.
-fn crc32c_iscsi(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
