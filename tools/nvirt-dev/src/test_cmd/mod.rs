@@ -14,7 +14,7 @@
 //!    `[package.metadata.nvirt] no_std = true` built for
 //!    `x86_64-unknown-none` without default features (one check each);
 //! 4. `emulator/…`: clippy of the bare-metal hypervisor and guest, each
-//!    scenario of [`emulator::standard_scenarios`] (QEMU AMD-V with NVRAM
+//!    scenario of [`crate::emulator::standard_scenarios`] (QEMU AMD-V with NVRAM
 //!    kinds 7, 12 and 90 over its three boot paths, Bochs Intel VT-x with
 //!    EPT, Bochs AMD-V, a 2 GiB + 1 GiB guest with 1 GiB pages) with its
 //!    timeout, passed by the guest's serial `PASS` and the emulator's exit
