@@ -37,9 +37,10 @@ mod tests {
     #[test]
     fn thread_cpu_time_is_read_and_moves_forward() {
         let start = CpuInstant::now();
-        // A thread that has run this far has used some CPU time; zero would
-        // be the failed call.
-        assert!(start.0 > 0);
+        // A thread that has run this far has used some CPU time; zero is the
+        // failed call. Miri has no per-thread CPU clock: there the call fails
+        // (its pointer still checked), so zero is the expected answer.
+        assert!(start.0 > 0 || cfg!(miri));
         let mut sum = 0u64;
         for i in 0..1000u64 {
             sum = black_box(sum.wrapping_add(i));
