@@ -9,7 +9,7 @@ use core::hash::{Hash, Hasher};
 /// Kinds compare, hash and order by their raw code, so `Kind::Other(1)` and
 /// [`Kind::Ram`] are the same kind; [`Kind::from_raw`] always returns the named
 /// variant. Ordering by code matters: where firmware entries overlap, the
-/// larger code wins (Linux's rule, see [`crate::MemoryMap::sanitize`]).
+/// larger code wins (Linux's rule, applied by [`crate::MemoryMap::from_firmware`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
     /// 1: usable RAM.

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a benchmark fails by panicking")]
 
-#[path = "../../examples/nvirt-cli/src/bench/undo_log.rs"]
+#[path = "../../tools/nvirt-dev/src/bench/undo_log.rs"]
 #[allow(unreachable_pub, dead_code, reason = "shared with the nvirt tool")]
 mod undo_log;
 

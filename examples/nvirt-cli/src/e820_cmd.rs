@@ -18,7 +18,7 @@ pub(crate) const MAX_ENTRIES: usize = 3200;
 type ToolMap = MemoryMap<MAX_ENTRIES>;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum E820Command {
+pub enum E820Command {
     /// Read `[mem 0xS-0xE] kind` lines (any prefix) or `START END TYPE`
     /// triples, print the map sanitized with Linux's rules.
     Sanitize {
@@ -39,7 +39,7 @@ pub(crate) enum E820Command {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct SynthArgs {
+pub struct SynthArgs {
     /// Guest RAM, e.g. 512M or 4G.
     #[arg(long, value_parser = parse_size)]
     ram: u64,

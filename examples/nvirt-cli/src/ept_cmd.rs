@@ -19,14 +19,14 @@ use crate::size::parse_size;
 const MAX_FRAMES: usize = 1 << 18;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum EptCommand {
+pub enum EptCommand {
     /// Build the tables for the given mappings and print the number of
     /// 1 GiB, 2 MiB and 4 KiB pages and of paging-structure pages.
     Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct PlanArgs {
+pub struct PlanArgs {
     /// Entry format: Intel EPT or AMD NPT.
     #[arg(long, value_enum)]
     format: FormatArg,

@@ -29,7 +29,7 @@ use nvirt_persist_meta::layout::SUPERBLOCK_OFFSETS;
 use nvirt_persist_meta::{MemPmem, RecordView, inspect};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum LogCommand {
+pub enum LogCommand {
     /// Validate a region image: superblocks, checkpoint, every record, and
     /// where and why replay stops. Exit status 2 if it is not a valid log.
     Inspect {

@@ -36,7 +36,7 @@ use crate::pool_move;
 use crate::size::parse_size;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum PoolCommand {
+pub enum PoolCommand {
     /// Recover an image in memory (never writing the file) and print the
     /// pool, every domain and extent, and the consistency check. Exit
     /// status 2 if it is not a pool or is damaged.
@@ -118,14 +118,14 @@ pub(crate) enum PoolCommand {
 
 /// Where the pool starts in the image file.
 #[derive(Debug, Args)]
-pub(crate) struct At {
+pub struct At {
     /// Byte offset of the pool inside the image file.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     offset: u64,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct FormatArgs {
+pub struct FormatArgs {
     /// The image file (created or extended with --size).
     image: String,
     #[command(flatten)]

@@ -3,7 +3,7 @@
 /// Parses a byte count or address: a decimal or `0x` hexadecimal number with
 /// an optional binary suffix K, M, G or T (case-insensitive, `iB`/`B` allowed
 /// after it).
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?} (expected e.g. 4096, 0x1000, 512M, 4G)");
     let lower = text.trim().to_ascii_lowercase();
     // Suffix letters are never hexadecimal digits, so `0x1g` and `0xab` are

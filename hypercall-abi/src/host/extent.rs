@@ -55,7 +55,7 @@ impl ReservationOp {
     }
 }
 
-/// One extent handed to [`Reservation::run`]'s handler.
+/// One extent handed to [`Reservation::run`](crate::host::Reservation::run)'s handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
     pub(crate) index: u64,

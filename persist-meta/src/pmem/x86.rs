@@ -23,6 +23,7 @@
     reason = "raw-pointer access to the region and the CPUID, CLWB, CLFLUSHOPT, CLFLUSH and SFENCE instructions"
 )]
 
+#[cfg(not(miri))]
 use core::arch::asm;
 use core::fmt;
 use core::marker::PhantomData;
@@ -72,6 +73,7 @@ impl FlushInstruction {
 }
 
 /// Executes CPUID for `leaf` and `subleaf`, returning EAX, EBX, ECX, EDX.
+#[cfg(not(miri))]
 fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
     let (eax, ebx, ecx, edx): (u32, u32, u32, u32);
     // SAFETY: CPUID exists on every x86-64 processor, reads no memory and
@@ -90,6 +92,18 @@ fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         );
     }
     (eax, ebx, ecx, edx)
+}
+
+/// Miri cannot execute inline assembly: under it the CPU reports CLFLUSH
+/// only (which every x86-64 has), so the raw-pointer code around the
+/// instructions is still checked.
+#[cfg(miri)]
+fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
+    match leaf {
+        0 => (1, 0, 0, 0),
+        1 => (0, 0, 0, 1 << 19),
+        _ => (0, 0, 0, 0),
+    }
 }
 
 /// Why an [`X86Pmem`] could not be made.
@@ -236,6 +250,7 @@ impl Pmem for X86Pmem<'_> {
         for line in line_numbers(offset, len) {
             // Below `size`, which fits a `usize` (checked above).
             let p = self.at((line * CACHE_LINE) as usize);
+            #[cfg(not(miri))]
             match self.flush {
                 // SAFETY: `p` points into the region (a line overlapping a
                 // checked range; the region is whole lines, or the line's
@@ -254,6 +269,11 @@ impl Pmem for X86Pmem<'_> {
                     asm!("clflush [{0}]", in(reg) p, options(nostack, preserves_flags));
                 },
             }
+            // Miri cannot execute the write-back instructions; it checks
+            // instead that each line they would be given lies in the region.
+            // SAFETY: `p` points into the region (as above), valid for reads.
+            #[cfg(miri)]
+            let _ = unsafe { ptr::read_volatile(p) };
         }
         Ok(())
     }
@@ -262,7 +282,14 @@ impl Pmem for X86Pmem<'_> {
         // SAFETY: SFENCE only orders earlier stores and write-backs; it
         // touches no registers or memory. No `nomem`: it is a compiler
         // barrier for the stores it orders.
-        unsafe { asm!("sfence", options(nostack, preserves_flags)) };
+        #[cfg(not(miri))]
+        unsafe {
+            asm!("sfence", options(nostack, preserves_flags));
+        }
+        // Miri cannot execute SFENCE: a fence of the abstract machine keeps
+        // the compiler from moving the stores across it.
+        #[cfg(miri)]
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     }
 }
 

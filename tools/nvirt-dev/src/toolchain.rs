@@ -55,15 +55,60 @@ pub(crate) fn ensure_components() -> Result<(), String> {
 
 /// Installs `cargo-fuzz` if `cargo fuzz` is missing.
 pub(crate) fn ensure_cargo_fuzz() -> Result<(), String> {
-    if run_quiet(Command::new("cargo").args(["fuzz", "--version"])).is_some_and(|(ok, _)| ok) {
+    ensure_cargo_tool("fuzz", "cargo-fuzz", "to run the fuzz targets")
+}
+
+/// Installs `cargo-nextest` if `cargo nextest` is missing.
+pub(crate) fn ensure_nextest() -> Result<(), String> {
+    ensure_cargo_tool("nextest", "cargo-nextest", "to run and count the tests")
+}
+
+/// Installs the cargo subcommand `sub` from the crate `package` (with its
+/// own lock file) if `cargo <sub> --version` fails.
+fn ensure_cargo_tool(sub: &str, package: &str, why: &str) -> Result<(), String> {
+    if run_quiet(Command::new("cargo").args([sub, "--version"])).is_some_and(|(ok, _)| ok) {
         return Ok(());
     }
-    let done = run_streamed(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    let done = run_streamed(Command::new("cargo").args(["install", package, "--locked"]))?;
     if done.success {
         Ok(())
     } else {
-        Err("`cargo install cargo-fuzz --locked` failed; cargo-fuzz is needed to run the fuzz targets".into())
+        Err(format!(
+            "`cargo install {package} --locked` failed; {package} is needed {why}"
+        ))
     }
+}
+
+/// Makes sure Miri runs: a nightly toolchain must exist (it is never
+/// installed behind the user's back: it is large and changes daily); its
+/// `miri` and `rust-src` components are added if missing.
+pub(crate) fn ensure_miri() -> Result<(), String> {
+    if !has_nightly() {
+        return Err(
+            "Miri needs a nightly toolchain and none is installed; install one with `rustup toolchain install nightly`"
+                .into(),
+        );
+    }
+    if run_quiet(Command::new("cargo").args(["+nightly", "miri", "--version"]))
+        .is_some_and(|(ok, _)| ok)
+    {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args([
+        "component",
+        "add",
+        "miri",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]);
+    if !run_streamed(&mut add)?.success {
+        return Err(
+            "`rustup component add miri rust-src --toolchain nightly` failed (output above)".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Whether a nightly toolchain is installed (fuzzing then uses AddressSanitizer).

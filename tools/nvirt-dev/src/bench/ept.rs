@@ -441,3 +441,55 @@ fn map_sized<S: PageSize + std::fmt::Debug, M: Mapper<S>>(
         .map(|f| f.ignore())
         .map_err(|e: MapToError<S>| format!("peer map_to: {e:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The peer's tables live in the arena and are reached through raw
+    /// pointers (`OffsetPageTable` over it): small enough to run under Miri.
+    #[test]
+    fn peer_builds_translates_and_splits_in_its_arena() {
+        let mut peer = PeerArena::new(16);
+        let pages = [
+            (0, 4 * GIB1, GIB1),
+            (GIB1, 8 * GIB1, MIB2),
+            (GIB1 + MIB2, 9 * GIB1 + KIB4, KIB4),
+        ];
+        // Root, then a PDPT; a PD and a PT for the small pages.
+        assert_eq!(peer.build(&pages), Ok(4));
+        let translate = |peer: &mut PeerArena, addr: u64| {
+            let (mapper, _) = peer.mapper();
+            match mapper.translate(VirtAddr::new(addr)) {
+                TranslateResult::Mapped { frame, offset, .. } => {
+                    Some((frame.start_address().as_u64() + offset, frame.size()))
+                }
+                _ => None,
+            }
+        };
+        assert_eq!(
+            translate(&mut peer, 5 * KIB4),
+            Some((4 * GIB1 + 5 * KIB4, GIB1))
+        );
+        assert_eq!(translate(&mut peer, GIB1 + 7), Some((8 * GIB1 + 7, MIB2)));
+        assert_eq!(
+            translate(&mut peer, GIB1 + MIB2),
+            Some((9 * GIB1 + KIB4, KIB4))
+        );
+        assert_eq!(translate(&mut peer, GIB1 + MIB2 + KIB4), None);
+        // One 4 KiB page inside the 1 GiB page made read-only: split to
+        // 2 MiB pages, then the 2 MiB page holding it to 4 KiB pages.
+        assert_eq!(peer.protect_all(&[(3, 0)], 0), Ok(()));
+        assert_eq!(
+            translate(&mut peer, 3 * KIB4 + 1),
+            Some((4 * GIB1 + 3 * KIB4 + 1, KIB4))
+        );
+        assert_eq!(translate(&mut peer, MIB2), Some((4 * GIB1 + MIB2, MIB2)));
+        let (mapper, _) = peer.mapper();
+        let TranslateResult::Mapped { flags, .. } = mapper.translate(VirtAddr::new(3 * KIB4))
+        else {
+            panic!("unmapped after protect");
+        };
+        assert!(!flags.contains(Flags::WRITABLE));
+    }
+}

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::crash_loop;
 use crate::emulator::{self, Boot, Cpu, Emulator, Scenario};
 use crate::process::workspace_root;
-use crate::size::parse_size;
+use nvirt_cli::parse_size;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
