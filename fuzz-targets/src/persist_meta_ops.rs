@@ -7,8 +7,8 @@
 //! run then continues from the crash image.
 
 use arbitrary::Arbitrary;
-use nvirt_persist_meta::sim::{Payloads, ReadOnly, Scenario, SimPmem, Subject};
-use nvirt_persist_meta::{AppendError, Log, MemPmem, Raw, RecordKind, RecoverError, replay};
+use nvirt_persist_meta::sim::{PayloadLog, Payloads, ReadOnly, Scenario, SimPmem, Subject};
+use nvirt_persist_meta::{AppendError, Log, MemPmem, Raw, RecordKind, replay};
 
 type State = Vec<Vec<u8>>;
 
@@ -42,41 +42,15 @@ fn payload(id: u32, len: u8) -> Vec<u8> {
     p
 }
 
-/// The log under test and the payloads it committed.
-struct Owner {
-    log: Log<SimPmem>,
-    state: State,
-}
-
-impl Subject for Owner {
-    type State = State;
-    fn sim(&self) -> &SimPmem {
-        self.log.pmem()
-    }
-    fn state(&self) -> State {
-        self.state.clone()
-    }
-}
-
-impl Owner {
-    fn checkpoint(&mut self) {
-        self.log
-            .checkpoint_bytes(&Payloads::snapshot(&self.state))
-            .expect("checkpoint");
-    }
-}
-
 /// The operations since the last recovery (the first is that recovery),
 /// noted by the crash-test harness.
-struct Runner(Scenario<Owner>);
+struct Runner(Scenario<PayloadLog>);
 
 impl Runner {
     /// Recovers `image`, whose state is `before`.
     fn open(image: Vec<u8>, before: State) -> Self {
         let scenario = Scenario::open(SimPmem::from_image(image), before, |sim| {
-            let mut state = State::new();
-            let (log, _, _) = Log::open(sim, &mut Payloads::new(&mut state, None))?;
-            Ok::<_, RecoverError<String>>(Owner { log, state })
+            PayloadLog::open(sim, None)
         });
         Self(scenario.expect("open"))
     }
@@ -102,7 +76,7 @@ impl Runner {
                     payload: &p,
                 };
                 if let Err(AppendError::LogFull { .. }) = o.log.append(&raw) {
-                    o.checkpoint();
+                    o.checkpoint().expect("checkpoint");
                     o.log.append(&raw).expect("append after checkpoint");
                 }
                 o.state.push(p);
@@ -117,7 +91,7 @@ impl Runner {
                     })
                     .collect();
                 if let Err(AppendError::LogFull { .. }) = o.log.append_group(&raws) {
-                    o.checkpoint();
+                    o.checkpoint().expect("checkpoint");
                     o.log.append_group(&raws).expect("group after checkpoint");
                 }
                 o.state.extend(ps);
@@ -136,7 +110,9 @@ impl Runner {
                     }
                 }
             }
-            Op::Checkpoint => o.checkpoint(),
+            Op::Checkpoint => {
+                o.checkpoint().expect("checkpoint");
+            }
             Op::Crash { .. } => unreachable!(),
         });
     }

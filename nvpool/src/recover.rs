@@ -151,10 +151,7 @@ fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), 
             first: Fault::Magic { .. },
             second: Fault::Magic { .. },
         } => RecoverError::NotAPool,
-        ChooseError::NoValidCopy { first, second } => RecoverError::Superblocks {
-            first: first.into(),
-            second: second.into(),
-        },
+        ChooseError::NoValidCopy { first, second } => RecoverError::Superblocks { first, second },
     })?;
     let geo = (chosen.body, chosen.repair);
     if geo.0.region_len > region.size() {

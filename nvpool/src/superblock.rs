@@ -34,66 +34,30 @@ pub const POOL_VERSION: u32 = 1;
 /// The pool's two superblock copies.
 pub(crate) const SUPERBLOCKS: DualSuperblock = DualSuperblock::new(POOL_SUPERBLOCKS);
 
-/// Why a superblock copy was rejected.
+/// Why a superblock copy was rejected: the shared superblock code's
+/// [`Fault`], with [`PoolGeometryError`] for an intact copy whose geometry
+/// cannot be.
+pub type SuperblockFault = Fault<PoolGeometryError>;
+
+/// Why an intact superblock copy's geometry was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SuperblockFault {
-    /// No magic: this copy was never written (or was erased).
-    Magic {
-        /// The first 8 bytes, little-endian.
-        found: u64,
-    },
-    /// The checksum does not match.
-    Checksum {
-        /// Stored.
-        stored: u32,
-        /// Computed.
-        computed: u32,
-    },
-    /// A version this crate does not read.
-    Version {
-        /// The version found.
-        found: u32,
-    },
-    /// An intact copy describing an impossible geometry.
-    Geometry(ConfigError),
-    /// An intact copy whose stored metadata size disagrees with its
-    /// geometry, or with non-zero reserved fields.
+pub enum PoolGeometryError {
+    /// A geometry no configuration makes.
+    Impossible(ConfigError),
+    /// The stored metadata size or record area disagrees with the rest.
     Inconsistent,
-    /// The region ends before this copy.
-    Truncated,
 }
 
-impl fmt::Display for SuperblockFault {
+impl fmt::Display for PoolGeometryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Magic { found } => write!(f, "no pool magic (found {found:#018x})"),
-            Self::Checksum { stored, computed } => write!(
-                f,
-                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-            Self::Version { found } => write!(
-                f,
-                "unsupported version {found} (this build reads version {POOL_VERSION})"
-            ),
-            Self::Geometry(e) => write!(f, "impossible geometry: {e}"),
+        match self {
+            Self::Impossible(e) => write!(f, "impossible geometry: {e}"),
             Self::Inconsistent => f.write_str("fields disagree with each other"),
-            Self::Truncated => f.write_str("the region ends before it"),
         }
     }
 }
 
-impl From<Fault<SuperblockFault>> for SuperblockFault {
-    fn from(fault: Fault<SuperblockFault>) -> Self {
-        match fault {
-            Fault::Magic { found } => Self::Magic { found },
-            Fault::Checksum { stored, computed } => Self::Checksum { stored, computed },
-            Fault::Version { found } => Self::Version { found },
-            Fault::Reserved { .. } => Self::Inconsistent,
-            Fault::Body(e) => e,
-            Fault::Truncated { .. } => Self::Truncated,
-        }
-    }
-}
+impl core::error::Error for PoolGeometryError {}
 
 /// The pool's geometry as stored (bytes 16..56 of a superblock copy).
 #[repr(C)]
@@ -119,7 +83,7 @@ impl Body for Geometry {
     const MAGIC: [u8; 8] = POOL_MAGIC;
     const VERSION: u32 = POOL_VERSION;
     type Raw = RawGeometry;
-    type Error = SuperblockFault;
+    type Error = PoolGeometryError;
 
     fn to_raw(&self) -> RawGeometry {
         RawGeometry {
@@ -134,7 +98,7 @@ impl Body for Geometry {
 
     /// The region's size is checked later, as
     /// [`RecoverError::Truncated`](crate::RecoverError::Truncated).
-    fn from_raw(raw: &RawGeometry, _region_size: u64) -> Result<Self, SuperblockFault> {
+    fn from_raw(raw: &RawGeometry, _region_size: u64) -> Result<Self, PoolGeometryError> {
         let geo = Geometry::compute(
             raw.region_len.get(),
             raw.frame_base.get(),
@@ -142,9 +106,9 @@ impl Body for Geometry {
             raw.max_extents.get(),
             raw.record_area.get(),
         )
-        .map_err(SuperblockFault::Geometry)?;
+        .map_err(PoolGeometryError::Impossible)?;
         if geo.meta_len != raw.meta_len.get() || geo.record_area != raw.record_area.get() {
-            return Err(SuperblockFault::Inconsistent);
+            return Err(PoolGeometryError::Inconsistent);
         }
         Ok(geo)
     }
@@ -171,8 +135,7 @@ mod tests {
 
     #[test]
     fn copies_round_trip_and_damage_is_named() {
-        let decode =
-            |line: &[u8; 64]| decode::<Geometry>(line, 1 << 20).map_err(SuperblockFault::from);
+        let decode = |line: &[u8; 64]| decode::<Geometry>(line, 1 << 20);
         let geo = Config::for_region(1 << 20)
             .with_frame_base(0x12345)
             .geometry(1 << 20)
@@ -192,16 +155,22 @@ mod tests {
         v2[8] = 2;
         assert_eq!(
             decode(&reseal(v2)),
-            Err(SuperblockFault::Version { found: 2 })
+            Err(SuperblockFault::Version {
+                found: 2,
+                expected: POOL_VERSION
+            })
         );
         let mut meta = line;
         meta[48] ^= 0x40;
-        assert_eq!(decode(&reseal(meta)), Err(SuperblockFault::Inconsistent));
+        assert_eq!(
+            decode(&reseal(meta)),
+            Err(SuperblockFault::Body(PoolGeometryError::Inconsistent))
+        );
         let mut reserved = line;
         reserved[13] = 1;
         assert_eq!(
             decode(&reseal(reserved)),
-            Err(SuperblockFault::Inconsistent)
+            Err(SuperblockFault::Reserved { value: 1 << 8 })
         );
     }
 

@@ -25,8 +25,6 @@ pub struct Superblocks {
     pub copies: [Result<Layout, SuperblockError>; 2],
     /// Each copy's raw switch word (0 if the region ends before it).
     pub switch_words: [u64; 2],
-    /// The static lines as the shared superblock code read them.
-    found: Copies<Layout>,
 }
 
 /// What the superblocks decide.
@@ -159,9 +157,8 @@ impl Superblocks {
             }
         }
         Ok(Self {
-            copies: found.copies.map(|c| c.map_err(SuperblockError::from)),
+            copies: found.copies,
             switch_words,
-            found,
         })
     }
 
@@ -172,11 +169,13 @@ impl Superblocks {
 
     /// The layout and active generation, or why there are none.
     pub(crate) fn choose(&self) -> Result<Chosen, ImageError> {
-        let chosen = self.found.choose().map_err(|e| match e {
-            ChooseError::NoValidCopy { first, second } => ImageError::NoSuperblock {
-                first: first.into(),
-                second: second.into(),
-            },
+        let copies = Copies {
+            copies: self.copies,
+        };
+        let chosen = copies.choose().map_err(|e| match e {
+            ChooseError::NoValidCopy { first, second } => {
+                ImageError::NoSuperblock { first, second }
+            }
             ChooseError::UnsupportedVersion { copy, found } => {
                 ImageError::UnsupportedVersion { copy, found }
             }

@@ -261,72 +261,9 @@ impl Body for Layout {
 /// The log's two superblock static lines.
 pub(crate) const SUPERBLOCKS: DualSuperblock = DualSuperblock::new(SUPERBLOCK_OFFSETS);
 
-impl From<Fault<LayoutError>> for SuperblockError {
-    fn from(fault: Fault<LayoutError>) -> Self {
-        match fault {
-            Fault::Magic { found } => Self::Magic { found },
-            Fault::Checksum { stored, computed } => Self::Checksum { stored, computed },
-            Fault::Version { found } => Self::Version { found },
-            Fault::Reserved { value } => Self::Layout(LayoutError::Field {
-                field: "reserved field",
-                value,
-            }),
-            Fault::Body(e) => Self::Layout(e),
-            Fault::Truncated { size } => Self::Truncated { size },
-        }
-    }
-}
-
-/// Why one superblock copy was rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SuperblockError {
-    /// The first 8 bytes are not the magic (as a little-endian integer).
-    Magic {
-        /// What was there.
-        found: u64,
-    },
-    /// The CRC-32C does not match.
-    Checksum {
-        /// The stored CRC.
-        stored: u32,
-        /// The CRC of the bytes.
-        computed: u32,
-    },
-    /// An intact superblock of a format version this crate does not know.
-    Version {
-        /// The version found.
-        found: u32,
-    },
-    /// An intact superblock with an impossible geometry.
-    Layout(LayoutError),
-    /// The region ends before this superblock copy.
-    Truncated {
-        /// Bytes in the region.
-        size: u64,
-    },
-}
-
-impl fmt::Display for SuperblockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Magic { found } => write!(f, "bad magic {found:#018x}"),
-            Self::Checksum { stored, computed } => write!(
-                f,
-                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-            Self::Version { found } => write!(
-                f,
-                "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
-            ),
-            Self::Layout(e) => write!(f, "bad geometry: {e}"),
-            Self::Truncated { size } => {
-                write!(f, "the {size:#x}-byte region ends before this copy")
-            }
-        }
-    }
-}
-
-impl core::error::Error for SuperblockError {}
+/// Why one superblock copy was rejected: the shared superblock code's
+/// [`Fault`], with the log's [`LayoutError`] for a geometry that cannot be.
+pub type SuperblockError = Fault<LayoutError>;
 
 /// The check bits of a switch word holding `generation`. The constant makes
 /// an all-zero word invalid.
@@ -369,15 +306,13 @@ mod tests {
 
     #[test]
     fn superblock_round_trip_and_rejections() {
-        let decode = |line: &[u8; 64], size| {
-            crate::superblock::decode::<Layout>(line, size).map_err(SuperblockError::from)
-        };
+        let decode = |line: &[u8; 64], size| crate::superblock::decode::<Layout>(line, size);
         let layout = Layout::new(0x10000, 5000).unwrap();
         let line: [u8; 64] = zerocopy::transmute!(crate::superblock::encode(&layout));
         assert_eq!(decode(&line, 0x10000), Ok(layout));
         assert!(matches!(
             decode(&line, 0xffff),
-            Err(SuperblockError::Layout(LayoutError::BeyondRegion { .. }))
+            Err(SuperblockError::Body(LayoutError::BeyondRegion { .. }))
         ));
         let mut bad = line;
         bad[20] ^= 1;
@@ -400,16 +335,16 @@ mod tests {
         v2[8] = 2;
         assert_eq!(
             decode(&reseal(v2), 0x10000),
-            Err(SuperblockError::Version { found: 2 })
+            Err(SuperblockError::Version {
+                found: 2,
+                expected: FORMAT_VERSION
+            })
         );
         let mut reserved = line;
         reserved[12] = 1;
         assert_eq!(
             decode(&reseal(reserved), 0x10000),
-            Err(SuperblockError::Layout(LayoutError::Field {
-                field: "reserved field",
-                value: 1
-            }))
+            Err(SuperblockError::Reserved { value: 1 })
         );
         // The bytes are those of format version 1, field by field.
         assert_eq!(&line[..8], b"NVIRTLOG");

@@ -169,6 +169,8 @@ pub enum Fault<E> {
     Version {
         /// The version found.
         found: u32,
+        /// The version this code reads.
+        expected: u32,
     },
     /// An intact copy with non-zero reserved fields (bytes 12..16 in the
     /// low half, 60..64 in the high half).
@@ -176,7 +178,7 @@ pub enum Fault<E> {
         /// Their value.
         value: u64,
     },
-    /// An intact copy whose body the owner rejects.
+    /// An intact copy whose body (the owner's geometry) the owner rejects.
     Body(E),
     /// The region ends before this copy.
     Truncated {
@@ -193,9 +195,12 @@ impl<E: fmt::Display> fmt::Display for Fault<E> {
                 f,
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
             ),
-            Self::Version { found } => write!(f, "unsupported format version {found}"),
+            Self::Version { found, expected } => write!(
+                f,
+                "unsupported format version {found} (this build reads version {expected})"
+            ),
             Self::Reserved { value } => write!(f, "non-zero reserved fields {value:#x}"),
-            Self::Body(e) => write!(f, "bad body: {e}"),
+            Self::Body(e) => write!(f, "bad geometry: {e}"),
             Self::Truncated { size } => {
                 write!(f, "the {size:#x}-byte region ends before this copy")
             }
@@ -238,6 +243,7 @@ pub fn decode<B: Body>(bytes: &[u8; 64], region_size: u64) -> Result<B, Fault<B:
     if line.version.get() != B::VERSION {
         return Err(Fault::Version {
             found: line.version.get(),
+            expected: B::VERSION,
         });
     }
     let reserved = u64::from(line.reserved.get()) | u64::from(line.reserved_tail.get()) << 32;
@@ -320,7 +326,7 @@ where
     /// none.
     pub fn choose(&self) -> Result<Chosen<B>, ChooseError<B::Error>> {
         for (copy, c) in self.copies.iter().enumerate() {
-            if let Err(Fault::Version { found }) = *c {
+            if let Err(Fault::Version { found, .. }) = *c {
                 return Err(ChooseError::UnsupportedVersion { copy, found });
             }
         }
@@ -541,7 +547,10 @@ mod tests {
         v4[8] = 4;
         assert_eq!(
             decode::<Versioned>(&reseal(v4), 0),
-            Err(Fault::Version { found: 4 })
+            Err(Fault::Version {
+                found: 4,
+                expected: 3
+            })
         );
         let mut reserved = bytes;
         reserved[60] = 1;

@@ -11,24 +11,17 @@
 //! recovers each through the owner's read-only recovery.
 //! [`check_recovery_crashes`] does the same for the writes of one recovery:
 //! a crash during recovery must recover to what that recovery found.
-//! [`ReadOnly`] lets recovery run over a crash image in place, and
-//! [`Payloads`] is a small reference owner of the log for tests and fuzzers.
+//! [`ReadOnly`] lets recovery run over a crash image in place;
+//! [`Payloads`] is a small reference owner of the log for tests and
+//! fuzzers, and [`PayloadLog`] the log it owns, as a [`Subject`].
 //!
 //! ```
-//! use nvirt_persist_meta::sim::{CrashConfig, Payloads, ReadOnly, Scenario, SimPmem, Subject};
+//! use nvirt_persist_meta::sim::{CrashConfig, PayloadLog, Payloads, ReadOnly, Scenario, SimPmem};
 //! use nvirt_persist_meta::{Log, MemPmem, Raw, RecordKind, replay};
 //!
 //! const KIND: RecordKind = match RecordKind::new(1) { Some(k) => k, None => unreachable!() };
 //!
-//! /// The owner under test: a log and the payloads it committed.
-//! struct Owner { log: Log<SimPmem>, state: Vec<Vec<u8>> }
-//!
-//! impl Subject for Owner {
-//!     type State = Vec<Vec<u8>>;
-//!     fn sim(&self) -> &SimPmem { self.log.pmem() }
-//!     fn state(&self) -> Vec<Vec<u8>> { self.state.clone() }
-//! }
-//!
+//! // The owner's read-only recovery of a crash image.
 //! let recover = |image: &[u8]| -> Result<Vec<Vec<u8>>, String> {
 //!     let mut state = Vec::new();
 //!     replay(&ReadOnly(image), &mut Payloads::new(&mut state, Some(KIND)))
@@ -38,9 +31,7 @@
 //!
 //! let image = Log::format(MemPmem::new(0x5000), 1000)?.into_pmem().into_bytes();
 //! let mut scenario = Scenario::open(SimPmem::from_image(image), Vec::new(), |sim| {
-//!     let mut state = Vec::new();
-//!     let (log, _, _) = Log::open(sim, &mut Payloads::new(&mut state, Some(KIND)))?;
-//!     Ok::<_, Box<dyn std::error::Error>>(Owner { log, state })
+//!     PayloadLog::open(sim, Some(KIND))
 //! })?;
 //! for id in 0..3u8 {
 //!     scenario.run(|owner| {
@@ -48,6 +39,7 @@
 //!         owner.state.push(vec![id; 12]);
 //!     });
 //! }
+//! scenario.run(|owner| owner.checkpoint().map(|_| ()).expect("room"));
 //! let stats = scenario.finish().check_crashes(&CrashConfig::default(), recover, |_, _, _| Ok(()))?;
 //! assert!(stats.images > stats.points);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -59,10 +51,12 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use super::{Crash, CrashConfig, CrashStats, SimPmem, Trace};
-use crate::checkpoint::CheckpointReader;
+use crate::checkpoint::{CheckpointInfo, CheckpointReader, SnapshotError};
+use crate::error::CheckpointError;
+use crate::log::Log;
 use crate::pmem::{Pmem, PmemError};
 use crate::record::RecordKind;
-use crate::recover::Replay;
+use crate::recover::{RecoverError, Replay};
 use crate::scan::RecordView;
 
 /// An owner of persistent state, living on a simulator, under crash test.
@@ -280,10 +274,46 @@ impl Replay for Payloads<'_> {
     }
 }
 
+/// A log on the simulator and its [`Payloads`] owner's state: the
+/// [`Subject`] of crash tests of the log itself.
+#[derive(Debug)]
+pub struct PayloadLog {
+    /// The log.
+    pub log: Log<SimPmem>,
+    /// The payloads committed, in commit order.
+    pub state: Vec<Vec<u8>>,
+}
+
+impl PayloadLog {
+    /// Opens (recovers and readies) the log on `sim`, replaying into a
+    /// [`Payloads`] owner that accepts records of `kind` (any, if `None`).
+    pub fn open(sim: SimPmem, kind: Option<RecordKind>) -> Result<Self, RecoverError<String>> {
+        let mut state = Vec::new();
+        let (log, _, _) = Log::open(sim, &mut Payloads::new(&mut state, kind))?;
+        Ok(Self { log, state })
+    }
+
+    /// Checkpoints the state.
+    pub fn checkpoint(&mut self) -> Result<CheckpointInfo, CheckpointError<SnapshotError>> {
+        self.log.checkpoint_bytes(&Payloads::snapshot(&self.state))
+    }
+}
+
+impl Subject for PayloadLog {
+    type State = Vec<Vec<u8>>;
+
+    fn sim(&self) -> &SimPmem {
+        self.log.pmem()
+    }
+
+    fn state(&self) -> Vec<Vec<u8>> {
+        self.state.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Log;
     use crate::pmem::MemPmem;
     use crate::record::Raw;
     use crate::recover::replay;
@@ -293,21 +323,6 @@ mod tests {
         None => unreachable!(),
     };
 
-    struct Owner {
-        log: Log<SimPmem>,
-        state: Vec<Vec<u8>>,
-    }
-
-    impl Subject for Owner {
-        type State = Vec<Vec<u8>>;
-        fn sim(&self) -> &SimPmem {
-            self.log.pmem()
-        }
-        fn state(&self) -> Vec<Vec<u8>> {
-            self.state.clone()
-        }
-    }
-
     fn recover(image: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let mut state = Vec::new();
         replay(&ReadOnly(image), &mut Payloads::new(&mut state, Some(KIND)))
@@ -315,11 +330,8 @@ mod tests {
         Ok(state)
     }
 
-    fn open(sim: SimPmem) -> Result<Owner, String> {
-        let mut state = Vec::new();
-        let (log, _, _) = Log::open(sim, &mut Payloads::new(&mut state, Some(KIND)))
-            .map_err(|e| e.to_string())?;
-        Ok(Owner { log, state })
+    fn open(sim: SimPmem) -> Result<PayloadLog, String> {
+        PayloadLog::open(sim, Some(KIND)).map_err(|e| e.to_string())
     }
 
     fn formatted() -> Vec<u8> {
@@ -344,10 +356,7 @@ mod tests {
                 o.state.push(vec![id; 40]);
             });
         }
-        scenario.run(|o| {
-            let snapshot = Payloads::snapshot(&o.state);
-            o.log.checkpoint_bytes(&snapshot).unwrap();
-        });
+        scenario.run(|o| o.checkpoint().unwrap());
         assert_eq!(scenario.trace().len(), 5);
         let run = scenario.finish();
         assert_eq!(run.states().len(), 6);

@@ -23,18 +23,20 @@
 //!
 //! On top of the simulator, [`Scenario`] and [`Trace`] are the crash-test
 //! harness that this crate's tests, nvpool's tests and the fuzz targets
-//! share: see the `harness` items ([`Scenario`], [`Recorded`],
-//! [`check_recovery_crashes`], [`ReadOnly`], [`Payloads`]).
+//! share: see [`harness`] ([`Scenario`], [`Recorded`],
+//! [`check_recovery_crashes`], [`ReadOnly`], [`Payloads`], [`PayloadLog`]).
 
 mod crash;
-mod harness;
+pub mod harness;
 mod trace;
 
 use std::ops::ControlFlow;
 use std::vec::Vec;
 
 pub use crash::{Crash, CrashConfig, CrashStats};
-pub use harness::{Payloads, ReadOnly, Recorded, Scenario, Subject, check_recovery_crashes};
+pub use harness::{
+    PayloadLog, Payloads, ReadOnly, Recorded, Scenario, Subject, check_recovery_crashes,
+};
 pub use trace::{Trace, report_line};
 
 use crate::checksum::Crc32c;

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 
 pub use nvirt_persist_meta::sim::ReadOnly as Image;
 use nvirt_persist_meta::sim::{
-    Crash, CrashConfig, CrashStats, Payloads, Recorded, Scenario, SimPmem, Subject, report_line,
+    Crash, CrashConfig, CrashStats, PayloadLog, Payloads, Recorded, Scenario, SimPmem, report_line,
 };
 use nvirt_persist_meta::{AppendError, Log, MemPmem, Pmem, Raw, RecordKind, replay};
 
@@ -158,37 +158,17 @@ pub fn base_image(record_area: u64, setup: &[Op]) -> (Vec<u8>, State) {
     (log.into_pmem().into_bytes(), state)
 }
 
-/// The subject of the crash tests: a log on the simulator and its owner's
-/// state.
-pub struct Owner {
-    pub log: Log<SimPmem>,
-    pub state: State,
-}
-
-impl Subject for Owner {
-    type State = State;
-    fn sim(&self) -> &SimPmem {
-        self.log.pmem()
-    }
-    fn state(&self) -> State {
-        self.state.clone()
-    }
-}
-
 /// A recorded run: the simulator after the operations and where each
 /// started and returned, with the state after each (`states()[0]` before
 /// any).
-pub struct Run(pub Recorded<Owner>);
+pub struct Run(pub Recorded<PayloadLog>);
 
 /// Opens `image` on a simulator (operation 0) and applies `ops`.
 pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
     let sim = SimPmem::from_image(image);
     let before = recover(sim.image()).expect("starting image recovers");
-    let mut scenario = Scenario::open(sim, before.clone(), |sim| {
-        let (log, state) = open(sim);
-        Ok::<_, Infallible>(Owner { log, state })
-    })
-    .unwrap_or_else(|e| match e {});
+    let mut scenario =
+        Scenario::open(sim, before.clone(), |sim| PayloadLog::open(sim, Some(KIND))).expect("open");
     assert_eq!(scenario.subject().state, before);
     for op in ops {
         scenario.run(|o| apply(&mut o.log, &mut o.state, op));
