@@ -1,18 +1,8 @@
-//! Linux `BIOS-e820:` lines, old-format lines and `START END TYPE` triples;
-//! what parses must print back to the same entry.
+//! The `e820_text` target: its body, and what it checks, are in
+//! `fuzz-targets/src/e820_text.rs` (`nvirt_fuzz_targets::e820_text`), where
+//! `cargo test` also replays its seeds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nvirt_e820::text;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(input) = std::str::from_utf8(data) else { return };
-    for line in input.lines() {
-        if let Ok(Some(entry)) = text::parse_line(line) {
-            if !entry.is_empty() {
-                let printed = entry.to_string();
-                assert_eq!(text::parse_line(&printed), Ok(Some(entry)), "{printed}");
-            }
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| nvirt_fuzz_targets::e820_text::fuzz(data));

@@ -5,7 +5,7 @@ use core::fmt;
 use nvirt_buddy::FRAME_SIZE;
 use nvirt_persist_meta::{Log, Pmem, PmemError};
 
-use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, POOL_SUPERBLOCKS, SCRUB_WORD};
+use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, SCRUB_WORD};
 use crate::pool::NvPool;
 use crate::state::State;
 use crate::superblock;
@@ -86,9 +86,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             .map_err(FormatError::Config)?;
         let tables = carve(work, &geo).map_err(FormatError::WorkArea)?;
         // No superblock first, so that an interrupted format is no pool.
-        for at in POOL_SUPERBLOCKS {
-            clear(&mut region, at, 64)?;
-        }
+        superblock::SUPERBLOCKS.erase(&mut region)?;
         clear(&mut region, SCRUB_WORD, 8)?;
         region.fence();
         if config.zeroes_data() {
@@ -105,12 +103,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         // The log's first fence also makes the zeroed data durable.
         let mut log = Log::format(window, geo.checkpoint_capacity).map_err(FormatError::Log)?;
         check_log(&geo, &log)?;
-        let line = superblock::encode(&geo);
-        let region = log.pmem_mut().region_mut();
-        for at in POOL_SUPERBLOCKS {
-            superblock::store(region, at, &line)?;
-        }
-        region.fence();
+        superblock::SUPERBLOCKS.format(log.pmem_mut().region_mut(), &geo)?;
         let state = State::new(geo, tables).map_err(FormatError::WorkArea)?;
         Ok(Self {
             log,

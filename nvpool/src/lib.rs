@@ -101,7 +101,7 @@ pub use nvirt_buddy::{Order, PhysAddr};
 pub use pool::{Dom, DomainInfo, DomainState, Extents, NvPool, Owner, PoolStats};
 pub use populate::Populated;
 pub use recover::{RecoverError, RecoveryReport};
-pub use superblock::{POOL_MAGIC, POOL_VERSION, SuperblockFault};
+pub use superblock::{POOL_MAGIC, POOL_VERSION, PoolGeometryError, RawGeometry, SuperblockFault};
 pub use types::{DomainId, Extent, Gpfn, Mfn};
 pub use window::Window;
 pub use work::WorkAreaError;

@@ -17,7 +17,11 @@
 //! word (see [`crate::scrub`]) says whether their scrub finished; if not,
 //! recovery scrubs them again.
 
+use core::mem::{offset_of, size_of};
+
 use nvirt_persist_meta::{Encode, MAX_PAYLOAD, RecordKind, record_size};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::config::EXTENT_ENTRY;
 use crate::state::State;
@@ -54,6 +58,83 @@ pub(crate) const CREATE_HEADER: usize = 32;
 /// Bytes of a destroy, flags or quota record.
 pub(crate) const SLOT_RECORD: usize = 16;
 
+/// The fixed part of a create record; the name follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct CreateHeader {
+    pub(crate) slot: U32,
+    pub(crate) flags: u8,
+    pub(crate) name_len: u8,
+    pub(crate) reserved: U16,
+    pub(crate) id: [u8; 16],
+    pub(crate) quota: U64,
+}
+
+const _: () = assert!(size_of::<CreateHeader>() == CREATE_HEADER);
+const _: () = assert!(offset_of!(CreateHeader, flags) == 4);
+const _: () = assert!(offset_of!(CreateHeader, name_len) == 5);
+const _: () = assert!(offset_of!(CreateHeader, reserved) == 6);
+const _: () = assert!(offset_of!(CreateHeader, id) == 8);
+const _: () = assert!(offset_of!(CreateHeader, quota) == 24);
+
+/// A destroy, flags or quota record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct SlotRecord {
+    pub(crate) slot: U32,
+    pub(crate) reserved: U32,
+    pub(crate) value: U64,
+}
+
+const _: () = assert!(size_of::<SlotRecord>() == SLOT_RECORD);
+const _: () = assert!(offset_of!(SlotRecord, reserved) == 4);
+const _: () = assert!(offset_of!(SlotRecord, value) == 8);
+
+/// The start of an add or remove record; `count` entries follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct ListHeader {
+    pub(crate) slot: U32,
+    pub(crate) count: U32,
+}
+
+const _: () = assert!(size_of::<ListHeader>() == LIST_HEADER);
+const _: () = assert!(offset_of!(ListHeader, count) == 4);
+
+/// One entry of an add or remove record (and of a snapshot's extents).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct Entry {
+    /// The guest frame number, the order in the top byte.
+    pub(crate) word: U64,
+    pub(crate) mfn: U64,
+}
+
+const _: () = assert!(size_of::<Entry>() as u64 == EXTENT_ENTRY);
+const _: () = assert!(offset_of!(Entry, mfn) == 8);
+
+impl Entry {
+    pub(crate) fn new(gpfn: u64, order: u8, mfn: u64) -> Self {
+        Self {
+            word: entry_word(gpfn, order).into(),
+            mfn: mfn.into(),
+        }
+    }
+
+    /// The guest frame number and the order.
+    pub(crate) fn block(&self) -> (u64, u8) {
+        split_word(self.word.get())
+    }
+}
+
+/// Copies `value`'s bytes to the start of `out`, if it has room.
+fn put<T: IntoBytes + Immutable>(out: &mut [u8], at: usize, value: &T) {
+    let bytes = value.as_bytes();
+    if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
 /// Packs an entry's first word.
 pub(crate) const fn entry_word(gpfn: u64, order: u8) -> u64 {
     gpfn | (order as u64) << 56
@@ -76,32 +157,6 @@ pub(crate) fn list_bytes(n: u64) -> u64 {
     bytes
 }
 
-fn put_u32(out: &mut [u8], at: usize, v: u32) {
-    if let Some(dst) = out.get_mut(at..at + 4) {
-        dst.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn put_u64(out: &mut [u8], at: usize, v: u64) {
-    if let Some(dst) = out.get_mut(at..at + 8) {
-        dst.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-/// Reads the u32 at `at`, if the payload holds it.
-pub(crate) fn get_u32(p: &[u8], at: usize) -> Option<u32> {
-    let b = p.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Reads the u64 at `at`, if the payload holds it.
-pub(crate) fn get_u64(p: &[u8], at: usize) -> Option<u64> {
-    let b = p.get(at..at.checked_add(8)?)?;
-    let mut w = [0; 8];
-    w.copy_from_slice(b);
-    Some(u64::from_le_bytes(w))
-}
-
 /// A create record.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Create<'a> {
@@ -120,14 +175,15 @@ impl Encode for Create<'_> {
         CREATE_HEADER + self.name.len()
     }
     fn encode(&self, out: &mut [u8]) {
-        out.fill(0);
-        put_u32(out, 0, self.slot.into());
-        out[4] = self.flags;
-        out[5] = self.name.len() as u8;
-        if let Some(dst) = out.get_mut(8..24) {
-            dst.copy_from_slice(&self.id.to_bytes());
-        }
-        put_u64(out, 24, self.quota);
+        let header = CreateHeader {
+            slot: u32::from(self.slot).into(),
+            flags: self.flags,
+            name_len: self.name.len() as u8,
+            reserved: U16::ZERO,
+            id: self.id.to_bytes(),
+            quota: self.quota.into(),
+        };
+        put(out, 0, &header);
         if let Some(dst) = out.get_mut(CREATE_HEADER..) {
             dst.copy_from_slice(self.name);
         }
@@ -150,9 +206,12 @@ impl Encode for SlotValue {
         SLOT_RECORD
     }
     fn encode(&self, out: &mut [u8]) {
-        out.fill(0);
-        put_u32(out, 0, self.slot.into());
-        put_u64(out, 8, self.value);
+        let record = SlotRecord {
+            slot: u32::from(self.slot).into(),
+            reserved: U32::ZERO,
+            value: self.value.into(),
+        };
+        put(out, 0, &record);
     }
 }
 
@@ -174,16 +233,18 @@ impl Encode for AddList<'_> {
         LIST_HEADER + self.count * 16
     }
     fn encode(&self, out: &mut [u8]) {
-        put_u32(out, 0, self.slot.into());
-        put_u32(out, 4, self.count as u32);
+        let header = ListHeader {
+            slot: u32::from(self.slot).into(),
+            count: (self.count as u32).into(),
+        };
+        put(out, 0, &header);
         let mut i = self.first;
         for n in 0..self.count {
             let Some(node) = self.nodes.get(i as usize) else {
                 break;
             };
-            let at = LIST_HEADER + n * 16;
-            put_u64(out, at, entry_word(node.gpfn, node.order));
-            put_u64(out, at + 8, node.mfn);
+            let entry = Entry::new(node.gpfn, node.order, node.mfn);
+            put(out, LIST_HEADER + n * size_of::<Entry>(), &entry);
             i = node.link;
         }
     }
@@ -208,16 +269,18 @@ impl Encode for RemoveList<'_, '_> {
         LIST_HEADER + self.gpfns.len() * 16
     }
     fn encode(&self, out: &mut [u8]) {
-        put_u32(out, 0, self.slot.into());
-        put_u32(out, 4, self.gpfns.len() as u32);
+        let header = ListHeader {
+            slot: u32::from(self.slot).into(),
+            count: (self.gpfns.len() as u32).into(),
+        };
+        put(out, 0, &header);
         for (n, gpfn) in self.gpfns.iter().enumerate() {
             let mfn = self
                 .state
                 .check_block(self.slot, gpfn.get(), self.order)
                 .map_or(0, |(mfn, _)| mfn);
-            let at = LIST_HEADER + n * 16;
-            put_u64(out, at, entry_word(gpfn.get(), self.order));
-            put_u64(out, at + 8, mfn);
+            let entry = Entry::new(gpfn.get(), self.order, mfn);
+            put(out, LIST_HEADER + n * size_of::<Entry>(), &entry);
         }
     }
 }
@@ -245,10 +308,28 @@ mod tests {
         };
         let mut out = vec![0xee; c.encoded_len()];
         c.encode(&mut out);
-        assert_eq!(get_u32(&out, 0), Some(3));
-        assert_eq!((out[4], out[5]), (2, 2));
-        assert_eq!(get_u64(&out, 24), Some(99));
+        // The bytes of the layout in the module documentation.
+        assert_eq!(out[..4], 3u32.to_le_bytes());
+        assert_eq!(out[4..8], [2, 2, 0, 0]);
+        assert_eq!(out[8..24], DomainId::new(7).to_bytes());
+        assert_eq!(out[24..32], 99u64.to_le_bytes());
         assert_eq!(&out[32..], b"vm");
-        assert_eq!(get_u64(&out, 30), None);
+        let (header, name) = CreateHeader::read_from_prefix(&out).unwrap();
+        assert_eq!(
+            (header.slot.get(), header.quota.get(), name),
+            (3, 99, &b"vm"[..])
+        );
+        let v = SlotValue {
+            kind: QUOTA,
+            slot: 2,
+            value: 0x1234,
+        };
+        let mut out = vec![0xee; v.encoded_len()];
+        v.encode(&mut out);
+        assert_eq!(out[..8], [2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(out[8..], 0x1234u64.to_le_bytes());
+        let entry = Entry::new(0x55, 3, 0x8000);
+        assert_eq!(entry.as_bytes()[..8], (0x55u64 | 3 << 56).to_le_bytes());
+        assert_eq!(entry.block(), (0x55, 3));
     }
 }

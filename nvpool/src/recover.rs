@@ -22,6 +22,7 @@ use crate::state::State;
 use crate::superblock::{self, POOL_VERSION, SuperblockFault};
 use crate::window::Window;
 use crate::work::{WorkAreaError, carve};
+use nvirt_persist_meta::superblock::{ChooseError, Fault};
 
 /// What recovery found and did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,27 +140,20 @@ impl From<PmemError> for RecoverError {
 /// The geometry of the pool in `region` and which superblock copy needs
 /// rewriting.
 fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), RecoverError> {
-    let copies = superblock::read(region)?.copies;
     // A copy of a version this code does not know is not damage to repair
     // from the other copy: it may be a newer pool. Refuse, as the log does.
-    for (copy, c) in copies.iter().enumerate() {
-        if let Err(SuperblockFault::Version { found }) = *c {
-            return Err(RecoverError::UnknownVersion { copy, found });
+    let chosen = superblock::read(region)?.choose().map_err(|e| match e {
+        ChooseError::UnsupportedVersion { copy, found } => {
+            RecoverError::UnknownVersion { copy, found }
         }
-    }
-    let geo = match copies {
-        [Ok(a), Ok(b)] if a != b => return Err(RecoverError::SuperblocksDisagree),
-        [Ok(a), Ok(_)] => (a, [false, false]),
-        [Ok(a), Err(_)] => (a, [false, true]),
-        [Err(_), Ok(b)] => (b, [true, false]),
-        [
-            Err(SuperblockFault::Magic { .. }),
-            Err(SuperblockFault::Magic { .. }),
-        ] => {
-            return Err(RecoverError::NotAPool);
-        }
-        [Err(first), Err(second)] => return Err(RecoverError::Superblocks { first, second }),
-    };
+        ChooseError::Disagree => RecoverError::SuperblocksDisagree,
+        ChooseError::NoValidCopy {
+            first: Fault::Magic { .. },
+            second: Fault::Magic { .. },
+        } => RecoverError::NotAPool,
+        ChooseError::NoValidCopy { first, second } => RecoverError::Superblocks { first, second },
+    })?;
+    let geo = (chosen.body, chosen.repair);
     if geo.0.region_len > region.size() {
         return Err(RecoverError::Truncated {
             region_len: geo.0.region_len,
@@ -211,17 +205,8 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             state,
             poisoned: false,
         };
-        let line = superblock::encode(&geo);
-        let region = pool.log.pmem_mut().region_mut();
-        for (&bad, &at) in bad_copies.iter().zip(POOL_SUPERBLOCKS.iter()) {
-            if bad {
-                superblock::store(region, at, &line)?;
-            }
-        }
-        if bad_copies.iter().any(|&b| b) {
-            // Durable before it is reported, whichever way recovery goes on.
-            region.fence();
-        }
+        // Durable before it is reported, whichever way recovery goes on.
+        superblock::SUPERBLOCKS.repair(pool.log.pmem_mut().region_mut(), &geo, bad_copies)?;
         let mut pending_frames = 0;
         pool.state
             .for_each_pending(|_, order| pending_frames += 1u64 << order);

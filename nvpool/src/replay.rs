@@ -2,13 +2,15 @@
 //! through the same state changes the live operations use, each checked
 //! against the state it applies to.
 
+use core::mem::size_of;
+
 use nvirt_persist_meta::{CheckpointReader, RecordView, Replay};
+use zerocopy::FromBytes;
 
 use crate::config::{LOG_OFFSET, MAX_DOMAINS};
 use crate::damage::{Damage, DamageError, Location};
 use crate::records::{
-    ADD, CREATE, CREATE_HEADER, DESTROY, FLAGS, LIST_HEADER, QUOTA, REMOVE, SLOT_RECORD, get_u32,
-    get_u64, split_word,
+    ADD, CREATE, CreateHeader, DESTROY, Entry, FLAGS, ListHeader, QUOTA, REMOVE, SlotRecord,
 };
 use crate::snapshot::{self, check_slot};
 use crate::state::{State, flags};
@@ -84,42 +86,38 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
         kind: kind.raw(),
         len: p.len(),
     };
-    let slot = || get_u32(p, 0).ok_or(bad);
     if kind == CREATE {
-        let name_len = usize::from(*p.get(5).ok_or(bad)?);
-        if p.len() != CREATE_HEADER + name_len || name_len > 32 {
+        let (header, name) = CreateHeader::read_from_prefix(p).map_err(|_| bad)?;
+        let name_len = usize::from(header.name_len);
+        if name.len() != name_len || name_len > 32 {
             return Err(bad);
         }
-        let raw = slot()?;
+        let raw = header.slot.get();
         let s = check_slot(state, raw)?;
-        let flags = p[4];
-        check_reserved(u64::from(p[6]) | u64::from(p[7]) << 8)?;
+        let flags = header.flags;
+        check_reserved(header.reserved.get().into())?;
         if flags & !flags::KNOWN != 0 {
             return Err(Damage::Flags {
                 slot: raw,
                 flags: flags.into(),
             });
         }
-        let name = &p[CREATE_HEADER..];
         if core::str::from_utf8(name).is_err() {
             return Err(Damage::Name { slot: raw });
         }
-        let id = DomainId::from_bytes(p[8..24].try_into().map_err(|_| bad)?);
+        let id = DomainId::from_bytes(header.id);
         if state.id_taken(id) {
             return Err(Damage::DuplicateId { id });
         }
-        let quota = get_u64(p, 24).ok_or(bad)?;
-        state.create(s, id, name, quota, flags);
+        state.create(s, id, name, header.quota.get(), flags);
         return Ok(());
     }
     if kind == DESTROY || kind == FLAGS || kind == QUOTA {
-        if p.len() != SLOT_RECORD {
-            return Err(bad);
-        }
-        let raw = slot()?;
+        let record = SlotRecord::read_from_bytes(p).map_err(|_| bad)?;
+        let raw = record.slot.get();
         let s = live_slot(state, raw)?;
-        check_reserved(get_u32(p, 4).ok_or(bad)?.into())?;
-        let value = get_u64(p, 8).ok_or(bad)?;
+        check_reserved(record.reserved.get().into())?;
+        let value = record.value.get();
         if kind == DESTROY {
             check_reserved(value)?;
             state.begin_destroy(s);
@@ -145,15 +143,17 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
         return Ok(());
     }
     if kind == ADD || kind == REMOVE {
-        let count = get_u32(p, 4).ok_or(bad)? as usize;
-        if p.len() != LIST_HEADER + count * 16 {
+        let (header, entries) = ListHeader::read_from_prefix(p).map_err(|_| bad)?;
+        let count = header.count.get() as usize;
+        if entries.len() != count * size_of::<Entry>() {
             return Err(bad);
         }
-        let raw = slot()?;
+        let raw = header.slot.get();
         let s = live_slot(state, raw)?;
-        for e in p[LIST_HEADER..].chunks_exact(16) {
-            let (gpfn, order) = split_word(get_u64(e, 0).ok_or(bad)?);
-            let mfn = get_u64(e, 8).ok_or(bad)?;
+        for e in entries.chunks_exact(size_of::<Entry>()) {
+            let entry = Entry::read_from_bytes(e).map_err(|_| bad)?;
+            let (gpfn, order) = entry.block();
+            let mfn = entry.mfn.get();
             if kind == ADD {
                 state.add_extent(s, gpfn, mfn, order)?;
             } else {

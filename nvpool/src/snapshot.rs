@@ -11,18 +11,68 @@
 //! domain's tree in one pass from the sorted extents, so recovery costs one
 //! claim and one index insertion per extent.
 
+use core::mem::{offset_of, size_of};
+
 use nvirt_persist_meta::{CheckpointReader, CheckpointWriter, Pmem, SnapshotError};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::avl::{self, InOrder};
 use crate::config::{DOMAIN_RECORD, EXTENT_ENTRY, SNAPSHOT_HEADER};
 use crate::damage::{Damage, DamageError, Location};
-use crate::records::{entry_word, get_u32, get_u64, split_word};
+use crate::records::Entry;
 use crate::state::{State, flags};
 use crate::types::DomainId;
 use crate::work::slot_state;
 
 /// First bytes of a snapshot.
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"NVPSNAP1";
+
+/// A snapshot's header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct Header {
+    magic: [u8; 8],
+    domains: U32,
+    reserved: U32,
+    extents: U64,
+    owned_frames: U64,
+    data_frames: U64,
+    zero: [u8; 24],
+}
+
+const _: () = assert!(size_of::<Header>() as u64 == SNAPSHOT_HEADER);
+const _: () = assert!(offset_of!(Header, domains) == 8);
+const _: () = assert!(offset_of!(Header, reserved) == 12);
+const _: () = assert!(offset_of!(Header, extents) == 16);
+const _: () = assert!(offset_of!(Header, owned_frames) == 24);
+const _: () = assert!(offset_of!(Header, data_frames) == 32);
+const _: () = assert!(offset_of!(Header, zero) == 40);
+
+/// A domain's record; its extents follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct DomainRecord {
+    slot: U32,
+    flags: u8,
+    name_len: u8,
+    reserved: U16,
+    id: [u8; 16],
+    quota: U64,
+    frames: U64,
+    extents: U64,
+    name: [u8; 32],
+}
+
+const _: () = assert!(size_of::<DomainRecord>() as u64 == DOMAIN_RECORD);
+const _: () = assert!(offset_of!(DomainRecord, flags) == 4);
+const _: () = assert!(offset_of!(DomainRecord, name_len) == 5);
+const _: () = assert!(offset_of!(DomainRecord, reserved) == 6);
+const _: () = assert!(offset_of!(DomainRecord, id) == 8);
+const _: () = assert!(offset_of!(DomainRecord, quota) == 24);
+const _: () = assert!(offset_of!(DomainRecord, frames) == 32);
+const _: () = assert!(offset_of!(DomainRecord, extents) == 40);
+const _: () = assert!(offset_of!(DomainRecord, name) == 48);
 
 /// Bytes buffered before each store into the slot.
 const CHUNK: usize = 4096;
@@ -62,34 +112,36 @@ pub(crate) fn write<P: Pmem>(
         buf: [0; CHUNK],
         len: 0,
     };
-    let mut header = [0u8; SNAPSHOT_HEADER as usize];
-    header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
-    header[8..12].copy_from_slice(&state.live_domains.to_le_bytes());
-    header[16..24].copy_from_slice(&u64::from(state.used_nodes).to_le_bytes());
-    header[24..32].copy_from_slice(&state.owned_frames.to_le_bytes());
-    header[32..40].copy_from_slice(&state.geo.data_frames().to_le_bytes());
-    w.put(&header)?;
+    let header = Header {
+        magic: SNAPSHOT_MAGIC,
+        domains: state.live_domains.into(),
+        reserved: U32::ZERO,
+        extents: u64::from(state.used_nodes).into(),
+        owned_frames: state.owned_frames.into(),
+        data_frames: state.geo.data_frames().into(),
+        zero: [0; 24],
+    };
+    w.put(header.as_bytes())?;
     for (s, slot) in state.domains.iter().enumerate() {
         if slot.state != slot_state::LIVE {
             continue;
         }
-        let mut d = [0u8; DOMAIN_RECORD as usize];
-        d[0..4].copy_from_slice(&(s as u32).to_le_bytes());
-        d[4] = slot.flags;
-        d[5] = slot.name_len;
-        d[8..24].copy_from_slice(&slot.id);
-        d[24..32].copy_from_slice(&slot.quota.to_le_bytes());
-        d[32..40].copy_from_slice(&slot.frames.to_le_bytes());
-        d[40..48].copy_from_slice(&slot.extents.to_le_bytes());
-        d[48..80].copy_from_slice(&slot.name);
-        w.put(&d)?;
+        let d = DomainRecord {
+            slot: (s as u32).into(),
+            flags: slot.flags,
+            name_len: slot.name_len,
+            reserved: U16::ZERO,
+            id: slot.id,
+            quota: slot.quota.into(),
+            frames: slot.frames.into(),
+            extents: slot.extents.into(),
+            name: slot.name,
+        };
+        w.put(d.as_bytes())?;
         let mut it = InOrder::from(state.nodes, slot.root, 0);
         while let Some(i) = it.next(state.nodes) {
             let node = &state.nodes[i as usize];
-            let mut e = [0u8; EXTENT_ENTRY as usize];
-            e[0..8].copy_from_slice(&entry_word(node.gpfn, node.order).to_le_bytes());
-            e[8..16].copy_from_slice(&node.mfn.to_le_bytes());
-            w.put(&e)?;
+            w.put(Entry::new(node.gpfn, node.order, node.mfn).as_bytes())?;
         }
     }
     w.flush()
@@ -104,17 +156,26 @@ pub(crate) fn load(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Resul
         pos: r.len() - r.remaining(),
     };
     let damage = |r: &CheckpointReader<'_>, what| DamageError { at: at(r), what };
-    let mut header = [0u8; SNAPSHOT_HEADER as usize];
-    r.read_exact(&mut header)
+    let mut bytes = [0u8; SNAPSHOT_HEADER as usize];
+    r.read_exact(&mut bytes)
         .map_err(|_| damage(r, Damage::Truncated))?;
-    let word = |i: usize| get_u64(&header, i * 8).unwrap_or(0);
-    if header[0..8] != SNAPSHOT_MAGIC {
-        return Err(damage(r, Damage::SnapshotMagic { found: word(0) }));
+    let header: Header = zerocopy::transmute!(bytes);
+    if header.magic != SNAPSHOT_MAGIC {
+        return Err(damage(
+            r,
+            Damage::SnapshotMagic {
+                found: u64::from_le_bytes(header.magic),
+            },
+        ));
     }
-    let domains = get_u32(&header, 8).unwrap_or(0);
-    let (extents, owned, data_frames) = (word(2), word(3), word(4));
-    let reserved = u64::from(get_u32(&header, 12).unwrap_or(0))
-        | header[40..].iter().fold(0, |a, &b| a | u64::from(b));
+    let domains = header.domains.get();
+    let (extents, owned, data_frames) = (
+        header.extents.get(),
+        header.owned_frames.get(),
+        header.data_frames.get(),
+    );
+    let reserved =
+        u64::from(header.reserved.get()) | header.zero.iter().fold(0, |a, &b| a | u64::from(b));
     if reserved != 0 {
         return Err(damage(r, Damage::Reserved { value: reserved }));
     }
@@ -156,21 +217,22 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
     let pos = |r: &CheckpointReader<'_>| Location::Snapshot {
         pos: r.len() - r.remaining(),
     };
-    let mut d = [0u8; DOMAIN_RECORD as usize];
+    let mut bytes = [0u8; DOMAIN_RECORD as usize];
     let start = pos(r);
     let damage = |what| DamageError { at: start, what };
-    r.read_exact(&mut d)
+    r.read_exact(&mut bytes)
         .map_err(|_| damage(Damage::Truncated))?;
-    let raw_slot = get_u32(&d, 0).unwrap_or(u32::MAX);
-    let (flags, name_len) = (d[4], d[5]);
-    let id = DomainId::from_bytes(d[8..24].try_into().unwrap_or([0; 16]));
-    let quota = get_u64(&d, 24).unwrap_or(0);
-    let (frames, extents) = (get_u64(&d, 32).unwrap_or(0), get_u64(&d, 40).unwrap_or(0));
-    let name = &d[48..80];
+    let d: DomainRecord = zerocopy::transmute!(bytes);
+    let raw_slot = d.slot.get();
+    let (flags, name_len) = (d.flags, d.name_len);
+    let id = DomainId::from_bytes(d.id);
+    let quota = d.quota.get();
+    let (frames, extents) = (d.frames.get(), d.extents.get());
+    let name = &d.name[..];
     let s = check_slot(state, raw_slot).map_err(damage)?;
-    if d[6] != 0 || d[7] != 0 {
+    if d.reserved.get() != 0 {
         return Err(damage(Damage::Reserved {
-            value: u64::from(d[6]) | u64::from(d[7]) << 8,
+            value: d.reserved.get().into(),
         }));
     }
     if flags & !flags::KNOWN != 0 {
@@ -215,8 +277,9 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
                 other => other,
             };
             let fail = |what| DamageError { at, what };
-            let (gpfn, order) = split_word(get_u64(e, 0).unwrap_or(0));
-            let mfn = get_u64(e, 8).unwrap_or(0);
+            let entry = Entry::read_from_bytes(e).unwrap_or(Entry::new(0, 0, 0));
+            let (gpfn, order) = entry.block();
+            let mfn = entry.mfn.get();
             if gpfn < prev_end {
                 return Err(fail(Damage::GuestOverlap {
                     slot: raw_slot,

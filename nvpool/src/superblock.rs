@@ -18,8 +18,11 @@
 //! | 60 | 4 | zero |
 
 use core::fmt;
+use core::mem::{offset_of, size_of};
 
-use nvirt_persist_meta::{Pmem, PmemError};
+use nvirt_persist_meta::superblock::{BODY_LEN, Body, Copies, DualSuperblock, Fault};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::config::{ConfigError, Geometry, POOL_SUPERBLOCKS};
 
@@ -28,162 +31,116 @@ pub const POOL_MAGIC: [u8; 8] = *b"NVPOOL01";
 /// The superblock version this crate writes and reads.
 pub const POOL_VERSION: u32 = 1;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// The pool's two superblock copies.
+pub(crate) const SUPERBLOCKS: DualSuperblock = DualSuperblock::new(POOL_SUPERBLOCKS);
 
-/// Why a superblock copy was rejected.
+/// Why a superblock copy was rejected: the shared superblock code's
+/// [`Fault`], with [`PoolGeometryError`] for an intact copy whose geometry
+/// cannot be.
+pub type SuperblockFault = Fault<PoolGeometryError>;
+
+/// Why an intact superblock copy's geometry was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SuperblockFault {
-    /// No magic: this copy was never written (or was erased).
-    Magic {
-        /// The first 8 bytes, little-endian.
-        found: u64,
-    },
-    /// The checksum does not match.
-    Checksum {
-        /// Stored.
-        stored: u32,
-        /// Computed.
-        computed: u32,
-    },
-    /// A version this crate does not read.
-    Version {
-        /// The version found.
-        found: u32,
-    },
-    /// An intact copy describing an impossible geometry.
-    Geometry(ConfigError),
-    /// An intact copy whose stored metadata size disagrees with its
-    /// geometry, or with non-zero reserved fields.
+pub enum PoolGeometryError {
+    /// A geometry no configuration makes.
+    Impossible(ConfigError),
+    /// The stored metadata size or record area disagrees with the rest.
     Inconsistent,
-    /// The region ends before this copy.
-    Truncated,
 }
 
-impl fmt::Display for SuperblockFault {
+impl fmt::Display for PoolGeometryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Magic { found } => write!(f, "no pool magic (found {found:#018x})"),
-            Self::Checksum { stored, computed } => write!(
-                f,
-                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-            Self::Version { found } => write!(
-                f,
-                "unsupported version {found} (this build reads version {POOL_VERSION})"
-            ),
-            Self::Geometry(e) => write!(f, "impossible geometry: {e}"),
+        match self {
+            Self::Impossible(e) => write!(f, "impossible geometry: {e}"),
             Self::Inconsistent => f.write_str("fields disagree with each other"),
-            Self::Truncated => f.write_str("the region ends before it"),
         }
     }
 }
 
-/// The line stored for `geo`.
-pub(crate) fn encode(geo: &Geometry) -> [u8; 64] {
-    let mut line = [0u8; 64];
-    line[0..8].copy_from_slice(&POOL_MAGIC);
-    line[8..12].copy_from_slice(&POOL_VERSION.to_le_bytes());
-    line[16..24].copy_from_slice(&geo.region_len.to_le_bytes());
-    line[24..32].copy_from_slice(&geo.frame_base.to_le_bytes());
-    line[32..36].copy_from_slice(&geo.max_domains.to_le_bytes());
-    line[36..40].copy_from_slice(&geo.max_extents.to_le_bytes());
-    line[40..48].copy_from_slice(&geo.record_area.to_le_bytes());
-    line[48..56].copy_from_slice(&geo.meta_len.to_le_bytes());
-    let crc = CRC.checksum(&line[..56]);
-    line[56..60].copy_from_slice(&crc.to_le_bytes());
-    line
+impl core::error::Error for PoolGeometryError {}
+
+/// The pool's geometry as stored (bytes 16..56 of a superblock copy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct RawGeometry {
+    region_len: U64,
+    frame_base: U64,
+    max_domains: U32,
+    max_extents: U32,
+    record_area: U64,
+    /// Derived from the above; a cross-check.
+    meta_len: U64,
 }
 
-fn u32_at(line: &[u8; 64], at: usize) -> u32 {
-    u32::from_le_bytes([line[at], line[at + 1], line[at + 2], line[at + 3]])
-}
+const _: () = assert!(size_of::<RawGeometry>() == BODY_LEN);
+const _: () = assert!(offset_of!(RawGeometry, frame_base) == 24 - 16);
+const _: () = assert!(offset_of!(RawGeometry, max_domains) == 32 - 16);
+const _: () = assert!(offset_of!(RawGeometry, max_extents) == 36 - 16);
+const _: () = assert!(offset_of!(RawGeometry, record_area) == 40 - 16);
+const _: () = assert!(offset_of!(RawGeometry, meta_len) == 48 - 16);
 
-fn u64_at(line: &[u8; 64], at: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&line[at..at + 8]);
-    u64::from_le_bytes(w)
-}
+impl Body for Geometry {
+    const MAGIC: [u8; 8] = POOL_MAGIC;
+    const VERSION: u32 = POOL_VERSION;
+    type Raw = RawGeometry;
+    type Error = PoolGeometryError;
 
-/// Stores copy `line` at region offset `at` and writes it back, the magic
-/// last: stores to one cache line reach the medium in order, so a copy
-/// either has no magic (never written) or is whole. A format a crash
-/// interrupts thus leaves no pool, never a damaged one.
-pub(crate) fn store<P: Pmem + ?Sized>(
-    region: &mut P,
-    at: u64,
-    line: &[u8; 64],
-) -> Result<(), PmemError> {
-    region.store(at + 8, &line[8..])?;
-    region.store_u64(at, u64::from_le_bytes(POOL_MAGIC))?;
-    region.write_back(at, 64)
-}
-
-/// Decodes and checks one copy.
-pub(crate) fn decode(line: &[u8; 64]) -> Result<Geometry, SuperblockFault> {
-    if line[0..8] != POOL_MAGIC {
-        return Err(SuperblockFault::Magic {
-            found: u64_at(line, 0),
-        });
+    fn to_raw(&self) -> RawGeometry {
+        RawGeometry {
+            region_len: self.region_len.into(),
+            frame_base: self.frame_base.into(),
+            max_domains: self.max_domains.into(),
+            max_extents: self.max_extents.into(),
+            record_area: self.record_area.into(),
+            meta_len: self.meta_len.into(),
+        }
     }
-    let stored = u32_at(line, 56);
-    let computed = CRC.checksum(&line[..56]);
-    if stored != computed {
-        return Err(SuperblockFault::Checksum { stored, computed });
-    }
-    let version = u32_at(line, 8);
-    if version != POOL_VERSION {
-        return Err(SuperblockFault::Version { found: version });
-    }
-    let geo = Geometry::compute(
-        u64_at(line, 16),
-        u64_at(line, 24),
-        u32_at(line, 32),
-        u32_at(line, 36),
-        u64_at(line, 40),
-    )
-    .map_err(SuperblockFault::Geometry)?;
-    if u32_at(line, 12) != 0
-        || u32_at(line, 60) != 0
-        || geo.meta_len != u64_at(line, 48)
-        || geo.record_area != u64_at(line, 40)
-    {
-        return Err(SuperblockFault::Inconsistent);
-    }
-    Ok(geo)
-}
 
-/// Both copies as read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Copies {
-    pub(crate) copies: [Result<Geometry, SuperblockFault>; 2],
+    /// The region's size is checked later, as
+    /// [`RecoverError::Truncated`](crate::RecoverError::Truncated).
+    fn from_raw(raw: &RawGeometry, _region_size: u64) -> Result<Self, PoolGeometryError> {
+        let geo = Geometry::compute(
+            raw.region_len.get(),
+            raw.frame_base.get(),
+            raw.max_domains.get(),
+            raw.max_extents.get(),
+            raw.record_area.get(),
+        )
+        .map_err(PoolGeometryError::Impossible)?;
+        if geo.meta_len != raw.meta_len.get() || geo.record_area != raw.record_area.get() {
+            return Err(PoolGeometryError::Inconsistent);
+        }
+        Ok(geo)
+    }
 }
 
 /// Reads both copies from `region`.
-pub(crate) fn read<P: Pmem + ?Sized>(region: &P) -> Result<Copies, PmemError> {
-    let mut copies = [Err(SuperblockFault::Truncated); 2];
-    for (copy, &at) in copies.iter_mut().zip(POOL_SUPERBLOCKS.iter()) {
-        if at + 64 > region.size() {
-            continue;
-        }
-        let mut line = [0u8; 64];
-        region.read(at, &mut line)?;
-        *copy = decode(&line);
-    }
-    Ok(Copies { copies })
+pub(crate) fn read<P: nvirt_persist_meta::Pmem + ?Sized>(
+    region: &P,
+) -> Result<Copies<Geometry>, nvirt_persist_meta::PmemError> {
+    SUPERBLOCKS.read(region)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Config;
+    use nvirt_persist_meta::superblock::{decode, encode};
+
+    fn reseal(mut line: [u8; 64]) -> [u8; 64] {
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&line[..56]);
+        line[56..60].copy_from_slice(&crc.to_le_bytes());
+        line
+    }
 
     #[test]
     fn copies_round_trip_and_damage_is_named() {
+        let decode = |line: &[u8; 64]| decode::<Geometry>(line, 1 << 20);
         let geo = Config::for_region(1 << 20)
             .with_frame_base(0x12345)
             .geometry(1 << 20)
             .unwrap();
-        let line = encode(&geo);
+        let line: [u8; 64] = zerocopy::transmute!(encode(&geo));
         assert_eq!(decode(&line), Ok(geo));
         let mut bad = line;
         bad[20] ^= 1;
@@ -196,13 +153,43 @@ mod tests {
         assert!(matches!(decode(&blank), Err(SuperblockFault::Magic { .. })));
         let mut v2 = line;
         v2[8] = 2;
-        let crc = CRC.checksum(&v2[..56]);
-        v2[56..60].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&v2), Err(SuperblockFault::Version { found: 2 }));
+        assert_eq!(
+            decode(&reseal(v2)),
+            Err(SuperblockFault::Version {
+                found: 2,
+                expected: POOL_VERSION
+            })
+        );
         let mut meta = line;
         meta[48] ^= 0x40;
-        let crc = CRC.checksum(&meta[..56]);
-        meta[56..60].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&meta), Err(SuperblockFault::Inconsistent));
+        assert_eq!(
+            decode(&reseal(meta)),
+            Err(SuperblockFault::Body(PoolGeometryError::Inconsistent))
+        );
+        let mut reserved = line;
+        reserved[13] = 1;
+        assert_eq!(
+            decode(&reseal(reserved)),
+            Err(SuperblockFault::Reserved { value: 1 << 8 })
+        );
+    }
+
+    #[test]
+    fn the_bytes_are_those_of_version_1() {
+        let geo = Config::for_region(1 << 20)
+            .with_frame_base(0x12345)
+            .geometry(1 << 20)
+            .unwrap();
+        let line: [u8; 64] = zerocopy::transmute!(encode(&geo));
+        assert_eq!(&line[..8], b"NVPOOL01");
+        assert_eq!(line[8..16], [1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(line[16..24], geo.region_len.to_le_bytes());
+        assert_eq!(line[24..32], 0x12345u64.to_le_bytes());
+        assert_eq!(line[32..36], geo.max_domains.to_le_bytes());
+        assert_eq!(line[36..40], geo.max_extents.to_le_bytes());
+        assert_eq!(line[40..48], geo.record_area.to_le_bytes());
+        assert_eq!(line[48..56], geo.meta_len.to_le_bytes());
+        assert_eq!(reseal(line), line);
+        assert_eq!(line[60..64], [0; 4]);
     }
 }

@@ -17,6 +17,10 @@
 //! whole slot is written back and fenced before any superblock names it.
 
 use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::checksum::Crc32c;
 use crate::layout::{CHECKPOINT_HEADER, Layout};
@@ -110,28 +114,54 @@ pub(crate) struct Header {
     pub(crate) crc: u32,
 }
 
+/// A checkpoint header's first 48 bytes on media (the rest of its cache
+/// line is zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct RawHeader {
+    magic: [u8; 8],
+    generation: U64,
+    epoch: U64,
+    next_seq: U64,
+    len: U64,
+    reserved: U32,
+    crc: U32,
+}
+
+const _: () = assert!(size_of::<RawHeader>() == 48);
+const _: () = assert!(size_of::<RawHeader>() as u64 <= CHECKPOINT_HEADER);
+const _: () = assert!(offset_of!(RawHeader, generation) == 8);
+const _: () = assert!(offset_of!(RawHeader, epoch) == 16);
+const _: () = assert!(offset_of!(RawHeader, next_seq) == 24);
+const _: () = assert!(offset_of!(RawHeader, len) == 32);
+const _: () = assert!(offset_of!(RawHeader, reserved) == 40);
+const _: () = assert!(offset_of!(RawHeader, crc) == 44);
+/// Header bytes the CRC covers (after the snapshot).
+const CHECKED: usize = offset_of!(RawHeader, crc);
+
 impl Header {
+    fn raw(&self) -> RawHeader {
+        RawHeader {
+            magic: CHECKPOINT_MAGIC,
+            generation: self.generation.into(),
+            epoch: self.epoch.into(),
+            next_seq: self.next_seq.into(),
+            len: self.len.into(),
+            reserved: self.reserved.into(),
+            crc: self.crc.into(),
+        }
+    }
+
     /// The six header words in store order, CRC word last.
     pub(crate) fn words(&self) -> [u64; 6] {
-        [
-            u64::from_le_bytes(CHECKPOINT_MAGIC),
-            self.generation,
-            self.epoch,
-            self.next_seq,
-            self.len,
-            u64::from(self.reserved) | u64::from(self.crc) << 32,
-        ]
+        let words: [U64; 6] = zerocopy::transmute!(self.raw());
+        words.map(U64::get)
     }
 
     /// The CRC over the snapshot (whose running CRC is `data`) and header
     /// bytes 0..44.
     pub(crate) fn checksum(&self, mut data: Crc32c) -> u32 {
-        let mut bytes = [0; 44];
-        for (i, w) in self.words().iter().take(5).enumerate() {
-            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        bytes[40..44].copy_from_slice(&self.reserved.to_le_bytes());
-        data.update(&bytes);
+        data.update(&self.raw().as_bytes()[..CHECKED]);
         data.value()
     }
 
@@ -143,23 +173,21 @@ impl Header {
         generation: u64,
     ) -> Result<Result<(Self, CheckpointInfo), CheckpointFault>, PmemError> {
         let offset = layout.slot_offset(generation);
-        let mut raw = [0; 48];
-        pmem.read(offset, &mut raw)?;
-        let word = |i: usize| {
-            let mut w = [0; 8];
-            w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        if raw[0..8] != CHECKPOINT_MAGIC {
-            return Ok(Err(CheckpointFault::Magic { found: word(0) }));
+        let mut bytes = [0; size_of::<RawHeader>()];
+        pmem.read(offset, &mut bytes)?;
+        let raw: RawHeader = zerocopy::transmute!(bytes);
+        if raw.magic != CHECKPOINT_MAGIC {
+            return Ok(Err(CheckpointFault::Magic {
+                found: u64::from_le_bytes(raw.magic),
+            }));
         }
         let header = Self {
-            generation: word(1),
-            epoch: word(2),
-            next_seq: word(3),
-            len: word(4),
-            reserved: word(5) as u32,
-            crc: (word(5) >> 32) as u32,
+            generation: raw.generation.get(),
+            epoch: raw.epoch.get(),
+            next_seq: raw.next_seq.get(),
+            len: raw.len.get(),
+            reserved: raw.reserved.get(),
+            crc: raw.crc.get(),
         };
         let capacity = layout.checkpoint_capacity();
         if header.len > capacity {

@@ -7,12 +7,12 @@
 //! incomplete last group, which recovery discards.
 
 use crate::checkpoint::{CheckpointFault, CheckpointInfo, Header as CheckpointHeader};
+use crate::image::{ImageError, Superblocks};
 use crate::layout::Layout;
 use crate::pmem::Pmem;
 use crate::record::{MAX_PAYLOAD, RecordKind};
 use crate::recover::End;
 use crate::scan::{Cursor, RecordView, Scanner};
-use crate::superblock::{ImageError, Superblocks};
 
 /// What [`inspect`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,10 +16,15 @@
 //! generation (even generations live in slot 0, odd ones in slot 1).
 
 use core::fmt;
+use core::mem::{offset_of, size_of};
 use core::ops::Range;
+
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::checksum::crc32c;
 use crate::pmem::CACHE_LINE;
+use crate::superblock::{BODY_LEN, Body, DualSuperblock, Fault};
 
 /// First bytes of a superblock.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"NVIRTLOG";
@@ -194,121 +199,71 @@ impl Layout {
         }
         Ok(self)
     }
+}
 
-    /// The static line of a superblock for this layout.
-    pub(crate) fn encode_superblock(&self) -> [u8; 64] {
-        let mut line = [0; 64];
-        line[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
-        line[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        line[16..24].copy_from_slice(&self.region_len.to_le_bytes());
-        line[24..32].copy_from_slice(&CHECKPOINT_OFFSET.to_le_bytes());
-        line[32..40].copy_from_slice(&self.slot_len.to_le_bytes());
-        line[40..48].copy_from_slice(&self.record_offset.to_le_bytes());
-        line[48..56].copy_from_slice(&self.record_len.to_le_bytes());
-        let crc = crc32c(&line[..56]);
-        line[56..60].copy_from_slice(&crc.to_le_bytes());
-        line
+/// The body of the log's superblock static line (bytes 16..56 of it; see
+/// [`crate::superblock`] for the rest of the line).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct RawLayout {
+    /// Bytes of the region the log uses.
+    pub region_len: U64,
+    /// Offset of checkpoint slot 0: always [`CHECKPOINT_OFFSET`].
+    pub checkpoint_offset: U64,
+    /// Bytes of one checkpoint slot.
+    pub slot_len: U64,
+    /// Offset of the record area.
+    pub record_offset: U64,
+    /// Bytes of the record area.
+    pub record_len: U64,
+}
+
+const _: () = assert!(size_of::<RawLayout>() == BODY_LEN);
+const _: () = assert!(offset_of!(RawLayout, region_len) == 0);
+const _: () = assert!(offset_of!(RawLayout, checkpoint_offset) == 8);
+const _: () = assert!(offset_of!(RawLayout, slot_len) == 16);
+const _: () = assert!(offset_of!(RawLayout, record_offset) == 24);
+const _: () = assert!(offset_of!(RawLayout, record_len) == 32);
+
+impl Body for Layout {
+    const MAGIC: [u8; 8] = SUPERBLOCK_MAGIC;
+    const VERSION: u32 = FORMAT_VERSION;
+    type Raw = RawLayout;
+    type Error = LayoutError;
+
+    fn to_raw(&self) -> RawLayout {
+        RawLayout {
+            region_len: self.region_len.into(),
+            checkpoint_offset: CHECKPOINT_OFFSET.into(),
+            slot_len: self.slot_len.into(),
+            record_offset: self.record_offset.into(),
+            record_len: self.record_len.into(),
+        }
     }
 
-    /// Decodes and validates the static line of a superblock read from a
-    /// region of `size` bytes.
-    pub(crate) fn decode_superblock(line: &[u8; 64], size: u64) -> Result<Self, SuperblockError> {
-        let u32_at = |at: usize| {
-            let mut b = [0; 4];
-            b.copy_from_slice(&line[at..at + 4]);
-            u32::from_le_bytes(b)
-        };
-        let u64_at = |at: usize| {
-            let mut b = [0; 8];
-            b.copy_from_slice(&line[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        if line[0..8] != SUPERBLOCK_MAGIC {
-            return Err(SuperblockError::Magic { found: u64_at(0) });
-        }
-        let stored = u32_at(56);
-        let computed = crc32c(&line[..56]);
-        if stored != computed {
-            return Err(SuperblockError::Checksum { stored, computed });
-        }
-        let version = u32_at(8);
-        if version != FORMAT_VERSION {
-            return Err(SuperblockError::Version { found: version });
-        }
-        let reserved = u32_at(12) as u64 | u64::from(u32_at(60)) << 32;
-        if reserved != 0 {
-            return Err(SuperblockError::Layout(LayoutError::Field {
-                field: "reserved field",
-                value: reserved,
-            }));
-        }
-        if u64_at(24) != CHECKPOINT_OFFSET {
-            return Err(SuperblockError::Layout(LayoutError::Field {
+    fn from_raw(raw: &RawLayout, region_size: u64) -> Result<Self, LayoutError> {
+        if raw.checkpoint_offset.get() != CHECKPOINT_OFFSET {
+            return Err(LayoutError::Field {
                 field: "checkpoint offset",
-                value: u64_at(24),
-            }));
+                value: raw.checkpoint_offset.get(),
+            });
         }
         Self {
-            region_len: u64_at(16),
-            slot_len: u64_at(32),
-            record_offset: u64_at(40),
-            record_len: u64_at(48),
+            region_len: raw.region_len.get(),
+            slot_len: raw.slot_len.get(),
+            record_offset: raw.record_offset.get(),
+            record_len: raw.record_len.get(),
         }
-        .validate(size)
-        .map_err(SuperblockError::Layout)
+        .validate(region_size)
     }
 }
 
-/// Why one superblock copy was rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SuperblockError {
-    /// The first 8 bytes are not the magic (as a little-endian integer).
-    Magic {
-        /// What was there.
-        found: u64,
-    },
-    /// The CRC-32C does not match.
-    Checksum {
-        /// The stored CRC.
-        stored: u32,
-        /// The CRC of the bytes.
-        computed: u32,
-    },
-    /// An intact superblock of a format version this crate does not know.
-    Version {
-        /// The version found.
-        found: u32,
-    },
-    /// An intact superblock with an impossible geometry.
-    Layout(LayoutError),
-    /// The region ends before this superblock copy.
-    Truncated {
-        /// Bytes in the region.
-        size: u64,
-    },
-}
+/// The log's two superblock static lines.
+pub(crate) const SUPERBLOCKS: DualSuperblock = DualSuperblock::new(SUPERBLOCK_OFFSETS);
 
-impl fmt::Display for SuperblockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Magic { found } => write!(f, "bad magic {found:#018x}"),
-            Self::Checksum { stored, computed } => write!(
-                f,
-                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-            Self::Version { found } => write!(
-                f,
-                "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
-            ),
-            Self::Layout(e) => write!(f, "bad geometry: {e}"),
-            Self::Truncated { size } => {
-                write!(f, "the {size:#x}-byte region ends before this copy")
-            }
-        }
-    }
-}
-
-impl core::error::Error for SuperblockError {}
+/// Why one superblock copy was rejected: the shared superblock code's
+/// [`Fault`], with the log's [`LayoutError`] for a geometry that cannot be.
+pub type SuperblockError = Fault<LayoutError>;
 
 /// The check bits of a switch word holding `generation`. The constant makes
 /// an all-zero word invalid.
@@ -351,33 +306,56 @@ mod tests {
 
     #[test]
     fn superblock_round_trip_and_rejections() {
+        let decode = |line: &[u8; 64], size| crate::superblock::decode::<Layout>(line, size);
         let layout = Layout::new(0x10000, 5000).unwrap();
-        let line = layout.encode_superblock();
-        assert_eq!(Layout::decode_superblock(&line, 0x10000), Ok(layout));
+        let line: [u8; 64] = zerocopy::transmute!(crate::superblock::encode(&layout));
+        assert_eq!(decode(&line, 0x10000), Ok(layout));
         assert!(matches!(
-            Layout::decode_superblock(&line, 0xffff),
-            Err(SuperblockError::Layout(LayoutError::BeyondRegion { .. }))
+            decode(&line, 0xffff),
+            Err(SuperblockError::Body(LayoutError::BeyondRegion { .. }))
         ));
         let mut bad = line;
         bad[20] ^= 1;
         assert!(matches!(
-            Layout::decode_superblock(&bad, 0x10000),
+            decode(&bad, 0x10000),
             Err(SuperblockError::Checksum { .. })
         ));
         let mut bad = line;
         bad[0] = b'X';
         assert!(matches!(
-            Layout::decode_superblock(&bad, 0x10000),
+            decode(&bad, 0x10000),
             Err(SuperblockError::Magic { .. })
         ));
+        let reseal = |mut b: [u8; 64]| {
+            let crc = crc32c(&b[..56]);
+            b[56..60].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
         let mut v2 = line;
         v2[8] = 2;
-        let crc = crc32c(&v2[..56]);
-        v2[56..60].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            Layout::decode_superblock(&v2, 0x10000),
-            Err(SuperblockError::Version { found: 2 })
+            decode(&reseal(v2), 0x10000),
+            Err(SuperblockError::Version {
+                found: 2,
+                expected: FORMAT_VERSION
+            })
         );
+        let mut reserved = line;
+        reserved[12] = 1;
+        assert_eq!(
+            decode(&reseal(reserved), 0x10000),
+            Err(SuperblockError::Reserved { value: 1 })
+        );
+        // The bytes are those of format version 1, field by field.
+        assert_eq!(&line[..8], b"NVIRTLOG");
+        assert_eq!(line[8..16], [1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(line[16..24], 0x10000u64.to_le_bytes());
+        assert_eq!(line[24..32], CHECKPOINT_OFFSET.to_le_bytes());
+        assert_eq!(line[32..40], layout.slot_len().to_le_bytes());
+        assert_eq!(line[40..48], layout.record_area().start.to_le_bytes());
+        assert_eq!(line[48..56], layout.record_len().to_le_bytes());
+        assert_eq!(line[56..60], crc32c(&line[..56]).to_le_bytes());
+        assert_eq!(line[60..64], [0; 4]);
     }
 
     #[test]

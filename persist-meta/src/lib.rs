@@ -65,6 +65,7 @@ mod checksum;
 mod committed;
 mod error;
 mod group;
+mod image;
 pub mod inspect;
 pub mod layout;
 mod log;
@@ -75,7 +76,7 @@ mod recover;
 mod scan;
 #[cfg(feature = "std")]
 pub mod sim;
-mod superblock;
+pub mod superblock;
 
 pub use checkpoint::{
     CHECKPOINT_MAGIC, CheckpointFault, CheckpointInfo, CheckpointReader, CheckpointWriter,
@@ -83,6 +84,7 @@ pub use checkpoint::{
 };
 pub use error::{AppendError, CheckpointError, FormatError};
 pub use group::Group;
+pub use image::{ImageError, Superblocks};
 pub use inspect::inspect;
 pub use layout::{Layout, LayoutError, SuperblockError};
 pub use log::{Commit, FIRST_SEQ, Log, Space};
@@ -95,7 +97,6 @@ pub use pmem::{FlushInstruction, X86Pmem, X86PmemError};
 pub use record::{Decode, Encode, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, Raw, RecordKind};
 pub use recover::{End, RecoverError, Recovery, Replay, ReplayFn, Replayed, replay, replay_fn};
 pub use scan::{RecordView, StopReason};
-pub use superblock::{ImageError, Superblocks};
 
 /// Bytes a record with a `payload_len`-byte payload occupies in the record
 /// area (header and padding included), for owners sizing their logs.

@@ -3,12 +3,14 @@
 use crate::checkpoint::Header as CheckpointHeader;
 use crate::checksum::Crc32c;
 use crate::error::{AppendError, FormatError};
-use crate::layout::{CHECKPOINT_HEADER, Layout, SUPERBLOCK_OFFSETS, SWITCH_WORD, encode_switch};
+use crate::image::Superblocks;
+use crate::layout::{
+    CHECKPOINT_HEADER, Layout, SUPERBLOCK_OFFSETS, SUPERBLOCKS, SWITCH_WORD, encode_switch,
+};
 use crate::log::{FIRST_SEQ, Log, store_words};
-use crate::pmem::{CACHE_LINE, Pmem, PmemError};
+use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD};
 use crate::recover::{RecoverError, Recovery, Replay, recover};
 use crate::scan::Cursor;
-use crate::superblock::Superblocks;
 
 /// Bytes of a superblock copy (static line and switch-word line).
 const SUPERBLOCK_LEN: u64 = 2 * CACHE_LINE;
@@ -67,13 +69,11 @@ impl<P: Pmem> Log<P> {
         store_words(&mut pmem, layout.slot_offset(0), &header.words())?;
         pmem.write_back(layout.slot_offset(0), CHECKPOINT_HEADER)?;
         pmem.fence();
-        let line = layout.encode_superblock();
         for at in SUPERBLOCK_OFFSETS {
-            pmem.store(at, &line)?;
             pmem.store_u64(at + SWITCH_WORD, encode_switch(0))?;
-            pmem.write_back(at, SUPERBLOCK_LEN)?;
+            pmem.write_back(at + SWITCH_WORD, WORD)?;
         }
-        pmem.fence();
+        SUPERBLOCKS.format(&mut pmem, &layout)?;
         let start = Cursor {
             pos: 0,
             seq: FIRST_SEQ,
@@ -96,7 +96,9 @@ impl<P: Pmem> Log<P> {
         let (recovery, superblocks) = recover(&pmem, replay)?;
         let layout = recovery.layout;
         let generation = recovery.checkpoint.generation;
-        let mut repairs = repair_superblocks(&mut pmem, &layout, generation, &superblocks)?;
+        let damaged = superblocks.choose()?.repair;
+        let mut repairs =
+            repair_superblocks(&mut pmem, &layout, generation, &superblocks, damaged)?;
         let area_start = layout.record_area().start;
         let end = Cursor {
             pos: recovery.end.append_offset - area_start,
@@ -123,28 +125,26 @@ impl<P: Pmem> Log<P> {
     }
 }
 
-/// Rewrites (without fencing) a superblock copy whose static line is
-/// damaged and a switch word that does not name `generation`.
+/// Rewrites (without fencing: [`Log::open`] fences once, after its epoch
+/// record) a superblock copy whose static line is damaged and a switch word
+/// that does not name `generation`.
 fn repair_superblocks<P: Pmem>(
     pmem: &mut P,
     layout: &Layout,
     generation: u64,
     found: &Superblocks,
+    damaged: [bool; 2],
 ) -> Result<Repairs, PmemError> {
     let mut repairs = Repairs::default();
-    let line = layout.encode_superblock();
     let switch = encode_switch(generation);
     for (i, &at) in SUPERBLOCK_OFFSETS.iter().enumerate() {
-        if found.copies[i].is_err() {
-            pmem.store(at, &line)?;
-            pmem.write_back(at, CACHE_LINE)?;
-            repairs.superblocks[i] = true;
-        }
         if found.switch_words[i] != switch {
             pmem.store_u64(at + SWITCH_WORD, switch)?;
-            pmem.write_back(at + SWITCH_WORD, 8)?;
+            pmem.write_back(at + SWITCH_WORD, WORD)?;
             repairs.switch_words[i] = true;
         }
     }
+    SUPERBLOCKS.repair_unfenced(pmem, layout, damaged)?;
+    repairs.superblocks = damaged;
     Ok(repairs)
 }

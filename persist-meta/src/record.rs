@@ -17,6 +17,10 @@
 //! last, after the payload.
 
 use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::checksum::Crc32c;
 
@@ -142,46 +146,67 @@ pub(crate) struct Header {
     pub(crate) crc: u32,
 }
 
+/// A record header's bytes on media.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct RawHeader {
+    len: U32,
+    kind: U16,
+    flags: U16,
+    seq: U64,
+    epoch: U64,
+    reserved: U32,
+    crc: U32,
+}
+
+const _: () = assert!(size_of::<RawHeader>() as u64 == RECORD_HEADER);
+const _: () = assert!(offset_of!(RawHeader, kind) == 4);
+const _: () = assert!(offset_of!(RawHeader, flags) == 6);
+const _: () = assert!(offset_of!(RawHeader, seq) == 8);
+const _: () = assert!(offset_of!(RawHeader, epoch) == 16);
+const _: () = assert!(offset_of!(RawHeader, reserved) == 24);
+const _: () = assert!(offset_of!(RawHeader, crc) == 28);
+/// Header bytes the CRC covers (after the payload).
+const CHECKED: usize = offset_of!(RawHeader, crc);
+
 impl Header {
     /// Parses the 32 header bytes; nothing is validated yet.
     pub(crate) fn parse(bytes: &[u8; 32]) -> Self {
-        let word = |i: usize| {
-            let mut w = [0; 8];
-            w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        let (w0, w3) = (word(0), word(3));
+        let raw: RawHeader = zerocopy::transmute!(*bytes);
         Self {
-            len: w0 as u32,
-            kind: (w0 >> 32) as u16,
-            flags: (w0 >> 48) as u16,
-            seq: word(1),
-            epoch: word(2),
-            reserved: w3 as u32,
-            crc: (w3 >> 32) as u32,
+            len: raw.len.get(),
+            kind: raw.kind.get(),
+            flags: raw.flags.get(),
+            seq: raw.seq.get(),
+            epoch: raw.epoch.get(),
+            reserved: raw.reserved.get(),
+            crc: raw.crc.get(),
+        }
+    }
+
+    /// The header as stored.
+    fn raw(&self) -> RawHeader {
+        RawHeader {
+            len: self.len.into(),
+            kind: self.kind.into(),
+            flags: self.flags.into(),
+            seq: self.seq.into(),
+            epoch: self.epoch.into(),
+            reserved: self.reserved.into(),
+            crc: self.crc.into(),
         }
     }
 
     /// The four words in store order, CRC word last.
     pub(crate) fn words(&self) -> [u64; 4] {
-        [
-            u64::from(self.len) | u64::from(self.kind) << 32 | u64::from(self.flags) << 48,
-            self.seq,
-            self.epoch,
-            u64::from(self.reserved) | u64::from(self.crc) << 32,
-        ]
+        let words: [U64; 4] = zerocopy::transmute!(self.raw());
+        words.map(U64::get)
     }
 
     /// The CRC of a header over a payload whose own running CRC is
     /// `payload_crc`: the payload first, then header bytes 0..28.
     pub(crate) fn checksum(&self, mut payload_crc: Crc32c) -> u32 {
-        let words = self.words();
-        let mut bytes = [0; 28];
-        for (i, w) in words.iter().take(3).enumerate() {
-            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        bytes[24..28].copy_from_slice(&self.reserved.to_le_bytes());
-        payload_crc.update(&bytes);
+        payload_crc.update(&self.raw().as_bytes()[..CHECKED]);
         payload_crc.value()
     }
 

@@ -10,11 +10,11 @@
 use core::fmt;
 
 use crate::checkpoint::{CheckpointInfo, CheckpointReader, Header as CheckpointHeader};
+use crate::image::{ImageError, Superblocks};
 use crate::layout::Layout;
 use crate::pmem::Pmem;
 use crate::record::{MAX_PAYLOAD, RecordKind};
 use crate::scan::{Cursor, RecordView, Scanner, StopReason};
-use crate::superblock::{ImageError, Superblocks};
 
 /// The owner's side of recovery: rebuilds its state from the checkpoint
 /// snapshot and the records committed after it.

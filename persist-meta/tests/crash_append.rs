@@ -23,7 +23,7 @@ fn appends_of_every_size_from_empty() {
     let run = record(image, &ops);
     let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
     report("append (12 sizes, empty log)", &stats);
-    assert_eq!(stats.points as usize, run.sim.point() + 1);
+    assert_eq!(stats.points as usize, run.sim().point() + 1);
     assert!(stats.exhaustive_points > 0 && stats.sampled_points > 0);
 }
 

@@ -46,7 +46,7 @@ fn full_log_checkpoints_and_continues() {
     let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
     report("log full, checkpoint, continue", &stats);
     let mut state = common::State::new();
-    let recovery = replay(&Image(run.sim.image()), &mut owner(&mut state)).unwrap();
+    let recovery = replay(&Image(run.sim().image()), &mut owner(&mut state)).unwrap();
     assert!(
         recovery.checkpoint.generation >= 1,
         "the log never filled up"

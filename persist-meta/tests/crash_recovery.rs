@@ -11,10 +11,8 @@
 
 mod common;
 
-use std::ops::ControlFlow;
-
 use common::{Op, State, base_image, open, payload, record, recover, report};
-use nvirt_persist_meta::sim::{CrashConfig, CrashStats, Event, SimPmem};
+use nvirt_persist_meta::sim::{CrashConfig, CrashStats, Event, SimPmem, check_recovery_crashes};
 
 /// A scenario whose crash images include torn groups, torn checkpoints,
 /// superblocks whose switch words disagree, and abandoned groups.
@@ -34,7 +32,7 @@ fn first_run() -> common::Run {
 /// Recovers `image` on a simulator and checks every crash image of that
 /// recovery's own writes; returns the counts and whether it repaired a
 /// superblock.
-fn check_recovery_crashes(image: &[u8], state: &State) -> (CrashStats, bool) {
+fn recovery_crashes(image: &[u8], state: &State) -> (CrashStats, bool) {
     let (log, again) = open(SimPmem::from_image(image.to_vec()));
     assert_eq!(&again, state);
     let sim = log.into_pmem();
@@ -42,15 +40,8 @@ fn check_recovery_crashes(image: &[u8], state: &State) -> (CrashStats, bool) {
         .events()
         .iter()
         .any(|e| matches!(e, Event::Store { word, .. } if *word < 0x2000 / 8));
-    let stats = sim.crash_images(0..usize::MAX, &CrashConfig::default(), |crash| {
-        let recovered = recover(crash.image).unwrap();
-        assert_eq!(
-            &recovered, state,
-            "crash at point {} of recovery",
-            crash.point
-        );
-        ControlFlow::Continue(())
-    });
+    let stats = check_recovery_crashes(&sim, state, &CrashConfig::default(), recover)
+        .unwrap_or_else(|e| panic!("{e}"));
     (stats, repaired)
 }
 
@@ -65,7 +56,7 @@ fn crash_during_recovery_recovers_the_same_state() {
         n += 1;
         let switch_words_differ = image[64..72] != image[0x1040..0x1048];
         if switch_words_differ || n % 48 == 0 {
-            let (stats, did_repair) = check_recovery_crashes(image, state);
+            let (stats, did_repair) = recovery_crashes(image, state);
             total.add(&stats);
             starts += 1;
             repaired += usize::from(did_repair);
@@ -83,12 +74,12 @@ fn crash_during_recovery_recovers_the_same_state() {
 #[test]
 fn crash_while_repairing_a_damaged_superblock() {
     let run = first_run();
-    let state = run.states.last().unwrap().clone();
+    let state = run.states().last().unwrap().clone();
     let mut total = CrashStats::default();
     for (copy, byte) in [(0usize, 20usize), (1, 0x1000 + 3), (1, 0x1000 + 60)] {
-        let mut image = run.sim.image().to_vec();
+        let mut image = run.sim().image().to_vec();
         image[byte] ^= 0x10;
-        let (stats, repaired) = check_recovery_crashes(&image, &state);
+        let (stats, repaired) = recovery_crashes(&image, &state);
         assert!(repaired, "copy {copy} was not rewritten");
         total.add(&stats);
     }
@@ -157,7 +148,7 @@ fn stale_records_aligned_with_the_new_chain_stay_dead() {
         seed: 11,
     };
     // Offsets of the group's records in the finished image.
-    let done = first.sim.image().to_vec();
+    let done = first.sim().image().to_vec();
     let mut offsets = Vec::new();
     nvirt_persist_meta::inspect(&common::Image(&done), |r| offsets.push(r.offset() as usize));
     let stale = offsets[offsets.len() - 2]..offsets[offsets.len() - 1] + 64;
@@ -166,7 +157,7 @@ fn stale_records_aligned_with_the_new_chain_stay_dead() {
     first.check_crashes(&CrashConfig::default(), |image, j, _| {
         // Only images where the group is torn but its last two records
         // are intact: those are the ones a new chain could pick up.
-        if j == first.states.len() - 1 || image[stale.clone()] != done[stale.clone()] {
+        if j == first.states().len() - 1 || image[stale.clone()] != done[stale.clone()] {
             return;
         }
         candidates += 1;
@@ -194,11 +185,11 @@ fn recovery_of_recovered_images_is_idempotent() {
     // Opening twice in a row (a crash right after recovery) adds only an
     // epoch record each time.
     let run = first_run();
-    let image = run.sim.image().to_vec();
+    let image = run.sim().image().to_vec();
     let (log, state) = open(SimPmem::from_image(image));
     let (log, again) = open(log.into_pmem());
     assert_eq!(state, again);
     let (_, third) = open(log.into_pmem());
     assert_eq!(state, third);
-    assert_eq!(&state, run.states.last().unwrap());
+    assert_eq!(&state, run.states().last().unwrap());
 }

@@ -1,4 +1,5 @@
-//! The crash-test harness shared by the crash tests.
+//! The crash tests' pool views and operations, on persist-meta's public
+//! crash-test harness (`sim::Scenario`).
 //!
 //! A scenario starts from a durable image (format and some setup in plain
 //! memory), recovers it on persist-meta's crash simulator (operation 0:
@@ -16,7 +17,10 @@
 use nvirt_nvpool::{Config, DomainId, DomainState, Gpfn, Mfn, NvPool, Owner, RecoveryReport};
 use nvirt_persist_meta::MemPmem;
 use nvirt_persist_meta::Pmem;
-use nvirt_persist_meta::sim::{Crash, CrashConfig, CrashStats, SimPmem, Trace, report_line};
+use nvirt_persist_meta::sim::{
+    Crash, CrashConfig, CrashStats, Scenario, SimPmem, Subject, Trace, check_recovery_crashes,
+    report_line,
+};
 
 /// A domain as the tests compare it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,24 +223,37 @@ pub struct Run {
     pub trace: Trace<View>,
 }
 
+/// A pool on the simulator, as the harness sees it.
+struct Subjected<'w>(NvPool<'w, SimPmem>);
+
+impl Subject for Subjected<'_> {
+    type State = View;
+    fn sim(&self) -> &SimPmem {
+        self.0.region()
+    }
+    fn state(&self) -> View {
+        view(&self.0)
+    }
+}
+
 /// Recovers `image` on a simulator (operation 0) and applies `ops`.
 pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
     let sim = SimPmem::from_image(image);
     let (before, _) = recover_image(sim.image()).expect("the starting image recovers");
-    let mut trace = Trace::new(before);
     let geo = NvPool::probe(&sim).unwrap();
     let mut work = vec![0u8; geo.work_area_bytes()];
-    let start = sim.point();
-    let (mut pool, _) = NvPool::recover(sim, &mut work).unwrap();
-    trace.push(start, pool.region().point(), view(&pool));
+    let work = &mut work[..];
+    let mut scenario = Scenario::open(sim, before, move |sim| {
+        NvPool::recover(sim, work).map(|(pool, _)| Subjected(pool))
+    })
+    .unwrap();
     for op in ops {
-        let start = pool.region().point();
-        apply(&mut pool, op);
-        trace.push(start, pool.region().point(), view(&pool));
+        scenario.run(|pool| apply(&mut pool.0, op));
     }
+    let run = scenario.finish();
     Run {
-        sim: pool.into_region(),
-        trace,
+        sim: run.subject.0.into_region(),
+        trace: run.trace,
     }
 }
 
@@ -303,27 +320,10 @@ pub fn check_second_crash(image: &[u8], expected: &View, config: &CrashConfig) -
     let (pool, _) = NvPool::recover(sim, &mut work).unwrap();
     assert_eq!(&view(&pool), expected, "recovery on the simulator");
     let sim = pool.into_region();
-    let mut failure = None;
-    let stats = sim.crash_images(0..usize::MAX, config, |crash| {
-        match recover_image(crash.image) {
-            Ok((v, _)) if &v == expected => std::ops::ControlFlow::Continue(()),
-            Ok((v, _)) => {
-                failure = Some(format!(
-                    "crash at {} of recovery: {v:?}, expected {expected:?}",
-                    crash.point
-                ));
-                std::ops::ControlFlow::Break(())
-            }
-            Err(e) => {
-                failure = Some(format!("crash at {} of recovery: {e}", crash.point));
-                std::ops::ControlFlow::Break(())
-            }
-        }
-    });
-    if let Some(e) = failure {
-        panic!("{e}");
-    }
-    stats
+    check_recovery_crashes(&sim, expected, config, |image| {
+        recover_image(image).map(|(v, _)| v)
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Prints a test's counts in one greppable line.

@@ -20,14 +20,23 @@
 //! Byte-range stores are split into word stores in ascending address order;
 //! a partial word is stored as the whole word with its other bytes
 //! unchanged.
+//!
+//! On top of the simulator, [`Scenario`] and [`Trace`] are the crash-test
+//! harness that this crate's tests, nvpool's tests and the fuzz targets
+//! share: see [`harness`] ([`Scenario`], [`Recorded`],
+//! [`check_recovery_crashes`], [`ReadOnly`], [`Payloads`], [`PayloadLog`]).
 
 mod crash;
+pub mod harness;
 mod trace;
 
 use std::ops::ControlFlow;
 use std::vec::Vec;
 
 pub use crash::{Crash, CrashConfig, CrashStats};
+pub use harness::{
+    PayloadLog, Payloads, ReadOnly, Recorded, Scenario, Subject, check_recovery_crashes,
+};
 pub use trace::{Trace, report_line};
 
 use crate::checksum::Crc32c;

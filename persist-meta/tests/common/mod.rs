@@ -1,26 +1,28 @@
-//! The crash-test harness shared by the integration tests.
+//! The integration tests' owner and operations, on persist-meta's public
+//! crash-test harness (`sim::Scenario`).
 //!
-//! The owner in these tests keeps a list of payloads. Its snapshot is the
-//! list encoded as `u16` length + bytes; each record appends its payload.
-//! Every payload in a scenario is distinct, so a recovered state names
-//! exactly which operations it contains.
+//! The owner in these tests is the harness's reference owner
+//! (`sim::Payloads`): a list of payloads, its snapshot the list encoded as
+//! `u16` length + bytes, each record appending its payload. Every payload in
+//! a scenario is distinct, so a recovered state names exactly which
+//! operations it contains.
 //!
 //! A scenario runs its operations on a [`SimPmem`] (after `Log::open`, which
-//! is operation 0 and changes nothing), remembering the crash point where
-//! each operation started and returned and the state after it. Then every
-//! crash image at every crash point must recover to the state after some
-//! prefix of the operations that includes every operation that had
-//! returned and no operation that had not started.
+//! is operation 0), and the harness checks that every crash image at every
+//! crash point recovers to the state after some prefix of the operations
+//! that includes every operation that had returned and no operation that
+//! had not started.
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 #![allow(unreachable_pub, reason = "shared by several test crates")]
 
 use std::convert::Infallible;
 
-use nvirt_persist_meta::sim::{CrashConfig, CrashStats, SimPmem, Trace, report_line};
-use nvirt_persist_meta::{
-    AppendError, Log, MemPmem, Pmem, PmemError, Raw, RecordKind, Replayed, replay, replay_fn,
+pub use nvirt_persist_meta::sim::ReadOnly as Image;
+use nvirt_persist_meta::sim::{
+    Crash, CrashConfig, CrashStats, PayloadLog, Payloads, Recorded, Scenario, SimPmem, report_line,
 };
+use nvirt_persist_meta::{AppendError, Log, MemPmem, Pmem, Raw, RecordKind, replay};
 
 /// The owner's state: payloads in commit order.
 pub type State = Vec<Vec<u8>>;
@@ -41,69 +43,12 @@ pub fn region_len(record_area: u64) -> usize {
 
 /// Encodes a state as a snapshot.
 pub fn snapshot(state: &State) -> Vec<u8> {
-    let mut out = Vec::new();
-    for payload in state {
-        out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// A read-only view of an image, so crash images are recovered in place.
-pub struct Image<'a>(pub &'a [u8]);
-
-impl Pmem for Image<'_> {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PmemError> {
-        let err = PmemError::OutOfBounds {
-            offset,
-            len: buf.len() as u64,
-            size: self.size(),
-        };
-        let start = usize::try_from(offset).map_err(|_| err)?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(err)?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-    fn store_u64(&mut self, offset: u64, _: u64) -> Result<(), PmemError> {
-        panic!("recovery wrote at {offset:#x}")
-    }
-    fn store(&mut self, offset: u64, _: &[u8]) -> Result<(), PmemError> {
-        panic!("recovery wrote at {offset:#x}")
-    }
-    fn write_back(&mut self, _: u64, _: u64) -> Result<(), PmemError> {
-        Ok(())
-    }
-    fn fence(&mut self) {}
+    Payloads::snapshot(state)
 }
 
 /// The test owner's replay: decodes the snapshot, appends payloads.
 pub fn owner(state: &mut State) -> impl nvirt_persist_meta::Replay<Error = String> + '_ {
-    replay_fn(move |event| match event {
-        Replayed::Checkpoint(reader) => {
-            state.clear();
-            let mut len = [0; 2];
-            while reader.remaining() > 0 {
-                reader.read_exact(&mut len).map_err(|e| e.to_string())?;
-                let mut payload = vec![0; usize::from(u16::from_le_bytes(len))];
-                reader.read_exact(&mut payload).map_err(|e| e.to_string())?;
-                state.push(payload);
-            }
-            Ok(())
-        }
-        Replayed::Record(record) => {
-            if record.kind() != KIND {
-                return Err(format!("unexpected kind {}", record.kind()));
-            }
-            state.push(record.payload().to_vec());
-            Ok(())
-        }
-    })
+    Payloads::new(state, Some(KIND))
 }
 
 /// Recovers an image read-only.
@@ -213,39 +158,35 @@ pub fn base_image(record_area: u64, setup: &[Op]) -> (Vec<u8>, State) {
     (log.into_pmem().into_bytes(), state)
 }
 
-/// A recorded run: the simulator after the operations and, in its
-/// [`Trace`], where each started and returned and the state after each
-/// (`states[0]` before any).
-pub struct Run {
-    pub sim: SimPmem,
-    pub trace: Trace<State>,
-    pub states: Vec<State>,
-}
+/// A recorded run: the simulator after the operations and where each
+/// started and returned, with the state after each (`states()[0]` before
+/// any).
+pub struct Run(pub Recorded<PayloadLog>);
 
 /// Opens `image` on a simulator (operation 0) and applies `ops`.
 pub fn record(image: Vec<u8>, ops: &[Op]) -> Run {
     let sim = SimPmem::from_image(image);
     let before = recover(sim.image()).expect("starting image recovers");
-    let mut trace = Trace::new(before.clone());
-    let start = sim.point();
-    let (mut log, state) = open(sim);
-    assert_eq!(state, before);
-    trace.push(start, log.pmem().point(), state.clone());
-    let mut state = state;
+    let mut scenario =
+        Scenario::open(sim, before.clone(), |sim| PayloadLog::open(sim, Some(KIND))).expect("open");
+    assert_eq!(scenario.subject().state, before);
     for op in ops {
-        let start = log.pmem().point();
-        apply(&mut log, &mut state, op);
-        trace.push(start, log.pmem().point(), state.clone());
+        scenario.run(|o| apply(&mut o.log, &mut o.state, op));
     }
-    let states = trace.states().to_vec();
-    Run {
-        sim: log.into_pmem(),
-        trace,
-        states,
-    }
+    Run(scenario.finish())
 }
 
 impl Run {
+    /// The simulator, with every event of the run.
+    pub fn sim(&self) -> &SimPmem {
+        self.0.sim()
+    }
+
+    /// The states: before any operation, then after each.
+    pub fn states(&self) -> &[State] {
+        self.0.states()
+    }
+
     /// Checks every crash image of the run; `also` sees each image with
     /// the prefix it recovered to (for deeper checks on some of them).
     pub fn check_crashes(
@@ -253,16 +194,11 @@ impl Run {
         config: &CrashConfig,
         mut also: impl FnMut(&[u8], usize, &State),
     ) -> CrashStats {
-        self.trace
-            .check_crashes(
-                &self.sim,
-                config,
-                |crash| recover(crash.image),
-                |crash, j, state| {
-                    also(crash.image, j, state);
-                    Ok(())
-                },
-            )
+        self.0
+            .check_crashes(config, recover, |crash: &Crash<'_>, j, state| {
+                also(crash.image, j, state);
+                Ok(())
+            })
             .unwrap_or_else(|e| panic!("{e}"))
     }
 }
