@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nvirt_hv::acpi::Rsdp;
-use nvirt_hv::phys::SliceMemory;
+use nvirt_hv::fuzzing::firmware::{Rsdp, SliceMemory};
 
 fuzz_target!(|data: &[u8]| {
     // The input is memory from address 0xe0000 (the BIOS area the search

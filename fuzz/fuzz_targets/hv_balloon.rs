@@ -10,7 +10,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use nvirt_hv::nested::Format;
+use nvirt_hv::fuzzing::guest::Format;
 use nvirt_hv::testing::balloon::{BalloonOp, run};
 
 #[derive(Arbitrary, Debug)]

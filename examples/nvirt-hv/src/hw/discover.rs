@@ -4,19 +4,20 @@
 
 use core::ops::Range;
 
+use crate::acpi::Rsdp;
+use crate::bootinfo::{BootInfo, MAP_CAPACITY};
+use crate::config::Config;
+use crate::host_memory::HostMemory;
+use crate::phys::PhysRead;
+use crate::ranges::HexRange;
 use nvirt_e820::MemoryMap;
 use nvirt_e820::nfit::Nfit;
-use nvirt_hv::acpi::Rsdp;
-use nvirt_hv::bootinfo::{BootInfo, MAP_CAPACITY};
-use nvirt_hv::config::Config;
-use nvirt_hv::guest_abi::{IMAGE_HEADER_LEN, ImageHeader};
-use nvirt_hv::host_memory::HostMemory;
-use nvirt_hv::phys::PhysRead;
-use nvirt_hv::ranges::HexRange;
+use nvirt_hypercall_abi::protocol::{IMAGE_HEADER_LEN, ImageHeader, RawImageHeader};
+use zerocopy::FromBytes;
 
+use super::console::hvprintln;
 use super::hypervisor::{Size, fail};
 use super::mem::{IdentityMemory, host_bytes};
-use crate::hvprintln;
 
 /// Largest NFIT read (QEMU's is a few hundred bytes per NVDIMM).
 const NFIT_MAX: usize = 16 * 1024;
@@ -103,7 +104,7 @@ pub(crate) fn find_guest_image(
         fail!("guest image at {addr:#x}: {e}");
     }
     // Only the header is present so far: check it and take its file length.
-    let file_len = u64::from_le_bytes(header[24..32].try_into().unwrap_or([0; 8]));
+    let file_len = RawImageHeader::read_from_bytes(&header).map_or(0, |h| h.file_len());
     let end = addr.checked_add(file_len).unwrap_or(addr);
     let Some(bytes) = (if file_len as usize >= IMAGE_HEADER_LEN {
         // SAFETY: the range is only read here, before any allocator exists.

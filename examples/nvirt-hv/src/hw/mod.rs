@@ -11,6 +11,7 @@ pub(crate) mod hypervisor;
 pub(crate) mod io;
 pub(crate) mod mem;
 pub(crate) mod nvram;
+pub(crate) mod phases;
 pub(crate) mod svm;
 pub(crate) mod vcpu;
 pub(crate) mod vmx;

@@ -3,19 +3,19 @@
 //! no pool or `nvpool=format` says so — and the configured guest's domain
 //! found again by its stable id, or created with its NVRAM region.
 
+use crate::config::{Config, GUEST_NAME};
+use crate::heaps;
+use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
+use crate::nv_boot::{self, Attached, GuestNvram, Opened};
+use crate::ranges::{HexRange, RangeSet};
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
-use nvirt_hv::config::{Config, GUEST_NAME};
-use nvirt_hv::heaps;
-use nvirt_hv::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
-use nvirt_hv::nv_boot::{self, Attached, GuestNvram, Opened};
-use nvirt_hv::ranges::{HexRange, RangeSet};
 use nvirt_nvpool::{Dom, DomainId, NvPool};
 use nvirt_persist_meta::X86Pmem;
 
+use super::console::hvprintln;
 use super::hypervisor::{Size, fail};
 use super::mem::{host_bytes_mut, nvram_region};
-use crate::hvprintln;
 
 /// The hypervisor's NV pool.
 pub(crate) type Pool = NvPool<'static, X86Pmem<'static>>;
