@@ -24,5 +24,6 @@ pub mod guest {
     pub use crate::nv_boot::{GuestNvram, attach, open, work_area_bytes};
     pub use crate::nv_frames::NvFrames;
     pub use crate::p2m::Extent;
+    pub use crate::pool::FramePool;
     pub use crate::regions::Regions;
 }

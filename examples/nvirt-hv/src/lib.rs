@@ -2,7 +2,7 @@
 //!
 //! Built for `x86_64-unknown-none` this crate is the whole hypervisor: the
 //! binary (`src/main.rs`) only hands the boot code's registers to
-//! [`start`] and panics to [`on_panic`]. Its modules are private: the
+//! `start` and panics to `on_panic` (both only on bare metal). Its modules are private: the
 //! machine layer (`hw`: boot code, console, CPU tables, the SVM and VMX
 //! backends, the boot phases and the exit loop) over pure logic that is
 //! tested on the host — boot information (Multiboot2, Multiboot1, PVH),
@@ -15,8 +15,8 @@
 //! What others may use is small and listed here:
 //! - [`nv_pool_config`]: the NV pool configuration the hypervisor gives an
 //!   NVRAM region (the host tool sizes NVDIMMs with it);
-//! - with the `std` feature, [`fuzzing`] (the parsers and guest-memory
-//!   pieces the fuzz targets drive) and [`testing`] (host memory in a
+//! - with the `std` feature, `fuzzing` (the parsers and guest-memory
+//!   pieces the fuzz targets drive) and `testing` (host memory in a
 //!   buffer, the model-checked balloon driver).
 //!
 //! ```

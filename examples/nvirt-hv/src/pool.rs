@@ -76,7 +76,7 @@ pub trait FramePool {
 
     /// Takes back `part` of the allocated `block`, which backed guest frames
     /// from `gpfn` on. What is left of the block stays allocated as the
-    /// maximal aligned blocks of [`remainder`]`(block, part)`.
+    /// maximal aligned blocks of `remainder(block, part)`.
     fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError>;
 
     /// Frames free in the pool.
