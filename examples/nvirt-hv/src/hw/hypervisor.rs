@@ -7,9 +7,10 @@ use nvirt_nvpool::NvPool;
 use crate::config::GUEST_NAME;
 use crate::nv_frames::NvFrames;
 
+use super::boot_failure::BootFailure;
 use super::console::{self, hvprintln};
 use super::exits::Guest;
-use super::phases::{self, BootFailure};
+use super::phases;
 
 /// A fatal error: print and stop the emulator with failure.
 macro_rules! fail {
@@ -18,7 +19,6 @@ macro_rules! fail {
         $crate::hw::console::exit(false)
     }};
 }
-pub(crate) use fail;
 
 /// Runs the hypervisor; never returns.
 pub(crate) fn run(magic: u32, info: u32) -> ! {

@@ -3,6 +3,7 @@
 //! `x86_64-unknown-none`.
 
 pub(crate) mod boot;
+pub(crate) mod boot_failure;
 pub(crate) mod console;
 pub(crate) mod cpu;
 pub(crate) mod discover;

@@ -1,7 +1,6 @@
 //! The hypervisor's boot, phase by phase. Each phase takes what the ones
 //! before it produced and returns its own typed result or a
-//! [`BootFailure`] that says, in the words the console has always used,
-//! what stopped the boot:
+//! [`BootFailure`] (`boot_failure.rs`) saying what stopped the boot:
 //!
 //! 1. [`firmware`]: boot information, command line, the host map with every
 //!    NVRAM source, the guest image, the reserved ranges → [`Firmware`];
@@ -15,27 +14,27 @@
 //! 6. [`run_guest`]: one vCPU under SVM or VMX until it shuts down →
 //!    [`Ended`](super::exits::Ended).
 
-use core::fmt::{self, Write as _};
+use core::fmt::Write as _;
 use core::ops::Range;
 
 use nvirt_buddy::{Heap, MemKind};
-use nvirt_e820::{GuestLayout, GuestMap, SynthError};
-use nvirt_ept::NewError;
+use nvirt_e820::{GuestLayout, GuestMap};
 use nvirt_hypercall_abi::protocol::{CMDLINE_MAX, GuestParams};
 use nvirt_nvpool::Dom;
 use raw_cpuid::CpuId;
 
-use crate::bootinfo::{self, BootError, FixedString};
-use crate::config::{Config, ConfigError};
-use crate::guest_memory::{GuestMemory, MemoryError};
-use crate::guest_setup::{self, SetupError};
-use crate::heaps::{self, HeapError, HeapSpec};
-use crate::host_memory::{self, HostMemory, PlanError};
+use crate::bootinfo::{self, FixedString};
+use crate::config::Config;
+use crate::guest_memory::GuestMemory;
+use crate::guest_setup;
+use crate::heaps::{self, HeapSpec};
+use crate::host_memory::{self, HostMemory};
 use crate::nested::{Format, NestedConfig};
 use crate::nv_frames::NvFrames;
-use crate::ranges::{HexRange, RangeSet, RangeSetFull};
+use crate::ranges::{HexRange, RangeSet};
 use crate::regions::Regions;
 
+use super::boot_failure::BootFailure;
 use super::console::hvprintln;
 use super::discover::{find_guest_image, host_map, report_host};
 use super::exits::{self, Ended, Guest, report_tables};
@@ -46,101 +45,13 @@ use super::mem::{
 };
 use super::nvram::{self, Pool};
 use super::svm::{self, SvmVcpu};
-use super::vcpu::{GuestSpec, VmError};
+use super::vcpu::GuestSpec;
 use super::vmx::{self, VmxVcpu};
 
 /// Most entries of the guest's map.
 pub(crate) const GUEST_MAP_CAPACITY: usize = 32;
 /// Extents listed one by one at boot; more are summarized.
 const EXTENTS_LISTED: usize = 24;
-
-/// Why the boot stopped.
-#[derive(Debug)]
-pub(crate) enum BootFailure {
-    /// The boot information could not be read.
-    BootInfo(BootError),
-    /// The command line is wrong.
-    Config(ConfigError),
-    /// Too many reserved ranges.
-    Reserved(RangeSetFull),
-    /// Free RAM and NVRAM could not be worked out.
-    HostMemory(PlanError),
-    /// Memory above the identity map could not be dropped.
-    Clip,
-    /// The heaps could not be laid out.
-    HeapPlan(HeapError),
-    /// A heap's metadata is not addressable.
-    HeapMetadata(MemKind, Range<u64>),
-    /// A heap could not be built.
-    Heap(MemKind, HeapError),
-    /// The CPU has neither SVM nor VMX.
-    NoVirtualization(VmError, VmError),
-    /// The guest's map could not be synthesized.
-    Layout(SynthError),
-    /// The guest was configured with NVRAM the machine lacks.
-    NoNvram,
-    /// The guest map's static storage was taken twice.
-    P2mStorage,
-    /// The nested tables could not be created.
-    Tables(NewError),
-    /// Backing the guest's RAM failed.
-    GuestRam(Range<u64>, MemoryError),
-    /// Mapping the NVRAM its domain holds again failed.
-    Reattach(Range<u64>, MemoryError),
-    /// Backing the rest of the guest's NVRAM failed.
-    GuestNvram(Range<u64>, MemoryError),
-    /// The tables built are not minimal.
-    NotMinimal,
-    /// The guest image is not addressable.
-    ImageUnreachable(Range<u64>),
-    /// The guest's command line does not fit its room.
-    CmdlineTooLong,
-    /// The guest could not be laid out in its memory.
-    Setup(SetupError),
-    /// The SVM backend refused.
-    Svm(VmError),
-    /// The VMX backend refused.
-    Vmx(VmError),
-}
-
-impl fmt::Display for BootFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::BootInfo(e) => write!(f, "boot information: {e}"),
-            Self::Config(e) => write!(f, "{e}"),
-            Self::Reserved(e) => write!(f, "reserved ranges: {e}"),
-            Self::HostMemory(e) => write!(f, "{e}"),
-            Self::Clip => f.write_str("clipping memory to the identity map"),
-            Self::HeapPlan(e) => write!(f, "heaps: {e}"),
-            Self::HeapMetadata(kind, r) => {
-                write!(
-                    f,
-                    "{kind} heap metadata {} unreachable",
-                    HexRange(r.clone())
-                )
-            }
-            Self::Heap(kind, e) => write!(f, "{kind} heap: {e}"),
-            Self::NoVirtualization(a, i) => write!(f, "no hardware virtualization: {a}; {i}"),
-            Self::Layout(e) => write!(f, "guest layout: {e}"),
-            Self::NoNvram => f.write_str("the guest has NVRAM but the machine has none"),
-            Self::P2mStorage => f.write_str("the guest map's storage is taken"),
-            Self::Tables(e) => write!(f, "nested tables: {e}"),
-            Self::GuestRam(r, e) => write!(f, "guest RAM {}: {e}", HexRange(r.clone())),
-            Self::Reattach(r, e) => {
-                write!(f, "guest NVRAM {}: re-attaching: {e}", HexRange(r.clone()))
-            }
-            Self::GuestNvram(r, e) => write!(f, "guest NVRAM {}: {e}", HexRange(r.clone())),
-            Self::NotMinimal => f.write_str("the guest's tables are not minimal"),
-            Self::ImageUnreachable(r) => {
-                write!(f, "guest image {} is not addressable", HexRange(r.clone()))
-            }
-            Self::CmdlineTooLong => f.write_str("guest command line too long"),
-            Self::Setup(e) => write!(f, "guest setup: {e}"),
-            Self::Svm(e) => write!(f, "SVM: {e}"),
-            Self::Vmx(e) => write!(f, "VMX: {e}"),
-        }
-    }
-}
 
 /// What the firmware, the boot loader and the command line settled: phase
 /// 1's result.
@@ -165,8 +76,8 @@ pub(crate) fn firmware(magic: u32, info: u32) -> Result<Firmware, BootFailure> {
     }
     let config = Config::parse(boot.cmdline.as_str()).map_err(BootFailure::Config)?;
 
-    let map = host_map(&boot, &mem);
-    let guest_image = find_guest_image(&boot, &config, &mem);
+    let map = host_map(&boot, &mem)?;
+    let guest_image = find_guest_image(&boot, &config, &mem)?;
 
     let mut reserved = RangeSet::<48>::new();
     let image = image_range();
@@ -226,7 +137,7 @@ pub(crate) fn heaps(fw: &Firmware) -> Result<Heaps, BootFailure> {
         nvram: RangeSet::new(),
     };
     let mut plan = heaps::plan(&ram_only).map_err(BootFailure::HeapPlan)?;
-    let pool = nvram::open_pool(&fw.host, &mut plan.free, &fw.config);
+    let pool = nvram::open_pool(&fw.host, &mut plan.free, &fw.config)?;
     let ram = build_heap(MemKind::Volatile, &plan.ram, plan.free.iter())?;
     report_heap(&ram, &plan.ram, plan.free.ranges().len());
     if pool.is_none() {
@@ -318,7 +229,10 @@ pub(crate) fn guest_domain(
     config: &Config,
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
 ) -> Result<Option<Dom>, BootFailure> {
-    let dom = pool.and_then(|p| nvram::attach_guest(p, config, layout));
+    let dom = match pool {
+        Some(p) => nvram::attach_guest(p, config, layout)?,
+        None => None,
+    };
     if config.guest_nvram > 0 && dom.is_none() {
         return Err(BootFailure::NoNvram);
     }
