@@ -321,6 +321,23 @@ pub(crate) struct GuestSegments {
     pub(crate) idtr: (u64, u32),
 }
 
+// The VMCB forms of the rights above (APM Vol. 2, 15.5.1): 64-bit code
+// 0xa9b, data 0xc93, busy TSS 0x8b.
+const _: () = {
+    let probe = GuestStart {
+        rip: 0,
+        rsp: 0,
+        rbx: 0,
+        cr3: 0,
+        gdt_base: 0,
+        gdt_limit: 0,
+    };
+    let s = GuestSegments::for_start(&probe);
+    assert!(s.code.svm_attributes() == 0x0a9b);
+    assert!(s.data.svm_attributes() == 0x0c93);
+    assert!(s.tr.svm_attributes() == 0x008b);
+};
+
 impl GuestSegments {
     /// The segments for a guest starting as `start` says.
     pub(crate) const fn for_start(start: &GuestStart) -> Self {
