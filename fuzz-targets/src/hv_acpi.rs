@@ -2,8 +2,7 @@
 //! panic; a table found has the signature asked for, a length within the
 //! buffer and a zero checksum.
 
-use nvirt_hv::acpi::Rsdp;
-use nvirt_hv::phys::SliceMemory;
+use nvirt_hv::fuzzing::firmware::{Rsdp, SliceMemory};
 
 /// Runs one input.
 pub fn fuzz(data: &[u8]) {

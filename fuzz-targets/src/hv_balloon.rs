@@ -8,7 +8,7 @@
 //! holding what the model says, no guest input breaking the hypervisor.
 
 use arbitrary::Arbitrary;
-use nvirt_hv::nested::Format;
+use nvirt_hv::fuzzing::guest::Format;
 use nvirt_hv::testing::balloon::{BalloonOp, run as run_balloon};
 
 #[derive(Arbitrary, Debug)]

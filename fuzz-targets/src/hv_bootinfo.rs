@@ -2,8 +2,9 @@
 //! panic; what parses is consistent (modules well formed, the boot
 //! information's own footprint covers the structure it was read from).
 
-use nvirt_hv::bootinfo::{self, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC, PVH_MAGIC};
-use nvirt_hv::phys::SliceMemory;
+use nvirt_hv::fuzzing::firmware::{
+    self as bootinfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC, PVH_MAGIC, SliceMemory,
+};
 
 /// The fuzz input is physical memory starting here.
 const BASE: u64 = 0x1000;

@@ -1,16 +1,18 @@
-//! Guest image headers: never a panic; an accepted header describes an
-//! image that fits its bytes and enters inside its file part.
+//! Guest image headers (`nvirt_hypercall_abi::protocol`, as the hypervisor
+//! checks them): never a panic; an accepted header describes an image that
+//! fits its bytes and enters inside its file part.
 
-use nvirt_hv::guest_abi::{IMAGE_GPA, ImageHeader};
+use nvirt_hypercall_abi::protocol::{IMAGE_GPA, ImageHeader};
 
 /// Runs one input.
 pub fn fuzz(data: &[u8]) {
     let Ok(h) = ImageHeader::parse(data) else {
         return;
     };
-    assert!(h.file_len as usize <= data.len());
-    assert!(h.file_len <= h.mem_len);
-    assert!(h.load_gpa >= IMAGE_GPA && h.load_gpa % 4096 == 0);
-    assert!(h.entry_gpa >= h.load_gpa && h.entry_gpa < h.load_gpa + h.file_len);
-    assert!(h.end_gpa() >= h.load_gpa);
+    let (load, entry, end) = (h.load().get(), h.entry().get(), h.end().get());
+    assert!(h.file_len() as usize <= data.len());
+    assert!(h.file_len() <= h.mem_len());
+    assert!(load >= IMAGE_GPA.get() && load % 4096 == 0);
+    assert!(entry >= load && entry < load + h.file_len());
+    assert_eq!(end, load + h.mem_len());
 }

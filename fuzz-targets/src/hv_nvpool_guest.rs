@@ -15,13 +15,10 @@ use std::ops::Range;
 use arbitrary::Arbitrary;
 use nvirt_buddy::{MemKind, Order};
 use nvirt_e820::{GuestLayout, Kind};
-use nvirt_hv::config::PoolMode;
-use nvirt_hv::guest_memory::{GuestMemory, PAGE};
-use nvirt_hv::nested::{Format, NestedConfig};
-use nvirt_hv::nv_boot::{self, GuestNvram};
-use nvirt_hv::nv_frames::NvFrames;
-use nvirt_hv::p2m::Extent;
-use nvirt_hv::regions::Regions;
+use nvirt_hv::fuzzing::guest::{
+    self as nv_boot, Extent, Format, GuestMemory, GuestNvram, NestedConfig, NvFrames, PAGE,
+    PoolMode, Regions,
+};
 use nvirt_hv::testing::{Arena, heap, metadata_for};
 use nvirt_nvpool::DomainId;
 use nvirt_persist_meta::MemPmem;

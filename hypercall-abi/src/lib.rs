@@ -55,8 +55,10 @@
 //! ```
 //!
 //! Modules: [`layout`] holds the argument structures with their
-//! compile-time size and offset checks; the numbers, flags, error numbers
-//! and typed values are re-exported here.
+//! compile-time size and offset checks; [`protocol`] the rest of what
+//! nvirt's hypervisor and its guests agree on (boot layout, start info,
+//! guest parameters, image header, console and shutdown calls); the
+//! numbers, flags, error numbers and typed values are re-exported here.
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
@@ -68,6 +70,7 @@ pub mod guest;
 pub mod host;
 pub mod layout;
 mod numbers;
+pub mod protocol;
 mod types;
 
 pub use errno::{Errno, MAX_ERRNO, error_code};
@@ -79,8 +82,8 @@ pub use flags::{
 pub use host::ReservationOp;
 pub use layout::{E820Entry, ForeignMemoryMap, MemoryDomain, MemoryMap, MemoryReservation};
 pub use numbers::{
-    Command, HYPERVISOR_MEMORY_OP, MAX_CONTINUABLE_EXTENTS, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT,
-    MemopCmd,
+    Command, HYPERVISOR_CONSOLE_IO, HYPERVISOR_MEMORY_OP, HYPERVISOR_SCHED_OP,
+    MAX_CONTINUABLE_EXTENTS, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemopCmd,
 };
 pub use types::{DomainId, ExtentOrder, Gpfn, GuestAddr, PAGE_SHIFT, PAGE_SIZE};
 

@@ -15,6 +15,14 @@ use core::fmt;
 /// number, passed in RAX.
 pub const HYPERVISOR_MEMORY_OP: u64 = 12;
 
+/// `__HYPERVISOR_console_io` (`xen/include/public/xen.h`): the console
+/// hypercall of [`protocol`](crate::protocol).
+pub const HYPERVISOR_CONSOLE_IO: u64 = 18;
+
+/// `__HYPERVISOR_sched_op` (`xen/include/public/xen.h`): the shutdown
+/// hypercall of [`protocol`](crate::protocol).
+pub const HYPERVISOR_SCHED_OP: u64 = 29;
+
 /// `MEMOP_EXTENT_SHIFT` (`xen/include/xen/hypercall.h`): bits of the command
 /// word below this hold the command; bits from here up hold the extent a
 /// continued reservation call resumes at.

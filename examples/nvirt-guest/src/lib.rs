@@ -40,7 +40,7 @@ use core::ops::Range;
 pub mod crashloop;
 
 use nvirt_e820::{Kind, MemoryMap};
-use nvirt_hv::guest_abi::GuestParams;
+use nvirt_hypercall_abi::protocol::GuestParams;
 
 /// What a tested range is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The nvirt test guest (bare metal, `x86_64-unknown-none`, flat image).
 //!
 //! Entered in 64-bit mode with RBX = the PVH start info (see
-//! `nvirt_hv::guest_abi`), it prints its memory map, writes and verifies a
+//! `nvirt_hypercall_abi::protocol`), it prints its memory map, writes and verifies a
 //! pattern over its RAM and NVRAM, prints one line per check, then `PASS` or
 //! `FAIL`, and shuts down through Xen's `sched_op(SCHEDOP_shutdown)`.
 //! Output goes through Xen's `console_io(CONSOLEIO_write)`; hypercalls use

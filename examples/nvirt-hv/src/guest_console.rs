@@ -1,76 +1,8 @@
-//! The guest's side of this stage's hypercalls, decoded from registers,
-//! and its console: bytes gathered into lines, each forwarded with a
-//! `guest: ` prefix, and the `PASS` / `FAIL` verdict lines noticed.
-
-use core::fmt;
+//! The guest's console: bytes of its `console_io` calls (decoded by
+//! `nvirt_hypercall_abi::protocol`) gathered into lines, each forwarded
+//! with a `guest: ` prefix, and the `PASS` / `FAIL` verdict lines noticed.
 
 use crate::bootinfo::FixedString;
-use crate::guest_abi::{
-    CONSOLE_WRITE_MAX, CONSOLEIO_WRITE, EINVAL, ENOSYS, HYPERCALL_CONSOLE_IO, HYPERCALL_SCHED_OP,
-    SCHEDOP_SHUTDOWN, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF,
-};
-
-/// A decoded hypercall of this stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hypercall {
-    /// `console_io(CONSOLEIO_write, len, buffer)`.
-    ConsoleWrite {
-        /// Guest-physical buffer.
-        gpa: u64,
-        /// Bytes.
-        len: u64,
-    },
-    /// `sched_op(SCHEDOP_shutdown, &sched_shutdown)`.
-    Shutdown {
-        /// Guest-physical address of `struct sched_shutdown`.
-        arg_gpa: u64,
-    },
-}
-
-/// Decodes RAX (number) and RDI, RSI, RDX (arguments), or gives the
-/// negative errno to return.
-pub fn decode(rax: u64, rdi: u64, rsi: u64, rdx: u64) -> Result<Hypercall, i64> {
-    match (rax, rdi) {
-        (HYPERCALL_CONSOLE_IO, CONSOLEIO_WRITE) if rsi <= CONSOLE_WRITE_MAX => {
-            Ok(Hypercall::ConsoleWrite { gpa: rdx, len: rsi })
-        }
-        (HYPERCALL_CONSOLE_IO, CONSOLEIO_WRITE) => Err(-EINVAL),
-        (HYPERCALL_SCHED_OP, SCHEDOP_SHUTDOWN) => Ok(Hypercall::Shutdown { arg_gpa: rsi }),
-        (HYPERCALL_CONSOLE_IO | HYPERCALL_SCHED_OP, _) => Err(-EINVAL),
-        _ => Err(-ENOSYS),
-    }
-}
-
-/// How a guest said it ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShutdownReason {
-    /// `SHUTDOWN_poweroff`.
-    Poweroff,
-    /// `SHUTDOWN_crash`.
-    Crash,
-    /// Any other code.
-    Other(u32),
-}
-
-impl From<u32> for ShutdownReason {
-    fn from(code: u32) -> Self {
-        match code {
-            SHUTDOWN_POWEROFF => Self::Poweroff,
-            SHUTDOWN_CRASH => Self::Crash,
-            other => Self::Other(other),
-        }
-    }
-}
-
-impl fmt::Display for ShutdownReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Poweroff => f.write_str("poweroff"),
-            Self::Crash => f.write_str("crash"),
-            Self::Other(code) => write!(f, "reason {code}"),
-        }
-    }
-}
 
 /// Longest guest line forwarded whole; longer lines are split.
 pub const LINE_MAX: usize = 200;
@@ -146,29 +78,6 @@ impl GuestConsole {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guest_abi::{EFAULT, SHUTDOWN_CRASH};
-
-    #[test]
-    fn decodes_the_two_hypercalls_and_refuses_the_rest() {
-        assert_eq!(
-            decode(18, 0, 5, 0x2000),
-            Ok(Hypercall::ConsoleWrite {
-                gpa: 0x2000,
-                len: 5
-            })
-        );
-        assert_eq!(decode(18, 0, CONSOLE_WRITE_MAX + 1, 0), Err(-EINVAL));
-        assert_eq!(decode(18, 1, 5, 0), Err(-EINVAL));
-        assert_eq!(
-            decode(29, 2, 0x3000, 0),
-            Ok(Hypercall::Shutdown { arg_gpa: 0x3000 })
-        );
-        assert_eq!(decode(29, 0, 0, 0), Err(-EINVAL));
-        assert_eq!(decode(12, 0, 0, 0), Err(-ENOSYS));
-        assert_eq!(decode(u64::MAX, 0, 0, 0), Err(-ENOSYS));
-        assert_ne!(EFAULT, EINVAL);
-        assert_eq!(ShutdownReason::from(SHUTDOWN_CRASH), ShutdownReason::Crash);
-    }
 
     #[test]
     fn splits_lines_and_notices_the_verdict() {

@@ -238,6 +238,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         self.p2m.frames(kind)
     }
 
+    #[cfg(any(test, feature = "std"))]
     /// The guest's regions.
     #[must_use]
     pub const fn regions(&self) -> &Regions {

@@ -1,22 +1,19 @@
 //! Putting a guest in place: its image, identity page tables, GDT and PVH
 //! start info (with the synthesized memory map and its command line), in
-//! guest memory, laid out
-//! as [`crate::guest_abi`] says. The CPU state to enter with comes back as a
+//! guest memory, laid out as `nvirt_hypercall_abi::protocol` says. The CPU state to enter with comes back as a
 //! [`GuestStart`], which either backend turns into VMCB or VMCS fields.
 
 use core::fmt;
 
 use nvirt_e820::{GuestMap, WriteError, pvh};
 
-use crate::bootinfo::PVH_MAGIC;
-use crate::guest_abi::{
-    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, IMAGE_GPA, ImageError, ImageHeader, MEMMAP_GPA, MEMMAP_MAX,
-    PAGE_TABLES_END, PAGE_TABLES_GPA, START_INFO_GPA,
+use nvirt_hypercall_abi::protocol::{
+    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, IMAGE_GPA, INITIAL_RSP, ImageError, ImageHeader, MEMMAP_GPA,
+    MEMMAP_MAX, PAGE_TABLES_END, PAGE_TABLES_GPA, START_INFO_GPA, StartInfo,
 };
-use crate::guest_memory::GuestAccessError;
+use zerocopy::IntoBytes;
 
-/// The guest's initial stack pointer: below the EBDA, above the page tables.
-pub const INITIAL_RSP: u64 = 0x9_f000;
+use crate::guest_memory::GuestAccessError;
 /// 1 GiB: the span of one guest page directory.
 const GIB: u64 = 1 << 30;
 
@@ -127,17 +124,16 @@ pub fn prepare<const N: usize>(
 ) -> Result<(GuestStart, ImageHeader), SetupError> {
     let header = ImageHeader::parse(image).map_err(SetupError::Image)?;
     let low_ram = layout.ram[0].clone().unwrap_or(0..0);
-    if !(low_ram.start <= IMAGE_GPA && header.end_gpa() <= low_ram.end) {
-        return Err(SetupError::ImageOutsideRam {
-            end: header.end_gpa(),
-        });
+    let (load, end) = (header.load().get(), header.end().get());
+    if !(low_ram.start <= IMAGE_GPA.get() && end <= low_ram.end) {
+        return Err(SetupError::ImageOutsideRam { end });
     }
-    // `parse` checked `file_len <= image.len()`.
-    let file = image.get(..header.file_len as usize).unwrap_or(image);
-    mem.write(header.load_gpa, file)?;
+    // `parse` checked `file_len <= image.len()` and `file_len <= mem_len`.
+    let file = image.get(..header.file_len() as usize).unwrap_or(image);
+    mem.write(load, file)?;
     mem.zero(
-        header.load_gpa + header.file_len,
-        header.mem_len - header.file_len,
+        load + header.file_len(),
+        header.mem_len() - header.file_len(),
     )?;
 
     let cr3 = identity_tables(mem, layout.map.end())?;
@@ -145,11 +141,11 @@ pub fn prepare<const N: usize>(
     write_start_info(mem, layout, cmdline)?;
     Ok((
         GuestStart {
-            rip: header.entry_gpa,
-            rsp: INITIAL_RSP,
-            rbx: START_INFO_GPA,
+            rip: header.entry().get(),
+            rsp: INITIAL_RSP.get(),
+            rbx: START_INFO_GPA.get(),
             cr3,
-            gdt_base: GDT_GPA,
+            gdt_base: GDT_GPA.get(),
             gdt_limit,
         },
         header,
@@ -160,14 +156,14 @@ pub fn prepare<const N: usize>(
 /// pages (present, writable, write-back); returns the PML4's address.
 fn identity_tables(mem: &mut impl GuestWrite, top: u64) -> Result<u64, SetupError> {
     let gib = top.div_ceil(GIB).max(1);
-    let pml4 = PAGE_TABLES_GPA;
+    let pml4 = PAGE_TABLES_GPA.get();
     let pdpt = pml4 + 0x1000;
     let pds = pdpt + 0x1000;
     let too_large = SetupError::TablesTooLarge { top };
     let pds_end = gib
         .checked_mul(0x1000)
         .and_then(|len| pds.checked_add(len))
-        .filter(|&end| end <= PAGE_TABLES_END && gib <= 512)
+        .filter(|&end| end <= PAGE_TABLES_END.get() && gib <= 512)
         .ok_or(too_large)?;
     mem.zero(pml4, pds_end - pml4)?;
     mem.write(pml4, &(pdpt | 0x3).to_le_bytes())?;
@@ -191,7 +187,7 @@ fn write_gdt(mem: &mut impl GuestWrite) -> Result<u16, SetupError> {
     for (slot, d) in bytes.chunks_exact_mut(8).zip(gdt) {
         slot.copy_from_slice(&d.to_le_bytes());
     }
-    mem.write(GDT_GPA, &bytes)?;
+    mem.write(GDT_GPA.get(), &bytes)?;
     Ok(bytes.len() as u16 - 1)
 }
 
@@ -205,8 +201,8 @@ fn write_start_info<const N: usize>(
     if text.len() >= CMDLINE_MAX || text.contains(&0) {
         return Err(SetupError::CmdlineTooLong { len: text.len() });
     }
-    mem.write(CMDLINE_GPA, text)?;
-    mem.write(CMDLINE_GPA + text.len() as u64, &[0])?;
+    mem.write(CMDLINE_GPA.get(), text)?;
+    mem.write(CMDLINE_GPA.get() + text.len() as u64, &[0])?;
 
     let entries = layout.map.entries();
     if entries.len() > MEMMAP_MAX {
@@ -216,25 +212,21 @@ fn write_start_info<const N: usize>(
     }
     let mut map = [0u8; MEMMAP_MAX * 24];
     let len = pvh::write(entries, &mut map).map_err(SetupError::Write)?;
-    mem.write(MEMMAP_GPA, &map[..len])?;
+    mem.write(MEMMAP_GPA.get(), &map[..len])?;
 
-    let mut info = [0u8; 56];
-    info[0..4].copy_from_slice(&PVH_MAGIC.to_le_bytes());
-    info[4..8].copy_from_slice(&1u32.to_le_bytes());
-    info[24..32].copy_from_slice(&CMDLINE_GPA.to_le_bytes());
-    info[40..48].copy_from_slice(&MEMMAP_GPA.to_le_bytes());
-    info[48..52].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-    mem.write(START_INFO_GPA, &info)?;
+    // At most MEMMAP_MAX entries, checked above.
+    let info = StartInfo::new(CMDLINE_GPA, MEMMAP_GPA, entries.len() as u32);
+    mem.write(START_INFO_GPA.get(), info.as_bytes())?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootinfo;
-    use crate::guest_abi::{IMAGE_HEADER_LEN, IMAGE_MAGIC};
+    use crate::bootinfo::{self, PVH_MAGIC};
     use crate::phys::{PhysRead, SliceMemory};
     use nvirt_e820::{GuestLayout, Kind};
+    use nvirt_hypercall_abi::protocol::{IMAGE_MAGIC, RawImageHeader};
 
     /// The first 8 MiB of guest memory as a buffer.
     struct Buffer(Vec<u8>);
@@ -257,14 +249,11 @@ mod tests {
         }
     }
 
+    const IMAGE: u64 = IMAGE_GPA.get();
+
     fn image(bss: u64) -> Vec<u8> {
-        let mut h = Vec::new();
-        h.extend_from_slice(&IMAGE_MAGIC);
-        h.extend_from_slice(&(IMAGE_HEADER_LEN as u32).to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes());
-        for v in [IMAGE_GPA, 0x200, 0x200 + bss, IMAGE_GPA + 0x40] {
-            h.extend_from_slice(&v.to_le_bytes());
-        }
+        let header = RawImageHeader::new(IMAGE, 0x200, 0x200 + bss, IMAGE + 0x40);
+        let mut h = header.as_bytes().to_vec();
         h.resize(0x200, 0xcc);
         h
     }
@@ -278,11 +267,11 @@ mod tests {
         let mut mem = Buffer(vec![0xaa; 8 << 20]);
         let (start, header) =
             prepare(&mut mem, &image(0x1000), &layout, "nvirt.ram=67108864").unwrap();
-        assert_eq!(start.rip, IMAGE_GPA + 0x40);
-        assert_eq!(start.rbx, START_INFO_GPA);
-        assert_eq!(header.end_gpa(), IMAGE_GPA + 0x1200);
+        assert_eq!(start.rip, IMAGE + 0x40);
+        assert_eq!(start.rbx, START_INFO_GPA.get());
+        assert_eq!(header.end().get(), IMAGE + 0x1200);
         let m = &mem.0;
-        let at = IMAGE_GPA as usize;
+        let at = IMAGE as usize;
         assert_eq!(m[at..at + 8], IMAGE_MAGIC);
         assert!(
             m[at + 0x200..at + 0x1200].iter().all(|&b| b == 0),
@@ -309,10 +298,16 @@ mod tests {
         assert_eq!(pde, gpa | 0x83);
         // Five page directories: 0–5 GiB covers the NVRAM region.
         assert_eq!(
-            phys.read_u64(PAGE_TABLES_GPA + 0x1000 + 4 * 8).unwrap() & 1,
+            phys.read_u64(PAGE_TABLES_GPA.get() + 0x1000 + 4 * 8)
+                .unwrap()
+                & 1,
             1
         );
-        assert_eq!(phys.read_u64(PAGE_TABLES_GPA + 0x1000 + 5 * 8).unwrap(), 0);
+        assert_eq!(
+            phys.read_u64(PAGE_TABLES_GPA.get() + 0x1000 + 5 * 8)
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct HeapPlan {
     /// The volatile heap.
     pub ram: HeapSpec,
     /// The non-volatile heap, if there is NVRAM.
+    #[allow(
+        dead_code,
+        reason = "the hypervisor gives NVRAM to the NV pool, not a heap; the tests build an NVRAM heap from the plan"
+    )]
     pub nvram: Option<HeapSpec>,
     /// Free RAM for the volatile heap: the free ranges minus both metadata
     /// areas.

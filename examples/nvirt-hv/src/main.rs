@@ -1,13 +1,11 @@
-//! The nvirt reference hypervisor (bare metal, `x86_64-unknown-none`).
+//! The nvirt reference hypervisor (bare metal, `x86_64-unknown-none`): the
+//! boot code (in the library's machine layer) calls [`nvirt_main`].
 //!
 //! On any other target this is an empty program, so `cargo build
 //! --workspace` on the host stays whole; the runner (`cargo nvirt run`)
 //! builds it with `--target x86_64-unknown-none`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
-
-#[cfg(target_os = "none")]
-mod hw;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -22,14 +20,11 @@ fn main() {
 #[cfg(target_os = "none")]
 #[unsafe(no_mangle)]
 extern "C" fn nvirt_main(magic: u32, info: u32) -> ! {
-    hw::console::init();
-    hw::cpu::init();
-    hw::hypervisor::run(magic, info)
+    nvirt_hv::start(magic, info)
 }
 
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    hvprintln!("PANIC: {info}");
-    hw::console::exit(false)
+    nvirt_hv::on_panic(info)
 }

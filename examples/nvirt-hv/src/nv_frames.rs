@@ -67,6 +67,7 @@ impl<'p, 'w, P: Pmem> NvFrames<'p, 'w, P> {
         self.pool
     }
 
+    #[cfg(any(test, feature = "std"))]
     /// The pool, read only.
     #[must_use]
     pub fn pool_ref(&self) -> &NvPool<'w, P> {

@@ -50,6 +50,7 @@ impl Extent {
         self.gpfn + self.block.frames()
     }
 
+    #[cfg(any(test, feature = "std"))]
     /// The guest frames.
     #[must_use]
     pub const fn gpfns(&self) -> Range<u64> {

@@ -62,12 +62,14 @@ pub trait PhysRead {
 
 /// Physical memory that is one byte buffer placed at `base` (host tests,
 /// fuzzing).
+#[cfg(any(test, feature = "std"))]
 #[derive(Clone, Copy, Debug)]
 pub struct SliceMemory<'a> {
     base: u64,
     bytes: &'a [u8],
 }
 
+#[cfg(any(test, feature = "std"))]
 impl<'a> SliceMemory<'a> {
     /// `bytes` appear at physical address `base`.
     #[must_use]
@@ -76,6 +78,7 @@ impl<'a> SliceMemory<'a> {
     }
 }
 
+#[cfg(any(test, feature = "std"))]
 impl PhysRead for SliceMemory<'_> {
     fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), PhysError> {
         let error = PhysError {

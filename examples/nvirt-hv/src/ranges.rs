@@ -61,6 +61,7 @@ impl<const N: usize> RangeSet<N> {
     }
 
     /// Whether `addr` lies in the set.
+    #[cfg(any(test, feature = "std"))]
     #[must_use]
     pub fn contains(&self, addr: u64) -> bool {
         self.iter().any(|r| r.contains(&addr))

@@ -11,7 +11,8 @@ use zerocopy::IntoBytes;
 use crate::guest::{Arg, Extents, Transport};
 use crate::host::{AccessError, Fault, GuestMemory, Outcome, Registers, Resume};
 use crate::layout::MemoryMap;
-use crate::numbers::MemopCmd;
+use crate::numbers::{HYPERVISOR_CONSOLE_IO, HYPERVISOR_SCHED_OP, MemopCmd};
+use crate::protocol::{CONSOLEIO_WRITE, ProtocolTransport, SCHEDOP_SHUTDOWN, SchedShutdown};
 use crate::types::GuestAddr;
 
 /// Where the array goes, after the argument structure (the largest is 32
@@ -154,6 +155,42 @@ where
                 Ok(ret)
             }
         }
+    }
+}
+
+impl<M, H> ProtocolTransport for Loopback<'_, M, H>
+where
+    M: GuestMemory + ?Sized,
+    H: FnMut(&mut M, &Registers) -> Outcome,
+{
+    type Error = LoopbackError;
+
+    fn console_write(&mut self, bytes: &[u8]) -> Result<u64, LoopbackError> {
+        let at = self.scratch;
+        self.mem.write(at, bytes).map_err(LoopbackError::Scratch)?;
+        self.enter(Registers {
+            rax: HYPERVISOR_CONSOLE_IO,
+            rdi: CONSOLEIO_WRITE,
+            rsi: bytes.len() as u64,
+            rdx: at.raw(),
+            r10: 0,
+            r8: 0,
+        })
+    }
+
+    fn sched_shutdown(&mut self, arg: &SchedShutdown) -> Result<u64, LoopbackError> {
+        let at = self.scratch;
+        self.mem
+            .write(at, arg.as_bytes())
+            .map_err(LoopbackError::Scratch)?;
+        self.enter(Registers {
+            rax: HYPERVISOR_SCHED_OP,
+            rdi: SCHEDOP_SHUTDOWN,
+            rsi: at.raw(),
+            rdx: 0,
+            r10: 0,
+            r8: 0,
+        })
     }
 }
 

@@ -13,7 +13,8 @@ use core::convert::Infallible;
 use crate::guest::insn::{HypercallInsn, vendor_string};
 use crate::guest::{Arg, Extents, Transport};
 use crate::layout::{MemoryDomain, MemoryMap, MemoryReservation};
-use crate::numbers::{HYPERVISOR_MEMORY_OP, MemopCmd};
+use crate::numbers::{HYPERVISOR_CONSOLE_IO, HYPERVISOR_MEMORY_OP, HYPERVISOR_SCHED_OP, MemopCmd};
+use crate::protocol::{CONSOLEIO_WRITE, ProtocolTransport, SCHEDOP_SHUTDOWN, SchedShutdown};
 use crate::types::GuestAddr;
 
 /// The real transport: VMCALL or VMMCALL from inside a guest.
@@ -38,8 +39,10 @@ impl Vmcall {
     /// identity-mapped guest under nvirt's hypervisor, which reads guest
     /// handles as guest-physical addresses), and the hypervisor must follow
     /// the `memory_op` ABI: read and write only the argument structure and
-    /// the arrays it points to, within their lengths. Otherwise the
-    /// hypervisor writes memory Rust believes it owns elsewhere.
+    /// the arrays it points to, within their lengths (and only read the
+    /// buffer of a console write and the argument of a shutdown, as
+    /// [`protocol`](crate::protocol) says). Otherwise the hypervisor writes
+    /// memory Rust believes it owns elsewhere.
     #[must_use]
     pub const unsafe fn identity_mapped(insn: HypercallInsn) -> Self {
         Self {
@@ -69,6 +72,47 @@ impl Vmcall {
     pub const fn insn(&self) -> HypercallInsn {
         self.insn
     }
+
+    /// Issues hypercall `nr` with raw arguments in RDI, RSI and RDX and
+    /// returns RAX: for calls the typed API cannot express (a test guest's
+    /// malformed ones).
+    ///
+    /// # Safety
+    ///
+    /// Every byte the hypervisor may write through an address among the
+    /// arguments must be memory the caller lends it for the call (or
+    /// memory the hypervisor refuses to touch, such as an address outside
+    /// the guest).
+    pub unsafe fn raw(&mut self, nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+        // SAFETY: per this function's contract.
+        unsafe { hypercall3(self.insn, nr, a0, a1, a2) }
+    }
+}
+
+impl ProtocolTransport for Vmcall {
+    type Error = Infallible;
+
+    fn console_write(&mut self, bytes: &[u8]) -> Result<u64, Infallible> {
+        let buffer = (self.translate)(bytes.as_ptr().expose_provenance());
+        let len = bytes.len() as u64;
+        // SAFETY: the constructor's contract binds the hypervisor to only
+        // read the `len` bytes at `buffer`, which are borrowed for the call.
+        Ok(unsafe {
+            hypercall3(
+                self.insn,
+                HYPERVISOR_CONSOLE_IO,
+                CONSOLEIO_WRITE,
+                len,
+                buffer,
+            )
+        })
+    }
+
+    fn sched_shutdown(&mut self, arg: &SchedShutdown) -> Result<u64, Infallible> {
+        let at = (self.translate)(core::ptr::from_ref(arg).expose_provenance());
+        // SAFETY: as for `console_write`: the argument is only read.
+        Ok(unsafe { hypercall3(self.insn, HYPERVISOR_SCHED_OP, SCHEDOP_SHUTDOWN, at, 0) })
+    }
 }
 
 impl Transport for Vmcall {
@@ -81,7 +125,7 @@ impl Transport for Vmcall {
         // the call (it is borrowed until this function returns, so it stays
         // put and is ours alone), and binds the hypervisor to touch nothing
         // else.
-        Ok(unsafe { hypercall2(self.insn, HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr) })
+        Ok(unsafe { hypercall3(self.insn, HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr, 0) })
     }
 }
 
@@ -113,14 +157,15 @@ fn point_handles(arg: &mut Arg<'_>, to_guest: fn(usize) -> u64) -> u64 {
     }
 }
 
-/// Issues hypercall `nr` with two arguments and returns RAX.
+/// Issues hypercall `nr` with three arguments and returns RAX.
 ///
 /// # Safety
 ///
 /// The caller must run in a guest whose hypervisor implements hypercall
 /// `nr` with the instruction `insn`, and every byte the hypervisor may
-/// access through `a0`/`a1` must be memory the caller lends it for the call.
-unsafe fn hypercall2(insn: HypercallInsn, nr: u64, a0: u64, a1: u64) -> u64 {
+/// access through `a0`, `a1`, `a2` must be memory the caller lends it for
+/// the call.
+unsafe fn hypercall3(insn: HypercallInsn, nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     let ret: u64;
     match insn {
         HypercallInsn::Vmcall => {
@@ -132,7 +177,7 @@ unsafe fn hypercall2(insn: HypercallInsn, nr: u64, a0: u64, a1: u64) -> u64 {
                     inlateout("rax") nr => ret,
                     inlateout("rdi") a0 => _,
                     inlateout("rsi") a1 => _,
-                    lateout("rdx") _,
+                    inlateout("rdx") a2 => _,
                     lateout("r10") _,
                     lateout("r8") _,
                     options(nostack),
@@ -147,7 +192,7 @@ unsafe fn hypercall2(insn: HypercallInsn, nr: u64, a0: u64, a1: u64) -> u64 {
                     inlateout("rax") nr => ret,
                     inlateout("rdi") a0 => _,
                     inlateout("rsi") a1 => _,
-                    lateout("rdx") _,
+                    inlateout("rdx") a2 => _,
                     lateout("r10") _,
                     lateout("r8") _,
                     options(nostack),

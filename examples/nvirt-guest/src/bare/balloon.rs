@@ -10,8 +10,8 @@ use core::ops::Range;
 
 use nvirt_e820::MemoryMap;
 use nvirt_guest::{PAGE, balloon_window};
-use nvirt_hv::guest_abi::MEMMAP_MAX;
 use nvirt_hypercall_abi::guest::CallError;
+use nvirt_hypercall_abi::protocol::MEMMAP_MAX;
 use nvirt_hypercall_abi::{Errno, ExtentOrder, Gpfn, MemKind};
 
 use super::memory::{fill_and_verify, first_nonzero, pages, verify_all};

@@ -5,9 +5,9 @@ use core::ops::Range;
 
 use nvirt_e820::MemoryMap;
 use nvirt_guest::{PAGE, balloon_window};
-use nvirt_hv::guest_abi::MEMMAP_MAX;
 use nvirt_hypercall_abi::guest::{CallError, HypercallInsn};
 use nvirt_hypercall_abi::layout::MemoryMap as XenMemoryMap;
+use nvirt_hypercall_abi::protocol::MEMMAP_MAX;
 use nvirt_hypercall_abi::{
     Command, DomainId, E820Entry, Errno, ExtentOrder, Gpfn, GuestAddr, MemKind, MemoryReservation,
     NVIRT_MEMF_NVRAM, error_code,

@@ -8,21 +8,21 @@ mod memory;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
+use core::mem::size_of;
 use core::ops::Range;
 
 use nvirt_e820::{MemoryMap, pvh};
 use nvirt_guest::{PAGE, check_sizes, stride_for, test_ranges};
-use nvirt_hv::bootinfo::PVH_MAGIC;
-use nvirt_hv::guest_abi::{
-    CMDLINE_MAX, CONSOLEIO_WRITE, GuestParams, HYPERCALL_CONSOLE_IO, HYPERCALL_SCHED_OP,
-    MEMMAP_MAX, SCHEDOP_SHUTDOWN, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF,
-};
 use nvirt_hypercall_abi::guest::{HypercallInsn, MemoryOps, Vmcall};
+use nvirt_hypercall_abi::protocol::{
+    self, CMDLINE_MAX, GuestParams, MEMMAP_MAX, MemmapEntry, ShutdownReason, StartInfo,
+};
 use nvirt_hypercall_abi::{E820Entry, HYPERVISOR_MEMORY_OP};
+use zerocopy::FromBytes;
 
 // The image header the hypervisor checks (layout in
-// `nvirt_hv::guest_abi::ImageHeader`), then the entry: a stack of our own,
-// the start info as the first argument.
+// `nvirt_hypercall_abi::protocol::RawImageHeader`), then the entry: a stack
+// of our own, the start info as the first argument.
 global_asm!(
     r#"
     .section .nvirt_header, "a"
@@ -60,26 +60,22 @@ pub(crate) const SEED: u64 = 0x006e_7669_7274_0001;
 /// The typed `memory_op` calls of `nvirt-hypercall-abi`.
 pub(crate) type Hv = MemoryOps<Vmcall>;
 
-/// A hypercall with three arguments, Xen's register convention; RAX back.
+/// The hypercall transport: this guest is identity mapped.
+pub(crate) fn transport(insn: HypercallInsn) -> Vmcall {
+    // SAFETY: a pointer's value is its guest-physical address (the
+    // hypervisor's identity tables), which is how nvirt-hv reads guest
+    // handles, and nvirt-hv follows the memory_op ABI and the protocol.
+    unsafe { Vmcall::identity_mapped(insn) }
+}
+
+/// A hypercall with three raw arguments, Xen's register convention; RAX
+/// back.
 pub(crate) fn hypercall(insn: HypercallInsn, number: u64, a1: u64, a2: u64, a3: u64) -> u64 {
-    let ret: u64;
-    match insn {
-        HypercallInsn::Vmmcall => {
-            // SAFETY: VMMCALL traps to the hypervisor, which reads the
-            // arguments (and the memory they point at, which the caller
-            // lends it) and sets RAX and, for a continuation, RDI.
-            unsafe {
-                asm!("vmmcall", inout("rax") number => ret, inout("rdi") a1 => _, inout("rsi") a2 => _, inout("rdx") a3 => _, out("r8") _, out("r10") _, options(nostack))
-            };
-        }
-        HypercallInsn::Vmcall => {
-            // SAFETY: as above, with VMCALL.
-            unsafe {
-                asm!("vmcall", inout("rax") number => ret, inout("rdi") a1 => _, inout("rsi") a2 => _, inout("rdx") a3 => _, out("r8") _, out("r10") _, options(nostack))
-            };
-        }
-    }
-    ret
+    // SAFETY: the calls made this way are the malformed ones of `errors`:
+    // what their arguments point at is either memory of this guest that it
+    // lends for the call (argument structures and arrays on its stack,
+    // balloon windows it does not use meanwhile) or no guest memory at all.
+    unsafe { transport(insn).raw(number, a1, a2, a3) }
 }
 
 /// `memory_op(cmd, arg)` with raw values, for the calls the typed API
@@ -88,28 +84,8 @@ pub(crate) fn memory_op_raw(insn: HypercallInsn, cmd: u64, arg: u64) -> u64 {
     hypercall(insn, HYPERVISOR_MEMORY_OP, cmd, arg, 0)
 }
 
-/// The console: every `write_str` is one `console_io` call.
-pub(crate) struct Console {
-    insn: HypercallInsn,
-}
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(4096) {
-            let r = hypercall(
-                self.insn,
-                HYPERCALL_CONSOLE_IO,
-                CONSOLEIO_WRITE,
-                chunk.len() as u64,
-                chunk.as_ptr() as u64,
-            );
-            if (r as i64) < 0 {
-                return Err(fmt::Error);
-            }
-        }
-        Ok(())
-    }
-}
+/// The console: `console_io` calls through the protocol's writer.
+pub(crate) type Console = protocol::Console<Vmcall>;
 
 /// Counts checks and prints one line for each.
 pub(crate) struct Checks {
@@ -136,16 +112,10 @@ impl Checks {
     }
 }
 
-fn shutdown(insn: HypercallInsn, reason: u32) -> ! {
-    let arg = reason;
+fn shutdown(insn: HypercallInsn, reason: ShutdownReason) -> ! {
     loop {
-        hypercall(
-            insn,
-            HYPERCALL_SCHED_OP,
-            SCHEDOP_SHUTDOWN,
-            &raw const arg as u64,
-            0,
-        );
+        // Returns only if the hypervisor refused: halt then.
+        let _ = protocol::shutdown(&mut transport(insn), reason);
         // SAFETY: nothing is left to do; HLT exits to the hypervisor.
         unsafe { asm!("hlt", options(nomem, nostack)) };
     }
@@ -173,23 +143,21 @@ struct Boot {
 }
 
 fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
-    let mut head = [0u8; 56];
+    let mut head = [0u8; size_of::<StartInfo>()];
     read_phys(start_info, &mut head);
-    let u32_at =
-        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
-    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or([0; 8]));
-    let magic = u32_at(0);
+    let info = StartInfo::read_from_bytes(&head).ok()?;
     if !c.check(
-        magic == PVH_MAGIC && u32_at(4) >= 1,
+        info.check(),
         format_args!(
-            "start info at {start_info:#x}: magic {magic:#x}, version {}",
-            u32_at(4)
+            "start info at {start_info:#x}: magic {:#x}, version {}",
+            info.magic(),
+            info.version()
         ),
     ) {
         // Its addresses mean nothing: following them could fault.
         return None;
     }
-    let stated = u32_at(48) as usize;
+    let stated = info.memmap_entries() as usize;
     if !c.check(
         stated <= MEMMAP_MAX,
         format_args!("start info map of {stated} entries fits the guest's {MEMMAP_MAX}"),
@@ -197,9 +165,10 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
         return None;
     }
     let entries = stated;
-    let mut raw = [0u8; MEMMAP_MAX * 24];
-    read_phys(u64_at(40), &mut raw[..entries * 24]);
-    let map = pvh::read(&raw[..entries * 24], entries)
+    let len = entries * size_of::<MemmapEntry>();
+    let mut raw = [0u8; MEMMAP_MAX * size_of::<MemmapEntry>()];
+    read_phys(info.memmap_paddr(), &mut raw[..len]);
+    let map = pvh::read(&raw[..len], entries)
         .ok()
         .and_then(|e| MemoryMap::<MEMMAP_MAX>::from_firmware(e).ok());
     if !c.check(
@@ -209,7 +178,7 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
         return None;
     }
     let mut text = [0u8; CMDLINE_MAX];
-    let at = u64_at(24);
+    let at = info.cmdline_paddr();
     if at != 0 {
         read_phys(at, &mut text);
     }
@@ -257,7 +226,7 @@ fn map_by_hypercall(c: &mut Checks, hv: &mut Hv, boot: &MemoryMap<MEMMAP_MAX>) {
 extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
     let insn = HypercallInsn::detect();
     let mut c = Checks {
-        out: Console { insn },
+        out: Console::new(transport(insn)),
         passed: 0,
         failed: 0,
     };
@@ -268,10 +237,7 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             HypercallInsn::Vmcall => "VMCALL",
         }
     ));
-    // SAFETY: this guest is identity mapped (a pointer's value is its
-    // guest-physical address, which is how nvirt-hv reads guest handles),
-    // and nvirt-hv follows the memory_op ABI.
-    let mut hv = MemoryOps::new(unsafe { Vmcall::identity_mapped(insn) });
+    let mut hv = MemoryOps::new(transport(insn));
 
     if let Some(boot) = read_start_info(&mut c, start_info) {
         c.note(format_args!("memory map ({} entries):", boot.map.len()));
@@ -311,10 +277,10 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
     let _ = writeln!(c.out, "checks: {} passed, {} failed", c.passed, c.failed);
     if c.failed == 0 && c.passed > 0 {
         let _ = writeln!(c.out, "PASS");
-        shutdown(insn, SHUTDOWN_POWEROFF)
+        shutdown(insn, ShutdownReason::Poweroff)
     } else {
         let _ = writeln!(c.out, "FAIL");
-        shutdown(insn, SHUTDOWN_CRASH)
+        shutdown(insn, ShutdownReason::Crash)
     }
 }
 
@@ -365,6 +331,6 @@ fn run_memory_checks(
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let insn = HypercallInsn::detect();
-    let _ = writeln!(Console { insn }, "guest panic: {info}\nFAIL");
-    shutdown(insn, SHUTDOWN_CRASH)
+    let _ = writeln!(Console::new(transport(insn)), "guest panic: {info}\nFAIL");
+    shutdown(insn, ShutdownReason::Crash)
 }

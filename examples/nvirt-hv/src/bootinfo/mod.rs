@@ -26,9 +26,8 @@ pub use strings::FixedString;
 pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
 /// EAX after a Multiboot1 loader.
 pub const MULTIBOOT1_MAGIC: u32 = 0x2bad_b002;
-/// `hvm_start_info.magic` ("xEn3" with the high bit of each byte dropped);
-/// the PVH entry also puts it in EAX.
-pub const PVH_MAGIC: u32 = 0x336e_c578;
+/// EBX magic of a PVH entry, and the first field of `hvm_start_info`.
+pub use nvirt_hypercall_abi::protocol::PVH_MAGIC;
 
 /// Entries the host memory map can hold.
 pub const MAP_CAPACITY: usize = 128;

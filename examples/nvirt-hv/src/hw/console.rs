@@ -84,13 +84,13 @@ impl fmt::Write for Console {
 }
 
 /// Prints a line prefixed `nvirt-hv: `.
-#[macro_export]
 macro_rules! hvprintln {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
         let _ = writeln!($crate::hw::console::Console, "nvirt-hv: {}", format_args!($($arg)*));
     }};
 }
+pub(crate) use hvprintln;
 
 /// Stops the emulator: QEMU through `isa-debug-exit`; Bochs through its magic
 /// breakpoint (`xchg bx, bx`, which the runner's debugger script answers with

@@ -8,7 +8,7 @@ use core::ptr::addr_of;
 
 use super::boot::{CODE_SELECTOR, TSS_SELECTOR};
 use super::console;
-use crate::hvprintln;
+use super::console::hvprintln;
 
 /// Number of exception vectors handled (0–31).
 const EXCEPTIONS: usize = 32;

@@ -4,19 +4,21 @@
 
 use core::ops::Range;
 
+use crate::acpi::Rsdp;
+use crate::bootinfo::{BootInfo, MAP_CAPACITY};
+use crate::config::Config;
+use crate::host_memory::HostMemory;
+use crate::phys::PhysRead;
+use crate::ranges::HexRange;
 use nvirt_e820::MemoryMap;
 use nvirt_e820::nfit::Nfit;
-use nvirt_hv::acpi::Rsdp;
-use nvirt_hv::bootinfo::{BootInfo, MAP_CAPACITY};
-use nvirt_hv::config::Config;
-use nvirt_hv::guest_abi::{IMAGE_HEADER_LEN, ImageHeader};
-use nvirt_hv::host_memory::HostMemory;
-use nvirt_hv::phys::PhysRead;
-use nvirt_hv::ranges::HexRange;
+use nvirt_hypercall_abi::protocol::{IMAGE_HEADER_LEN, ImageHeader, RawImageHeader};
+use zerocopy::FromBytes;
 
-use super::hypervisor::{Size, fail};
+use super::boot_failure::BootFailure;
+use super::console::hvprintln;
+use super::hypervisor::Size;
 use super::mem::{IdentityMemory, host_bytes};
-use crate::hvprintln;
 
 /// Largest NFIT read (QEMU's is a few hundred bytes per NVDIMM).
 const NFIT_MAX: usize = 16 * 1024;
@@ -25,7 +27,10 @@ const GUEST_MODULE: &str = "nvirt-guest";
 
 /// The sanitized host map with every NVRAM source applied: E820 kinds
 /// 7/12/90 as given, ACPI NFIT persistent-memory ranges, `memmap=`.
-pub(crate) fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_CAPACITY> {
+pub(crate) fn host_map(
+    boot: &BootInfo,
+    mem: &IdentityMemory,
+) -> Result<MemoryMap<MAP_CAPACITY>, BootFailure> {
     let mut map = boot.map.clone();
     for e in map.nonvolatile() {
         hvprintln!("NVRAM from the firmware map: {e}");
@@ -52,9 +57,8 @@ pub(crate) fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_C
                                 HexRange(r.base..r.base.saturating_add(r.length))
                             );
                         }
-                        if let Err(e) = nfit.add_pmem_to(&mut map) {
-                            fail!("NFIT ranges: {e}");
-                        }
+                        nfit.add_pmem_to(&mut map)
+                            .map_err(BootFailure::NfitRanges)?;
                     }
                     Err(e) => hvprintln!("ACPI NFIT at {at:#x} ignored: {e}"),
                 },
@@ -67,13 +71,13 @@ pub(crate) fn host_map(boot: &BootInfo, mem: &IdentityMemory) -> MemoryMap<MAP_C
     match map.apply_cmdline(boot.cmdline.as_str()) {
         Ok(0) => {}
         Ok(n) => hvprintln!("applied {n} memmap=/mem= item(s) from the command line"),
-        Err(e) => fail!("memmap=: {e}"),
+        Err(e) => return Err(BootFailure::Memmap(e)),
     }
     hvprintln!("host memory map (sanitized):");
     for e in map.entries() {
         hvprintln!("  {e}");
     }
-    map
+    Ok(map)
 }
 
 /// The guest image: the module named `nvirt-guest` (or the only module), or
@@ -82,7 +86,7 @@ pub(crate) fn find_guest_image(
     boot: &BootInfo,
     config: &Config,
     mem: &IdentityMemory,
-) -> Range<u64> {
+) -> Result<Range<u64>, BootFailure> {
     let module = boot
         .modules()
         .find(|m| {
@@ -93,17 +97,14 @@ pub(crate) fn find_guest_image(
         })
         .or_else(|| boot.modules().next());
     if let Some(m) = module {
-        return m.range.clone();
+        return Ok(m.range.clone());
     }
-    let Some(addr) = config.guest_addr else {
-        fail!("no guest image: pass it as a module or preload it and give guest_addr=")
-    };
+    let addr = config.guest_addr.ok_or(BootFailure::NoGuestImage)?;
     let mut header = [0u8; IMAGE_HEADER_LEN];
-    if let Err(e) = mem.read(addr, &mut header) {
-        fail!("guest image at {addr:#x}: {e}");
-    }
+    mem.read(addr, &mut header)
+        .map_err(|e| BootFailure::GuestImageUnreadable(addr, e))?;
     // Only the header is present so far: check it and take its file length.
-    let file_len = u64::from_le_bytes(header[24..32].try_into().unwrap_or([0; 8]));
+    let file_len = RawImageHeader::read_from_bytes(&header).map_or(0, |h| h.file_len());
     let end = addr.checked_add(file_len).unwrap_or(addr);
     let Some(bytes) = (if file_len as usize >= IMAGE_HEADER_LEN {
         // SAFETY: the range is only read here, before any allocator exists.
@@ -111,12 +112,10 @@ pub(crate) fn find_guest_image(
     } else {
         None
     }) else {
-        fail!("no guest image header at guest_addr={addr:#x}")
+        return Err(BootFailure::NoGuestImageHeader(addr));
     };
-    if let Err(e) = ImageHeader::parse(bytes) {
-        fail!("guest image at {addr:#x}: {e}");
-    }
-    addr..end
+    ImageHeader::parse(bytes).map_err(|e| BootFailure::GuestImage(addr, e))?;
+    Ok(addr..end)
 }
 
 pub(crate) fn report_host(host: &HostMemory) {

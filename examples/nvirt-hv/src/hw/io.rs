@@ -1,5 +1,6 @@
 //! Port I/O, model-specific and control registers: the few privileged
-//! instructions the hypervisor needs outside the virtualization backends.
+//! instructions the hypervisor needs outside the virtualization backends
+//! (CPUID comes from `raw-cpuid`).
 
 use core::arch::asm;
 
@@ -52,13 +53,6 @@ pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags))
     };
-}
-
-/// The result of `cpuid` for `leaf`, `subleaf`: EAX, EBX, ECX, EDX.
-pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
-    // `core::arch::x86_64::__cpuid_count` is safe on x86_64 (CPUID always exists).
-    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 /// Reads CR0.

@@ -12,10 +12,10 @@ use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::guest_memory::HostMem;
+use crate::p2m::Extent;
+use crate::phys::{PhysError, PhysRead};
 use nvirt_ept::{HostPhys, PhysMem, TableView};
-use nvirt_hv::guest_memory::HostMem;
-use nvirt_hv::p2m::Extent;
-use nvirt_hv::phys::{PhysError, PhysRead};
 use nvirt_persist_meta::X86Pmem;
 
 use super::boot::IDENTITY_MAP_GIB;

@@ -3,6 +3,7 @@
 //! `x86_64-unknown-none`.
 
 pub(crate) mod boot;
+pub(crate) mod boot_failure;
 pub(crate) mod console;
 pub(crate) mod cpu;
 pub(crate) mod discover;
@@ -11,6 +12,7 @@ pub(crate) mod hypervisor;
 pub(crate) mod io;
 pub(crate) mod mem;
 pub(crate) mod nvram;
+pub(crate) mod phases;
 pub(crate) mod svm;
 pub(crate) mod vcpu;
 pub(crate) mod vmx;

@@ -3,33 +3,36 @@
 //! no pool or `nvpool=format` says so — and the configured guest's domain
 //! found again by its stable id, or created with its NVRAM region.
 
+use crate::config::{Config, GUEST_NAME};
+use crate::heaps;
+use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
+use crate::nv_boot::{self, Attached, GuestNvram, Opened};
+use crate::ranges::{HexRange, RangeSet};
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
-use nvirt_hv::config::{Config, GUEST_NAME};
-use nvirt_hv::heaps;
-use nvirt_hv::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
-use nvirt_hv::nv_boot::{self, Attached, GuestNvram, Opened};
-use nvirt_hv::ranges::{HexRange, RangeSet};
 use nvirt_nvpool::{Dom, DomainId, NvPool};
 use nvirt_persist_meta::X86Pmem;
 
-use super::hypervisor::{Size, fail};
+use super::boot_failure::BootFailure;
+use super::console::hvprintln;
+use super::hypervisor::Size;
 use super::mem::{host_bytes_mut, nvram_region};
-use crate::hvprintln;
 
 /// The hypervisor's NV pool.
 pub(crate) type Pool = NvPool<'static, X86Pmem<'static>>;
 
 /// Opens the NV pool on the largest NVRAM range, its work area carved out
 /// of `free` (the RAM the volatile heap is about to get); `None` if the
-/// machine has no NVRAM. Stops the hypervisor if the NVRAM holds a damaged
-/// pool (and `nvpool=format` was not given).
+/// machine has no NVRAM. Fails if the NVRAM holds a damaged pool (and
+/// `nvpool=format` was not given).
 pub(crate) fn open_pool(
     host: &HostMemory,
     free: &mut RangeSet<FREE_CAPACITY>,
     config: &Config,
-) -> Option<Pool> {
-    let region = host.nvram.iter().max_by_key(|r| r.end - r.start)?;
+) -> Result<Option<Pool>, BootFailure> {
+    let Some(region) = host.nvram.iter().max_by_key(|r| r.end - r.start) else {
+        return Ok(None);
+    };
     for other in host.nvram.iter().filter(|r| *r != region) {
         hvprintln!(
             "NVRAM {} left unused: the NV pool lives on the largest range",
@@ -39,24 +42,17 @@ pub(crate) fn open_pool(
     // SAFETY: an NVRAM range of the host map, clipped to the identity map,
     // given to no heap (only the NV pool takes NVRAM), taken once.
     let Some(pmem) = (unsafe { nvram_region(&region) }) else {
-        fail!(
-            "NVRAM {} is not addressable as persistent memory",
-            HexRange(region)
-        )
+        return Err(BootFailure::NvramUnaddressable(region));
     };
     let base_pfn = region.start / PAGE;
-    let bytes = match nv_boot::work_area_bytes(&pmem, base_pfn) {
-        Ok(b) => b,
-        Err(e) => fail!("NV pool on NVRAM {}: {e}", HexRange(region)),
-    };
-    let work_range = match heaps::carve(free, bytes, MemKind::NonVolatile) {
-        Ok(r) => r,
-        Err(e) => fail!("NV pool work area: {e}"),
-    };
+    let bytes = nv_boot::work_area_bytes(&pmem, base_pfn)
+        .map_err(|e| BootFailure::PoolGeometry(region.clone(), e))?;
+    let work_range =
+        heaps::carve(free, bytes, MemKind::NonVolatile).map_err(BootFailure::PoolWorkArea)?;
     // SAFETY: carved out of the free RAM the volatile heap gets, so no
     // allocator hands it out; used for the pool alone.
     let Some(work) = (unsafe { host_bytes_mut(&work_range) }) else {
-        fail!("NV pool work area {} unreachable", HexRange(work_range))
+        return Err(BootFailure::PoolWorkAreaUnreachable(work_range));
     };
     hvprintln!(
         "nvpool: NVRAM {} ({}), write-back by {}, work area {} at {}",
@@ -66,16 +62,12 @@ pub(crate) fn open_pool(
         Size(bytes as u64),
         HexRange(work_range)
     );
-    let (pool, opened) = match nv_boot::open(pmem, base_pfn, work, config.pool) {
-        Ok(p) => p,
-        Err(e) => fail!("nvpool: NVRAM {}: {e}", HexRange(region)),
-    };
+    let (pool, opened) = nv_boot::open(pmem, base_pfn, work, config.pool)
+        .map_err(|e| BootFailure::PoolOpen(region, e))?;
     report(&pool, &opened);
-    match pool.check() {
-        Ok(()) => hvprintln!("nvpool: consistency check: clean"),
-        Err(e) => fail!("nvpool: consistency check: {e}"),
-    }
-    Some(pool)
+    pool.check().map_err(BootFailure::PoolCheck)?;
+    hvprintln!("nvpool: consistency check: clean");
+    Ok(Some(pool))
 }
 
 fn report(pool: &Pool, opened: &Opened) {
@@ -132,8 +124,10 @@ pub(crate) fn attach_guest<const N: usize>(
     pool: &mut Pool,
     config: &Config,
     layout: &GuestMap<N>,
-) -> Option<Dom> {
-    let gpa = layout.nvram.clone()?;
+) -> Result<Option<Dom>, BootFailure> {
+    let Some(gpa) = layout.nvram.clone() else {
+        return Ok(None);
+    };
     let guest = GuestNvram {
         id: DomainId::new(config.guest_id),
         name: GUEST_NAME,
@@ -147,7 +141,7 @@ pub(crate) fn attach_guest<const N: usize>(
                 Size(gpa.end - gpa.start),
                 HexRange(gpa)
             );
-            Some(dom)
+            Ok(Some(dom))
         }
         Ok((
             dom,
@@ -162,8 +156,8 @@ pub(crate) fn attach_guest<const N: usize>(
                 config.guest_id,
                 Size(frames * PAGE)
             );
-            Some(dom)
+            Ok(Some(dom))
         }
-        Err(e) => fail!("nvpool: guest {GUEST_NAME:?}: {e}"),
+        Err(e) => Err(BootFailure::Attach(e)),
     }
 }

@@ -1,6 +1,6 @@
 //! AMD SVM backend (AMD64 APM Vol. 2, chapter 15): a VMCB per guest,
 //! nested paging, ASID 1, every I/O port, MSR and exception intercepted,
-//! VMRUN and VMMCALL intercepted.
+//! HLT, CPUID, VMRUN and VMMCALL intercepted.
 //!
 //! VMCB offsets used (control area, then the state-save area at 0x400; APM
 //! Vol. 2 Appendix B): 0x008 exception intercepts, 0x00C/0x010 instruction
@@ -14,19 +14,22 @@
 
 use core::arch::global_asm;
 
-use nvirt_hv::guest_abi::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
-use nvirt_hv::heaps::FrameAlloc;
 use nvirt_hypercall_abi::host::VcpuMode;
+use raw_cpuid::CpuId;
 
-use super::io::{cpuid, msr, rdmsr, wrmsr};
+use crate::heaps::FrameAlloc;
+
+use super::io::{msr, rdmsr, wrmsr};
 use super::mem::zero_host;
 use super::vcpu::{
-    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSpec, Reg, Vcpu, VmError, mode_of,
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSegments, GuestSpec, Reg,
+    Segment, Vcpu, VmError, load_gprs_from_rax, mode_of, store_gprs_to_rax,
 };
 
 const EFER_SVME: u64 = 1 << 12;
 
 // Instruction intercepts, vector 3 (offset 0x00C) and vector 4 (0x010).
+const INTERCEPT_CPUID: u32 = 1 << 18;
 const INTERCEPT_HLT: u32 = 1 << 24;
 const INTERCEPT_IOIO: u32 = 1 << 27;
 const INTERCEPT_MSR: u32 = 1 << 28;
@@ -36,6 +39,7 @@ const INTERCEPT_VMMCALL: u32 = 1 << 1;
 
 // Exit codes.
 const EXIT_EXCEPTION_0: u64 = 0x40;
+const EXIT_CPUID: u64 = 0x72;
 const EXIT_HLT: u64 = 0x78;
 const EXIT_IOIO: u64 = 0x7b;
 const EXIT_MSR: u64 = 0x7c;
@@ -56,7 +60,7 @@ unsafe extern "sysv64" {
 // RAX, RSP and RIP travel through the VMCB; the other registers are the
 // guest's between VMRUN and #VMEXIT, so they are swapped here. GIF is
 // cleared around VMRUN as the APM recommends (§15.17).
-global_asm!(
+global_asm!(concat!(
     r#"
     .text
     .global nvirt_svm_run
@@ -70,38 +74,16 @@ nvirt_svm_run:
     push rsi
     push rdi
     mov rax, rsi
-    mov rbx, [rax + 8]
-    mov rcx, [rax + 16]
-    mov rdx, [rax + 24]
-    mov rsi, [rax + 32]
-    mov rdi, [rax + 40]
-    mov rbp, [rax + 48]
-    mov r8, [rax + 56]
-    mov r9, [rax + 64]
-    mov r10, [rax + 72]
-    mov r11, [rax + 80]
-    mov r12, [rax + 88]
-    mov r13, [rax + 96]
-    mov r14, [rax + 104]
-    mov r15, [rax + 112]
+    "#,
+    load_gprs_from_rax!(),
+    r#"
     pop rax
     clgi
     vmrun rax
     mov rax, [rsp]
-    mov [rax + 8], rbx
-    mov [rax + 16], rcx
-    mov [rax + 24], rdx
-    mov [rax + 32], rsi
-    mov [rax + 40], rdi
-    mov [rax + 48], rbp
-    mov [rax + 56], r8
-    mov [rax + 64], r9
-    mov [rax + 72], r10
-    mov [rax + 80], r11
-    mov [rax + 88], r12
-    mov [rax + 96], r13
-    mov [rax + 104], r14
-    mov [rax + 112], r15
+    "#,
+    store_gprs_to_rax!(),
+    r#"
     stgi
     add rsp, 8
     pop r15
@@ -112,14 +94,15 @@ nvirt_svm_run:
     pop rbx
     ret
 "#
-);
+));
 
 /// Whether this CPU has SVM with nested paging, enabled by firmware.
 pub(crate) fn supported() -> Result<(), VmError> {
-    if cpuid(0x8000_0000, 0)[0] < 0x8000_000a || cpuid(0x8000_0001, 0)[2] & 1 << 2 == 0 {
+    // Present only with the SVM feature bit and leaf 8000_000Ah.
+    let Some(svm) = CpuId::new().get_svm_info() else {
         return Err(VmError::Unsupported("SVM"));
-    }
-    if cpuid(0x8000_000a, 0)[3] & 1 == 0 {
+    };
+    if !svm.has_nested_paging() {
         return Err(VmError::Unsupported("SVM nested paging"));
     }
     // SAFETY: VM_CR exists on every CPU with SVM.
@@ -135,7 +118,9 @@ pub(crate) fn supported() -> Result<(), VmError> {
 /// (CPUID 8000_0001h EDX bit 26, "Page1GB"; AMD APM Vol. 3, appendix E).
 /// Nested walks use the host's paging features (APM Vol. 2, 15.25.5).
 pub(crate) fn pages_1g() -> bool {
-    cpuid(0x8000_0001, 0)[3] & 1 << 26 != 0
+    CpuId::new()
+        .get_extended_processor_and_feature_identifiers()
+        .is_some_and(|f| f.has_1gib_pages())
 }
 
 /// A guest CPU under SVM.
@@ -175,7 +160,7 @@ impl SvmVcpu {
         v.w32(0x008, u32::MAX);
         v.w32(
             0x00c,
-            INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
+            INTERCEPT_CPUID | INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
         );
         v.w32(0x010, INTERCEPT_VMRUN | INTERCEPT_VMMCALL);
         v.w64(0x040, iopm);
@@ -187,15 +172,17 @@ impl SvmVcpu {
         v.w32(0x0c0, 0);
 
         let s = spec.start;
-        let data = (GUEST_DATA_SELECTOR, 0x0c93, u32::MAX, 0);
+        let seg = GuestSegments::for_start(&s);
+        let packed = |x: Segment| (x.selector, x.svm_attributes(), x.limit, x.base);
+        // ES, SS, DS, FS, GS; CS; GDTR; LDTR (an empty LDT); IDTR; TR.
         for offset in [0x400, 0x420, 0x430, 0x440, 0x450] {
-            v.segment(offset, data);
+            v.segment(offset, packed(seg.data));
         }
-        v.segment(0x410, (GUEST_CODE_SELECTOR, 0x0a9b, u32::MAX, 0));
-        v.segment(0x460, (0, 0, u32::from(s.gdt_limit), s.gdt_base));
+        v.segment(0x410, packed(seg.code));
+        v.segment(0x460, (0, 0, seg.gdtr.1, seg.gdtr.0));
         v.segment(0x470, (0, 0x0082, 0, 0));
-        v.segment(0x480, (0, 0, 0, 0));
-        v.segment(0x490, (0, 0x008b, 0x67, 0));
+        v.segment(0x480, (0, 0, seg.idtr.1, seg.idtr.0));
+        v.segment(0x490, packed(seg.tr));
         v.w8(0x4cb, 0);
         v.w64(0x4d0, GUEST_EFER | EFER_SVME);
         v.w64(0x548, GUEST_CR4);
@@ -216,7 +203,7 @@ impl SvmVcpu {
         Ok(Self {
             vmcb,
             gprs,
-            next_rip_supported: cpuid(0x8000_000a, 0)[3] & 1 << 3 != 0,
+            next_rip_supported: CpuId::new().get_svm_info().is_some_and(|f| f.has_nrip()),
             last_exit_len: 0,
         })
     }
@@ -306,6 +293,10 @@ impl Vcpu for SvmVcpu {
             EXIT_HLT => {
                 self.last_exit_len = 1;
                 Exit::Halt
+            }
+            EXIT_CPUID => {
+                self.last_exit_len = 2;
+                Exit::Cpuid
             }
             EXIT_IOIO => Exit::Io {
                 port: (info1 >> 16) as u16,

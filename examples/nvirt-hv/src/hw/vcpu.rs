@@ -4,8 +4,12 @@
 
 use core::fmt;
 
-use nvirt_hv::guest_setup::GuestStart;
+use core::mem::offset_of;
+
 use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::protocol::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
+
+use crate::guest_setup::GuestStart;
 
 /// What a backend needs to create a virtual CPU.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +27,8 @@ pub(crate) struct GuestSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reg {
     Rax,
+    Rbx,
+    Rcx,
     Rdx,
     Rsi,
     Rdi,
@@ -36,6 +42,9 @@ pub(crate) enum Reg {
 pub(crate) enum Exit {
     /// VMMCALL / VMCALL.
     Hypercall,
+    /// CPUID (intercepted by both backends: the guest sees the host's
+    /// answer through one policy, `guest_cpuid`).
+    Cpuid,
     /// HLT.
     Halt,
     /// Port I/O (every port is intercepted).
@@ -179,11 +188,67 @@ pub(crate) struct Gprs {
     pub(crate) r15: u64,
 }
 
+// The entry stubs address the registers by these offsets.
+const _: () = {
+    assert!(offset_of!(Gprs, rax) == 0 && offset_of!(Gprs, rbx) == 8);
+    assert!(offset_of!(Gprs, rcx) == 16 && offset_of!(Gprs, rdx) == 24);
+    assert!(offset_of!(Gprs, rsi) == 32 && offset_of!(Gprs, rdi) == 40);
+    assert!(offset_of!(Gprs, rbp) == 48 && offset_of!(Gprs, r8) == 56);
+    assert!(offset_of!(Gprs, r15) == 112 && size_of::<Gprs>() == 120);
+};
+
+/// Loads RBX through R15 from the [`Gprs`] at RAX (both entry stubs, before
+/// VMRUN / VMLAUNCH).
+macro_rules! load_gprs_from_rax {
+    () => {
+        "mov rbx, [rax + 8]
+    mov rcx, [rax + 16]
+    mov rdx, [rax + 24]
+    mov rsi, [rax + 32]
+    mov rdi, [rax + 40]
+    mov rbp, [rax + 48]
+    mov r8, [rax + 56]
+    mov r9, [rax + 64]
+    mov r10, [rax + 72]
+    mov r11, [rax + 80]
+    mov r12, [rax + 88]
+    mov r13, [rax + 96]
+    mov r14, [rax + 104]
+    mov r15, [rax + 112]
+"
+    };
+}
+pub(crate) use load_gprs_from_rax;
+
+/// Stores RBX through R15 into the [`Gprs`] at RAX (both exit paths).
+macro_rules! store_gprs_to_rax {
+    () => {
+        "mov [rax + 8], rbx
+    mov [rax + 16], rcx
+    mov [rax + 24], rdx
+    mov [rax + 32], rsi
+    mov [rax + 40], rdi
+    mov [rax + 48], rbp
+    mov [rax + 56], r8
+    mov [rax + 64], r9
+    mov [rax + 72], r10
+    mov [rax + 80], r11
+    mov [rax + 88], r12
+    mov [rax + 96], r13
+    mov [rax + 104], r14
+    mov [rax + 112], r15
+"
+    };
+}
+pub(crate) use store_gprs_to_rax;
+
 impl Gprs {
     /// A register (RIP is the backend's business).
     pub(crate) fn get(&self, reg: Reg) -> u64 {
         match reg {
             Reg::Rax => self.rax,
+            Reg::Rbx => self.rbx,
+            Reg::Rcx => self.rcx,
             Reg::Rdx => self.rdx,
             Reg::Rsi => self.rsi,
             Reg::Rdi => self.rdi,
@@ -197,6 +262,8 @@ impl Gprs {
     pub(crate) fn set(&mut self, reg: Reg, value: u64) {
         match reg {
             Reg::Rax => self.rax = value,
+            Reg::Rbx => self.rbx = value,
+            Reg::Rcx => self.rcx = value,
             Reg::Rdx => self.rdx = value,
             Reg::Rsi => self.rsi = value,
             Reg::Rdi => self.rdi = value,
@@ -217,3 +284,84 @@ pub(crate) const GUEST_CR4: u64 = 0x20;
 pub(crate) const GUEST_EFER: u64 = 0x500;
 /// IA32_PAT's power-on value (WB, WT, UC-, UC, repeated).
 pub(crate) const GUEST_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// A segment register's contents, access rights in the VMCS layout (type,
+/// S, DPL, P in bits 0–7; AVL, L, D/B, G in bits 12–15; bit 16
+/// "unusable"). SVM packs the same rights into 12 bits
+/// ([`Segment::svm_attributes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) selector: u16,
+    pub(crate) base: u64,
+    pub(crate) limit: u32,
+    pub(crate) access: u32,
+}
+
+impl Segment {
+    /// The VMCB attribute form: bits 0–7 as they are, bits 12–15 moved to
+    /// 8–11 (AMD APM Vol. 2, 15.5.1).
+    pub(crate) const fn svm_attributes(self) -> u16 {
+        ((self.access & 0xff) | ((self.access >> 4) & 0xf00)) as u16
+    }
+}
+
+/// The guest's segments as both backends load them: flat 64-bit code and
+/// data, a busy 64-bit TSS, the GDT the guest setup wrote, no IDT.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GuestSegments {
+    /// CS: 64-bit code (L), present, DPL 0, granular.
+    pub(crate) code: Segment,
+    /// SS, DS, ES, FS, GS: writable data, 32-bit default size, granular.
+    pub(crate) data: Segment,
+    /// TR: a busy 64-bit TSS of 104 bytes.
+    pub(crate) tr: Segment,
+    /// GDTR base and limit.
+    pub(crate) gdtr: (u64, u32),
+    /// IDTR base and limit.
+    pub(crate) idtr: (u64, u32),
+}
+
+// The VMCB forms of the rights above (APM Vol. 2, 15.5.1): 64-bit code
+// 0xa9b, data 0xc93, busy TSS 0x8b.
+const _: () = {
+    let probe = GuestStart {
+        rip: 0,
+        rsp: 0,
+        rbx: 0,
+        cr3: 0,
+        gdt_base: 0,
+        gdt_limit: 0,
+    };
+    let s = GuestSegments::for_start(&probe);
+    assert!(s.code.svm_attributes() == 0x0a9b);
+    assert!(s.data.svm_attributes() == 0x0c93);
+    assert!(s.tr.svm_attributes() == 0x008b);
+};
+
+impl GuestSegments {
+    /// The segments for a guest starting as `start` says.
+    pub(crate) const fn for_start(start: &GuestStart) -> Self {
+        Self {
+            code: Segment {
+                selector: GUEST_CODE_SELECTOR,
+                base: 0,
+                limit: u32::MAX,
+                access: 0xa09b,
+            },
+            data: Segment {
+                selector: GUEST_DATA_SELECTOR,
+                base: 0,
+                limit: u32::MAX,
+                access: 0xc093,
+            },
+            tr: Segment {
+                selector: 0,
+                base: 0,
+                limit: 0x67,
+                access: 0x8b,
+            },
+            gdtr: (start.gdt_base, start.gdt_limit as u32),
+            idtr: (0, 0),
+        }
+    }
+}

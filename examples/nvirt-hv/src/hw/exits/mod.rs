@@ -1,0 +1,247 @@
+//! Running a guest: the VM-exit loop. Both backends report exits as the
+//! same [`Exit`]; one handler each serves hypercalls ([`hypercall`]: the
+//! console, shutdown, and `memory_op` through `nvirt-hypercall-abi`),
+//! CPUID, HLT, I/O, MSR accesses, nested faults, exceptions and triple
+//! faults, whichever backend produced them.
+
+mod hypercall;
+
+use nvirt_buddy::MemKind;
+use nvirt_e820::GuestMap;
+use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
+use nvirt_hypercall_abi::{DomainId, E820Entry, ExtentOrder, Gpfn};
+
+use crate::guest_console::GuestConsole;
+use crate::guest_cpuid;
+use crate::guest_memory::GuestMemory;
+use crate::memory_op;
+use crate::nv_frames::NvFrames;
+
+use super::console::hvprintln;
+use super::hypervisor::Size;
+use super::mem::IdentityMemory;
+use super::vcpu::{Exit, GuestSpec, Reg, Vcpu};
+
+/// The guest's memory as this hypervisor builds it: RAM from the volatile
+/// heap, NVRAM from its domain in the NV pool.
+pub(crate) type Guest<'a, 'p> = GuestMemory<
+    'a,
+    'static,
+    'static,
+    NvFrames<'p, 'static, nvirt_persist_meta::X86Pmem<'static>>,
+    IdentityMemory,
+>;
+
+/// How a guest's run ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Ended {
+    /// It passed: printed PASS, powered off, and its memory checked out.
+    pub(crate) passed: bool,
+    /// It shut down normally (`SHUTDOWN_poweroff`).
+    pub(crate) powered_off: bool,
+}
+
+/// Most VM exits before the hypervisor gives up on a guest.
+const EXIT_LIMIT: u64 = 10_000_000;
+/// The guest's domain id (an ordinary one: 0 is the control domain's).
+const DOMAIN: DomainId = DomainId::new(1);
+/// Extents one hypervisor entry works through before the guest resumes
+/// (and re-enters with a continuation).
+const BATCH: u32 = 256;
+/// Most E820 entries of the guest's map.
+const MAP_MAX: usize = 32;
+
+/// What the loop does after an exit.
+enum Flow {
+    /// Enter the guest again.
+    Resume,
+    /// The guest is done.
+    End(Ended),
+}
+
+/// The state of one guest's run that the handlers share.
+struct Run<'r, 'a, 'p> {
+    guest: &'r mut Guest<'a, 'p>,
+    console: GuestConsole,
+    /// The guest's map as `XENMEM_memory_map` returns it.
+    e820: [E820Entry; MAP_MAX],
+    e820_len: usize,
+    limits: Limits,
+    initial_pages: u64,
+    max_ram_page: u64,
+    /// `memory_op` entries served.
+    calls: u64,
+}
+
+impl Run<'_, '_, '_> {
+    /// Forwards what is left of the guest's console.
+    fn flush(&mut self) {
+        self.console.flush(hypercall::forward);
+    }
+}
+
+/// Prints the tables' page-size histogram and paging-structure pages next
+/// to the minimum for the guest's translation; whether they are equal.
+pub(crate) fn report_tables(guest: &Guest<'_, '_>, when: &str) -> bool {
+    let (have, min) = (guest.footprint(), guest.minimum());
+    let tables = guest.tables();
+    hvprintln!(
+        "guest tables ({when}, {}, 1 GiB pages {}): {have}",
+        tables.name(),
+        if tables.uses_1g() { "on" } else { "off" }
+    );
+    hvprintln!(
+        "minimum for this translation: {min}: {}",
+        if have == min {
+            "minimal"
+        } else {
+            "NOT MINIMAL"
+        }
+    );
+    have == min
+}
+
+/// Runs the guest to its end; returns whether it passed.
+pub(crate) fn run_guest<const N: usize>(
+    vcpu: &mut impl Vcpu,
+    spec: &GuestSpec,
+    guest: &mut Guest<'_, '_>,
+    layout: &GuestMap<N>,
+    initial_pages: u64,
+    max_ram_page: u64,
+) -> Ended {
+    hvprintln!(
+        "starting the guest under {} ({} of guest-physical address space, entry {:#x})",
+        vcpu.name(),
+        Size(spec.memory_size),
+        spec.start.rip
+    );
+    // The tables were just built: drop any translation cached for them.
+    vcpu.invalidate_nested();
+    let mut e820 = [E820Entry::default(); MAP_MAX];
+    let e820_len = memory_op::e820_of(&layout.map, &mut e820);
+    let limits = Limits::new(Gpfn::new(layout.map.end().div_ceil(4096)))
+        .max_order(ExtentOrder::PAGE_1G)
+        .batch(BATCH.try_into().unwrap_or(core::num::NonZeroU32::MIN));
+    let mut run = Run {
+        guest,
+        console: GuestConsole::new(),
+        e820,
+        e820_len,
+        limits,
+        initial_pages,
+        max_ram_page,
+        calls: 0,
+    };
+    for _ in 0..EXIT_LIMIT {
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            Err(e) => {
+                hvprintln!("guest could not run: {e}");
+                return Ended::default();
+            }
+        };
+        let flow = match exit {
+            Exit::Hypercall => hypercall::serve(vcpu, &mut run),
+            Exit::Cpuid => cpuid_exit(vcpu),
+            Exit::Halt => {
+                run.flush();
+                hvprintln!(
+                    "guest halted at {:#x} without shutting down",
+                    vcpu.reg(Reg::Rip)
+                );
+                Flow::End(Ended::default())
+            }
+            Exit::NestedFault { gpa, info } => {
+                run.flush();
+                let backed = run.guest.check(gpa & !0xfff, 1).is_ok();
+                hvprintln!(
+                    "guest touched guest-physical {gpa:#x} ({}; qualification {info:#x}) at rip {:#x}",
+                    if backed { "backed" } else { "not backed" },
+                    vcpu.reg(Reg::Rip)
+                );
+                Flow::End(Ended::default())
+            }
+            // I/O, MSR accesses, exceptions and triple faults: this guest
+            // has no business with any of them.
+            other @ (Exit::Io { .. }
+            | Exit::Msr
+            | Exit::Exception { .. }
+            | Exit::TripleFault
+            | Exit::Other { .. }) => {
+                run.flush();
+                hvprintln!("guest stopped: {other:x?} at rip {:#x}", vcpu.reg(Reg::Rip));
+                Flow::End(Ended::default())
+            }
+        };
+        if let Flow::End(ended) = flow {
+            return ended;
+        }
+    }
+    hvprintln!("guest made more than {EXIT_LIMIT} exits; stopping it");
+    Ended::default()
+}
+
+/// CPUID: the host's answer as the guest may see it.
+fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
+    let (leaf, subleaf) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx) as u32);
+    let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
+    let r = guest_cpuid::guest_view(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
+    for (reg, value) in [Reg::Rax, Reg::Rbx, Reg::Rcx, Reg::Rdx].into_iter().zip(r) {
+        vcpu.set_reg(reg, u64::from(value));
+    }
+    vcpu.skip_instruction();
+    Flow::Resume
+}
+
+/// The guest's hypercall registers.
+fn registers(vcpu: &impl Vcpu) -> Registers {
+    Registers {
+        rax: vcpu.reg(Reg::Rax),
+        rdi: vcpu.reg(Reg::Rdi),
+        rsi: vcpu.reg(Reg::Rsi),
+        rdx: vcpu.reg(Reg::Rdx),
+        r10: vcpu.reg(Reg::R10),
+        r8: vcpu.reg(Reg::R8),
+    }
+}
+
+/// After the guest: its memory as the balloon left it, checked.
+fn finish(guest: &Guest<'_, '_>, calls: u64) -> bool {
+    hvprintln!(
+        "guest memory at the end: {} RAM, {} NVRAM in {} extents, after {calls} memory_op entries",
+        Size(guest.frames(MemKind::Volatile) * 4096),
+        Size(guest.frames(MemKind::NonVolatile) * 4096),
+        guest.extents().len()
+    );
+    let audit = match guest.audit() {
+        Ok(()) => {
+            hvprintln!("guest tables agree with the guest's memory map");
+            true
+        }
+        Err(e) => {
+            hvprintln!("guest tables disagree with the guest's memory map: {e}");
+            false
+        }
+    };
+    let pool = match guest.nvram_pool_ref().map(|f| f.agrees(guest.extents())) {
+        None => true,
+        Some(Ok(())) => {
+            hvprintln!("guest NVRAM map agrees with its domain in the NV pool, extent for extent");
+            true
+        }
+        Some(Err(gpfn)) => {
+            hvprintln!(
+                "guest NVRAM map and its domain in the NV pool differ at guest frame {gpfn:#x}"
+            );
+            false
+        }
+    };
+    report_tables(guest, "at the end") && audit && pool
+}
+
+/// The caller of a hypercall, as `memory_op` classifies it.
+fn caller(vcpu: &impl Vcpu) -> Option<Caller> {
+    let (mode, cpl) = vcpu.caller_state();
+    Caller::new(DOMAIN, mode, cpl)
+}
