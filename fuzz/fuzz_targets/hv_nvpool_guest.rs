@@ -25,7 +25,7 @@ use nvirt_hv::nv_frames::NvFrames;
 use nvirt_hv::p2m::Extent;
 use nvirt_hv::regions::Regions;
 use nvirt_hv::testing::{Arena, heap, metadata_for};
-use nvirt_nvpool::DomainId;
+use nvirt_nvpool::{DomainUuid, HostPhysAddr, Mfn};
 use nvirt_persist_meta::MemPmem;
 
 const MIB: u64 = 1 << 20;
@@ -64,7 +64,7 @@ fn boot(
 ) -> (MemPmem, Option<Held>) {
     let mut rm = metadata_for(&RAM_HOST);
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
-    let base = NV_HOST.start / PAGE;
+    let base = HostPhysAddr::new(NV_HOST.start).map_or(Mfn::ZERO, Mfn::containing);
     let mut work = vec![0u8; nv_boot::work_area_bytes(&image, base).unwrap()];
     // The region starts zeroed: `Fresh` formats it without zeroing again,
     // and recovers it on every later boot.
@@ -75,7 +75,7 @@ fn boot(
         .unwrap();
     let nv = layout.nvram.clone().unwrap();
     let guest = GuestNvram {
-        id: DomainId::new(1),
+        id: DomainUuid::new(1),
         name: "fuzz",
         gpfns: (nv.start / PAGE, nv.end / PAGE),
     };
@@ -142,7 +142,7 @@ fn boot(
                         .pool_ref()
                         .extents(f.dom())
                         .flat_map(|e| {
-                            (0..e.frames()).map(move |k| (e.gpfn().get() + k, e.mfn().get() + k))
+                            (0..e.frames()).map(move |k| (e.gfn().get() + k, e.mfn().get() + k))
                         })
                         .collect();
                     break Some(held);

@@ -21,8 +21,9 @@ use nvirt_persist_meta::{Encode, MAX_PAYLOAD, RecordKind, record_size};
 
 use crate::config::EXTENT_ENTRY;
 use crate::state::State;
-use crate::types::{DomainId, Gpfn};
+use crate::types::DomainUuid;
 use crate::work::Node;
+use nvirt_addr::Gfn;
 
 const fn kind(n: u16) -> RecordKind {
     match RecordKind::new(n) {
@@ -107,7 +108,7 @@ pub(crate) fn get_u64(p: &[u8], at: usize) -> Option<u64> {
 pub(crate) struct Create<'a> {
     pub(crate) slot: u16,
     pub(crate) flags: u8,
-    pub(crate) id: DomainId,
+    pub(crate) id: DomainUuid,
     pub(crate) quota: u64,
     pub(crate) name: &'a [u8],
 }
@@ -196,7 +197,7 @@ impl Encode for AddList<'_> {
 pub(crate) struct RemoveList<'a, 'w> {
     pub(crate) slot: u16,
     pub(crate) order: u8,
-    pub(crate) gpfns: &'a [Gpfn],
+    pub(crate) gpfns: &'a [Gfn],
     pub(crate) state: &'a State<'w>,
 }
 
@@ -239,7 +240,7 @@ mod tests {
         let c = Create {
             slot: 3,
             flags: 2,
-            id: DomainId::new(7),
+            id: DomainUuid::new(7),
             quota: 99,
             name: b"vm",
         };

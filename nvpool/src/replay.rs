@@ -12,7 +12,7 @@ use crate::records::{
 };
 use crate::snapshot::{self, check_slot};
 use crate::state::{State, flags};
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 use crate::work::slot_state;
 
 /// Rebuilds a pool's state from its log.
@@ -104,7 +104,7 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
         if core::str::from_utf8(name).is_err() {
             return Err(Damage::Name { slot: raw });
         }
-        let id = DomainId::from_bytes(p[8..24].try_into().map_err(|_| bad)?);
+        let id = DomainUuid::from_bytes(p[8..24].try_into().map_err(|_| bad)?);
         if state.id_taken(id) {
             return Err(Damage::DuplicateId { id });
         }

@@ -18,7 +18,7 @@ use crate::config::{DOMAIN_RECORD, EXTENT_ENTRY, SNAPSHOT_HEADER};
 use crate::damage::{Damage, DamageError, Location};
 use crate::records::{entry_word, get_u32, get_u64, split_word};
 use crate::state::{State, flags};
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 use crate::work::slot_state;
 
 /// First bytes of a snapshot.
@@ -163,7 +163,7 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
         .map_err(|_| damage(Damage::Truncated))?;
     let raw_slot = get_u32(&d, 0).unwrap_or(u32::MAX);
     let (flags, name_len) = (d[4], d[5]);
-    let id = DomainId::from_bytes(d[8..24].try_into().unwrap_or([0; 16]));
+    let id = DomainUuid::from_bytes(d[8..24].try_into().unwrap_or([0; 16]));
     let quota = get_u64(&d, 24).unwrap_or(0);
     let (frames, extents) = (get_u64(&d, 32).unwrap_or(0), get_u64(&d, 40).unwrap_or(0));
     let name = &d[48..80];

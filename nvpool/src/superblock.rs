@@ -175,12 +175,12 @@ pub(crate) fn read<P: Pmem + ?Sized>(region: &P) -> Result<Copies, PmemError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::{Config, Mfn};
 
     #[test]
     fn copies_round_trip_and_damage_is_named() {
         let geo = Config::for_region(1 << 20)
-            .with_frame_base(0x12345)
+            .with_frame_base(Mfn::new(0x12345).unwrap())
             .geometry(1 << 20)
             .unwrap();
         let line = encode(&geo);

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use nvirt_buddy::{Block, Constraints, Heap, MemKind, Order, PfnRange};
+use nvirt_buddy::{Block, Constraints, Heap, MemKind, MfnRange, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_ept::Invalidate;
 
@@ -232,13 +232,13 @@ impl FramePool for Cramped<'_> {
     fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError> {
         self.0.alloc_for(gpfn, order)
     }
-    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
+    fn release(&mut self, gpfn: u64, block: Block, part: MfnRange) -> Result<(), PoolError> {
         self.0.release(gpfn, block, part)
     }
     fn free_frames(&self) -> u64 {
         Heap::free_frames(&self.0)
     }
-    fn can_release(&self, _: Block, _: PfnRange) -> bool {
+    fn can_release(&self, _: Block, _: MfnRange) -> bool {
         false
     }
 }

@@ -13,7 +13,8 @@ use core::fmt;
 use core::ops::Range;
 
 use nvirt_buddy::{
-    AddError, Constraints, Heap, MemKind, NewError, Order, Pfn, PfnRange, PhysAddr, metadata_bytes,
+    AddError, Constraints, Heap, HostPhysAddr, HostPhysRange, MemKind, Mfn, MfnRange, NewError,
+    Order, metadata_bytes,
 };
 use nvirt_ept::{FrameSource, HostPhys};
 
@@ -24,7 +25,7 @@ use crate::ranges::{RangeSet, RangeSetFull};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeapSpec {
     /// The frames between the lowest and the highest managed frame.
-    pub span: PfnRange,
+    pub span: MfnRange,
     /// Metadata bytes the heap needs ([`metadata_bytes`] of the span).
     pub metadata_len: usize,
     /// The RAM reserved for the metadata: page aligned, taken out of the
@@ -98,19 +99,19 @@ impl From<RangeSetFull> for HeapError {
 }
 
 /// The frames of a page-aligned byte range.
-pub fn pfn_range(range: &Range<u64>) -> Result<PfnRange, HeapError> {
+pub fn pfn_range(range: &Range<u64>) -> Result<MfnRange, HeapError> {
     let bad = HeapError::BadRange {
         start: range.start,
         end: range.end,
     };
-    if range.start % PAGE != 0 || range.end % PAGE != 0 || range.start > range.end {
-        return Err(bad);
+    match HostPhysRange::from_numbers(range.start, range.end) {
+        Some(bytes) if bytes.is_page_aligned() => Ok(bytes.frames_within()),
+        _ => Err(bad),
     }
-    PfnRange::from_numbers(range.start / PAGE, range.end / PAGE).ok_or(bad)
 }
 
 /// The frames from the first to the last byte of `set`.
-fn span_of<const N: usize>(set: &RangeSet<N>) -> Result<Option<PfnRange>, HeapError> {
+fn span_of<const N: usize>(set: &RangeSet<N>) -> Result<Option<MfnRange>, HeapError> {
     match (set.ranges().first(), set.ranges().last()) {
         (Some(first), Some(last)) => pfn_range(&(first.start..last.end)).map(Some),
         _ => Ok(None),
@@ -209,7 +210,7 @@ impl FrameSource for TableFrames<'_, '_> {
     fn free_table(&mut self, frame: HostPhys) {
         // The tables free only frames `alloc_table` gave them; a refusal
         // would mean such a frame is already free, and changes nothing.
-        if let Some(pfn) = Pfn::from_addr(PhysAddr::new(frame.as_u64())) {
+        if let Some(pfn) = HostPhysAddr::new(frame.as_u64()).and_then(Mfn::from_addr) {
             let _ = self.0.free(pfn, Order::SIZE_4K);
         }
     }
@@ -233,7 +234,7 @@ mod tests {
         let plan = plan(&host()).unwrap();
         assert_eq!(
             plan.ram.span,
-            PfnRange::from_numbers(0x133, 0x1_0000).unwrap()
+            MfnRange::from_numbers(0x133, 0x1_0000).unwrap()
         );
         assert_eq!(
             plan.ram.metadata_len,

@@ -19,8 +19,8 @@ use core::fmt;
 use core::ops::Range;
 
 use nvirt_nvpool::{
-    Config, ConfigError, CreateError, Dom, DomainError, DomainId, DomainState, FormatError, Gpfn,
-    NvPool, PopulateError, RecoverError, RecoveryReport,
+    Config, ConfigError, CreateError, Dom, DomainError, DomainState, DomainUuid, FormatError, Gfn,
+    Mfn, NvPool, PopulateError, RecoverError, RecoveryReport,
 };
 use nvirt_persist_meta::Pmem;
 
@@ -47,9 +47,9 @@ pub enum OpenError {
     /// The pool was laid out for a region at another host address.
     FrameBase {
         /// The pool's first frame number.
-        pool: u64,
+        pool: Mfn,
         /// The region's first host frame number.
-        region: u64,
+        region: Mfn,
     },
     /// The region cannot hold a pool.
     Config(ConfigError),
@@ -85,7 +85,7 @@ pub const MAX_POOL_EXTENTS: u32 = 8192;
 /// to [`MAX_POOL_EXTENTS`] (the guest's map holds at most 4096), since a
 /// balloon driver can leave a guest's NVRAM in single pages.
 #[must_use]
-pub fn config_for(bytes: u64, base_pfn: u64) -> Config {
+pub fn config_for(bytes: u64, base_pfn: Mfn) -> Config {
     let config = Config::for_region(bytes).with_frame_base(base_pfn);
     let default = config.geometry(bytes).map_or(0, |g| g.max_extents());
     let frames = u32::try_from(bytes / 4096).unwrap_or(u32::MAX);
@@ -94,7 +94,7 @@ pub fn config_for(bytes: u64, base_pfn: u64) -> Config {
 
 /// Bytes of work area opening the pool in `region` needs: enough for the
 /// pool it holds and for a new one.
-pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: u64) -> Result<usize, OpenError> {
+pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: Mfn) -> Result<usize, OpenError> {
     let size = region.size();
     let fresh = config_for(size, base_pfn)
         .geometry(size)
@@ -110,7 +110,7 @@ pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: u64) -> Result<usize, Open
 /// [`PoolMode::Format`].
 pub fn open<'w, P: Pmem>(
     region: P,
-    base_pfn: u64,
+    base_pfn: Mfn,
     work: &'w mut [u8],
     mode: PoolMode,
 ) -> Result<(NvPool<'w, P>, Opened), OpenError> {
@@ -145,7 +145,7 @@ pub fn open<'w, P: Pmem>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestNvram<'a> {
     /// Its stable id.
-    pub id: DomainId,
+    pub id: DomainUuid,
     /// Its name.
     pub name: &'a str,
     /// The guest frames of its NVRAM region (its quota is their count).
@@ -235,9 +235,9 @@ pub fn attach<P: Pmem>(
     if let Some(dom) = pool.find(guest.id) {
         if let Some(e) = pool
             .extents(dom)
-            .find(|e| e.gpfn().get() < region.start || e.gpfn().get() + e.frames() > region.end)
+            .find(|e| e.gfn().get() < region.start || e.gfn().get() + e.frames() > region.end)
         {
-            let g = e.gpfn().get();
+            let g = e.gfn().get();
             return Err(AttachError::Outside {
                 gpfn: if g < region.start {
                     g
@@ -270,8 +270,8 @@ pub fn attach<P: Pmem>(
     let dom = pool
         .create(guest.id, guest.name, guest.frames())
         .map_err(AttachError::Create)?;
-    let start = Gpfn::new(region.start).ok_or(AttachError::Populate(PopulateError::GpfnRange {
-        gpfn: Gpfn::default(),
+    let start = Gfn::new(region.start).ok_or(AttachError::Populate(PopulateError::GpfnRange {
+        gpfn: Gfn::default(),
         frames: guest.frames(),
     }))?;
     match pool.populate(dom, start, guest.frames()) {

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use nvirt_buddy::{Heap, MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
-use nvirt_nvpool::{DomainId, DomainState};
+use nvirt_nvpool::{DomainState, DomainUuid, HostPhysAddr, Mfn};
 use nvirt_persist_meta::MemPmem;
 
 use super::NvFrames;
@@ -25,7 +25,7 @@ const MIB: u64 = 1 << 20;
 const RAM_HOST: Range<u64> = 0x40_0000..0x140_0000;
 /// The NVDIMM: 10 MiB at 64 MiB (8 MiB of guest NVRAM, room for metadata).
 const NV_HOST: Range<u64> = 0x400_0000..0x4a0_0000;
-const ID: DomainId = DomainId::new(0xfeed);
+const ID: DomainUuid = DomainUuid::new(0xfeed);
 
 type Guest<'a, 'm, 's, 'p, 'w> = GuestMemory<'a, 'm, 's, NvFrames<'p, 'w, MemPmem>, &'a Arena>;
 
@@ -59,7 +59,9 @@ fn boot<R>(
     let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
     let mut rm = metadata_for(&RAM_HOST);
     let mut ram: Heap<'_> = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
-    let base_pfn = NV_HOST.start / PAGE;
+    let base_pfn = HostPhysAddr::new(NV_HOST.start)
+        .and_then(Mfn::from_addr)
+        .unwrap();
     let mut work = vec![0u8; nv_boot::work_area_bytes(&region, base_pfn).unwrap()];
     let (mut pool, opened) = nv_boot::open(region, base_pfn, &mut work, PoolMode::Recover).unwrap();
     let layout = layout();

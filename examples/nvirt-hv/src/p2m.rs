@@ -12,7 +12,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use nvirt_buddy::{Block, MemKind, Order, Pfn};
+use nvirt_buddy::{AlignedBlocks, Block, MemKind, Mfn, MfnRange, Order};
 
 use crate::pool::remainder;
 
@@ -28,12 +28,9 @@ pub struct Extent {
 }
 
 /// The frame-0 block every empty slot holds.
-const EMPTY_BLOCK: Block = match Pfn::new(0) {
-    Some(p) => match Block::new(p, Order::SIZE_4K) {
-        Some(b) => b,
-        None => panic!("frame 0 is a block"),
-    },
-    None => panic!("0 is a frame number"),
+const EMPTY_BLOCK: Block = match Block::new(Mfn::ZERO, Order::SIZE_4K) {
+    Some(b) => b,
+    None => panic!("frame 0 is a block"),
 };
 
 impl Extent {
@@ -232,7 +229,7 @@ impl<'s> P2m<'s> {
             };
             let part = self.part_of(e, gpfns);
             for keep in remainder(e.block, part) {
-                for block in keep.blocks(Order::MAX) {
+                for block in AlignedBlocks::new(keep, Order::MAX) {
                     if let Some(slot) = out.get_mut(n) {
                         *slot = Extent {
                             gpfn: e.gpfn + (block.start().get() - e.block.start().get()),
@@ -249,10 +246,10 @@ impl<'s> P2m<'s> {
 
     /// The host frames of `e` that back guest frames `gpfns`.
     #[must_use]
-    pub fn part_of(&self, e: &Extent, gpfns: &Range<u64>) -> nvirt_buddy::PfnRange {
+    pub fn part_of(&self, e: &Extent, gpfns: &Range<u64>) -> MfnRange {
         let start = gpfns.start.max(e.gpfn);
         let end = gpfns.end.min(e.end());
-        nvirt_buddy::PfnRange::from_numbers(e.mfn(start), e.mfn(end.max(start))).unwrap_or_default()
+        MfnRange::from_numbers(e.mfn(start), e.mfn(end.max(start))).unwrap_or_default()
     }
 
     /// Whether removing `gpfns` (backed by the extents `cover`) fits the

@@ -4,7 +4,7 @@
 use super::*;
 
 fn block(mfn: u64, order: u8) -> Block {
-    Block::new(Pfn::new(mfn).unwrap(), Order::new(order).unwrap()).unwrap()
+    Block::new(Mfn::new(mfn).unwrap(), Order::new(order).unwrap()).unwrap()
 }
 
 fn ext(gpfn: u64, mfn: u64, order: u8, kind: MemKind) -> Extent {

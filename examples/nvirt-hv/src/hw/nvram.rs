@@ -10,7 +10,7 @@ use nvirt_hv::heaps;
 use nvirt_hv::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
 use nvirt_hv::nv_boot::{self, Attached, GuestNvram, Opened};
 use nvirt_hv::ranges::{HexRange, RangeSet};
-use nvirt_nvpool::{Dom, DomainId, NvPool};
+use nvirt_nvpool::{Dom, DomainUuid, HostPhysAddr, Mfn, NvPool};
 use nvirt_persist_meta::X86Pmem;
 
 use super::hypervisor::{Size, fail};
@@ -44,7 +44,12 @@ pub(crate) fn open_pool(
             HexRange(region)
         )
     };
-    let base_pfn = region.start / PAGE;
+    let Some(base_pfn) = HostPhysAddr::new(region.start).map(Mfn::containing) else {
+        fail!(
+            "NVRAM {} lies beyond the physical address space",
+            HexRange(region)
+        )
+    };
     let bytes = match nv_boot::work_area_bytes(&pmem, base_pfn) {
         Ok(b) => b,
         Err(e) => fail!("NV pool on NVRAM {}: {e}", HexRange(region)),
@@ -135,7 +140,7 @@ pub(crate) fn attach_guest<const N: usize>(
 ) -> Option<Dom> {
     let gpa = layout.nvram.clone()?;
     let guest = GuestNvram {
-        id: DomainId::new(config.guest_id),
+        id: DomainUuid::new(config.guest_id),
         name: GUEST_NAME,
         gpfns: (gpa.start / PAGE, gpa.end / PAGE),
     };
