@@ -19,6 +19,7 @@
 
 use core::ops::Range;
 
+use nvirt_addr::{Gfn, GfnRange, GuestPhysAddr};
 use nvirt_buddy::{MemKind, Order};
 
 use crate::guest_memory::{GuestMemory, HostMem, MemoryError, PAGE};
@@ -34,6 +35,15 @@ pub fn order_for(gpfn: u64, frames: u64) -> Order {
     let align = if gpfn == 0 { 63 } else { gpfn.trailing_zeros() };
     let fits = 63 - frames.max(1).leading_zeros();
     Order::new(align.min(fits).min(u32::from(Order::MAX.get())) as u8).unwrap_or(Order::SIZE_4K)
+}
+
+/// The guest-physical address of guest frame `gpfn`, which must start
+/// `frames` frames of a region of `kind`: a frame beyond the guest-physical
+/// space lies in no region.
+fn guest_addr(gpfn: u64, frames: u64, kind: MemKind) -> Result<GuestPhysAddr, MemoryError> {
+    Gfn::new(gpfn)
+        .map(Gfn::addr)
+        .ok_or(MemoryError::OutsideRegion { gpfn, frames, kind })
 }
 
 impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
@@ -129,12 +139,10 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
                 kind,
             });
         }
+        let gpa = guest_addr(gpfn, block.frames(), kind)?;
         self.p2m.insert(Extent { gpfn, block, kind })?;
-        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
-        match self
-            .tables
-            .map(&mut TableFrames(self.ram), gpfn * PAGE, hpa, bytes)
-        {
+        let (hpa, bytes) = (block.start().addr(), block.order().bytes());
+        match self.tables.map(&mut TableFrames(self.ram), gpa, hpa, bytes) {
             Ok(v) => {
                 self.pending = self.pending.and(v);
                 Ok(())
@@ -182,6 +190,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         zero: bool,
     ) -> Result<(), MemoryError> {
         let order = order_for(at, end - at);
+        let gpa = guest_addr(at, order.frames(), kind)?;
         let pool = self.pool(kind)?;
         let block = pool.alloc_for(at, order).map_err(|e| {
             if pool.is_broken(&e) {
@@ -190,7 +199,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
                 MemoryError::NoMemory { kind }
             }
         })?;
-        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
+        let (hpa, bytes) = (block.start().addr(), block.order().bytes());
         let give_back = |this: &mut Self| {
             let range = crate::pool::block_range(block);
             this.pool(kind).and_then(|p| {
@@ -199,7 +208,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             })
         };
         if zero {
-            self.mem.zero(hpa, bytes);
+            self.mem.zero(hpa.get(), bytes);
         }
         let extent = Extent {
             gpfn: at,
@@ -210,10 +219,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             give_back(self)?;
             return Err(e.into());
         }
-        match self
-            .tables
-            .map(&mut TableFrames(self.ram), at * PAGE, hpa, bytes)
-        {
+        match self.tables.map(&mut TableFrames(self.ram), gpa, hpa, bytes) {
             Ok(v) => {
                 self.pending = self.pending.and(v);
                 Ok(())
@@ -252,8 +258,12 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
                 return Err(MemoryError::NoMemory { kind });
             }
         }
-        let gpa = gpfns.start * PAGE;
-        let len = (gpfns.end - gpfns.start) * PAGE;
+        let bytes = GfnRange::from_numbers(gpfns.start, gpfns.end)
+            .map(GfnRange::addrs)
+            .ok_or(MemoryError::Map(crate::p2m::P2mError::NotBacked {
+                gpfn: gpfns.start,
+            }))?;
+        let (gpa, len) = (bytes.start(), bytes.len());
         let v = self
             .tables
             .unmap(&mut TableFrames(self.ram), gpa, len)

@@ -16,7 +16,7 @@ use nvirt_buddy::{
     AddError, Constraints, Heap, HostPhysAddr, HostPhysRange, MemKind, Mfn, MfnRange, NewError,
     Order, metadata_bytes,
 };
-use nvirt_ept::{FrameSource, HostPhys};
+use nvirt_ept::FrameSource;
 
 use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
 use crate::ranges::{RangeSet, RangeSetFull};
@@ -202,15 +202,15 @@ impl FrameAlloc for Heap<'_> {
 pub struct TableFrames<'a, 'm>(pub &'a mut Heap<'m>);
 
 impl FrameSource for TableFrames<'_, '_> {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         let block = self.0.alloc(Order::SIZE_4K, Constraints::ANY).ok()?;
-        Some(HostPhys::new(block.start().addr().get()))
+        Some(block.start().addr())
     }
 
-    fn free_table(&mut self, frame: HostPhys) {
+    fn free_table(&mut self, frame: HostPhysAddr) {
         // The tables free only frames `alloc_table` gave them; a refusal
         // would mean such a frame is already free, and changes nothing.
-        if let Some(pfn) = HostPhysAddr::new(frame.as_u64()).and_then(Mfn::from_addr) {
+        if let Some(pfn) = Mfn::from_addr(frame) {
             let _ = self.0.free(pfn, Order::SIZE_4K);
         }
     }
@@ -275,7 +275,7 @@ mod tests {
         assert!(plan.free.overlaps(&(vmcb..vmcb + 3 * PAGE)));
         let mut frames = TableFrames(&mut nvram);
         let t = frames.alloc_table().unwrap();
-        assert!(t.as_u64() >= 0x1_0000_0000);
+        assert!(t.get() >= 0x1_0000_0000);
         frames.free_table(t);
         assert_eq!(nvram.free_frames(), 0x4_0000);
         ram.check_invariants().unwrap();

@@ -12,7 +12,7 @@ use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use nvirt_ept::{HostPhys, PhysMem, TableView};
+use nvirt_ept::{HostPhysAddr, PhysMem, TableView};
 use nvirt_hv::guest_memory::HostMem;
 use nvirt_hv::p2m::Extent;
 use nvirt_hv::phys::{PhysError, PhysRead};
@@ -77,13 +77,13 @@ impl PhysRead for IdentityMemory {
 }
 
 impl PhysMem for IdentityMemory {
-    fn table(&self, frame: HostPhys) -> &TableView {
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
         // SAFETY: the tables ask only for frames the volatile heap gave
         // them (identity mapped, 4 KiB aligned, owned by the tables until
         // freed); `[AtomicU64; 512]` has the size and alignment of the
         // frame, and the hardware walker is the only other party, which
         // atomics allow for.
-        unsafe { &*ptr::with_exposed_provenance::<TableView>(frame.as_u64() as usize) }
+        unsafe { &*ptr::with_exposed_provenance::<TableView>(frame.get() as usize) }
     }
 }
 

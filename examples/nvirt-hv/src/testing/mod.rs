@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::vec::Vec;
 
 use nvirt_buddy::{Heap, MemKind, Order, metadata_bytes};
-use nvirt_ept::{HostPhys, PhysMem, TableView};
+use nvirt_ept::{HostPhysAddr, PhysMem, TableView};
 
 use crate::guest_memory::{HostMem, PAGE};
 use crate::heaps::pfn_range;
@@ -61,8 +61,8 @@ impl Arena {
 }
 
 impl PhysMem for Arena {
-    fn table(&self, frame: HostPhys) -> &TableView {
-        &self.frames[((frame.as_u64() - self.base) / PAGE) as usize]
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
+        &self.frames[((frame.get() - self.base) / PAGE) as usize]
     }
 }
 
