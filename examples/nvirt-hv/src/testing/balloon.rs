@@ -19,7 +19,7 @@ use std::vec::Vec;
 use nvirt_buddy::{MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
-use nvirt_hypercall_abi::{DomainId, E820Entry, Gpfn};
+use nvirt_hypercall_abi::{DomId, E820Entry, XenPfn};
 
 use super::model::{Guest, Model, TAG, agree, expect_decrease, expect_populate, order_of};
 use super::{Arena, heap, metadata_for};
@@ -164,12 +164,12 @@ pub fn run(format: Format, ops: &[BalloonOp]) {
     }
     let mut e820 = [E820Entry::default(); 16];
     let n = e820_of(&layout.map, &mut e820);
-    let Some(caller) = Caller::kernel(DomainId::new(1)) else {
+    let Some(caller) = Caller::kernel(DomId::new(1)) else {
         panic!("domain 1 is ordinary");
     };
     let info = GuestInfo {
         caller,
-        limits: Limits::new(Gpfn::new(layout.map.end() / PAGE))
+        limits: Limits::new(XenPfn::new(layout.map.end() / PAGE))
             .batch(3.try_into().unwrap_or(core::num::NonZeroU32::MIN)),
         e820: &e820[..n],
         max_pages: 3 * 512,
@@ -340,7 +340,7 @@ fn reservation(
     bytes.extend_from_slice(&(gpfns.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&u32::from(order.get()).to_le_bytes());
     bytes.extend_from_slice(&flags.to_le_bytes());
-    bytes.extend_from_slice(&DomainId::SELF.raw().to_le_bytes());
+    bytes.extend_from_slice(&DomId::SELF.raw().to_le_bytes());
     bytes.resize(64, 0);
     for f in &gpfns {
         bytes.extend_from_slice(&f.to_le_bytes());
