@@ -22,9 +22,10 @@ use nvirt_hv::guest_memory::{GuestMemory, PAGE};
 use nvirt_hv::nested::{Format, NestedConfig};
 use nvirt_hv::nv_boot::{self, GuestNvram};
 use nvirt_hv::nv_frames::NvFrames;
-use nvirt_hv::p2m::Extent;
+use nvirt_hv::p2m::BlockMapping;
 use nvirt_hv::regions::Regions;
 use nvirt_hv::testing::{Arena, heap, metadata_for};
+use nvirt_nvpool::nvirt_addr::{Gfn, GuestPhysRange};
 use nvirt_nvpool::{DomainUuid, HostPhysAddr, Mfn};
 use nvirt_persist_meta::MemPmem;
 
@@ -77,7 +78,9 @@ fn boot(
     let guest = GuestNvram {
         id: DomainUuid::new(1),
         name: "fuzz",
-        gpfns: (nv.start / PAGE, nv.end / PAGE),
+        gfns: GuestPhysRange::from_numbers(nv.start, nv.end)
+            .unwrap()
+            .frames_within(),
     };
     let (dom, _) = nv_boot::attach(&mut pool, &guest).unwrap();
     let config = NestedConfig {
@@ -90,7 +93,7 @@ fn boot(
     let crashed;
     {
         let mut frames = NvFrames::new(&mut pool, dom);
-        let mut storage = vec![Extent::EMPTY; 1024];
+        let mut storage = vec![BlockMapping::EMPTY; 1024];
         let mut g = GuestMemory::new(
             &config,
             &mut ram,
@@ -122,7 +125,7 @@ fn boot(
             }
         }
         let order = |o: u8| Order::new(o % 10).unwrap();
-        let page = |p: u16| NV_FIRST + u64::from(p) % NV_PAGES;
+        let page = |p: u16| Gfn::new(NV_FIRST + u64::from(p) % NV_PAGES).unwrap();
         crashed = loop {
             let Some(op) = ops.next() else {
                 break None;

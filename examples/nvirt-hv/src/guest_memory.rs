@@ -15,13 +15,14 @@
 
 use core::fmt;
 
+use nvirt_addr::{GuestPhysAddr, GuestPhysRange};
 use nvirt_buddy::{Heap, MemKind};
 use nvirt_ept::{Invalidate, MapError, NewError, PhysMem, UnmapError};
 
 use crate::footprint::{self, Footprint};
 use crate::heaps::TableFrames;
 use crate::nested::{Nested, NestedConfig};
-use crate::p2m::{Extent, P2m, P2mError};
+use crate::p2m::{BlockMapping, P2m, P2mError};
 use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 
@@ -188,7 +189,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         ram: &'a mut Heap<'m>,
         nvram: Option<&'a mut N>,
         mem: M,
-        storage: &'s mut [Extent],
+        storage: &'s mut [BlockMapping],
         regions: Regions,
     ) -> Result<Self, NewError> {
         let tables = Nested::new(config, mem, &mut TableFrames(ram))?;
@@ -228,7 +229,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
 
     /// The extents, in guest-frame order.
     #[must_use]
-    pub fn extents(&self) -> &[Extent] {
+    pub fn extents(&self) -> &[BlockMapping] {
         self.p2m.extents()
     }
 
@@ -254,10 +255,10 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
     /// computed from the map alone.
     #[must_use]
     pub fn minimum(&self) -> Footprint {
-        let runs = self
-            .p2m
-            .runs()
-            .map(|(g, h, n)| (g * PAGE, h * PAGE, n * PAGE));
+        let runs = self.p2m.runs().map(|run| {
+            let (guest, host) = (run.guest().addrs(), run.host().addrs());
+            (guest.start().get(), host.start().get(), guest.len())
+        });
         footprint::minimum(runs, self.pages_1g)
     }
 
@@ -281,22 +282,28 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         len: u64,
     ) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, GuestAccessError> {
         let error = GuestAccessError { gpa, len };
-        let end = gpa.checked_add(len).ok_or(error)?;
-        let mut at = gpa;
-        while at < end {
-            let e = self.p2m.lookup(at / PAGE).ok_or(error)?;
-            at = e.end().saturating_mul(PAGE);
+        let range = GuestPhysAddr::new(gpa)
+            .and_then(|start| GuestPhysRange::from_len(start, len))
+            .ok_or(error)?;
+        let mut at = range.start();
+        while at < range.end() {
+            let e = self.p2m.lookup(at.frame()).ok_or(error)?;
+            at = e.end().addr();
         }
-        let mut at = gpa;
+        let mut at = range.start();
         Ok(core::iter::from_fn(move || {
-            if at >= end {
+            if at >= range.end() {
                 return None;
             }
-            let e = self.p2m.lookup(at / PAGE)?;
-            let hpa = e.mfn(at / PAGE) * PAGE + at % PAGE;
-            let n = (e.end() * PAGE).min(end) - at;
-            let chunk = (hpa, at - gpa, n);
-            at += n;
+            let e = self.p2m.lookup(at.frame())?;
+            let hpa = e.mapping().offset().to_host_addr(at)?;
+            let next = e.end().addr().min(range.end());
+            let chunk = (
+                hpa.get(),
+                at.offset_from(range.start())?,
+                next.offset_from(at)?,
+            );
+            at = next;
             Some(chunk)
         }))
     }

@@ -185,7 +185,7 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
             ReservationOp::Increase => None,
             ReservationOp::Decrease | ReservationOp::Populate => {
                 match r.read_extent(guest, index) {
-                    Ok(g) => Some(g.get()),
+                    Ok(g) => Some(g),
                     Err(e) => return Ok((r.stop(index, e.errno()), Some(Refusal::Extent(e)))),
                 }
             }
@@ -198,7 +198,7 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
         match done {
             Ok(None) => {}
             Ok(Some(g)) => {
-                if let Err(e) = r.write_extent(guest, index, XenPfn::new(g)) {
+                if let Err(e) = r.write_extent(guest, index, XenPfn::from(g)) {
                     // The guest cannot learn where the extent went: take it
                     // back rather than leave it unaccounted for.
                     guest.decrease(g, order, kind)?;

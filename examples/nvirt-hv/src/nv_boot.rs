@@ -16,7 +16,7 @@
 //! domain gets the whole region, largest blocks first.
 
 use core::fmt;
-use core::ops::Range;
+use nvirt_addr::GfnRange;
 
 use nvirt_nvpool::{
     Config, ConfigError, CreateError, Dom, DomainError, DomainState, DomainUuid, FormatError, Gfn,
@@ -149,16 +149,12 @@ pub struct GuestNvram<'a> {
     /// Its name.
     pub name: &'a str,
     /// The guest frames of its NVRAM region (its quota is their count).
-    pub gpfns: (u64, u64),
+    pub gfns: GfnRange,
 }
 
 impl GuestNvram<'_> {
-    fn range(&self) -> Range<u64> {
-        self.gpfns.0..self.gpfns.1
-    }
-
     fn frames(&self) -> u64 {
-        self.gpfns.1.saturating_sub(self.gpfns.0)
+        self.gfns.len()
     }
 }
 
@@ -194,9 +190,9 @@ pub enum AttachError {
     /// changed since it was created).
     Outside {
         /// The first guest frame outside.
-        gpfn: u64,
+        gpfn: Gfn,
         /// The region.
-        region: (u64, u64),
+        region: GfnRange,
     },
     /// It is being imported and is not whole.
     Incomplete,
@@ -213,7 +209,8 @@ impl fmt::Display for AttachError {
                 "the domain owns guest frame {gpfn:#x}, outside its configured NVRAM frames \
                  {:#x}..{:#x}: boot it with the configuration it was made with \
                  (or erase the pool with nvpool=format)",
-                region.0, region.1
+                region.start(),
+                region.end()
             ),
             Self::Incomplete => {
                 f.write_str("the domain is being imported (`nvirt pool import`) and not whole")
@@ -231,20 +228,20 @@ pub fn attach<P: Pmem>(
     pool: &mut NvPool<'_, P>,
     guest: &GuestNvram<'_>,
 ) -> Result<(Dom, Attached), AttachError> {
-    let region = guest.range();
+    let region = guest.gfns;
     if let Some(dom) = pool.find(guest.id) {
         if let Some(e) = pool
             .extents(dom)
-            .find(|e| e.gfn().get() < region.start || e.gfn().get() + e.frames() > region.end)
+            .find(|e| !region.contains_range(e.mapping().guest()))
         {
-            let g = e.gfn().get();
+            let g = e.gfn();
             return Err(AttachError::Outside {
-                gpfn: if g < region.start {
+                gpfn: if g < region.start() {
                     g
                 } else {
-                    g.max(region.end)
+                    g.max(region.end())
                 },
-                region: guest.gpfns,
+                region,
             });
         }
         let Some(info) = pool.domain(dom) else {
@@ -270,11 +267,7 @@ pub fn attach<P: Pmem>(
     let dom = pool
         .create(guest.id, guest.name, guest.frames())
         .map_err(AttachError::Create)?;
-    let start = Gfn::new(region.start).ok_or(AttachError::Populate(PopulateError::GpfnRange {
-        gpfn: Gfn::default(),
-        frames: guest.frames(),
-    }))?;
-    match pool.populate(dom, start, guest.frames()) {
+    match pool.populate(dom, region.start(), guest.frames()) {
         Ok(done) => Ok((
             dom,
             Attached::Created {

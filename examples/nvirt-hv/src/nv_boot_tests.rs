@@ -1,6 +1,7 @@
 //! Opening the pool at boot: formatted when empty or asked, recovered
 //! otherwise, never formatted over a damaged pool; guests found by id.
 
+use nvirt_addr::GfnRange;
 use nvirt_nvpool::{DomainState, DomainUuid, Gfn, Mfn, NvPool, RecoverError};
 use nvirt_persist_meta::{MemPmem, Pmem};
 
@@ -25,7 +26,7 @@ fn guest(frames: u64) -> GuestNvram<'static> {
     GuestNvram {
         id: DomainUuid::new(7),
         name: "g",
-        gpfns: (0x10_0000, 0x10_0000 + frames),
+        gfns: GfnRange::from_len(Gfn::new(0x10_0000).unwrap(), frames).unwrap(),
     }
 }
 
@@ -166,35 +167,32 @@ fn a_domain_outside_its_region_is_refused() {
     let mut w = work(&image);
     let (mut pool, _) = open(image, BASE, &mut w, PoolMode::Recover).unwrap();
     let moved = GuestNvram {
-        gpfns: (0x20_0000, 0x20_0200),
+        gfns: GfnRange::from_numbers(0x20_0000, 0x20_0200).unwrap(),
         ..guest(512)
     };
     let err = attach(&mut pool, &moved).unwrap_err();
     assert_eq!(
         err,
         AttachError::Outside {
-            gpfn: 0x10_0000,
-            region: (0x20_0000, 0x20_0200)
+            gpfn: Gfn::new(0x10_0000).unwrap(),
+            region: GfnRange::from_numbers(0x20_0000, 0x20_0200).unwrap()
         }
     );
     assert!(err.to_string().contains("nvpool=format"));
     // A region too small for what the domain owns.
     let small = GuestNvram {
-        gpfns: (0x10_0000, 0x10_0100),
+        gfns: GfnRange::from_numbers(0x10_0000, 0x10_0100).unwrap(),
         ..guest(256)
     };
     assert!(matches!(
         attach(&mut pool, &small),
-        Err(AttachError::Outside {
-            gpfn: 0x10_0100,
-            ..
-        })
+        Err(AttachError::Outside { gpfn, .. }) if gpfn.get() == 0x10_0100
     ));
     // A guest the pool cannot hold leaves no domain behind.
     let huge = GuestNvram {
         id: DomainUuid::new(8),
         name: "huge",
-        gpfns: (0x40_0000, 0x40_0000 + (SIZE / 4096) * 2),
+        gfns: GfnRange::from_len(Gfn::new(0x40_0000).unwrap(), (SIZE / 4096) * 2).unwrap(),
     };
     assert!(matches!(
         attach(&mut pool, &huge),

@@ -24,7 +24,7 @@ use nvirt_nvpool::nvirt_addr::FrameOffset;
 use nvirt_nvpool::{Dom, Gfn, Mfn, NvPool, PopulateError};
 use nvirt_persist_meta::Pmem;
 
-use crate::p2m::Extent;
+use crate::p2m::BlockMapping;
 use crate::pool::{FramePool, PoolError, block_range, remainder};
 
 /// Most blocks one order of a release is decreased in (a part of a block
@@ -77,24 +77,25 @@ impl<'p, 'w, P: Pmem> NvFrames<'p, 'w, P> {
     /// Whether the NVRAM extents of the guest's map (`extents`, in guest
     /// frame order) are exactly the domain's extents in the pool; the
     /// first guest frame where they differ if not.
-    pub fn agrees<'e>(&self, extents: impl IntoIterator<Item = &'e Extent>) -> Result<(), u64> {
+    pub fn agrees<'e>(
+        &self,
+        extents: impl IntoIterator<Item = &'e BlockMapping>,
+    ) -> Result<(), Gfn> {
         let mut pool = self.pool.extents(self.dom);
         for e in extents
             .into_iter()
-            .filter(|e| e.kind == MemKind::NonVolatile)
+            .filter(|e| e.kind() == MemKind::NonVolatile)
         {
             let Some(p) = pool.next() else {
-                return Err(e.gpfn);
+                return Err(e.gfn());
             };
-            let same = p.gfn().get() == e.gpfn
-                && p.mfn() == e.block.start()
-                && p.order() == e.block.order();
+            let same = p.mapping() == e.mapping() && p.order() == e.block().order();
             if !same {
-                return Err(e.gpfn.min(p.gfn().get()));
+                return Err(e.gfn().min(p.gfn()));
             }
         }
         match pool.next() {
-            Some(p) => Err(p.gfn().get()),
+            Some(p) => Err(p.gfn()),
             None => Ok(()),
         }
     }
@@ -105,11 +106,8 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         MemKind::NonVolatile
     }
 
-    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError> {
-        let at = Gfn::new(gpfn).ok_or(PoolError::Populate(PopulateError::GpfnRange {
-            gpfn: Gfn::default(),
-            frames: order.frames(),
-        }))?;
+    fn alloc_for(&mut self, at: Gfn, order: Order) -> Result<Block, PoolError> {
+        let gpfn = at;
         let mut last = PopulateError::OutOfMemory {
             frames: order.frames(),
             free: self.free_frames(),
@@ -131,7 +129,7 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         Err(PoolError::Populate(last))
     }
 
-    fn release(&mut self, gpfn: u64, block: Block, part: MfnRange) -> Result<(), PoolError> {
+    fn release(&mut self, gpfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError> {
         if part.is_empty() || !block_range(block).contains_range(part) {
             return Err(PoolError::NotInBlock { block, part });
         }
@@ -139,8 +137,7 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         // (one commit per order): host and guest frames of a block are
         // congruent modulo its size, so an aligned host block is an aligned
         // guest block.
-        let start = Gfn::new(gpfn).ok_or(PoolError::Lost { gpfn })?;
-        let offset = FrameOffset::between(start, block.start());
+        let offset = FrameOffset::between(gpfn, block.start());
         for order in 0..Order::COUNT as u8 {
             let mut gpfns = [Gfn::default(); BLOCKS_PER_ORDER];
             let mut n = 0;
@@ -189,9 +186,9 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         self.pool.stats().free_frames
     }
 
-    fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
-        let e = self.pool.extents_from(self.dom, Gfn::new(from)?).next()?;
-        Some((e.gfn().get(), block_of(e.mfn(), e.order())?))
+    fn next_owned(&self, from: Gfn) -> Option<(Gfn, Block)> {
+        let e = self.pool.extents_from(self.dom, from).next()?;
+        Some((e.gfn(), block_of(e.mfn(), e.order())?))
     }
 }
 

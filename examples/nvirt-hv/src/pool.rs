@@ -10,6 +10,7 @@
 
 use core::fmt;
 
+use nvirt_addr::Gfn;
 use nvirt_buddy::{
     AllocError, Block, ClaimError, Constraints, FreeError, Heap, MemKind, MfnRange, Order,
 };
@@ -38,7 +39,7 @@ pub enum PoolError {
     /// The NV pool does not hold what it just committed (a broken pool).
     Lost {
         /// The guest frame.
-        gpfn: u64,
+        gpfn: Gfn,
     },
 }
 
@@ -67,13 +68,13 @@ pub trait FramePool {
     fn kind(&self) -> MemKind;
 
     /// The largest free block of at most `order` to back guest frames from
-    /// `gpfn` on.
-    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError>;
+    /// `gfn` on.
+    fn alloc_for(&mut self, gfn: Gfn, order: Order) -> Result<Block, PoolError>;
 
     /// Takes back `part` of the allocated `block`, which backed guest frames
-    /// from `gpfn` on. What is left of the block stays allocated as the
+    /// from `gfn` on. What is left of the block stays allocated as the
     /// maximal aligned blocks of [`remainder`]`(block, part)`.
-    fn release(&mut self, gpfn: u64, block: Block, part: MfnRange) -> Result<(), PoolError>;
+    fn release(&mut self, gfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError>;
 
     /// Frames free in the pool.
     fn free_frames(&self) -> u64;
@@ -97,7 +98,7 @@ pub trait FramePool {
     /// guest frame `from`, with its first guest frame: what a pool that
     /// persists its guests' frames (the NV pool) re-attaches at boot. A
     /// pool that keeps no such record holds none.
-    fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
+    fn next_owned(&self, from: Gfn) -> Option<(Gfn, Block)> {
         let _ = from;
         None
     }
@@ -124,12 +125,12 @@ impl FramePool for Heap<'_> {
         Heap::kind(self)
     }
 
-    fn alloc_for(&mut self, _gpfn: u64, order: Order) -> Result<Block, PoolError> {
+    fn alloc_for(&mut self, _gfn: Gfn, order: Order) -> Result<Block, PoolError> {
         self.alloc_at_most(order, Constraints::ANY)
             .map_err(PoolError::Alloc)
     }
 
-    fn release(&mut self, _gpfn: u64, block: Block, part: MfnRange) -> Result<(), PoolError> {
+    fn release(&mut self, _gfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError> {
         if part.is_empty() || !block_range(block).contains_range(part) {
             return Err(PoolError::NotInBlock { block, part });
         }
@@ -162,10 +163,12 @@ mod tests {
         let mut meta = vec![0u8; metadata_bytes(span, Order::MAX) + 8];
         let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut meta).unwrap();
         heap.add(span).unwrap();
-        let block = heap.alloc_for(0x100, Order::new(12).unwrap()).unwrap();
+        let block = heap
+            .alloc_for(Gfn::new(0x100).unwrap(), Order::new(12).unwrap())
+            .unwrap();
         assert_eq!(block.order().get(), 12, "the whole span is one block");
         let part = MfnRange::from_numbers(0x1005, 0x1006).unwrap();
-        heap.release(0x100, block, part).unwrap();
+        heap.release(Gfn::new(0x100).unwrap(), block, part).unwrap();
         assert_eq!(heap.free_frames(), 1);
         let [before, after] = remainder(block, part);
         assert_eq!(
@@ -185,16 +188,20 @@ mod tests {
         // Releasing the rest piece by piece gives everything back.
         for b in AlignedBlocks::new(before, Order::MAX).chain(AlignedBlocks::new(after, Order::MAX))
         {
-            heap.release(0, b, block_range(b)).unwrap();
+            heap.release(Gfn::ZERO, b, block_range(b)).unwrap();
         }
         assert_eq!(heap.free_frames(), 0x1000);
         heap.check_invariants().unwrap();
         assert!(matches!(
-            heap.release(0, block, MfnRange::from_numbers(0x3000, 0x3001).unwrap()),
+            heap.release(
+                Gfn::ZERO,
+                block,
+                MfnRange::from_numbers(0x3000, 0x3001).unwrap()
+            ),
             Err(PoolError::NotInBlock { .. })
         ));
         assert!(matches!(
-            heap.release(0, block, block_range(block)),
+            heap.release(Gfn::ZERO, block, block_range(block)),
             Err(PoolError::Free(_))
         ));
     }

@@ -377,12 +377,12 @@ fn back_guest(guest: &mut Guest<'_, '_>, layout: &GuestMap<GUEST_MAP_CAPACITY>) 
     }
     let extents = guest.extents();
     for e in extents.iter().take(EXTENTS_LISTED) {
-        let host = e.block.phys();
+        let (guest, host) = (e.gfns().addrs(), e.block().phys());
         let bytes = host.len();
         hvprintln!(
             "guest {} {} -> host {} ({} block)",
-            e.kind,
-            HexRange(e.gpfn * 4096..e.gpfn * 4096 + bytes),
+            e.kind(),
+            HexRange(guest.start().get()..guest.end().get()),
             HexRange(host.start().get()..host.end().get()),
             Size(bytes)
         );

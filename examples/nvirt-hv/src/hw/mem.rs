@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use nvirt_ept::{HostPhysAddr, PhysMem, TableView};
 use nvirt_hv::guest_memory::HostMem;
-use nvirt_hv::p2m::Extent;
+use nvirt_hv::p2m::BlockMapping;
 use nvirt_hv::phys::{PhysError, PhysRead};
 use nvirt_persist_meta::X86Pmem;
 
@@ -174,10 +174,10 @@ pub(crate) unsafe fn nvram_region(range: &Range<u64>) -> Option<X86Pmem<'static>
 }
 
 static P2M_TAKEN: AtomicBool = AtomicBool::new(false);
-static mut P2M_STORAGE: [Extent; P2M_CAPACITY] = [Extent::EMPTY; P2M_CAPACITY];
+static mut P2M_STORAGE: [BlockMapping; P2M_CAPACITY] = [BlockMapping::EMPTY; P2M_CAPACITY];
 
 /// The guest map's storage, the first time it is asked for.
-pub(crate) fn p2m_storage() -> Option<&'static mut [Extent]> {
+pub(crate) fn p2m_storage() -> Option<&'static mut [BlockMapping]> {
     if P2M_TAKEN.swap(true, Ordering::AcqRel) {
         return None;
     }

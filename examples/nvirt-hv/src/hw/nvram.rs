@@ -3,6 +3,7 @@
 //! no pool or `nvpool=format` says so — and the configured guest's domain
 //! found again by its stable id, or created with its NVRAM region.
 
+use nvirt_addr::{GfnRange, GuestPhysRange};
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
 use nvirt_hv::config::{Config, GUEST_NAME};
@@ -142,7 +143,7 @@ pub(crate) fn attach_guest<const N: usize>(
     let guest = GuestNvram {
         id: DomainUuid::new(config.guest_id),
         name: GUEST_NAME,
-        gpfns: (gpa.start / PAGE, gpa.end / PAGE),
+        gfns: guest_frames(&gpa),
     };
     match nv_boot::attach(pool, &guest) {
         Ok((dom, Attached::Created { extents })) => {
@@ -171,4 +172,10 @@ pub(crate) fn attach_guest<const N: usize>(
         }
         Err(e) => fail!("nvpool: guest {GUEST_NAME:?}: {e}"),
     }
+}
+
+/// The guest frames of the guest's NVRAM range (page aligned by the guest
+/// layout); none if it lies beyond the guest-physical space.
+fn guest_frames(gpa: &core::ops::Range<u64>) -> GfnRange {
+    GuestPhysRange::from_numbers(gpa.start, gpa.end).map_or(GfnRange::EMPTY, |r| r.frames_within())
 }
