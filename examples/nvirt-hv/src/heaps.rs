@@ -126,18 +126,22 @@ pub fn carve(
     bytes: usize,
     kind: MemKind,
 ) -> Result<Range<u64>, HeapError> {
-    let len = (bytes as u64).div_ceil(PAGE) * PAGE;
     let no_room = HeapError::NoRoomForMetadata {
         kind,
         bytes: bytes as u64,
     };
-    let at = free
+    let frames = (bytes as u64).div_ceil(PAGE);
+    let taken = free
         .iter()
-        .find(|r| r.end - r.start >= len)
-        .map(|r| r.start)
+        .filter_map(|r| HostPhysRange::from_numbers(r.start, r.end))
+        .find_map(|r| {
+            let run = MfnRange::from_len(r.frames_within().start(), frames)?;
+            r.contains_range(run.addrs()).then_some(run.addrs())
+        })
         .ok_or(no_room)?;
-    free.remove(at..at + len)?;
-    Ok(at..at + len)
+    let taken = taken.start().get()..taken.end().get();
+    free.remove(taken.clone())?;
+    Ok(taken)
 }
 
 /// Lays out both heaps over `host`: spans, metadata sizes, and the RAM
