@@ -25,7 +25,7 @@ impl Heap<'_> {
     }
 
     /// Allocates every frame of `range`, which must all be free, as the
-    /// range's maximal aligned blocks (see [`MfnRange::blocks`]); returns
+    /// range's maximal aligned blocks (see [`AlignedBlocks`](crate::AlignedBlocks)); returns
     /// how many blocks that is. Give them back one by one with
     /// [`Heap::free`] or together with [`Heap::free_range`]. All or nothing.
     pub fn claim_range(&mut self, range: MfnRange) -> Result<u64, ClaimError> {

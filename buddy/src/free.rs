@@ -81,7 +81,7 @@ impl Heap<'_> {
     }
 
     /// Frees every maximal aligned block of `range` (see
-    /// [`MfnRange::blocks`]), each of which must be an allocated block: the
+    /// [`AlignedBlocks`](crate::AlignedBlocks)), each of which must be an allocated block: the
     /// inverse of [`Heap::claim_range`]. All or nothing.
     pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
         if !covers(self.span(), range) {

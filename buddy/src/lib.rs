@@ -91,3 +91,8 @@ pub use types::{Block, Zone};
 /// it without depending on `nvirt-addr` directly.
 pub use nvirt_addr;
 pub use nvirt_addr::{HostPhysAddr, HostPhysRange, MemKind, Mfn, MfnRange, Order};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -87,3 +87,8 @@ pub use nvirt_addr;
 pub use nvirt_addr::{GuestPhysAddr, HostPhysAddr, PageSize};
 pub use tables::Tables;
 pub use walk::{PageCounts, PageRun, PageRuns, Translation};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

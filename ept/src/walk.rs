@@ -87,7 +87,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         }
     }
 
-    /// The mapped extents in guest-address order.
+    /// The maximal runs of mapped pages in guest-address order.
     pub fn page_runs(&self) -> PageRuns<'_, F, M> {
         PageRuns {
             tables: self,
@@ -155,7 +155,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     }
 }
 
-/// Iterator over mapped extents: see [`Tables::extents`].
+/// Iterator over mapped runs of pages: see [`Tables::page_runs`].
 #[derive(Debug)]
 pub struct PageRuns<'a, F: Format, M: PhysMem> {
     tables: &'a Tables<F, M>,
