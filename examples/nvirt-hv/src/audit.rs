@@ -39,9 +39,6 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         let mut bad = None;
         self.tables.for_each_extent(|gpa, hpa, len| {
             mapped += len;
-            let (Some(gpa), Some(hpa)) = (GuestPhysAddr::new(gpa), HostPhysAddr::new(hpa)) else {
-                return;
-            };
             let run = GuestPhysRange::from_len(gpa, len).unwrap_or_else(|| {
                 GuestPhysRange::new(gpa, GuestPhysAddr::MAX).unwrap_or_default()
             });

@@ -228,7 +228,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             })
         };
         if zero {
-            self.mem.zero(hpa.get(), bytes);
+            self.mem.zero(hpa, bytes);
         }
         let Some(extent) = BlockMapping::new(at, block, kind) else {
             // A pool hands out blocks no larger than the guest frame's

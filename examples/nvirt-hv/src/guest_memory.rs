@@ -15,7 +15,7 @@
 
 use core::fmt;
 
-use nvirt_addr::{GuestPhysAddr, GuestPhysRange};
+use nvirt_addr::{GuestPhysAddr, GuestPhysRange, HostPhysAddr};
 use nvirt_buddy::{Heap, MemKind};
 use nvirt_ept::{Invalidate, MapError, NewError, PhysMem, UnmapError};
 
@@ -34,21 +34,21 @@ pub const PAGE: u64 = 4096;
 /// passed, so accesses cannot fail.
 pub trait HostMem: PhysMem {
     /// Copies `out.len()` bytes from host-physical `hpa`.
-    fn read(&self, hpa: u64, out: &mut [u8]);
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]);
     /// Copies `data` to host-physical `hpa`.
-    fn write(&self, hpa: u64, data: &[u8]);
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]);
     /// Zeroes `len` bytes at host-physical `hpa`.
-    fn zero(&self, hpa: u64, len: u64);
+    fn zero(&self, hpa: HostPhysAddr, len: u64);
 }
 
 impl<T: HostMem + ?Sized> HostMem for &T {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
         (**self).read(hpa, out);
     }
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
         (**self).write(hpa, data);
     }
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
         (**self).zero(hpa, len);
     }
 }
@@ -280,7 +280,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         &self,
         gpa: u64,
         len: u64,
-    ) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, GuestAccessError> {
+    ) -> Result<impl Iterator<Item = (HostPhysAddr, u64, u64)> + '_, GuestAccessError> {
         let error = GuestAccessError { gpa, len };
         let range = GuestPhysAddr::new(gpa)
             .and_then(|start| GuestPhysRange::from_len(start, len))
@@ -298,11 +298,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
             let e = self.p2m.lookup(at.frame())?;
             let hpa = e.mapping().offset().to_host_addr(at)?;
             let next = e.end().addr().min(range.end());
-            let chunk = (
-                hpa.get(),
-                at.offset_from(range.start())?,
-                next.offset_from(at)?,
-            );
+            let chunk = (hpa, at.offset_from(range.start())?, next.offset_from(at)?);
             at = next;
             Some(chunk)
         }))

@@ -142,10 +142,10 @@ impl<M: PhysMem> Nested<M> {
 
     /// Calls `f(gpa, hpa, bytes)` for every maximal run of equal-sized
     /// leaves with consecutive addresses, in guest-address order.
-    pub fn for_each_extent(&self, mut f: impl FnMut(u64, u64, u64)) {
+    pub fn for_each_extent(&self, mut f: impl FnMut(GuestPhysAddr, HostPhysAddr, u64)) {
         each!(self, t => {
             for e in t.page_runs() {
-                f(e.gpa.get(), e.hpa.get(), e.len);
+                f(e.gpa, e.hpa, e.len);
             }
         });
     }

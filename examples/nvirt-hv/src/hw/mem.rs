@@ -88,22 +88,22 @@ impl PhysMem for IdentityMemory {
 }
 
 impl HostMem for IdentityMemory {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
         // SAFETY: guest frames from the heaps are identity mapped; the
         // guest is not running while the hypervisor copies (one CPU), and
         // `out` is the hypervisor's own buffer, disjoint from guest frames.
-        unsafe { ptr::copy_nonoverlapping(host_ptr(hpa), out.as_mut_ptr(), out.len()) };
+        unsafe { ptr::copy_nonoverlapping(host_ptr(hpa.get()), out.as_mut_ptr(), out.len()) };
     }
 
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
         // SAFETY: as in `read`.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), host_ptr(hpa), data.len()) };
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), host_ptr(hpa.get()), data.len()) };
     }
 
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
         // SAFETY: as in `read`; the frames belong to the guest being set
         // up or to a block just allocated for it.
-        unsafe { ptr::write_bytes(host_ptr(hpa), 0, len as usize) };
+        unsafe { ptr::write_bytes(host_ptr(hpa.get()), 0, len as usize) };
     }
 }
 

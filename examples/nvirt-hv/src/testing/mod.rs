@@ -67,19 +67,22 @@ impl PhysMem for Arena {
 }
 
 impl HostMem for Arena {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
+        let hpa = hpa.get();
         for (i, b) in out.iter_mut().enumerate() {
             *b = self.byte(hpa + i as u64);
         }
     }
 
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
+        let hpa = hpa.get();
         for (i, &b) in data.iter().enumerate() {
             self.set_byte(hpa + i as u64, b);
         }
     }
 
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
+        let hpa = hpa.get();
         let mut at = hpa;
         while at < hpa + len {
             if at % 8 == 0 && hpa + len - at >= 8 {
