@@ -15,11 +15,12 @@ use core::fmt;
 use nvirt_addr::{Gfn, Order, OutOfRange};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// log2 of the page size the ABI's frame numbers count (4 KiB on x86).
-pub const PAGE_SHIFT: u32 = 12;
+/// log2 of the page size the ABI's frame numbers count (4 KiB on x86):
+/// the vocabulary's.
+pub const PAGE_SHIFT: u32 = nvirt_addr::PAGE_SHIFT;
 
-/// The page size the ABI's frame numbers count.
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// The page size the ABI's frame numbers count: the vocabulary's.
+pub const PAGE_SIZE: u64 = nvirt_addr::PAGE_SIZE;
 
 /// An address as the guest passes it, in a register or in a guest handle.
 ///

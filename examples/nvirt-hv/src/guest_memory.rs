@@ -27,7 +27,7 @@ use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 
 /// Bytes per guest frame.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = nvirt_addr::PAGE_SIZE;
 
 /// Byte access to host memory, for the frames guests get: a bare-metal
 /// hypervisor goes through its direct map. Only frames from the heaps are

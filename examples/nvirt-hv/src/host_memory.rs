@@ -18,7 +18,7 @@ use nvirt_e820::{HostPhysRange, Kind, MemoryMap, OutOfRange, PageSize};
 use crate::ranges::{HexRange, RangeSet, RangeSetFull};
 
 /// Page size of every range handed on.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = nvirt_addr::PAGE_SIZE;
 /// Memory below this is never handed out.
 pub const LOW_MEMORY_END: u64 = 0x10_0000;
 /// Most disjoint free ranges tracked.
