@@ -19,10 +19,24 @@ macro_rules! range {
         }
 
         impl $name {
+            /// The empty range at zero (what `Default` gives, usable in
+            /// `const` items).
+            pub const EMPTY: Self = Self { start: $item::ZERO, end: $item::ZERO };
+
             /// `start..end`, if `start <= end`.
             #[must_use]
             pub const fn new(start: $item, end: $item) -> Option<Self> {
                 if start.get() <= end.get() { Some(Self { start, end }) } else { None }
+            }
+
+            /// `start..end` from raw numbers (firmware tables, log records,
+            /// configuration), if both lie in the space and `start <= end`.
+            #[must_use]
+            pub const fn from_numbers(start: u64, end: u64) -> Option<Self> {
+                match ($item::new(start), $item::new(end)) {
+                    (Some(start), Some(end)) => Self::new(start, end),
+                    _ => None,
+                }
             }
 
             /// The range of `len` starting at `start`, if its end exists.
@@ -234,6 +248,10 @@ mod tests {
         assert_eq!((a.len(), b.len()), (1, 4));
         assert_eq!(r.iter().count(), 5);
         assert_eq!(r.addrs().len(), 5 * PAGE_SIZE);
+        assert_eq!(GfnRange::from_numbers(10, 15), Some(r));
+        assert_eq!(GfnRange::from_numbers(15, 10), None);
+        assert_eq!(GfnRange::from_numbers(0, Gfn::LIMIT), None);
+        assert_eq!(GfnRange::EMPTY, GfnRange::default());
     }
 
     #[test]

@@ -96,4 +96,14 @@ proptest! {
         prop_assert!(covering.addrs().contains_range(r));
         prop_assert!(covering.len() <= within.len() + 2);
     }
+
+    #[test]
+    fn ranges_from_numbers_are_checked(a in any_value(), b in any_value()) {
+        let r = GfnRange::from_numbers(a, b);
+        let valid = u128::from(a) < FRAME_LIMIT && u128::from(b) < FRAME_LIMIT && a <= b;
+        prop_assert_eq!(r.is_some(), valid);
+        if let Some(r) = r {
+            prop_assert_eq!((r.start().get(), r.end().get(), r.len()), (a, b, b - a));
+        }
+    }
 }

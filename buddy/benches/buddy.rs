@@ -11,13 +11,13 @@ use std::hint::black_box;
 
 use buddy_system_allocator::FrameAllocator;
 use criterion::{Criterion, criterion_group, criterion_main};
-use nvirt_buddy::{Constraints, Heap, MemKind, Order, Pfn, PfnRange, metadata_bytes};
+use nvirt_buddy::{Constraints, Heap, MemKind, Mfn, MfnRange, Order, metadata_bytes};
 
 const BASE: u64 = 0x10_0000;
 const FRAMES: u64 = 0x10_0000;
 
-fn span() -> PfnRange {
-    PfnRange::from_numbers(BASE, BASE + FRAMES).unwrap()
+fn span() -> MfnRange {
+    MfnRange::from_numbers(BASE, BASE + FRAMES).unwrap()
 }
 
 /// A deterministic xorshift generator.
@@ -68,7 +68,7 @@ fn churn_half_full(c: &mut Criterion) {
     let mut metadata = vec![0u8; metadata_bytes(span(), Order::MAX) + 8];
     let mut group = c.benchmark_group("churn_order0_half_full");
     let mut heap = new_heap(&mut metadata);
-    let mut frames: Vec<Pfn> = (0..FRAMES / 2)
+    let mut frames: Vec<Mfn> = (0..FRAMES / 2)
         .map(|_| {
             heap.alloc(Order::SIZE_4K, Constraints::ANY)
                 .unwrap()

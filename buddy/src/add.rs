@@ -1,9 +1,10 @@
 //! Adding frames to a heap.
 
+use crate::Mfn;
+use crate::MfnRange;
 use crate::error::AddError;
 use crate::heap::Heap;
-use crate::range::{PfnRange, largest_fitting};
-use crate::types::Pfn;
+use crate::range::{covers, largest_fitting};
 
 impl Heap<'_> {
     /// Adds the frames of `range`, none of which may be managed yet, as free
@@ -11,8 +12,8 @@ impl Heap<'_> {
     /// edges become smaller blocks), each merged with free buddies already
     /// in the heap. Adding a range in pieces gives the same heap as adding
     /// it whole.
-    pub fn add(&mut self, range: PfnRange) -> Result<(), AddError> {
-        if !self.span().covers(range) {
+    pub fn add(&mut self, range: MfnRange) -> Result<(), AddError> {
+        if !covers(self.span(), range) {
             return Err(AddError::OutsideSpan {
                 range,
                 span: self.span(),
@@ -21,13 +22,13 @@ impl Heap<'_> {
         if range.is_empty() {
             return Ok(());
         }
-        let (start, end) = range.raw();
+        let (start, end) = (range.start().get(), range.end().get());
         if let Some(pfn) = self.bits.manage_planes(start, end) {
             return Err(AddError::AlreadyManaged {
-                pfn: Pfn::new(pfn).unwrap_or(Pfn::MAX),
+                pfn: Mfn::new(pfn).unwrap_or(Mfn::MAX),
             });
         }
-        // The maximal aligned blocks (see `PfnRange::blocks`).
+        // The maximal aligned blocks (see `MfnRange::blocks`).
         let max = self.bits.l.max_order;
         let mut p = start;
         while p < end {
@@ -35,7 +36,7 @@ impl Heap<'_> {
             self.put_merge(p, usize::from(k));
             p += 1 << k;
         }
-        self.managed_add(range.frames());
+        self.managed_add(range.len());
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use crate::bits::{HEAD, INTERIOR, bit, free0_word};
 use crate::error::AllocError;
 use crate::heap::Heap;
 use crate::range::Constraints;
-use crate::types::{Block, Order};
+use crate::{Block, Order};
 
 impl Heap<'_> {
     /// Allocates a block of `order` whose frames all satisfy `constraints`.

@@ -32,8 +32,8 @@
 //! Nothing here checks arguments unless it says so: callers pass frame
 //! numbers inside the span, which [`crate::heap`] guarantees.
 
+use crate::Order;
 use crate::layout::Layout;
-use crate::types::Order;
 
 /// State code (P | Q << 1): unmanaged.
 pub(crate) const UNMANAGED: u64 = 0;

@@ -17,10 +17,11 @@
 
 use core::fmt;
 
+use crate::MfnRange;
 use crate::error::{AllocError, FreeError};
 use crate::locked::LockedHeap;
-use crate::range::{Constraints, PfnRange};
-use crate::types::{Order, Pfn};
+use crate::range::Constraints;
+use crate::{Mfn, Order};
 
 /// A cache of up to `N` single frames for one CPU, in front of a
 /// [`LockedHeap`]: refills and flushes move half the capacity under one
@@ -36,7 +37,7 @@ use crate::types::{Order, Pfn};
 pub struct FrameCache<const N: usize> {
     frames: [u64; N],
     len: usize,
-    span: PfnRange,
+    span: MfnRange,
 }
 
 impl<const N: usize> fmt::Debug for FrameCache<N> {
@@ -73,7 +74,7 @@ impl<const N: usize> FrameCache<N> {
     /// Allocates one frame: from the cache, or after refilling it with up to
     /// half its capacity under one lock.
     #[inline]
-    pub fn alloc(&mut self, heap: &LockedHeap<'_>) -> Result<Pfn, AllocError> {
+    pub fn alloc(&mut self, heap: &LockedHeap<'_>) -> Result<Mfn, AllocError> {
         if N == 0 {
             return heap
                 .alloc(Order::SIZE_4K, Constraints::ANY)
@@ -83,7 +84,7 @@ impl<const N: usize> FrameCache<N> {
             self.refill(heap)?;
         }
         self.len -= 1;
-        Ok(Pfn::new(self.frames[self.len]).unwrap_or(Pfn::MAX))
+        Ok(Mfn::new(self.frames[self.len]).unwrap_or(Mfn::MAX))
     }
 
     #[cold]
@@ -106,7 +107,7 @@ impl<const N: usize> FrameCache<N> {
     /// Frees one frame into the cache, flushing half the cache to the heap
     /// first when it is full; see [`FrameCache`] for what is checked when.
     #[inline]
-    pub fn free(&mut self, heap: &LockedHeap<'_>, pfn: Pfn) -> Result<(), FreeError> {
+    pub fn free(&mut self, heap: &LockedHeap<'_>, pfn: Mfn) -> Result<(), FreeError> {
         if !self.span.contains(pfn) {
             return Err(FreeError::NotManaged { pfn });
         }
@@ -142,7 +143,7 @@ impl<const N: usize> FrameCache<N> {
         {
             let mut heap = heap.lock();
             for &f in &self.frames[..count] {
-                if let Err(e) = heap.free(Pfn::new(f).unwrap_or(Pfn::MAX), Order::SIZE_4K) {
+                if let Err(e) = heap.free(Mfn::new(f).unwrap_or(Mfn::MAX), Order::SIZE_4K) {
                     if first_error.is_ok() {
                         first_error = Err(e);
                     }

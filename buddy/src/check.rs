@@ -194,12 +194,12 @@ impl Heap<'_> {
 #[cfg(test)]
 mod tests {
     use crate::bits::{FREE, INTERIOR, bit};
-    use crate::{Constraints, Heap, MemKind, Order, PfnRange};
+    use crate::{Constraints, Heap, MemKind, MfnRange, Order};
 
     /// A heap over frames 64..1088 with every frame added and an order-2
     /// block allocated (at 1084, the top), the metadata in `buf`.
     fn heap(buf: &mut Vec<u8>) -> Heap<'_> {
-        let span = PfnRange::from_numbers(64, 64 + 1024).unwrap();
+        let span = MfnRange::from_numbers(64, 64 + 1024).unwrap();
         *buf = vec![0; crate::metadata_bytes(span, Order::MAX) + 8];
         let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, buf).unwrap();
         heap.add(span).unwrap();

@@ -6,15 +6,16 @@
 //! matter where in free space the block lies, so rebuilding a heap from a
 //! log of N allocations costs N such steps.
 
+use crate::MfnRange;
 use crate::bits::{HEAD, INTERIOR, UNMANAGED};
 use crate::error::{ClaimError, ReserveError};
 use crate::heap::Heap;
-use crate::range::{PfnRange, largest_fitting};
-use crate::types::{Block, Pfn};
+use crate::range::{AlignedBlocks, covers, largest_fitting};
+use crate::{Block, Mfn};
 
 impl Heap<'_> {
     /// Allocates exactly the block of `order` at `pfn`, which must be free.
-    pub fn claim(&mut self, pfn: Pfn, order: crate::Order) -> Result<Block, ClaimError> {
+    pub fn claim(&mut self, pfn: Mfn, order: crate::Order) -> Result<Block, ClaimError> {
         let (p, k) = self.check_block(pfn, order)?;
         let Some((q, j)) = self.free_ancestor(p, k) else {
             return Err(self.claim_error(p, p + (1 << k)));
@@ -24,25 +25,25 @@ impl Heap<'_> {
     }
 
     /// Allocates every frame of `range`, which must all be free, as the
-    /// range's maximal aligned blocks (see [`PfnRange::blocks`]); returns
+    /// range's maximal aligned blocks (see [`AlignedBlocks`](crate::AlignedBlocks)); returns
     /// how many blocks that is. Give them back one by one with
     /// [`Heap::free`] or together with [`Heap::free_range`]. All or nothing.
-    pub fn claim_range(&mut self, range: PfnRange) -> Result<u64, ClaimError> {
-        if !self.span().covers(range) {
+    pub fn claim_range(&mut self, range: MfnRange) -> Result<u64, ClaimError> {
+        if !covers(self.span(), range) {
             return Err(ClaimError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        let (start, end) = range.raw();
-        for block in range.blocks(self.max_order()) {
+        let (start, end) = (range.start().get(), range.end().get());
+        for block in AlignedBlocks::new(range, self.max_order()) {
             let (p, k) = (block.start().get(), usize::from(block.order().get()));
             if self.free_ancestor(p, k).is_none() {
                 return Err(self.claim_error(start, end));
             }
         }
         let mut blocks = 0;
-        for block in range.blocks(self.max_order()) {
+        for block in AlignedBlocks::new(range, self.max_order()) {
             let (p, k) = (block.start().get(), usize::from(block.order().get()));
             if let Some((q, j)) = self.free_ancestor(p, k) {
                 self.take_part(q, j, p, k);
@@ -57,14 +58,14 @@ impl Heap<'_> {
     /// image, broken frames). Unmanaged frames in the range are skipped; an
     /// allocated frame refuses the whole range. Returns how many frames
     /// left the heap.
-    pub fn reserve(&mut self, range: PfnRange) -> Result<u64, ReserveError> {
-        if !self.span().covers(range) {
+    pub fn reserve(&mut self, range: MfnRange) -> Result<u64, ReserveError> {
+        if !covers(self.span(), range) {
             return Err(ReserveError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        let (start, end) = range.raw();
+        let (start, end) = (range.start().get(), range.end().get());
         let mut f = start;
         while let Some((s, k)) = self.next_free_in(&mut f, end)? {
             f = (s + (1 << k)).min(end);
@@ -109,7 +110,7 @@ impl Heap<'_> {
         self.free_block_containing(m)
             .map(Some)
             .ok_or(ReserveError::Allocated {
-                pfn: Pfn::new(m).unwrap_or(Pfn::MAX),
+                pfn: Mfn::new(m).unwrap_or(Mfn::MAX),
             })
     }
 
@@ -151,7 +152,7 @@ impl Heap<'_> {
     fn claim_error(&self, start: u64, end: u64) -> ClaimError {
         let mut f = start;
         while f < end {
-            let pfn = Pfn::new(f).unwrap_or(Pfn::MAX);
+            let pfn = Mfn::new(f).unwrap_or(Mfn::MAX);
             match self.bits.code(f) {
                 UNMANAGED => return ClaimError::NotManaged { pfn },
                 HEAD => return ClaimError::NotFree { pfn },
@@ -162,7 +163,7 @@ impl Heap<'_> {
             }
         }
         ClaimError::NotFree {
-            pfn: Pfn::new(start).unwrap_or(Pfn::MAX),
+            pfn: Mfn::new(start).unwrap_or(Mfn::MAX),
         }
     }
 }

@@ -2,12 +2,13 @@
 //! for RAM or NVRAM by kind, frees without saying which, and asks any
 //! frame's kind.
 
+use crate::MfnRange;
 use crate::error::{
     AddError, AllocError, ClaimError, FreeError, HeapsAddError, NewError, UnknownFrame,
 };
 use crate::heap::Heap;
-use crate::range::{Constraints, PfnRange};
-use crate::types::{Block, MemKind, Order, Pfn};
+use crate::range::Constraints;
+use crate::{Block, MemKind, Mfn, Order};
 
 /// A volatile and a non-volatile heap. Their spans may overlap (NVRAM often
 /// sits between RAM ranges), but no frame is ever managed by both:
@@ -21,8 +22,8 @@ pub struct Heaps<'v, 'n> {
 impl<'v, 'n> Heaps<'v, 'n> {
     /// Two empty heaps; see [`Heap::new`] for the spans and buffers.
     pub fn new(
-        volatile: (PfnRange, &'v mut [u8]),
-        nonvolatile: (PfnRange, &'n mut [u8]),
+        volatile: (MfnRange, &'v mut [u8]),
+        nonvolatile: (MfnRange, &'n mut [u8]),
         max_order: Order,
     ) -> Result<Self, NewError> {
         Ok(Self {
@@ -86,7 +87,7 @@ impl<'v, 'n> Heaps<'v, 'n> {
 
     /// The kind of frame `pfn`, if either heap manages it.
     #[must_use]
-    pub fn kind_of(&self, pfn: Pfn) -> Option<MemKind> {
+    pub fn kind_of(&self, pfn: Mfn) -> Option<MemKind> {
         self.volatile
             .kind_of(pfn)
             .or_else(|| self.nonvolatile.kind_of(pfn))
@@ -94,7 +95,7 @@ impl<'v, 'n> Heaps<'v, 'n> {
 
     /// Adds `range` to the heap of `kind`; no frame of it may be managed by
     /// the other heap.
-    pub fn add(&mut self, kind: MemKind, range: PfnRange) -> Result<(), HeapsAddError> {
+    pub fn add(&mut self, kind: MemKind, range: MfnRange) -> Result<(), HeapsAddError> {
         let (this, other) = match kind {
             MemKind::Volatile => (&mut self.volatile as &mut dyn AddTo, &self.nonvolatile),
             MemKind::NonVolatile => (&mut self.nonvolatile as &mut dyn AddTo, &self.volatile),
@@ -137,7 +138,7 @@ impl<'v, 'n> Heaps<'v, 'n> {
 
     /// Frees a block to whichever heap manages its first frame; returns that
     /// heap's kind.
-    pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<MemKind, FreeError> {
+    pub fn free(&mut self, pfn: Mfn, order: Order) -> Result<MemKind, FreeError> {
         match self.kind_of(pfn) {
             Some(MemKind::Volatile) => self.volatile.free(pfn, order).map(|()| MemKind::Volatile),
             Some(MemKind::NonVolatile) => self
@@ -149,7 +150,7 @@ impl<'v, 'n> Heaps<'v, 'n> {
     }
 
     /// Claims the block of `order` at `pfn` in whichever heap manages `pfn`.
-    pub fn claim(&mut self, pfn: Pfn, order: Order) -> Result<(MemKind, Block), ClaimError> {
+    pub fn claim(&mut self, pfn: Mfn, order: Order) -> Result<(MemKind, Block), ClaimError> {
         match self.kind_of(pfn) {
             Some(MemKind::Volatile) => self
                 .volatile
@@ -164,7 +165,7 @@ impl<'v, 'n> Heaps<'v, 'n> {
     }
 
     /// The heap that manages `pfn`, for any other operation.
-    pub fn heap_of(&mut self, pfn: Pfn) -> Result<(MemKind, HeapRef<'_, 'v, 'n>), UnknownFrame> {
+    pub fn heap_of(&mut self, pfn: Mfn) -> Result<(MemKind, HeapRef<'_, 'v, 'n>), UnknownFrame> {
         match self.kind_of(pfn) {
             Some(MemKind::Volatile) => {
                 Ok((MemKind::Volatile, HeapRef::Volatile(&mut self.volatile)))
@@ -189,11 +190,11 @@ pub enum HeapRef<'a, 'v, 'n> {
 
 /// The two heaps have different lifetimes; this lets `add` pick one.
 trait AddTo {
-    fn add_range(&mut self, range: PfnRange) -> Result<(), AddError>;
+    fn add_range(&mut self, range: MfnRange) -> Result<(), AddError>;
 }
 
 impl AddTo for Heap<'_> {
-    fn add_range(&mut self, range: PfnRange) -> Result<(), AddError> {
+    fn add_range(&mut self, range: MfnRange) -> Result<(), AddError> {
         self.add(range)
     }
 }
@@ -201,7 +202,7 @@ impl AddTo for Heap<'_> {
 impl Heap<'_> {
     /// The first frame of `range` this heap manages.
     #[must_use]
-    pub fn first_managed_in(&self, range: PfnRange) -> Option<Pfn> {
+    pub fn first_managed_in(&self, range: MfnRange) -> Option<Mfn> {
         let span = self.span();
         let start = range.start().max(span.start());
         let end = range.end().min(span.end());
@@ -210,15 +211,15 @@ impl Heap<'_> {
         }
         self.bits
             .first_managed(start.get(), end.get())
-            .and_then(Pfn::new)
+            .and_then(Mfn::new)
     }
 }
 
-fn first_shared(a: &Heap<'_>, b: &Heap<'_>) -> Option<Pfn> {
+fn first_shared(a: &Heap<'_>, b: &Heap<'_>) -> Option<Mfn> {
     let mut f = a.span().start();
     let end = a.span().end();
     while f < end {
-        let pfn = a.first_managed_in(PfnRange::new(f, end)?)?;
+        let pfn = a.first_managed_in(MfnRange::new(f, end)?)?;
         if b.manages(pfn) {
             return Some(pfn);
         }

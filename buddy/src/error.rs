@@ -3,8 +3,9 @@
 
 use core::fmt;
 
-use crate::range::{Constraints, PfnRange};
-use crate::types::{Block, MemKind, Order, Pfn};
+use crate::MfnRange;
+use crate::range::Constraints;
+use crate::{Block, MemKind, Mfn, Order};
 
 /// The metadata buffer given to [`crate::Heap::new`] cannot hold the heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,18 +47,18 @@ pub enum BlockError {
     /// The frame is not aligned to the order.
     Misaligned {
         /// The frame given.
-        pfn: Pfn,
+        pfn: Mfn,
         /// The order given.
         order: Order,
     },
     /// Some frame of the block lies outside the heap's span.
     OutsideSpan {
         /// The frame given.
-        pfn: Pfn,
+        pfn: Mfn,
         /// The order given.
         order: Order,
         /// The heap's span.
-        span: PfnRange,
+        span: MfnRange,
     },
 }
 
@@ -67,11 +68,15 @@ impl fmt::Display for BlockError {
             Self::OrderTooLarge { order, max } => {
                 write!(f, "{order} is above the heap's largest, {max}")
             }
-            Self::Misaligned { pfn, order } => write!(f, "{pfn} is not aligned to {order}"),
+            Self::Misaligned { pfn, order } => {
+                write!(f, "frame {pfn:#x} is not aligned to {order}")
+            }
             Self::OutsideSpan { pfn, order, span } => {
                 write!(
                     f,
-                    "block of {order} at {pfn} is not inside the heap's {span}"
+                    "block of {order} at frame {pfn:#x} is not inside the heap's frames {:#x}..{:#x}",
+                    span.start(),
+                    span.end()
                 )
             }
         }
@@ -84,14 +89,14 @@ pub enum AddError {
     /// The range is not inside the heap's span.
     OutsideSpan {
         /// The range given.
-        range: PfnRange,
+        range: MfnRange,
         /// The heap's span.
-        span: PfnRange,
+        span: MfnRange,
     },
     /// A frame of the range is already managed (free or allocated).
     AlreadyManaged {
         /// The first such frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
 }
 
@@ -99,9 +104,16 @@ impl fmt::Display for AddError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::OutsideSpan { range, span } => {
-                write!(f, "{range} is not inside the heap's {span}")
+                write!(
+                    f,
+                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
+                    range.start(),
+                    range.end(),
+                    span.start(),
+                    span.end()
+                )
             }
-            Self::AlreadyManaged { pfn } => write!(f, "{pfn} is already in the heap"),
+            Self::AlreadyManaged { pfn } => write!(f, "frame {pfn:#x} is already in the heap"),
         }
     }
 }
@@ -150,17 +162,17 @@ pub enum FreeError {
     /// reserved).
     NotManaged {
         /// The frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
     /// The first frame is free already: a double free.
     AlreadyFree {
         /// The frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
     /// The first frame lies inside an allocated block but does not start it.
     NotBlockStart {
         /// The frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
     /// An allocated block starts at the frame, but of another order.
     WrongOrder {
@@ -175,12 +187,12 @@ impl fmt::Display for FreeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Invalid(e) => e.fmt(f),
-            Self::NotManaged { pfn } => write!(f, "{pfn} is not managed by the heap"),
-            Self::AlreadyFree { pfn } => write!(f, "{pfn} is already free (double free)"),
+            Self::NotManaged { pfn } => write!(f, "frame {pfn:#x} is not managed by the heap"),
+            Self::AlreadyFree { pfn } => write!(f, "frame {pfn:#x} is already free (double free)"),
             Self::NotBlockStart { pfn } => {
                 write!(
                     f,
-                    "{pfn} is inside an allocated block but does not start it"
+                    "frame {pfn:#x} is inside an allocated block but does not start it"
                 )
             }
             Self::WrongOrder { block, allocated } => write!(
@@ -206,19 +218,19 @@ pub enum ClaimError {
     /// The range is not inside the heap's span.
     OutsideSpan {
         /// The range given.
-        range: PfnRange,
+        range: MfnRange,
         /// The heap's span.
-        span: PfnRange,
+        span: MfnRange,
     },
     /// A frame is not managed by the heap.
     NotManaged {
         /// The first such frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
     /// A frame is allocated.
     NotFree {
         /// The first such frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
 }
 
@@ -227,10 +239,17 @@ impl fmt::Display for ClaimError {
         match *self {
             Self::Invalid(e) => e.fmt(f),
             Self::OutsideSpan { range, span } => {
-                write!(f, "{range} is not inside the heap's {span}")
+                write!(
+                    f,
+                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
+                    range.start(),
+                    range.end(),
+                    span.start(),
+                    span.end()
+                )
             }
-            Self::NotManaged { pfn } => write!(f, "{pfn} is not managed by the heap"),
-            Self::NotFree { pfn } => write!(f, "{pfn} is not free"),
+            Self::NotManaged { pfn } => write!(f, "frame {pfn:#x} is not managed by the heap"),
+            Self::NotFree { pfn } => write!(f, "frame {pfn:#x} is not free"),
         }
     }
 }
@@ -247,14 +266,14 @@ pub enum ReserveError {
     /// The range is not inside the heap's span.
     OutsideSpan {
         /// The range given.
-        range: PfnRange,
+        range: MfnRange,
         /// The heap's span.
-        span: PfnRange,
+        span: MfnRange,
     },
     /// A frame of the range is allocated.
     Allocated {
         /// The first such frame.
-        pfn: Pfn,
+        pfn: Mfn,
     },
 }
 
@@ -262,9 +281,16 @@ impl fmt::Display for ReserveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::OutsideSpan { range, span } => {
-                write!(f, "{range} is not inside the heap's {span}")
+                write!(
+                    f,
+                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
+                    range.start(),
+                    range.end(),
+                    span.start(),
+                    span.end()
+                )
             }
-            Self::Allocated { pfn } => write!(f, "{pfn} is allocated"),
+            Self::Allocated { pfn } => write!(f, "frame {pfn:#x} is allocated"),
         }
     }
 }
@@ -275,9 +301,9 @@ pub enum FreeRangeError {
     /// The range is not inside the heap's span.
     OutsideSpan {
         /// The range given.
-        range: PfnRange,
+        range: MfnRange,
         /// The heap's span.
-        span: PfnRange,
+        span: MfnRange,
     },
     /// One of the range's aligned blocks is not an allocated block.
     Block {
@@ -292,7 +318,14 @@ impl fmt::Display for FreeRangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::OutsideSpan { range, span } => {
-                write!(f, "{range} is not inside the heap's {span}")
+                write!(
+                    f,
+                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
+                    range.start(),
+                    range.end(),
+                    span.start(),
+                    span.end()
+                )
             }
             Self::Block { block, error } => write!(f, "{block}: {error}"),
         }
@@ -303,7 +336,7 @@ impl fmt::Display for FreeRangeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownFrame {
     /// The frame.
-    pub pfn: Pfn,
+    pub pfn: Mfn,
 }
 
 impl fmt::Display for UnknownFrame {
@@ -320,7 +353,7 @@ pub enum HeapsAddError {
     /// A frame of the range is managed by the heap of the other kind.
     OtherKind {
         /// The first such frame.
-        pfn: Pfn,
+        pfn: Mfn,
         /// The kind of the heap that manages it.
         kind: MemKind,
     },
@@ -330,7 +363,7 @@ impl fmt::Display for HeapsAddError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Add(e) => e.fmt(f),
-            Self::OtherKind { pfn, kind } => write!(f, "{pfn} is in the {kind} heap"),
+            Self::OtherKind { pfn, kind } => write!(f, "frame {pfn:#x} is in the {kind} heap"),
         }
     }
 }

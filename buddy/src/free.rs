@@ -11,11 +11,12 @@
 //! is therefore checked with three state reads: the head, and those two
 //! frames.
 
+use crate::MfnRange;
 use crate::bits::{FREE, HEAD, INTERIOR, UNMANAGED, bit, free0_word};
 use crate::error::{FreeError, FreeRangeError};
 use crate::heap::Heap;
-use crate::range::PfnRange;
-use crate::types::{Block, Order, Pfn};
+use crate::range::{AlignedBlocks, covers};
+use crate::{Block, Mfn, Order};
 
 impl Heap<'_> {
     /// Frees the allocated block of `order` at `pfn`, merging it with free
@@ -25,7 +26,7 @@ impl Heap<'_> {
     /// block: a double free, a frame never added, a frame inside an
     /// allocated block, an order other than the allocation's.
     #[inline]
-    pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+    pub fn free(&mut self, pfn: Mfn, order: Order) -> Result<(), FreeError> {
         let (p, k) = self.check_block(pfn, order)?;
         if k == 0 {
             return self.free_frame(p);
@@ -80,21 +81,21 @@ impl Heap<'_> {
     }
 
     /// Frees every maximal aligned block of `range` (see
-    /// [`PfnRange::blocks`]), each of which must be an allocated block: the
+    /// [`AlignedBlocks`](crate::AlignedBlocks)), each of which must be an allocated block: the
     /// inverse of [`Heap::claim_range`]. All or nothing.
-    pub fn free_range(&mut self, range: PfnRange) -> Result<(), FreeRangeError> {
-        if !self.span().covers(range) {
+    pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
+        if !covers(self.span(), range) {
             return Err(FreeRangeError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        for block in range.blocks(self.max_order()) {
+        for block in AlignedBlocks::new(range, self.max_order()) {
             let k = usize::from(block.order().get());
             self.check_allocated(block.start().get(), k)
                 .map_err(|error| FreeRangeError::Block { block, error })?;
         }
-        for block in range.blocks(self.max_order()) {
+        for block in AlignedBlocks::new(range, self.max_order()) {
             self.put_merge(block.start().get(), usize::from(block.order().get()));
         }
         Ok(())
@@ -130,7 +131,7 @@ impl Heap<'_> {
     #[cold]
     #[inline(never)]
     fn free_error(&self, p: u64, k: usize) -> FreeError {
-        let pfn = Pfn::new(p).unwrap_or(Pfn::MAX);
+        let pfn = Mfn::new(p).unwrap_or(Mfn::MAX);
         match self.bits.code(p) {
             UNMANAGED => FreeError::NotManaged { pfn },
             FREE => FreeError::AlreadyFree { pfn },

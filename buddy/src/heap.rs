@@ -25,12 +25,12 @@ use core::fmt;
 
 use zerocopy::FromBytes;
 
+use crate::MfnRange;
 use crate::bits::{Bits, FREE, HEAD, INTERIOR, UNMANAGED};
 use crate::error::{BlockError, NewError};
 use crate::layout::Layout;
 use crate::moves::{Counts, OrderCount};
-use crate::range::PfnRange;
-use crate::types::{Block, MemKind, Order, Pfn, Zone};
+use crate::{Block, MemKind, Mfn, Order, Zone};
 
 /// What a frame is, as [`Heap::frame_state`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl<'m> Heap<'m> {
     /// them is overwritten. No frame is free until [`Heap::add`] adds it.
     pub fn new(
         kind: MemKind,
-        span: PfnRange,
+        span: MfnRange,
         max_order: Order,
         metadata: &'m mut [u8],
     ) -> Result<Self, NewError> {
@@ -123,8 +123,8 @@ impl<'m> Heap<'m> {
 
     /// The frames this heap can manage.
     #[must_use]
-    pub fn span(&self) -> PfnRange {
-        PfnRange::from_numbers(self.bits.l.base, self.bits.l.end).unwrap_or_default()
+    pub fn span(&self) -> MfnRange {
+        MfnRange::from_numbers(self.bits.l.base, self.bits.l.end).unwrap_or_default()
     }
 
     /// The largest order.
@@ -212,7 +212,7 @@ impl<'m> Heap<'m> {
 
     /// What frame `pfn` is.
     #[must_use]
-    pub fn frame_state(&self, pfn: Pfn) -> FrameState {
+    pub fn frame_state(&self, pfn: Mfn) -> FrameState {
         if !self.span().contains(pfn) {
             return FrameState::Unmanaged;
         }
@@ -232,24 +232,24 @@ impl<'m> Heap<'m> {
 
     /// The kind of frame `pfn` if this heap manages it (free or allocated).
     #[must_use]
-    pub fn kind_of(&self, pfn: Pfn) -> Option<MemKind> {
+    pub fn kind_of(&self, pfn: Mfn) -> Option<MemKind> {
         self.manages(pfn).then_some(self.kind)
     }
 
     /// Whether this heap manages frame `pfn` (free or allocated).
     #[must_use]
-    pub fn manages(&self, pfn: Pfn) -> bool {
+    pub fn manages(&self, pfn: Mfn) -> bool {
         self.span().contains(pfn) && self.bits.code(pfn.get()) != UNMANAGED
     }
 
     /// The free block that contains frame `pfn`, if any.
     #[must_use]
-    pub fn free_block_at(&self, pfn: Pfn) -> Option<Block> {
+    pub fn free_block_at(&self, pfn: Mfn) -> Option<Block> {
         if !self.span().contains(pfn) {
             return None;
         }
         let (start, k) = self.free_block_containing(pfn.get())?;
-        Block::new(Pfn::new(start)?, Order::new(k as u8)?)
+        Block::new(Mfn::new(start)?, Order::new(k as u8)?)
     }
 
     /// The free block containing in-span frame `pfn`, as (start, order).
@@ -279,7 +279,7 @@ impl<'m> Heap<'m> {
 
     /// Checks that `(pfn, order)` is a block inside the span.
     #[inline(always)]
-    pub(crate) fn check_block(&self, pfn: Pfn, order: Order) -> Result<(u64, usize), BlockError> {
+    pub(crate) fn check_block(&self, pfn: Mfn, order: Order) -> Result<(u64, usize), BlockError> {
         let (p, k) = (pfn.get(), usize::from(order.get()));
         if k > usize::from(self.bits.l.max_order)
             || p & ((1 << k) - 1) != 0
@@ -292,7 +292,7 @@ impl<'m> Heap<'m> {
     }
 
     #[cold]
-    fn block_error(&self, pfn: Pfn, order: Order) -> BlockError {
+    fn block_error(&self, pfn: Mfn, order: Order) -> BlockError {
         let max = self.max_order();
         if order > max {
             BlockError::OrderTooLarge { order, max }

@@ -4,7 +4,7 @@ use core::fmt;
 
 use crate::alloc::make_block;
 use crate::heap::Heap;
-use crate::types::{Block, Order};
+use crate::{Block, Order};
 
 /// The free blocks of a heap, smallest order first and in address order
 /// within an order; see [`Heap::free_blocks_iter`].

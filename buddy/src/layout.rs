@@ -24,11 +24,12 @@
 //! That is 2 + 1/2 + 1/4 + … < 3 bits per frame, plus about 1/32 bit for the
 //! summaries and a word per bitmap for alignment.
 
-use crate::range::PfnRange;
-use crate::types::Order;
+use crate::MfnRange;
+use crate::Order;
 
-/// Summary levels above a bitmap: 2^52 frames need 2^46 words, and eight
-/// levels of 64-way summaries bring that to one word.
+/// Summary levels above a bitmap: 2^40 frames (`Mfn::LIMIT`) need 2^34
+/// words, and six levels of 64-way summaries bring that to one word; eight
+/// leave room.
 pub(crate) const MAX_LEVELS: usize = 8;
 
 /// One order's bitmap and its summaries.
@@ -80,8 +81,8 @@ const fn words_between(first: u64, last: u64) -> usize {
 
 impl Layout {
     /// The layout of a heap over `span` with blocks up to `max_order`.
-    pub(crate) const fn compute(span: PfnRange, max_order: Order) -> Layout {
-        let (base, end) = span.raw();
+    pub(crate) const fn compute(span: MfnRange, max_order: Order) -> Layout {
+        let (base, end) = (span.start().get(), span.end().get());
         let mut layout = Layout {
             base,
             end,
@@ -134,14 +135,14 @@ impl Layout {
 /// up to 7 bytes more: the heap uses its aligned part).
 ///
 /// ```
-/// use nvirt_buddy::{PfnRange, Order, metadata_bytes};
+/// use nvirt_buddy::{MfnRange, Order, metadata_bytes};
 ///
 /// // 4 GiB of frames: 1 Mi frames, about 3.03 bits each.
-/// let span = PfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap();
+/// let span = MfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap();
 /// let bytes = metadata_bytes(span, Order::MAX);
 /// assert!(bytes * 8 <= 4 * 0x10_0000 && bytes * 8 > 3 * 0x10_0000);
 /// ```
 #[must_use]
-pub const fn metadata_bytes(span: PfnRange, max_order: Order) -> usize {
+pub const fn metadata_bytes(span: MfnRange, max_order: Order) -> usize {
     Layout::compute(span, max_order).words * 8
 }

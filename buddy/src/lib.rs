@@ -11,14 +11,14 @@
 //! `free_heap_pages`, and a wrong one is an error, never corruption.
 //!
 //! ```
-//! use nvirt_buddy::{Constraints, Heap, MemKind, Order, PfnRange, metadata_bytes};
+//! use nvirt_buddy::{Constraints, Heap, MemKind, Order, MfnRange, metadata_bytes};
 //!
 //! // 8 GiB of RAM from 0 to 8 GiB, with a hole at 3..4 GiB.
-//! let span = PfnRange::from_numbers(0, 0x20_0000).unwrap();
+//! let span = MfnRange::from_numbers(0, 0x20_0000).unwrap();
 //! let mut metadata = vec![0u8; metadata_bytes(span, Order::MAX) + 7];
 //! let mut heap = Heap::new(MemKind::Volatile, span, Order::MAX, &mut metadata)?;
-//! heap.add(PfnRange::from_numbers(0x100, 0xc_0000).unwrap())?;
-//! heap.add(PfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap())?;
+//! heap.add(MfnRange::from_numbers(0x100, 0xc_0000).unwrap())?;
+//! heap.add(MfnRange::from_numbers(0x10_0000, 0x20_0000).unwrap())?;
 //!
 //! // A 2 MiB page below 4 GiB, for a 32-bit device.
 //! let dma = heap.alloc(Order::SIZE_2M, Constraints::max_address_bits(32))?;
@@ -84,5 +84,15 @@ pub use heap::{FrameState, Heap};
 pub use iter::{FreeBlocks, Stats};
 pub use layout::metadata_bytes;
 pub use locked::{Locked, LockedHeap, LockedHeaps};
-pub use range::{AlignedBlocks, Constraints, PfnRange};
-pub use types::{Block, FRAME_SHIFT, FRAME_SIZE, MemKind, Order, Pfn, PhysAddr, Zone};
+pub use range::{AlignedBlocks, Constraints};
+pub use types::{Block, Zone};
+
+/// The shared vocabulary this crate speaks: a user of the buddy heaps gets
+/// it without depending on `nvirt-addr` directly.
+pub use nvirt_addr;
+pub use nvirt_addr::{HostPhysAddr, HostPhysRange, MemKind, Mfn, MfnRange, Order};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

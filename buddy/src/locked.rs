@@ -7,7 +7,7 @@ use core::ops::DerefMut;
 use crate::error::{AllocError, ClaimError, FreeError};
 use crate::heap::Heap;
 use crate::range::Constraints;
-use crate::types::{Block, MemKind, Order, Pfn};
+use crate::{Block, MemKind, Mfn, Order};
 
 #[cfg(not(loom))]
 type Mutex<T> = spin::Mutex<T>;
@@ -116,7 +116,7 @@ impl Locked<Heap<'_>> {
 
     /// [`Heap::free`] under the lock.
     #[inline]
-    pub fn free(&self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+    pub fn free(&self, pfn: Mfn, order: Order) -> Result<(), FreeError> {
         self.lock().free(pfn, order)
     }
 
@@ -127,12 +127,12 @@ impl Locked<Heap<'_>> {
     }
 
     /// [`Heap::claim`] under the lock.
-    pub fn claim(&self, pfn: Pfn, order: Order) -> Result<Block, ClaimError> {
+    pub fn claim(&self, pfn: Mfn, order: Order) -> Result<Block, ClaimError> {
         self.lock().claim(pfn, order)
     }
 
     /// [`Heap::kind_of`] under the lock.
-    pub fn kind_of(&self, pfn: Pfn) -> Option<MemKind> {
+    pub fn kind_of(&self, pfn: Mfn) -> Option<MemKind> {
         self.lock().kind_of(pfn)
     }
 

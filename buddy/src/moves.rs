@@ -2,9 +2,9 @@
 //! recording one, merging a freed block with its buddies, and splitting a
 //! taken block, with the counters they keep.
 
+use crate::Order;
 use crate::bits::HEAD;
 use crate::heap::Heap;
-use crate::types::Order;
 
 /// The counters and the hints of the block moves, apart from the metadata
 /// so both can be borrowed at once. Laid out so that everything a

@@ -1,127 +1,16 @@
-//! Frame ranges, their split into maximal aligned blocks, and allocation
+//! The split of a frame range into maximal aligned blocks, and allocation
 //! constraints.
 
 use core::fmt;
 
-use crate::types::{Block, FRAME_SHIFT, Order, Pfn, PhysAddr, Zone};
+use nvirt_addr::{Mfn, MfnRange, Order};
 
-/// A half-open range of frames `start..end`.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct PfnRange {
-    start: u64,
-    end: u64,
-}
+use crate::types::{Block, Zone};
 
-impl PfnRange {
-    /// The frames `start..end`, if `start <= end`.
-    #[must_use]
-    pub const fn new(start: Pfn, end: Pfn) -> Option<Self> {
-        if start.get() <= end.get() {
-            Some(Self {
-                start: start.get(),
-                end: end.get(),
-            })
-        } else {
-            None
-        }
-    }
-
-    /// The frames `start..end` given as numbers, if both are frame numbers
-    /// and `start <= end`.
-    #[must_use]
-    pub const fn from_numbers(start: u64, end: u64) -> Option<Self> {
-        match (Pfn::new(start), Pfn::new(end)) {
-            (Some(s), Some(e)) => Self::new(s, e),
-            _ => None,
-        }
-    }
-
-    /// The whole frames inside the byte range `start..end` (a partial frame
-    /// at either edge is left out), if `start <= end`.
-    #[must_use]
-    pub const fn within_bytes(start: PhysAddr, end: PhysAddr) -> Option<Self> {
-        if start.get() > end.get() {
-            return None;
-        }
-        let first = start.get().div_ceil(1 << FRAME_SHIFT);
-        let last = end.get() >> FRAME_SHIFT;
-        if first >= last {
-            return Some(Self {
-                start: first,
-                end: first,
-            });
-        }
-        Self::from_numbers(first, last)
-    }
-
-    /// The first frame.
-    #[must_use]
-    pub const fn start(self) -> Pfn {
-        match Pfn::new(self.start) {
-            Some(p) => p,
-            None => Pfn::MAX,
-        }
-    }
-
-    /// The frame after the last one.
-    #[must_use]
-    pub const fn end(self) -> Pfn {
-        match Pfn::new(self.end) {
-            Some(p) => p,
-            None => Pfn::MAX,
-        }
-    }
-
-    /// Frames in the range.
-    #[must_use]
-    pub const fn frames(self) -> u64 {
-        self.end - self.start
-    }
-
-    /// Whether the range holds no frame.
-    #[must_use]
-    pub const fn is_empty(self) -> bool {
-        self.start == self.end
-    }
-
-    /// Whether frame `pfn` lies in the range.
-    #[must_use]
-    pub const fn contains(self, pfn: Pfn) -> bool {
-        pfn.get() >= self.start && pfn.get() < self.end
-    }
-
-    /// Whether every frame of `other` lies in this range.
-    #[must_use]
-    pub const fn covers(self, other: PfnRange) -> bool {
-        other.is_empty() || (other.start >= self.start && other.end <= self.end)
-    }
-
-    /// The range split into maximal aligned blocks of at most `max_order`,
-    /// in address order: the blocks `add`, `reserve` and `claim_range` use.
-    #[must_use]
-    pub const fn blocks(self, max_order: Order) -> AlignedBlocks {
-        AlignedBlocks {
-            next: self.start,
-            end: self.end,
-            max_order,
-        }
-    }
-
-    pub(crate) const fn raw(self) -> (u64, u64) {
-        (self.start, self.end)
-    }
-}
-
-impl fmt::Debug for PfnRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PfnRange({:#x}..{:#x})", self.start, self.end)
-    }
-}
-
-impl fmt::Display for PfnRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "frames {:#x}..{:#x}", self.start, self.end)
-    }
+/// Whether every frame of `range` lies in `span` (an empty range lies in
+/// every span, wherever it starts).
+pub(crate) const fn covers(span: MfnRange, range: MfnRange) -> bool {
+    range.is_empty() || span.contains_range(range)
 }
 
 /// The largest order of an aligned block that starts at `start` and ends by
@@ -141,13 +30,25 @@ pub(crate) const fn largest_fitting(start: u64, end: u64, max_order: u8) -> u8 {
     }
 }
 
-/// Iterator over the maximal aligned blocks of a range; see
-/// [`PfnRange::blocks`].
+/// Iterator over the maximal aligned blocks of a range, in address order:
+/// the blocks `add`, `reserve` and `claim_range` use.
 #[derive(Clone, Debug)]
 pub struct AlignedBlocks {
     next: u64,
     end: u64,
     max_order: Order,
+}
+
+impl AlignedBlocks {
+    /// `range` split into maximal aligned blocks of at most `max_order`.
+    #[must_use]
+    pub const fn new(range: MfnRange, max_order: Order) -> Self {
+        Self {
+            next: range.start().get(),
+            end: range.end().get(),
+            max_order,
+        }
+    }
 }
 
 impl Iterator for AlignedBlocks {
@@ -158,7 +59,7 @@ impl Iterator for AlignedBlocks {
             return None;
         }
         let order = largest_fitting(self.next, self.end, self.max_order.get());
-        let block = Block::new(Pfn::new(self.next)?, Order::new(order)?)?;
+        let block = Block::new(Mfn::new(self.next)?, Order::new(order)?)?;
         self.next += 1 << order;
         Some(block)
     }
@@ -174,7 +75,7 @@ pub struct Constraints {
 
 impl Constraints {
     /// Anywhere in the heap.
-    pub const ANY: Constraints = Constraints { limit: Pfn::LIMIT };
+    pub const ANY: Constraints = Constraints { limit: Mfn::LIMIT };
 
     /// Only frames of `zone` and the zones below it (frame numbers below
     /// `2^zone`).
@@ -217,11 +118,12 @@ mod tests {
     use super::*;
 
     fn blocks(start: u64, end: u64, max: u8) -> Vec<(u64, u8)> {
-        PfnRange::from_numbers(start, end)
-            .unwrap()
-            .blocks(Order::new(max).unwrap())
-            .map(|b| (b.start().get(), b.order().get()))
-            .collect()
+        AlignedBlocks::new(
+            MfnRange::from_numbers(start, end).unwrap(),
+            Order::new(max).unwrap(),
+        )
+        .map(|b| (b.start().get(), b.order().get()))
+        .collect()
     }
 
     #[test]
@@ -250,15 +152,6 @@ mod tests {
     }
 
     #[test]
-    fn byte_ranges_keep_whole_frames_only() {
-        let r = PfnRange::within_bytes(PhysAddr::new(0x1001), PhysAddr::new(0x5fff)).unwrap();
-        assert_eq!((r.start().get(), r.end().get()), (2, 5));
-        let r = PfnRange::within_bytes(PhysAddr::new(0x1001), PhysAddr::new(0x1fff)).unwrap();
-        assert!(r.is_empty());
-        assert!(PfnRange::within_bytes(PhysAddr::new(2), PhysAddr::new(1)).is_none());
-    }
-
-    #[test]
     fn constraints_are_zone_limits() {
         assert_eq!(Constraints::max_address_bits(32).limit(), 1 << 20);
         assert_eq!(
@@ -266,7 +159,7 @@ mod tests {
             1 << 20
         );
         assert_eq!(Constraints::max_address_bits(12).limit(), 0);
-        assert_eq!(Constraints::max_address_bits(200).limit(), Pfn::LIMIT);
-        assert_eq!(Constraints::ANY.limit(), Pfn::LIMIT);
+        assert_eq!(Constraints::max_address_bits(200).limit(), Mfn::LIMIT);
+        assert_eq!(Constraints::ANY.limit(), Mfn::LIMIT);
     }
 }

@@ -3,9 +3,9 @@
 //! [`crate::bits`] describes them, made through a [`View`] of the metadata
 //! held in a local.
 
+use crate::Order;
 use crate::bits::{Bits, FREE, HEAD, NONE, bit, free0_word};
 use crate::layout::Layout;
-use crate::types::Order;
 
 /// The metadata borrowed apart, for the paths that change it: held in a
 /// local, the slice's address and length and the planes' base stay in

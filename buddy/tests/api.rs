@@ -5,16 +5,16 @@
 
 use nvirt_buddy::{
     AddError, AllocError, BlockError, ClaimError, Constraints, FrameCache, FrameState, FreeError,
-    Heap, Heaps, HeapsAddError, LockedHeap, MemKind, NewError, Order, Pfn, PfnRange, ReserveError,
+    Heap, Heaps, HeapsAddError, LockedHeap, MemKind, Mfn, MfnRange, NewError, Order, ReserveError,
     Zone, metadata_bytes,
 };
 
-fn range(s: u64, e: u64) -> PfnRange {
-    PfnRange::from_numbers(s, e).unwrap()
+fn range(s: u64, e: u64) -> MfnRange {
+    MfnRange::from_numbers(s, e).unwrap()
 }
 
-fn pfn(n: u64) -> Pfn {
-    Pfn::new(n).unwrap()
+fn pfn(n: u64) -> Mfn {
+    Mfn::new(n).unwrap()
 }
 
 fn order(n: u8) -> Order {
@@ -137,7 +137,7 @@ fn zones_limit_allocations_and_low_memory_goes_last() {
     let dma = heap
         .alloc(Order::SIZE_2M, Constraints::max_address_bits(32))
         .unwrap();
-    assert!(dma.end() <= 0x10_0000);
+    assert!(dma.end().get() <= 0x10_0000);
     // Below 1 MiB (zone 8) the only free memory is inside the 1 GiB block
     // at frame 0, which reaches far above: it is split for it.
     let low = heap

@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use nvirt_buddy::{
-    Constraints, FrameCache, Heap, LockedHeap, MemKind, Order, Pfn, PfnRange, metadata_bytes,
+    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, MfnRange, Order, metadata_bytes,
 };
 
 const FRAMES: u64 = 8;
@@ -18,7 +18,7 @@ const FRAMES: u64 = 8;
 /// A heap of 8 frames at frame 16 (metadata leaked: loom closures are
 /// `'static`), and one ownership flag per frame.
 fn setup() -> (Arc<LockedHeap<'static>>, Arc<Vec<AtomicBool>>) {
-    let span = PfnRange::from_numbers(16, 16 + FRAMES).unwrap();
+    let span = MfnRange::from_numbers(16, 16 + FRAMES).unwrap();
     let metadata =
         Box::leak(vec![0u8; metadata_bytes(span, Order::new(3).unwrap()) + 8].into_boxed_slice());
     let mut heap = Heap::new(MemKind::NonVolatile, span, Order::new(3).unwrap(), metadata).unwrap();
@@ -27,14 +27,14 @@ fn setup() -> (Arc<LockedHeap<'static>>, Arc<Vec<AtomicBool>>) {
     (Arc::new(LockedHeap::new(heap)), Arc::new(owned))
 }
 
-fn take(owned: &[AtomicBool], pfn: Pfn, frames: u64) {
+fn take(owned: &[AtomicBool], pfn: Mfn, frames: u64) {
     for f in pfn.get()..pfn.get() + frames {
         let was = owned[(f - 16) as usize].swap(true, Ordering::SeqCst);
         assert!(!was, "frame {f:#x} handed out twice");
     }
 }
 
-fn give(owned: &[AtomicBool], pfn: Pfn, frames: u64) {
+fn give(owned: &[AtomicBool], pfn: Mfn, frames: u64) {
     for f in pfn.get()..pfn.get() + frames {
         owned[(f - 16) as usize].store(false, Ordering::SeqCst);
     }
@@ -45,7 +45,7 @@ fn finish(heap: Arc<LockedHeap<'static>>) {
     assert_eq!(heap.free_frames(), FRAMES);
     heap.check_invariants().unwrap();
     // Everything is free again: any free now is a double free.
-    assert!(heap.free(Pfn::new(16).unwrap(), Order::SIZE_4K).is_err());
+    assert!(heap.free(Mfn::new(16).unwrap(), Order::SIZE_4K).is_err());
 }
 
 #[test]

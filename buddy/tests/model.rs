@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use nvirt_buddy::model::{Op, Tally, run};
-use nvirt_buddy::{Order, PfnRange};
+use nvirt_buddy::{Mfn, MfnRange, Order};
 use proptest::prelude::*;
 
 fn op() -> impl Strategy<Value = Op> {
@@ -27,18 +27,18 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Spans at frame 0 (where the block at 0 crosses zones), at odd and
 /// aligned bases, and against the top of the frame-number space.
-fn span() -> impl Strategy<Value = PfnRange> {
+fn span() -> impl Strategy<Value = MfnRange> {
     let base = prop_oneof![
         Just(0u64),
         Just(1u64),
         Just(0x3fu64),
         Just(0x100u64),
         Just(0x1234_5678u64),
-        Just((1u64 << 52) - 400),
+        Just(Mfn::LIMIT - 400),
     ];
     (base, 1u64..300).prop_map(|(b, len)| {
-        let end = (b + len).min((1 << 52) - 1);
-        PfnRange::from_numbers(b, end).unwrap()
+        let end = (b + len).min(Mfn::LIMIT - 1);
+        MfnRange::from_numbers(b, end).unwrap()
     })
 }
 
@@ -78,7 +78,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..40),
         seed in any::<u64>(),
     ) {
-        let span = PfnRange::from_numbers(0x40_0000 - 256, 0x40_0000 + 256).unwrap();
+        let span = MfnRange::from_numbers(0x40_0000 - 256, 0x40_0000 + 256).unwrap();
         let mut all = vec![Op::Add(seed, seed.rotate_left(17))];
         all.extend(ops.into_iter().map(|op| match op {
             Op::Alloc(o, z) => Op::Alloc(o.wrapping_mul(3), z),
@@ -103,7 +103,7 @@ fn every_kind_of_step_succeeds_and_fails() {
     };
     let mut total = Tally::default();
     for case in 0..300u64 {
-        let span = PfnRange::from_numbers(case % 5, case % 5 + 64 + next() % 200).unwrap();
+        let span = MfnRange::from_numbers(case % 5, case % 5 + 64 + next() % 200).unwrap();
         let mut ops = vec![Op::Add(next(), next())];
         for _ in 0..50 {
             let r = next();

@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use nvirt_addr::HostPhysRange;
+
 use crate::error::RangeError;
 use crate::kind::Kind;
 
@@ -110,6 +112,15 @@ impl Entry {
     #[must_use]
     pub const fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
+    }
+
+    /// The entry's bytes as a host-physical range, or `None` if it reaches
+    /// beyond the physical address space (`2^52`, where no processor
+    /// translates): the entry stays firmware data, the range is what a
+    /// hypervisor can use.
+    #[must_use]
+    pub const fn phys_range(&self) -> Option<HostPhysRange> {
+        HostPhysRange::from_numbers(self.start, self.end)
     }
 
     /// The same range with another kind.

@@ -82,3 +82,8 @@ pub use map::MemoryMap;
 pub use memmap::{MemmapError, MemmapOp};
 pub use nfit::{Nfit, NfitError};
 pub use synth::{GuestLayout, GuestMap, SynthError};
+
+/// The shared vocabulary the typed accessors return: a user of the map gets
+/// it without depending on `nvirt-addr` directly.
+pub use nvirt_addr;
+pub use nvirt_addr::{HostPhysAddr, HostPhysRange, OutOfRange, PageSize};

@@ -3,6 +3,8 @@
 use core::fmt;
 use core::ops::Range;
 
+use nvirt_addr::{HostPhysAddr, HostPhysRange, OutOfRange, PageSize};
+
 use crate::entry::Entry;
 use crate::error::{AlignmentError, CapacityError, MapError};
 use crate::firmware::FirmwareEntry;
@@ -253,6 +255,23 @@ impl<const N: usize> MemoryMap<N> {
         }))
     }
 
+    /// [`aligned_ranges`](Self::aligned_ranges) of `kind` shrunk to pages of
+    /// `size`, as host-physical ranges; a range reaching beyond the
+    /// physical address space (`2^52`) comes as the error that names it.
+    pub fn aligned_phys_ranges(
+        &self,
+        kind: Kind,
+        size: PageSize,
+    ) -> impl Iterator<Item = Result<HostPhysRange, OutOfRange>> + '_ {
+        // A page size is a power of two: `aligned_ranges` cannot refuse it.
+        let ranges = self.aligned_ranges(kind, size.bytes()).ok().into_iter();
+        ranges.flatten().map(|r| {
+            let start = HostPhysAddr::try_from(r.start)?;
+            let end = HostPhysAddr::try_from(r.end)?;
+            Ok(HostPhysRange::new(start, end).unwrap_or_default())
+        })
+    }
+
     /// Usable RAM, page by page: RAM ranges shrunk inward to `align`.
     pub fn usable_ranges(
         &self,
@@ -338,6 +357,37 @@ mod tests {
         assert!(huge.is_empty());
         assert!(map.usable_ranges(3).is_err());
         assert_eq!(map.end(), 0x2_0000_0000);
+    }
+
+    #[test]
+    fn typed_ranges_stop_at_the_physical_address_space() {
+        let map = MemoryMap::<4>::from_entries([
+            e(0x1001, 0x5000, Kind::Ram),
+            e(0x20_0000, 0x40_0000, Kind::Pmem),
+            e(1 << 52, 1 << 53, Kind::Ram),
+        ])
+        .unwrap();
+        let ram: Vec<_> = map
+            .aligned_phys_ranges(Kind::Ram, PageSize::Size4K)
+            .collect();
+        assert_eq!(ram.len(), 2);
+        assert_eq!(
+            ram[0],
+            Ok(HostPhysRange::from_numbers(0x2000, 0x5000).unwrap())
+        );
+        assert_eq!(ram[1].map_err(|e| e.value), Err(1 << 52));
+        let pmem = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size2M).next();
+        assert_eq!(
+            pmem,
+            Some(Ok(
+                HostPhysRange::from_numbers(0x20_0000, 0x40_0000).unwrap()
+            ))
+        );
+        assert_eq!(
+            map.entries()[1].phys_range().map(HostPhysRange::len),
+            Some(0x20_0000)
+        );
+        assert_eq!(map.entries()[2].phys_range(), None);
     }
 
     #[test]

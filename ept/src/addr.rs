@@ -1,13 +1,14 @@
-//! Typed addresses and page sizes.
+//! Paging levels over the shared vocabulary of addresses and page sizes.
 //!
 //! Guest-physical and host-physical addresses are different spaces; mixing
 //! them up is the classic bug of second-level paging code, so each has its
-//! own type and neither converts into the other implicitly.
+//! own type ([`GuestPhysAddr`], [`HostPhysAddr`], from `nvirt-addr`) and
+//! neither converts into the other implicitly.
 
-use core::fmt;
+use nvirt_addr::{GuestPhysAddr, HostPhysAddr, PAGE_SHIFT, PageSize};
 
 /// Bytes in a 4 KiB page: the granule of every address and length.
-pub const PAGE_4K: u64 = 1 << 12;
+pub const PAGE_4K: u64 = nvirt_addr::PAGE_SIZE;
 
 /// Guest-physical address width of 4-level EPT and NPT tables: a walk uses
 /// bits 47:0 of the guest-physical address (Intel SDM Vol. 3C, 29.3.2 "EPT
@@ -15,138 +16,22 @@ pub const PAGE_4K: u64 = 1 << 12;
 /// host's long-mode 4-level format).
 pub const GUEST_BITS: u32 = 48;
 
-macro_rules! address {
-    ($(#[$doc:meta])* $name:ident, $short:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(u64);
-
-        impl $name {
-            /// The address `value`. Any value is representable; width and
-            /// alignment are checked where the address is used.
-            #[must_use]
-            pub const fn new(value: u64) -> Self {
-                Self(value)
-            }
-
-            /// The address as an integer.
-            #[must_use]
-            pub const fn as_u64(self) -> u64 {
-                self.0
-            }
-
-            /// `self + bytes`, or `None` past 2^64.
-            #[must_use]
-            pub const fn checked_add(self, bytes: u64) -> Option<Self> {
-                match self.0.checked_add(bytes) {
-                    Some(v) => Some(Self(v)),
-                    None => None,
-                }
-            }
-
-            /// Bytes from `base` up to `self`, or `None` if `self < base`.
-            #[must_use]
-            pub const fn checked_offset_from(self, base: Self) -> Option<u64> {
-                self.0.checked_sub(base.0)
-            }
-
-            /// Whether the address is a multiple of `size`.
-            #[must_use]
-            pub const fn is_aligned(self, size: PageSize) -> bool {
-                self.0 & (size.bytes() - 1) == 0
-            }
-
-            /// The address rounded down to a multiple of `size`.
-            #[must_use]
-            pub const fn align_down(self, size: PageSize) -> Self {
-                Self(self.0 & !(size.bytes() - 1))
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($short, "({:#x})"), self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($short, " {:#x}"), self.0)
-            }
-        }
-
-        impl fmt::LowerHex for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::LowerHex::fmt(&self.0, f)
-            }
-        }
-    };
-}
-
-address!(
-    /// A guest-physical address: what the guest believes is physical memory,
-    /// the input of a second-level walk.
-    GuestPhys,
-    "GPA"
-);
-
-address!(
-    /// A host-physical (machine) address: the output of a second-level walk,
-    /// and where the paging structures themselves live.
-    HostPhys,
-    "HPA"
-);
-
-/// The size of a page a leaf entry maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PageSize {
-    /// 4 KiB, mapped by a page-table entry.
-    Size4K,
-    /// 2 MiB, mapped by a page-directory entry with the large-page bit.
-    Size2M,
-    /// 1 GiB, mapped by a page-directory-pointer-table entry with the
-    /// large-page bit (only where the processor supports it).
-    Size1G,
-}
-
-impl PageSize {
-    /// Every size, smallest first.
-    pub const ALL: [Self; 3] = [Self::Size4K, Self::Size2M, Self::Size1G];
-
-    /// log2 of the size in bytes.
-    #[must_use]
-    pub const fn shift(self) -> u32 {
-        match self {
-            Self::Size4K => 12,
-            Self::Size2M => 21,
-            Self::Size1G => 30,
-        }
-    }
-
-    /// The size in bytes.
-    #[must_use]
-    pub const fn bytes(self) -> u64 {
-        1 << self.shift()
-    }
-
-    /// The paging level whose entries map pages of this size.
-    #[must_use]
-    pub const fn level(self) -> Level {
-        match self {
-            Self::Size4K => Level::Pt,
-            Self::Size2M => Level::Pd,
-            Self::Size1G => Level::Pdpt,
-        }
+/// A guest address the tables computed from a checked request or from
+/// their own entries: below `2^48` ([`GUEST_BITS`]), so always an address.
+pub(crate) const fn guest_addr(value: u64) -> GuestPhysAddr {
+    match GuestPhysAddr::new(value) {
+        Some(addr) => addr,
+        None => GuestPhysAddr::MAX,
     }
 }
 
-impl fmt::Display for PageSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Size4K => "4K",
-            Self::Size2M => "2M",
-            Self::Size1G => "1G",
-        })
+/// A host address the tables computed from a checked request or from their
+/// own entries: below `2^physical_bits` (at most `2^52`), so always an
+/// address.
+pub(crate) const fn host_addr(value: u64) -> HostPhysAddr {
+    match HostPhysAddr::new(value) {
+        Some(addr) => addr,
+        None => HostPhysAddr::MAX,
     }
 }
 
@@ -168,10 +53,20 @@ impl Level {
     /// Entries in a table of any level.
     pub const ENTRIES: usize = 512;
 
+    /// The paging level whose entries map pages of `size`.
+    #[must_use]
+    pub const fn of(size: PageSize) -> Self {
+        match size {
+            PageSize::Size4K => Self::Pt,
+            PageSize::Size2M => Self::Pd,
+            PageSize::Size1G => Self::Pdpt,
+        }
+    }
+
     /// log2 of the guest-physical span one entry of this level controls.
     #[must_use]
     pub const fn shift(self) -> u32 {
-        12 + 9 * (self as u32 - 1)
+        PAGE_SHIFT + 9 * (self as u32 - 1)
     }
 
     /// Bytes of guest-physical space one entry of this level controls.
@@ -222,27 +117,12 @@ mod tests {
     #[test]
     fn levels_and_sizes_agree() {
         for size in PageSize::ALL {
-            assert_eq!(size.level().entry_span(), size.bytes());
-            assert_eq!(size.level().page_size(), Some(size));
+            assert_eq!(Level::of(size).entry_span(), size.bytes());
+            assert_eq!(Level::of(size).page_size(), Some(size));
         }
         assert_eq!(Level::Pml4.entry_span(), 512 << 30);
         assert_eq!(Level::Pml4.table_span(), 1 << GUEST_BITS);
         assert_eq!(Level::Pd.index(0x3fe0_0000), 511);
         assert_eq!(Level::Pml4.below(), Some(Level::Pdpt));
-    }
-
-    #[test]
-    fn address_arithmetic() {
-        let a = GuestPhys::new(0x20_1000);
-        assert!(a.is_aligned(PageSize::Size4K));
-        assert!(!a.is_aligned(PageSize::Size2M));
-        assert_eq!(a.align_down(PageSize::Size2M), GuestPhys::new(0x20_0000));
-        assert_eq!(GuestPhys::new(u64::MAX).checked_add(1), None);
-        assert_eq!(
-            a.checked_offset_from(GuestPhys::new(0x20_0000)),
-            Some(0x1000)
-        );
-        assert_eq!(HostPhys::new(0x1000).to_string(), "HPA 0x1000");
-        assert_eq!(format!("{a:?}"), "GPA(0x201000)");
     }
 }

@@ -15,14 +15,15 @@
 //! change stay private until linked, and need neither atomic exchanges nor
 //! retirement.
 
+use crate::addr::host_addr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::addr::{HostPhys, Level, PageSize};
 use crate::attrs::Attrs;
 use crate::format::{Decoded, Format};
 use crate::frames::{PhysMem, write_link};
 use crate::ops::{Change, Op, Work};
 use crate::tables::Tables;
+use crate::{HostPhysAddr, Level, PageSize};
 
 impl<F: Format, M: PhysMem> Tables<F, M> {
     pub(crate) fn apply_root(&self, op: &Op, work: &mut Work) {
@@ -33,7 +34,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         &self,
         op: &Op,
         level: Level,
-        table: HostPhys,
+        table: HostPhysAddr,
         base: u64,
         live: bool,
         work: &mut Work,
@@ -191,18 +192,18 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     }
 
     /// The host address a map change gives the guest address `gpa`.
-    fn map_target(&self, op: &Op, gpa: u64) -> HostPhys {
+    fn map_target(&self, op: &Op, gpa: u64) -> HostPhysAddr {
         match op.change {
             Change::Map {
                 gpa: start, hpa, ..
-            } => HostPhys::new(hpa + (gpa - start)),
-            _ => HostPhys::new(0),
+            } => host_addr(hpa + (gpa - start)),
+            _ => host_addr(0),
         }
     }
 
     /// A planned frame. The plan counted it, so the pool is never empty; if
     /// it were, the entry is left as it was rather than half-changed.
-    fn take(&self, work: &mut Work) -> Option<HostPhys> {
+    fn take(&self, work: &mut Work) -> Option<HostPhysAddr> {
         let frame = work.pool.take(&self.mem);
         debug_assert!(frame.is_some(), "plan undercounted table frames");
         frame
@@ -210,7 +211,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
 
     /// Fills the private table `table` of `level` for a map change: every
     /// entry written once, new child tables built before they are linked.
-    fn build(&self, op: &Op, level: Level, table: HostPhys, base: u64, work: &mut Work) {
+    fn build(&self, op: &Op, level: Level, table: HostPhysAddr, base: u64, work: &mut Work) {
         let Change::Map { attrs, .. } = op.change else {
             return;
         };
@@ -272,7 +273,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         level: Level,
         slot: &AtomicU64,
         raw: u64,
-        (hpa, attrs, hardware): (HostPhys, Attrs, u64),
+        (hpa, attrs, hardware): (HostPhysAddr, Attrs, u64),
         base: u64,
         live: bool,
         work: &mut Work,
@@ -314,7 +315,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         work.scope = work.scope.max(self.config.changed_scope());
     }
 
-    fn or_into_leaves(&self, table: HostPhys, level: Level, bits: u64) {
+    fn or_into_leaves(&self, table: HostPhysAddr, level: Level, bits: u64) {
         for entry in self.mem.table(table) {
             match self.format.decode(level, entry.load(Ordering::Relaxed)) {
                 Decoded::Leaf { .. } => {
@@ -338,7 +339,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         op: &Op,
         level: Level,
         slot: &AtomicU64,
-        child: HostPhys,
+        child: HostPhysAddr,
         base: u64,
         live: bool,
         work: &mut Work,
@@ -408,7 +409,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     /// A table unlinked from the tree: a live one is retired (a walker may
     /// still use it until the caller invalidates), a private one goes back
     /// to the pool with its private subtables.
-    fn dispose(&self, table: HostPhys, level: Level, live: bool, work: &mut Work) {
+    fn dispose(&self, table: HostPhysAddr, level: Level, live: bool, work: &mut Work) {
         if live {
             work.retired_frames += self.subtree_tables(table, level);
             write_link(self.mem.table(table), work.retired);
@@ -426,7 +427,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         work.pool.put(&self.mem, table);
     }
 
-    fn subtree_tables(&self, table: HostPhys, level: Level) -> u64 {
+    fn subtree_tables(&self, table: HostPhysAddr, level: Level) -> u64 {
         let Some(below) = level.below() else { return 1 };
         let mut count = 1;
         for entry in self.mem.table(table) {
@@ -441,7 +442,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     /// `child`, if every entry of `child` is a leaf with the same attributes
     /// and contiguous host addresses aligned to the large page. Accessed
     /// and dirty bits are the union of the small pages'.
-    fn mergeable(&self, level: Level, child: HostPhys, base: u64, op: &Op) -> Option<u64> {
+    fn mergeable(&self, level: Level, child: HostPhysAddr, base: u64, op: &Op) -> Option<u64> {
         if !self.leaf_allowed(level) {
             return None;
         }

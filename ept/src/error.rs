@@ -3,8 +3,8 @@
 
 use core::fmt;
 
-use crate::addr::{GuestPhys, HostPhys};
 use crate::attrs::{MemType, Perms};
+use crate::{GuestPhysAddr, HostPhysAddr};
 
 /// Attributes the format, or the processor it is configured for, cannot
 /// encode.
@@ -81,23 +81,23 @@ impl fmt::Display for AttrError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RangeError {
     /// A guest-physical address that is not 4 KiB aligned.
-    UnalignedGuest(GuestPhys),
+    UnalignedGuest(GuestPhysAddr),
     /// A host-physical address that is not 4 KiB aligned.
-    UnalignedHost(HostPhys),
+    UnalignedHost(HostPhysAddr),
     /// A length that is not a multiple of 4 KiB.
     UnalignedLength(u64),
     /// The range ends beyond the 48-bit guest-physical space of 4-level
     /// tables (or beyond 2^64).
     GuestBeyondWidth {
         /// First byte.
-        start: GuestPhys,
+        start: GuestPhysAddr,
         /// Length in bytes.
         len: u64,
     },
     /// The host range ends beyond the configured physical-address width.
     HostBeyondWidth {
         /// First byte.
-        start: HostPhys,
+        start: HostPhysAddr,
         /// Length in bytes.
         len: u64,
         /// The configured width (MAXPHYADDR).
@@ -137,7 +137,7 @@ pub enum FrameError {
     /// physical-address width (given back as well).
     Invalid {
         /// The frame.
-        frame: HostPhys,
+        frame: HostPhysAddr,
     },
 }
 
@@ -189,7 +189,7 @@ pub enum MapError {
     /// `map` found a page already mapped (`replace` would overwrite it).
     Overlap {
         /// The first mapped guest address in the range.
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
     },
     /// Not enough table frames.
     Frames(FrameError),
@@ -234,7 +234,7 @@ pub enum UpdateError {
     /// A page of the range is not mapped.
     NotMapped {
         /// The first unmapped guest address in the range.
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
     },
     /// Not enough table frames to split a large page the range cuts.
     Frames(FrameError),

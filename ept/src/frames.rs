@@ -14,10 +14,11 @@
 //! implementation turns its direct map into references once, in its own
 //! unsafe block); this crate itself needs no unsafe code at all.
 
+use crate::addr::host_addr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::addr::{HostPhys, Level};
 use crate::error::FrameError;
+use crate::{HostPhysAddr, Level};
 
 /// One paging structure as the tables see it.
 pub type TableView = [AtomicU64; Level::ENTRIES];
@@ -26,22 +27,22 @@ pub type TableView = [AtomicU64; Level::ENTRIES];
 pub trait FrameSource {
     /// A 4 KiB-aligned frame, or `None` when exhausted. Its contents do not
     /// matter: every entry is written before the frame is linked.
-    fn alloc_table(&mut self) -> Option<HostPhys>;
+    fn alloc_table(&mut self) -> Option<HostPhysAddr>;
 
     /// Takes back a frame from [`alloc_table`](Self::alloc_table). The
     /// tables free a frame only when no walker can reach it any more: at
     /// once if it was never linked, otherwise from
     /// [`Tables::reclaim`](crate::Tables::reclaim) after the caller's
     /// invalidation.
-    fn free_table(&mut self, frame: HostPhys);
+    fn free_table(&mut self, frame: HostPhysAddr);
 }
 
 impl<T: FrameSource + ?Sized> FrameSource for &mut T {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         (**self).alloc_table()
     }
 
-    fn free_table(&mut self, frame: HostPhys) {
+    fn free_table(&mut self, frame: HostPhysAddr) {
         (**self).free_table(frame);
     }
 }
@@ -51,11 +52,11 @@ pub trait PhysMem {
     /// The table at `frame`. Called only for the root and for frames the
     /// frame source handed out; the view must stay valid while the tables
     /// exist and must alias no other frame's view.
-    fn table(&self, frame: HostPhys) -> &TableView;
+    fn table(&self, frame: HostPhysAddr) -> &TableView;
 }
 
 impl<T: PhysMem + ?Sized> PhysMem for &T {
-    fn table(&self, frame: HostPhys) -> &TableView {
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
         (**self).table(frame)
     }
 }
@@ -65,19 +66,19 @@ impl<T: PhysMem + ?Sized> PhysMem for &T {
 /// walker can reach them yet.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    head: Option<HostPhys>,
+    head: Option<HostPhysAddr>,
     len: u64,
     /// Frames handed out by `take` minus frames given back by `put`.
     pub(crate) net_taken: i64,
 }
 
 /// Entry 0 of a pooled frame: the next frame with bit 0 set, or 0 at the end.
-fn encode_next(next: Option<HostPhys>) -> u64 {
-    next.map_or(0, |f| f.as_u64() | 1)
+fn encode_next(next: Option<HostPhysAddr>) -> u64 {
+    next.map_or(0, |f| f.get() | 1)
 }
 
-fn decode_next(raw: u64) -> Option<HostPhys> {
-    (raw & 1 != 0).then(|| HostPhys::new(raw & !0xfff))
+fn decode_next(raw: u64) -> Option<HostPhysAddr> {
+    (raw & 1 != 0).then(|| host_addr(raw & !0xfff))
 }
 
 impl Pool {
@@ -113,14 +114,14 @@ impl Pool {
         Ok(pool)
     }
 
-    fn push(&mut self, mem: &impl PhysMem, frame: HostPhys) {
+    fn push(&mut self, mem: &impl PhysMem, frame: HostPhysAddr) {
         mem.table(frame)[0].store(encode_next(self.head), Ordering::Relaxed);
         self.head = Some(frame);
         self.len += 1;
     }
 
     /// A frame for a new table.
-    pub(crate) fn take(&mut self, mem: &impl PhysMem) -> Option<HostPhys> {
+    pub(crate) fn take(&mut self, mem: &impl PhysMem) -> Option<HostPhysAddr> {
         let frame = self.head?;
         self.head = decode_next(mem.table(frame)[0].load(Ordering::Relaxed));
         self.len -= 1;
@@ -129,7 +130,7 @@ impl Pool {
     }
 
     /// Gives back a frame that was taken but never became reachable.
-    pub(crate) fn put(&mut self, mem: &impl PhysMem, frame: HostPhys) {
+    pub(crate) fn put(&mut self, mem: &impl PhysMem, frame: HostPhysAddr) {
         self.push(mem, frame);
         self.net_taken -= 1;
     }
@@ -146,8 +147,8 @@ impl Pool {
 
 /// Whether a frame from the source is usable: 4 KiB aligned, inside the
 /// physical-address width.
-pub(crate) fn frame_ok(frame: HostPhys, phys_bits: u8) -> bool {
-    frame.as_u64() & 0xfff == 0 && frame.as_u64() >> phys_bits == 0
+pub(crate) fn frame_ok(frame: HostPhysAddr, phys_bits: u8) -> bool {
+    frame.get() & 0xfff == 0 && frame.get() >> phys_bits == 0
 }
 
 /// Bits ignored by the walker in every entry form of both formats, present
@@ -167,9 +168,9 @@ const LINK_LEVEL_SHIFT: u32 = 41;
 /// Chains the retired table `next` (of its level) into the retired
 /// `table`. Read-modify-write: a walker may be setting accessed/dirty bits
 /// in the same entries.
-pub(crate) fn write_link(table: &TableView, next: Option<(HostPhys, Level)>) {
+pub(crate) fn write_link(table: &TableView, next: Option<(HostPhysAddr, Level)>) {
     let value = next.map_or(0, |(f, level)| {
-        ((f.as_u64() >> 12) + 1) | ((level as u64) << LINK_LEVEL_SHIFT)
+        ((f.get() >> 12) + 1) | ((level as u64) << LINK_LEVEL_SHIFT)
     });
     for (k, entry) in table.iter().take(LINK_ENTRIES).enumerate() {
         let chunk = (value >> (6 * k)) & 0x3f;
@@ -181,7 +182,7 @@ pub(crate) fn write_link(table: &TableView, next: Option<(HostPhys, Level)>) {
 }
 
 /// The retired table chained after `table`.
-pub(crate) fn read_link(table: &TableView) -> Option<(HostPhys, Level)> {
+pub(crate) fn read_link(table: &TableView) -> Option<(HostPhysAddr, Level)> {
     let mut value = 0;
     for (k, entry) in table.iter().take(LINK_ENTRIES).enumerate() {
         let raw = entry.load(Ordering::Relaxed);
@@ -194,7 +195,7 @@ pub(crate) fn read_link(table: &TableView) -> Option<(HostPhys, Level)> {
         2 => Level::Pd,
         _ => Level::Pdpt,
     };
-    Some((HostPhys::new(frame << 12), level))
+    Some((host_addr(frame << 12), level))
 }
 
 #[cfg(test)]
@@ -207,10 +208,10 @@ mod tests {
 
     #[test]
     fn links_round_trip_without_touching_other_bits() {
-        let last = HostPhys::new(0x000f_ffff_ffff_f000);
+        let last = host_addr(0x000f_ffff_ffff_f000);
         for next in [
             None,
-            Some((HostPhys::new(0), Level::Pt)),
+            Some((host_addr(0), Level::Pt)),
             Some((last, Level::Pdpt)),
         ] {
             let t = table();
@@ -227,8 +228,8 @@ mod tests {
 
     #[test]
     fn frame_checks() {
-        assert!(frame_ok(HostPhys::new(0x1000), 32));
-        assert!(!frame_ok(HostPhys::new(0x1800), 52));
-        assert!(!frame_ok(HostPhys::new(1 << 32), 32));
+        assert!(frame_ok(host_addr(0x1000), 32));
+        assert!(!frame_ok(host_addr(0x1800), 52));
+        assert!(!frame_ok(host_addr(1 << 32), 32));
     }
 }

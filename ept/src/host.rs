@@ -5,13 +5,14 @@
 //! capacity costs nothing until used. Frame `i` has the host-physical
 //! address `base + i * 4096`.
 
+use crate::addr::host_addr;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::{Cell, OnceCell, RefCell};
 use core::sync::atomic::AtomicU64;
 
-use crate::addr::{HostPhys, PAGE_4K};
 use crate::frames::{FrameSource, PhysMem, TableView};
+use crate::{HostPhysAddr, PAGE_4K};
 
 /// Frames per chunk.
 const CHUNK: usize = 512;
@@ -28,11 +29,11 @@ impl Frame {
 /// Table frames in host memory. Use `&HostFrames` as both the
 /// [`PhysMem`] and the [`FrameSource`] of a set of tables.
 pub struct HostFrames {
-    base: HostPhys,
+    base: HostPhysAddr,
     chunks: Box<[OnceCell<Box<[Frame]>>]>,
     capacity: usize,
     next: Cell<usize>,
-    free: RefCell<Vec<HostPhys>>,
+    free: RefCell<Vec<HostPhysAddr>>,
     live: Cell<usize>,
     limit: Cell<usize>,
 }
@@ -51,10 +52,10 @@ impl HostFrames {
     /// Room for `capacity` frames whose addresses start at `base` (rounded
     /// down to 4 KiB).
     #[must_use]
-    pub fn new(base: HostPhys, capacity: usize) -> Self {
+    pub fn new(base: HostPhysAddr, capacity: usize) -> Self {
         let chunks = capacity.div_ceil(CHUNK);
         Self {
-            base: HostPhys::new(base.as_u64() & !(PAGE_4K - 1)),
+            base: host_addr(base.get() & !(PAGE_4K - 1)),
             chunks: (0..chunks).map(|_| OnceCell::new()).collect(),
             capacity,
             next: Cell::new(0),
@@ -87,12 +88,12 @@ impl HostFrames {
 
     /// Whether `frame` is a frame of this source.
     #[must_use]
-    pub fn contains(&self, frame: HostPhys) -> bool {
+    pub fn contains(&self, frame: HostPhysAddr) -> bool {
         self.index(frame).is_some()
     }
 
-    fn index(&self, frame: HostPhys) -> Option<usize> {
-        let offset = frame.checked_offset_from(self.base)?;
+    fn index(&self, frame: HostPhysAddr) -> Option<usize> {
+        let offset = frame.offset_from(self.base)?;
         let index = usize::try_from(offset / PAGE_4K).ok()?;
         (offset % PAGE_4K == 0 && index < self.capacity).then_some(index)
     }
@@ -102,7 +103,7 @@ impl PhysMem for HostFrames {
     /// # Panics
     /// If `frame` is not a frame of this source: the tables only ask for
     /// frames the source handed out, so this is a caller bug.
-    fn table(&self, frame: HostPhys) -> &TableView {
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
         let Some(index) = self.index(frame) else {
             panic!("{frame} is not a frame of this HostFrames");
         };
@@ -113,7 +114,7 @@ impl PhysMem for HostFrames {
 }
 
 impl FrameSource for &HostFrames {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         if self.live.get() >= self.limit.get() {
             return None;
         }
@@ -125,14 +126,14 @@ impl FrameSource for &HostFrames {
                     return None;
                 }
                 self.next.set(index + 1);
-                HostPhys::new(self.base.as_u64() + index as u64 * PAGE_4K)
+                host_addr(self.base.get() + index as u64 * PAGE_4K)
             }
         };
         self.live.set(self.live.get() + 1);
         Some(frame)
     }
 
-    fn free_table(&mut self, frame: HostPhys) {
+    fn free_table(&mut self, frame: HostPhysAddr) {
         if self.contains(frame) {
             self.free.borrow_mut().push(frame);
             self.live.set(self.live.get().saturating_sub(1));

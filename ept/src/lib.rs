@@ -10,27 +10,29 @@
 //! encoding ([`Ept`], [`Npt`]); one builder serves both.
 //!
 //! ```
-//! use nvirt_ept::{Config, Ept, GuestPhys, HostPhys, Invalidate, MemType, Perms, Tables};
+//! use nvirt_ept::{Config, Ept, GuestPhysAddr, HostPhysAddr, Invalidate, MemType, Perms, Tables};
 //! use nvirt_ept::host::HostFrames;
 //!
 //! // Frames from host memory here; a hypervisor passes its buddy heap.
-//! let frames = HostFrames::new(HostPhys::new(0x1_0000_0000), 64);
+//! let frames = HostFrames::new(HostPhysAddr::try_from(0x1_0000_0000)?, 64);
 //! let config = Config::new().pages_1g(true); // the processor has 1 GiB pages
 //! let mut ept = Tables::new(Ept::new(), &frames, config, &mut &frames)?;
 //!
 //! // 3 GiB of RAM at guest 0 from host 4 GiB: three 1 GiB pages.
-//! let flush = ept.map(&mut &frames, GuestPhys::new(0), HostPhys::new(4 << 30), 3 << 30, Perms::RWX, MemType::Wb)?;
+//! let ram = HostPhysAddr::try_from(4 << 30)?;
+//! let flush = ept.map(&mut &frames, GuestPhysAddr::ZERO, ram, 3 << 30, Perms::RWX, MemType::Wb)?;
 //! assert_eq!(flush, Invalidate::Nothing); // only empty entries were filled
 //! assert_eq!(ept.page_counts().size_1g, 3);
 //!
 //! // Write-protect one 4 KiB page: 1 GiB -> 2 MiB pages -> 4 KiB pages, only there.
-//! let flush = ept.protect(&mut &frames, GuestPhys::new(0x4000_1000), 0x1000, Perms::RX)?;
+//! let page = GuestPhysAddr::try_from(0x4000_1000)?;
+//! let flush = ept.protect(&mut &frames, page, 0x1000, Perms::RX)?;
 //! assert_eq!(flush, Invalidate::ThisContext);
 //! let counts = ept.page_counts();
 //! assert_eq!((counts.size_1g, counts.size_2m, counts.size_4k), (2, 511, 512));
 //!
 //! // Restore it: the tables merge back to 1 GiB pages on their own.
-//! let _ = ept.protect(&mut &frames, GuestPhys::new(0x4000_1000), 0x1000, Perms::RWX)?;
+//! let _ = ept.protect(&mut &frames, page, 0x1000, Perms::RWX)?;
 //! assert_eq!(ept.page_counts().size_1g, 3);
 //! // After INVEPT (single-context, with `ept.root_pointer()`), free the old tables.
 //! assert_eq!(ept.reclaim(&mut &frames), 2);
@@ -70,7 +72,8 @@ mod ops;
 mod tables;
 mod walk;
 
-pub use addr::{GUEST_BITS, GuestPhys, HostPhys, Level, PAGE_4K, PageSize};
+pub use addr::{GUEST_BITS, Level, PAGE_4K};
+
 pub use attrs::{Attrs, MemType, Perms};
 pub use config::{Config, Invalidate, Merge};
 pub use error::{AttrError, FrameError, MapError, NewError, RangeError, UnmapError, UpdateError};
@@ -78,5 +81,14 @@ pub use format::ept::Ept;
 pub use format::npt::Npt;
 pub use format::{Decoded, Format};
 pub use frames::{FrameSource, PhysMem, TableView};
+/// The shared vocabulary this crate speaks: a user of the tables gets it
+/// without depending on `nvirt-addr` directly.
+pub use nvirt_addr;
+pub use nvirt_addr::{GuestPhysAddr, HostPhysAddr, PageSize};
 pub use tables::Tables;
-pub use walk::{Extent, Extents, PageCounts, Translation};
+pub use walk::{PageCounts, PageRun, PageRuns, Translation};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

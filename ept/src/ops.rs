@@ -5,15 +5,16 @@
 //! same change (then the spare frame is returned unused), so the apply pass
 //! never runs dry.
 
+use crate::addr::host_addr;
 use core::sync::atomic::Ordering;
 
-use crate::addr::{GuestPhys, HostPhys, Level};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::config::{Invalidate, Merge};
 use crate::error::AttrError;
 use crate::format::{Decoded, Format};
 use crate::frames::{PhysMem, Pool};
 use crate::tables::Tables;
+use crate::{GuestPhysAddr, HostPhysAddr, Level};
 
 /// What a change does to each page of its range.
 #[derive(Clone, Copy, Debug)]
@@ -46,8 +47,8 @@ pub(crate) struct Op {
 
 impl Op {
     /// The caller has checked that `gpa + len` does not overflow.
-    pub(crate) fn new(change: Change, gpa: GuestPhys, len: u64) -> Self {
-        let start = gpa.as_u64();
+    pub(crate) fn new(change: Change, gpa: GuestPhysAddr, len: u64) -> Self {
+        let start = gpa.get();
         Self {
             change,
             start,
@@ -94,7 +95,7 @@ pub(crate) enum Stop {
 /// A table as the planner sees it: real, or one the change would create.
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    Live(HostPhys),
+    Live(HostPhysAddr),
     /// A new table: every entry empty.
     Fresh,
     /// A new table splitting a leaf that mapped `hpa` with `attrs`.
@@ -109,12 +110,12 @@ enum Source {
 pub(crate) struct Work {
     pub(crate) pool: Pool,
     pub(crate) scope: Invalidate,
-    pub(crate) retired: Option<(HostPhys, Level)>,
+    pub(crate) retired: Option<(HostPhysAddr, Level)>,
     pub(crate) retired_frames: u64,
 }
 
 impl Work {
-    pub(crate) fn new(pool: Pool, retired: Option<(HostPhys, Level)>) -> Self {
+    pub(crate) fn new(pool: Pool, retired: Option<(HostPhysAddr, Level)>) -> Self {
         Self {
             pool,
             scope: Invalidate::Nothing,
@@ -175,7 +176,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                 // the boundary entries and one inner entry.
                 let entry = |i: usize| match src {
                     Source::Split { hpa, attrs } => Decoded::Leaf {
-                        hpa: HostPhys::new(hpa + i as u64 * span),
+                        hpa: host_addr(hpa + i as u64 * span),
                         attrs,
                         hardware: 0,
                     },
@@ -213,8 +214,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                 _ => Ok(0),
             };
         };
-        let split = |hpa: HostPhys, attrs| Source::Split {
-            hpa: hpa.as_u64(),
+        let split = |hpa: HostPhysAddr, attrs| Source::Split {
+            hpa: hpa.get(),
             attrs,
         };
         match op.change {

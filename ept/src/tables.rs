@@ -4,15 +4,16 @@
 //! apply pass that cannot fail. An error therefore leaves every entry
 //! exactly as it was.
 
+use crate::addr::guest_addr;
 use core::sync::atomic::Ordering;
 
-use crate::addr::{GUEST_BITS, GuestPhys, HostPhys, Level, PAGE_4K};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::config::{Config, Invalidate};
 use crate::error::{FrameError, MapError, NewError, RangeError, UnmapError, UpdateError};
 use crate::format::{Decoded, Format};
 use crate::frames::{FrameSource, LINK_BITS, PhysMem, Pool, frame_ok, read_link};
 use crate::ops::{Change, Op, Stop, Work};
+use crate::{GUEST_BITS, GuestPhysAddr, HostPhysAddr, Level, PAGE_4K};
 
 /// Second-level translation tables of format `F` whose frames are reached
 /// through `M`.
@@ -24,11 +25,11 @@ pub struct Tables<F: Format, M: PhysMem> {
     pub(crate) format: F,
     pub(crate) mem: M,
     pub(crate) config: Config,
-    pub(crate) root: HostPhys,
+    pub(crate) root: HostPhysAddr,
     /// Tables reachable from the root, root included.
     live: u64,
     /// Head of the chain of retired subtrees and the level of its table.
-    retired: Option<(HostPhys, Level)>,
+    retired: Option<(HostPhysAddr, Level)>,
     /// Frames in retired subtrees.
     pending: u64,
 }
@@ -89,7 +90,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     }
 
     /// The root table's frame.
-    pub fn root(&self) -> HostPhys {
+    pub fn root(&self) -> HostPhysAddr {
         self.root
     }
 
@@ -118,8 +119,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn map(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
-        hpa: HostPhys,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
         len: u64,
         perms: Perms,
         mem: MemType,
@@ -135,8 +136,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn replace(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
-        hpa: HostPhys,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
         len: u64,
         perms: Perms,
         mem: MemType,
@@ -147,8 +148,8 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     fn map_op(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
-        hpa: HostPhys,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
         len: u64,
         attrs: Attrs,
         replace: bool,
@@ -157,20 +158,16 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         self.check_host(hpa, len).map_err(MapError::Range)?;
         self.format.check(attrs).map_err(MapError::Attrs)?;
         let change = Change::Map {
-            gpa: gpa.as_u64(),
-            hpa: hpa.as_u64(),
+            gpa: gpa.get(),
+            hpa: hpa.get(),
             attrs,
             replace,
         };
         self.run(frames, Op::new(change, gpa, len))
             .map_err(|e| match e {
-                Failure::Stop(Stop::Overlap(a)) => MapError::Overlap {
-                    gpa: GuestPhys::new(a),
-                },
+                Failure::Stop(Stop::Overlap(a)) => MapError::Overlap { gpa: guest_addr(a) },
                 Failure::Stop(Stop::Attrs(e)) => MapError::Attrs(e),
-                Failure::Stop(Stop::NotMapped(a)) => MapError::Overlap {
-                    gpa: GuestPhys::new(a),
-                },
+                Failure::Stop(Stop::NotMapped(a)) => MapError::Overlap { gpa: guest_addr(a) },
                 Failure::Frames(e) => MapError::Frames(e),
             })
     }
@@ -184,7 +181,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn unmap(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
         len: u64,
     ) -> Result<Invalidate, UnmapError> {
         check_guest(gpa, len).map_err(UnmapError::Range)?;
@@ -211,7 +208,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn protect(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
         len: u64,
         perms: Perms,
     ) -> Result<Invalidate, UpdateError> {
@@ -234,7 +231,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     pub fn set_mem_type(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
         len: u64,
         mem: MemType,
     ) -> Result<Invalidate, UpdateError> {
@@ -252,16 +249,16 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     fn update(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: GuestPhys,
+        gpa: GuestPhysAddr,
         len: u64,
         change: Change,
     ) -> Result<Invalidate, UpdateError> {
         check_guest(gpa, len).map_err(UpdateError::Range)?;
         self.run(frames, Op::new(change, gpa, len))
             .map_err(|e| match e {
-                Failure::Stop(Stop::NotMapped(a) | Stop::Overlap(a)) => UpdateError::NotMapped {
-                    gpa: GuestPhys::new(a),
-                },
+                Failure::Stop(Stop::NotMapped(a) | Stop::Overlap(a)) => {
+                    UpdateError::NotMapped { gpa: guest_addr(a) }
+                }
                 Failure::Stop(Stop::Attrs(e)) => UpdateError::Attrs(e),
                 Failure::Frames(e) => UpdateError::Frames(e),
             })
@@ -274,7 +271,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     ///
     /// # Errors
     /// Unaligned or out-of-width range.
-    pub fn promote(&mut self, gpa: GuestPhys, len: u64) -> Result<Invalidate, RangeError> {
+    pub fn promote(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<Invalidate, RangeError> {
         check_guest(gpa, len)?;
         let mut none = NoFrames;
         // A promote plans no frames and the planner refuses nothing in it,
@@ -306,7 +303,12 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         self.free_subtree(self.root, Level::Pml4, frames);
     }
 
-    fn free_subtree(&self, table: HostPhys, level: Level, frames: &mut impl FrameSource) -> u64 {
+    fn free_subtree(
+        &self,
+        table: HostPhysAddr,
+        level: Level,
+        frames: &mut impl FrameSource,
+    ) -> u64 {
         let mut freed = 1;
         if let Some(below) = level.below() {
             for entry in self.mem.table(table) {
@@ -320,12 +322,12 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         freed
     }
 
-    fn check_host(&self, hpa: HostPhys, len: u64) -> Result<(), RangeError> {
-        if hpa.as_u64() % PAGE_4K != 0 {
+    fn check_host(&self, hpa: HostPhysAddr, len: u64) -> Result<(), RangeError> {
+        if hpa.get() % PAGE_4K != 0 {
             return Err(RangeError::UnalignedHost(hpa));
         }
         let bits = self.config.physical_bits();
-        match hpa.as_u64().checked_add(len) {
+        match hpa.get().checked_add(len) {
             Some(end) if end <= 1 << bits => Ok(()),
             _ => Err(RangeError::HostBeyondWidth {
                 start: hpa,
@@ -366,21 +368,21 @@ enum Failure {
 struct NoFrames;
 
 impl FrameSource for NoFrames {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         None
     }
 
-    fn free_table(&mut self, _frame: HostPhys) {}
+    fn free_table(&mut self, _frame: HostPhysAddr) {}
 }
 
-fn check_guest(gpa: GuestPhys, len: u64) -> Result<(), RangeError> {
-    if gpa.as_u64() % PAGE_4K != 0 {
+fn check_guest(gpa: GuestPhysAddr, len: u64) -> Result<(), RangeError> {
+    if gpa.get() % PAGE_4K != 0 {
         return Err(RangeError::UnalignedGuest(gpa));
     }
     if len % PAGE_4K != 0 {
         return Err(RangeError::UnalignedLength(len));
     }
-    match gpa.as_u64().checked_add(len) {
+    match gpa.get().checked_add(len) {
         Some(end) if end <= 1 << GUEST_BITS => Ok(()),
         _ => Err(RangeError::GuestBeyondWidth { start: gpa, len }),
     }

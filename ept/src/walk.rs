@@ -1,19 +1,20 @@
 //! Reading the tables: translation, mapped extents, statistics.
 
+use crate::addr::{guest_addr, host_addr};
 use core::iter::FusedIterator;
 use core::sync::atomic::Ordering;
 
-use crate::addr::{GUEST_BITS, GuestPhys, HostPhys, Level, PageSize};
 use crate::attrs::Attrs;
 use crate::format::{Decoded, Format};
 use crate::frames::PhysMem;
 use crate::tables::Tables;
+use crate::{GUEST_BITS, GuestPhysAddr, HostPhysAddr, Level, PageSize};
 
 /// Where a guest address leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
     /// The host address of the guest address translated.
-    pub hpa: HostPhys,
+    pub hpa: HostPhysAddr,
     /// The page that maps it.
     pub page: PageSize,
     /// Permissions and memory type of the page.
@@ -23,11 +24,11 @@ pub struct Translation {
 /// A maximal run of pages of one size with consecutive guest and host
 /// addresses and the same attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
+pub struct PageRun {
     /// First guest address.
-    pub gpa: GuestPhys,
+    pub gpa: GuestPhysAddr,
     /// First host address.
-    pub hpa: HostPhys,
+    pub hpa: HostPhysAddr,
     /// Bytes: a multiple of the page size.
     pub len: u64,
     /// Size of every page in the run.
@@ -52,14 +53,14 @@ pub struct PageCounts {
 struct Leaf {
     gpa: u64,
     size: PageSize,
-    hpa: HostPhys,
+    hpa: HostPhysAddr,
     attrs: Attrs,
 }
 
 impl<F: Format, M: PhysMem> Tables<F, M> {
     /// The translation of `gpa`, if mapped.
-    pub fn translate(&self, gpa: GuestPhys) -> Option<Translation> {
-        let gpa = gpa.as_u64();
+    pub fn translate(&self, gpa: GuestPhysAddr) -> Option<Translation> {
+        let gpa = gpa.get();
         if gpa >> GUEST_BITS != 0 {
             return None;
         }
@@ -77,7 +78,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
                     let page = level.page_size()?;
                     let offset = gpa & (page.bytes() - 1);
                     return Some(Translation {
-                        hpa: HostPhys::new(hpa.as_u64() + offset),
+                        hpa: host_addr(hpa.get() + offset),
                         page,
                         attrs,
                     });
@@ -86,9 +87,9 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         }
     }
 
-    /// The mapped extents in guest-address order.
-    pub fn extents(&self) -> Extents<'_, F, M> {
-        Extents {
+    /// The maximal runs of mapped pages in guest-address order.
+    pub fn page_runs(&self) -> PageRuns<'_, F, M> {
+        PageRuns {
             tables: self,
             cursor: 0,
             ahead: None,
@@ -103,7 +104,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         counts
     }
 
-    fn count_leaves(&self, table: HostPhys, level: Level, counts: &mut PageCounts) {
+    fn count_leaves(&self, table: HostPhysAddr, level: Level, counts: &mut PageCounts) {
         for entry in self.mem.table(table) {
             match self.format.decode(level, entry.load(Ordering::Relaxed)) {
                 Decoded::Empty => {}
@@ -126,7 +127,7 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
         self.leaf_in(self.root, Level::Pml4, 0, from)
     }
 
-    fn leaf_in(&self, table: HostPhys, level: Level, base: u64, from: u64) -> Option<Leaf> {
+    fn leaf_in(&self, table: HostPhysAddr, level: Level, base: u64, from: u64) -> Option<Leaf> {
         let start = if from <= base { 0 } else { level.index(from) };
         let view = self.mem.table(table);
         for (i, entry) in view.iter().enumerate().skip(start) {
@@ -154,19 +155,19 @@ impl<F: Format, M: PhysMem> Tables<F, M> {
     }
 }
 
-/// Iterator over mapped extents: see [`Tables::extents`].
+/// Iterator over mapped runs of pages: see [`Tables::page_runs`].
 #[derive(Debug)]
-pub struct Extents<'a, F: Format, M: PhysMem> {
+pub struct PageRuns<'a, F: Format, M: PhysMem> {
     tables: &'a Tables<F, M>,
     cursor: u64,
     ahead: Option<Leaf>,
     done: bool,
 }
 
-impl<F: Format, M: PhysMem> Iterator for Extents<'_, F, M> {
-    type Item = Extent;
+impl<F: Format, M: PhysMem> Iterator for PageRuns<'_, F, M> {
+    type Item = PageRun;
 
-    fn next(&mut self) -> Option<Extent> {
+    fn next(&mut self) -> Option<PageRun> {
         if self.done {
             return None;
         }
@@ -178,15 +179,15 @@ impl<F: Format, M: PhysMem> Iterator for Extents<'_, F, M> {
             self.done = true;
             return None;
         };
-        let mut extent = Extent {
-            gpa: GuestPhys::new(first.gpa),
+        let mut extent = PageRun {
+            gpa: guest_addr(first.gpa),
             hpa: first.hpa,
             len: first.size.bytes(),
             page: first.size,
             attrs: first.attrs,
         };
         loop {
-            let end = extent.gpa.as_u64() + extent.len;
+            let end = extent.gpa.get() + extent.len;
             self.cursor = end;
             if end >> GUEST_BITS != 0 {
                 self.done = true;
@@ -215,4 +216,4 @@ impl<F: Format, M: PhysMem> Iterator for Extents<'_, F, M> {
     }
 }
 
-impl<F: Format, M: PhysMem> FusedIterator for Extents<'_, F, M> {}
+impl<F: Format, M: PhysMem> FusedIterator for PageRuns<'_, F, M> {}

@@ -9,26 +9,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use nvirt_ept::host::HostFrames;
 use nvirt_ept::model::{Kind, Walker};
 use nvirt_ept::{
-    AttrError, Config, Ept, Extent, FrameError, FrameSource, GuestPhys, HostPhys, Invalidate,
-    MapError, MemType, NewError, Npt, PageSize, Perms, PhysMem, RangeError, Tables, UnmapError,
-    UpdateError,
+    AttrError, Config, Ept, FrameError, FrameSource, GuestPhysAddr, HostPhysAddr, Invalidate,
+    MapError, MemType, NewError, Npt, PageRun, PageSize, Perms, PhysMem, RangeError, Tables,
+    UnmapError, UpdateError,
 };
 
 const G: u64 = 1 << 30;
 const M2: u64 = 1 << 21;
 const K4: u64 = 1 << 12;
 
-fn gpa(a: u64) -> GuestPhys {
-    GuestPhys::new(a)
+fn gpa(a: u64) -> GuestPhysAddr {
+    GuestPhysAddr::new(a).expect("a guest-physical address")
 }
 
-fn hpa(a: u64) -> HostPhys {
-    HostPhys::new(a)
+fn hpa(a: u64) -> HostPhysAddr {
+    HostPhysAddr::new(a).expect("a host-physical address")
 }
 
 fn snapshot(
     frames: &HostFrames,
-    root: HostPhys,
+    root: HostPhysAddr,
     kind: Kind,
 ) -> std::collections::BTreeMap<u64, Vec<u64>> {
     Walker {
@@ -166,7 +166,7 @@ struct Misaligned<'a> {
 }
 
 impl FrameSource for Misaligned<'_> {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         self.handed += 1;
         if self.handed == 2 {
             Some(hpa(0x1234))
@@ -175,7 +175,7 @@ impl FrameSource for Misaligned<'_> {
         }
     }
 
-    fn free_table(&mut self, frame: HostPhys) {
+    fn free_table(&mut self, frame: HostPhysAddr) {
         (&mut &*self.frames).free_table(frame);
     }
 }
@@ -260,9 +260,9 @@ fn extents_are_maximal_runs_per_page_size() {
             MemType::Wt,
         )
         .unwrap();
-    let got: Vec<Extent> = t.extents().collect();
+    let got: Vec<PageRun> = t.page_runs().collect();
     let attrs = nvirt_ept::Attrs::new(Perms::RX, MemType::Wt);
-    let e = |g, h, len, page| Extent {
+    let e = |g, h, len, page| PageRun {
         gpa: gpa(g),
         hpa: hpa(h),
         len,
@@ -333,7 +333,7 @@ fn dirty_bits_survive_a_concurrent_split() {
 }
 
 /// The PD slot of a 2 MiB mapping at guest address 0 of NPT tables.
-fn pd_slot_of_gpa0(frames: &HostFrames, root: HostPhys) -> &AtomicU64 {
+fn pd_slot_of_gpa0(frames: &HostFrames, root: HostPhysAddr) -> &AtomicU64 {
     let next = |e: &AtomicU64| hpa(e.load(Ordering::Relaxed) & 0x000f_ffff_ffff_f000);
     let pml4 = frames.table(root);
     let pdpt = frames.table(next(&pml4[0]));

@@ -11,7 +11,7 @@
 
 use nvirt_ept::host::HostFrames;
 use nvirt_ept::model::{Checker, Kind, Step, Walker};
-use nvirt_ept::{Config, Ept, Format, HostPhys, MemType, Merge, Npt, Perms};
+use nvirt_ept::{Config, Ept, Format, HostPhysAddr, MemType, Merge, Npt, Perms};
 use proptest::prelude::*;
 
 const PAT_LINUX: u64 = 0x0407_0506_0007_0106;
@@ -68,7 +68,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn run_case<F: Format>(format: F, kind: Kind, config: Config, steps: &[Step]) {
-    let frames = HostFrames::new(HostPhys::new(1 << 32), 1 << 16);
+    let frames = HostFrames::new(HostPhysAddr::new(1 << 32).expect("an address"), 1 << 16);
     let walker = Walker {
         kind,
         phys_bits: config.physical_bits(),

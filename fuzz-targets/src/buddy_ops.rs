@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use nvirt_buddy::model::{Op, run as run_model};
-use nvirt_buddy::{Order, PfnRange};
+use nvirt_buddy::{Mfn, MfnRange, Order};
 
 #[derive(Arbitrary, Debug)]
 enum FuzzOp {
@@ -32,13 +32,13 @@ pub struct Input {
 
 /// Bases at frame 0, unaligned, aligned, and near the top of the frame
 /// numbers, so zone limits, edges and the block at frame 0 all occur.
-const BASES: [u64; 6] = [0, 1, 0x3f, 0x200, 0x1234_5679, (1 << 52) - 0x400];
+const BASES: [u64; 6] = [0, 1, 0x3f, 0x200, 0x1234_5679, Mfn::LIMIT - 0x400];
 
 /// Runs one decoded input.
 pub fn run(input: Input) {
     let base = BASES[usize::from(input.base) % BASES.len()];
     let len = 1 + u64::from(input.len) % 0x300;
-    let Some(span) = PfnRange::from_numbers(base, (base + len).min((1 << 52) - 1)) else {
+    let Some(span) = MfnRange::from_numbers(base, (base + len).min(Mfn::LIMIT - 1)) else {
         return;
     };
     let max_order = Order::new(input.max_order % (Order::MAX.get() + 1)).unwrap_or(Order::MAX);

@@ -9,7 +9,7 @@
 use arbitrary::Arbitrary;
 use nvirt_ept::host::HostFrames;
 use nvirt_ept::model::{Checker, Kind, Step, Walker};
-use nvirt_ept::{Config, Ept, Format, HostPhys, MemType, Merge, Npt, Perms};
+use nvirt_ept::{Config, Ept, Format, HostPhysAddr, MemType, Merge, Npt, Perms};
 
 const PERMS: [Perms; 4] = [Perms::READ, Perms::RW, Perms::RX, Perms::RWX];
 const PAT_LINUX: u64 = 0x0407_0506_0007_0106;
@@ -143,7 +143,7 @@ pub struct Input {
 }
 
 fn run_format<F: Format>(format: F, kind: Kind, config: Config, steps: &[Raw]) {
-    let frames = HostFrames::new(HostPhys::new(1 << 32), 1 << 16);
+    let frames = HostFrames::new(HostPhysAddr::new(1 << 32).unwrap_or_default(), 1 << 16);
     let walker = Walker {
         kind,
         phys_bits: config.physical_bits(),

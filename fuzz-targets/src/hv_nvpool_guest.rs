@@ -16,11 +16,12 @@ use arbitrary::Arbitrary;
 use nvirt_buddy::{MemKind, Order};
 use nvirt_e820::{GuestLayout, Kind};
 use nvirt_hv::fuzzing::guest::{
-    self as nv_boot, Extent, Format, GuestMemory, GuestNvram, NestedConfig, NvFrames, PAGE,
+    self as nv_boot, BlockMapping, Format, GuestMemory, GuestNvram, NestedConfig, NvFrames, PAGE,
     PoolMode, Regions,
 };
 use nvirt_hv::testing::{Arena, heap, metadata_for};
-use nvirt_nvpool::DomainId;
+use nvirt_nvpool::nvirt_addr::{Gfn, GuestPhysRange};
+use nvirt_nvpool::{DomainUuid, HostPhysAddr, Mfn};
 use nvirt_persist_meta::MemPmem;
 
 const MIB: u64 = 1 << 20;
@@ -59,7 +60,7 @@ fn boot(
 ) -> (MemPmem, Option<Held>) {
     let mut rm = metadata_for(&RAM_HOST);
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
-    let base = NV_HOST.start / PAGE;
+    let base = HostPhysAddr::new(NV_HOST.start).map_or(Mfn::ZERO, Mfn::containing);
     let mut work = vec![0u8; nv_boot::work_area_bytes(&image, base).unwrap()];
     // The region starts zeroed: `Fresh` formats it without zeroing again,
     // and recovers it on every later boot.
@@ -70,9 +71,11 @@ fn boot(
         .unwrap();
     let nv = layout.nvram.clone().unwrap();
     let guest = GuestNvram {
-        id: DomainId::new(1),
+        id: DomainUuid::new(1),
         name: "fuzz",
-        gpfns: (nv.start / PAGE, nv.end / PAGE),
+        gfns: GuestPhysRange::from_numbers(nv.start, nv.end)
+            .unwrap()
+            .frames_within(),
     };
     let (dom, _) = nv_boot::attach(&mut pool, &guest).unwrap();
     let config = NestedConfig {
@@ -85,7 +88,7 @@ fn boot(
     let crashed;
     {
         let mut frames = NvFrames::new(&mut pool, dom);
-        let mut storage = vec![Extent::EMPTY; 1024];
+        let mut storage = vec![BlockMapping::EMPTY; 1024];
         let mut g = GuestMemory::new(
             &config,
             &mut ram,
@@ -117,7 +120,7 @@ fn boot(
             }
         }
         let order = |o: u8| Order::new(o % 10).unwrap();
-        let page = |p: u16| NV_FIRST + u64::from(p) % NV_PAGES;
+        let page = |p: u16| Gfn::new(NV_FIRST + u64::from(p) % NV_PAGES).unwrap();
         crashed = loop {
             let Some(op) = ops.next() else {
                 break None;
@@ -137,7 +140,7 @@ fn boot(
                         .pool_ref()
                         .extents(f.dom())
                         .flat_map(|e| {
-                            (0..e.frames()).map(move |k| (e.gpfn().get() + k, e.mfn().get() + k))
+                            (0..e.frames()).map(move |k| (e.gfn().get() + k, e.mfn().get() + k))
                         })
                         .collect();
                     break Some(held);

@@ -15,8 +15,8 @@ use nvirt_hypercall_abi::host::{
     self, Caller, FlatMemory, GuestMemory, Limits, Outcome, Registers, Request, UserCalls, VcpuMode,
 };
 use nvirt_hypercall_abi::{
-    DomainId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gpfn, GuestAddr, MemoryDomain,
-    MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, ReservationOp,
+    DomId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemoryDomain,
+    MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, ReservationOp, XenPfn,
 };
 use zerocopy::IntoBytes;
 
@@ -123,7 +123,7 @@ pub fn run(input: Input) {
         _ => VcpuMode::Bits64,
     };
     let cpl = if input.cpl < 200 { 0 } else { input.cpl % 4 };
-    let Some(caller) = Caller::new(DomainId::new(input.domid % 0x7ff0), mode, cpl) else {
+    let Some(caller) = Caller::new(DomId::new(input.domid % 0x7ff0), mode, cpl) else {
         return;
     };
     let caller = if input.privileged {
@@ -131,7 +131,7 @@ pub fn run(input: Input) {
     } else {
         caller
     };
-    let limits = Limits::new(Gpfn::new(input.gpfn_limit.unwrap_or(1 << 20)))
+    let limits = Limits::new(XenPfn::new(input.gpfn_limit.unwrap_or(1 << 20)))
         .batch(NonZeroU32::new(u32::from(input.batch % 32) + 1).unwrap())
         .max_order(ExtentOrder::new(input.max_order % 53).unwrap())
         .numa_nodes(input.nodes % 5)
@@ -147,9 +147,9 @@ pub fn run(input: Input) {
         Addr::Raw(raw) => raw,
     };
     let domid = |d: &Domid| match *d {
-        Domid::Myself => DomainId::SELF,
+        Domid::Myself => DomId::SELF,
         Domid::Own => caller.domain(),
-        Domid::Raw(raw) => DomainId::new(raw),
+        Domid::Raw(raw) => DomId::new(raw),
     };
     let rsi = addr(&input.rsi);
     let arg: Vec<u8> = match &input.arg {
@@ -269,14 +269,14 @@ pub fn run(input: Input) {
                 let writes = r.op() != ReservationOp::Decrease;
                 let out = r.run(&mut mem, |extent| {
                     assert!(batch.contains(&extent.index()));
-                    if let Some(g) = extent.gpfn() {
-                        assert!(g.is_aligned(r.order()));
-                        assert!(g.raw() + r.order().pages() <= limits.gpfn_limit().raw());
+                    if let Some(g) = extent.gfn() {
+                        assert!(XenPfn::from(g).is_aligned(r.order()));
+                        assert!(g.get() + r.order().pages() <= limits.gpfn_limit().raw());
                     }
                     let d = decisions[(extent.index() % decisions.len() as u64) as usize];
                     match d % 5 {
                         0 => Err(Errno::NoMem),
-                        1 | 2 if writes => Ok(Some(Gpfn::new(u64::from(d) << 9))),
+                        1 | 2 if writes => Ok(Gfn::new(u64::from(d) << 9)),
                         _ => Ok(None),
                     }
                 });

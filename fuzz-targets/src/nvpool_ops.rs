@@ -6,8 +6,8 @@
 //! after every step and every freed frame must read back as zeros.
 
 use arbitrary::Arbitrary;
-use nvirt_nvpool::Config;
 use nvirt_nvpool::model::{Op, run as run_model};
+use nvirt_nvpool::{Config, Mfn};
 
 #[derive(Arbitrary, Debug)]
 enum FuzzOp {
@@ -42,7 +42,7 @@ pub fn run(input: Input) {
         .with_max_domains(1 + u32::from(input.domains % 6))
         .with_max_extents(16 + u32::from(input.extents % 1024))
         .with_record_area(if input.big_log { 0x10000 } else { 0x2000 })
-        .with_frame_base(BASES[usize::from(input.base % 4)]);
+        .with_frame_base(Mfn::new(BASES[usize::from(input.base % 4)]).unwrap_or(Mfn::ZERO));
     let Ok(geo) = config.geometry(1 << 30) else {
         return;
     };

@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 
 use nvirt_nvpool::config::LOG_OFFSET;
-use nvirt_nvpool::{Config, DomainId, Gpfn, NvPool, RecoverError, Window};
+use nvirt_nvpool::{Config, DomainUuid, Gfn, Mfn, NvPool, RecoverError, Window};
 use nvirt_persist_meta::sim::forge_record;
 use nvirt_persist_meta::{ImageError, Log, MemPmem, replay_fn};
 
@@ -33,7 +33,7 @@ fn config() -> Config {
         .with_max_domains(4)
         .with_max_extents(64)
         .with_record_area(0x2000)
-        .with_frame_base(0x201)
+        .with_frame_base(Mfn::new(0x201).unwrap())
 }
 
 /// A valid image: three domains, extents, data, a checkpoint, records.
@@ -44,9 +44,9 @@ fn base() -> &'static Base {
         let size = config.geometry(1 << 30).unwrap().metadata_bytes() + 48 * 4096;
         let mut work = vec![0u8; config.geometry(size).unwrap().work_area_bytes()];
         let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-        let g = |n| Gpfn::new(n).unwrap();
-        let a = pool.create(DomainId::new(1), "a", 40).unwrap();
-        let b = pool.create(DomainId::new(2), "b", 40).unwrap();
+        let g = |n| Gfn::new(n).unwrap();
+        let a = pool.create(DomainUuid::new(1), "a", 40).unwrap();
+        let b = pool.create(DomainUuid::new(2), "b", 40).unwrap();
         pool.populate(a, g(0x11), 9).unwrap();
         pool.mark_running(a).unwrap();
         pool.checkpoint().unwrap();
@@ -54,7 +54,7 @@ fn base() -> &'static Base {
         pool.increase_reservation(a, &[g(0x40), g(0x44)], 2)
             .unwrap();
         pool.decrease_reservation(b, &[g(4)], 1).unwrap();
-        let c = pool.create(DomainId::new(3), "c", 4).unwrap();
+        let c = pool.create(DomainUuid::new(3), "c", 4).unwrap();
         pool.populate(c, g(7), 1).unwrap();
         pool.destroy(c).unwrap();
         let image = pool.into_region().into_bytes();

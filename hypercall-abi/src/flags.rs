@@ -20,6 +20,8 @@
 
 use core::fmt;
 
+use nvirt_addr::MemKind;
+
 /// `XENMEMF_address_bits(x)` / `XENMEMF_get_address_bits(x)`: the low byte.
 pub const XENMEMF_ADDRESS_BITS_MASK: u32 = 0xff;
 /// `XENMEMF_node(x)` is `(x + 1) << 8`.
@@ -64,25 +66,6 @@ pub const KNOWN_MEMF_BITS: u32 = XENMEMF_ADDRESS_BITS_MASK
 /// PAGE_SHIFT` in `construct_memop_from_reservation()`,
 /// `xen/common/memory.c`): no page fits below it.
 const MIN_ADDRESS_BITS: u8 = 13;
-
-/// Which pool the extents of a reservation come from or return to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MemKind {
-    /// Ordinary RAM: [`NVIRT_MEMF_NVRAM`] clear.
-    #[default]
-    Volatile,
-    /// NVRAM: [`NVIRT_MEMF_NVRAM`] set.
-    NonVolatile,
-}
-
-impl fmt::Display for MemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Volatile => "volatile",
-            Self::NonVolatile => "non-volatile",
-        })
-    }
-}
 
 /// A NUMA node request: `XENMEMF_node` with its modifiers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -149,12 +132,19 @@ impl NodeRequest {
 
 /// A parsed `mem_flags` word. [`MemFlags::parse`] accepts exactly the words
 /// [`MemFlags::to_raw`] produces.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MemFlags {
     address_bits: u8,
     node: Option<NodeRequest>,
     populate_on_demand: bool,
     kind: MemKind,
+}
+
+/// No restriction, any node, from the volatile pool.
+impl Default for MemFlags {
+    fn default() -> Self {
+        Self::new(MemKind::Volatile)
+    }
 }
 
 impl MemFlags {

@@ -22,7 +22,7 @@ use static_assertions::const_assert_eq;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::types::{DomainId, GuestAddr};
+use crate::types::{DomId, GuestAddr};
 
 /// `struct xen_memory_reservation`: the argument of increase_reservation,
 /// decrease_reservation and populate_physmap. 32 bytes, 8-byte aligned.
@@ -63,7 +63,7 @@ impl MemoryReservation {
         nr_extents: u64,
         extent_order: u32,
         mem_flags: u32,
-        domid: DomainId,
+        domid: DomId,
     ) -> Self {
         Self {
             extent_start: U64::new(extent_start.raw()),
@@ -107,8 +107,8 @@ impl MemoryReservation {
 
     /// The domain, as alleged.
     #[must_use]
-    pub const fn domid(&self) -> DomainId {
-        DomainId::new(self.domid.get())
+    pub const fn domid(&self) -> DomId {
+        DomId::new(self.domid.get())
     }
 }
 
@@ -192,7 +192,7 @@ const_assert_eq!(offset_of!(ForeignMemoryMap, map), 8);
 impl ForeignMemoryMap {
     /// The map of domain `domid`.
     #[must_use]
-    pub const fn new(domid: DomainId, map: MemoryMap) -> Self {
+    pub const fn new(domid: DomId, map: MemoryMap) -> Self {
         Self {
             domid: U16::new(domid.raw()),
             _pad: [0; 6],
@@ -202,8 +202,8 @@ impl ForeignMemoryMap {
 
     /// The domain, as alleged.
     #[must_use]
-    pub const fn domid(&self) -> DomainId {
-        DomainId::new(self.domid.get())
+    pub const fn domid(&self) -> DomId {
+        DomId::new(self.domid.get())
     }
 
     /// The map argument.
@@ -229,7 +229,7 @@ const_assert_eq!(offset_of!(MemoryDomain, domid), 0);
 impl MemoryDomain {
     /// The query argument for `domid`.
     #[must_use]
-    pub const fn new(domid: DomainId) -> Self {
+    pub const fn new(domid: DomId) -> Self {
         Self {
             domid: U16::new(domid.raw()),
         }
@@ -237,8 +237,8 @@ impl MemoryDomain {
 
     /// The domain, as alleged.
     #[must_use]
-    pub const fn domid(&self) -> DomainId {
-        DomainId::new(self.domid.get())
+    pub const fn domid(&self) -> DomId {
+        DomId::new(self.domid.get())
     }
 }
 
@@ -343,7 +343,7 @@ mod tests {
             3,
             9,
             0x8000_0000,
-            DomainId::SELF,
+            DomId::SELF,
         );
         assert_eq!(r.as_bytes(), &c);
         // Padding garbage from a C stack does not change what is read.
@@ -357,7 +357,7 @@ mod tests {
                 back.mem_flags(),
                 back.domid()
             ),
-            (r.extent_start(), 3, 9, 0x8000_0000, DomainId::SELF)
+            (r.extent_start(), 3, 9, 0x8000_0000, DomId::SELF)
         );
     }
 
@@ -369,13 +369,13 @@ mod tests {
         c[8..16].copy_from_slice(&0xdead_b000u64.to_le_bytes());
         assert_eq!(m.as_bytes(), &c);
 
-        let f = ForeignMemoryMap::new(DomainId::new(5), m);
+        let f = ForeignMemoryMap::new(DomId::new(5), m);
         let mut fc = [0u8; 24];
         fc[0..2].copy_from_slice(&5u16.to_le_bytes());
         fc[8..24].copy_from_slice(&c);
         assert_eq!(f.as_bytes(), &fc);
         assert_eq!(f.map(), m);
-        assert_eq!(f.domid(), DomainId::new(5));
+        assert_eq!(f.domid(), DomId::new(5));
 
         let e = E820Entry::new(0x10_0000, 0x7ff0_0000, E820Entry::RAM);
         let mut ec = [0u8; 20];
@@ -383,6 +383,6 @@ mod tests {
         ec[8..16].copy_from_slice(&0x7ff0_0000u64.to_le_bytes());
         ec[16..20].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(e.as_bytes(), &ec);
-        assert_eq!(MemoryDomain::new(DomainId::SELF).as_bytes(), &[0xf0, 0x7f]);
+        assert_eq!(MemoryDomain::new(DomId::SELF).as_bytes(), &[0xf0, 0x7f]);
     }
 }

@@ -1,5 +1,9 @@
 //! Typed values of the ABI: guest addresses, guest frame numbers, extent
-//! orders and domain ids.
+//! orders and domain ids, as the guest passes them.
+//!
+//! These are wire values: a guest may put any number in them. The host
+//! turns them into the shared vocabulary (`nvirt_addr::Gfn`, `Order`) with
+//! `TryFrom` where it validates them.
 //!
 //! Each is its own type because mixing them up — a frame number used as an
 //! address, an order used as a page count, a foreign domain id taken for the
@@ -8,13 +12,15 @@
 
 use core::fmt;
 
+use nvirt_addr::{Gfn, Order, OutOfRange};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// log2 of the page size the ABI's frame numbers count (4 KiB on x86).
-pub const PAGE_SHIFT: u32 = 12;
+/// log2 of the page size the ABI's frame numbers count (4 KiB on x86):
+/// the vocabulary's.
+pub const PAGE_SHIFT: u32 = nvirt_addr::PAGE_SHIFT;
 
-/// The page size the ABI's frame numbers count.
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// The page size the ABI's frame numbers count: the vocabulary's.
+pub const PAGE_SIZE: u64 = nvirt_addr::PAGE_SIZE;
 
 /// An address as the guest passes it, in a register or in a guest handle.
 ///
@@ -75,12 +81,13 @@ impl fmt::Display for GuestAddr {
     }
 }
 
-/// A guest frame number: Xen's `xen_pfn_t` (`unsigned long`, 8 bytes on
-/// x86_64, `xen/include/public/arch-x86/xen.h`), the index of a 4 KiB page in
-/// the guest's physical address space.
+/// A guest frame number on the wire: Xen's `xen_pfn_t` (`unsigned long`, 8
+/// bytes on x86_64, `xen/include/public/arch-x86/xen.h`), the index of a
+/// 4 KiB page in the guest's physical address space, as the guest wrote it.
 ///
-/// `repr(transparent)` over `u64` so that a guest's `&mut [Gpfn]` is exactly
-/// the `xen_pfn_t` array the hypervisor reads and writes.
+/// `repr(transparent)` over `u64` so that a guest's `&mut [XenPfn]` is exactly
+/// the `xen_pfn_t` array the hypervisor reads and writes. Any value may
+/// arrive; `Gfn::try_from` accepts the ones that name a guest frame.
 #[repr(transparent)]
 #[derive(
     Clone,
@@ -97,9 +104,9 @@ impl fmt::Display for GuestAddr {
     KnownLayout,
     Immutable,
 )]
-pub struct Gpfn(u64);
+pub struct XenPfn(u64);
 
-impl Gpfn {
+impl XenPfn {
     /// The frame `raw`.
     #[must_use]
     pub const fn new(raw: u64) -> Self {
@@ -145,7 +152,21 @@ impl Gpfn {
     }
 }
 
-impl fmt::Display for Gpfn {
+impl TryFrom<XenPfn> for Gfn {
+    type Error = OutOfRange;
+
+    fn try_from(pfn: XenPfn) -> Result<Self, OutOfRange> {
+        Gfn::try_from(pfn.0)
+    }
+}
+
+impl From<Gfn> for XenPfn {
+    fn from(gfn: Gfn) -> Self {
+        Self(gfn.get())
+    }
+}
+
+impl fmt::Display for XenPfn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "gpfn {:#x}", self.0)
     }
@@ -207,6 +228,21 @@ impl ExtentOrder {
     }
 }
 
+/// An extent order the host can serve: at most `Order::MAX` (1 GiB).
+impl TryFrom<ExtentOrder> for Order {
+    type Error = OutOfRange;
+
+    fn try_from(order: ExtentOrder) -> Result<Self, OutOfRange> {
+        Order::try_from(u64::from(order.0))
+    }
+}
+
+impl From<Order> for ExtentOrder {
+    fn from(order: Order) -> Self {
+        Self(order.get())
+    }
+}
+
 impl fmt::Display for ExtentOrder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "order {}", self.0)
@@ -215,9 +251,9 @@ impl fmt::Display for ExtentOrder {
 
 /// A Xen domain id, `domid_t` (`uint16_t`, `xen/include/public/xen.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(u16);
+pub struct DomId(u16);
 
-impl DomainId {
+impl DomId {
     /// `DOMID_FIRST_RESERVED` (0x7FF0, `xen/include/public/xen.h`): ids from
     /// here on name no ordinary domain.
     pub const FIRST_RESERVED: Self = Self(0x7FF0);
@@ -254,7 +290,7 @@ impl DomainId {
     }
 }
 
-impl fmt::Display for DomainId {
+impl fmt::Display for DomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == Self::SELF {
             f.write_str("DOMID_SELF")
@@ -270,21 +306,27 @@ mod tests {
 
     #[test]
     fn frames_and_addresses_do_not_wrap() {
-        assert_eq!(Gpfn::new(1).addr(), Some(GuestAddr::new(0x1000)));
+        assert_eq!(XenPfn::new(1).addr(), Some(GuestAddr::new(0x1000)));
         assert_eq!(
-            Gpfn::new(u64::MAX >> 12).addr(),
+            XenPfn::new(u64::MAX >> 12).addr(),
             Some(GuestAddr::new(!0xfff))
         );
-        assert_eq!(Gpfn::new((u64::MAX >> 12) + 1).addr(), None);
+        assert_eq!(XenPfn::new((u64::MAX >> 12) + 1).addr(), None);
         assert_eq!(
-            Gpfn::containing(GuestAddr::new(0x1fff)),
-            Gpfn::new(1),
+            XenPfn::containing(GuestAddr::new(0x1fff)),
+            XenPfn::new(1),
             "an address lies in the frame that contains it"
         );
         assert_eq!(GuestAddr::new(u64::MAX).checked_add(1), None);
         assert_eq!(GuestAddr::new(8).element(2, 8), Some(GuestAddr::new(24)));
         assert_eq!(GuestAddr::new(0).element(u64::MAX, 8), None);
-        assert_eq!(Gpfn::new(u64::MAX).checked_add(1), None);
+        assert_eq!(XenPfn::new(u64::MAX).checked_add(1), None);
+        assert_eq!(
+            Gfn::try_from(XenPfn::new(0x123)),
+            Ok(Gfn::new(0x123).unwrap())
+        );
+        assert!(Gfn::try_from(XenPfn::new(Gfn::LIMIT)).is_err());
+        assert_eq!(XenPfn::from(Gfn::MAX).raw(), Gfn::LIMIT - 1);
     }
 
     #[test]
@@ -296,17 +338,20 @@ mod tests {
         assert_eq!(ExtentOrder::PAGE_2M.pages(), 512);
         assert_eq!(ExtentOrder::PAGE_1G.bytes(), Some(1 << 30));
         assert_eq!(ExtentOrder::MAX.bytes(), None);
-        assert!(Gpfn::new(0x200).is_aligned(ExtentOrder::PAGE_2M));
-        assert!(!Gpfn::new(0x201).is_aligned(ExtentOrder::PAGE_2M));
-        assert!(Gpfn::new(0x201).is_aligned(ExtentOrder::PAGE_4K));
+        assert!(XenPfn::new(0x200).is_aligned(ExtentOrder::PAGE_2M));
+        assert!(!XenPfn::new(0x201).is_aligned(ExtentOrder::PAGE_2M));
+        assert!(XenPfn::new(0x201).is_aligned(ExtentOrder::PAGE_4K));
+        assert_eq!(Order::try_from(ExtentOrder::PAGE_1G), Ok(Order::SIZE_1G));
+        assert!(Order::try_from(ExtentOrder::new(19).unwrap()).is_err());
+        assert_eq!(ExtentOrder::from(Order::SIZE_2M), ExtentOrder::PAGE_2M);
     }
 
     #[test]
     fn domain_ids() {
-        assert_eq!(DomainId::ordinary(0x7FEF), Some(DomainId::new(0x7FEF)));
-        assert_eq!(DomainId::ordinary(0x7FF0), None);
-        assert!(!DomainId::SELF.is_ordinary());
-        assert_eq!(DomainId::SELF.to_string(), "DOMID_SELF");
-        assert_eq!(DomainId::new(7).to_string(), "d7");
+        assert_eq!(DomId::ordinary(0x7FEF), Some(DomId::new(0x7FEF)));
+        assert_eq!(DomId::ordinary(0x7FF0), None);
+        assert!(!DomId::SELF.is_ordinary());
+        assert_eq!(DomId::SELF.to_string(), "DOMID_SELF");
+        assert_eq!(DomId::new(7).to_string(), "d7");
     }
 }

@@ -13,9 +13,9 @@ use nvirt_hypercall_abi::host::{
 };
 use nvirt_hypercall_abi::layout::XEN_PFN_SIZE;
 use nvirt_hypercall_abi::{
-    Command, DomainId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gpfn, GuestAddr, MemFlags,
+    Command, DomId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemFlags,
     MemKind, MemopCmd, MemoryDomain, MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, NodeRequest,
-    ReservationOp,
+    ReservationOp, XenPfn,
 };
 use proptest::prelude::*;
 use zerocopy::IntoBytes;
@@ -57,7 +57,7 @@ fn limits() -> impl Strategy<Value = Limits> {
         any::<bool>(),
     )
         .prop_map(|(gpfns, batch, order, nodes, map, extents, fault)| {
-            Limits::new(Gpfn::new(gpfns))
+            Limits::new(XenPfn::new(gpfns))
                 .batch(NonZeroU32::new(batch).unwrap())
                 .max_order(ExtentOrder::new(order).unwrap())
                 .numa_nodes(nodes)
@@ -86,9 +86,9 @@ fn argument(op: u64, base: u64, len: u64, me: u16) -> impl Strategy<Value = Vec<
         1 => any::<u64>(),
     ];
     let domid = prop_oneof![
-        3 => Just(DomainId::SELF),
-        2 => Just(DomainId::new(me)),
-        1 => any::<u16>().prop_map(DomainId::new),
+        3 => Just(DomId::SELF),
+        2 => Just(DomId::new(me)),
+        1 => any::<u16>().prop_map(DomId::new),
     ];
     let flags = prop_oneof![
         6 => Just(0u32),
@@ -220,20 +220,20 @@ fn serve_reservation(r: &Reservation, mem: &mut FlatMemory<'_>, s: &Scenario) ->
     assert!(batch.end - batch.start <= s.limits.batch_size());
     assert!(r.nr_extents() <= s.limits.extent_limit());
     assert!(r.order() <= s.limits.order_limit());
-    assert_eq!(r.domain(), DomainId::new(s.me));
+    assert_eq!(r.domain(), DomId::new(s.me));
     let writes = r.op() != ReservationOp::Decrease;
     let outcome = r.run(mem, |extent| {
         assert!(batch.contains(&extent.index()));
-        if let Some(g) = extent.gpfn() {
-            assert!(g.is_aligned(r.order()));
-            assert!(g.raw() + r.order().pages() <= s.limits.gpfn_limit().raw());
+        if let Some(g) = extent.gfn() {
+            assert!(XenPfn::from(g).is_aligned(r.order()));
+            assert!(g.get() + r.order().pages() <= s.limits.gpfn_limit().raw());
         } else {
             assert_eq!(r.op(), ReservationOp::Increase);
         }
         let roll = s.seed.rotate_left(extent.index() as u32 % 64) % 7;
         match roll {
             0 => Err(Errno::NoMem),
-            1 | 2 if writes => Ok(Some(Gpfn::new(s.seed ^ extent.index()))),
+            1 | 2 if writes => Ok(Gfn::new((s.seed ^ extent.index()) % Gfn::LIMIT)),
             _ => Ok(None),
         }
     });
@@ -270,7 +270,7 @@ proptest! {
         let mut bytes = s.bytes.clone();
         let mut mem = FlatMemory::new(GuestAddr::new(s.base), &mut bytes)
             .with_read_only(s.read_only.0..s.read_only.1);
-        let Some(caller) = Caller::new(DomainId::new(s.me), s.mode, s.cpl) else { unreachable!() };
+        let Some(caller) = Caller::new(DomId::new(s.me), s.mode, s.cpl) else { unreachable!() };
         let caller = if s.privileged { caller.privileged() } else { caller };
         let allowed = match host::decode(&s.regs, &caller, &mem, &s.limits) {
             Err(refused) => {
@@ -338,10 +338,10 @@ proptest! {
             }
         }
         let order = ExtentOrder::new(order).unwrap();
-        let mut gpfns: Vec<Gpfn> = raw.iter().map(|g| Gpfn::new(g << order.get())).collect();
+        let mut gpfns: Vec<XenPfn> = raw.iter().map(|g| XenPfn::new(g << order.get())).collect();
         let sent = gpfns.clone();
-        let limits = Limits::new(Gpfn::new(1 << 40)).batch(NonZeroU32::new(batch).unwrap()).numa_nodes(2);
-        let caller = Caller::kernel(DomainId::new(7)).unwrap();
+        let limits = Limits::new(XenPfn::new(1 << 40)).batch(NonZeroU32::new(batch).unwrap()).numa_nodes(2);
+        let caller = Caller::kernel(DomId::new(7)).unwrap();
         let mut seen = Vec::new();
         let mut ram = vec![0u8; 0x1000];
         let mut mem = FlatMemory::new(GuestAddr::new(0), &mut ram);
@@ -349,8 +349,8 @@ proptest! {
             Ok(Request::Reservation(r)) => {
                 assert_eq!((r.op(), r.flags(), r.order(), r.nr_extents()), (op, flags, order, sent.len() as u64));
                 r.run(mem, |e| {
-                    seen.push((e.index(), e.gpfn()));
-                    Ok((op != ReservationOp::Decrease).then(|| Gpfn::new(e.index() * 3)))
+                    seen.push((e.index(), e.gfn().map(XenPfn::from)));
+                    Ok((op != ReservationOp::Decrease).then(|| Gfn::new(e.index() * 3).unwrap()))
                 })
             }
             other => panic!("{other:?}"),
@@ -369,7 +369,7 @@ proptest! {
         }).collect();
         prop_assert_eq!(seen, expected);
         if op != ReservationOp::Decrease {
-            let back: Vec<_> = (0..sent.len() as u64).map(|i| Gpfn::new(i * 3)).collect();
+            let back: Vec<_> = (0..sent.len() as u64).map(|i| XenPfn::new(i * 3)).collect();
             prop_assert_eq!(gpfns, back);
         }
     }
@@ -381,8 +381,8 @@ proptest! {
         limit in 0u32..40,
     ) {
         let map: Vec<_> = map.into_iter().map(|(a, s, k)| E820Entry::new(a, s, k)).collect();
-        let limits = Limits::new(Gpfn::new(1 << 20)).max_map_entries(limit);
-        let caller = Caller::kernel(DomainId::new(1)).unwrap();
+        let limits = Limits::new(XenPfn::new(1 << 20)).max_map_entries(limit);
+        let caller = Caller::kernel(DomId::new(1)).unwrap();
         let mut ram = vec![0u8; 0x1000];
         let mut mem = FlatMemory::new(GuestAddr::new(0), &mut ram);
         let handler = |mem: &mut FlatMemory<'_>, regs: &Registers| match host::decode(regs, &caller, mem, &limits) {

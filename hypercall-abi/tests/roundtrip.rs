@@ -14,13 +14,13 @@ use nvirt_hypercall_abi::host::{
 };
 use nvirt_hypercall_abi::layout::MemoryReservation;
 use nvirt_hypercall_abi::{
-    DomainId, E820Entry, Errno, ExtentOrder, Gpfn, GuestAddr, MemFlags, MemKind, NodeRequest,
-    ReservationOp,
+    DomId, E820Entry, Errno, ExtentOrder, Gfn, GuestAddr, MemFlags, MemKind, NodeRequest,
+    ReservationOp, XenPfn,
 };
 use zerocopy::FromBytes;
 
 const SCRATCH: GuestAddr = GuestAddr::new(0x1000);
-const ME: DomainId = DomainId::new(4);
+const ME: DomId = DomId::new(4);
 
 /// A hypervisor in miniature: two pools of pages and the guest's populated
 /// extents.
@@ -40,7 +40,7 @@ impl Hv {
     fn new(ram_pages: u64, nvram_pages: u64) -> Self {
         Self {
             caller: Caller::kernel(ME).unwrap(),
-            limits: Limits::new(Gpfn::new(1 << 24)).batch(NonZeroU32::new(8).unwrap()),
+            limits: Limits::new(XenPfn::new(1 << 24)).batch(NonZeroU32::new(8).unwrap()),
             free: BTreeMap::from([(false, ram_pages), (true, nvram_pages)]),
             extents: BTreeMap::new(),
             next_frame: 0x80_0000,
@@ -80,16 +80,16 @@ impl Hv {
                 let (kind, order) = (r.kind(), r.order());
                 r.run(mem, |extent| match r.op() {
                     ReservationOp::Populate => {
-                        let g = extent.gpfn().unwrap().raw();
+                        let g = extent.gfn().unwrap().get();
                         if self.extents.contains_key(&g) {
                             return Err(Errno::Inval);
                         }
                         self.take(kind, order)?;
                         self.extents.insert(g, (kind, order));
-                        Ok(Some(Gpfn::new(g)))
+                        Ok(Gfn::new(g))
                     }
                     ReservationOp::Decrease => {
-                        let g = extent.gpfn().unwrap().raw();
+                        let g = extent.gfn().unwrap().get();
                         match self.extents.get(&g) {
                             Some(&(k, o)) if k == kind && o == order => {
                                 self.extents.remove(&g);
@@ -104,7 +104,7 @@ impl Hv {
                         let g = self.next_frame;
                         self.next_frame += order.pages();
                         self.extents.insert(g, (kind, order));
-                        Ok(Some(Gpfn::new(g)))
+                        Gfn::new(g).map(Some).ok_or(Errno::NoMem)
                     }
                 })
             }
@@ -143,9 +143,9 @@ fn with_guest<R>(
     (r, entries)
 }
 
-fn frames(start: u64, n: u64, order: ExtentOrder) -> Vec<Gpfn> {
+fn frames(start: u64, n: u64, order: ExtentOrder) -> Vec<XenPfn> {
     (0..n)
-        .map(|i| Gpfn::new(start + i * order.pages()))
+        .map(|i| XenPfn::new(start + i * order.pages()))
         .collect()
 }
 
@@ -166,7 +166,7 @@ fn populate_and_release_both_kinds() {
             3
         );
         assert_eq!(g.current_reservation().unwrap(), 20 + 3 * 512);
-        assert_eq!(g.maximum_gpfn().unwrap(), Gpfn::new(0x10_0400));
+        assert_eq!(g.maximum_gpfn().unwrap(), XenPfn::new(0x10_0400));
         // Releasing NVRAM extents as RAM is refused at the first one.
         assert_eq!(
             g.decrease_reservation(MemKind::Volatile, ExtentOrder::PAGE_2M, &nv),
@@ -232,7 +232,7 @@ fn partial_success_in_a_later_batch_counts_earlier_batches() {
 fn increase_writes_frames_back() {
     let mut hv = Hv::new(1 << 10, 1000);
     let (got, _) = with_guest(&mut hv, |g| {
-        let mut out = [Gpfn::new(0); 3];
+        let mut out = [XenPfn::new(0); 3];
         assert_eq!(
             g.increase_reservation(MemKind::NonVolatile, ExtentOrder::PAGE_2M, &mut out)
                 .unwrap(),
@@ -241,7 +241,10 @@ fn increase_writes_frames_back() {
         out
     });
     // One 2 MiB NVRAM extent fits in 1000 pages; the second does not.
-    assert_eq!(got, [Gpfn::new(0x80_0000), Gpfn::new(0), Gpfn::new(0)]);
+    assert_eq!(
+        got,
+        [XenPfn::new(0x80_0000), XenPfn::new(0), XenPfn::new(0)]
+    );
     assert_eq!(
         hv.extents[&0x80_0000],
         (MemKind::NonVolatile, ExtentOrder::PAGE_2M)
@@ -256,7 +259,7 @@ fn the_guest_lays_out_xens_structure() {
         .unwrap()
         .with_node(NodeRequest::new(0).unwrap().exact());
     with_guest(&mut hv, |g| {
-        let mut e = [Gpfn::new(0x400)];
+        let mut e = [XenPfn::new(0x400)];
         let n = g.reserve(
             ReservationOp::Populate,
             flags,
@@ -276,7 +279,7 @@ fn the_guest_lays_out_xens_structure() {
     assert_eq!(arg, c);
     assert_eq!(
         MemoryReservation::read_from_bytes(&arg).unwrap().domid(),
-        DomainId::SELF
+        DomId::SELF
     );
 }
 
@@ -313,7 +316,7 @@ fn the_guest_sees_xens_error_numbers() {
     let mut hv = Hv::new(1 << 10, 1 << 10);
     hv.limits = hv.limits.max_order(ExtentOrder::PAGE_2M).max_extents(16);
     with_guest(&mut hv, |g| {
-        let mut big = [Gpfn::new(0)];
+        let mut big = [XenPfn::new(0)];
         assert_eq!(
             g.populate_physmap(MemKind::Volatile, ExtentOrder::PAGE_1G, &mut big),
             Err(CallError::Errno(Errno::Inval)),
@@ -325,13 +328,13 @@ fn the_guest_sees_xens_error_numbers() {
             Err(CallError::Errno(Errno::Inval)),
             "more extents than allowed"
         );
-        let mut beyond = [Gpfn::new(1 << 24)];
+        let mut beyond = [XenPfn::new(1 << 24)];
         assert_eq!(
             g.populate_physmap(MemKind::Volatile, ExtentOrder::PAGE_4K, &mut beyond),
             Err(CallError::Errno(Errno::Inval)),
             "a frame outside the guest"
         );
-        let mut numa = [Gpfn::new(0x10)];
+        let mut numa = [XenPfn::new(0x10)];
         let node1 = MemFlags::new(MemKind::Volatile).with_node(NodeRequest::new(1).unwrap());
         assert_eq!(
             g.reserve(
@@ -396,7 +399,7 @@ fn scratch_outside_guest_memory_is_an_error_not_a_panic() {
         ops.current_reservation(),
         Err(CallError::Transport(LoopbackError::Scratch(_)))
     ));
-    let mut e = [Gpfn::new(1)];
+    let mut e = [XenPfn::new(1)];
     assert!(
         ops.populate_physmap(MemKind::Volatile, ExtentOrder::PAGE_4K, &mut e)
             .is_err()

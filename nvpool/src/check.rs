@@ -16,7 +16,8 @@
 
 use core::fmt;
 
-use nvirt_buddy::{FrameState, Pfn};
+use nvirt_addr::Mfn;
+use nvirt_buddy::FrameState;
 
 use crate::avl::{self, InOrder, TreeFault};
 use crate::state::State;
@@ -190,7 +191,7 @@ impl State<'_> {
                     if every_frame { &mut frames } else { &mut ends };
                 for f in visit {
                     let mfn = node.mfn + f;
-                    let state = Pfn::new(mfn).map(|p| self.heap.frame_state(p));
+                    let state = Mfn::new(mfn).map(|p| self.heap.frame_state(p));
                     if state != Some(FrameState::Allocated) {
                         return Err(InvariantError::FreeAndOwned { mfn });
                     }

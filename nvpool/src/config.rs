@@ -18,7 +18,8 @@
 
 use core::fmt;
 
-use nvirt_buddy::{FRAME_SIZE, Order, Pfn, PfnRange, metadata_bytes as heap_bytes};
+use nvirt_addr::{Mfn, MfnRange, Order, PAGE_SIZE};
+use nvirt_buddy::metadata_bytes as heap_bytes;
 
 use crate::work::{DOMAIN_SLOT_BYTES, NODE_BYTES};
 
@@ -82,7 +83,7 @@ impl Config {
     /// 64 KiB); data frames zeroed at format.
     #[must_use]
     pub const fn for_region(region_bytes: u64) -> Self {
-        let frames = region_bytes / FRAME_SIZE;
+        let frames = region_bytes / PAGE_SIZE;
         let max_domains = clamp(frames / 256, 16, 4096) as u32;
         let max_extents = clamp(frames / 16, 64, MAX_EXTENTS as u64) as u32;
         let capacity = snapshot_capacity(max_domains, max_extents);
@@ -100,11 +101,11 @@ impl Config {
     }
 
     /// Numbers the region's frames from `mfn`: the region's first 4 KiB is
-    /// machine frame `mfn`. A hypervisor passes the region's host-physical
-    /// address / 4096, so that the pool's alignment is the host's.
+    /// machine frame `mfn`. A hypervisor passes the frame of the region's
+    /// host-physical address, so that the pool's alignment is the host's.
     #[must_use]
-    pub const fn with_frame_base(mut self, mfn: u64) -> Self {
-        self.frame_base = mfn;
+    pub const fn with_frame_base(mut self, mfn: Mfn) -> Self {
+        self.frame_base = mfn.get();
         self
     }
 
@@ -222,16 +223,16 @@ impl Geometry {
         };
         let log_len = LOG_HEADER + 2 * slot_len + record_area;
         let meta_len = LOG_OFFSET + log_len;
-        let needed = meta_len + FRAME_SIZE;
+        let needed = meta_len + PAGE_SIZE;
         if region_len < needed {
             return Err(ConfigError::RegionTooSmall {
                 size: region_len,
                 needed,
             });
         }
-        let frames = region_len / FRAME_SIZE;
+        let frames = region_len / PAGE_SIZE;
         match frame_base.checked_add(frames) {
-            Some(end) if end <= Pfn::LIMIT => {}
+            Some(end) if end < Mfn::LIMIT => {}
             _ => return Err(ConfigError::FrameBase { frame_base, frames }),
         }
         Ok(Self {
@@ -254,8 +255,12 @@ impl Geometry {
 
     /// The machine frame of the region's first byte.
     #[must_use]
-    pub const fn frame_base(&self) -> u64 {
-        self.frame_base
+    pub const fn frame_base(&self) -> Mfn {
+        match Mfn::new(self.frame_base) {
+            Some(mfn) => mfn,
+            // `Config::geometry` checked the base and the region's end.
+            None => Mfn::MAX,
+        }
     }
 
     /// The most domains.
@@ -298,20 +303,20 @@ impl Geometry {
     /// Frames of the region (its whole 4 KiB pages).
     #[must_use]
     pub const fn region_frames(&self) -> u64 {
-        self.region_len / FRAME_SIZE
+        self.region_len / PAGE_SIZE
     }
 
     /// Data frames: the frames domains get.
     #[must_use]
     pub const fn data_frames(&self) -> u64 {
-        self.region_frames() - self.meta_len / FRAME_SIZE
+        self.region_frames() - self.meta_len / PAGE_SIZE
     }
 
     /// The data frames as buddy frame numbers.
     #[must_use]
-    pub const fn data_span(&self) -> PfnRange {
-        let start = self.frame_base + self.meta_len / FRAME_SIZE;
-        match PfnRange::from_numbers(start, self.frame_base + self.region_frames()) {
+    pub const fn data_span(&self) -> MfnRange {
+        let start = self.frame_base + self.meta_len / PAGE_SIZE;
+        match MfnRange::from_numbers(start, self.frame_base + self.region_frames()) {
             Some(r) => r,
             None => EMPTY_RANGE,
         }
@@ -336,9 +341,9 @@ impl Geometry {
     }
 }
 
-/// The empty range at frame 0 (`PfnRange::default` is not `const`);
+/// The empty range at frame 0 (`MfnRange::default` is not `const`);
 /// evaluated at compile time.
-const EMPTY_RANGE: PfnRange = match PfnRange::from_numbers(0, 0) {
+const EMPTY_RANGE: MfnRange = match MfnRange::from_numbers(0, 0) {
     Some(r) => r,
     None => panic!("frame 0 is a frame number"),
 };
@@ -421,10 +426,7 @@ mod tests {
         assert_eq!(small.max_domains(), 16);
         assert_eq!(small.max_extents(), 64);
         assert!(small.data_frames() > 0);
-        assert_eq!(
-            small.data_span().frames() + small.metadata_bytes() / 4096,
-            256
-        );
+        assert_eq!(small.data_span().len() + small.metadata_bytes() / 4096, 256);
     }
 
     #[test]
@@ -447,7 +449,8 @@ mod tests {
             Err(ConfigError::RecordArea { .. })
         ));
         assert!(matches!(
-            c.with_frame_base(Pfn::LIMIT - 10).geometry(1 << 20),
+            c.with_frame_base(Mfn::new(Mfn::LIMIT - 10).unwrap())
+                .geometry(1 << 20),
             Err(ConfigError::FrameBase { .. })
         ));
         assert_eq!(work_area_bytes(100), 0);

@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 
 /// Where in the image a problem was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub enum Damage {
     /// Two domains have the same id.
     DuplicateId {
         /// The id.
-        id: DomainId,
+        id: DomainUuid,
     },
     /// A domain name longer than 32 bytes or not UTF-8.
     Name {
@@ -126,7 +126,7 @@ pub enum Damage {
         /// Its order.
         order: u8,
         /// The other owner, if a domain.
-        other: Option<DomainId>,
+        other: Option<DomainUuid>,
     },
     /// An extent overlapping another extent of the same domain in guest
     /// frames (or out of order in a snapshot).

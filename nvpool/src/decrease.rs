@@ -6,13 +6,13 @@
 //! the largest aligned pieces around it) or it covers whole extents. The
 //! freed frames are scrubbed before they return to the pool.
 
-use nvirt_buddy::Order;
+use nvirt_addr::Order;
 use nvirt_persist_meta::Pmem;
 
 use crate::error::DecreaseError;
 use crate::pool::{Dom, NvPool};
 use crate::records::{ENTRIES_PER_RECORD, RemoveList, list_bytes};
-use crate::types::Gpfn;
+use nvirt_addr::Gfn;
 
 /// The most blocks one `decrease_reservation` call frees (callers with
 /// more split them, as Xen's hypercall continuations do).
@@ -26,7 +26,7 @@ impl<P: Pmem> NvPool<'_, P> {
     pub fn decrease_reservation(
         &mut self,
         dom: Dom,
-        gpfns: &[Gpfn],
+        gpfns: &[Gfn],
         order: u8,
     ) -> Result<u64, DecreaseError> {
         let s = self.live(dom).ok_or(DecreaseError::UnknownDomain)?;
@@ -90,7 +90,7 @@ impl<P: Pmem> NvPool<'_, P> {
 
     /// The error for a block at `gpfn` the domain does not wholly own: the
     /// first guest frame of it that it does not own.
-    fn first_unowned(&self, s: u16, gpfn: Gpfn, order: Order) -> DecreaseError {
+    fn first_unowned(&self, s: u16, gpfn: Gfn, order: Order) -> DecreaseError {
         let end = gpfn.get() + order.frames();
         let mut at = gpfn.get();
         while at < end {
@@ -100,7 +100,7 @@ impl<P: Pmem> NvPool<'_, P> {
             }
         }
         DecreaseError::NotPopulated {
-            gpfn: Gpfn::new(at.min(end - 1)).unwrap_or(gpfn),
+            gpfn: Gfn::new(at.min(end - 1)).unwrap_or(gpfn),
         }
     }
 }

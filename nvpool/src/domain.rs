@@ -1,14 +1,15 @@
 //! Operations on whole domains: create, destroy, mark running or shut
 //! down, change the quota; and the host's access to a domain's frames.
 
-use nvirt_buddy::{FRAME_SHIFT, FRAME_SIZE};
+use nvirt_addr::{PAGE_SHIFT, PAGE_SIZE};
 use nvirt_persist_meta::{Pmem, record_size};
 
 use crate::error::{CommitError, CreateError, DomainError};
 use crate::pool::{Dom, NvPool};
 use crate::records::{CREATE_HEADER, Create, DESTROY, FLAGS, QUOTA, SLOT_RECORD, SlotValue};
 use crate::state::flags;
-use crate::types::{DomainId, Gpfn};
+use crate::types::DomainUuid;
+use nvirt_addr::Gfn;
 
 /// The longest domain name, in bytes.
 pub const MAX_NAME: usize = 32;
@@ -16,7 +17,7 @@ pub const MAX_NAME: usize = 32;
 impl<P: Pmem> NvPool<'_, P> {
     /// Creates a domain with stable id `id`, a name (up to 32 bytes) and a
     /// quota of `quota` frames. One fence.
-    pub fn create(&mut self, id: DomainId, name: &str, quota: u64) -> Result<Dom, CreateError> {
+    pub fn create(&mut self, id: DomainUuid, name: &str, quota: u64) -> Result<Dom, CreateError> {
         self.create_with_flags(id, name, quota, 0)
     }
 
@@ -25,7 +26,7 @@ impl<P: Pmem> NvPool<'_, P> {
     /// importing its data before [`mark_complete`](Self::mark_complete).
     pub fn create_incomplete(
         &mut self,
-        id: DomainId,
+        id: DomainUuid,
         name: &str,
         quota: u64,
     ) -> Result<Dom, CreateError> {
@@ -34,7 +35,7 @@ impl<P: Pmem> NvPool<'_, P> {
 
     fn create_with_flags(
         &mut self,
-        id: DomainId,
+        id: DomainUuid,
         name: &str,
         quota: u64,
         flag_bits: u8,
@@ -163,13 +164,13 @@ impl<P: Pmem> NvPool<'_, P> {
     fn guest_offset(
         &self,
         dom: Dom,
-        gpfn: Gpfn,
+        gpfn: Gfn,
         offset: usize,
         len: usize,
     ) -> Result<u64, DomainError> {
         if offset
             .checked_add(len)
-            .is_none_or(|end| end as u64 > FRAME_SIZE)
+            .is_none_or(|end| end as u64 > PAGE_SIZE)
         {
             return Err(DomainError::FrameBounds { offset, len });
         }
@@ -177,7 +178,7 @@ impl<P: Pmem> NvPool<'_, P> {
         let mfn = self
             .lookup(dom, gpfn)
             .ok_or(DomainError::NotPopulated { gpfn })?;
-        Ok(((mfn.get() - self.state.geo.frame_base) << FRAME_SHIFT) + offset as u64)
+        Ok(((mfn.get() - self.state.geo.frame_base) << PAGE_SHIFT) + offset as u64)
     }
 
     /// Reads `buf.len()` bytes from byte `offset` of guest frame `gpfn` of
@@ -186,7 +187,7 @@ impl<P: Pmem> NvPool<'_, P> {
     pub fn read_guest(
         &self,
         dom: Dom,
-        gpfn: Gpfn,
+        gpfn: Gfn,
         offset: usize,
         buf: &mut [u8],
     ) -> Result<(), DomainError> {
@@ -202,7 +203,7 @@ impl<P: Pmem> NvPool<'_, P> {
     pub fn write_guest(
         &mut self,
         dom: Dom,
-        gpfn: Gpfn,
+        gpfn: Gfn,
         offset: usize,
         data: &[u8],
     ) -> Result<(), DomainError> {

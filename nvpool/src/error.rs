@@ -4,10 +4,11 @@
 
 use core::fmt;
 
-use nvirt_buddy::Order;
+use nvirt_addr::Order;
 use nvirt_persist_meta::{AppendError, CheckpointError, PmemError, SnapshotError};
 
-use crate::types::{DomainId, Extent, Gpfn};
+use crate::types::{DomainUuid, Extent};
+use nvirt_addr::Gfn;
 
 /// Making a change durable failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +98,7 @@ pub enum CreateError {
     /// A domain with this id exists.
     DuplicateId {
         /// The id.
-        id: DomainId,
+        id: DomainUuid,
     },
     /// Every domain slot is in use.
     DomainsFull {
@@ -139,7 +140,7 @@ pub enum DomainError {
     /// The domain owns no frame at this guest frame.
     NotPopulated {
         /// The guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
     },
     /// An access that does not stay inside one 4096-byte frame.
     FrameBounds {
@@ -161,7 +162,7 @@ impl fmt::Display for DomainError {
                 f,
                 "quota of {quota} frames is below the {frames} frames the domain owns"
             ),
-            Self::NotPopulated { gpfn } => write!(f, "the domain owns nothing at {gpfn}"),
+            Self::NotPopulated { gpfn } => write!(f, "the domain owns nothing at gpfn {gpfn:#x}"),
             Self::FrameBounds { offset, len } => write!(
                 f,
                 "access of {len} bytes at offset {offset} does not stay inside a 4096-byte frame"
@@ -183,7 +184,7 @@ pub enum PopulateError {
     /// The guest frames run past the largest guest frame number.
     GpfnRange {
         /// The first guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
         /// Frames asked for.
         frames: u64,
     },
@@ -195,21 +196,21 @@ pub enum PopulateError {
     /// A guest frame not aligned to the extent order.
     Misaligned {
         /// The guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
         /// The order.
         order: Order,
     },
     /// The domain already has frames there.
     Overlap {
         /// The first guest frame asked for.
-        gpfn: Gpfn,
+        gpfn: Gfn,
         /// The domain's extent in the way.
         existing: Extent,
     },
     /// The same guest frame twice in one request.
     Duplicate {
         /// The guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
     },
     /// The domain's quota does not allow it.
     Quota {
@@ -243,15 +244,20 @@ impl fmt::Display for PopulateError {
             Self::GpfnRange { gpfn, frames } => {
                 write!(
                     f,
-                    "{frames} frames at {gpfn} run past the largest guest frame"
+                    "{frames} frames at gpfn {gpfn:#x} run past the largest guest frame"
                 )
             }
             Self::OrderTooLarge { order } => write!(f, "extent order {order} is above 18 (1 GiB)"),
-            Self::Misaligned { gpfn, order } => write!(f, "{gpfn} is not aligned to {order}"),
-            Self::Overlap { gpfn, existing } => {
-                write!(f, "frames at {gpfn} overlap the domain's extent {existing}")
+            Self::Misaligned { gpfn, order } => {
+                write!(f, "gpfn {gpfn:#x} is not aligned to {order}")
             }
-            Self::Duplicate { gpfn } => write!(f, "{gpfn} appears twice in the request"),
+            Self::Overlap { gpfn, existing } => {
+                write!(
+                    f,
+                    "frames at gpfn {gpfn:#x} overlap the domain's extent {existing}"
+                )
+            }
+            Self::Duplicate { gpfn } => write!(f, "gpfn {gpfn:#x} appears twice in the request"),
             Self::Quota {
                 frames,
                 owned,
@@ -285,7 +291,7 @@ pub enum DecreaseError {
     /// A guest frame not aligned to the extent order.
     Misaligned {
         /// The guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
         /// The order.
         order: Order,
     },
@@ -293,12 +299,12 @@ pub enum DecreaseError {
     /// frame never populated.
     NotPopulated {
         /// The first guest frame it does not own.
-        gpfn: Gpfn,
+        gpfn: Gfn,
     },
     /// The same guest frame twice in one request.
     Duplicate {
         /// The guest frame.
-        gpfn: Gpfn,
+        gpfn: Gfn,
     },
     /// More blocks than one request may free.
     BatchTooLarge {
@@ -324,11 +330,13 @@ impl fmt::Display for DecreaseError {
         match *self {
             Self::UnknownDomain => f.write_str("no such domain"),
             Self::OrderTooLarge { order } => write!(f, "extent order {order} is above 18 (1 GiB)"),
-            Self::Misaligned { gpfn, order } => write!(f, "{gpfn} is not aligned to {order}"),
-            Self::NotPopulated { gpfn } => {
-                write!(f, "the domain does not own {gpfn} (double free?)")
+            Self::Misaligned { gpfn, order } => {
+                write!(f, "gpfn {gpfn:#x} is not aligned to {order}")
             }
-            Self::Duplicate { gpfn } => write!(f, "{gpfn} appears twice in the request"),
+            Self::NotPopulated { gpfn } => {
+                write!(f, "the domain does not own gpfn {gpfn:#x} (double free?)")
+            }
+            Self::Duplicate { gpfn } => write!(f, "gpfn {gpfn:#x} appears twice in the request"),
             Self::BatchTooLarge { n, max } => {
                 write!(f, "{n} blocks in one request, at most {max} allowed")
             }

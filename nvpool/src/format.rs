@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use nvirt_buddy::FRAME_SIZE;
+use nvirt_addr::PAGE_SIZE;
 use nvirt_persist_meta::{Log, Pmem, PmemError};
 
 use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, SCRUB_WORD};
@@ -91,7 +91,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         region.fence();
         if config.zeroes_data() {
             let data = geo.meta_len;
-            clear(&mut region, data, geo.data_frames() * FRAME_SIZE)?;
+            clear(&mut region, data, geo.data_frames() * PAGE_SIZE)?;
         }
         let window = Window::new(region, LOG_OFFSET, geo.log_len).map_err(|r| {
             FormatError::Pmem(PmemError::OutOfBounds {

@@ -7,7 +7,7 @@
 //! any frame starts at that frame rounded down to its order: `owner_of`
 //! looks up at most one candidate per order.
 
-use nvirt_buddy::Order;
+use nvirt_addr::Order;
 
 use crate::work::{NIL, Node};
 

@@ -12,7 +12,7 @@
 //! domains were running.
 //!
 //! ```
-//! use nvirt_nvpool::{Config, DomainId, DomainState, Gpfn, NvPool};
+//! use nvirt_nvpool::{Config, DomainUuid, DomainState, Gfn, NvPool};
 //! use nvirt_persist_meta::MemPmem;
 //!
 //! // A 16 MiB region (an NVDIMM, or here plain memory) and a work area for
@@ -24,9 +24,9 @@
 //! let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work)?;
 //!
 //! // A VM with a stable id and a quota of 4 MiB of NVRAM, mapped at 1 GiB.
-//! let id = DomainId::new(0x5eed);
+//! let id = DomainUuid::new(0x5eed);
 //! let vm = pool.create(id, "db-vm", 1024)?;
-//! let at = Gpfn::new(0x4_0000).unwrap();
+//! let at = Gfn::new(0x4_0000).unwrap();
 //! let got = pool.populate(vm, at, 1024)?; // one fence
 //! assert_eq!(got.frames, 1024);
 //! pool.mark_running(vm)?;
@@ -97,12 +97,16 @@ pub use decrease::MAX_DECREASE_BATCH;
 pub use domain::MAX_NAME;
 pub use error::{CommitError, CreateError, DecreaseError, DomainError, PopulateError};
 pub use format::FormatError;
-pub use nvirt_buddy::{Order, PhysAddr};
 pub use pool::{Dom, DomainInfo, DomainState, Extents, NvPool, Owner, PoolStats};
 pub use populate::Populated;
 pub use recover::{RecoverError, RecoveryReport};
 pub use superblock::{POOL_MAGIC, POOL_VERSION, PoolGeometryError, RawGeometry, SuperblockFault};
-pub use types::{DomainId, Extent, Gpfn, Mfn};
+pub use types::{DomainUuid, Extent};
+
+/// The shared vocabulary this crate speaks: a user of the pool gets it
+/// without depending on `nvirt-addr` directly.
+pub use nvirt_addr;
+pub use nvirt_addr::{Gfn, HostPhysAddr, Mfn, MfnRange, Order};
 pub use window::Window;
 pub use work::WorkAreaError;
 

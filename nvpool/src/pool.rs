@@ -2,16 +2,18 @@
 
 use core::fmt;
 
-use nvirt_buddy::{FRAME_SHIFT, FrameState, PhysAddr};
+use nvirt_addr::{HostPhysAddr, PAGE_SHIFT};
+use nvirt_buddy::FrameState;
 use nvirt_persist_meta::{Log, Pmem, Space};
 
 use crate::avl::InOrder;
 use crate::check::InvariantError;
 use crate::config::Geometry;
 use crate::state::{State, flags};
-use crate::types::{DomainId, Extent, Gpfn, Mfn, offset_addr};
+use crate::types::{DomainUuid, Extent, offset_addr};
 use crate::window::Window;
 use crate::work::{DomSlot, slot_state};
+use nvirt_addr::{Gfn, Mfn};
 
 /// A pool of NVRAM frames shared by domains, its bookkeeping kept on the
 /// NVRAM itself (see the [crate docs](crate)).
@@ -100,7 +102,7 @@ pub struct DomainInfo<'a> {
     /// Its handle.
     pub dom: Dom,
     /// Its stable id.
-    pub id: DomainId,
+    pub id: DomainUuid,
     /// Its name.
     pub name: &'a str,
     /// Its quota in frames.
@@ -121,9 +123,9 @@ pub enum Owner {
         /// The domain.
         dom: Dom,
         /// Its id.
-        id: DomainId,
+        id: DomainUuid,
         /// The guest frame the machine frame backs.
-        gpfn: Gpfn,
+        gpfn: Gfn,
         /// The extent.
         extent: Extent,
     },
@@ -171,7 +173,7 @@ fn info(s: usize, slot: &DomSlot) -> DomainInfo<'_> {
             slot: s as u16,
             generation: slot.generation,
         },
-        id: DomainId::from_bytes(slot.id),
+        id: DomainUuid::from_bytes(slot.id),
         name: slot.name(),
         quota: slot.quota,
         frames: slot.frames,
@@ -210,7 +212,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
 
     /// The domain with id `id`.
     #[must_use]
-    pub fn find(&self, id: DomainId) -> Option<Dom> {
+    pub fn find(&self, id: DomainUuid) -> Option<Dom> {
         let s = self.state.find_id(id)?;
         self.state.slot(s).map(|slot| Dom {
             slot: s,
@@ -251,13 +253,13 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     /// Domain `dom`'s extents, by guest frame.
     #[must_use]
     pub fn extents(&self, dom: Dom) -> Extents<'_> {
-        self.extents_from(dom, Gpfn::default())
+        self.extents_from(dom, Gfn::default())
     }
 
     /// Domain `dom`'s extents that start at or after guest frame `gpfn`,
     /// by guest frame (empty for an unknown handle).
     #[must_use]
-    pub fn extents_from(&self, dom: Dom, gpfn: Gpfn) -> Extents<'_> {
+    pub fn extents_from(&self, dom: Dom, gpfn: Gfn) -> Extents<'_> {
         let root = self
             .live(dom)
             .and_then(|s| self.state.slot(s))
@@ -270,7 +272,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
 
     /// The extent of domain `dom` that holds guest frame `gpfn`.
     #[must_use]
-    pub fn extent_at(&self, dom: Dom, gpfn: Gpfn) -> Option<Extent> {
+    pub fn extent_at(&self, dom: Dom, gpfn: Gfn) -> Option<Extent> {
         let s = self.live(dom)?;
         let i = self.state.extent_at(s, gpfn.get())?;
         let node = &self.state.nodes[i as usize];
@@ -279,7 +281,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
 
     /// The machine frame that backs guest frame `gpfn` of domain `dom`.
     #[must_use]
-    pub fn lookup(&self, dom: Dom, gpfn: Gpfn) -> Option<Mfn> {
+    pub fn lookup(&self, dom: Dom, gpfn: Gfn) -> Option<Mfn> {
         self.extent_at(dom, gpfn)?.translate(gpfn)
     }
 
@@ -287,10 +289,10 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     #[must_use]
     pub fn owner_of(&self, mfn: Mfn) -> Owner {
         let state = &self.state;
-        if !state.geo.data_span().contains(mfn.pfn()) {
+        if !state.geo.data_span().contains(mfn) {
             return Owner::NotData;
         }
-        match state.heap.frame_state(mfn.pfn()) {
+        match state.heap.frame_state(mfn) {
             FrameState::Free => return Owner::Free,
             FrameState::Unmanaged => return Owner::NotData,
             FrameState::Allocated => {}
@@ -311,8 +313,8 @@ impl<'w, P: Pmem> NvPool<'w, P> {
                 slot: node.dom,
                 generation: slot.generation,
             },
-            id: DomainId::from_bytes(slot.id),
-            gpfn: Gpfn::new(node.gpfn + (mfn.get() - node.mfn)).unwrap_or_default(),
+            id: DomainUuid::from_bytes(slot.id),
+            gpfn: Gfn::new(node.gpfn + (mfn.get() - node.mfn)).unwrap_or_default(),
             extent,
         }
     }
@@ -322,22 +324,22 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     #[must_use]
     pub fn region_offset(&self, mfn: Mfn) -> Option<u64> {
         let index = mfn.get().checked_sub(self.state.geo.frame_base)?;
-        (index < self.state.geo.region_frames()).then_some(index << FRAME_SHIFT)
+        (index < self.state.geo.region_frames()).then_some(index << PAGE_SHIFT)
     }
 
     /// The host-physical address of machine frame `mfn` when the region is
     /// mapped at host-physical `region_base`.
     #[must_use]
-    pub fn host_addr(&self, mfn: Mfn, region_base: PhysAddr) -> Option<PhysAddr> {
+    pub fn host_addr(&self, mfn: Mfn, region_base: HostPhysAddr) -> Option<HostPhysAddr> {
         offset_addr(region_base, self.region_offset(mfn)?)
     }
 
     /// The machine frame at host-physical `addr` when the region is mapped
     /// at `region_base`, if it is one of the region's frames.
     #[must_use]
-    pub fn mfn_at(&self, addr: PhysAddr, region_base: PhysAddr) -> Option<Mfn> {
+    pub fn mfn_at(&self, addr: HostPhysAddr, region_base: HostPhysAddr) -> Option<Mfn> {
         let offset = addr.get().checked_sub(region_base.get())?;
-        let index = offset >> FRAME_SHIFT;
+        let index = offset >> PAGE_SHIFT;
         if index >= self.state.geo.region_frames() {
             return None;
         }

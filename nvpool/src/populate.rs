@@ -7,7 +7,8 @@
 //! one group, and link the plan into the domain. Anything refused before
 //! the commit is undone: the pool is unchanged.
 
-use nvirt_buddy::{Constraints, Order, Pfn};
+use nvirt_addr::{Mfn, Order};
+use nvirt_buddy::Constraints;
 use nvirt_persist_meta::{AppendError, Group, Pmem};
 
 use crate::avl;
@@ -15,9 +16,10 @@ use crate::error::PopulateError;
 use crate::pool::{Dom, NvPool};
 use crate::records::{AddList, ENTRIES_PER_RECORD, list_bytes};
 use crate::state::State;
-use crate::types::{Extent, Gpfn};
+use crate::types::Extent;
 use crate::window::Window;
 use crate::work::NIL;
+use nvirt_addr::Gfn;
 
 /// What a populate or increase gave the domain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +69,7 @@ impl Plan {
         let mut i = self.head;
         for _ in 0..self.count {
             let node = state.nodes[i as usize];
-            if let (Some(pfn), Some(order)) = (Pfn::new(node.mfn), Order::new(node.order)) {
+            if let (Some(pfn), Some(order)) = (Mfn::new(node.mfn), Order::new(node.order)) {
                 let _ = state.heap.free(pfn, order);
             }
             state.free_node(i);
@@ -114,7 +116,7 @@ impl Plan {
 /// remaining count allow, up to 1 GiB.
 fn block_order(gpfn: u64, left: u64) -> Order {
     let fits = 63 - left.leading_zeros() as u8;
-    let align = Gpfn::new(gpfn).map_or(Order::SIZE_4K, Gpfn::alignment);
+    let align = Gfn::new(gpfn).map_or(Order::SIZE_4K, Gfn::alignment);
     Order::new(fits.min(align.get())).unwrap_or(Order::MAX)
 }
 
@@ -146,7 +148,7 @@ impl<P: Pmem> NvPool<'_, P> {
             Some(i) => {
                 let node = &self.state.nodes[i as usize];
                 Err(PopulateError::Overlap {
-                    gpfn: Gpfn::new(gpfn).unwrap_or_default(),
+                    gpfn: Gfn::new(gpfn).unwrap_or_default(),
                     existing: Extent::trusted(node.gpfn, node.mfn, node.order),
                 })
             }
@@ -161,14 +163,14 @@ impl<P: Pmem> NvPool<'_, P> {
     pub fn populate(
         &mut self,
         dom: Dom,
-        gpfn: Gpfn,
+        gpfn: Gfn,
         frames: u64,
     ) -> Result<Populated, PopulateError> {
         let s = self.live(dom).ok_or(PopulateError::UnknownDomain)?;
         if gpfn
             .get()
             .checked_add(frames)
-            .is_none_or(|end| end > Gpfn::LIMIT)
+            .is_none_or(|end| end > Gfn::LIMIT)
         {
             return Err(PopulateError::GpfnRange { gpfn, frames });
         }
@@ -211,7 +213,7 @@ impl<P: Pmem> NvPool<'_, P> {
     pub fn increase_reservation(
         &mut self,
         dom: Dom,
-        gpfns: &[Gpfn],
+        gpfns: &[Gfn],
         order: u8,
     ) -> Result<Populated, PopulateError> {
         let s = self.live(dom).ok_or(PopulateError::UnknownDomain)?;
@@ -222,7 +224,7 @@ impl<P: Pmem> NvPool<'_, P> {
             if !gpfn.is_aligned(o) {
                 return Err(PopulateError::Misaligned { gpfn, order: o });
             }
-            if gpfn.get() + o.frames() > Gpfn::LIMIT {
+            if gpfn.get() + o.frames() > Gfn::LIMIT {
                 return Err(PopulateError::GpfnRange {
                     gpfn,
                     frames: o.frames(),

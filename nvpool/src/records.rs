@@ -25,8 +25,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::config::EXTENT_ENTRY;
 use crate::state::State;
-use crate::types::{DomainId, Gpfn};
+use crate::types::DomainUuid;
 use crate::work::Node;
+use nvirt_addr::Gfn;
 
 const fn kind(n: u16) -> RecordKind {
     match RecordKind::new(n) {
@@ -162,7 +163,7 @@ pub(crate) fn list_bytes(n: u64) -> u64 {
 pub(crate) struct Create<'a> {
     pub(crate) slot: u16,
     pub(crate) flags: u8,
-    pub(crate) id: DomainId,
+    pub(crate) id: DomainUuid,
     pub(crate) quota: u64,
     pub(crate) name: &'a [u8],
 }
@@ -257,7 +258,7 @@ impl Encode for AddList<'_> {
 pub(crate) struct RemoveList<'a, 'w> {
     pub(crate) slot: u16,
     pub(crate) order: u8,
-    pub(crate) gpfns: &'a [Gpfn],
+    pub(crate) gpfns: &'a [Gfn],
     pub(crate) state: &'a State<'w>,
 }
 
@@ -302,7 +303,7 @@ mod tests {
         let c = Create {
             slot: 3,
             flags: 2,
-            id: DomainId::new(7),
+            id: DomainUuid::new(7),
             quota: 99,
             name: b"vm",
         };
@@ -311,7 +312,7 @@ mod tests {
         // The bytes of the layout in the module documentation.
         assert_eq!(out[..4], 3u32.to_le_bytes());
         assert_eq!(out[4..8], [2, 2, 0, 0]);
-        assert_eq!(out[8..24], DomainId::new(7).to_bytes());
+        assert_eq!(out[8..24], DomainUuid::new(7).to_bytes());
         assert_eq!(out[24..32], 99u64.to_le_bytes());
         assert_eq!(&out[32..], b"vm");
         let (header, name) = CreateHeader::read_from_prefix(&out).unwrap();

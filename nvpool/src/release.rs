@@ -2,7 +2,7 @@
 //! pending-scrub list, and returning frames (and destroyed domains' slots)
 //! to the heap once their scrub is durable.
 
-use nvirt_buddy::{Order, Pfn};
+use nvirt_addr::{Mfn, Order};
 
 use crate::avl::InOrder;
 use crate::damage::Damage;
@@ -19,7 +19,7 @@ impl State<'_> {
             slot: s.into(),
             gpfn,
         };
-        if k > Order::MAX.get() || gpfn & ((1u64 << k) - 1) != 0 || gpfn >= crate::Gpfn::LIMIT {
+        if k > Order::MAX.get() || gpfn & ((1u64 << k) - 1) != 0 || gpfn >= crate::Gfn::LIMIT {
             return Err(Damage::Extent {
                 slot: s.into(),
                 gpfn,
@@ -97,7 +97,7 @@ impl State<'_> {
         let big = Order::new(node.order).unwrap_or(Order::MAX);
         let fail = Damage::Capacity { what: "extents" };
         self.unlink(e);
-        let base = Pfn::new(node.mfn).ok_or(fail)?;
+        let base = Mfn::new(node.mfn).ok_or(fail)?;
         self.heap.free(base, big).map_err(|_| fail)?;
         for j in k..node.order {
             // At each level the buddy of the block's ancestor is a piece.
@@ -105,7 +105,7 @@ impl State<'_> {
             let (g, m) = (node.gpfn + piece, node.mfn + piece);
             let o = Order::new(j).ok_or(fail)?;
             self.heap
-                .claim(Pfn::new(m).ok_or(fail)?, o)
+                .claim(Mfn::new(m).ok_or(fail)?, o)
                 .map_err(|_| fail)?;
             let i = self.alloc_node(node.dom, g, m, j).ok_or(fail)?;
             self.link(i)?;
@@ -113,7 +113,7 @@ impl State<'_> {
         let (g, m) = (node.gpfn + off, node.mfn + off);
         let o = Order::new(k).ok_or(fail)?;
         self.heap
-            .claim(Pfn::new(m).ok_or(fail)?, o)
+            .claim(Mfn::new(m).ok_or(fail)?, o)
             .map_err(|_| fail)?;
         let n = &mut self.nodes[e as usize];
         n.gpfn = g;
@@ -168,7 +168,7 @@ impl State<'_> {
     }
 
     fn release_frames(&mut self, node: &Node) {
-        if let (Some(pfn), Some(o)) = (Pfn::new(node.mfn), Order::new(node.order)) {
+        if let (Some(pfn), Some(o)) = (Mfn::new(node.mfn), Order::new(node.order)) {
             let _ = self.heap.free(pfn, o);
         }
     }

@@ -14,7 +14,7 @@ use crate::records::{
 };
 use crate::snapshot::{self, check_slot};
 use crate::state::{State, flags};
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 use crate::work::slot_state;
 
 /// Rebuilds a pool's state from its log.
@@ -105,7 +105,7 @@ fn apply(state: &mut State<'_>, record: &RecordView<'_>) -> Result<(), Damage> {
         if core::str::from_utf8(name).is_err() {
             return Err(Damage::Name { slot: raw });
         }
-        let id = DomainId::from_bytes(header.id);
+        let id = DomainUuid::from_bytes(header.id);
         if state.id_taken(id) {
             return Err(Damage::DuplicateId { id });
         }

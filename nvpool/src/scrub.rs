@@ -16,7 +16,7 @@
 //! sequence number and 24 check bits, so a damaged word is ignored (a
 //! second scrub, never a skipped one).
 
-use nvirt_buddy::FRAME_SHIFT;
+use nvirt_addr::PAGE_SHIFT;
 use nvirt_persist_meta::{Pmem, PmemError};
 
 use crate::config::SCRUB_WORD;
@@ -90,8 +90,8 @@ impl<P: Pmem> NvPool<'_, P> {
         self.state.for_each_pending(|mfn, order| {
             if result.is_ok() {
                 any = true;
-                let offset = (mfn - base) << FRAME_SHIFT;
-                result = zero(region, offset, (1u64 << order) << FRAME_SHIFT);
+                let offset = (mfn - base) << PAGE_SHIFT;
+                result = zero(region, offset, (1u64 << order) << PAGE_SHIFT);
             }
         });
         result?;

@@ -22,7 +22,7 @@ use crate::config::{DOMAIN_RECORD, EXTENT_ENTRY, SNAPSHOT_HEADER};
 use crate::damage::{Damage, DamageError, Location};
 use crate::records::Entry;
 use crate::state::{State, flags};
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 use crate::work::slot_state;
 
 /// First bytes of a snapshot.
@@ -225,7 +225,7 @@ fn load_domain(state: &mut State<'_>, r: &mut CheckpointReader<'_>) -> Result<()
     let d: DomainRecord = zerocopy::transmute!(bytes);
     let raw_slot = d.slot.get();
     let (flags, name_len) = (d.flags, d.name_len);
-    let id = DomainId::from_bytes(d.id);
+    let id = DomainUuid::from_bytes(d.id);
     let quota = d.quota.get();
     let (frames, extents) = (d.frames.get(), d.extents.get());
     let name = &d.name[..];

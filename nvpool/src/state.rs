@@ -10,13 +10,14 @@
 //! the heap, until their scrub is durable; only then do they return to the
 //! heap.
 
-use nvirt_buddy::{Heap, MemKind, Order, Pfn};
+use nvirt_addr::{MemKind, Mfn, Order};
+use nvirt_buddy::Heap;
 
 use crate::avl;
 use crate::config::Geometry;
 use crate::damage::Damage;
 use crate::index::MfnIndex;
-use crate::types::DomainId;
+use crate::types::DomainUuid;
 use crate::work::{DomSlot, NIL, Node, Tables, WorkAreaError, slot_state};
 
 /// Persistent domain flags.
@@ -144,7 +145,7 @@ impl<'w> State<'w> {
     }
 
     /// The live domain with id `id`.
-    pub(crate) fn find_id(&self, id: DomainId) -> Option<u16> {
+    pub(crate) fn find_id(&self, id: DomainUuid) -> Option<u16> {
         let bytes = id.to_bytes();
         self.domains
             .iter()
@@ -153,7 +154,7 @@ impl<'w> State<'w> {
     }
 
     /// Whether a domain (live or being destroyed) has id `id`.
-    pub(crate) fn id_taken(&self, id: DomainId) -> bool {
+    pub(crate) fn id_taken(&self, id: DomainUuid) -> bool {
         let bytes = id.to_bytes();
         self.domains
             .iter()
@@ -169,7 +170,7 @@ impl<'w> State<'w> {
     }
 
     /// Fills free slot `s` with a new domain.
-    pub(crate) fn create(&mut self, s: u16, id: DomainId, name: &[u8], quota: u64, flags: u8) {
+    pub(crate) fn create(&mut self, s: u16, id: DomainUuid, name: &[u8], quota: u64, flags: u8) {
         let slot = &mut self.domains[usize::from(s)];
         let generation = slot.generation;
         *slot = DomSlot {
@@ -279,7 +280,7 @@ impl<'w> State<'w> {
             || mfn & (frames - 1) != 0
             || gpfn
                 .checked_add(frames)
-                .is_none_or(|e| e > crate::Gpfn::LIMIT)
+                .is_none_or(|e| e > crate::Gfn::LIMIT)
         {
             return Err(bad);
         }
@@ -291,14 +292,14 @@ impl<'w> State<'w> {
         if !inside {
             return Err(Damage::OutsidePool { mfn, order });
         }
-        let pfn = Pfn::new(mfn).ok_or(bad)?;
+        let pfn = Mfn::new(mfn).ok_or(bad)?;
         if self.heap.claim(pfn, o).is_err() {
             // Name the other owner if an extent holds the first frames
             // (bounded: this is only the error message).
             let other = (0..frames.min(512))
                 .find_map(|f| self.index.containing(self.nodes, mfn + f))
                 .and_then(|j| self.slot(self.nodes[j as usize].dom))
-                .map(|d| DomainId::from_bytes(d.id));
+                .map(|d| DomainUuid::from_bytes(d.id));
             return Err(Damage::FrameOwnedTwice { mfn, order, other });
         }
         match self.alloc_node(s, gpfn, mfn, order) {

@@ -124,7 +124,7 @@ pub(crate) fn read<P: nvirt_persist_meta::Pmem + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::{Config, Mfn};
     use nvirt_persist_meta::superblock::{decode, encode};
 
     fn reseal(mut line: [u8; 64]) -> [u8; 64] {
@@ -137,7 +137,7 @@ mod tests {
     fn copies_round_trip_and_damage_is_named() {
         let decode = |line: &[u8; 64]| decode::<Geometry>(line, 1 << 20);
         let geo = Config::for_region(1 << 20)
-            .with_frame_base(0x12345)
+            .with_frame_base(Mfn::new(0x12345).unwrap())
             .geometry(1 << 20)
             .unwrap();
         let line: [u8; 64] = zerocopy::transmute!(encode(&geo));
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn the_bytes_are_those_of_version_1() {
         let geo = Config::for_region(1 << 20)
-            .with_frame_base(0x12345)
+            .with_frame_base(Mfn::new(0x12345).unwrap())
             .geometry(1 << 20)
             .unwrap();
         let line: [u8; 64] = zerocopy::transmute!(encode(&geo));

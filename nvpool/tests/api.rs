@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use nvirt_nvpool::{
-    CommitError, Config, CreateError, Damage, DamageError, DecreaseError, DomainError, DomainId,
-    DomainState, Gpfn, Location, Mfn, NvPool, Order, Owner, PhysAddr, PopulateError, RecoverError,
+    CommitError, Config, CreateError, Damage, DamageError, DecreaseError, DomainError, DomainState,
+    DomainUuid, Gfn, HostPhysAddr, Location, Mfn, NvPool, Order, Owner, PopulateError,
+    RecoverError,
 };
 use nvirt_persist_meta::{Counting, MemPmem, Pmem};
 
-fn g(n: u64) -> Gpfn {
-    Gpfn::new(n).unwrap()
+fn g(n: u64) -> Gfn {
+    Gfn::new(n).unwrap()
 }
 
 /// A region with `data_mib` MiB of data frames after the metadata of
@@ -32,7 +33,7 @@ fn populate_takes_the_largest_aligned_blocks() {
     let size = region(config, 12);
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let vm = pool.create(DomainId::new(1), "vm", 4096).unwrap();
+    let vm = pool.create(DomainUuid::new(1), "vm", 4096).unwrap();
     // 4 MiB at a 2 MiB-aligned guest address: two 2 MiB extents.
     let got = pool.populate(vm, g(0x200), 1024).unwrap();
     assert_eq!(
@@ -52,10 +53,10 @@ fn populate_takes_the_largest_aligned_blocks() {
         .collect();
     assert_eq!(orders, [0, 1, 1]);
     for e in pool.extents(vm) {
-        assert!(e.gpfn().is_aligned(e.order()) && e.mfn().is_aligned(e.order()));
-        assert_eq!(pool.lookup(vm, e.gpfn()), Some(e.mfn()));
+        assert!(e.gfn().is_aligned(e.order()) && e.mfn().is_aligned(e.order()));
+        assert_eq!(pool.lookup(vm, e.gfn()), Some(e.mfn()));
         match pool.owner_of(e.mfn()) {
-            Owner::Domain { gpfn, .. } => assert_eq!(gpfn, e.gpfn()),
+            Owner::Domain { gpfn, .. } => assert_eq!(gpfn, e.gfn()),
             other => panic!("{other:?}"),
         }
     }
@@ -68,22 +69,22 @@ fn refusals_leave_the_pool_unchanged() {
     let size = region(config, 1);
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let a = pool.create(DomainId::new(1), "a", 64).unwrap();
+    let a = pool.create(DomainUuid::new(1), "a", 64).unwrap();
     assert_eq!(
-        pool.create(DomainId::new(1), "again", 1),
+        pool.create(DomainUuid::new(1), "again", 1),
         Err(CreateError::DuplicateId {
-            id: DomainId::new(1)
+            id: DomainUuid::new(1)
         })
     );
     assert_eq!(
-        pool.create(DomainId::new(2), &"x".repeat(33), 1),
+        pool.create(DomainUuid::new(2), &"x".repeat(33), 1),
         Err(CreateError::NameTooLong { len: 33 })
     );
     for id in 2..5 {
-        pool.create(DomainId::new(id), "b", 8).unwrap();
+        pool.create(DomainUuid::new(id), "b", 8).unwrap();
     }
     assert_eq!(
-        pool.create(DomainId::new(9), "c", 8),
+        pool.create(DomainUuid::new(9), "c", 8),
         Err(CreateError::DomainsFull { max: 4 })
     );
     pool.populate(a, g(0x10), 16).unwrap();
@@ -140,7 +141,7 @@ fn refusals_leave_the_pool_unchanged() {
     // A handle kept past destroy is refused, even once the slot is reused.
     pool.destroy(a).unwrap();
     assert_eq!(pool.destroy(a), Err(DomainError::UnknownDomain));
-    let again = pool.create(DomainId::new(7), "new", 8).unwrap();
+    let again = pool.create(DomainUuid::new(7), "new", 8).unwrap();
     assert_eq!(again.slot(), a.slot());
     assert_eq!(pool.mark_running(a), Err(DomainError::UnknownDomain));
     assert!(matches!(
@@ -167,16 +168,16 @@ fn fences_per_call_are_constant() {
         op(pool);
         assert_eq!(fences(pool) - before, expect, "{what}");
     };
-    let vm = pool.create(DomainId::new(1), "vm", 1 << 20).unwrap();
+    let vm = pool.create(DomainUuid::new(1), "vm", 1 << 20).unwrap();
     measure(&mut pool, "create", 1, &mut |p| {
-        p.create(DomainId::new(2), "other", 10).unwrap();
+        p.create(DomainUuid::new(2), "other", 10).unwrap();
     });
     // 3000 frames at an odd guest frame: many extents, one fence.
     measure(&mut pool, "populate", 1, &mut |p| {
         let got = p.populate(vm, g(0x1_0001), 3000).unwrap();
         assert!(got.extents > 10);
     });
-    let gpfns: Vec<Gpfn> = (0..300).map(|i| g(0x8_0000 + 2 * i)).collect();
+    let gpfns: Vec<Gfn> = (0..300).map(|i| g(0x8_0000 + 2 * i)).collect();
     measure(&mut pool, "increase of 300 extents", 1, &mut |p| {
         p.increase_reservation(vm, &gpfns, 0).unwrap();
     });
@@ -207,7 +208,7 @@ fn a_full_log_commits_through_a_checkpoint() {
         &mut work,
     )
     .unwrap();
-    let vm = pool.create(DomainId::new(1), "vm", 1 << 20).unwrap();
+    let vm = pool.create(DomainUuid::new(1), "vm", 1 << 20).unwrap();
     let mut max_fences = 0;
     for i in 0..400 {
         let before = pool.region().stats().fences;
@@ -218,13 +219,13 @@ fn a_full_log_commits_through_a_checkpoint() {
     let generation = pool.stats().checkpoint_generation;
     assert!(generation >= 3, "{generation}");
     // 1000 extents at once: more than the record area holds.
-    let many: Vec<Gpfn> = (0..400).map(|i| g(0x10_0000 + i)).collect();
+    let many: Vec<Gfn> = (0..400).map(|i| g(0x10_0000 + i)).collect();
     let before = pool.region().stats().fences;
     pool.increase_reservation(vm, &many, 0).unwrap();
     assert_eq!(pool.region().stats().fences - before, 2);
     let expected: Vec<_> = pool.extents(vm).collect();
     let (pool, report) = NvPool::recover(pool.into_region(), &mut work).unwrap();
-    let vm = pool.find(DomainId::new(1)).unwrap();
+    let vm = pool.find(DomainUuid::new(1)).unwrap();
     assert_eq!(pool.extents(vm).collect::<Vec<_>>(), expected);
     assert!(report.log.checkpoint.generation > generation);
     pool.check().unwrap();
@@ -232,13 +233,13 @@ fn a_full_log_commits_through_a_checkpoint() {
 
 #[test]
 fn recovery_reports_crashed_domains_and_addresses_translate() {
-    let config = small().with_frame_base(0x10_0000);
+    let config = small().with_frame_base(Mfn::new(0x10_0000).unwrap());
     let size = region(config, 2);
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let a = pool.create(DomainId::new(0xa), "a", 100).unwrap();
-    let b = pool.create(DomainId::new(0xb), "b", 100).unwrap();
-    let c = pool.create(DomainId::new(0xc), "c", 100).unwrap();
+    let a = pool.create(DomainUuid::new(0xa), "a", 100).unwrap();
+    let b = pool.create(DomainUuid::new(0xb), "b", 100).unwrap();
+    let c = pool.create(DomainUuid::new(0xc), "c", 100).unwrap();
     for d in [a, b, c] {
         pool.populate(d, g(0), 8).unwrap();
         pool.mark_running(d).unwrap();
@@ -251,7 +252,7 @@ fn recovery_reports_crashed_domains_and_addresses_translate() {
     assert_eq!(report.crashed, 2);
     let crashed: Vec<&str> = pool.crashed().map(|d| d.name).collect();
     assert_eq!(crashed, ["a", "c"]);
-    let a = pool.find(DomainId::new(0xa)).unwrap();
+    let a = pool.find(DomainUuid::new(0xa)).unwrap();
     let mut buf = [0; 8];
     pool.read_guest(a, g(3), 100, &mut buf).unwrap();
     assert_eq!(&buf, b"survives");
@@ -267,7 +268,7 @@ fn recovery_reports_crashed_domains_and_addresses_translate() {
     assert_eq!(pool.crashed().count(), 1);
     // Machine frames are numbered from the frame base.
     let mfn = pool.lookup(a, g(3)).unwrap();
-    let base = PhysAddr::new(0x40_0000_0000);
+    let base = HostPhysAddr::new(0x40_0000_0000).unwrap();
     let addr = pool.host_addr(mfn, base).unwrap();
     assert_eq!(addr.get(), base.get() + ((mfn.get() - 0x10_0000) << 12));
     assert_eq!(pool.mfn_at(addr, base), Some(mfn));
@@ -286,7 +287,7 @@ fn damaged_and_foreign_images_are_named_errors() {
         Some(RecoverError::NotAPool)
     );
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let vm = pool.create(DomainId::new(1), "vm", 100).unwrap();
+    let vm = pool.create(DomainUuid::new(1), "vm", 100).unwrap();
     pool.populate(vm, g(0), 20).unwrap();
     let image = pool.into_region().into_bytes();
     // One superblock copy damaged: repaired from the other.
@@ -345,7 +346,7 @@ fn damaged_and_foreign_images_are_named_errors() {
         let (pool, _) = NvPool::recover(MemPmem::from_bytes(bad), &mut work).unwrap();
         pool.check().unwrap();
         let frames = pool
-            .find(DomainId::new(1))
+            .find(DomainUuid::new(1))
             .map_or(0, |d| pool.domain(d).unwrap().frames);
         assert!(frames == 0 || frames == 20, "{frames}");
     }
@@ -429,14 +430,14 @@ fn poisoned_pools_refuse_changes() {
         &mut work,
     )
     .unwrap();
-    let vm = pool.create(DomainId::new(1), "vm", 100).unwrap();
+    let vm = pool.create(DomainUuid::new(1), "vm", 100).unwrap();
     pool.populate(vm, g(0), 4).unwrap();
     assert!(matches!(
         pool.destroy(vm),
         Err(DomainError::Commit(CommitError::Pmem(_)))
     ));
     assert_eq!(
-        pool.create(DomainId::new(2), "x", 1),
+        pool.create(DomainUuid::new(2), "x", 1),
         Err(CreateError::Commit(CommitError::Poisoned))
     );
     // Recovery redoes the scrub (here on a region that accepts it).
@@ -453,11 +454,11 @@ fn a_damaged_committed_record_is_refused_not_dropped() {
     let size = region(config, 1);
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let a = pool.create(DomainId::new(0xa), "a", 100).unwrap();
+    let a = pool.create(DomainUuid::new(0xa), "a", 100).unwrap();
     pool.populate(a, g(0), 8).unwrap();
     pool.write_guest(a, g(3), 0, b"secret of a").unwrap();
     pool.persist();
-    let b = pool.create(DomainId::new(0xb), "b", 100).unwrap();
+    let b = pool.create(DomainUuid::new(0xb), "b", 100).unwrap();
     pool.populate(b, g(0), 4).unwrap();
     let image = pool.into_region().into_bytes();
     // The log's records, at their offsets in the region.

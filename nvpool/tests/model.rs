@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-use nvirt_nvpool::Config;
 use nvirt_nvpool::model::{Op, Tally, run};
+use nvirt_nvpool::{Config, Mfn};
 use proptest::prelude::*;
 
 /// Mostly a domain that exists, sometimes one that does not.
@@ -51,7 +51,7 @@ fn config() -> impl Strategy<Value = (u64, Config)> {
                 .with_max_domains(domains)
                 .with_max_extents(extents)
                 .with_record_area(if small_log { 0x2000 } else { 0x10000 })
-                .with_frame_base([0, 1, 0x1ff, 0x4_0000][base as usize]);
+                .with_frame_base(Mfn::new([0, 1, 0x1ff, 0x4_0000][base as usize]).unwrap());
             let meta = config.geometry(1 << 30).unwrap().metadata_bytes();
             (meta + data, config)
         })
@@ -161,7 +161,7 @@ fn a_long_sequence_reaches_every_state() {
         .with_max_domains(3)
         .with_max_extents(400)
         .with_record_area(0x2000)
-        .with_frame_base(0x1ff);
+        .with_frame_base(Mfn::new(0x1ff).unwrap());
     let size = config.geometry(1 << 30).unwrap().metadata_bytes() + (2 << 20);
     let tally: Tally = run(size, config, &ops).unwrap();
     assert!(tally.ok > 60 && tally.refused > 20, "{tally:?}");

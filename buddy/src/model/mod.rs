@@ -15,14 +15,15 @@ use std::string::String;
 use std::vec::Vec;
 use std::{format, vec};
 
+use crate::MfnRange;
 use crate::error::{
     AddError, AllocError, BlockError, ClaimError, FreeError, FreeRangeError, ReserveError,
 };
 use crate::heap::FrameState;
 #[cfg(doc)]
 use crate::heap::Heap;
-use crate::range::{Constraints, PfnRange, largest_fitting};
-use crate::types::{Block, Order, Pfn};
+use crate::range::{AlignedBlocks, Constraints, covers, largest_fitting};
+use crate::{Block, Mfn, Order};
 
 mod run;
 
@@ -55,21 +56,21 @@ pub struct Model {
 }
 
 fn block(start: u64, order: usize) -> Block {
-    Pfn::new(start)
+    Mfn::new(start)
         .zip(Order::new(order as u8))
         .and_then(|(p, o)| Block::new(p, o))
         .unwrap_or_else(|| panic!("model made an invalid block {start:#x}/{order}"))
 }
 
-fn pfn(n: u64) -> Pfn {
-    Pfn::new(n).unwrap_or(Pfn::MAX)
+fn pfn(n: u64) -> Mfn {
+    Mfn::new(n).unwrap_or(Mfn::MAX)
 }
 
 impl Model {
     /// A model of an empty heap over `span`.
     #[must_use]
-    pub fn new(span: PfnRange, max_order: Order) -> Self {
-        let (base, end) = span.raw();
+    pub fn new(span: MfnRange, max_order: Order) -> Self {
+        let (base, end) = (span.start().get(), span.end().get());
         Self {
             base,
             end,
@@ -78,8 +79,8 @@ impl Model {
         }
     }
 
-    fn span(&self) -> PfnRange {
-        PfnRange::from_numbers(self.base, self.end).unwrap_or_default()
+    fn span(&self) -> MfnRange {
+        MfnRange::from_numbers(self.base, self.end).unwrap_or_default()
     }
 
     /// The owner of frame `pfn`.
@@ -161,7 +162,7 @@ impl Model {
         self.frames.iter().filter(|o| **o == Owner::Free).count() as u64
     }
 
-    fn check_block(&self, p: Pfn, order: Order) -> Result<(u64, usize), BlockError> {
+    fn check_block(&self, p: Mfn, order: Order) -> Result<(u64, usize), BlockError> {
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
             return Err(BlockError::OrderTooLarge { order, max });
@@ -180,14 +181,14 @@ impl Model {
     }
 
     /// [`Heap::add`].
-    pub fn add(&mut self, range: PfnRange) -> Result<(), AddError> {
-        if !self.span().covers(range) {
+    pub fn add(&mut self, range: MfnRange) -> Result<(), AddError> {
+        if !covers(self.span(), range) {
             return Err(AddError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        let (s, e) = range.raw();
+        let (s, e) = (range.start().get(), range.end().get());
         if let Some(f) = (s..e).find(|&f| self.owner(f) != Owner::Unmanaged) {
             return Err(AddError::AlreadyManaged { pfn: pfn(f) });
         }
@@ -204,11 +205,11 @@ impl Model {
         let blocks = self.free_blocks();
         let fitting = blocks
             .iter()
-            .filter(|b| usize::from(b.order().get()) >= k && b.end() <= limit);
+            .filter(|b| usize::from(b.order().get()) >= k && b.end().get() <= limit);
         if let Some(j) = fitting.clone().map(|b| b.order()).min() {
             return fitting
                 .filter(|b| b.order() == j)
-                .map(|b| b.end() - (1 << k))
+                .map(|b| b.end().get() - (1 << k))
                 .collect();
         }
         if limit >= self.end {
@@ -270,7 +271,7 @@ impl Model {
         }
         self.set(
             b.start().get(),
-            b.end(),
+            b.end().get(),
             Owner::Alloc {
                 head: b.start().get(),
                 order: order.get(),
@@ -312,7 +313,7 @@ impl Model {
     }
 
     /// [`Heap::free`].
-    pub fn free(&mut self, p: Pfn, order: Order) -> Result<(), FreeError> {
+    pub fn free(&mut self, p: Mfn, order: Order) -> Result<(), FreeError> {
         let (p, k) = self.check_block(p, order)?;
         self.check_allocated(p, k)?;
         self.set(p, p + (1 << k), Owner::Free);
@@ -328,7 +329,7 @@ impl Model {
     }
 
     /// [`Heap::claim`].
-    pub fn claim(&mut self, p: Pfn, order: Order) -> Result<Block, ClaimError> {
+    pub fn claim(&mut self, p: Mfn, order: Order) -> Result<Block, ClaimError> {
         let (p, k) = self.check_block(p, order)?;
         if let Some(e) = self.first_not_free(p, p + (1 << k)) {
             return Err(e);
@@ -345,23 +346,23 @@ impl Model {
     }
 
     /// [`Heap::claim_range`].
-    pub fn claim_range(&mut self, range: PfnRange) -> Result<u64, ClaimError> {
-        if !self.span().covers(range) {
+    pub fn claim_range(&mut self, range: MfnRange) -> Result<u64, ClaimError> {
+        if !covers(self.span(), range) {
             return Err(ClaimError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        let (s, e) = range.raw();
+        let (s, e) = (range.start().get(), range.end().get());
         if let Some(err) = self.first_not_free(s, e) {
             return Err(err);
         }
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         let mut n = 0;
-        for b in range.blocks(max) {
+        for b in AlignedBlocks::new(range, max) {
             self.set(
                 b.start().get(),
-                b.end(),
+                b.end().get(),
                 Owner::Alloc {
                     head: b.start().get(),
                     order: b.order().get(),
@@ -373,14 +374,14 @@ impl Model {
     }
 
     /// [`Heap::reserve`].
-    pub fn reserve(&mut self, range: PfnRange) -> Result<u64, ReserveError> {
-        if !self.span().covers(range) {
+    pub fn reserve(&mut self, range: MfnRange) -> Result<u64, ReserveError> {
+        if !covers(self.span(), range) {
             return Err(ReserveError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
-        let (s, e) = range.raw();
+        let (s, e) = (range.start().get(), range.end().get());
         if let Some(f) = (s..e).find(|&f| matches!(self.owner(f), Owner::Alloc { .. })) {
             return Err(ReserveError::Allocated { pfn: pfn(f) });
         }
@@ -390,19 +391,19 @@ impl Model {
     }
 
     /// [`Heap::free_range`].
-    pub fn free_range(&mut self, range: PfnRange) -> Result<(), FreeRangeError> {
-        if !self.span().covers(range) {
+    pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
+        if !covers(self.span(), range) {
             return Err(FreeRangeError::OutsideSpan {
                 range,
                 span: self.span(),
             });
         }
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
-        for b in range.blocks(max) {
+        for b in AlignedBlocks::new(range, max) {
             self.check_allocated(b.start().get(), usize::from(b.order().get()))
                 .map_err(|error| FreeRangeError::Block { block: b, error })?;
         }
-        let (s, e) = range.raw();
+        let (s, e) = (range.start().get(), range.end().get());
         self.set(s, e, Owner::Free);
         Ok(())
     }

@@ -5,9 +5,10 @@ use std::vec::Vec;
 use std::{format, vec};
 
 use super::{Model, Owner, pfn};
+use crate::MfnRange;
 use crate::heap::Heap;
-use crate::range::{Constraints, PfnRange};
-use crate::types::{Block, MemKind, Order, Pfn, Zone};
+use crate::range::Constraints;
+use crate::{Block, MemKind, Mfn, Order, Zone};
 
 /// One step of a sequence. Fields are raw numbers; [`run`] maps them onto
 /// the heap's span (mostly inside it, sometimes just outside) and, for the
@@ -76,7 +77,7 @@ fn kind_index(op: Op) -> usize {
 /// Runs `ops` on a heap over `span` with blocks up to `max_order` and on the
 /// model, and reports the first difference or broken invariant, or how
 /// many steps succeeded.
-pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String> {
+pub fn run(span: MfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String> {
     let mut metadata = vec![0u8; crate::metadata_bytes(span, max_order) + 7];
     // Start from garbage: the heap must not trust the buffer's content.
     metadata.fill(0xa5);
@@ -94,16 +95,16 @@ pub fn run(span: PfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String
     Ok(tally)
 }
 
-fn range_of(span: PfnRange, a: u64, b: u64) -> PfnRange {
-    let (base, end) = span.raw();
+fn range_of(span: MfnRange, a: u64, b: u64) -> MfnRange {
+    let (base, end) = (span.start().get(), span.end().get());
     let len = end - base;
     // Offsets past the span by up to 1/8 of it, and below it when possible.
     let map = |x: u64| (base + x % (len + len / 8 + 2)).saturating_sub(len / 16 + 1);
     let (x, y) = (map(a), map(b));
-    PfnRange::from_numbers(x.min(y), x.max(y)).unwrap_or_default()
+    MfnRange::from_numbers(x.min(y), x.max(y)).unwrap_or_default()
 }
 
-fn frame_of(span: PfnRange, a: u64) -> Pfn {
+fn frame_of(span: MfnRange, a: u64) -> Mfn {
     range_of(span, a, a).start()
 }
 
@@ -180,7 +181,7 @@ fn apply(heap: &mut Heap<'_>, model: &mut Model, op: Op) -> Result<bool, String>
         Op::Claim(a, o) => {
             let o = order_of(o, max);
             let p = frame_of(span, a);
-            let p = Pfn::new(p.get() & !(o.frames() - 1)).unwrap_or(p);
+            let p = Mfn::new(p.get() & !(o.frames() - 1)).unwrap_or(p);
             same_result(heap.claim(p, o), model.claim(p, o))
         }
         Op::ClaimFree(pick, o) => {
@@ -219,8 +220,8 @@ pub fn compare(heap: &Heap<'_>, model: &Model) -> Result<(), String> {
     same(heap.free_frames(), model.free_frames())?;
     same(heap.managed_frames(), model.managed_frames())?;
     let span = heap.span();
-    let (base, end) = span.raw();
-    for f in base.saturating_sub(2)..end.saturating_add(2).min(Pfn::LIMIT) {
+    let (base, end) = (span.start().get(), span.end().get());
+    for f in base.saturating_sub(2)..end.saturating_add(2).min(Mfn::LIMIT) {
         let p = pfn(f);
         same(heap.frame_state(p), model.state(f))?;
         let kind = (model.owner(f) != Owner::Unmanaged).then_some(MemKind::NonVolatile);

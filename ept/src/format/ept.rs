@@ -22,10 +22,10 @@
 //! Write-only entries (bit 1 without bit 0) are EPT misconfigurations;
 //! execute-only entries need IA32_VMX_EPT_VPID_CAP bit 0 (SDM 29.3.3.1).
 
-use crate::addr::{HostPhys, Level, PageSize};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::error::AttrError;
-use crate::format::{ADDRESS_MASK, Decoded, Format};
+use crate::format::{ADDRESS_MASK, Decoded, Format, entry_addr};
+use crate::{HostPhysAddr, Level, PageSize};
 
 bitflags::bitflags! {
     /// The single-bit fields of an EPT entry; the memory type is the 3-bit
@@ -134,9 +134,9 @@ impl Ept {
     /// The EPTP for tables rooted at `root`: WB paging-structure accesses,
     /// 4-level walk, A/D enable if configured.
     #[must_use]
-    pub const fn eptp(&self, root: HostPhys) -> u64 {
+    pub const fn eptp(&self, root: HostPhysAddr) -> u64 {
         let ad = if self.accessed_dirty { EPTP_AD } else { 0 };
-        (root.as_u64() & ADDRESS_MASK) | EPTP_WB | EPTP_WALK_4 | ad
+        (root.get() & ADDRESS_MASK) | EPTP_WB | EPTP_WALK_4 | ad
     }
 }
 
@@ -157,7 +157,7 @@ impl Format for Ept {
         Ok(())
     }
 
-    fn leaf(&self, size: PageSize, hpa: HostPhys, attrs: Attrs) -> u64 {
+    fn leaf(&self, size: PageSize, hpa: HostPhysAddr, attrs: Attrs) -> u64 {
         let p = attrs.perms;
         let mut flags = EptFlags::empty();
         flags.set(EptFlags::READ, p.contains(Perms::READ));
@@ -168,12 +168,12 @@ impl Format for Ept {
         flags.set(EptFlags::LARGE, size != PageSize::Size4K);
         flags.set(EptFlags::SUPPRESS_VE, self.suppress_ve);
         let mem = u64::from(attrs.mem.code()) << MEM_TYPE_SHIFT;
-        (hpa.as_u64() & ADDRESS_MASK) | mem | flags.bits()
+        (hpa.get() & ADDRESS_MASK) | mem | flags.bits()
     }
 
-    fn table(&self, table: HostPhys) -> u64 {
+    fn table(&self, table: HostPhysAddr) -> u64 {
         let flags = EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE | EptFlags::USER_EXECUTE;
-        (table.as_u64() & ADDRESS_MASK) | flags.bits()
+        (table.get() & ADDRESS_MASK) | flags.bits()
     }
 
     fn empty(&self) -> u64 {
@@ -195,7 +195,7 @@ impl Format for Ept {
                 Some(size) => size,
                 None => PageSize::Size4K,
             },
-            _ => return Decoded::Table(HostPhys::new(raw & ADDRESS_MASK)),
+            _ => return Decoded::Table(entry_addr(raw, PageSize::Size4K)),
         };
         let mut perms = Perms::empty();
         perms.set(Perms::READ, flags.contains(EptFlags::READ));
@@ -207,7 +207,7 @@ impl Format for Ept {
         let code = ((raw >> MEM_TYPE_SHIFT) & 0b111) as u8;
         let mem = MemType::from_code(code).unwrap_or(MemType::Uc);
         Decoded::Leaf {
-            hpa: HostPhys::new(raw & ADDRESS_MASK & !(size.bytes() - 1)),
+            hpa: entry_addr(raw, size),
             attrs: Attrs::new(perms, mem),
             hardware: raw & self.hardware_bits(),
         }
@@ -217,7 +217,7 @@ impl Format for Ept {
         (EptFlags::ACCESSED | EptFlags::DIRTY).bits()
     }
 
-    fn root_pointer(&self, root: HostPhys) -> u64 {
+    fn root_pointer(&self, root: HostPhysAddr) -> u64 {
         self.eptp(root)
     }
 }
@@ -225,25 +225,26 @@ impl Format for Ept {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::host_addr;
 
     #[test]
     fn leaf_encoding_matches_the_sdm_tables() {
         let ept = Ept::new();
         let rw_wb = Attrs::new(Perms::RW, MemType::Wb);
         assert_eq!(
-            ept.leaf(PageSize::Size4K, HostPhys::new(0x1234_5000), rw_wb),
+            ept.leaf(PageSize::Size4K, host_addr(0x1234_5000), rw_wb),
             0x1234_5000 | 0b011 | (6 << 3)
         );
         let rx_uc = Attrs::new(Perms::RX, MemType::Uc);
         assert_eq!(
             ept.with_ignore_pat(true)
-                .leaf(PageSize::Size2M, HostPhys::new(0x4020_0000), rx_uc),
+                .leaf(PageSize::Size2M, host_addr(0x4020_0000), rx_uc),
             0x4020_0000 | 0b101 | (1 << 6) | (1 << 7) | (1 << 10)
         );
         let sve = ept.with_suppress_ve(true);
         assert_eq!(sve.empty(), 1 << 63);
         assert_eq!(
-            sve.leaf(PageSize::Size1G, HostPhys::new(1 << 30), rw_wb) >> 63,
+            sve.leaf(PageSize::Size1G, host_addr(1 << 30), rw_wb) >> 63,
             1
         );
     }
@@ -256,10 +257,10 @@ mod tests {
                 for mem in MemType::ALL {
                     let attrs = Attrs::new(perms, mem);
                     ept.check(attrs).unwrap();
-                    let hpa = HostPhys::new(7 << 30);
+                    let hpa = host_addr(7 << 30);
                     let raw = ept.leaf(size, hpa, attrs) | (1 << 8) | (1 << 9);
                     assert_eq!(
-                        ept.decode(size.level(), raw),
+                        ept.decode(Level::of(size), raw),
                         Decoded::Leaf {
                             hpa,
                             attrs,
@@ -269,14 +270,11 @@ mod tests {
                 }
             }
         }
-        let t = ept.table(HostPhys::new(0x5000)) | (1 << 8);
-        assert_eq!(
-            ept.decode(Level::Pd, t),
-            Decoded::Table(HostPhys::new(0x5000))
-        );
+        let t = ept.table(host_addr(0x5000)) | (1 << 8);
+        assert_eq!(ept.decode(Level::Pd, t), Decoded::Table(host_addr(0x5000)));
         assert_eq!(
             ept.decode(Level::Pml4, t),
-            Decoded::Table(HostPhys::new(0x5000))
+            Decoded::Table(host_addr(0x5000))
         );
         assert_eq!(ept.decode(Level::Pt, 1 << 63), Decoded::Empty);
     }
@@ -303,7 +301,7 @@ mod tests {
 
     #[test]
     fn eptp() {
-        let root = HostPhys::new(0xabc_d000);
+        let root = host_addr(0xabc_d000);
         assert_eq!(Ept::new().eptp(root), 0xabc_d000 | 6 | (3 << 3));
         assert_eq!(
             Ept::new().with_accessed_dirty(true).eptp(root),

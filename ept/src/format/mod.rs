@@ -7,9 +7,9 @@ pub mod npt;
 
 use core::fmt;
 
-use crate::addr::{HostPhys, Level, PageSize};
 use crate::attrs::Attrs;
 use crate::error::AttrError;
+use crate::{HostPhysAddr, Level, PageSize};
 
 /// Bits 51:12 of an entry: the physical-address field of every entry form of
 /// both formats (SDM Vol. 3C, Figure 29-1; AMD APM Vol. 2, Figures 5-18 to
@@ -17,17 +17,28 @@ use crate::error::AttrError;
 /// addresses against the configured width before encoding.
 pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// The host address bits 51:12 of an entry hold. Always an address: the
+/// mask keeps it below `2^52`.
+#[must_use]
+pub(crate) const fn entry_addr(raw: u64, size: PageSize) -> HostPhysAddr {
+    match HostPhysAddr::new(raw & ADDRESS_MASK & !(size.bytes() - 1)) {
+        Some(addr) => addr,
+        // Bits 51:12 are below 2^52: never taken.
+        None => HostPhysAddr::ZERO,
+    }
+}
+
 /// What an entry says, as far as building tables is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// Not present: the walker stops (EPT violation / nested page fault).
     Empty,
     /// References the table of the next level at this address.
-    Table(HostPhys),
+    Table(HostPhysAddr),
     /// Maps a page.
     Leaf {
         /// Host-physical address of the page.
-        hpa: HostPhys,
+        hpa: HostPhysAddr,
         /// Permissions and memory type.
         attrs: Attrs,
         /// The processor-maintained bits (accessed, dirty) as found.
@@ -57,11 +68,11 @@ pub trait Format: Copy + fmt::Debug {
     fn check(&self, attrs: Attrs) -> Result<(), AttrError>;
 
     /// A leaf entry mapping the page of `size` at `hpa` with `attrs`.
-    fn leaf(&self, size: PageSize, hpa: HostPhys, attrs: Attrs) -> u64;
+    fn leaf(&self, size: PageSize, hpa: HostPhysAddr, attrs: Attrs) -> u64;
 
     /// A non-leaf entry referencing the table at `table`. Grants every
     /// access: permissions are decided by the leaves alone.
-    fn table(&self, table: HostPhys) -> u64;
+    fn table(&self, table: HostPhysAddr) -> u64;
 
     /// A not-present entry.
     fn empty(&self) -> u64;
@@ -75,5 +86,5 @@ pub trait Format: Copy + fmt::Debug {
 
     /// The value to load into the VMCS (EPTP) or VMCB (nCR3) for tables
     /// whose root is `root`.
-    fn root_pointer(&self, root: HostPhys) -> u64;
+    fn root_pointer(&self, root: HostPhysAddr) -> u64;
 }

@@ -18,10 +18,10 @@
 //! Everything else in a present entry stays clear: bits 8:7 of PML4Es are
 //! reserved, bits 11:9 and 58:52 are available to software.
 
-use crate::addr::{HostPhys, Level, PageSize};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::error::AttrError;
-use crate::format::{ADDRESS_MASK, Decoded, Format};
+use crate::format::{ADDRESS_MASK, Decoded, Format, entry_addr};
+use crate::{HostPhysAddr, Level, PageSize};
 
 bitflags::bitflags! {
     /// The bits of a long-mode entry as nested paging uses them.
@@ -99,8 +99,8 @@ impl Npt {
     /// The nCR3 value for tables rooted at `root` (PWT = PCD = 0: the
     /// tables are accessed through host PAT entry 0).
     #[must_use]
-    pub const fn ncr3(&self, root: HostPhys) -> u64 {
-        root.as_u64() & ADDRESS_MASK
+    pub const fn ncr3(&self, root: HostPhysAddr) -> u64 {
+        root.get() & ADDRESS_MASK
     }
 
     fn pat_index(&self, mem: MemType) -> Option<u64> {
@@ -136,7 +136,7 @@ impl Format for Npt {
         Ok(())
     }
 
-    fn leaf(&self, size: PageSize, hpa: HostPhys, attrs: Attrs) -> u64 {
+    fn leaf(&self, size: PageSize, hpa: HostPhysAddr, attrs: Attrs) -> u64 {
         let p = attrs.perms;
         let mut flags = NptFlags::PRESENT | NptFlags::USER;
         flags.set(NptFlags::WRITABLE, p.contains(Perms::WRITE));
@@ -153,12 +153,12 @@ impl Format for Npt {
             flags.insert(NptFlags::LARGE);
             flags.set(NptFlags::PAT_LARGE, index & 4 != 0);
         }
-        (hpa.as_u64() & ADDRESS_MASK) | flags.bits()
+        (hpa.get() & ADDRESS_MASK) | flags.bits()
     }
 
-    fn table(&self, table: HostPhys) -> u64 {
+    fn table(&self, table: HostPhysAddr) -> u64 {
         let flags = NptFlags::PRESENT | NptFlags::WRITABLE | NptFlags::USER;
-        (table.as_u64() & ADDRESS_MASK) | flags.bits()
+        (table.get() & ADDRESS_MASK) | flags.bits()
     }
 
     fn empty(&self) -> u64 {
@@ -176,7 +176,7 @@ impl Format for Npt {
             Level::Pdpt if flags.contains(NptFlags::LARGE) => {
                 (PageSize::Size1G, NptFlags::PAT_LARGE)
             }
-            _ => return Decoded::Table(HostPhys::new(raw & ADDRESS_MASK)),
+            _ => return Decoded::Table(entry_addr(raw, PageSize::Size4K)),
         };
         let mut perms = Perms::READ;
         perms.set(Perms::WRITE, flags.contains(NptFlags::WRITABLE));
@@ -186,7 +186,7 @@ impl Format for Npt {
             | u64::from(flags.contains(NptFlags::CACHE_DISABLE)) << 1
             | u64::from(flags.contains(pat_bit)) << 2;
         Decoded::Leaf {
-            hpa: HostPhys::new(raw & ADDRESS_MASK & !(size.bytes() - 1)),
+            hpa: entry_addr(raw, size),
             attrs: Attrs::new(perms, self.pat_type(index)),
             hardware: raw & self.hardware_bits(),
         }
@@ -196,7 +196,7 @@ impl Format for Npt {
         (NptFlags::ACCESSED | NptFlags::DIRTY).bits()
     }
 
-    fn root_pointer(&self, root: HostPhys) -> u64 {
+    fn root_pointer(&self, root: HostPhysAddr) -> u64 {
         self.ncr3(root)
     }
 }
@@ -204,6 +204,7 @@ impl Format for Npt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::host_addr;
 
     /// Linux's PAT: WB, WC, UC-, UC, WB, WP, UC-, WT.
     const PAT_LINUX: u64 = 0x0407_0506_0007_0106;
@@ -211,7 +212,7 @@ mod tests {
     #[test]
     fn leaves_are_user_and_carry_the_pat_index() {
         let npt = Npt::new().with_pat(PAT_LINUX);
-        let hpa = HostPhys::new(0x8000_0000);
+        let hpa = host_addr(0x8000_0000);
         let wb = npt.leaf(PageSize::Size4K, hpa, Attrs::new(Perms::RW, MemType::Wb));
         assert_eq!(wb, 0x8000_0000 | 0b111 | (1 << 63));
         let wc = npt.leaf(PageSize::Size4K, hpa, Attrs::new(Perms::RWX, MemType::Wc));
@@ -223,7 +224,7 @@ mod tests {
         );
         let wt4k = npt.leaf(PageSize::Size4K, hpa, Attrs::new(Perms::RX, MemType::Wt));
         assert_eq!(wt4k, 0x8000_0000 | 0b101 | (1 << 3) | (1 << 4) | (1 << 7));
-        assert_eq!(npt.table(HostPhys::new(0x3000)), 0x3007);
+        assert_eq!(npt.table(host_addr(0x3000)), 0x3007);
     }
 
     #[test]
@@ -234,10 +235,10 @@ mod tests {
                 for mem in MemType::ALL {
                     let attrs = Attrs::new(perms, mem);
                     npt.check(attrs).unwrap();
-                    let hpa = HostPhys::new(3 << 30);
+                    let hpa = host_addr(3 << 30);
                     let raw = npt.leaf(size, hpa, attrs) | (1 << 5);
                     assert_eq!(
-                        npt.decode(size.level(), raw),
+                        npt.decode(Level::of(size), raw),
                         Decoded::Leaf {
                             hpa,
                             attrs,
@@ -249,7 +250,7 @@ mod tests {
         }
         assert_eq!(
             npt.decode(Level::Pd, 0x3027),
-            Decoded::Table(HostPhys::new(0x3000))
+            Decoded::Table(host_addr(0x3000))
         );
         assert_eq!(npt.decode(Level::Pt, 0xffff_f000), Decoded::Empty);
     }

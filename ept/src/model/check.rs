@@ -2,12 +2,12 @@
 //! and checks, after every step, everything the tables promise. Shared by
 //! the property tests and the fuzz target.
 
+use crate::addr::{guest_addr, host_addr};
 use std::collections::BTreeSet;
 use std::format;
 use std::vec::Vec;
 
 use super::{Layout, Model, RawLeaf, Walker, layout_of, runs_of};
-use crate::addr::{GuestPhys, HostPhys};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::config::{Config, Invalidate, Merge};
 use crate::error::{FrameError, MapError, UnmapError, UpdateError};
@@ -196,7 +196,7 @@ impl<'a, F: Format> Checker<'a, F> {
                 replace,
             } => {
                 let (end, hpa) = (gpa + len, self.host_base + gpa + delta);
-                let (g, h) = (GuestPhys::new(gpa), HostPhys::new(hpa));
+                let (g, h) = (guest_addr(gpa), host_addr(hpa));
                 let result = if replace {
                     self.tables.replace(frames, g, h, len, perms, mem)
                 } else {
@@ -219,7 +219,7 @@ impl<'a, F: Format> Checker<'a, F> {
                     }
                     (Err(MapError::Overlap { gpa: at }), Some(first)) => {
                         assert_eq!(
-                            at.as_u64(),
+                            at.get(),
                             first,
                             "{step:?}: overlap reported at the wrong page"
                         );
@@ -229,7 +229,7 @@ impl<'a, F: Format> Checker<'a, F> {
                     (r, o) => panic!("{step:?}: got {r:?}, the model expected overlap {o:?}"),
                 }
             }
-            Step::Unmap { gpa, len } => match self.tables.unmap(frames, GuestPhys::new(gpa), len) {
+            Step::Unmap { gpa, len } => match self.tables.unmap(frames, guest_addr(gpa), len) {
                 Ok(v) => {
                     self.model.unmap(gpa, gpa + len);
                     self.layout.remove(gpa, gpa + len);
@@ -240,7 +240,7 @@ impl<'a, F: Format> Checker<'a, F> {
             },
             Step::Protect { gpa, len, perms } => self.update(step, gpa, len, Some(perms), None),
             Step::SetMem { gpa, len, mem } => self.update(step, gpa, len, None, Some(mem)),
-            Step::Promote { gpa, len } => match self.tables.promote(GuestPhys::new(gpa), len) {
+            Step::Promote { gpa, len } => match self.tables.promote(guest_addr(gpa), len) {
                 Ok(v) => {
                     self.layout.promote(&self.model, gpa, gpa + len, pages_1g);
                     Some(v)
@@ -272,7 +272,7 @@ impl<'a, F: Format> Checker<'a, F> {
     ) -> Option<Invalidate> {
         let end = gpa + len;
         let frames = &mut &*self.frames;
-        let g = GuestPhys::new(gpa);
+        let g = guest_addr(gpa);
         let result = match (perms, mem) {
             (Some(p), _) => self.tables.protect(frames, g, len, p),
             (None, Some(m)) => self.tables.set_mem_type(frames, g, len, m),
@@ -296,11 +296,7 @@ impl<'a, F: Format> Checker<'a, F> {
                 Some(v)
             }
             (Err(UpdateError::NotMapped { gpa: at }), Some(hole)) => {
-                assert_eq!(
-                    at.as_u64(),
-                    hole,
-                    "{step:?}: hole reported at the wrong page"
-                );
+                assert_eq!(at.get(), hole, "{step:?}: hole reported at the wrong page");
                 None
             }
             (Err(UpdateError::Frames(FrameError::Exhausted { .. })), None) => None,
@@ -365,22 +361,22 @@ impl<'a, F: Format> Checker<'a, F> {
         );
         // The crate's extents are maximal runs of the walker's leaves.
         let mut from_extents = Vec::new();
-        let mut previous: Option<crate::walk::Extent> = None;
-        for e in self.tables.extents() {
+        let mut previous: Option<crate::walk::PageRun> = None;
+        for e in self.tables.page_runs() {
             if let Some(p) = previous {
-                let continues = p.gpa.as_u64() + p.len == e.gpa.as_u64()
-                    && p.hpa.as_u64() + p.len == e.hpa.as_u64()
+                let continues = p.gpa.get() + p.len == e.gpa.get()
+                    && p.hpa.get() + p.len == e.hpa.get()
                     && p.page == e.page
                     && p.attrs == e.attrs;
                 assert!(!continues, "extents {p:?} and {e:?} are not maximal");
             }
             let mut at = 0;
             while at < e.len {
-                let gpa = e.gpa.as_u64() + at;
+                let gpa = e.gpa.get() + at;
                 from_extents.push(RawLeaf {
                     gpa,
                     size: e.page,
-                    hpa: e.hpa.as_u64() + at,
+                    hpa: e.hpa.get() + at,
                     attrs: e.attrs,
                 });
                 at += e.page.bytes();
@@ -414,8 +410,8 @@ impl<'a, F: Format> Checker<'a, F> {
             );
             let translated = self
                 .tables
-                .translate(GuestPhys::new(page))
-                .map(|t| (t.hpa.as_u64(), t.attrs));
+                .translate(guest_addr(page))
+                .map(|t| (t.hpa.get(), t.attrs));
             assert!(
                 translated == expected,
                 "translate({page:#x}) after {step:?}: {translated:?}, model {expected:?}"

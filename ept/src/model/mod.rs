@@ -9,7 +9,7 @@ mod walker;
 use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 
-use crate::addr::PageSize;
+use crate::PageSize;
 use crate::attrs::{Attrs, MemType, Perms};
 
 pub use check::{Checker, Step};

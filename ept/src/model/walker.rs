@@ -3,14 +3,15 @@
 //! no decoding code with the crate and rejects every reserved bit the
 //! hardware would fault on.
 
+use crate::addr::host_addr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::addr::{HostPhys, PageSize};
 use crate::attrs::{Attrs, MemType, Perms};
 use crate::frames::PhysMem;
+use crate::{HostPhysAddr, PageSize};
 
 /// Which hardware the independent walker imitates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,14 +177,14 @@ impl Walker {
     pub fn translate(
         &self,
         mem: &impl PhysMem,
-        root: HostPhys,
+        root: HostPhysAddr,
         gpa: u64,
     ) -> Result<Option<(u64, Attrs, PageSize)>, String> {
-        let mut table = root.as_u64();
+        let mut table = root.get();
         for level in (1..=4u32).rev() {
             let index = ((gpa >> (12 + 9 * (level - 1))) & 511) as usize;
             let raw =
-                mem.table(HostPhys::new(table))[index].load(core::sync::atomic::Ordering::Relaxed);
+                mem.table(host_addr(table))[index].load(core::sync::atomic::Ordering::Relaxed);
             match self.decode(level, raw)? {
                 Entry::Empty => return Ok(None),
                 Entry::Table(t) => table = t,
@@ -206,11 +207,11 @@ impl Walker {
     ///
     /// # Errors
     /// The first violation.
-    pub fn scan(&self, mem: &impl PhysMem, root: HostPhys) -> Result<Scan, String> {
+    pub fn scan(&self, mem: &impl PhysMem, root: HostPhysAddr) -> Result<Scan, String> {
         let mut scan = Scan::default();
         let mut seen = BTreeSet::new();
-        seen.insert(root.as_u64());
-        self.scan_table(mem, root.as_u64(), 4, 0, &mut seen, &mut scan)?;
+        seen.insert(root.get());
+        self.scan_table(mem, root.get(), 4, 0, &mut seen, &mut scan)?;
         scan.tables = seen.len() as u64;
         Ok(scan)
     }
@@ -225,7 +226,7 @@ impl Walker {
         scan: &mut Scan,
     ) -> Result<(), String> {
         let raws: Vec<u64> = mem
-            .table(HostPhys::new(table))
+            .table(host_addr(table))
             .iter()
             .map(|e| e.load(core::sync::atomic::Ordering::Relaxed))
             .collect();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use nvirt_ept::host::HostFrames;
-use nvirt_ept::{Config, Ept, Format, GuestPhys, HostPhys, MemType, Npt, Perms, Tables};
+use nvirt_ept::{Config, Ept, Format, GuestPhysAddr, HostPhysAddr, MemType, Npt, Perms, Tables};
 
 use crate::size::parse_size;
 
@@ -81,16 +81,19 @@ pub(crate) fn run(cmd: EptCommand) -> Result<ExitCode, String> {
 
 /// Builds the tables for real and counts what they hold.
 fn plan<F: Format>(format: F, config: Config, maps: &[Mapping]) -> Result<String, String> {
-    let frames = HostFrames::new(HostPhys::new(0), MAX_FRAMES);
+    let frames = HostFrames::new(HostPhysAddr::ZERO, MAX_FRAMES);
     let mut tables =
         Tables::new(format, &frames, config, &mut &frames).map_err(|e| e.to_string())?;
     for m in maps {
-        let gpa = GuestPhys::new(m.gpa);
-        let hpa = HostPhys::new(m.hpa);
+        let bad = |e: &dyn std::fmt::Display| {
+            format!("--map {:#x}:{:#x}:{:#x}: {e}", m.gpa, m.hpa, m.len)
+        };
+        let gpa = GuestPhysAddr::try_from(m.gpa).map_err(|e| bad(&e))?;
+        let hpa = HostPhysAddr::try_from(m.hpa).map_err(|e| bad(&e))?;
         // A plan shows the layout, so the attributes are the common ones.
         let _ = tables
             .map(&mut &frames, gpa, hpa, m.len, Perms::RWX, MemType::Wb)
-            .map_err(|e| format!("--map {:#x}:{:#x}:{:#x}: {e}", m.gpa, m.hpa, m.len))?;
+            .map_err(|e| bad(&e))?;
     }
     // Merges retire tables; they are no longer part of the structure.
     tables.reclaim(&mut &frames);

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use nvirt_nvpool::{Config, Dom, DomainId, Gpfn, NvPool, RecoveryReport};
+use nvirt_nvpool::{Config, Dom, DomainUuid, Gfn, Mfn, NvPool, RecoveryReport};
 use nvirt_persist_meta::MemPmem;
 
 use crate::pool_file::{self, FilePmem};
@@ -61,7 +61,7 @@ pub enum PoolCommand {
         /// Its stable id (a UUID or a hexadecimal number); by default
         /// derived from the name.
         #[arg(long, value_parser = parse_id)]
-        id: Option<DomainId>,
+        id: Option<DomainUuid>,
         #[command(flatten)]
         at: At,
     },
@@ -174,7 +174,7 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
             at,
         } => with_pool(&image, at.offset, |pool, _| {
             let dom = resolve(pool, &domain)?;
-            let gpfn = Gpfn::new(gpfn).ok_or("guest frame out of range")?;
+            let gpfn = Gfn::new(gpfn).ok_or("guest frame out of range")?;
             let got = pool.populate(dom, gpfn, pages).map_err(|e| e.to_string())?;
             println!(
                 "populated frames={} extents={} largest-order={}",
@@ -211,7 +211,7 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
 }
 
 /// A domain id: a UUID (dashes optional) or a `0x` number.
-fn parse_id(text: &str) -> Result<DomainId, String> {
+fn parse_id(text: &str) -> Result<DomainUuid, String> {
     let hex: String = text
         .trim_start_matches("0x")
         .chars()
@@ -221,19 +221,19 @@ fn parse_id(text: &str) -> Result<DomainId, String> {
         return Err(format!("invalid domain id {text:?}"));
     }
     u128::from_str_radix(&hex, 16)
-        .map(DomainId::new)
+        .map(DomainUuid::new)
         .map_err(|_| format!("invalid domain id {text:?}"))
 }
 
 /// The id `create` gives a domain named `name` when none is given: FNV-1a
 /// (128-bit) of the name, so the same name gets the same id.
-fn id_of_name(name: &str) -> DomainId {
+fn id_of_name(name: &str) -> DomainUuid {
     let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     for &b in name.as_bytes() {
         h ^= u128::from(b);
         h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
-    DomainId::new(h)
+    DomainUuid::new(h)
 }
 
 /// The domain `text` names: an id or a name. Text that is the id of one
@@ -293,7 +293,8 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     // other data after it).
     let pmem = FilePmem::open(image, args.at.offset, args.size)?;
     let size = nvirt_persist_meta::Pmem::size(&pmem);
-    let mut config = Config::for_region(size).with_frame_base(args.frame_base);
+    let frame_base = Mfn::try_from(args.frame_base).map_err(|e| format!("--frame-base: {e}"))?;
+    let mut config = Config::for_region(size).with_frame_base(frame_base);
     if let Some(n) = args.max_domains {
         config = config.with_max_domains(n);
     }
@@ -397,7 +398,7 @@ fn describe(pool: &NvPool<'_, MemPmem>, report: &RecoveryReport, out: &mut Strin
             let _ = writeln!(
                 out,
                 "  extent gpfn={:#x} mfn={:#x} order={}",
-                e.gpfn().get(),
+                e.gfn().get(),
                 e.mfn().get(),
                 e.order().get()
             );

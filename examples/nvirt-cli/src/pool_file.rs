@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
-use nvirt_nvpool::{DomainId, Extent, Gpfn, MAX_NAME, Order};
+use nvirt_nvpool::{DomainUuid, Extent, Gfn, MAX_NAME, Order};
 use nvirt_persist_meta::{Pmem, PmemError};
 
 /// A pool image in a file, from byte `offset` on.
@@ -151,11 +151,11 @@ const HEADER: usize = 96;
 /// What an export file says about its domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Exported {
-    pub(crate) id: DomainId,
+    pub(crate) id: DomainUuid,
     pub(crate) name: String,
     pub(crate) quota: u64,
     /// (gpfn, order) by gpfn.
-    pub(crate) extents: Vec<(Gpfn, u8)>,
+    pub(crate) extents: Vec<(Gfn, u8)>,
 }
 
 impl Exported {
@@ -229,7 +229,7 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
         return Err(bad("unknown version"));
     }
     let name_len = u64_at(&bytes, 8) >> 32;
-    let id = DomainId::from_bytes(bytes[16..32].try_into().map_err(|_| bad("id"))?);
+    let id = DomainUuid::from_bytes(bytes[16..32].try_into().map_err(|_| bad("id"))?);
     let quota = u64_at(&bytes, 32);
     let count = u64_at(&bytes, 40);
     let frames = u64_at(&bytes, 48);
@@ -247,7 +247,7 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
     let mut extents = Vec::new();
     for e in bytes[HEADER..table_end].chunks_exact(16) {
         let (gpfn, order) = (u64_at(e, 0), u64_at(e, 8));
-        let gpfn = Gpfn::new(gpfn).ok_or_else(|| bad("guest frame out of range"))?;
+        let gpfn = Gfn::new(gpfn).ok_or_else(|| bad("guest frame out of range"))?;
         let order = u8::try_from(order)
             .ok()
             .filter(|&o| o <= Order::MAX.get() && gpfn.get() % (1 << o) == 0)
@@ -270,8 +270,8 @@ pub(crate) fn read_export(path: &str) -> Result<(Exported, Vec<u8>), String> {
 }
 
 /// The extents of a domain as the export lists them.
-pub(crate) fn listed(extents: impl Iterator<Item = Extent>) -> Vec<(Gpfn, u8)> {
-    extents.map(|e| (e.gpfn(), e.order().get())).collect()
+pub(crate) fn listed(extents: impl Iterator<Item = Extent>) -> Vec<(Gfn, u8)> {
+    extents.map(|e| (e.gfn(), e.order().get())).collect()
 }
 
 #[cfg(test)]
@@ -282,10 +282,10 @@ mod tests {
     /// with frames filled by their index.
     fn valid() -> Vec<u8> {
         let domain = Exported {
-            id: DomainId::new(7),
+            id: DomainUuid::new(7),
             name: "vm".to_owned(),
             quota: 16,
-            extents: vec![(Gpfn::new(1).unwrap(), 0), (Gpfn::new(2).unwrap(), 1)],
+            extents: vec![(Gfn::new(1).unwrap(), 0), (Gfn::new(2).unwrap(), 1)],
         };
         let mut out = Vec::new();
         let mut crc = 0;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use nvirt_nvpool::{Config, DomainId, DomainState, Gpfn, NvPool};
+use nvirt_nvpool::{Config, DomainState, DomainUuid, Gfn, Mfn, NvPool};
 use nvirt_persist_meta::MemPmem;
 
 struct Output {
@@ -43,20 +43,20 @@ fn ok(args: &[&str]) -> String {
     out.stdout
 }
 
-fn g(n: u64) -> Gpfn {
-    Gpfn::new(n).unwrap()
+fn g(n: u64) -> Gfn {
+    Gfn::new(n).unwrap()
 }
 
 /// An image of `size` bytes with the pool at `offset`: domains "db"
 /// (running, with data in its frames) and "web" (shut down).
 fn sample(name: &str, offset: usize, size: u64) -> String {
-    let config = Config::for_region(size).with_frame_base(0x10_0000);
+    let config = Config::for_region(size).with_frame_base(Mfn::new(0x10_0000).unwrap());
     let mut work = vec![0; config.geometry(size).unwrap().work_area_bytes()];
     let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
-    let db = pool.create(DomainId::new(0xdb), "db", 1024).unwrap();
+    let db = pool.create(DomainUuid::new(0xdb), "db", 1024).unwrap();
     pool.populate(db, g(0x4_0000), 600).unwrap();
     pool.mark_running(db).unwrap();
-    let web = pool.create(DomainId::new(0x3eb), "web", 64).unwrap();
+    let web = pool.create(DomainUuid::new(0x3eb), "web", 64).unwrap();
     pool.populate(web, g(0x1001), 5).unwrap();
     for i in 0..5 {
         let text = format!("web frame {i}");
@@ -256,7 +256,7 @@ fn export_then_import_moves_a_domain_out_and_back() {
     // Same guest frames, same data.
     let (pmem, mut work) = open(&file, 0);
     let (pool, _) = NvPool::recover(pmem, &mut work).unwrap();
-    let web = pool.find(DomainId::new(0x3eb)).unwrap();
+    let web = pool.find(DomainUuid::new(0x3eb)).unwrap();
     let info = pool.domain(web).unwrap();
     assert_eq!(
         (info.name, info.quota, info.frames, info.state),
@@ -280,7 +280,7 @@ fn an_interrupted_import_is_redone_and_bad_exports_are_refused() {
     let (pmem, mut work) = open(&file, 0);
     let (mut pool, _) = NvPool::recover(pmem, &mut work).unwrap();
     let half = pool
-        .create_incomplete(DomainId::new(0x3eb), "web", 64)
+        .create_incomplete(DomainUuid::new(0x3eb), "web", 64)
         .unwrap();
     pool.populate(half, g(0x1001), 2).unwrap();
     std::fs::write(&file, pool.into_region().into_bytes()).unwrap();

@@ -3,7 +3,9 @@
 
 use core::fmt;
 
-use crate::guest_memory::{GuestMemory, HostMem, PAGE};
+use nvirt_addr::{GuestPhysAddr, GuestPhysRange, HostPhysAddr};
+
+use crate::guest_memory::{GuestMemory, HostMem};
 use crate::pool::FramePool;
 
 /// Where the map and the tables disagree.
@@ -37,19 +39,23 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         let mut bad = None;
         self.tables.for_each_extent(|gpa, hpa, len| {
             mapped += len;
+            let run = GuestPhysRange::from_len(gpa, len).unwrap_or_else(|| {
+                GuestPhysRange::new(gpa, GuestPhysAddr::MAX).unwrap_or_default()
+            });
             let mut at = gpa;
-            let end = gpa.saturating_add(len);
-            while bad.is_none() && at < end {
-                let found = hpa + (at - gpa);
-                match self.p2m.lookup(at / PAGE) {
-                    Some(e) if e.mfn(at / PAGE) * PAGE + at % PAGE == found => {
-                        at = (e.end() * PAGE).min(end);
+            while bad.is_none() && at < run.end() {
+                let found = at.offset_from(gpa).and_then(|off| hpa.checked_add(off));
+                let map = self.p2m.lookup(at.frame());
+                let recorded = map.and_then(|e| e.mapping().offset().to_host_addr(at));
+                match map {
+                    Some(e) if recorded.is_some() && recorded == found => {
+                        at = e.end().addr().min(run.end());
                     }
-                    other => {
+                    _ => {
                         bad = Some(AuditError {
-                            gpa: at,
-                            map: other.map(|e| e.mfn(at / PAGE) * PAGE),
-                            tables: Some(found),
+                            gpa: at.get(),
+                            map: recorded.map(HostPhysAddr::get),
+                            tables: found.map(HostPhysAddr::get),
                         });
                     }
                 }
@@ -58,15 +64,15 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         if let Some(e) = bad {
             return Err(e);
         }
-        let recorded: u64 = self.extents().iter().map(|e| e.block.frames() * PAGE).sum();
+        let recorded: u64 = self.extents().iter().map(|e| e.block().phys().len()).sum();
         if mapped != recorded {
             // Some recorded frame is missing from the tables: find it.
             for e in self.extents() {
-                let gpa = e.gpfn * PAGE;
-                if self.tables.translate(gpa) != Some(e.block.start().addr().get()) {
+                let (gpa, hpa) = (e.gfn().addr().get(), e.block().phys().start().get());
+                if self.tables.translate(gpa) != Some(hpa) {
                     return Err(AuditError {
                         gpa,
-                        map: Some(e.block.start().addr().get()),
+                        map: Some(hpa),
                         tables: self.tables.translate(gpa),
                     });
                 }

@@ -19,21 +19,43 @@
 
 use core::ops::Range;
 
+use nvirt_addr::{Gfn, GfnRange, GuestPhysRange};
 use nvirt_buddy::{MemKind, Order};
 
-use crate::guest_memory::{GuestMemory, HostMem, MemoryError, PAGE};
+use crate::guest_memory::{GuestMemory, HostMem, MemoryError};
 use crate::heaps::TableFrames;
-use crate::p2m::Extent;
+use crate::p2m::BlockMapping;
 use crate::pool::FramePool;
 
-/// The largest order a block may have to back guest frames from `gpfn`
+/// The largest order a block may have to back guest frames from `gfn`
 /// with `frames` frames left: bounded by the guest address's alignment,
 /// the remaining size and the largest page.
 #[must_use]
-pub fn order_for(gpfn: u64, frames: u64) -> Order {
-    let align = if gpfn == 0 { 63 } else { gpfn.trailing_zeros() };
-    let fits = 63 - frames.max(1).leading_zeros();
-    Order::new(align.min(fits).min(u32::from(Order::MAX.get())) as u8).unwrap_or(Order::SIZE_4K)
+pub fn order_for(gfn: Gfn, frames: u64) -> Order {
+    let fits = Order::fitting_in(frames).unwrap_or(Order::SIZE_4K);
+    gfn.alignment().min(fits)
+}
+
+/// The guest frames of guest-physical `gpa`, which must be page aligned
+/// and inside the guest-physical space.
+fn frames_of(gpa: &Range<u64>, kind: MemKind) -> Result<GfnRange, MemoryError> {
+    match GuestPhysRange::from_numbers(gpa.start, gpa.end) {
+        Some(r) if r.is_page_aligned() => Ok(r.frames_within()),
+        _ => Err(MemoryError::OutsideRegion {
+            gpfn: gpa.start >> nvirt_addr::PAGE_SHIFT,
+            frames: gpa.end.saturating_sub(gpa.start) >> nvirt_addr::PAGE_SHIFT,
+            kind,
+        }),
+    }
+}
+
+/// `frames` guest frames from `gfn`, if they lie in the guest frame space.
+fn run(gfn: Gfn, frames: u64, kind: MemKind) -> Result<GfnRange, MemoryError> {
+    GfnRange::from_len(gfn, frames).ok_or(MemoryError::OutsideRegion {
+        gpfn: gfn.get(),
+        frames,
+        kind,
+    })
 }
 
 impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
@@ -51,11 +73,13 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
     /// zeroed if `zero`: the guest's initial memory. No region check: the
     /// legacy area is backed too.
     pub fn back(&mut self, gpa: &Range<u64>, kind: MemKind, zero: bool) -> Result<(), MemoryError> {
-        let gpfns = gpa.start / PAGE..gpa.end / PAGE;
-        if self.p2m.any_backed(&gpfns) {
-            return Err(MemoryError::Backed { gpfn: gpfns.start });
+        let gfns = frames_of(gpa, kind)?;
+        if self.p2m.any_backed(&gfns) {
+            return Err(MemoryError::Backed {
+                gpfn: gfns.start().get(),
+            });
         }
-        self.fill(&gpfns, kind, zero)
+        self.fill(&gfns, kind, zero)
     }
 
     /// Backs the frames of guest-physical `gpa` (page aligned) that are not
@@ -68,8 +92,9 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         kind: MemKind,
         zero: bool,
     ) -> Result<u64, MemoryError> {
-        let (start, end) = (gpa.start / PAGE, gpa.end / PAGE);
-        let mut at = start;
+        let gfns = frames_of(gpa, kind)?;
+        let end = gfns.end();
+        let mut at = gfns.start();
         let mut backed = 0;
         while at < end {
             if let Some(e) = self.p2m.lookup(at) {
@@ -80,10 +105,11 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
                 .p2m
                 .extents()
                 .iter()
-                .find(|e| e.gpfn > at)
-                .map_or(end, |e| e.gpfn.min(end));
-            self.fill(&(at..next), kind, zero)?;
-            backed += next - at;
+                .find(|e| e.gfn() > at)
+                .map_or(end, |e| e.gfn().min(end));
+            let hole = GfnRange::new(at, next).unwrap_or_default();
+            self.fill(&hole, kind, zero)?;
+            backed += hole.len();
             at = next;
         }
         Ok(backed)
@@ -93,54 +119,54 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
     /// inside guest-physical `gpa` at its guest frames, contents kept: a
     /// guest's NVRAM found in the NV pool at boot. Returns the blocks.
     pub fn attach_owned(&mut self, gpa: &Range<u64>, kind: MemKind) -> Result<u64, MemoryError> {
-        let (start, end) = (gpa.start / PAGE, gpa.end / PAGE);
-        let mut at = start;
+        let gfns = frames_of(gpa, kind)?;
+        let mut at = gfns.start();
         let mut blocks = 0;
-        while let Some((gpfn, block)) = self.pool(kind)?.next_owned(at) {
-            if gpfn >= end {
+        while let Some((gfn, block)) = self.pool(kind)?.next_owned(at) {
+            if gfn >= gfns.end() {
                 break;
             }
-            if gpfn < at || gpfn + block.frames() > end {
+            let owned = run(gfn, block.frames(), kind)?;
+            if gfn < at || !gfns.contains_range(owned) {
                 return Err(MemoryError::OutsideRegion {
-                    gpfn,
+                    gpfn: gfn.get(),
                     frames: block.frames(),
                     kind,
                 });
             }
-            self.attach(gpfn, block, kind)?;
+            self.attach(gfn, block, kind)?;
             blocks += 1;
-            at = gpfn + block.frames();
+            at = owned.end();
         }
         Ok(blocks)
     }
 
     /// Records and maps `block`, which the pool of `kind` holds for the
-    /// guest, at guest frame `gpfn`.
+    /// guest, at guest frame `gfn`.
     fn attach(
         &mut self,
-        gpfn: u64,
+        gfn: Gfn,
         block: nvirt_buddy::Block,
         kind: MemKind,
     ) -> Result<(), MemoryError> {
-        if gpfn % block.frames() != 0 {
-            return Err(MemoryError::OutsideRegion {
-                gpfn,
-                frames: block.frames(),
-                kind,
-            });
-        }
-        self.p2m.insert(Extent { gpfn, block, kind })?;
-        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
+        let outside = MemoryError::OutsideRegion {
+            gpfn: gfn.get(),
+            frames: block.frames(),
+            kind,
+        };
+        let extent = BlockMapping::new(gfn, block, kind).ok_or(outside)?;
+        self.p2m.insert(extent)?;
+        let (hpa, bytes) = (block.start().addr(), block.order().bytes());
         match self
             .tables
-            .map(&mut TableFrames(self.ram), gpfn * PAGE, hpa, bytes)
+            .map(&mut TableFrames(self.ram), gfn.addr(), hpa, bytes)
         {
             Ok(v) => {
                 self.pending = self.pending.and(v);
                 Ok(())
             }
             Err(e) => {
-                let one = gpfn..gpfn + block.frames();
+                let one = extent.gfns();
                 if let Ok(cover) = self.p2m.covering(&one, kind) {
                     self.p2m.remove(&one, cover)?;
                 }
@@ -152,22 +178,25 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         }
     }
 
-    /// Backs the unbacked frames `gpfns` largest block first; undoes
+    /// Backs the unbacked frames `gfns` largest block first; undoes
     /// everything on failure.
-    fn fill(&mut self, gpfns: &Range<u64>, kind: MemKind, zero: bool) -> Result<(), MemoryError> {
-        let mut at = gpfns.start;
-        while at < gpfns.end {
-            if let Err(e) = self.fill_one(at, gpfns.end, kind, zero) {
-                if at > gpfns.start {
+    fn fill(&mut self, gfns: &GfnRange, kind: MemKind, zero: bool) -> Result<(), MemoryError> {
+        let mut at = gfns.start();
+        while at < gfns.end() {
+            if let Err(e) = self.fill_one(at, gfns.end(), kind, zero) {
+                if at > gfns.start() {
                     // What was done can be undone: these extents are
                     // exactly what was just added.
-                    if self.release(&(gpfns.start..at), kind).is_err() {
-                        return Err(MemoryError::UndoFailed { gpfn: gpfns.start });
+                    let done = GfnRange::new(gfns.start(), at).unwrap_or_default();
+                    if self.release(&done, kind).is_err() {
+                        return Err(MemoryError::UndoFailed {
+                            gpfn: gfns.start().get(),
+                        });
                     }
                 }
                 return Err(e);
             }
-            at = self.p2m.lookup(at).map_or(gpfns.end, Extent::end);
+            at = self.p2m.lookup(at).map_or(gfns.end(), BlockMapping::end);
         }
         Ok(())
     }
@@ -176,12 +205,12 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
     /// it or nothing changes.
     fn fill_one(
         &mut self,
-        at: u64,
-        end: u64,
+        at: Gfn,
+        end: Gfn,
         kind: MemKind,
         zero: bool,
     ) -> Result<(), MemoryError> {
-        let order = order_for(at, end - at);
+        let order = order_for(at, end.frames_from(at).unwrap_or(0));
         let pool = self.pool(kind)?;
         let block = pool.alloc_for(at, order).map_err(|e| {
             if pool.is_broken(&e) {
@@ -190,7 +219,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
                 MemoryError::NoMemory { kind }
             }
         })?;
-        let (hpa, bytes) = (block.start().addr().get(), block.order().bytes());
+        let (hpa, bytes) = (block.start().addr(), block.order().bytes());
         let give_back = |this: &mut Self| {
             let range = crate::pool::block_range(block);
             this.pool(kind).and_then(|p| {
@@ -201,10 +230,15 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         if zero {
             self.mem.zero(hpa, bytes);
         }
-        let extent = Extent {
-            gpfn: at,
-            block,
-            kind,
+        let Some(extent) = BlockMapping::new(at, block, kind) else {
+            // A pool hands out blocks no larger than the guest frame's
+            // alignment allows; this one would not map.
+            give_back(self)?;
+            return Err(MemoryError::OutsideRegion {
+                gpfn: at.get(),
+                frames: block.frames(),
+                kind,
+            });
         };
         if let Err(e) = self.p2m.insert(extent) {
             give_back(self)?;
@@ -212,14 +246,14 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         }
         match self
             .tables
-            .map(&mut TableFrames(self.ram), at * PAGE, hpa, bytes)
+            .map(&mut TableFrames(self.ram), at.addr(), hpa, bytes)
         {
             Ok(v) => {
                 self.pending = self.pending.and(v);
                 Ok(())
             }
             Err(e) => {
-                let one = at..at + block.frames();
+                let one = extent.gfns();
                 if let Ok(cover) = self.p2m.covering(&one, kind) {
                     self.p2m.remove(&one, cover)?;
                 }
@@ -232,11 +266,11 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         }
     }
 
-    /// Releases the frames `gpfns`, every one backed by `kind`: out of the
+    /// Releases the frames `gfns`, every one backed by `kind`: out of the
     /// tables, back to the pool, off the map.
-    fn release(&mut self, gpfns: &Range<u64>, kind: MemKind) -> Result<(), MemoryError> {
-        let cover = self.p2m.covering(gpfns, kind)?;
-        if !self.p2m.can_remove(gpfns, &cover) {
+    fn release(&mut self, gfns: &GfnRange, kind: MemKind) -> Result<(), MemoryError> {
+        let cover = self.p2m.covering(gfns, kind)?;
+        if !self.p2m.can_remove(gfns, &cover) {
             return Err(MemoryError::Map(crate::p2m::P2mError::Full {
                 capacity: self.p2m.capacity(),
             }));
@@ -247,16 +281,15 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             let Some(&e) = self.p2m.extents().get(i) else {
                 continue;
             };
-            let part = self.p2m.part_of(&e, gpfns);
-            if !self.pool(kind)?.can_release(e.block, part) {
+            let part = self.p2m.part_of(&e, gfns);
+            if !self.pool(kind)?.can_release(e.block(), part) {
                 return Err(MemoryError::NoMemory { kind });
             }
         }
-        let gpa = gpfns.start * PAGE;
-        let len = (gpfns.end - gpfns.start) * PAGE;
+        let bytes = gfns.addrs();
         let v = self
             .tables
-            .unmap(&mut TableFrames(self.ram), gpa, len)
+            .unmap(&mut TableFrames(self.ram), bytes.start(), bytes.len())
             .map_err(|e| match e {
                 nvirt_ept::UnmapError::Frames(_) => MemoryError::NoTableFrame,
                 other => MemoryError::TablesUnmap(other),
@@ -266,37 +299,37 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
             let Some(&e) = self.p2m.extents().get(i) else {
                 continue;
             };
-            let part = self.p2m.part_of(&e, gpfns);
+            let part = self.p2m.part_of(&e, gfns);
             self.pool(kind)?
-                .release(e.gpfn, e.block, part)
+                .release(e.gfn(), e.block(), part)
                 .map_err(MemoryError::Inconsistent)?;
         }
-        self.p2m.remove(gpfns, cover)?;
+        self.p2m.remove(gfns, cover)?;
         Ok(())
     }
 
-    /// `populate_physmap` of one extent: backs guest frames `gpfn..gpfn +
+    /// `populate_physmap` of one extent: backs guest frames `gfn..gfn +
     /// 2^order` (all unbacked, inside a region of `kind`) with fresh,
     /// zeroed memory of `kind`.
-    pub fn populate(&mut self, gpfn: u64, order: Order, kind: MemKind) -> Result<(), MemoryError> {
-        let gpfns = self.extent(gpfn, order, kind)?;
-        if self.p2m.any_backed(&gpfns) {
-            return Err(MemoryError::Backed { gpfn });
+    pub fn populate(&mut self, gfn: Gfn, order: Order, kind: MemKind) -> Result<(), MemoryError> {
+        let gfns = self.extent(gfn, order, kind)?;
+        if self.p2m.any_backed(&gfns) {
+            return Err(MemoryError::Backed { gpfn: gfn.get() });
         }
-        self.fill(&gpfns, kind, true)
+        self.fill(&gfns, kind, true)
     }
 
-    /// `decrease_reservation` of one extent: gives back guest frames `gpfn..gpfn
+    /// `decrease_reservation` of one extent: gives back guest frames `gfn..gfn
     /// + 2^order`, all backed by `kind`.
-    pub fn decrease(&mut self, gpfn: u64, order: Order, kind: MemKind) -> Result<(), MemoryError> {
-        let gpfns = self.extent(gpfn, order, kind)?;
-        self.release(&gpfns, kind)
+    pub fn decrease(&mut self, gfn: Gfn, order: Order, kind: MemKind) -> Result<(), MemoryError> {
+        let gfns = self.extent(gfn, order, kind)?;
+        self.release(&gfns, kind)
     }
 
     /// `increase_reservation` of one extent: backs the lowest aligned run
     /// of `2^order` unbacked frames in the guest's regions of `kind` with
     /// fresh, zeroed memory and returns its first frame.
-    pub fn increase(&mut self, order: Order, kind: MemKind) -> Result<u64, MemoryError> {
+    pub fn increase(&mut self, order: Order, kind: MemKind) -> Result<Gfn, MemoryError> {
         self.pool(kind)?;
         let hole = self
             .regions
@@ -308,20 +341,17 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
     }
 
     /// The frames of an extent, if inside one region of `kind`.
-    fn extent(
-        &mut self,
-        gpfn: u64,
-        order: Order,
-        kind: MemKind,
-    ) -> Result<Range<u64>, MemoryError> {
+    fn extent(&mut self, gfn: Gfn, order: Order, kind: MemKind) -> Result<GfnRange, MemoryError> {
         self.pool(kind)?;
-        let frames = order.frames();
-        let outside = MemoryError::OutsideRegion { gpfn, frames, kind };
-        let end = gpfn.checked_add(frames).ok_or(outside)?;
-        if !self.regions.contain(kind, &(gpfn..end)) {
-            return Err(outside);
+        let gfns = run(gfn, order.frames(), kind)?;
+        if !self.regions.contain(kind, &gfns) {
+            return Err(MemoryError::OutsideRegion {
+                gpfn: gfn.get(),
+                frames: order.frames(),
+                kind,
+            });
         }
-        Ok(gpfn..end)
+        Ok(gfns)
     }
 }
 

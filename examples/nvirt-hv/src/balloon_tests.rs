@@ -4,13 +4,14 @@
 
 use std::ops::Range;
 
-use nvirt_buddy::{Block, Constraints, Heap, MemKind, Order, PfnRange};
+use nvirt_addr::{Gfn, GfnRange};
+use nvirt_buddy::{Block, Constraints, Heap, MemKind, MfnRange, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_ept::Invalidate;
 
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::nested::{Format, NestedConfig};
-use crate::p2m::{Extent, P2mError};
+use crate::p2m::{BlockMapping, P2mError};
 use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 use crate::testing::{Arena, heap, metadata_for};
@@ -47,7 +48,7 @@ pub(crate) fn with_guest<R>(format: Format, f: impl FnOnce(&mut Guest<'_, '_, '_
     let (mut rm, mut nm) = (metadata_for(&RAM_HOST), metadata_for(&NV_HOST));
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap();
-    let mut storage = vec![Extent::EMPTY; 256];
+    let mut storage = vec![BlockMapping::EMPTY; 256];
     let layout = layout();
     let mut g = GuestMemory::new(
         &config(format),
@@ -108,7 +109,8 @@ fn balloons_pages_out_and_in_and_stays_minimal() {
         g.write(page * PAGE, b"pattern").unwrap();
         g.write((page + 1) * PAGE, b"kept").unwrap();
         let free_before = g.heap().free_frames();
-        g.decrease(page, Order::SIZE_4K, MemKind::Volatile).unwrap();
+        g.decrease(gfn(page), Order::SIZE_4K, MemKind::Volatile)
+            .unwrap();
         assert_eq!(g.take_invalidation(), Invalidate::ThisContext);
         g.reclaim_tables();
         consistent(g);
@@ -125,7 +127,8 @@ fn balloons_pages_out_and_in_and_stays_minimal() {
         // out of it).
         assert_eq!(g.heap().free_frames(), free_before);
 
-        g.populate(page, Order::SIZE_4K, MemKind::Volatile).unwrap();
+        g.populate(gfn(page), Order::SIZE_4K, MemKind::Volatile)
+            .unwrap();
         consistent(g);
         let mut back = [0xffu8; 7];
         g.read(page * PAGE, &mut back).unwrap();
@@ -134,12 +137,12 @@ fn balloons_pages_out_and_in_and_stays_minimal() {
         // NVRAM: a 2 MiB extent out, then back by increase_reservation,
         // which finds the hole.
         let nv = NV_BASE / PAGE + 512;
-        g.decrease(nv, Order::SIZE_2M, MemKind::NonVolatile)
+        g.decrease(gfn(nv), Order::SIZE_2M, MemKind::NonVolatile)
             .unwrap();
         consistent(g);
         assert_eq!(
             g.increase(Order::SIZE_2M, MemKind::NonVolatile),
-            Ok(nv),
+            Ok(gfn(nv)),
             "the only 2 MiB hole"
         );
         consistent(g);
@@ -161,7 +164,7 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
         let cases: [(MemoryError, Result<(), MemoryError>); 6] = [
             (
                 MemoryError::Backed { gpfn: 0x300 },
-                g.populate(0x300, Order::SIZE_4K, MemKind::Volatile),
+                g.populate(gfn(0x300), Order::SIZE_4K, MemKind::Volatile),
             ),
             (
                 MemoryError::OutsideRegion {
@@ -169,7 +172,7 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
                     frames: 1,
                     kind: MemKind::Volatile,
                 },
-                g.decrease(0x9f, Order::SIZE_4K, MemKind::Volatile),
+                g.decrease(gfn(0x9f), Order::SIZE_4K, MemKind::Volatile),
             ),
             (
                 MemoryError::OutsideRegion {
@@ -177,7 +180,7 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
                     frames: 1,
                     kind: MemKind::Volatile,
                 },
-                g.populate(0xc_0000, Order::SIZE_4K, MemKind::Volatile),
+                g.populate(gfn(0xc_0000), Order::SIZE_4K, MemKind::Volatile),
             ),
             (
                 MemoryError::OutsideRegion {
@@ -185,7 +188,7 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
                     frames: 1,
                     kind: MemKind::Volatile,
                 },
-                g.decrease(nv, Order::SIZE_4K, MemKind::Volatile),
+                g.decrease(gfn(nv), Order::SIZE_4K, MemKind::Volatile),
             ),
             (
                 MemoryError::OutsideRegion {
@@ -193,7 +196,7 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
                     frames: 512,
                     kind: MemKind::NonVolatile,
                 },
-                g.populate(0x100, Order::SIZE_2M, MemKind::NonVolatile),
+                g.populate(gfn(0x100), Order::SIZE_2M, MemKind::NonVolatile),
             ),
             (
                 MemoryError::OutsideRegion {
@@ -201,20 +204,20 @@ fn refuses_frames_outside_its_regions_or_in_the_wrong_state() {
                     frames: 2,
                     kind: MemKind::Volatile,
                 },
-                g.populate(0x7ff, Order::new(1).unwrap(), MemKind::Volatile),
+                g.populate(gfn(0x7ff), Order::new(1).unwrap(), MemKind::Volatile),
             ),
         ];
         for (expected, got) in cases {
             assert_eq!(got, Err(expected));
         }
-        g.decrease(0x400, Order::SIZE_4K, MemKind::Volatile)
+        g.decrease(gfn(0x400), Order::SIZE_4K, MemKind::Volatile)
             .unwrap();
         assert_eq!(
-            g.decrease(0x400, Order::SIZE_4K, MemKind::Volatile),
-            Err(MemoryError::Map(P2mError::NotBacked { gpfn: 0x400 }))
+            g.decrease(gfn(0x400), Order::SIZE_4K, MemKind::Volatile),
+            Err(MemoryError::Map(P2mError::NotBacked { gpfn: gfn(0x400) }))
         );
         assert_eq!(
-            g.populate(0x3ff, Order::new(1).unwrap(), MemKind::Volatile),
+            g.populate(gfn(0x3ff), Order::new(1).unwrap(), MemKind::Volatile),
             Err(MemoryError::Backed { gpfn: 0x3ff })
         );
         consistent(g);
@@ -229,16 +232,16 @@ impl FramePool for Cramped<'_> {
     fn kind(&self) -> MemKind {
         MemKind::NonVolatile
     }
-    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError> {
+    fn alloc_for(&mut self, gpfn: Gfn, order: Order) -> Result<Block, PoolError> {
         self.0.alloc_for(gpfn, order)
     }
-    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
+    fn release(&mut self, gpfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError> {
         self.0.release(gpfn, block, part)
     }
     fn free_frames(&self) -> u64 {
         Heap::free_frames(&self.0)
     }
-    fn can_release(&self, _: Block, _: PfnRange) -> bool {
+    fn can_release(&self, _: Block, _: MfnRange) -> bool {
         false
     }
 }
@@ -249,7 +252,7 @@ fn a_release_the_pool_has_no_room_for_changes_nothing() {
     let (mut rm, mut nm) = (metadata_for(&RAM_HOST), metadata_for(&NV_HOST));
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = Cramped(heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap());
-    let mut storage = vec![Extent::EMPTY; 256];
+    let mut storage = vec![BlockMapping::EMPTY; 256];
     let layout = layout();
     let mut g = GuestMemory::new(
         &config(Format::Ept),
@@ -270,7 +273,7 @@ fn a_release_the_pool_has_no_room_for_changes_nothing() {
         g.tables().translate(gpfn * PAGE),
     );
     assert_eq!(
-        g.decrease(gpfn, Order::SIZE_4K, MemKind::NonVolatile),
+        g.decrease(gfn(gpfn), Order::SIZE_4K, MemKind::NonVolatile),
         Err(MemoryError::NoMemory {
             kind: MemKind::NonVolatile
         })
@@ -291,7 +294,7 @@ fn a_release_the_pool_has_no_room_for_changes_nothing() {
 #[test]
 fn a_refused_populate_changes_nothing() {
     with_guest(Format::Npt, |g| {
-        g.decrease(0x400, Order::SIZE_2M, MemKind::Volatile)
+        g.decrease(gfn(0x400), Order::SIZE_2M, MemKind::Volatile)
             .unwrap();
         let _ = g.take_invalidation();
         g.reclaim_tables();
@@ -302,7 +305,7 @@ fn a_refused_populate_changes_nothing() {
         }
         let before = (g.extents().to_vec(), g.heap().free_frames(), g.footprint());
         assert_eq!(
-            g.populate(0x400, Order::SIZE_2M, MemKind::Volatile),
+            g.populate(gfn(0x400), Order::SIZE_2M, MemKind::Volatile),
             Err(MemoryError::NoMemory {
                 kind: MemKind::Volatile
             })
@@ -317,7 +320,7 @@ fn a_refused_populate_changes_nothing() {
         for b in taken {
             g.heap().free_block(b).unwrap();
         }
-        g.populate(0x400, Order::SIZE_2M, MemKind::Volatile)
+        g.populate(gfn(0x400), Order::SIZE_2M, MemKind::Volatile)
             .unwrap();
         consistent(g);
     });
@@ -328,27 +331,30 @@ fn releases_across_extents_and_refills_largest_first() {
     with_guest(Format::Ept, |g| {
         // Punch single pages, then give back a range that spans them.
         for p in [0x210, 0x220, 0x3f0] {
-            g.decrease(p, Order::SIZE_4K, MemKind::Volatile).unwrap();
-            g.populate(p, Order::SIZE_4K, MemKind::Volatile).unwrap();
+            g.decrease(gfn(p), Order::SIZE_4K, MemKind::Volatile)
+                .unwrap();
+            g.populate(gfn(p), Order::SIZE_4K, MemKind::Volatile)
+                .unwrap();
         }
         consistent(g);
         let n = g.extents().len();
         assert!(n > 10, "{n} extents after the punches");
-        g.decrease(0x200, Order::SIZE_2M, MemKind::Volatile)
+        g.decrease(gfn(0x200), Order::SIZE_2M, MemKind::Volatile)
             .unwrap();
         consistent(g);
         assert_eq!(g.p2m_hole(0x200), Some(0x200));
-        g.populate(0x200, Order::SIZE_2M, MemKind::Volatile)
+        g.populate(gfn(0x200), Order::SIZE_2M, MemKind::Volatile)
             .unwrap();
         consistent(g);
-        let e = *g.extents().iter().find(|e| e.gpfn == 0x200).unwrap();
-        assert_eq!(e.block.order(), Order::SIZE_2M, "one 2 MiB block");
+        let e = *g.extents().iter().find(|e| e.gfn().get() == 0x200).unwrap();
+        assert_eq!(e.block().order(), Order::SIZE_2M, "one 2 MiB block");
     });
 }
 
 impl Guest<'_, '_, '_> {
     fn p2m_hole(&self, from: u64) -> Option<u64> {
-        self.p2m.first_hole(&(from..from + 512), Order::SIZE_2M)
+        let region = GfnRange::from_len(gfn(from), 512).unwrap();
+        self.p2m.first_hole(&region, Order::SIZE_2M).map(Gfn::get)
     }
 }
 
@@ -407,4 +413,8 @@ mod model {
             run(if ept { Format::Ept } else { Format::Npt }, &ops);
         }
     }
+}
+
+fn gfn(n: u64) -> Gfn {
+    Gfn::new(n).unwrap()
 }

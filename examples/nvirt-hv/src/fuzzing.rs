@@ -23,7 +23,7 @@ pub mod guest {
     pub use crate::nested::{Format, NestedConfig};
     pub use crate::nv_boot::{GuestNvram, attach, open, work_area_bytes};
     pub use crate::nv_frames::NvFrames;
-    pub use crate::p2m::Extent;
+    pub use crate::p2m::BlockMapping;
     pub use crate::pool::FramePool;
     pub use crate::regions::Regions;
 }

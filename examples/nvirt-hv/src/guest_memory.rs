@@ -15,39 +15,40 @@
 
 use core::fmt;
 
+use nvirt_addr::{GuestPhysAddr, GuestPhysRange, HostPhysAddr};
 use nvirt_buddy::{Heap, MemKind};
 use nvirt_ept::{Invalidate, MapError, NewError, PhysMem, UnmapError};
 
 use crate::footprint::{self, Footprint};
 use crate::heaps::TableFrames;
 use crate::nested::{Nested, NestedConfig};
-use crate::p2m::{Extent, P2m, P2mError};
+use crate::p2m::{BlockMapping, P2m, P2mError};
 use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 
 /// Bytes per guest frame.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = nvirt_addr::PAGE_SIZE;
 
 /// Byte access to host memory, for the frames guests get: a bare-metal
 /// hypervisor goes through its direct map. Only frames from the heaps are
 /// passed, so accesses cannot fail.
 pub trait HostMem: PhysMem {
     /// Copies `out.len()` bytes from host-physical `hpa`.
-    fn read(&self, hpa: u64, out: &mut [u8]);
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]);
     /// Copies `data` to host-physical `hpa`.
-    fn write(&self, hpa: u64, data: &[u8]);
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]);
     /// Zeroes `len` bytes at host-physical `hpa`.
-    fn zero(&self, hpa: u64, len: u64);
+    fn zero(&self, hpa: HostPhysAddr, len: u64);
 }
 
 impl<T: HostMem + ?Sized> HostMem for &T {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
         (**self).read(hpa, out);
     }
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
         (**self).write(hpa, data);
     }
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
         (**self).zero(hpa, len);
     }
 }
@@ -188,7 +189,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         ram: &'a mut Heap<'m>,
         nvram: Option<&'a mut N>,
         mem: M,
-        storage: &'s mut [Extent],
+        storage: &'s mut [BlockMapping],
         regions: Regions,
     ) -> Result<Self, NewError> {
         let tables = Nested::new(config, mem, &mut TableFrames(ram))?;
@@ -228,7 +229,7 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
 
     /// The extents, in guest-frame order.
     #[must_use]
-    pub fn extents(&self) -> &[Extent] {
+    pub fn extents(&self) -> &[BlockMapping] {
         self.p2m.extents()
     }
 
@@ -255,10 +256,10 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
     /// computed from the map alone.
     #[must_use]
     pub fn minimum(&self) -> Footprint {
-        let runs = self
-            .p2m
-            .runs()
-            .map(|(g, h, n)| (g * PAGE, h * PAGE, n * PAGE));
+        let runs = self.p2m.runs().map(|run| {
+            let (guest, host) = (run.guest().addrs(), run.host().addrs());
+            (guest.start().get(), host.start().get(), guest.len())
+        });
         footprint::minimum(runs, self.pages_1g)
     }
 
@@ -280,24 +281,26 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
         &self,
         gpa: u64,
         len: u64,
-    ) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, GuestAccessError> {
+    ) -> Result<impl Iterator<Item = (HostPhysAddr, u64, u64)> + '_, GuestAccessError> {
         let error = GuestAccessError { gpa, len };
-        let end = gpa.checked_add(len).ok_or(error)?;
-        let mut at = gpa;
-        while at < end {
-            let e = self.p2m.lookup(at / PAGE).ok_or(error)?;
-            at = e.end().saturating_mul(PAGE);
+        let range = GuestPhysAddr::new(gpa)
+            .and_then(|start| GuestPhysRange::from_len(start, len))
+            .ok_or(error)?;
+        let mut at = range.start();
+        while at < range.end() {
+            let e = self.p2m.lookup(at.frame()).ok_or(error)?;
+            at = e.end().addr();
         }
-        let mut at = gpa;
+        let mut at = range.start();
         Ok(core::iter::from_fn(move || {
-            if at >= end {
+            if at >= range.end() {
                 return None;
             }
-            let e = self.p2m.lookup(at / PAGE)?;
-            let hpa = e.mfn(at / PAGE) * PAGE + at % PAGE;
-            let n = (e.end() * PAGE).min(end) - at;
-            let chunk = (hpa, at - gpa, n);
-            at += n;
+            let e = self.p2m.lookup(at.frame())?;
+            let hpa = e.mapping().offset().to_host_addr(at)?;
+            let next = e.end().addr().min(range.end());
+            let chunk = (hpa, at.offset_from(range.start())?, next.offset_from(at)?);
+            at = next;
             Some(chunk)
         }))
     }

@@ -13,9 +13,10 @@ use core::fmt;
 use core::ops::Range;
 
 use nvirt_buddy::{
-    AddError, Constraints, Heap, MemKind, NewError, Order, Pfn, PfnRange, PhysAddr, metadata_bytes,
+    AddError, Constraints, Heap, HostPhysAddr, HostPhysRange, MemKind, Mfn, MfnRange, NewError,
+    Order, metadata_bytes,
 };
-use nvirt_ept::{FrameSource, HostPhys};
+use nvirt_ept::FrameSource;
 
 use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
 use crate::ranges::{RangeSet, RangeSetFull};
@@ -24,7 +25,7 @@ use crate::ranges::{RangeSet, RangeSetFull};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeapSpec {
     /// The frames between the lowest and the highest managed frame.
-    pub span: PfnRange,
+    pub span: MfnRange,
     /// Metadata bytes the heap needs ([`metadata_bytes`] of the span).
     pub metadata_len: usize,
     /// The RAM reserved for the metadata: page aligned, taken out of the
@@ -102,19 +103,19 @@ impl From<RangeSetFull> for HeapError {
 }
 
 /// The frames of a page-aligned byte range.
-pub fn pfn_range(range: &Range<u64>) -> Result<PfnRange, HeapError> {
+pub fn pfn_range(range: &Range<u64>) -> Result<MfnRange, HeapError> {
     let bad = HeapError::BadRange {
         start: range.start,
         end: range.end,
     };
-    if range.start % PAGE != 0 || range.end % PAGE != 0 || range.start > range.end {
-        return Err(bad);
+    match HostPhysRange::from_numbers(range.start, range.end) {
+        Some(bytes) if bytes.is_page_aligned() => Ok(bytes.frames_within()),
+        _ => Err(bad),
     }
-    PfnRange::from_numbers(range.start / PAGE, range.end / PAGE).ok_or(bad)
 }
 
 /// The frames from the first to the last byte of `set`.
-fn span_of<const N: usize>(set: &RangeSet<N>) -> Result<Option<PfnRange>, HeapError> {
+fn span_of<const N: usize>(set: &RangeSet<N>) -> Result<Option<MfnRange>, HeapError> {
     match (set.ranges().first(), set.ranges().last()) {
         (Some(first), Some(last)) => pfn_range(&(first.start..last.end)).map(Some),
         _ => Ok(None),
@@ -129,18 +130,22 @@ pub fn carve(
     bytes: usize,
     kind: MemKind,
 ) -> Result<Range<u64>, HeapError> {
-    let len = (bytes as u64).div_ceil(PAGE) * PAGE;
     let no_room = HeapError::NoRoomForMetadata {
         kind,
         bytes: bytes as u64,
     };
-    let at = free
+    let frames = (bytes as u64).div_ceil(PAGE);
+    let taken = free
         .iter()
-        .find(|r| r.end - r.start >= len)
-        .map(|r| r.start)
+        .filter_map(|r| HostPhysRange::from_numbers(r.start, r.end))
+        .find_map(|r| {
+            let run = MfnRange::from_len(r.frames_within().start(), frames)?;
+            r.contains_range(run.addrs()).then_some(run.addrs())
+        })
         .ok_or(no_room)?;
-    free.remove(at..at + len)?;
-    Ok(at..at + len)
+    let taken = taken.start().get()..taken.end().get();
+    free.remove(taken.clone())?;
+    Ok(taken)
 }
 
 /// Lays out both heaps over `host`: spans, metadata sizes, and the RAM
@@ -205,15 +210,15 @@ impl FrameAlloc for Heap<'_> {
 pub struct TableFrames<'a, 'm>(pub &'a mut Heap<'m>);
 
 impl FrameSource for TableFrames<'_, '_> {
-    fn alloc_table(&mut self) -> Option<HostPhys> {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
         let block = self.0.alloc(Order::SIZE_4K, Constraints::ANY).ok()?;
-        Some(HostPhys::new(block.start().addr().get()))
+        Some(block.start().addr())
     }
 
-    fn free_table(&mut self, frame: HostPhys) {
+    fn free_table(&mut self, frame: HostPhysAddr) {
         // The tables free only frames `alloc_table` gave them; a refusal
         // would mean such a frame is already free, and changes nothing.
-        if let Some(pfn) = Pfn::from_addr(PhysAddr::new(frame.as_u64())) {
+        if let Some(pfn) = Mfn::from_addr(frame) {
             let _ = self.0.free(pfn, Order::SIZE_4K);
         }
     }
@@ -237,7 +242,7 @@ mod tests {
         let plan = plan(&host()).unwrap();
         assert_eq!(
             plan.ram.span,
-            PfnRange::from_numbers(0x133, 0x1_0000).unwrap()
+            MfnRange::from_numbers(0x133, 0x1_0000).unwrap()
         );
         assert_eq!(
             plan.ram.metadata_len,
@@ -278,7 +283,7 @@ mod tests {
         assert!(plan.free.overlaps(&(vmcb..vmcb + 3 * PAGE)));
         let mut frames = TableFrames(&mut nvram);
         let t = frames.alloc_table().unwrap();
-        assert!(t.as_u64() >= 0x1_0000_0000);
+        assert!(t.get() >= 0x1_0000_0000);
         frames.free_table(t);
         assert_eq!(nvram.free_frames(), 0x4_0000);
         ram.check_invariants().unwrap();

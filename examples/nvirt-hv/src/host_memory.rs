@@ -13,12 +13,12 @@
 use core::fmt;
 use core::ops::Range;
 
-use nvirt_e820::{Kind, MemoryMap};
+use nvirt_e820::{HostPhysRange, Kind, MemoryMap, OutOfRange, PageSize};
 
 use crate::ranges::{HexRange, RangeSet, RangeSetFull};
 
 /// Page size of every range handed on.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = nvirt_addr::PAGE_SIZE;
 /// Memory below this is never handed out.
 pub const LOW_MEMORY_END: u64 = 0x10_0000;
 /// Most disjoint free ranges tracked.
@@ -42,6 +42,8 @@ pub enum PlanError {
     ReservedInNvram(Range<u64>),
     /// Too many disjoint ranges.
     Capacity(RangeSetFull),
+    /// RAM or NVRAM the map places beyond the physical address space.
+    BeyondPhysical(OutOfRange),
 }
 
 impl fmt::Display for PlanError {
@@ -53,6 +55,7 @@ impl fmt::Display for PlanError {
                 HexRange(r.clone())
             ),
             Self::Capacity(e) => e.fmt(f),
+            Self::BeyondPhysical(e) => write!(f, "the memory map's {e}"),
         }
     }
 }
@@ -76,6 +79,13 @@ pub fn page_round_out(range: &Range<u64>) -> Range<u64> {
     start..end
 }
 
+/// The bytes of a range of the map, if it lies in the physical address
+/// space.
+fn bytes(range: Result<HostPhysRange, OutOfRange>) -> Result<Range<u64>, PlanError> {
+    let range = range.map_err(PlanError::BeyondPhysical)?;
+    Ok(range.start().get()..range.end().get())
+}
+
 /// Lays out host memory from the sanitized `map` and the `reserved` ranges.
 pub fn plan<const N: usize, const R: usize>(
     map: &MemoryMap<N>,
@@ -83,11 +93,8 @@ pub fn plan<const N: usize, const R: usize>(
 ) -> Result<HostMemory, PlanError> {
     let mut nvram = RangeSet::<NVRAM_CAPACITY>::new();
     for kind in [Kind::Pmem, Kind::Pram, Kind::VendorNvram] {
-        // `PAGE` is a power of two, so this cannot fail.
-        if let Ok(ranges) = map.aligned_ranges(kind, PAGE) {
-            for r in ranges {
-                nvram.insert(r)?;
-            }
+        for r in map.aligned_phys_ranges(kind, PageSize::Size4K) {
+            nvram.insert(bytes(r)?)?;
         }
     }
     if let Some(clash) = reserved.iter().find(|r| nvram.overlaps(r)) {
@@ -95,10 +102,8 @@ pub fn plan<const N: usize, const R: usize>(
     }
 
     let mut free = RangeSet::<FREE_CAPACITY>::new();
-    if let Ok(ranges) = map.usable_ranges(PAGE) {
-        for r in ranges {
-            free.insert(r)?;
-        }
+    for r in map.aligned_phys_ranges(Kind::Ram, PageSize::Size4K) {
+        free.insert(bytes(r)?)?;
     }
     free.remove(0..LOW_MEMORY_END)?;
     for r in reserved.iter() {
@@ -155,6 +160,18 @@ mod tests {
         assert_eq!(
             plan(&map, &reserved).err(),
             Some(PlanError::ReservedInNvram(0x4ff_f000..0x500_1000))
+        );
+    }
+
+    #[test]
+    fn refuses_memory_beyond_the_physical_address_space() {
+        let mut map = map();
+        map.extend([Entry::new(1 << 52, (1 << 52) + 0x10_0000, Kind::Ram).unwrap()])
+            .unwrap();
+        let err = plan(&map, &RangeSet::<8>::new()).err();
+        assert!(
+            matches!(err, Some(PlanError::BeyondPhysical(e)) if e.value == 1 << 52),
+            "{err:?}"
         );
     }
 

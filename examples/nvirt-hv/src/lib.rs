@@ -21,7 +21,7 @@
 //!
 //! ```
 //! // The pool metadata an NVRAM region of 64 MiB needs.
-//! let config = nvirt_hv::nv_pool_config(64 << 20, 0);
+//! let config = nvirt_hv::nv_pool_config(64 << 20, nvirt_addr::Mfn::ZERO);
 //! let geometry = config.geometry(64 << 20)?;
 //! assert!(geometry.metadata_bytes() < 2 << 20);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -71,12 +71,12 @@ pub mod testing;
 mod hw;
 
 /// The NV pool configuration the hypervisor uses for an NVRAM region of
-/// `bytes` whose first frame is host frame `base_pfn`. The host tool
+/// `bytes` whose first frame is host frame `frame_base`. The host tool
 /// (`nvirt run`) sizes the NVDIMM it gives the hypervisor with it, so the
 /// guest's NVRAM and the pool's metadata both fit.
 #[must_use]
-pub fn nv_pool_config(bytes: u64, base_pfn: u64) -> nvirt_nvpool::Config {
-    nv_boot::config_for(bytes, base_pfn)
+pub fn nv_pool_config(bytes: u64, frame_base: nvirt_addr::Mfn) -> nvirt_nvpool::Config {
+    nv_boot::config_for(bytes, frame_base)
 }
 
 /// Runs the hypervisor from the boot code's entry: `magic` is EAX at entry

@@ -26,9 +26,7 @@ use nvirt_hypercall_abi::host::{
     self, Access, AccessError, Caller, ExtentError, Limits, Outcome, Reason, Registers, Request,
     Reservation,
 };
-use nvirt_hypercall_abi::{
-    Command, E820Entry, Errno, Gpfn, GuestAddr, MemKind as AbiKind, MemopCmd, ReservationOp,
-};
+use nvirt_hypercall_abi::{Command, E820Entry, Errno, GuestAddr, MemopCmd, ReservationOp, XenPfn};
 
 use crate::guest_memory::{GuestMemory, HostMem, MemoryError};
 use crate::p2m::P2mError;
@@ -76,7 +74,7 @@ pub struct Served {
     /// The command, if known.
     pub command: Option<Command>,
     /// For reservations: kind, order and the extents this entry handled.
-    pub reservation: Option<(AbiKind, u8, u64, u64)>,
+    pub reservation: Option<(MemKind, u8, u64, u64)>,
     /// The answer.
     pub outcome: Outcome,
     /// Why something was refused.
@@ -115,15 +113,6 @@ pub fn e820_of<const N: usize>(map: &nvirt_e820::MemoryMap<N>, out: &mut [E820En
         n += 1;
     }
     n
-}
-
-/// The buddy kind of the ABI's kind.
-#[must_use]
-pub const fn kind_of(kind: AbiKind) -> MemKind {
-    match kind {
-        AbiKind::Volatile => MemKind::Volatile,
-        AbiKind::NonVolatile => MemKind::NonVolatile,
-    }
 }
 
 /// The error number a refused change gives the guest: `-ENOMEM` when
@@ -188,15 +177,15 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
     guest: &mut GuestMemory<'_, '_, '_, N, M>,
     r: &Reservation,
 ) -> Result<(Outcome, Option<Refusal>), MemoryError> {
-    let kind = kind_of(r.kind());
+    let kind = r.kind();
     // The decoder held the order to the limit, 1 GiB.
-    let order = Order::new(r.order().get()).unwrap_or(Order::MAX);
+    let order = Order::try_from(r.order()).unwrap_or(Order::MAX);
     for index in r.batch() {
         let gpfn = match r.op() {
             ReservationOp::Increase => None,
             ReservationOp::Decrease | ReservationOp::Populate => {
                 match r.read_extent(guest, index) {
-                    Ok(g) => Some(g.raw()),
+                    Ok(g) => Some(g),
                     Err(e) => return Ok((r.stop(index, e.errno()), Some(Refusal::Extent(e)))),
                 }
             }
@@ -209,7 +198,7 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
         match done {
             Ok(None) => {}
             Ok(Some(g)) => {
-                if let Err(e) = r.write_extent(guest, index, Gpfn::new(g)) {
+                if let Err(e) = r.write_extent(guest, index, XenPfn::from(g)) {
                     // The guest cannot learn where the extent went: take it
                     // back rather than leave it unaccounted for.
                     guest.decrease(g, order, kind)?;

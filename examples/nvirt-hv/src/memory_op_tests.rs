@@ -7,7 +7,7 @@ use nvirt_hypercall_abi::guest::{CallError, Loopback, MemoryOps};
 use nvirt_hypercall_abi::host::{Caller, Limits, Outcome, Registers};
 use nvirt_hypercall_abi::layout::MemoryReservation;
 use nvirt_hypercall_abi::{
-    DomainId, E820Entry, Errno, ExtentOrder, Gpfn, GuestAddr, MemKind as AbiKind, NVIRT_MEMF_NVRAM,
+    DomId, E820Entry, Errno, ExtentOrder, GuestAddr, MemKind, NVIRT_MEMF_NVRAM, XenPfn,
 };
 use zerocopy::IntoBytes;
 
@@ -19,13 +19,13 @@ use crate::nested::Format;
 /// Where the loopback copies arguments, and where hand-built ones go.
 const SCRATCH: u64 = 0x20_0000;
 const NV: u64 = (1 << 32) / PAGE;
-const ME: DomainId = DomainId::new(1);
+const ME: DomId = DomId::new(1);
 
 fn info(e820: &[E820Entry]) -> GuestInfo<'_> {
     let l = layout();
     GuestInfo {
         caller: Caller::kernel(ME).unwrap(),
-        limits: Limits::new(Gpfn::new(l.map.end() / PAGE)).batch(4.try_into().unwrap()),
+        limits: Limits::new(XenPfn::new(l.map.end() / PAGE)).batch(4.try_into().unwrap()),
         e820,
         max_pages: 3 * 1024,
         max_ram_page: 0x1c00,
@@ -76,31 +76,35 @@ fn serves_the_map_and_the_balloon_with_continuations() {
 
             // Ten single NVRAM pages out and back in: three entries each
             // (batches of four).
-            let pages: Vec<Gpfn> = (0..10).map(|i| Gpfn::new(NV + 3 * i)).collect();
+            let pages: Vec<XenPfn> = (0..10).map(|i| XenPfn::new(NV + 3 * i)).collect();
             let out = hv
-                .decrease_reservation(AbiKind::NonVolatile, ExtentOrder::PAGE_4K, &pages)
+                .decrease_reservation(MemKind::NonVolatile, ExtentOrder::PAGE_4K, &pages)
                 .unwrap();
             assert_eq!(out, 10);
             assert_eq!(hv.current_reservation().unwrap(), 3 * 1024 - 10);
             let mut back = pages.clone();
             let done = hv
-                .populate_physmap(AbiKind::NonVolatile, ExtentOrder::PAGE_4K, &mut back)
+                .populate_physmap(MemKind::NonVolatile, ExtentOrder::PAGE_4K, &mut back)
                 .unwrap();
             assert_eq!(done, 10);
             // RAM: a 2 MiB extent out, then increase_reservation finds it.
-            hv.decrease_reservation(AbiKind::Volatile, ExtentOrder::PAGE_2M, &[Gpfn::new(0x600)])
+            hv.decrease_reservation(
+                MemKind::Volatile,
+                ExtentOrder::PAGE_2M,
+                &[XenPfn::new(0x600)],
+            )
+            .unwrap();
+            let mut got = [XenPfn::new(0)];
+            hv.increase_reservation(MemKind::Volatile, ExtentOrder::PAGE_2M, &mut got)
                 .unwrap();
-            let mut got = [Gpfn::new(0)];
-            hv.increase_reservation(AbiKind::Volatile, ExtentOrder::PAGE_2M, &mut got)
-                .unwrap();
-            assert_eq!(got, [Gpfn::new(0x600)]);
+            assert_eq!(got, [XenPfn::new(0x600)]);
             assert_eq!(hv.maximum_reservation().unwrap(), 3 * 1024);
             assert_eq!(hv.current_reservation().unwrap(), 3 * 1024);
-            assert_eq!(hv.maximum_gpfn().unwrap(), Gpfn::new(NV + 1023));
+            assert_eq!(hv.maximum_gpfn().unwrap(), XenPfn::new(NV + 1023));
             // Nothing is free any more: Xen's -ENOMEM.
-            let mut none = [Gpfn::new(0)];
+            let mut none = [XenPfn::new(0)];
             assert_eq!(
-                hv.increase_reservation(AbiKind::Volatile, ExtentOrder::PAGE_4K, &mut none),
+                hv.increase_reservation(MemKind::Volatile, ExtentOrder::PAGE_4K, &mut none),
                 Err(CallError::Errno(Errno::NoMem))
             );
         });
@@ -116,29 +120,33 @@ fn serves_the_map_and_the_balloon_with_continuations() {
 fn partial_success_stops_at_the_bad_extent() {
     with_guest(Format::Ept, |g| {
         with_calls!(g, |hv| {
-            hv.decrease_reservation(AbiKind::Volatile, ExtentOrder::PAGE_4K, &[Gpfn::new(0x500)])
-                .unwrap();
+            hv.decrease_reservation(
+                MemKind::Volatile,
+                ExtentOrder::PAGE_4K,
+                &[XenPfn::new(0x500)],
+            )
+            .unwrap();
             // The first is a hole, the second is backed: one done.
-            let mut two = [Gpfn::new(0x500), Gpfn::new(0x501)];
+            let mut two = [XenPfn::new(0x500), XenPfn::new(0x501)];
             assert_eq!(
-                hv.populate_physmap(AbiKind::Volatile, ExtentOrder::PAGE_4K, &mut two),
+                hv.populate_physmap(MemKind::Volatile, ExtentOrder::PAGE_4K, &mut two),
                 Ok(1)
             );
             // NVRAM asked for in RAM: refused before anything is done.
             assert_eq!(
                 hv.decrease_reservation(
-                    AbiKind::NonVolatile,
+                    MemKind::NonVolatile,
                     ExtentOrder::PAGE_4K,
-                    &[Gpfn::new(0x501)]
+                    &[XenPfn::new(0x501)]
                 ),
                 Err(CallError::Errno(Errno::Inval))
             );
             // A misaligned 2 MiB extent.
             assert_eq!(
                 hv.decrease_reservation(
-                    AbiKind::Volatile,
+                    MemKind::Volatile,
                     ExtentOrder::PAGE_2M,
-                    &[Gpfn::new(0x201)]
+                    &[XenPfn::new(0x201)]
                 ),
                 Err(CallError::Errno(Errno::Inval))
             );
@@ -168,7 +176,7 @@ fn malformed_calls_get_their_errno_and_change_nothing() {
         let array = SCRATCH + 0x100;
         g.write(array, &0x500u64.to_le_bytes()).unwrap();
         let res = |order: u32, flags: u32, domid: u16, at: u64| {
-            MemoryReservation::new(GuestAddr::new(at), 1, order, flags, DomainId::new(domid))
+            MemoryReservation::new(GuestAddr::new(at), 1, order, flags, DomId::new(domid))
         };
         let populate = 6;
         let before = g.extents().to_vec();

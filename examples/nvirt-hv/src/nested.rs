@@ -3,8 +3,8 @@
 //! AMD SVM. Every guest page is mapped read/write/execute, write-back.
 
 use nvirt_ept::{
-    Config, Ept, FrameSource, GuestPhys, HostPhys, Invalidate, MapError, MemType, NewError, Npt,
-    PageCounts, Perms, PhysMem, Tables, UnmapError,
+    Config, Ept, FrameSource, GuestPhysAddr, HostPhysAddr, Invalidate, MapError, MemType, NewError,
+    Npt, PageCounts, Perms, PhysMem, Tables, UnmapError,
 };
 
 use crate::footprint::Footprint;
@@ -90,28 +90,29 @@ impl<M: PhysMem> Nested<M> {
     pub fn map(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: u64,
-        hpa: u64,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
         len: u64,
     ) -> Result<Invalidate, MapError> {
-        let (g, h) = (GuestPhys::new(gpa), HostPhys::new(hpa));
-        each!(self, t => t.map(frames, g, h, len, Perms::RWX, MemType::Wb))
+        each!(self, t => t.map(frames, gpa, hpa, len, Perms::RWX, MemType::Wb))
     }
 
     /// Unmaps `len` bytes of guest memory at `gpa`.
     pub fn unmap(
         &mut self,
         frames: &mut impl FrameSource,
-        gpa: u64,
+        gpa: GuestPhysAddr,
         len: u64,
     ) -> Result<Invalidate, UnmapError> {
-        each!(self, t => t.unmap(frames, GuestPhys::new(gpa), len))
+        each!(self, t => t.unmap(frames, gpa, len))
     }
 
-    /// The host address `gpa` translates to, walking the tables.
+    /// The host address `gpa` translates to, walking the tables (none for
+    /// a number beyond the physical address space).
     #[must_use]
     pub fn translate(&self, gpa: u64) -> Option<u64> {
-        each!(self, t => t.translate(GuestPhys::new(gpa)).map(|x| x.hpa.as_u64()))
+        let gpa = GuestPhysAddr::new(gpa)?;
+        each!(self, t => t.translate(gpa).map(|x| x.hpa.get()))
     }
 
     /// The value the hardware takes: the EPTP or nCR3.
@@ -141,10 +142,10 @@ impl<M: PhysMem> Nested<M> {
 
     /// Calls `f(gpa, hpa, bytes)` for every maximal run of equal-sized
     /// leaves with consecutive addresses, in guest-address order.
-    pub fn for_each_extent(&self, mut f: impl FnMut(u64, u64, u64)) {
+    pub fn for_each_extent(&self, mut f: impl FnMut(GuestPhysAddr, HostPhysAddr, u64)) {
         each!(self, t => {
-            for e in t.extents() {
-                f(e.gpa.as_u64(), e.hpa.as_u64(), e.len);
+            for e in t.page_runs() {
+                f(e.gpa, e.hpa, e.len);
             }
         });
     }

@@ -16,11 +16,11 @@
 //! domain gets the whole region, largest blocks first.
 
 use core::fmt;
-use core::ops::Range;
+use nvirt_addr::GfnRange;
 
 use nvirt_nvpool::{
-    Config, ConfigError, CreateError, Dom, DomainError, DomainId, DomainState, FormatError, Gpfn,
-    NvPool, PopulateError, RecoverError, RecoveryReport,
+    Config, ConfigError, CreateError, Dom, DomainError, DomainState, DomainUuid, FormatError, Gfn,
+    Mfn, NvPool, PopulateError, RecoverError, RecoveryReport,
 };
 use nvirt_persist_meta::Pmem;
 
@@ -47,9 +47,9 @@ pub enum OpenError {
     /// The pool was laid out for a region at another host address.
     FrameBase {
         /// The pool's first frame number.
-        pool: u64,
+        pool: Mfn,
         /// The region's first host frame number.
-        region: u64,
+        region: Mfn,
     },
     /// The region cannot hold a pool.
     Config(ConfigError),
@@ -85,7 +85,7 @@ pub const MAX_POOL_EXTENTS: u32 = 8192;
 /// to [`MAX_POOL_EXTENTS`] (the guest's map holds at most 4096), since a
 /// balloon driver can leave a guest's NVRAM in single pages.
 #[must_use]
-pub fn config_for(bytes: u64, base_pfn: u64) -> Config {
+pub fn config_for(bytes: u64, base_pfn: Mfn) -> Config {
     let config = Config::for_region(bytes).with_frame_base(base_pfn);
     let default = config.geometry(bytes).map_or(0, |g| g.max_extents());
     let frames = u32::try_from(bytes / 4096).unwrap_or(u32::MAX);
@@ -94,7 +94,7 @@ pub fn config_for(bytes: u64, base_pfn: u64) -> Config {
 
 /// Bytes of work area opening the pool in `region` needs: enough for the
 /// pool it holds and for a new one.
-pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: u64) -> Result<usize, OpenError> {
+pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: Mfn) -> Result<usize, OpenError> {
     let size = region.size();
     let fresh = config_for(size, base_pfn)
         .geometry(size)
@@ -110,7 +110,7 @@ pub fn work_area_bytes<P: Pmem>(region: &P, base_pfn: u64) -> Result<usize, Open
 /// [`PoolMode::Format`].
 pub fn open<'w, P: Pmem>(
     region: P,
-    base_pfn: u64,
+    base_pfn: Mfn,
     work: &'w mut [u8],
     mode: PoolMode,
 ) -> Result<(NvPool<'w, P>, Opened), OpenError> {
@@ -145,20 +145,16 @@ pub fn open<'w, P: Pmem>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestNvram<'a> {
     /// Its stable id.
-    pub id: DomainId,
+    pub id: DomainUuid,
     /// Its name.
     pub name: &'a str,
     /// The guest frames of its NVRAM region (its quota is their count).
-    pub gpfns: (u64, u64),
+    pub gfns: GfnRange,
 }
 
 impl GuestNvram<'_> {
-    fn range(&self) -> Range<u64> {
-        self.gpfns.0..self.gpfns.1
-    }
-
     fn frames(&self) -> u64 {
-        self.gpfns.1.saturating_sub(self.gpfns.0)
+        self.gfns.len()
     }
 }
 
@@ -194,9 +190,9 @@ pub enum AttachError {
     /// changed since it was created).
     Outside {
         /// The first guest frame outside.
-        gpfn: u64,
+        gpfn: Gfn,
         /// The region.
-        region: (u64, u64),
+        region: GfnRange,
     },
     /// It is being imported and is not whole.
     Incomplete,
@@ -213,7 +209,8 @@ impl fmt::Display for AttachError {
                 "the domain owns guest frame {gpfn:#x}, outside its configured NVRAM frames \
                  {:#x}..{:#x}: boot it with the configuration it was made with \
                  (or erase the pool with nvpool=format)",
-                region.0, region.1
+                region.start(),
+                region.end()
             ),
             Self::Incomplete => {
                 f.write_str("the domain is being imported (`nvirt pool import`) and not whole")
@@ -231,20 +228,20 @@ pub fn attach<P: Pmem>(
     pool: &mut NvPool<'_, P>,
     guest: &GuestNvram<'_>,
 ) -> Result<(Dom, Attached), AttachError> {
-    let region = guest.range();
+    let region = guest.gfns;
     if let Some(dom) = pool.find(guest.id) {
         if let Some(e) = pool
             .extents(dom)
-            .find(|e| e.gpfn().get() < region.start || e.gpfn().get() + e.frames() > region.end)
+            .find(|e| !region.contains_range(e.mapping().guest()))
         {
-            let g = e.gpfn().get();
+            let g = e.gfn();
             return Err(AttachError::Outside {
-                gpfn: if g < region.start {
+                gpfn: if g < region.start() {
                     g
                 } else {
-                    g.max(region.end)
+                    g.max(region.end())
                 },
-                region: guest.gpfns,
+                region,
             });
         }
         let Some(info) = pool.domain(dom) else {
@@ -270,11 +267,7 @@ pub fn attach<P: Pmem>(
     let dom = pool
         .create(guest.id, guest.name, guest.frames())
         .map_err(AttachError::Create)?;
-    let start = Gpfn::new(region.start).ok_or(AttachError::Populate(PopulateError::GpfnRange {
-        gpfn: Gpfn::default(),
-        frames: guest.frames(),
-    }))?;
-    match pool.populate(dom, start, guest.frames()) {
+    match pool.populate(dom, region.start(), guest.frames()) {
         Ok(done) => Ok((
             dom,
             Attached::Created {

@@ -1,13 +1,22 @@
 //! Opening the pool at boot: formatted when empty or asked, recovered
 //! otherwise, never formatted over a damaged pool; guests found by id.
 
-use nvirt_nvpool::{DomainId, DomainState, Gpfn, NvPool, RecoverError};
+use nvirt_addr::GfnRange;
+use nvirt_nvpool::{DomainState, DomainUuid, Gfn, Mfn, NvPool, RecoverError};
 use nvirt_persist_meta::{MemPmem, Pmem};
 
 use super::*;
 
 const SIZE: u64 = 8 << 20;
-const BASE: u64 = 0x10_0000;
+const BASE: Mfn = match Mfn::new(0x10_0000) {
+    Some(m) => m,
+    None => panic!("a frame number"),
+};
+/// A frame 2 MiB above [`BASE`].
+const OTHER_BASE: Mfn = match BASE.checked_add(0x200) {
+    Some(m) => m,
+    None => panic!("a frame number"),
+};
 
 fn work(region: &MemPmem) -> Vec<u8> {
     vec![0u8; work_area_bytes(region, BASE).unwrap()]
@@ -15,9 +24,9 @@ fn work(region: &MemPmem) -> Vec<u8> {
 
 fn guest(frames: u64) -> GuestNvram<'static> {
     GuestNvram {
-        id: DomainId::new(7),
+        id: DomainUuid::new(7),
         name: "g",
-        gpfns: (0x10_0000, 0x10_0000 + frames),
+        gfns: GfnRange::from_len(Gfn::new(0x10_0000).unwrap(), frames).unwrap(),
     }
 }
 
@@ -51,7 +60,7 @@ fn formats_an_empty_region_and_recovers_a_pool() {
             extents: 1
         }
     );
-    assert_eq!(pool.find(DomainId::new(7)), Some(dom));
+    assert_eq!(pool.find(DomainUuid::new(7)), Some(dom));
     // A larger region for the same guest raises its quota.
     let (_, attached) = attach(&mut pool, &guest(1024)).unwrap();
     assert!(matches!(attached, Attached::Found { frames: 512, .. }));
@@ -137,12 +146,12 @@ fn a_damaged_pool_is_named_and_left_alone() {
 fn a_pool_made_elsewhere_is_refused() {
     let image = pool_image();
     let mut w = work(&image);
-    let err = open(image, BASE + 0x200, &mut w, PoolMode::Recover).unwrap_err();
+    let err = open(image, OTHER_BASE, &mut w, PoolMode::Recover).unwrap_err();
     assert_eq!(
         err,
         OpenError::FrameBase {
             pool: BASE,
-            region: BASE + 0x200
+            region: OTHER_BASE
         }
     );
     let too_small = MemPmem::new(4096);
@@ -158,45 +167,42 @@ fn a_domain_outside_its_region_is_refused() {
     let mut w = work(&image);
     let (mut pool, _) = open(image, BASE, &mut w, PoolMode::Recover).unwrap();
     let moved = GuestNvram {
-        gpfns: (0x20_0000, 0x20_0200),
+        gfns: GfnRange::from_numbers(0x20_0000, 0x20_0200).unwrap(),
         ..guest(512)
     };
     let err = attach(&mut pool, &moved).unwrap_err();
     assert_eq!(
         err,
         AttachError::Outside {
-            gpfn: 0x10_0000,
-            region: (0x20_0000, 0x20_0200)
+            gpfn: Gfn::new(0x10_0000).unwrap(),
+            region: GfnRange::from_numbers(0x20_0000, 0x20_0200).unwrap()
         }
     );
     assert!(err.to_string().contains("nvpool=format"));
     // A region too small for what the domain owns.
     let small = GuestNvram {
-        gpfns: (0x10_0000, 0x10_0100),
+        gfns: GfnRange::from_numbers(0x10_0000, 0x10_0100).unwrap(),
         ..guest(256)
     };
     assert!(matches!(
         attach(&mut pool, &small),
-        Err(AttachError::Outside {
-            gpfn: 0x10_0100,
-            ..
-        })
+        Err(AttachError::Outside { gpfn, .. }) if gpfn.get() == 0x10_0100
     ));
     // A guest the pool cannot hold leaves no domain behind.
     let huge = GuestNvram {
-        id: DomainId::new(8),
+        id: DomainUuid::new(8),
         name: "huge",
-        gpfns: (0x40_0000, 0x40_0000 + (SIZE / 4096) * 2),
+        gfns: GfnRange::from_len(Gfn::new(0x40_0000).unwrap(), (SIZE / 4096) * 2).unwrap(),
     };
     assert!(matches!(
         attach(&mut pool, &huge),
         Err(AttachError::Populate(_))
     ));
-    assert_eq!(pool.find(DomainId::new(8)), None);
+    assert_eq!(pool.find(DomainUuid::new(8)), None);
     assert!(
         pool.lookup(
-            pool.find(DomainId::new(7)).unwrap(),
-            Gpfn::new(0x10_0000).unwrap()
+            pool.find(DomainUuid::new(7)).unwrap(),
+            Gfn::new(0x10_0000).unwrap()
         )
         .is_some()
     );

@@ -19,11 +19,12 @@
 //! the pool scrubs them and may hand them to another domain as soon as the
 //! call returns.
 
-use nvirt_buddy::{Block, MemKind, Order, Pfn, PfnRange};
-use nvirt_nvpool::{Dom, Gpfn, Mfn, NvPool, PopulateError};
+use nvirt_buddy::{AlignedBlocks, Block, MemKind, MfnRange, Order};
+use nvirt_nvpool::nvirt_addr::FrameOffset;
+use nvirt_nvpool::{Dom, Gfn, Mfn, NvPool, PopulateError};
 use nvirt_persist_meta::Pmem;
 
-use crate::p2m::Extent;
+use crate::p2m::BlockMapping;
 use crate::pool::{FramePool, PoolError, block_range, remainder};
 
 /// Most blocks one order of a release is decreased in (a part of a block
@@ -47,7 +48,7 @@ impl<P: Pmem> core::fmt::Debug for NvFrames<'_, '_, P> {
 /// The host block of a pool extent (the pool's frame base is the region's
 /// host frame number, so a machine frame number is a host frame number).
 fn block_of(mfn: Mfn, order: Order) -> Option<Block> {
-    Block::new(Pfn::new(mfn.get())?, order)
+    Block::new(mfn, order)
 }
 
 impl<'p, 'w, P: Pmem> NvFrames<'p, 'w, P> {
@@ -77,24 +78,25 @@ impl<'p, 'w, P: Pmem> NvFrames<'p, 'w, P> {
     /// Whether the NVRAM extents of the guest's map (`extents`, in guest
     /// frame order) are exactly the domain's extents in the pool; the
     /// first guest frame where they differ if not.
-    pub fn agrees<'e>(&self, extents: impl IntoIterator<Item = &'e Extent>) -> Result<(), u64> {
+    pub fn agrees<'e>(
+        &self,
+        extents: impl IntoIterator<Item = &'e BlockMapping>,
+    ) -> Result<(), Gfn> {
         let mut pool = self.pool.extents(self.dom);
         for e in extents
             .into_iter()
-            .filter(|e| e.kind == MemKind::NonVolatile)
+            .filter(|e| e.kind() == MemKind::NonVolatile)
         {
             let Some(p) = pool.next() else {
-                return Err(e.gpfn);
+                return Err(e.gfn());
             };
-            let same = p.gpfn().get() == e.gpfn
-                && p.mfn().get() == e.block.start().get()
-                && p.order() == e.block.order();
+            let same = p.mapping() == e.mapping() && p.order() == e.block().order();
             if !same {
-                return Err(e.gpfn.min(p.gpfn().get()));
+                return Err(e.gfn().min(p.gfn()));
             }
         }
         match pool.next() {
-            Some(p) => Err(p.gpfn().get()),
+            Some(p) => Err(p.gfn()),
             None => Ok(()),
         }
     }
@@ -105,11 +107,8 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         MemKind::NonVolatile
     }
 
-    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError> {
-        let at = Gpfn::new(gpfn).ok_or(PoolError::Populate(PopulateError::GpfnRange {
-            gpfn: Gpfn::default(),
-            frames: order.frames(),
-        }))?;
+    fn alloc_for(&mut self, at: Gfn, order: Order) -> Result<Block, PoolError> {
+        let gpfn = at;
         let mut last = PopulateError::OutOfMemory {
             frames: order.frames(),
             free: self.free_frames(),
@@ -131,21 +130,20 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         Err(PoolError::Populate(last))
     }
 
-    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
-        if part.is_empty() || !block_range(block).covers(part) {
+    fn release(&mut self, gpfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError> {
+        if part.is_empty() || !block_range(block).contains_range(part) {
             return Err(PoolError::NotInBlock { block, part });
         }
         // The part's maximal aligned blocks, decreased one order at a time
         // (one commit per order): host and guest frames of a block are
         // congruent modulo its size, so an aligned host block is an aligned
         // guest block.
-        let offset = gpfn.wrapping_sub(block.start().get());
+        let offset = FrameOffset::between(gpfn, block.start());
         for order in 0..Order::COUNT as u8 {
-            let mut gpfns = [Gpfn::default(); BLOCKS_PER_ORDER];
+            let mut gpfns = [Gfn::default(); BLOCKS_PER_ORDER];
             let mut n = 0;
-            for b in part.blocks(Order::MAX).filter(|b| b.order().get() == order) {
-                let g = Gpfn::new(b.start().get().wrapping_add(offset))
-                    .ok_or(PoolError::Lost { gpfn })?;
+            for b in AlignedBlocks::new(part, Order::MAX).filter(|b| b.order().get() == order) {
+                let g = offset.to_guest(b.start()).ok_or(PoolError::Lost { gpfn })?;
                 let slot = gpfns
                     .get_mut(n)
                     .ok_or(PoolError::NotInBlock { block, part })?;
@@ -165,8 +163,8 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
     /// the pool, which all domains share: at most one per block of what
     /// remains plus one per block given back, whatever the order of the
     /// per-order decreases.
-    fn can_release(&self, block: Block, part: PfnRange) -> bool {
-        let pieces = |r: PfnRange| r.blocks(Order::MAX).count() as u64;
+    fn can_release(&self, block: Block, part: MfnRange) -> bool {
+        let pieces = |r: MfnRange| AlignedBlocks::new(r, Order::MAX).count() as u64;
         let needed = remainder(block, part).into_iter().map(pieces).sum::<u64>() + pieces(part);
         let free = self
             .pool
@@ -189,9 +187,9 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
         self.pool.stats().free_frames
     }
 
-    fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
-        let e = self.pool.extents_from(self.dom, Gpfn::new(from)?).next()?;
-        Some((e.gpfn().get(), block_of(e.mfn(), e.order())?))
+    fn next_owned(&self, from: Gfn) -> Option<(Gfn, Block)> {
+        let e = self.pool.extents_from(self.dom, from).next()?;
+        Some((e.gfn(), block_of(e.mfn(), e.order())?))
     }
 }
 

@@ -5,9 +5,10 @@
 
 use std::ops::Range;
 
+use nvirt_addr::{Gfn, GuestPhysRange};
 use nvirt_buddy::{Heap, MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
-use nvirt_nvpool::{DomainId, DomainState};
+use nvirt_nvpool::{DomainState, DomainUuid, HostPhysAddr, Mfn};
 use nvirt_persist_meta::MemPmem;
 
 use super::NvFrames;
@@ -16,7 +17,7 @@ use crate::config::PoolMode;
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::nested::Format;
 use crate::nv_boot::{self, Attached, GuestNvram, Opened};
-use crate::p2m::Extent;
+use crate::p2m::BlockMapping;
 use crate::regions::Regions;
 use crate::testing::{Arena, heap, metadata_for};
 
@@ -25,7 +26,7 @@ const MIB: u64 = 1 << 20;
 const RAM_HOST: Range<u64> = 0x40_0000..0x140_0000;
 /// The NVDIMM: 10 MiB at 64 MiB (8 MiB of guest NVRAM, room for metadata).
 const NV_HOST: Range<u64> = 0x400_0000..0x4a0_0000;
-const ID: DomainId = DomainId::new(0xfeed);
+const ID: DomainUuid = DomainUuid::new(0xfeed);
 
 type Guest<'a, 'm, 's, 'p, 'w> = GuestMemory<'a, 'm, 's, NvFrames<'p, 'w, MemPmem>, &'a Arena>;
 
@@ -45,7 +46,9 @@ fn guest_nvram(layout: &GuestMap<16>) -> GuestNvram<'static> {
     GuestNvram {
         id: ID,
         name: "test",
-        gpfns: (r.start / PAGE, r.end / PAGE),
+        gfns: GuestPhysRange::from_numbers(r.start, r.end)
+            .unwrap()
+            .frames_within(),
     }
 }
 
@@ -59,14 +62,16 @@ fn boot<R>(
     let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
     let mut rm = metadata_for(&RAM_HOST);
     let mut ram: Heap<'_> = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
-    let base_pfn = NV_HOST.start / PAGE;
+    let base_pfn = HostPhysAddr::new(NV_HOST.start)
+        .and_then(Mfn::from_addr)
+        .unwrap();
     let mut work = vec![0u8; nv_boot::work_area_bytes(&region, base_pfn).unwrap()];
     let (mut pool, opened) = nv_boot::open(region, base_pfn, &mut work, PoolMode::Recover).unwrap();
     let layout = layout();
     let (dom, attached) = nv_boot::attach(&mut pool, &guest_nvram(&layout)).unwrap();
     let result = {
         let mut frames = NvFrames::new(&mut pool, dom);
-        let mut storage = vec![Extent::EMPTY; 512];
+        let mut storage = vec![BlockMapping::EMPTY; 512];
         let mut g = GuestMemory::new(
             &config(Format::Npt),
             &mut ram,
@@ -130,37 +135,41 @@ fn balloons_through_the_pool_and_stays_equal_to_it() {
         };
         let before = free(g);
         for p in [1u64, 8, 15] {
-            g.decrease(first + p, Order::SIZE_4K, MemKind::NonVolatile)
+            g.decrease(gfn(first + p), Order::SIZE_4K, MemKind::NonVolatile)
                 .unwrap();
             consistent(g);
         }
-        g.decrease(first + 512, Order::SIZE_2M, MemKind::NonVolatile)
+        g.decrease(gfn(first + 512), Order::SIZE_2M, MemKind::NonVolatile)
             .unwrap();
         consistent(g);
         assert_eq!(free(g), before + 3 + 512);
         assert_eq!(translate(g, (first + 8) * PAGE), None);
         // Back again: one page by populate, the 2 MiB extent and the
         // lowest holes by increase.
-        g.populate(first + 8, Order::SIZE_4K, MemKind::NonVolatile)
+        g.populate(gfn(first + 8), Order::SIZE_4K, MemKind::NonVolatile)
             .unwrap();
         consistent(g);
         assert_eq!(
-            g.increase(Order::SIZE_2M, MemKind::NonVolatile).unwrap(),
+            g.increase(Order::SIZE_2M, MemKind::NonVolatile)
+                .unwrap()
+                .get(),
             first + 512
         );
         assert_eq!(
-            g.increase(Order::SIZE_4K, MemKind::NonVolatile).unwrap(),
+            g.increase(Order::SIZE_4K, MemKind::NonVolatile)
+                .unwrap()
+                .get(),
             first + 1
         );
         consistent(g);
         // Refusals leave both unchanged.
         let pool_extents = g.nvram_pool_ref().unwrap().pool_ref().stats().extents;
         assert!(matches!(
-            g.decrease(first + 15, Order::SIZE_4K, MemKind::NonVolatile),
+            g.decrease(gfn(first + 15), Order::SIZE_4K, MemKind::NonVolatile),
             Err(MemoryError::Map(_))
         ));
         assert!(matches!(
-            g.populate(first + 8, Order::SIZE_4K, MemKind::NonVolatile),
+            g.populate(gfn(first + 8), Order::SIZE_4K, MemKind::NonVolatile),
             Err(MemoryError::Backed { .. })
         ));
         assert_eq!(
@@ -180,10 +189,10 @@ fn a_recovered_guest_finds_its_frames_where_they_were() {
     // "crash" (the region is all that is left).
     let (region, before) = boot(MemPmem::new(size), |g, _, _| {
         for p in [3u64, 4, 700] {
-            g.decrease(first + p, Order::SIZE_4K, MemKind::NonVolatile)
+            g.decrease(gfn(first + p), Order::SIZE_4K, MemKind::NonVolatile)
                 .unwrap();
         }
-        g.populate(first + 4, Order::SIZE_4K, MemKind::NonVolatile)
+        g.populate(gfn(first + 4), Order::SIZE_4K, MemKind::NonVolatile)
             .unwrap();
         let f = g.nvram_pool().unwrap();
         let dom = f.dom();
@@ -243,11 +252,15 @@ fn a_recovered_guest_finds_its_frames_where_they_were() {
 fn a_pool_that_disagrees_with_the_map_is_named() {
     let size = (NV_HOST.end - NV_HOST.start) as usize;
     boot(MemPmem::new(size), |g, _, _| {
-        let mut extents: Vec<Extent> = g.extents().to_vec();
+        let mut extents: Vec<BlockMapping> = g.extents().to_vec();
         let last = extents.len() - 1;
-        let gpfn = extents[last].gpfn;
+        let gpfn = extents[last].gfn();
         extents.remove(last);
         assert_eq!(g.nvram_pool_ref().unwrap().agrees(&extents), Err(gpfn));
         assert_eq!(g.nvram_pool_ref().unwrap().agrees(g.extents()), Ok(()));
     });
+}
+
+fn gfn(n: u64) -> Gfn {
+    Gfn::new(n).unwrap()
 }

@@ -12,55 +12,92 @@
 use core::fmt;
 use core::ops::Range;
 
-use nvirt_buddy::{Block, MemKind, Order, Pfn};
+use nvirt_addr::{FrameMapping, Gfn, GfnRange, Mfn, MfnRange};
+use nvirt_buddy::{AlignedBlocks, Block, MemKind, Order};
 
 use crate::pool::remainder;
 
-/// Guest frames `gpfn..gpfn + 2^order` backed by `block`.
+/// Guest frames `gfn..gfn + 2^order` backed by `block`, one buddy block of
+/// the pool of `kind`: a guest-to-machine run whose guest side is aligned
+/// like its block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    /// First guest frame.
-    pub gpfn: u64,
-    /// The host block (aligned to its order, as `gpfn` is).
-    pub block: Block,
-    /// Which pool it came from.
-    pub kind: MemKind,
+pub struct BlockMapping {
+    mapping: FrameMapping,
+    block: Block,
+    kind: MemKind,
 }
 
 /// The frame-0 block every empty slot holds.
-const EMPTY_BLOCK: Block = match Pfn::new(0) {
-    Some(p) => match Block::new(p, Order::SIZE_4K) {
-        Some(b) => b,
-        None => panic!("frame 0 is a block"),
-    },
-    None => panic!("0 is a frame number"),
+const EMPTY_BLOCK: Block = match Block::new(Mfn::ZERO, Order::SIZE_4K) {
+    Some(b) => b,
+    None => panic!("frame 0 is a block"),
 };
 
-impl Extent {
+impl BlockMapping {
     /// A placeholder for unused storage slots.
-    pub const EMPTY: Self = Self {
-        gpfn: 0,
-        block: EMPTY_BLOCK,
-        kind: MemKind::Volatile,
+    pub const EMPTY: Self = match Self::new(Gfn::ZERO, EMPTY_BLOCK, MemKind::Volatile) {
+        Some(m) => m,
+        None => panic!("frame 0 maps frame 0"),
     };
+
+    /// Guest frames from `gfn` backed by `block`, if `gfn` is aligned to
+    /// the block's order and the run ends inside the guest frame space.
+    #[must_use]
+    pub const fn new(gfn: Gfn, block: Block, kind: MemKind) -> Option<Self> {
+        if !gfn.is_aligned(block.order()) {
+            return None;
+        }
+        match FrameMapping::new(gfn, block.start(), block.frames()) {
+            Some(mapping) => Some(Self {
+                mapping,
+                block,
+                kind,
+            }),
+            None => None,
+        }
+    }
+
+    /// First guest frame.
+    #[must_use]
+    pub const fn gfn(&self) -> Gfn {
+        self.mapping.gfn()
+    }
+
+    /// The host block.
+    #[must_use]
+    pub const fn block(&self) -> Block {
+        self.block
+    }
+
+    /// Which pool it came from.
+    #[must_use]
+    pub const fn kind(&self) -> MemKind {
+        self.kind
+    }
 
     /// One past the last guest frame.
     #[must_use]
-    pub const fn end(&self) -> u64 {
-        self.gpfn + self.block.frames()
+    pub const fn end(&self) -> Gfn {
+        self.mapping.guest().end()
     }
 
     #[cfg(any(test, feature = "std"))]
     /// The guest frames.
     #[must_use]
-    pub const fn gpfns(&self) -> Range<u64> {
-        self.gpfn..self.end()
+    pub const fn gfns(&self) -> GfnRange {
+        self.mapping.guest()
     }
 
-    /// The host frame behind guest frame `gpfn` (which must lie inside).
+    /// The guest-to-machine run.
     #[must_use]
-    pub const fn mfn(&self, gpfn: u64) -> u64 {
-        self.block.start().get() + (gpfn - self.gpfn)
+    pub const fn mapping(&self) -> FrameMapping {
+        self.mapping
+    }
+
+    /// The host frame behind guest frame `gfn`, if it lies inside.
+    #[must_use]
+    pub const fn mfn(&self, gfn: Gfn) -> Option<Mfn> {
+        self.mapping.translate(gfn)
     }
 }
 
@@ -75,17 +112,17 @@ pub enum P2mError {
     /// The extent overlaps one already present.
     Overlap {
         /// The first guest frame both hold.
-        gpfn: u64,
+        gpfn: Gfn,
     },
     /// A guest frame to remove is not backed.
     NotBacked {
         /// The frame.
-        gpfn: u64,
+        gpfn: Gfn,
     },
     /// A guest frame to remove is backed by the other kind.
     WrongKind {
         /// The frame.
-        gpfn: u64,
+        gpfn: Gfn,
         /// What backs it.
         backed_by: MemKind,
     },
@@ -113,14 +150,14 @@ const MAX_PIECES: usize = 4 * Order::COUNT;
 /// A guest's extents, sorted by guest frame, disjoint.
 #[derive(Debug)]
 pub struct P2m<'s> {
-    slots: &'s mut [Extent],
+    slots: &'s mut [BlockMapping],
     len: usize,
 }
 
 impl<'s> P2m<'s> {
     /// An empty map keeping its extents in `storage`.
     #[must_use]
-    pub const fn new(storage: &'s mut [Extent]) -> Self {
+    pub const fn new(storage: &'s mut [BlockMapping]) -> Self {
         Self {
             slots: storage,
             len: 0,
@@ -129,7 +166,7 @@ impl<'s> P2m<'s> {
 
     /// The extents in guest-frame order.
     #[must_use]
-    pub fn extents(&self) -> &[Extent] {
+    pub fn extents(&self) -> &[BlockMapping] {
         &self.slots[..self.len]
     }
 
@@ -149,36 +186,36 @@ impl<'s> P2m<'s> {
             .sum()
     }
 
-    /// Index of the first extent ending after `gpfn`.
-    fn first_ending_after(&self, gpfn: u64) -> usize {
-        self.extents().partition_point(|e| e.end() <= gpfn)
+    /// Index of the first extent ending after `gfn`.
+    fn first_ending_after(&self, gfn: Gfn) -> usize {
+        self.extents().partition_point(|e| e.end() <= gfn)
     }
 
-    /// The extent holding `gpfn`.
+    /// The extent holding `gfn`.
     #[must_use]
-    pub fn lookup(&self, gpfn: u64) -> Option<&Extent> {
+    pub fn lookup(&self, gfn: Gfn) -> Option<&BlockMapping> {
         self.extents()
-            .get(self.first_ending_after(gpfn))
-            .filter(|e| e.gpfn <= gpfn)
+            .get(self.first_ending_after(gfn))
+            .filter(|e| e.gfn() <= gfn)
     }
 
-    /// Whether any frame of `gpfns` is backed.
+    /// Whether any frame of `gfns` is backed.
     #[must_use]
-    pub fn any_backed(&self, gpfns: &Range<u64>) -> bool {
-        gpfns.start < gpfns.end
+    pub fn any_backed(&self, gfns: &GfnRange) -> bool {
+        !gfns.is_empty()
             && self
                 .extents()
-                .get(self.first_ending_after(gpfns.start))
-                .is_some_and(|e| e.gpfn < gpfns.end)
+                .get(self.first_ending_after(gfns.start()))
+                .is_some_and(|e| e.gfn() < gfns.end())
     }
 
     /// Adds an extent.
-    pub fn insert(&mut self, extent: Extent) -> Result<(), P2mError> {
-        let at = self.first_ending_after(extent.gpfn);
+    pub fn insert(&mut self, extent: BlockMapping) -> Result<(), P2mError> {
+        let at = self.first_ending_after(extent.gfn());
         if let Some(next) = self.extents().get(at) {
-            if next.gpfn < extent.end() {
+            if next.gfn() < extent.end() {
                 return Err(P2mError::Overlap {
-                    gpfn: next.gpfn.max(extent.gpfn),
+                    gpfn: next.gfn().max(extent.gfn()),
                 });
             }
         }
@@ -193,14 +230,14 @@ impl<'s> P2m<'s> {
         Ok(())
     }
 
-    /// The extents that back `gpfns`, as an index range, if every frame is
+    /// The extents that back `gfns`, as an index range, if every frame is
     /// backed by `kind`.
-    pub fn covering(&self, gpfns: &Range<u64>, kind: MemKind) -> Result<Range<usize>, P2mError> {
-        let first = self.first_ending_after(gpfns.start);
-        let mut at = gpfns.start;
+    pub fn covering(&self, gfns: &GfnRange, kind: MemKind) -> Result<Range<usize>, P2mError> {
+        let first = self.first_ending_after(gfns.start());
+        let mut at = gfns.start();
         let mut i = first;
-        while at < gpfns.end {
-            let Some(e) = self.extents().get(i).filter(|e| e.gpfn <= at) else {
+        while at < gfns.end() {
+            let Some(e) = self.extents().get(i).filter(|e| e.gfn() <= at) else {
                 return Err(P2mError::NotBacked { gpfn: at });
             };
             if e.kind != kind {
@@ -215,10 +252,10 @@ impl<'s> P2m<'s> {
         Ok(first..i)
     }
 
-    /// What removing `gpfns` from the extents `cover` (from
+    /// What removing `gfns` from the extents `cover` (from
     /// [`covering`](Self::covering)) leaves of the first and last of them.
-    fn pieces(&self, gpfns: &Range<u64>, cover: &Range<usize>) -> ([Extent; MAX_PIECES], usize) {
-        let mut out = [Extent::EMPTY; MAX_PIECES];
+    fn pieces(&self, gfns: &GfnRange, cover: &Range<usize>) -> ([BlockMapping; MAX_PIECES], usize) {
+        let mut out = [BlockMapping::EMPTY; MAX_PIECES];
         let mut n = 0;
         if cover.is_empty() {
             return (out, n);
@@ -231,15 +268,15 @@ impl<'s> P2m<'s> {
             let Some(e) = self.extents().get(i) else {
                 continue;
             };
-            let part = self.part_of(e, gpfns);
+            let part = self.part_of(e, gfns);
+            let offset = e.mapping().offset();
             for keep in remainder(e.block, part) {
-                for block in keep.blocks(Order::MAX) {
-                    if let Some(slot) = out.get_mut(n) {
-                        *slot = Extent {
-                            gpfn: e.gpfn + (block.start().get() - e.block.start().get()),
-                            block,
-                            kind: e.kind,
-                        };
+                for block in AlignedBlocks::new(keep, Order::MAX) {
+                    let piece = offset
+                        .to_guest(block.start())
+                        .and_then(|gfn| BlockMapping::new(gfn, block, e.kind));
+                    if let (Some(slot), Some(piece)) = (out.get_mut(n), piece) {
+                        *slot = piece;
                         n += 1;
                     }
                 }
@@ -248,33 +285,43 @@ impl<'s> P2m<'s> {
         (out, n)
     }
 
-    /// The host frames of `e` that back guest frames `gpfns`.
+    /// The host frames of `e` that back guest frames `gfns`.
     #[must_use]
-    pub fn part_of(&self, e: &Extent, gpfns: &Range<u64>) -> nvirt_buddy::PfnRange {
-        let start = gpfns.start.max(e.gpfn);
-        let end = gpfns.end.min(e.end());
-        nvirt_buddy::PfnRange::from_numbers(e.mfn(start), e.mfn(end.max(start))).unwrap_or_default()
+    pub fn part_of(&self, e: &BlockMapping, gfns: &GfnRange) -> MfnRange {
+        let Some(both) = e.gfns().intersection(*gfns) else {
+            return MfnRange::EMPTY;
+        };
+        match (
+            e.mfn(both.start()),
+            both.end().checked_sub(1).and_then(|l| e.mfn(l)),
+        ) {
+            (Some(start), Some(last)) => last
+                .checked_add(1)
+                .and_then(|end| MfnRange::new(start, end))
+                .unwrap_or_default(),
+            _ => MfnRange::EMPTY,
+        }
     }
 
-    /// Whether removing `gpfns` (backed by the extents `cover`) fits the
+    /// Whether removing `gfns` (backed by the extents `cover`) fits the
     /// storage.
     #[must_use]
-    pub fn can_remove(&self, gpfns: &Range<u64>, cover: &Range<usize>) -> bool {
-        let (_, n) = self.pieces(gpfns, cover);
+    pub fn can_remove(&self, gfns: &GfnRange, cover: &Range<usize>) -> bool {
+        let (_, n) = self.pieces(gfns, cover);
         self.len - cover.len() + n <= self.capacity()
     }
 
-    /// Removes guest frames `gpfns`, backed by the extents `cover` (from
+    /// Removes guest frames `gfns`, backed by the extents `cover` (from
     /// [`covering`](Self::covering)); what remains of a cut extent stays as
     /// the maximal aligned blocks of its remainder, the blocks its pool
     /// keeps allocated.
-    pub fn remove(&mut self, gpfns: &Range<u64>, cover: Range<usize>) -> Result<(), P2mError> {
-        if !self.can_remove(gpfns, &cover) {
+    pub fn remove(&mut self, gfns: &GfnRange, cover: Range<usize>) -> Result<(), P2mError> {
+        if !self.can_remove(gfns, &cover) {
             return Err(P2mError::Full {
                 capacity: self.capacity(),
             });
         }
-        let (pieces, n) = self.pieces(gpfns, &cover);
+        let (pieces, n) = self.pieces(gfns, &cover);
         let new_len = self.len - cover.len() + n;
         let tail = cover.end..self.len;
         let dest = cover.start + n;
@@ -287,40 +334,48 @@ impl<'s> P2m<'s> {
     /// The lowest `2^order`-aligned run of `2^order` unbacked guest frames
     /// inside `region`.
     #[must_use]
-    pub fn first_hole(&self, region: &Range<u64>, order: Order) -> Option<u64> {
+    pub fn first_hole(&self, region: &GfnRange, order: Order) -> Option<Gfn> {
         let size = order.frames();
-        let align = |x: u64| x.checked_add(size - 1).map(|v| v & !(size - 1));
-        let mut at = align(region.start)?;
-        for e in &self.extents()[self.first_ending_after(region.start)..] {
-            if e.gpfn >= region.end {
-                break;
+        let align = |x: Gfn| {
+            let down = x.align_down(order);
+            if down == x {
+                Some(x)
+            } else {
+                down.checked_add(size)
             }
-            if e.gpfn >= at.checked_add(size)? {
+        };
+        let mut at = align(region.start())?;
+        for e in &self.extents()[self.first_ending_after(region.start())..] {
+            if e.gfn() >= region.end() || e.gfn() >= at.checked_add(size)? {
                 break;
             }
             at = at.max(align(e.end())?);
         }
-        (at.checked_add(size)? <= region.end).then_some(at)
+        (at.checked_add(size)? <= region.end()).then_some(at)
     }
 
-    /// Maximal runs of guest frames whose host frames are contiguous too,
-    /// as `(gpfn, mfn, frames)`: the translation the nested tables hold,
-    /// independent of how it was allocated.
-    pub fn runs(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    /// Maximal runs of guest frames whose host frames are contiguous too:
+    /// the translation the nested tables hold, independent of how it was
+    /// allocated.
+    pub fn runs(&self) -> impl Iterator<Item = FrameMapping> + '_ {
         let mut rest = self.extents().iter().peekable();
         core::iter::from_fn(move || {
             let first = rest.next()?;
-            let (gpfn, mfn) = (first.gpfn, first.block.start().get());
-            let mut frames = first.block.frames();
+            let mut run = first.mapping();
             while let Some(next) = rest.peek() {
-                if next.gpfn == gpfn + frames && next.block.start().get() == mfn + frames {
-                    frames += next.block.frames();
-                    rest.next();
-                } else {
-                    break;
+                let joined =
+                    FrameMapping::new(run.gfn(), run.mfn(), run.frames() + next.block.frames());
+                let follows =
+                    next.gfn() == run.guest().end() && next.block.start() == run.host().end();
+                match joined {
+                    Some(j) if follows => {
+                        run = j;
+                        rest.next();
+                    }
+                    _ => break,
                 }
             }
-            Some((gpfn, mfn, frames))
+            Some(run)
         })
     }
 }

@@ -10,8 +10,9 @@
 
 use core::fmt;
 
+use nvirt_addr::Gfn;
 use nvirt_buddy::{
-    AllocError, Block, ClaimError, Constraints, FreeError, Heap, MemKind, Order, PfnRange,
+    AllocError, Block, ClaimError, Constraints, FreeError, Heap, MemKind, MfnRange, Order,
 };
 use nvirt_nvpool::{DecreaseError, PopulateError};
 
@@ -29,7 +30,7 @@ pub enum PoolError {
         /// The block.
         block: Block,
         /// The part.
-        part: PfnRange,
+        part: MfnRange,
     },
     /// The NV pool refused to give the domain frames.
     Populate(PopulateError),
@@ -38,7 +39,7 @@ pub enum PoolError {
     /// The NV pool does not hold what it just committed (a broken pool).
     Lost {
         /// The guest frame.
-        gpfn: u64,
+        gpfn: Gfn,
     },
 }
 
@@ -71,13 +72,13 @@ pub trait FramePool {
     fn kind(&self) -> MemKind;
 
     /// The largest free block of at most `order` to back guest frames from
-    /// `gpfn` on.
-    fn alloc_for(&mut self, gpfn: u64, order: Order) -> Result<Block, PoolError>;
+    /// `gfn` on.
+    fn alloc_for(&mut self, gfn: Gfn, order: Order) -> Result<Block, PoolError>;
 
     /// Takes back `part` of the allocated `block`, which backed guest frames
-    /// from `gpfn` on. What is left of the block stays allocated as the
+    /// from `gfn` on. What is left of the block stays allocated as the
     /// maximal aligned blocks of `remainder(block, part)`.
-    fn release(&mut self, gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError>;
+    fn release(&mut self, gfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError>;
 
     /// Frames free in the pool.
     fn free_frames(&self) -> u64;
@@ -85,7 +86,7 @@ pub trait FramePool {
     /// Whether [`release`](Self::release)`(…, block, part)` has the room it
     /// needs, asked before the guest's tables change so that a refusal
     /// leaves everything as it was. A heap always has.
-    fn can_release(&self, block: Block, part: PfnRange) -> bool {
+    fn can_release(&self, block: Block, part: MfnRange) -> bool {
         let _ = (block, part);
         true
     }
@@ -101,7 +102,7 @@ pub trait FramePool {
     /// guest frame `from`, with its first guest frame: what a pool that
     /// persists its guests' frames (the NV pool) re-attaches at boot. A
     /// pool that keeps no such record holds none.
-    fn next_owned(&self, from: u64) -> Option<(u64, Block)> {
+    fn next_owned(&self, from: Gfn) -> Option<(Gfn, Block)> {
         let _ = from;
         None
     }
@@ -109,19 +110,18 @@ pub trait FramePool {
 
 /// The frames of `block` outside `part`, before and after it.
 #[must_use]
-pub fn remainder(block: Block, part: PfnRange) -> [PfnRange; 2] {
-    let start = block.start().get();
-    let end = block.end();
-    let cut_start = part.start().get().clamp(start, end);
-    let cut_end = part.end().get().clamp(cut_start, end);
-    let range = |a, b| PfnRange::from_numbers(a, b).unwrap_or_default();
+pub fn remainder(block: Block, part: MfnRange) -> [MfnRange; 2] {
+    let (start, end) = (block.start(), block.end());
+    let cut_start = part.start().clamp(start, end);
+    let cut_end = part.end().clamp(cut_start, end);
+    let range = |a, b| MfnRange::new(a, b).unwrap_or_default();
     [range(start, cut_start), range(cut_end, end)]
 }
 
 /// The whole block as a frame range.
 #[must_use]
-pub fn block_range(block: Block) -> PfnRange {
-    PfnRange::from_numbers(block.start().get(), block.end()).unwrap_or_default()
+pub fn block_range(block: Block) -> MfnRange {
+    block.range()
 }
 
 impl FramePool for Heap<'_> {
@@ -129,13 +129,13 @@ impl FramePool for Heap<'_> {
         Heap::kind(self)
     }
 
-    fn alloc_for(&mut self, _gpfn: u64, order: Order) -> Result<Block, PoolError> {
+    fn alloc_for(&mut self, _gfn: Gfn, order: Order) -> Result<Block, PoolError> {
         self.alloc_at_most(order, Constraints::ANY)
             .map_err(PoolError::Alloc)
     }
 
-    fn release(&mut self, _gpfn: u64, block: Block, part: PfnRange) -> Result<(), PoolError> {
-        if part.is_empty() || !block_range(block).covers(part) {
+    fn release(&mut self, _gfn: Gfn, block: Block, part: MfnRange) -> Result<(), PoolError> {
+        if part.is_empty() || !block_range(block).contains_range(part) {
             return Err(PoolError::NotInBlock { block, part });
         }
         // The heap frees whole blocks only. To give back part of one, free
@@ -159,45 +159,53 @@ impl FramePool for Heap<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvirt_buddy::{FrameState, Pfn, metadata_bytes};
+    use nvirt_buddy::{AlignedBlocks, FrameState, Mfn, metadata_bytes};
 
     #[test]
     fn releases_part_of_a_block_and_keeps_the_rest_allocated() {
-        let span = PfnRange::from_numbers(0x1000, 0x2000).unwrap();
+        let span = MfnRange::from_numbers(0x1000, 0x2000).unwrap();
         let mut meta = vec![0u8; metadata_bytes(span, Order::MAX) + 8];
         let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut meta).unwrap();
         heap.add(span).unwrap();
-        let block = heap.alloc_for(0x100, Order::new(12).unwrap()).unwrap();
+        let block = heap
+            .alloc_for(Gfn::new(0x100).unwrap(), Order::new(12).unwrap())
+            .unwrap();
         assert_eq!(block.order().get(), 12, "the whole span is one block");
-        let part = PfnRange::from_numbers(0x1005, 0x1006).unwrap();
-        heap.release(0x100, block, part).unwrap();
+        let part = MfnRange::from_numbers(0x1005, 0x1006).unwrap();
+        heap.release(Gfn::new(0x100).unwrap(), block, part).unwrap();
         assert_eq!(heap.free_frames(), 1);
         let [before, after] = remainder(block, part);
         assert_eq!(
             (before, after),
             (
-                PfnRange::from_numbers(0x1000, 0x1005).unwrap(),
-                PfnRange::from_numbers(0x1006, 0x2000).unwrap()
+                MfnRange::from_numbers(0x1000, 0x1005).unwrap(),
+                MfnRange::from_numbers(0x1006, 0x2000).unwrap()
             )
         );
         // Each maximal block of the remainder is an allocated block.
-        for b in before.blocks(Order::MAX).chain(after.blocks(Order::MAX)) {
+        for b in AlignedBlocks::new(before, Order::MAX).chain(AlignedBlocks::new(after, Order::MAX))
+        {
             assert_eq!(heap.frame_state(b.start()), FrameState::Allocated);
         }
-        let freed = Pfn::new(0x1005).unwrap();
+        let freed = Mfn::new(0x1005).unwrap();
         assert_eq!(heap.frame_state(freed), FrameState::Free);
         // Releasing the rest piece by piece gives everything back.
-        for b in before.blocks(Order::MAX).chain(after.blocks(Order::MAX)) {
-            heap.release(0, b, block_range(b)).unwrap();
+        for b in AlignedBlocks::new(before, Order::MAX).chain(AlignedBlocks::new(after, Order::MAX))
+        {
+            heap.release(Gfn::ZERO, b, block_range(b)).unwrap();
         }
         assert_eq!(heap.free_frames(), 0x1000);
         heap.check_invariants().unwrap();
         assert!(matches!(
-            heap.release(0, block, PfnRange::from_numbers(0x3000, 0x3001).unwrap()),
+            heap.release(
+                Gfn::ZERO,
+                block,
+                MfnRange::from_numbers(0x3000, 0x3001).unwrap()
+            ),
             Err(PoolError::NotInBlock { .. })
         ));
         assert!(matches!(
-            heap.release(0, block, block_range(block)),
+            heap.release(Gfn::ZERO, block, block_range(block)),
             Err(PoolError::Free(_))
         ));
     }

@@ -121,7 +121,7 @@ where
                     .write(header_at, header.as_bytes())
                     .map_err(scratch)?;
                 match extents {
-                    // The arrays are laid out as in guest memory (Gpfn is
+                    // The arrays are laid out as in guest memory (XenPfn is
                     // `xen_pfn_t`, E820Entry the 20-byte entry): one copy.
                     Extents::In(e) => {
                         self.mem.write(array_at, e.as_bytes()).map_err(scratch)?;

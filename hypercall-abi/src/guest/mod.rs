@@ -9,7 +9,7 @@
 //! ```no_run
 //! # #[cfg(target_arch = "x86_64")] {
 //! use nvirt_hypercall_abi::guest::{HypercallInsn, MemoryOps, Vmcall};
-//! use nvirt_hypercall_abi::{E820Entry, ExtentOrder, Gpfn, MemKind};
+//! use nvirt_hypercall_abi::{E820Entry, ExtentOrder, XenPfn, MemKind};
 //!
 //! // SAFETY: this guest is identity mapped and runs under nvirt's hypervisor.
 //! let mut hv = MemoryOps::new(unsafe { Vmcall::identity_mapped(HypercallInsn::detect()) });
@@ -17,7 +17,7 @@
 //! let n = hv.memory_map(&mut map)?;
 //! let nvram = map[..n].iter().find(|e| e.kind() == E820Entry::PMEM).expect("an NVRAM region");
 //! // Back the first 2 MiB of the NVRAM region with one NVRAM extent.
-//! let mut extents = [Gpfn::new(nvram.addr() >> 12)];
+//! let mut extents = [XenPfn::new(nvram.addr() >> 12)];
 //! let done = hv.populate_physmap(MemKind::NonVolatile, ExtentOrder::PAGE_2M, &mut extents)?;
 //! assert_eq!(done, 1);
 //! # }
@@ -35,12 +35,13 @@ mod vmcall;
 
 use core::fmt;
 
+use crate::MemKind;
 use crate::errno::{Errno, error_code};
-use crate::flags::{MemFlags, MemKind};
+use crate::flags::MemFlags;
 use crate::host::ReservationOp;
 use crate::layout::{E820Entry, MemoryDomain, MemoryMap, MemoryReservation};
 use crate::numbers::{Command, MAX_CONTINUABLE_EXTENTS, MemopCmd};
-use crate::types::{DomainId, ExtentOrder, Gpfn, GuestAddr};
+use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
 
 pub use insn::{HypercallInsn, vendor_string};
 pub use loopback::{Loopback, LoopbackError};
@@ -51,9 +52,9 @@ pub use vmcall::Vmcall;
 #[derive(Debug)]
 pub enum Extents<'a> {
     /// Read by the hypervisor only (decrease_reservation).
-    In(&'a [Gpfn]),
+    In(&'a [XenPfn]),
     /// Read and written (increase_reservation, populate_physmap).
-    InOut(&'a mut [Gpfn]),
+    InOut(&'a mut [XenPfn]),
 }
 
 impl Extents<'_> {
@@ -74,7 +75,7 @@ impl Extents<'_> {
 
     /// The array's first element (for its address).
     #[must_use]
-    pub fn as_ptr(&self) -> *const Gpfn {
+    pub fn as_ptr(&self) -> *const XenPfn {
         match self {
             Self::In(e) => e.as_ptr(),
             Self::InOut(e) => e.as_ptr(),
@@ -204,7 +205,7 @@ impl<T: Transport> MemoryOps<T> {
         &mut self,
         kind: MemKind,
         order: ExtentOrder,
-        extents: &mut [Gpfn],
+        extents: &mut [XenPfn],
     ) -> Result<usize, CallError<T::Error>> {
         self.reserve(
             ReservationOp::Increase,
@@ -220,7 +221,7 @@ impl<T: Transport> MemoryOps<T> {
         &mut self,
         kind: MemKind,
         order: ExtentOrder,
-        extents: &[Gpfn],
+        extents: &[XenPfn],
     ) -> Result<usize, CallError<T::Error>> {
         self.reserve(
             ReservationOp::Decrease,
@@ -237,7 +238,7 @@ impl<T: Transport> MemoryOps<T> {
         &mut self,
         kind: MemKind,
         order: ExtentOrder,
-        extents: &mut [Gpfn],
+        extents: &mut [XenPfn],
     ) -> Result<usize, CallError<T::Error>> {
         self.reserve(
             ReservationOp::Populate,
@@ -265,7 +266,7 @@ impl<T: Transport> MemoryOps<T> {
             nr,
             u32::from(order.get()),
             flags.to_raw(),
-            DomainId::SELF,
+            DomId::SELF,
         );
         let arg = Arg::Reservation {
             header: &mut header,
@@ -342,12 +343,12 @@ impl<T: Transport> MemoryOps<T> {
     }
 
     /// `XENMEM_maximum_gpfn`: the highest guest frame in use.
-    pub fn maximum_gpfn(&mut self) -> Result<Gpfn, CallError<T::Error>> {
-        self.query(Command::MaximumGpfn).map(Gpfn::new)
+    pub fn maximum_gpfn(&mut self) -> Result<XenPfn, CallError<T::Error>> {
+        self.query(Command::MaximumGpfn).map(XenPfn::new)
     }
 
     fn query(&mut self, command: Command) -> Result<u64, CallError<T::Error>> {
-        let domain = MemoryDomain::new(DomainId::SELF);
+        let domain = MemoryDomain::new(DomId::SELF);
         let ret = self
             .transport
             .memory_op(MemopCmd::new(command), Arg::Domain(&domain))

@@ -218,7 +218,7 @@ pub(crate) fn cpu_vendor() -> [u8; 12] {
 mod tests {
     use super::*;
     use crate::layout::E820Entry;
-    use crate::types::{DomainId, Gpfn};
+    use crate::types::{DomId, XenPfn};
 
     fn offset(addr: usize) -> u64 {
         addr as u64 + 0x1000
@@ -226,8 +226,8 @@ mod tests {
 
     #[test]
     fn handles_point_at_the_arrays() {
-        let mut header = MemoryReservation::new(GuestAddr::NULL, 2, 0, 0, DomainId::SELF);
-        let mut extents = [Gpfn::new(1), Gpfn::new(2)];
+        let mut header = MemoryReservation::new(GuestAddr::NULL, 2, 0, 0, DomId::SELF);
+        let mut extents = [XenPfn::new(1), XenPfn::new(2)];
         let array = extents.as_ptr() as u64;
         let at = core::ptr::from_ref(&header) as u64;
         let mut arg = Arg::Reservation {
@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(point_handles(&mut arg, identity), map_at);
         assert_eq!(map.buffer(), GuestAddr::new(buf_at));
 
-        let domain = MemoryDomain::new(DomainId::SELF);
+        let domain = MemoryDomain::new(DomId::SELF);
         let mut arg = Arg::Domain(&domain);
         assert_eq!(
             point_handles(&mut arg, identity),

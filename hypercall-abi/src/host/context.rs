@@ -4,7 +4,7 @@
 use core::num::NonZeroU32;
 
 use crate::numbers::{HYPERVISOR_MEMORY_OP, MAX_CONTINUABLE_EXTENTS, MemopCmd};
-use crate::types::{DomainId, ExtentOrder, Gpfn, GuestAddr};
+use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
 
 /// The registers of the 64-bit HVM hypercall convention, as the guest left
 /// them: number in RAX, arguments in RDI, RSI, RDX, R10, R8
@@ -72,7 +72,7 @@ pub enum UserCalls {
 /// The calling domain and vCPU state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
-    domain: DomainId,
+    domain: DomId,
     mode: VcpuMode,
     cpl: u8,
     privileged: bool,
@@ -82,14 +82,14 @@ impl Caller {
     /// A call from a 64-bit kernel (CPL 0) of ordinary domain `domain`, or
     /// `None` if `domain` is a reserved id.
     #[must_use]
-    pub const fn kernel(domain: DomainId) -> Option<Self> {
+    pub const fn kernel(domain: DomId) -> Option<Self> {
         Self::new(domain, VcpuMode::Bits64, 0)
     }
 
     /// A call from domain `domain` in `mode` at privilege level `cpl`, or
     /// `None` if `domain` is a reserved id.
     #[must_use]
-    pub const fn new(domain: DomainId, mode: VcpuMode, cpl: u8) -> Option<Self> {
+    pub const fn new(domain: DomId, mode: VcpuMode, cpl: u8) -> Option<Self> {
         if domain.is_ordinary() {
             Some(Self {
                 domain,
@@ -114,7 +114,7 @@ impl Caller {
 
     /// The calling domain.
     #[must_use]
-    pub const fn domain(&self) -> DomainId {
+    pub const fn domain(&self) -> DomId {
         self.domain
     }
 
@@ -149,7 +149,7 @@ impl Caller {
 /// The hypervisor's limits on what one guest may ask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    max_gpfn: Gpfn,
+    max_gpfn: XenPfn,
     max_extents: u64,
     max_order: ExtentOrder,
     batch: NonZeroU32,
@@ -176,7 +176,7 @@ impl Limits {
     /// ([`ExtentOrder::PAGE_1G`]), 512 extents per entry, one NUMA node,
     /// 128 map entries, `-EPERM` for user-mode calls.
     #[must_use]
-    pub const fn new(max_gpfn: Gpfn) -> Self {
+    pub const fn new(max_gpfn: XenPfn) -> Self {
         Self {
             max_gpfn,
             max_extents: MAX_CONTINUABLE_EXTENTS,
@@ -248,7 +248,7 @@ impl Limits {
 
     /// The exclusive bound on guest frame numbers.
     #[must_use]
-    pub const fn gpfn_limit(&self) -> Gpfn {
+    pub const fn gpfn_limit(&self) -> XenPfn {
         self.max_gpfn
     }
 
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn limits_clamp_to_what_continuations_can_carry() {
-        let l = Limits::new(Gpfn::new(1 << 20)).max_extents(u64::MAX);
+        let l = Limits::new(XenPfn::new(1 << 20)).max_extents(u64::MAX);
         assert_eq!(l.extent_limit(), MAX_CONTINUABLE_EXTENTS);
         assert_eq!(l.max_extents(10).extent_limit(), 10);
         assert_eq!(l.batch_size(), 512);
@@ -303,13 +303,13 @@ mod tests {
 
     #[test]
     fn user_mode_is_xens() {
-        let d = DomainId::new(1);
+        let d = DomId::new(1);
         let user = |mode, cpl| Caller::new(d, mode, cpl).unwrap().is_user();
         assert!(!user(VcpuMode::Bits64, 0));
         assert!(user(VcpuMode::Bits64, 3));
         assert!(user(VcpuMode::Bits32, 1));
         assert!(user(VcpuMode::Vm86, 0));
         assert!(!user(VcpuMode::Real, 3), "real mode has no CPL");
-        assert!(Caller::kernel(DomainId::SELF).is_none());
+        assert!(Caller::kernel(DomId::SELF).is_none());
     }
 }

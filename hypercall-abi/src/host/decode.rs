@@ -14,7 +14,7 @@ use crate::host::outcome::{Field, Reason, Rejection};
 use crate::host::reservation::Reservation;
 use crate::layout::MemoryDomain;
 use crate::numbers::{Command, HYPERVISOR_MEMORY_OP, MemopCmd};
-use crate::types::{DomainId, GuestAddr};
+use crate::types::{DomId, GuestAddr};
 
 /// A validated `memory_op` call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +117,8 @@ pub fn decode<M: GuestMemory + ?Sized>(
 /// itself). Another ordinary domain is not permitted (`-EPERM`, as Xen's
 /// XSM check answers an unprivileged caller); a reserved id names no domain
 /// (`-ESRCH`). Whether another domain exists is not revealed.
-pub(crate) const fn resolve_domain(alleged: DomainId, caller: &Caller) -> Result<DomainId, Reason> {
-    if alleged.raw() == DomainId::SELF.raw() || alleged.raw() == caller.domain().raw() {
+pub(crate) const fn resolve_domain(alleged: DomId, caller: &Caller) -> Result<DomId, Reason> {
+    if alleged.raw() == DomId::SELF.raw() || alleged.raw() == caller.domain().raw() {
         Ok(caller.domain())
     } else if alleged.is_ordinary() {
         Err(Reason::ForeignDomain { domid: alleged })
@@ -134,13 +134,13 @@ mod tests {
     use crate::host::context::UserCalls;
     use crate::host::memory::FlatMemory;
     use crate::host::outcome::{Fault, Outcome};
-    use crate::types::Gpfn;
+    use crate::types::XenPfn;
     use zerocopy::IntoBytes;
 
-    const ME: DomainId = DomainId::new(3);
+    const ME: DomId = DomId::new(3);
 
     fn limits() -> Limits {
-        Limits::new(Gpfn::new(1 << 20))
+        Limits::new(XenPfn::new(1 << 20))
     }
 
     fn call(cmd: u64, arg: u64) -> Registers {
@@ -211,12 +211,12 @@ mod tests {
         let kernel = Caller::kernel(ME).unwrap();
         let query = |mem: &FlatMemory<'_>, cmd| decode(&call(cmd, 0x1010), &kernel, mem, &limits());
         for (domid, expected) in [
-            (DomainId::SELF, Ok(Request::CurrentReservation)),
+            (DomId::SELF, Ok(Request::CurrentReservation)),
             (ME, Ok(Request::CurrentReservation)),
-            (DomainId::new(4), Err(Errno::Perm)),
-            (DomainId::new(0), Err(Errno::Perm)),
-            (DomainId::new(0x7ff1), Err(Errno::Srch)),
-            (DomainId::new(0xffff), Err(Errno::Srch)),
+            (DomId::new(4), Err(Errno::Perm)),
+            (DomId::new(0), Err(Errno::Perm)),
+            (DomId::new(0x7ff1), Err(Errno::Srch)),
+            (DomId::new(0xffff), Err(Errno::Srch)),
         ] {
             mem.write(GuestAddr::new(0x1010), MemoryDomain::new(domid).as_bytes())
                 .unwrap();
@@ -224,7 +224,7 @@ mod tests {
         }
         mem.write(
             GuestAddr::new(0x1010),
-            MemoryDomain::new(DomainId::SELF).as_bytes(),
+            MemoryDomain::new(DomId::SELF).as_bytes(),
         )
         .unwrap();
         assert_eq!(query(&mem, 4), Ok(Request::MaximumReservation));

@@ -6,7 +6,8 @@ use core::fmt;
 use crate::errno::Errno;
 use crate::host::memory::{Access, AccessError};
 use crate::numbers::Command;
-use crate::types::{ExtentOrder, Gpfn};
+use crate::types::{ExtentOrder, XenPfn};
+use nvirt_addr::Gfn;
 
 /// The three reservation commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,23 +58,23 @@ impl ReservationOp {
 
 /// One extent handed to [`Reservation::run`](crate::host::Reservation::run)'s handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
+pub struct ExtentRequest {
     pub(crate) index: u64,
-    pub(crate) gpfn: Option<Gpfn>,
+    pub(crate) gpfn: Option<Gfn>,
 }
 
-impl Extent {
+impl ExtentRequest {
     /// The extent's position in the guest's array.
     #[must_use]
     pub const fn index(&self) -> u64 {
         self.index
     }
 
-    /// The guest's frame for it — validated: aligned to the order, inside
-    /// the guest's frame range. `None` for increase_reservation, whose array
-    /// is output only.
+    /// The guest's frame for it — validated, so typed: aligned to the
+    /// order, inside the guest's frame range. `None` for
+    /// increase_reservation, whose array is output only.
     #[must_use]
-    pub const fn gpfn(&self) -> Option<Gpfn> {
+    pub const fn gfn(&self) -> Option<Gfn> {
         self.gpfn
     }
 }
@@ -112,7 +113,7 @@ pub enum ExtentError {
         /// The index.
         index: u64,
         /// The frame found.
-        gpfn: Gpfn,
+        gpfn: XenPfn,
         /// The order.
         order: ExtentOrder,
     },
@@ -121,9 +122,9 @@ pub enum ExtentError {
         /// The index.
         index: u64,
         /// The frame found.
-        gpfn: Gpfn,
+        gpfn: XenPfn,
         /// The exclusive limit.
-        limit: Gpfn,
+        limit: XenPfn,
     },
 }
 

@@ -222,14 +222,14 @@ mod tests {
     use crate::host::context::Registers;
     use crate::host::decode::{Request, decode};
     use crate::host::memory::FlatMemory;
-    use crate::types::{DomainId, Gpfn};
+    use crate::types::{DomId, XenPfn};
 
-    const ME: DomainId = DomainId::new(2);
+    const ME: DomId = DomId::new(2);
     const ARG: u64 = 0x40;
     const BUF: u64 = 0x100;
 
     fn limits() -> Limits {
-        Limits::new(Gpfn::new(1 << 20)).max_map_entries(8)
+        Limits::new(XenPfn::new(1 << 20)).max_map_entries(8)
     }
 
     fn call(mem: &FlatMemory<'_>, cmd: u64, caller: &Caller) -> Result<Request, Rejection> {
@@ -387,7 +387,7 @@ mod tests {
                 .unwrap();
         }
         let fmap = |domid, n| ForeignMemoryMap::new(domid, MemoryMap::new(n, GuestAddr::new(BUF)));
-        mem.write(GuestAddr::new(ARG), fmap(DomainId::SELF, 3).as_bytes())
+        mem.write(GuestAddr::new(ARG), fmap(DomId::SELF, 3).as_bytes())
             .unwrap();
         let kernel = Caller::kernel(ME).unwrap();
         assert_eq!(call(&mem, 13, &kernel).unwrap_err().errno(), Errno::Perm);
@@ -403,7 +403,7 @@ mod tests {
             Errno::Inval
         );
 
-        mem.write(GuestAddr::new(ARG), fmap(DomainId::new(5), 3).as_bytes())
+        mem.write(GuestAddr::new(ARG), fmap(DomId::new(5), 3).as_bytes())
             .unwrap();
         assert_eq!(
             call(&mem, 13, &kernel.privileged()).unwrap_err().errno(),

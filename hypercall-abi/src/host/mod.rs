@@ -12,9 +12,9 @@
 //!     let outcome = match host::decode(regs, caller, mem, limits) {
 //!         Err(refused) => refused.outcome(),
 //!         Ok(Request::Reservation(r)) => r.run(mem, |extent| {
-//!             // Allocate, map and account extent.gpfn() of r.order() from
+//!             // Allocate, map and account extent.gfn() of r.order() from
 //!             // the RAM pool or, for MemKind::NonVolatile, the NVRAM pool.
-//!             let _ = (r.op(), r.kind() == MemKind::NonVolatile, extent.gpfn());
+//!             let _ = (r.op(), r.kind() == MemKind::NonVolatile, extent.gfn());
 //!             Err(Errno::NoMem)
 //!         }),
 //!         Ok(Request::MemoryMap(m)) => m.respond(mem, &[E820Entry::new(0, 0xa0000, E820Entry::RAM)]),
@@ -35,7 +35,7 @@ mod reservation;
 
 pub use context::{Caller, Limits, Registers, UserCalls, VcpuMode};
 pub use decode::{Request, decode};
-pub use extent::{Extent, ExtentError, ReservationOp};
+pub use extent::{ExtentError, ExtentRequest, ReservationOp};
 pub use map::{MapRequest, SetMapRequest};
 pub use memory::{Access, AccessError, FlatMemory, GuestMemory};
 pub use outcome::{Fault, Field, Outcome, Reason, Rejection, Resume};

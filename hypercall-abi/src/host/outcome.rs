@@ -16,7 +16,7 @@ use crate::flags::FlagError;
 use crate::host::context::{Registers, UserCalls, VcpuMode};
 use crate::host::memory::AccessError;
 use crate::numbers::{Command, MemopCmd};
-use crate::types::{DomainId, ExtentOrder, GuestAddr};
+use crate::types::{DomId, ExtentOrder, GuestAddr};
 
 /// An exception the hypervisor injects into the calling vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -192,12 +192,12 @@ pub enum Reason {
     /// Another domain's id: not permitted.
     ForeignDomain {
         /// The id named.
-        domid: DomainId,
+        domid: DomId,
     },
     /// A reserved id other than `DOMID_SELF`.
     NoSuchDomain {
         /// The id named.
-        domid: DomainId,
+        domid: DomId,
     },
     /// An extent order above the hypervisor's limit.
     OrderTooLarge {

@@ -3,16 +3,18 @@
 
 use core::ops::Range;
 
+use crate::MemKind;
 use crate::errno::Errno;
-use crate::flags::{MemFlags, MemKind};
+use crate::flags::MemFlags;
 use crate::host::context::{Caller, Limits};
 use crate::host::decode::resolve_domain;
-use crate::host::extent::{Extent, ExtentError, ReservationOp};
+use crate::host::extent::{ExtentError, ExtentRequest, ReservationOp};
 use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
 use crate::host::outcome::{Field, Outcome, Reason, Rejection};
 use crate::layout::{MemoryReservation, XEN_PFN_SIZE};
 use crate::numbers::MemopCmd;
-use crate::types::{DomainId, ExtentOrder, Gpfn, GuestAddr};
+use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
+use nvirt_addr::Gfn;
 
 /// A validated reservation call, as far as this hypervisor entry goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,12 +22,12 @@ pub struct Reservation {
     op: ReservationOp,
     flags: MemFlags,
     order: ExtentOrder,
-    domain: DomainId,
+    domain: DomId,
     array: GuestAddr,
     nr_extents: u64,
     start: u64,
     end: u64,
-    gpfn_limit: Gpfn,
+    gpfn_limit: XenPfn,
 }
 
 impl Reservation {
@@ -138,7 +140,7 @@ impl Reservation {
 
     /// The domain whose reservation changes: always the caller.
     #[must_use]
-    pub const fn domain(&self) -> DomainId {
+    pub const fn domain(&self) -> DomId {
         self.domain
     }
 
@@ -189,19 +191,19 @@ impl Reservation {
 
     /// Reads and validates the guest's frame for extent `index` of the
     /// batch: aligned to the order, the whole extent below the guest's frame
-    /// limit.
+    /// limit and inside the guest-physical space. The frame comes back typed.
     pub fn read_extent<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,
         index: u64,
-    ) -> Result<Gpfn, ExtentError> {
+    ) -> Result<Gfn, ExtentError> {
         if !self.op.array_access().reads() {
             return Err(ExtentError::NotReadable { index });
         }
         let addr = self.slot(index)?;
         let raw: [u8; 8] =
             read_value(mem, addr).map_err(|error| ExtentError::Memory { index, error })?;
-        let gpfn = Gpfn::new(u64::from_le_bytes(raw));
+        let gpfn = XenPfn::new(u64::from_le_bytes(raw));
         if !gpfn.is_aligned(self.order) {
             return Err(ExtentError::Misaligned {
                 index,
@@ -209,13 +211,13 @@ impl Reservation {
                 order: self.order,
             });
         }
+        let out_of_range = |limit| ExtentError::OutOfRange { index, gpfn, limit };
         match gpfn.checked_add(self.order.pages()) {
-            Some(end) if end <= self.gpfn_limit => Ok(gpfn),
-            _ => Err(ExtentError::OutOfRange {
-                index,
-                gpfn,
-                limit: self.gpfn_limit,
-            }),
+            Some(end) if end <= self.gpfn_limit => {
+                // A limit beyond the guest-physical space is cut to it.
+                Gfn::try_from(gpfn).map_err(|_| out_of_range(XenPfn::new(Gfn::LIMIT)))
+            }
+            _ => Err(out_of_range(self.gpfn_limit)),
         }
     }
 
@@ -225,7 +227,7 @@ impl Reservation {
         &self,
         mem: &mut M,
         index: u64,
-        value: Gpfn,
+        value: XenPfn,
     ) -> Result<(), ExtentError> {
         if !self.op.array_access().writes() {
             return Err(ExtentError::NotWritable { index });
@@ -267,7 +269,7 @@ impl Reservation {
     pub fn run<M, F>(&self, mem: &mut M, mut handle: F) -> Outcome
     where
         M: GuestMemory + ?Sized,
-        F: FnMut(Extent) -> Result<Option<Gpfn>, Errno>,
+        F: FnMut(ExtentRequest) -> Result<Option<Gfn>, Errno>,
     {
         for index in self.start..self.end {
             let gpfn = if self.op.array_access().reads() {
@@ -278,12 +280,12 @@ impl Reservation {
             } else {
                 None
             };
-            let out = match handle(Extent { index, gpfn }) {
+            let out = match handle(ExtentRequest { index, gpfn }) {
                 Ok(out) => out,
                 Err(e) => return self.stop(index, e),
             };
             if let Some(value) = out {
-                if let Err(e) = self.write_extent(mem, index, value) {
+                if let Err(e) = self.write_extent(mem, index, XenPfn::from(value)) {
                     return self.stop(index, e.errno());
                 }
             }

@@ -7,14 +7,15 @@ use crate::host::decode::{Request, decode};
 use crate::host::memory::FlatMemory;
 use crate::numbers::Command;
 use core::num::NonZeroU32;
+use nvirt_addr::Gfn;
 use zerocopy::IntoBytes;
 
-const ME: DomainId = DomainId::new(9);
+const ME: DomId = DomId::new(9);
 const ARG: u64 = 0x100;
 const ARRAY: u64 = 0x200;
 
 fn limits() -> Limits {
-    Limits::new(Gpfn::new(0x10_0000))
+    Limits::new(XenPfn::new(0x10_0000))
         .batch(NonZeroU32::new(4).unwrap())
         .numa_nodes(2)
 }
@@ -31,7 +32,7 @@ fn guest<'a>(backing: &'a mut [u8; 0x1000], r: MemoryReservation, gpfns: &[u64])
     mem
 }
 
-fn resv(array: u64, nr: u64, order: u32, flags: u32, domid: DomainId) -> MemoryReservation {
+fn resv(array: u64, nr: u64, order: u32, flags: u32, domid: DomId) -> MemoryReservation {
     MemoryReservation::new(GuestAddr::new(array), nr, order, flags, domid)
 }
 
@@ -56,7 +57,7 @@ fn reason(mem: &FlatMemory<'_>, cmd: u64) -> Reason {
 #[test]
 fn decodes_a_populate_call() {
     let mut b = [0u8; 0x1000];
-    let r = resv(ARRAY, 6, 9, NVIRT_MEMF_NVRAM | (2 << 8), DomainId::SELF);
+    let r = resv(ARRAY, 6, 9, NVIRT_MEMF_NVRAM | (2 << 8), DomId::SELF);
     let mem = guest(&mut b, r, &[0x200, 0x400, 0x600, 0x800, 0xa00, 0xc00]);
     let req = run_decode(&mem, 6).unwrap();
     assert_eq!(req.op(), ReservationOp::Populate);
@@ -65,7 +66,7 @@ fn decodes_a_populate_call() {
     assert_eq!(req.order(), ExtentOrder::PAGE_2M);
     assert_eq!(req.domain(), ME);
     assert_eq!((req.nr_extents(), req.batch()), (6, 0..4));
-    assert_eq!(req.read_extent(&mem, 3), Ok(Gpfn::new(0x800)));
+    assert_eq!(req.read_extent(&mem, 3), Ok(gfn(0x800)));
     assert_eq!(
         req.read_extent(&mem, 4),
         Err(ExtentError::NotInBatch {
@@ -89,29 +90,29 @@ fn refuses_bad_arguments() {
     let mut b = [0u8; 0x1000];
     let case = |b: &mut [u8; 0x1000], r, cmd| reason(&guest(b, r, &[]), cmd);
     assert_eq!(
-        case(&mut b, resv(ARRAY, MAX_PLUS, 0, 0, DomainId::SELF), 6),
+        case(&mut b, resv(ARRAY, MAX_PLUS, 0, 0, DomId::SELF), 6),
         Reason::TooManyExtents {
             nr_extents: MAX_PLUS,
             max: crate::numbers::MAX_CONTINUABLE_EXTENTS
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::SELF), 6 | 3 << 6),
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomId::SELF), 6 | 3 << 6),
         Reason::StartBeyondEnd {
             start_extent: 3,
             nr_extents: 2
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::new(1)), 1),
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomId::new(1)), 1),
         Reason::ForeignDomain {
-            domid: DomainId::new(1)
+            domid: DomId::new(1)
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 0, DomainId::new(0x7ff2)), 1),
+        case(&mut b, resv(ARRAY, 2, 0, 0, DomId::new(0x7ff2)), 1),
         Reason::NoSuchDomain {
-            domid: DomainId::new(0x7ff2)
+            domid: DomId::new(0x7ff2)
         }
     );
     assert!(
@@ -119,25 +120,25 @@ fn refuses_bad_arguments() {
         "own id"
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 19, 0, DomainId::SELF), 0),
+        case(&mut b, resv(ARRAY, 2, 19, 0, DomId::SELF), 0),
         Reason::OrderTooLarge {
             order: 19,
             max: ExtentOrder::PAGE_1G
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 1 << 31, 0, DomainId::SELF), 0),
+        case(&mut b, resv(ARRAY, 2, 1 << 31, 0, DomId::SELF), 0),
         Reason::OrderTooLarge {
             order: 1 << 31,
             max: ExtentOrder::PAGE_1G
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 1 << 25, DomainId::SELF), 0),
+        case(&mut b, resv(ARRAY, 2, 0, 1 << 25, DomId::SELF), 0),
         Reason::Flags(crate::flags::FlagError::UnknownBits { bits: 1 << 25 })
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 32, DomainId::SELF), 1),
+        case(&mut b, resv(ARRAY, 2, 0, 32, DomId::SELF), 1),
         Reason::FlagsNotAllowed {
             command: Command::DecreaseReservation,
             mem_flags: 32
@@ -154,7 +155,7 @@ fn refuses_bad_arguments() {
         assert_eq!(
             case(
                 &mut b,
-                resv(ARRAY, 2, 0, XENMEMF_POPULATE_ON_DEMAND, DomainId::SELF),
+                resv(ARRAY, 2, 0, XENMEMF_POPULATE_ON_DEMAND, DomId::SELF),
                 cmd
             ),
             Reason::FlagsNotAllowed {
@@ -164,7 +165,7 @@ fn refuses_bad_arguments() {
         );
     }
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 3 << 8, DomainId::SELF), 0),
+        case(&mut b, resv(ARRAY, 2, 0, 3 << 8, DomId::SELF), 0),
         Reason::NodeOutOfRange { node: 2, nodes: 2 }
     );
 }
@@ -176,8 +177,7 @@ fn extent_arrays_must_be_guest_memory() {
     let mut b = [0u8; 0x1000];
     // 0x1000 - ARRAY = 0xe00 bytes = 448 slots; the last 32 are read-only.
     let fits = |b: &mut [u8; 0x1000], array, nr, cmd| {
-        run_decode(&guest(b, resv(array, nr, 0, 0, DomainId::SELF), &[]), cmd)
-            .map_err(|e| e.errno())
+        run_decode(&guest(b, resv(array, nr, 0, 0, DomId::SELF), &[]), cmd).map_err(|e| e.errno())
     };
     assert!(fits(&mut b, ARRAY, 448, 1).is_ok(), "decrease only reads");
     assert_eq!(fits(&mut b, ARRAY, 449, 1).map(|_| ()), Err(Errno::Fault));
@@ -198,7 +198,7 @@ fn extent_arrays_must_be_guest_memory() {
     );
     assert_eq!(
         reason(
-            &guest(&mut b, resv(u64::MAX - 7, 2, 0, 0, DomainId::SELF), &[]),
+            &guest(&mut b, resv(u64::MAX - 7, 2, 0, 0, DomId::SELF), &[]),
             1
         ),
         Reason::ArrayOverflow {
@@ -218,7 +218,7 @@ fn extent_arrays_must_be_guest_memory() {
 #[test]
 fn refusals_on_continued_calls_report_progress() {
     let mut b = [0u8; 0x1000];
-    let mem = guest(&mut b, resv(ARRAY, 8, 0, 1 << 24, DomainId::SELF), &[]);
+    let mem = guest(&mut b, resv(ARRAY, 8, 0, 1 << 24, DomId::SELF), &[]);
     let refused = run_decode(&mem, 1 | 4 << 6).unwrap_err();
     assert_eq!(
         refused.outcome(),
@@ -228,7 +228,7 @@ fn refusals_on_continued_calls_report_progress() {
         }
     );
     let beyond = run_decode(
-        &guest(&mut b, resv(ARRAY, 2, 0, 0, DomainId::SELF), &[]),
+        &guest(&mut b, resv(ARRAY, 2, 0, 0, DomId::SELF), &[]),
         1 | 3 << 6,
     );
     assert_eq!(beyond.unwrap_err().outcome(), Outcome::Error(Errno::Inval));
@@ -238,21 +238,17 @@ fn refusals_on_continued_calls_report_progress() {
 fn run_counts_writes_back_and_stops() {
     let mut b = [0u8; 0x1000];
     let gpfns = [0x10, 0x11, 0x12, 0x13];
-    let mut mem = guest(&mut b, resv(ARRAY, 4, 0, 0, DomainId::SELF), &gpfns);
+    let mut mem = guest(&mut b, resv(ARRAY, 4, 0, 0, DomId::SELF), &gpfns);
     let req = run_decode(&mem, 6).unwrap();
     let mut seen = [0u64; 4];
     let out = req.run(&mut mem, |e| {
-        let g = e.gpfn().unwrap();
-        seen[e.index() as usize] = g.raw();
-        Ok(Some(Gpfn::new(g.raw() + 0x100)))
+        let g = e.gfn().unwrap();
+        seen[e.index() as usize] = g.get();
+        Ok(g.checked_add(0x100))
     });
     assert_eq!(out, Outcome::Success(4));
     assert_eq!(seen, gpfns);
-    assert_eq!(
-        req.read_extent(&mem, 2),
-        Ok(Gpfn::new(0x112)),
-        "written back"
-    );
+    assert_eq!(req.read_extent(&mem, 2), Ok(gfn(0x112)), "written back");
 
     let out = req.run(&mut mem, |e| {
         if e.index() == 2 {
@@ -276,11 +272,11 @@ fn run_counts_writes_back_and_stops() {
     // A decrease handler must not write into the input-only array.
     let dec = run_decode(&mem, 1).unwrap();
     assert_eq!(
-        dec.run(&mut mem, |_| Ok(Some(Gpfn::new(1)))),
+        dec.run(&mut mem, |_| Ok(Some(gfn(1)))),
         Outcome::Error(Errno::Inval)
     );
     assert_eq!(
-        dec.write_extent(&mut mem, 0, Gpfn::new(1)),
+        dec.write_extent(&mut mem, 0, XenPfn::new(1)),
         Err(ExtentError::NotWritable { index: 0 })
     );
 }
@@ -289,13 +285,13 @@ fn run_counts_writes_back_and_stops() {
 fn frames_are_validated() {
     let mut b = [0u8; 0x1000];
     let gpfns = [0x200, 0x201, 0x10_0000, 0xf_fe00];
-    let mut mem = guest(&mut b, resv(ARRAY, 4, 9, 0, DomainId::SELF), &gpfns);
+    let mut mem = guest(&mut b, resv(ARRAY, 4, 9, 0, DomId::SELF), &gpfns);
     let req = run_decode(&mem, 1).unwrap();
     assert_eq!(
         req.read_extent(&mem, 1),
         Err(ExtentError::Misaligned {
             index: 1,
-            gpfn: Gpfn::new(0x201),
+            gpfn: XenPfn::new(0x201),
             order: ExtentOrder::PAGE_2M
         })
     );
@@ -303,13 +299,13 @@ fn frames_are_validated() {
         req.read_extent(&mem, 2),
         Err(ExtentError::OutOfRange {
             index: 2,
-            gpfn: Gpfn::new(0x10_0000),
-            limit: Gpfn::new(0x10_0000)
+            gpfn: XenPfn::new(0x10_0000),
+            limit: XenPfn::new(0x10_0000)
         })
     );
     assert_eq!(
         req.read_extent(&mem, 3),
-        Ok(Gpfn::new(0xf_fe00)),
+        Ok(gfn(0xf_fe00)),
         "ends exactly at the limit"
     );
     assert_eq!(
@@ -324,7 +320,7 @@ fn frames_are_validated() {
 #[test]
 fn increase_without_array_writes_nothing() {
     let mut b = [0u8; 0x1000];
-    let mut mem = guest(&mut b, resv(0, 3, 0, NVIRT_MEMF_NVRAM, DomainId::SELF), &[]);
+    let mut mem = guest(&mut b, resv(0, 3, 0, NVIRT_MEMF_NVRAM, DomId::SELF), &[]);
     let before = mem.bytes().to_vec();
     let req = run_decode(&mem, 0).unwrap();
     assert!(!req.has_output());
@@ -333,8 +329,8 @@ fn increase_without_array_writes_nothing() {
         Err(ExtentError::NotReadable { index: 0 })
     );
     let out = req.run(&mut mem, |e| {
-        assert_eq!(e.gpfn(), None);
-        Ok(Some(Gpfn::new(0x4242)))
+        assert_eq!(e.gfn(), None);
+        Ok(Some(gfn(0x4242)))
     });
     assert_eq!(out, Outcome::Success(3));
     assert_eq!(mem.bytes(), &before[..]);
@@ -343,7 +339,7 @@ fn increase_without_array_writes_nothing() {
 #[test]
 fn guest_memory_changing_under_the_handler_is_a_fault_not_a_panic() {
     let mut b = [0u8; 0x1000];
-    let mut mem = guest(&mut b, resv(0xef0, 4, 0, 0, DomainId::SELF), &[]);
+    let mut mem = guest(&mut b, resv(0xef0, 4, 0, 0, DomId::SELF), &[]);
     let req = run_decode(&mem, 1).unwrap();
     // Pretend another vCPU made the array read-only: writes fail now.
     let mut other = [0u8; 0x1000];
@@ -354,14 +350,14 @@ fn guest_memory_changing_under_the_handler_is_a_fault_not_a_panic() {
         ..req
     };
     assert_eq!(
-        inc.run(&mut ro, |_| Ok(Some(Gpfn::new(1)))),
+        inc.run(&mut ro, |_| Ok(Some(gfn(1)))),
         Outcome::Error(Errno::Fault)
     );
     assert_eq!(req.run(&mut mem, |_| Ok(None)), Outcome::Success(4));
     assert_eq!(
         ExtentError::Misaligned {
             index: 1,
-            gpfn: Gpfn::new(3),
+            gpfn: XenPfn::new(3),
             order: ExtentOrder::PAGE_2M
         }
         .to_string(),
@@ -374,13 +370,17 @@ fn an_empty_request_never_looks_at_its_array() {
     // As Xen: nothing to read or write, so an unmapped handle is no fault.
     for cmd in [0u64, 1, 6] {
         let mut b = [0u8; 0x1000];
-        let r = resv(0xdead_0000, 0, 0, 0, DomainId::SELF);
+        let r = resv(0xdead_0000, 0, 0, 0, DomId::SELF);
         let mem = guest(&mut b, r, &[]);
         let req = run_decode(&mem, cmd).unwrap();
         assert_eq!(req.finish(), Outcome::Success(0), "command {cmd}");
     }
     // One extent: the same handle is a fault.
     let mut b = [0u8; 0x1000];
-    let mem = guest(&mut b, resv(0xdead_0000, 1, 0, 0, DomainId::SELF), &[]);
+    let mem = guest(&mut b, resv(0xdead_0000, 1, 0, 0, DomId::SELF), &[]);
     assert!(matches!(reason(&mem, 1), Reason::Memory { .. }));
+}
+
+fn gfn(n: u64) -> Gfn {
+    Gfn::new(n).unwrap()
 }

@@ -16,8 +16,9 @@ use std::string::String;
 use std::vec::Vec;
 
 use crate::error::{CreateError, DecreaseError, DomainError, PopulateError};
-use crate::types::{DomainId, Extent, Gpfn, Mfn};
+use crate::types::{DomainUuid, Extent};
 use crate::{Geometry, MAX_DECREASE_BATCH, MAX_NAME, Order};
+use nvirt_addr::{Gfn, Mfn};
 
 mod run;
 
@@ -136,7 +137,7 @@ impl Model {
         }
         if self.domains.contains_key(&id) {
             return Err(CreateError::DuplicateId {
-                id: DomainId::new(id),
+                id: DomainUuid::new(id),
             });
         }
         if self.domains.len() >= self.max_domains {
@@ -176,8 +177,8 @@ impl Model {
     /// also run out of extents (which depends on its choice of blocks).
     pub fn check_populate(&self, id: u128, gpfn: u64, frames: u64) -> Result<bool, PopulateError> {
         let d = self.domains.get(&id).ok_or(PopulateError::UnknownDomain)?;
-        let g = Gpfn::new(gpfn).unwrap_or_default();
-        if gpfn + frames > Gpfn::LIMIT {
+        let g = Gfn::new(gpfn).unwrap_or_default();
+        if gpfn + frames > Gfn::LIMIT {
             return Err(PopulateError::GpfnRange { gpfn: g, frames });
         }
         self.quota_check(id, frames)?;
@@ -201,12 +202,12 @@ impl Model {
     ) -> Result<(), String> {
         let (mut at, mut left) = (gpfn, frames);
         for e in made {
-            if e.gpfn().get() != at {
+            if e.gfn().get() != at {
                 return Err(std::format!(
                     "populate: extent {e} where gpfn {at:#x} was next"
                 ));
             }
-            let align = Gpfn::new(at).map_or(0, |g| g.alignment().get());
+            let align = Gfn::new(at).map_or(0, |g| g.alignment().get());
             let want = align.min(63 - left.leading_zeros() as u8);
             let best = self.largest_free(want);
             if best != Some(e.order().get()) {
@@ -235,7 +236,7 @@ impl Model {
             self.free.remove(&f);
         }
         if let Some(d) = self.domains.get_mut(&id) {
-            d.extents.insert(e.gpfn().get(), (m, e.order().get()));
+            d.extents.insert(e.gfn().get(), (m, e.order().get()));
         }
     }
 
@@ -246,11 +247,11 @@ impl Model {
         let frames = gpfns.len() as u64 * o.frames();
         self.quota_check(id, frames)?;
         for &g in gpfns {
-            let gpfn = Gpfn::new(g).unwrap_or_default();
+            let gpfn = Gfn::new(g).unwrap_or_default();
             if g % o.frames() != 0 {
                 return Err(PopulateError::Misaligned { gpfn, order: o });
             }
-            if g + o.frames() > Gpfn::LIMIT {
+            if g + o.frames() > Gfn::LIMIT {
                 return Err(PopulateError::GpfnRange {
                     gpfn,
                     frames: o.frames(),
@@ -275,7 +276,7 @@ impl Model {
             }
             if gpfns[..n].contains(&g) {
                 return Err(PopulateError::Duplicate {
-                    gpfn: Gpfn::new(g).unwrap_or_default(),
+                    gpfn: Gfn::new(g).unwrap_or_default(),
                 });
             }
         }
@@ -292,7 +293,7 @@ impl Model {
     ) -> Result<(), String> {
         let mut wanted: Vec<u64> = gpfns.to_vec();
         wanted.sort_unstable();
-        let got: Vec<u64> = made.iter().map(|e| e.gpfn().get()).collect();
+        let got: Vec<u64> = made.iter().map(|e| e.gfn().get()).collect();
         if got != wanted || made.iter().any(|e| e.order().get() != order) {
             return Err(std::format!(
                 "increase: made {made:?} for {gpfns:?} order {order}"
@@ -326,7 +327,7 @@ impl Model {
         }
         let mut needed = 0;
         for (n, &g) in gpfns.iter().enumerate() {
-            let gpfn = Gpfn::new(g).unwrap_or_default();
+            let gpfn = Gfn::new(g).unwrap_or_default();
             if g % o.frames() != 0 {
                 return Err(DecreaseError::Misaligned { gpfn, order: o });
             }
@@ -342,7 +343,7 @@ impl Model {
             }
             if at < g + o.frames() {
                 return Err(DecreaseError::NotPopulated {
-                    gpfn: Gpfn::new(at).unwrap_or_default(),
+                    gpfn: Gfn::new(at).unwrap_or_default(),
                 });
             }
             if let Some((_, _, eo)) = d.extent_at(g) {

@@ -13,7 +13,8 @@ use nvirt_persist_meta::{MemPmem, Pmem};
 use super::Model;
 use crate::config::Config;
 use crate::pool::{Dom, DomainState, NvPool, Owner};
-use crate::types::{DomainId, Extent, Gpfn, Mfn};
+use crate::types::{DomainUuid, Extent};
+use nvirt_addr::{Gfn, Mfn};
 
 /// One step of a sequence. Domains are named by an index into the ids
 /// the sequence has created (wrapping; from 200 up, a domain that never
@@ -106,8 +107,8 @@ pub struct Tally {
 /// `Increase` put frames.
 const GPFN_SPACE: u32 = 1 << 12;
 
-fn gpfn(g: u64) -> Gpfn {
-    Gpfn::new(g).unwrap_or_default()
+fn gpfn(g: u64) -> Gfn {
+    Gfn::new(g).unwrap_or_default()
 }
 
 struct Driver {
@@ -129,8 +130,8 @@ impl Driver {
 
     fn handle<P: Pmem>(&self, pool: &NvPool<'_, P>, id: u128) -> Dom {
         // A handle for an unknown id: a slot and generation nobody has.
-        pool.find(DomainId::new(id)).unwrap_or_else(|| {
-            pool.find(DomainId::new(self.ids.first().copied().unwrap_or(0)))
+        pool.find(DomainUuid::new(id)).unwrap_or_else(|| {
+            pool.find(DomainUuid::new(self.ids.first().copied().unwrap_or(0)))
                 .map_or(BOGUS, stale)
         })
     }
@@ -173,7 +174,7 @@ impl Driver {
                     .collect();
                 let q = u64::from(quota);
                 let model = self.model.create(id, &name, q);
-                let got = pool.create(DomainId::new(id), &name, q);
+                let got = pool.create(DomainUuid::new(id), &name, q);
                 if self.outcome("create", got, model)?.is_some() && !self.ids.contains(&id) {
                     self.ids.push(id);
                 }
@@ -192,7 +193,7 @@ impl Driver {
                         let d = self.handle(pool, id);
                         let made: Vec<Extent> = pool
                             .extents_from(d, gpfn(g))
-                            .take_while(|e| e.gpfn().get() < g + n)
+                            .take_while(|e| e.gfn().get() < g + n)
                             .collect();
                         self.model.adopt_populate(id, g, n, &made)?;
                         self.tally.ok += 1;
@@ -213,7 +214,7 @@ impl Driver {
                     .map(|&g| u64::from(g % GPFN_SPACE) >> order << order)
                     .collect();
                 let model = self.model.check_increase(id, &gs, order);
-                let list: Vec<Gpfn> = gs.iter().map(|&g| gpfn(g)).collect();
+                let list: Vec<Gfn> = gs.iter().map(|&g| gpfn(g)).collect();
                 let got = pool.increase_reservation(self.handle(pool, id), &list, order);
                 if self.outcome("increase", got, model)?.is_some() {
                     let d = self.handle(pool, id);
@@ -233,7 +234,7 @@ impl Driver {
                     .iter()
                     .map(|&g| u64::from(g % GPFN_SPACE) >> order << order)
                     .collect();
-                let list: Vec<Gpfn> = gs.iter().map(|&g| gpfn(g)).collect();
+                let list: Vec<Gfn> = gs.iter().map(|&g| gpfn(g)).collect();
                 let model = self.model.decrease(id, &gs, order);
                 let got = pool.decrease_reservation(self.handle(pool, id), &list, order);
                 let freed = model.clone().unwrap_or_default();
@@ -357,7 +358,7 @@ fn compare<P: Pmem>(pool: &NvPool<'_, P>, model: &Model) -> Result<(), String> {
         }
         let extents: Vec<(u64, (u64, u8))> = pool
             .extents(d.dom)
-            .map(|e| (e.gpfn().get(), (e.mfn().get(), e.order().get())))
+            .map(|e| (e.gfn().get(), (e.mfn().get(), e.order().get())))
             .collect();
         let expected: Vec<(u64, (u64, u8))> = m.extents.iter().map(|(&g, &v)| (g, v)).collect();
         if extents != expected {

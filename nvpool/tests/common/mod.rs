@@ -14,7 +14,7 @@
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 #![allow(unreachable_pub, reason = "shared by several test crates")]
 
-use nvirt_nvpool::{Config, DomainId, DomainState, Gpfn, Mfn, NvPool, Owner, RecoveryReport};
+use nvirt_nvpool::{Config, DomainState, DomainUuid, Gfn, Mfn, NvPool, Owner, RecoveryReport};
 use nvirt_persist_meta::MemPmem;
 use nvirt_persist_meta::Pmem;
 use nvirt_persist_meta::sim::{
@@ -53,7 +53,7 @@ pub fn config() -> Config {
         .with_max_domains(4)
         .with_max_extents(64)
         .with_record_area(0x2000)
-        .with_frame_base(0x1_0003)
+        .with_frame_base(Mfn::new(0x1_0003).unwrap())
 }
 
 /// Bytes of the test region.
@@ -75,7 +75,7 @@ pub fn view<P: Pmem>(pool: &NvPool<'_, P>) -> View {
             incomplete: d.state == DomainState::Incomplete,
             extents: pool
                 .extents(d.dom)
-                .map(|e| (e.gpfn().get(), e.mfn().get(), e.order().get()))
+                .map(|e| (e.gfn().get(), e.mfn().get(), e.order().get()))
                 .collect(),
         })
         .collect();
@@ -165,23 +165,23 @@ pub enum Op {
 }
 
 fn dom<P: Pmem>(pool: &NvPool<'_, P>, id: u128) -> nvirt_nvpool::Dom {
-    pool.find(DomainId::new(id))
+    pool.find(DomainUuid::new(id))
         .expect("scenario names a live domain")
 }
 
-fn gpfns(list: &[u64]) -> Vec<Gpfn> {
-    list.iter().map(|&g| Gpfn::new(g).unwrap()).collect()
+fn gpfns(list: &[u64]) -> Vec<Gfn> {
+    list.iter().map(|&g| Gfn::new(g).unwrap()).collect()
 }
 
 /// Applies a (valid) operation.
 pub fn apply<P: Pmem>(pool: &mut NvPool<'_, P>, op: &Op) {
     match op {
         &Op::Create(id, name, quota) => {
-            pool.create(DomainId::new(id), name, quota).unwrap();
+            pool.create(DomainUuid::new(id), name, quota).unwrap();
         }
         &Op::Populate(id, gpfn, frames) => {
             let d = dom(pool, id);
-            pool.populate(d, Gpfn::new(gpfn).unwrap(), frames).unwrap();
+            pool.populate(d, Gfn::new(gpfn).unwrap(), frames).unwrap();
         }
         Op::Increase(id, list, order) => {
             let d = dom(pool, *id);
@@ -197,7 +197,7 @@ pub fn apply<P: Pmem>(pool: &mut NvPool<'_, P>, op: &Op) {
         &Op::Quota(id, q) => pool.set_quota(dom(pool, id), q).unwrap(),
         &Op::Write(id, gpfn) => {
             let d = dom(pool, id);
-            pool.write_guest(d, Gpfn::new(gpfn).unwrap(), 0, &pattern(id))
+            pool.write_guest(d, Gfn::new(gpfn).unwrap(), 0, &pattern(id))
                 .unwrap();
             pool.persist();
         }

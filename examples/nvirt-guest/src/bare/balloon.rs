@@ -12,7 +12,7 @@ use nvirt_e820::MemoryMap;
 use nvirt_guest::{PAGE, balloon_window};
 use nvirt_hypercall_abi::guest::CallError;
 use nvirt_hypercall_abi::protocol::MEMMAP_MAX;
-use nvirt_hypercall_abi::{Errno, ExtentOrder, Gpfn, MemKind};
+use nvirt_hypercall_abi::{Errno, ExtentOrder, MemKind, XenPfn};
 
 use super::memory::{fill_and_verify, first_nonzero, pages, verify_all};
 use super::{Checks, Hv};
@@ -66,12 +66,12 @@ pub(crate) fn run(c: &mut Checks, hv: &mut Hv, ctx: &Context<'_>, nvram: bool) {
         window.end - 1
     ));
     let before = hv.current_reservation().unwrap_or(0);
-    let singles = SINGLES.map(|p| Gpfn::new(first + p));
-    let mut run = [Gpfn::new(0); 300];
+    let singles = SINGLES.map(|p| XenPfn::new(first + p));
+    let mut run = [XenPfn::new(0); 300];
     for (slot, p) in run.iter_mut().zip(RUN) {
-        *slot = Gpfn::new(first + p);
+        *slot = XenPfn::new(first + p);
     }
-    let big = Gpfn::new(first + BIG);
+    let big = XenPfn::new(first + BIG);
 
     let r = hv.decrease_reservation(kind, ExtentOrder::PAGE_4K, &singles);
     c.check(
@@ -140,7 +140,7 @@ pub(crate) fn run(c: &mut Checks, hv: &mut Hv, ctx: &Context<'_>, nvram: bool) {
     );
     fresh(c, name, "the repopulated pages", &holes[..=SINGLES.len()]);
 
-    let mut got = [Gpfn::new(0)];
+    let mut got = [XenPfn::new(0)];
     let r = hv.increase_reservation(kind, ExtentOrder::PAGE_2M, &mut got);
     c.check(
         r == Ok(1) && got[0] == big,

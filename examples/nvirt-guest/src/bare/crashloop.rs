@@ -18,7 +18,7 @@ use nvirt_guest::PAGE;
 use nvirt_guest::crashloop::{
     self, BootReport, PAGES, RECORD_WORDS, SLOTS, State, WINDOW_OFFSET, page_word,
 };
-use nvirt_hypercall_abi::{ExtentOrder, Gpfn, MemKind};
+use nvirt_hypercall_abi::{ExtentOrder, MemKind, XenPfn};
 
 use super::{Checks, Hv};
 
@@ -136,7 +136,7 @@ impl Workload<'_> {
         self.c.note(format_args!("cl: commit give {i}"));
         self.commit();
         self.c.note(format_args!("cl: hypercall give {i}"));
-        let gpfn = [Gpfn::new(self.gpa(i) / PAGE)];
+        let gpfn = [XenPfn::new(self.gpa(i) / PAGE)];
         match self
             .hv
             .decrease_reservation(MemKind::NonVolatile, ExtentOrder::PAGE_4K, &gpfn)
@@ -154,7 +154,7 @@ impl Workload<'_> {
     fn take(&mut self, i: usize, increase: bool) -> bool {
         let order = ExtentOrder::PAGE_4K;
         let nv = MemKind::NonVolatile;
-        let mut gpfn = [Gpfn::new(self.gpa(i) / PAGE)];
+        let mut gpfn = [XenPfn::new(self.gpa(i) / PAGE)];
         let page = if increase {
             let lowest = (0..PAGES).find(|&j| !self.state.is_held(j));
             self.c.note(format_args!("cl: hypercall take (increase)"));

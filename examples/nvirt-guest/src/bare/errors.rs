@@ -9,8 +9,8 @@ use nvirt_hypercall_abi::guest::{CallError, HypercallInsn};
 use nvirt_hypercall_abi::layout::MemoryMap as XenMemoryMap;
 use nvirt_hypercall_abi::protocol::MEMMAP_MAX;
 use nvirt_hypercall_abi::{
-    Command, DomainId, E820Entry, Errno, ExtentOrder, Gpfn, GuestAddr, MemKind, MemoryReservation,
-    NVIRT_MEMF_NVRAM, error_code,
+    Command, DomId, E820Entry, Errno, ExtentOrder, GuestAddr, MemKind, MemoryReservation,
+    NVIRT_MEMF_NVRAM, XenPfn, error_code,
 };
 
 use super::memory::{fill_and_verify, first_nonzero};
@@ -32,13 +32,7 @@ fn reserve_raw(
     flags: u32,
     domid: u16,
 ) -> u64 {
-    let r = MemoryReservation::new(
-        GuestAddr::new(array),
-        nr,
-        order,
-        flags,
-        DomainId::new(domid),
-    );
+    let r = MemoryReservation::new(GuestAddr::new(array), nr, order, flags, DomId::new(domid));
     memory_op_raw(
         insn,
         command.raw(),
@@ -87,8 +81,8 @@ pub(crate) fn run(
     nvram: Option<&Range<u64>>,
 ) {
     use Command::{DecreaseReservation as Decrease, PopulatePhysmap as Populate};
-    const SELF: u16 = DomainId::SELF.raw();
-    let page = Gpfn::new(0x200);
+    const SELF: u16 = DomId::SELF.raw();
+    let page = XenPfn::new(0x200);
     let array = [page];
     let at = array.as_ptr().expose_provenance() as u64;
 
@@ -146,11 +140,15 @@ pub(crate) fn run(
     let ram = MemKind::Volatile;
     let r = hv.populate_physmap(ram, ExtentOrder::PAGE_4K, &mut [page]);
     expect(c, "populate a backed page", typed(r), Errno::Inval);
-    let r = hv.populate_physmap(ram, ExtentOrder::PAGE_4K, &mut [Gpfn::new(PCI_HOLE / PAGE)]);
+    let r = hv.populate_physmap(
+        ram,
+        ExtentOrder::PAGE_4K,
+        &mut [XenPfn::new(PCI_HOLE / PAGE)],
+    );
     expect(c, "populate a page in the PCI hole", typed(r), Errno::Inval);
-    let r = hv.decrease_reservation(ram, ExtentOrder::PAGE_2M, &[Gpfn::new(0x201)]);
+    let r = hv.decrease_reservation(ram, ExtentOrder::PAGE_2M, &[XenPfn::new(0x201)]);
     expect(c, "a misaligned 2 MiB extent", typed(r), Errno::Inval);
-    let r = hv.decrease_reservation(ram, ExtentOrder::PAGE_4K, &[Gpfn::new(1 << 36)]);
+    let r = hv.decrease_reservation(ram, ExtentOrder::PAGE_4K, &[XenPfn::new(1 << 36)]);
     expect(
         c,
         "a frame beyond the guest's limit",
@@ -162,13 +160,13 @@ pub(crate) fn run(
     let flags = reserve_raw(insn, Decrease, at, 1, 0, NVIRT_MEMF_NVRAM, SELF);
     expect(c, "NVRAM flag on a RAM page (raw)", flags, Errno::Inval);
     if let Some(nv) = nvram {
-        let nv_page = Gpfn::new(nv.start / PAGE);
+        let nv_page = XenPfn::new(nv.start / PAGE);
         let r = hv.decrease_reservation(ram, ExtentOrder::PAGE_4K, &[nv_page]);
         expect(c, "RAM flag on an NVRAM page", typed(r), Errno::Inval);
         let r = hv.populate_physmap(
             ram,
             ExtentOrder::PAGE_4K,
-            &mut [Gpfn::new(nv_page.raw() + 1)],
+            &mut [XenPfn::new(nv_page.raw() + 1)],
         );
         expect(
             c,
@@ -180,7 +178,7 @@ pub(crate) fn run(
 
     partial_success(c, hv, map);
 
-    let mut none = [Gpfn::new(0)];
+    let mut none = [XenPfn::new(0)];
     let r = hv.increase_reservation(ram, ExtentOrder::PAGE_4K, &mut none);
     expect(
         c,
@@ -226,8 +224,8 @@ fn partial_success(c: &mut Checks, hv: &mut Hv, map: &MemoryMap<MEMMAP_MAX>) {
         return;
     };
     let p = window.start / PAGE + 2;
-    let out = hv.decrease_reservation(MemKind::Volatile, ExtentOrder::PAGE_4K, &[Gpfn::new(p)]);
-    let mut pair = [Gpfn::new(p), Gpfn::new(p + 1)];
+    let out = hv.decrease_reservation(MemKind::Volatile, ExtentOrder::PAGE_4K, &[XenPfn::new(p)]);
+    let mut pair = [XenPfn::new(p), XenPfn::new(p + 1)];
     let r = hv.populate_physmap(MemKind::Volatile, ExtentOrder::PAGE_4K, &mut pair);
     c.check(
         out == Ok(1) && r == Ok(1),

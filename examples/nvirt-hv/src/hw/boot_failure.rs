@@ -55,6 +55,8 @@ pub(crate) enum BootFailure {
     Heap(MemKind, HeapError),
     /// The NVRAM range is not addressable as persistent memory.
     NvramUnaddressable(Range<u64>),
+    /// An NVRAM range starts beyond the 52-bit physical address space.
+    NvramBeyondPhysical(Range<u64>),
     /// The NV pool's geometry for the NVRAM range cannot be worked out.
     PoolGeometry(Range<u64>, OpenError),
     /// No RAM for the NV pool's work area.
@@ -115,6 +117,11 @@ impl fmt::Display for BootFailure {
             Self::NvramUnaddressable(r) => write!(
                 f,
                 "NVRAM {} is not addressable as persistent memory",
+                HexRange(r.clone())
+            ),
+            Self::NvramBeyondPhysical(r) => write!(
+                f,
+                "NVRAM {} lies beyond the physical address space",
                 HexRange(r.clone())
             ),
             Self::PoolGeometry(r, e) => write!(f, "NV pool on NVRAM {}: {e}", HexRange(r.clone())),

@@ -13,9 +13,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::guest_memory::HostMem;
-use crate::p2m::Extent;
+use crate::p2m::BlockMapping;
 use crate::phys::{PhysError, PhysRead};
-use nvirt_ept::{HostPhys, PhysMem, TableView};
+use nvirt_ept::{HostPhysAddr, PhysMem, TableView};
 use nvirt_persist_meta::X86Pmem;
 
 use super::boot::IDENTITY_MAP_GIB;
@@ -77,33 +77,33 @@ impl PhysRead for IdentityMemory {
 }
 
 impl PhysMem for IdentityMemory {
-    fn table(&self, frame: HostPhys) -> &TableView {
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
         // SAFETY: the tables ask only for frames the volatile heap gave
         // them (identity mapped, 4 KiB aligned, owned by the tables until
         // freed); `[AtomicU64; 512]` has the size and alignment of the
         // frame, and the hardware walker is the only other party, which
         // atomics allow for.
-        unsafe { &*ptr::with_exposed_provenance::<TableView>(frame.as_u64() as usize) }
+        unsafe { &*ptr::with_exposed_provenance::<TableView>(frame.get() as usize) }
     }
 }
 
 impl HostMem for IdentityMemory {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
         // SAFETY: guest frames from the heaps are identity mapped; the
         // guest is not running while the hypervisor copies (one CPU), and
         // `out` is the hypervisor's own buffer, disjoint from guest frames.
-        unsafe { ptr::copy_nonoverlapping(host_ptr(hpa), out.as_mut_ptr(), out.len()) };
+        unsafe { ptr::copy_nonoverlapping(host_ptr(hpa.get()), out.as_mut_ptr(), out.len()) };
     }
 
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
         // SAFETY: as in `read`.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), host_ptr(hpa), data.len()) };
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), host_ptr(hpa.get()), data.len()) };
     }
 
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
         // SAFETY: as in `read`; the frames belong to the guest being set
         // up or to a block just allocated for it.
-        unsafe { ptr::write_bytes(host_ptr(hpa), 0, len as usize) };
+        unsafe { ptr::write_bytes(host_ptr(hpa.get()), 0, len as usize) };
     }
 }
 
@@ -174,10 +174,10 @@ pub(crate) unsafe fn nvram_region(range: &Range<u64>) -> Option<X86Pmem<'static>
 }
 
 static P2M_TAKEN: AtomicBool = AtomicBool::new(false);
-static mut P2M_STORAGE: [Extent; P2M_CAPACITY] = [Extent::EMPTY; P2M_CAPACITY];
+static mut P2M_STORAGE: [BlockMapping; P2M_CAPACITY] = [BlockMapping::EMPTY; P2M_CAPACITY];
 
 /// The guest map's storage, the first time it is asked for.
-pub(crate) fn p2m_storage() -> Option<&'static mut [Extent]> {
+pub(crate) fn p2m_storage() -> Option<&'static mut [BlockMapping]> {
     if P2M_TAKEN.swap(true, Ordering::AcqRel) {
         return None;
     }

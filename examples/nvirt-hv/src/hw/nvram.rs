@@ -8,9 +8,10 @@ use crate::heaps;
 use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
 use crate::nv_boot::{self, Attached, GuestNvram, Opened};
 use crate::ranges::{HexRange, RangeSet};
+use nvirt_addr::{GfnRange, GuestPhysRange};
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
-use nvirt_nvpool::{Dom, DomainId, NvPool};
+use nvirt_nvpool::{Dom, DomainUuid, HostPhysAddr, Mfn, NvPool};
 use nvirt_persist_meta::X86Pmem;
 
 use super::boot_failure::BootFailure;
@@ -44,7 +45,9 @@ pub(crate) fn open_pool(
     let Some(pmem) = (unsafe { nvram_region(&region) }) else {
         return Err(BootFailure::NvramUnaddressable(region));
     };
-    let base_pfn = region.start / PAGE;
+    let Some(base_pfn) = HostPhysAddr::new(region.start).map(Mfn::containing) else {
+        return Err(BootFailure::NvramBeyondPhysical(region));
+    };
     let bytes = nv_boot::work_area_bytes(&pmem, base_pfn)
         .map_err(|e| BootFailure::PoolGeometry(region.clone(), e))?;
     let work_range =
@@ -129,9 +132,9 @@ pub(crate) fn attach_guest<const N: usize>(
         return Ok(None);
     };
     let guest = GuestNvram {
-        id: DomainId::new(config.guest_id),
+        id: DomainUuid::new(config.guest_id),
         name: GUEST_NAME,
-        gpfns: (gpa.start / PAGE, gpa.end / PAGE),
+        gfns: guest_frames(&gpa),
     };
     match nv_boot::attach(pool, &guest) {
         Ok((dom, Attached::Created { extents })) => {
@@ -160,4 +163,10 @@ pub(crate) fn attach_guest<const N: usize>(
         }
         Err(e) => Err(BootFailure::Attach(e)),
     }
+}
+
+/// The guest frames of the guest's NVRAM range (page aligned by the guest
+/// layout); none if it lies beyond the guest-physical space.
+fn guest_frames(gpa: &core::ops::Range<u64>) -> GfnRange {
+    GuestPhysRange::from_numbers(gpa.start, gpa.end).map_or(GfnRange::EMPTY, |r| r.frames_within())
 }

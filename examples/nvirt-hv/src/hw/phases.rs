@@ -289,12 +289,13 @@ fn back_guest(
     }
     let extents = guest.extents();
     for e in extents.iter().take(EXTENTS_LISTED) {
-        let (hpa, bytes) = e.block.phys();
+        let (guest, host) = (e.gfns().addrs(), e.block().phys());
+        let bytes = host.len();
         hvprintln!(
             "guest {} {} -> host {} ({} block)",
-            e.kind,
-            HexRange(e.gpfn * 4096..e.gpfn * 4096 + bytes),
-            HexRange(hpa.get()..hpa.get() + bytes),
+            e.kind(),
+            HexRange(guest.start().get()..guest.end().get()),
+            HexRange(host.start().get()..host.end().get()),
             Size(bytes)
         );
     }

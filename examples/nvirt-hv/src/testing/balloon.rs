@@ -16,17 +16,18 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::vec::Vec;
 
+use nvirt_addr::Gfn;
 use nvirt_buddy::{MemKind, Order};
 use nvirt_e820::{GuestLayout, GuestMap, Kind};
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
-use nvirt_hypercall_abi::{DomainId, E820Entry, Gpfn};
+use nvirt_hypercall_abi::{DomId, E820Entry, XenPfn};
 
 use super::model::{Guest, Model, TAG, agree, expect_decrease, expect_populate, order_of};
 use super::{Arena, heap, metadata_for};
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::memory_op::{GuestInfo, e820_of, serve};
 use crate::nested::{Format, NestedConfig};
-use crate::p2m::{Extent, P2mError};
+use crate::p2m::{BlockMapping, P2mError};
 use crate::regions::Regions;
 
 /// Host RAM of the volatile heap: 8 MiB at 4 MiB.
@@ -107,6 +108,11 @@ fn layout() -> GuestMap<16> {
 
 /// Guest frames the operations aim at: a little beyond the map, so
 /// refusals happen too.
+/// Guest frame `n` (every frame [`aim`] picks is one).
+fn gfn(n: u64) -> Gfn {
+    Gfn::new(n).unwrap_or(Gfn::MAX)
+}
+
 fn aim(gpfn: u64) -> u64 {
     // Half the time RAM frames (0..0x480), else NVRAM frames and beyond.
     if gpfn & 1 == 0 {
@@ -135,7 +141,7 @@ pub fn run(format: Format, ops: &[BalloonOp]) {
         panic!("heaps over the buffer");
     };
     let (ram_total, nv_total) = (ram.free_frames(), nv.free_frames());
-    let mut storage = vec![Extent::EMPTY; 1024];
+    let mut storage = vec![BlockMapping::EMPTY; 1024];
     let layout = layout();
     let regions = Regions::from_map(&layout.map);
     let config = NestedConfig {
@@ -164,12 +170,12 @@ pub fn run(format: Format, ops: &[BalloonOp]) {
     }
     let mut e820 = [E820Entry::default(); 16];
     let n = e820_of(&layout.map, &mut e820);
-    let Some(caller) = Caller::kernel(DomainId::new(1)) else {
+    let Some(caller) = Caller::kernel(DomId::new(1)) else {
         panic!("domain 1 is ordinary");
     };
     let info = GuestInfo {
         caller,
-        limits: Limits::new(Gpfn::new(layout.map.end() / PAGE))
+        limits: Limits::new(XenPfn::new(layout.map.end() / PAGE))
             .batch(3.try_into().unwrap_or(core::num::NonZeroU32::MIN)),
         e820: &e820[..n],
         max_pages: 3 * 512,
@@ -212,7 +218,7 @@ fn step(
         BalloonOp::Populate { gpfn, order, nvram } => {
             let (gpfn, order, kind) = (aim(gpfn), order_of(order), kind(nvram));
             let expected = expect_populate(model, regions, gpfn, order, kind);
-            let got = g.populate(gpfn, order, kind);
+            let got = g.populate(gfn(gpfn), order, kind);
             agree(&got, &expected, "populate", gpfn, order, kind);
             if got.is_ok() {
                 model.back(gpfn, order, kind);
@@ -221,7 +227,7 @@ fn step(
         BalloonOp::Decrease { gpfn, order, nvram } => {
             let (gpfn, order, kind) = (aim(gpfn), order_of(order), kind(nvram));
             let expected = expect_decrease(model, regions, gpfn, order, kind);
-            let got = g.decrease(gpfn, order, kind);
+            let got = g.decrease(gfn(gpfn), order, kind);
             agree(&got, &expected, "decrease", gpfn, order, kind);
             if got.is_ok() {
                 assert!(
@@ -237,11 +243,13 @@ fn step(
             let got = g.increase(order, kind);
             match (&got, hole) {
                 (Err(MemoryError::Map(P2mError::Full { .. })), Some(_)) => {}
-                (got, Some(h)) => assert_eq!(*got, Ok(h), "increase order {order} {kind}"),
+                (got, Some(h)) => {
+                    assert_eq!(got.map(Gfn::get), Ok(h), "increase order {order} {kind}")
+                }
                 (got, None) => assert_eq!(*got, Err(MemoryError::NoMemory { kind })),
             }
             if let Ok(at) = got {
-                model.back(at, order, kind);
+                model.back(at.get(), order, kind);
             }
         }
         BalloonOp::Reservation {
@@ -279,7 +287,7 @@ fn step(
             let before: BTreeMap<u64, MemKind> = g
                 .extents()
                 .iter()
-                .flat_map(|e| e.gpfns().map(move |f| (f, e.kind)))
+                .flat_map(|e| e.gfns().iter().map(move |f| (f.get(), e.kind())))
                 .collect();
             let regs = Registers {
                 rax: 12,
@@ -340,7 +348,7 @@ fn reservation(
     bytes.extend_from_slice(&(gpfns.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&u32::from(order.get()).to_le_bytes());
     bytes.extend_from_slice(&flags.to_le_bytes());
-    bytes.extend_from_slice(&DomainId::SELF.raw().to_le_bytes());
+    bytes.extend_from_slice(&DomId::SELF.raw().to_le_bytes());
     bytes.resize(64, 0);
     for f in &gpfns {
         bytes.extend_from_slice(&f.to_le_bytes());

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::vec::Vec;
 
 use nvirt_buddy::{Heap, MemKind, Order, metadata_bytes};
-use nvirt_ept::{HostPhys, PhysMem, TableView};
+use nvirt_ept::{HostPhysAddr, PhysMem, TableView};
 
 use crate::guest_memory::{HostMem, PAGE};
 use crate::heaps::pfn_range;
@@ -61,25 +61,28 @@ impl Arena {
 }
 
 impl PhysMem for Arena {
-    fn table(&self, frame: HostPhys) -> &TableView {
-        &self.frames[((frame.as_u64() - self.base) / PAGE) as usize]
+    fn table(&self, frame: HostPhysAddr) -> &TableView {
+        &self.frames[((frame.get() - self.base) / PAGE) as usize]
     }
 }
 
 impl HostMem for Arena {
-    fn read(&self, hpa: u64, out: &mut [u8]) {
+    fn read(&self, hpa: HostPhysAddr, out: &mut [u8]) {
+        let hpa = hpa.get();
         for (i, b) in out.iter_mut().enumerate() {
             *b = self.byte(hpa + i as u64);
         }
     }
 
-    fn write(&self, hpa: u64, data: &[u8]) {
+    fn write(&self, hpa: HostPhysAddr, data: &[u8]) {
+        let hpa = hpa.get();
         for (i, &b) in data.iter().enumerate() {
             self.set_byte(hpa + i as u64, b);
         }
     }
 
-    fn zero(&self, hpa: u64, len: u64) {
+    fn zero(&self, hpa: HostPhysAddr, len: u64) {
+        let hpa = hpa.get();
         let mut at = hpa;
         while at < hpa + len {
             if at % 8 == 0 && hpa + len - at >= 8 {

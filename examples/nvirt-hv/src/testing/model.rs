@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use nvirt_addr::{Gfn, GfnRange};
 use nvirt_buddy::{Heap, MemKind, Order};
 
 use super::Arena;
@@ -32,9 +33,9 @@ impl Model {
     pub(super) fn sync_from(&mut self, g: &Guest<'_, '_, '_>) {
         self.frames.clear();
         for e in g.extents() {
-            for f in e.gpfns() {
+            for f in e.gfns().iter().map(Gfn::get) {
                 let tag = read_tag(g, f).unwrap_or_else(|| panic!("frame {f:#x} unreadable"));
-                self.frames.insert(f, (e.kind, tag));
+                self.frames.insert(f, (e.kind(), tag));
             }
         }
     }
@@ -42,13 +43,13 @@ impl Model {
     pub(super) fn check(&self, g: &Guest<'_, '_, '_>) {
         let mut seen = 0usize;
         for e in g.extents() {
-            for f in e.gpfns() {
+            for f in e.gfns().iter().map(Gfn::get) {
                 let want = self.frames.get(&f);
                 assert_eq!(
                     want.map(|w| w.0),
-                    Some(e.kind),
+                    Some(e.kind()),
                     "frame {f:#x} backed by {} in the map",
-                    e.kind
+                    e.kind()
                 );
                 assert_eq!(
                     read_tag(g, f),
@@ -77,8 +78,8 @@ impl Model {
     pub(super) fn hole(&self, regions: &Regions, order: Order, kind: MemKind) -> Option<u64> {
         let size = order.frames();
         regions.of(kind).find_map(|r| {
-            let mut at = r.start.div_ceil(size) * size;
-            while at + size <= r.end {
+            let mut at = r.start().get().div_ceil(size) * size;
+            while at + size <= r.end().get() {
                 if self.all_free(&(at..at + size)) {
                     return Some(at);
                 }
@@ -101,6 +102,11 @@ impl Model {
     }
 }
 
+/// Whether the frames `range` lie in one region of `kind`.
+fn in_region(regions: &Regions, kind: MemKind, range: &Range<u64>) -> bool {
+    GfnRange::from_numbers(range.start, range.end).is_some_and(|r| regions.contain(kind, &r))
+}
+
 pub(super) fn order_of(order: u8) -> Order {
     Order::new(order % 11).unwrap_or(Order::SIZE_4K)
 }
@@ -113,7 +119,7 @@ pub(super) fn expect_populate(
     kind: MemKind,
 ) -> Result<(), MemoryError> {
     let range = gpfn..gpfn + order.frames();
-    if !regions.contain(kind, &range) {
+    if !in_region(regions, kind, &range) {
         Err(MemoryError::OutsideRegion {
             gpfn,
             frames: order.frames(),
@@ -134,14 +140,15 @@ pub(super) fn expect_decrease(
     kind: MemKind,
 ) -> Result<(), MemoryError> {
     let range = gpfn..gpfn + order.frames();
-    if !regions.contain(kind, &range) {
+    if !in_region(regions, kind, &range) {
         Err(MemoryError::OutsideRegion {
             gpfn,
             frames: order.frames(),
             kind,
         })
     } else if let Some(f) = range.clone().find(|f| !model.frames.contains_key(f)) {
-        Err(MemoryError::Map(P2mError::NotBacked { gpfn: f }))
+        let gpfn = Gfn::new(f).unwrap_or(Gfn::MAX);
+        Err(MemoryError::Map(P2mError::NotBacked { gpfn }))
     } else if model.all_backed(&range, kind) {
         Ok(())
     } else {

@@ -43,7 +43,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use buddy_system_allocator::FrameAllocator;
-use nvirt_buddy::{Heap, MemKind, Order, PfnRange, metadata_bytes};
+use nvirt_buddy::{Heap, MemKind, MfnRange, Order, metadata_bytes};
 
 use super::buddy_peer::{Alloc, Harness, Nvirt, Peer, metadata_line, threads};
 use super::cpu_time::CpuInstant as Instant;
@@ -81,8 +81,8 @@ impl Rng {
     }
 }
 
-pub(super) fn span() -> PfnRange {
-    PfnRange::from_numbers(BASE, BASE + FRAMES).unwrap_or_default()
+pub(super) fn span() -> MfnRange {
+    MfnRange::from_numbers(BASE, BASE + FRAMES).unwrap_or_default()
 }
 
 /// How much work each workload does.
@@ -380,7 +380,7 @@ pub(super) fn mixed_state(
 fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
     const TIB_BASE: u64 = 1 << 28;
     const TIB: u64 = 1 << 28;
-    let span = PfnRange::from_numbers(TIB_BASE, TIB_BASE + TIB).ok_or("bad span")?;
+    let span = MfnRange::from_numbers(TIB_BASE, TIB_BASE + TIB).ok_or("bad span")?;
     let mut metadata = vec![0xffu8; metadata_bytes(span, Order::MAX) + 8];
     let ranges: Vec<(u64, u64)> = if holes {
         (0..TIB / 512)
@@ -395,7 +395,7 @@ fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
         let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut metadata)
             .map_err(|e| e.to_string())?;
         for &(s, e) in &ranges {
-            let range = PfnRange::from_numbers(s, e).ok_or("bad range")?;
+            let range = MfnRange::from_numbers(s, e).ok_or("bad range")?;
             heap.add(range).map_err(|e| e.to_string())?;
         }
         nv = nv.min(start.elapsed_ns());

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
-use nvirt_buddy::{Constraints, FrameCache, Heap, LockedHeap, MemKind, Order, Pfn, metadata_bytes};
+use nvirt_buddy::{Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, metadata_bytes};
 
 use super::alloc_count;
 use super::buddy::{FRAMES, Mix, Rng, Sizes, fragment, mixed_state, span};
@@ -47,7 +47,7 @@ impl Alloc for Nvirt<'_> {
 
     #[inline]
     fn free(&mut self, pfn: u64, o: u8) {
-        let p = Pfn::new(pfn).unwrap_or(Pfn::MAX);
+        let p = Mfn::new(pfn).unwrap_or(Mfn::MAX);
         if let Err(e) = self.0.free(p, order(o)) {
             panic!("benchmark freed a block it does not own: {e}");
         }
@@ -149,13 +149,13 @@ pub(super) fn threads(
     let (mut nv, mut cached, mut pe) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..runs {
         nv = nv.min(two_threads(|| {
-            let mut held = [Pfn::MAX; 16];
+            let mut held = [Mfn::MAX; 16];
             for _ in 0..rounds {
                 for h in &mut held {
                     *h = locked
                         .alloc(Order::SIZE_4K, Constraints::ANY)
                         .map(|b| b.start())
-                        .unwrap_or(Pfn::MAX);
+                        .unwrap_or(Mfn::MAX);
                 }
                 for &h in &held {
                     black_box(locked.free(h, Order::SIZE_4K).is_ok());
@@ -164,10 +164,10 @@ pub(super) fn threads(
         }));
         cached = cached.min(two_threads(|| {
             let mut cache = FrameCache::<64>::new(&locked);
-            let mut held = [Pfn::MAX; 16];
+            let mut held = [Mfn::MAX; 16];
             for _ in 0..rounds {
                 for h in &mut held {
-                    *h = cache.alloc(&locked).unwrap_or(Pfn::MAX);
+                    *h = cache.alloc(&locked).unwrap_or(Mfn::MAX);
                 }
                 for &h in &held {
                     black_box(cache.free(&locked, h).is_ok());

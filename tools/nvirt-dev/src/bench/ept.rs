@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use nvirt_ept::host::HostFrames;
-use nvirt_ept::{Config, GuestPhys, HostPhys, MemType, Npt, Perms, Tables};
+use nvirt_ept::{Config, GuestPhysAddr, HostPhysAddr, MemType, Npt, Perms, Tables};
 use x86_64::structures::paging::mapper::{MapToError, Mapper, TranslateResult};
 use x86_64::structures::paging::{
     FrameAllocator, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags as Flags, PhysFrame,
@@ -139,8 +139,8 @@ fn nvirt_build(frames: &mut HostFrames, b: &Build) -> Result<u64, String> {
     let flush = tables
         .map(
             &mut &*f,
-            GuestPhys::new(b.gpa),
-            HostPhys::new(b.hpa),
+            GuestPhysAddr::try_from(b.gpa).map_err(|e| e.to_string())?,
+            HostPhysAddr::try_from(b.hpa).map_err(|e| e.to_string())?,
             b.len,
             Perms::RWX,
             MemType::Wb,
@@ -159,7 +159,10 @@ fn bench_build(b: &Build, quick: bool) -> Result<String, String> {
     let pages = decompose(b.gpa, b.hpa, b.len);
     let min = min_tables(&pages.iter().map(|&(g, _, s)| (g, s)).collect::<Vec<_>>());
 
-    let mut frames = HostFrames::new(HostPhys::new(1 << 44), FRAMES);
+    let mut frames = HostFrames::new(
+        HostPhysAddr::try_from(1 << 44).map_err(|e| e.to_string())?,
+        FRAMES,
+    );
     let tables = nvirt_build(&mut frames, b)?;
     let mut peer = PeerArena::new(FRAMES);
     let peer_tables = peer.build(&pages)?;
@@ -227,7 +230,10 @@ fn bench_protect(quick: bool) -> Result<String, String> {
     let uniform = mixed == 0 && perms.chunks(512).all(|c| c[0] == perms[0]);
     let min = if uniform { 2 } else { 3 + mixed };
 
-    let mut frames = HostFrames::new(HostPhys::new(1 << 44), FRAMES * 4);
+    let mut frames = HostFrames::new(
+        HostPhysAddr::try_from(1 << 44).map_err(|e| e.to_string())?,
+        FRAMES * 4,
+    );
     let mut peer = PeerArena::new(FRAMES * 4);
     let (mut nvirt_rounds, mut peer_rounds) = (Vec::new(), Vec::new());
     let mut tables = 0;
@@ -239,8 +245,8 @@ fn bench_protect(quick: bool) -> Result<String, String> {
         let _ = t
             .map(
                 &mut &*f,
-                GuestPhys::new(gpa),
-                HostPhys::new(hpa),
+                GuestPhysAddr::try_from(gpa).map_err(|e| e.to_string())?,
+                HostPhysAddr::try_from(hpa).map_err(|e| e.to_string())?,
                 GIB1,
                 Perms::RWX,
                 MemType::Wb,
@@ -249,7 +255,12 @@ fn bench_protect(quick: bool) -> Result<String, String> {
         let start = Instant::now();
         for &(page, p) in &ops {
             let flush = t
-                .protect(&mut &*f, GuestPhys::new(gpa + page * KIB4), KIB4, PERMS[p])
+                .protect(
+                    &mut &*f,
+                    GuestPhysAddr::try_from(gpa + page * KIB4).map_err(|e| e.to_string())?,
+                    KIB4,
+                    PERMS[p],
+                )
                 .map_err(|e| e.to_string())?;
             black_box(flush.is_needed());
         }

@@ -24,7 +24,7 @@
 
 use std::process::ExitCode;
 
-use nvirt_nvpool::{Config, DomainId, Gpfn, NvPool};
+use nvirt_nvpool::{Config, DomainUuid, Gfn, NvPool};
 use nvirt_persist_meta::{Counting, MemPmem, Pmem, PmemError};
 
 use super::cpu_time::CpuInstant;
@@ -94,8 +94,8 @@ impl Pmem for Sparse {
     fn fence(&mut self) {}
 }
 
-fn g(n: u64) -> Result<Gpfn, String> {
-    Gpfn::new(n).ok_or_else(|| format!("gpfn {n:#x}"))
+fn g(n: u64) -> Result<Gfn, String> {
+    Gfn::new(n).ok_or_else(|| format!("gpfn {n:#x}"))
 }
 
 fn ms(ns: f64) -> f64 {
@@ -130,7 +130,7 @@ fn fences(quick: bool) -> Result<(), String> {
     let mut domains = Vec::new();
     for i in 0..calls {
         if domains.len() < 4 {
-            let id = DomainId::new(u128::from(i) + 1);
+            let id = DomainUuid::new(u128::from(i) + 1);
             domains.push(
                 pool.create(id, "bench", 1 << 20)
                     .map_err(|e| e.to_string())?,
@@ -149,7 +149,7 @@ fn fences(quick: bool) -> Result<(), String> {
                 0
             }
             6 | 7 => {
-                let list: Vec<Gpfn> = (0..1 + next() % 40)
+                let list: Vec<Gfn> = (0..1 + next() % 40)
                     .map(|_| g((next() % (1 << 24)) & !3))
                     .collect::<Result<_, _>>()?;
                 if pool.increase_reservation(d, &list, 2).is_err() {
@@ -158,7 +158,7 @@ fn fences(quick: bool) -> Result<(), String> {
                 1
             }
             8 => {
-                let owned: Vec<Gpfn> = pool.extents(d).take(30).map(|e| e.gpfn()).collect();
+                let owned: Vec<Gfn> = pool.extents(d).take(30).map(|e| e.gfn()).collect();
                 if pool.decrease_reservation(d, &owned, 0).is_err() {
                     continue;
                 }
@@ -202,7 +202,7 @@ fn populate_64g(gpfn: u64, label: &str) -> Result<(), String> {
     let region = Counting::new(Sparse::new(size, geo.metadata_bytes()));
     let mut pool = NvPool::format(region, config, &mut work).map_err(|e| e.to_string())?;
     let d = pool
-        .create(DomainId::new(64), "big", 64 << 18)
+        .create(DomainUuid::new(64), "big", 64 << 18)
         .map_err(|e| e.to_string())?;
     let log_before = pool.stats().log.used;
     let fences_before = pool.region().stats().fences;
@@ -245,10 +245,10 @@ fn recover_1mi(runs: usize) -> Result<(), String> {
     for d in 0..DOMAINS {
         let n = EXTENTS / DOMAINS + u64::from(d < EXTENTS % DOMAINS);
         let dom = pool
-            .create(DomainId::new(u128::from(d) << 64 | 0x5eed), "vm", 1 << 20)
+            .create(DomainUuid::new(u128::from(d) << 64 | 0x5eed), "vm", 1 << 20)
             .map_err(|e| e.to_string())?;
         // Every other guest frame: extents that can never merge.
-        let list: Vec<Gpfn> = (0..n)
+        let list: Vec<Gfn> = (0..n)
             .map(|i| g(0x10_0000 + 2 * i))
             .collect::<Result<_, _>>()?;
         pool.increase_reservation(dom, &list, 0)

@@ -224,7 +224,7 @@ pub(crate) fn nvram_device_bytes(nvram: u64) -> u64 {
 
 /// Bytes of metadata the hypervisor's pool keeps in a region of `bytes`.
 fn pool_metadata(bytes: u64) -> u64 {
-    nvirt_hv::nv_pool_config(bytes, 0)
+    nvirt_hv::nv_pool_config(bytes, nvirt_nvpool::Mfn::ZERO)
         .geometry(bytes)
         .map_or(u64::MAX, |g| g.metadata_bytes())
 }

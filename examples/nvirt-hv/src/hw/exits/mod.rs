@@ -9,7 +9,7 @@ mod hypercall;
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
-use nvirt_hypercall_abi::{DomainId, E820Entry, ExtentOrder, Gpfn};
+use nvirt_hypercall_abi::{DomId, E820Entry, ExtentOrder, XenPfn};
 
 use crate::guest_console::GuestConsole;
 use crate::guest_cpuid;
@@ -44,7 +44,7 @@ pub(crate) struct Ended {
 /// Most VM exits before the hypervisor gives up on a guest.
 const EXIT_LIMIT: u64 = 10_000_000;
 /// The guest's domain id (an ordinary one: 0 is the control domain's).
-const DOMAIN: DomainId = DomainId::new(1);
+const DOMAIN: DomId = DomId::new(1);
 /// Extents one hypervisor entry works through before the guest resumes
 /// (and re-enters with a continuation).
 const BATCH: u32 = 256;
@@ -120,7 +120,7 @@ pub(crate) fn run_guest<const N: usize>(
     vcpu.invalidate_nested();
     let mut e820 = [E820Entry::default(); MAP_MAX];
     let e820_len = memory_op::e820_of(&layout.map, &mut e820);
-    let limits = Limits::new(Gpfn::new(layout.map.end().div_ceil(4096)))
+    let limits = Limits::new(XenPfn::new(layout.map.end().div_ceil(4096)))
         .max_order(ExtentOrder::PAGE_1G)
         .batch(BATCH.try_into().unwrap_or(core::num::NonZeroU32::MIN));
     let mut run = Run {
