@@ -22,7 +22,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::plan::{NEXTEST_PROFILE, Runs, Step};
+use super::plan::{NEXTEST_PROFILE, NEXTEST_STORE, Runs, Step};
 use super::report::{self, Counts};
 use crate::crash_loop;
 use crate::emulator;
@@ -136,7 +136,6 @@ fn nextest(
     env: &[(String, String)],
     target_subdir: Option<&str>,
 ) -> TestRun {
-    let mut target = target_dir(root);
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
         .args(["nextest", "run", "--profile", NEXTEST_PROFILE])
@@ -145,11 +144,12 @@ fn nextest(
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(sub) = target_subdir {
-        target = target.join(sub);
-        cmd.env("CARGO_TARGET_DIR", &target);
+        cmd.env("CARGO_TARGET_DIR", target_dir(root).join(sub));
     }
-    let report = target
-        .join("nextest")
+    // Nextest's store is below the workspace root whatever the target
+    // directory (`[store] dir` in `.config/nextest.toml`).
+    let report = root
+        .join(NEXTEST_STORE)
         .join(NEXTEST_PROFILE)
         .join("junit.xml");
     // A report left by an earlier run must never be counted.

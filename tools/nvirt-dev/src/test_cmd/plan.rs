@@ -93,6 +93,10 @@ pub(super) enum What {
 /// runner counts.
 pub(super) const NEXTEST_PROFILE: &str = "nvirt";
 
+/// Nextest's store directory, relative to the workspace root, as
+/// `.config/nextest.toml` sets it.
+pub(super) const NEXTEST_STORE: &str = "target/nextest";
+
 /// The whole suite, in order.
 pub(super) const TABLE: &[Entry] = &[
     Entry {
