@@ -51,7 +51,8 @@ pub enum PoolGeometryError {
 impl fmt::Display for PoolGeometryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Impossible(e) => write!(f, "impossible geometry: {e}"),
+            // Shown after the shared fault's "bad geometry: ".
+            Self::Impossible(e) => e.fmt(f),
             Self::Inconsistent => f.write_str("fields disagree with each other"),
         }
     }
