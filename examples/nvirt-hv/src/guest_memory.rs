@@ -27,6 +27,7 @@ use crate::pool::{FramePool, PoolError};
 use crate::regions::Regions;
 
 /// Bytes per guest frame.
+#[cfg(any(test, feature = "std"))]
 pub const PAGE: u64 = nvirt_addr::PAGE_SIZE;
 
 /// Byte access to host memory, for the frames guests get: a bare-metal

@@ -81,7 +81,6 @@ impl BlockMapping {
         self.mapping.guest().end()
     }
 
-    #[cfg(any(test, feature = "std"))]
     /// The guest frames.
     #[must_use]
     pub const fn gfns(&self) -> GfnRange {

@@ -42,13 +42,14 @@ pub const GUEST_CODE_SELECTOR: u16 = 0x08;
 /// Guest data selector.
 pub const GUEST_DATA_SELECTOR: u16 = 0x10;
 
-/// Where the EBDA may begin: the legacy area the guest's map shows
-/// reserved.
-const EBDA: u64 = 0x9_fc00;
-/// Bytes of the GDT.
-const GDT_LEN: u64 = 3 * 8;
-
+// The layout's pieces never overlap. The two sizes live inside the block:
+// only these checks use them (older compilers call them dead outside it).
 const _: () = {
+    // Where the EBDA may begin: the legacy area the guest's map shows
+    // reserved.
+    const EBDA: u64 = 0x9_fc00;
+    // Bytes of the GDT.
+    const GDT_LEN: u64 = 3 * 8;
     assert!(START_INFO_GPA.get() + size_of::<StartInfo>() as u64 <= MEMMAP_GPA.get());
     assert!(MEMMAP_GPA.get() + (MEMMAP_MAX * size_of::<MemmapEntry>()) as u64 <= CMDLINE_GPA.get());
     assert!(CMDLINE_GPA.get() + CMDLINE_MAX as u64 <= GDT_GPA.get());

@@ -8,6 +8,10 @@ use crate::process::{run_quiet, run_streamed};
 /// The bare-metal target the library crates must build for.
 pub(crate) const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
+/// The `rust-version` the workspace declares (a test checks they agree):
+/// `nvirt test` checks the library crates with this toolchain.
+pub(crate) const RUST_VERSION: &str = "1.85";
+
 fn rustup_available() -> bool {
     run_quiet(Command::new("rustup").arg("--version")).is_some_and(|(ok, _)| ok)
 }
@@ -51,6 +55,36 @@ pub(crate) fn ensure_components() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Installs the toolchain of [`RUST_VERSION`] (minimal profile) if
+/// `cargo +RUST_VERSION` does not run.
+pub(crate) fn ensure_rust_version() -> Result<(), String> {
+    let toolchain = format!("+{RUST_VERSION}");
+    if run_quiet(Command::new("cargo").args([toolchain.as_str(), "--version"]))
+        .is_some_and(|(ok, _)| ok)
+    {
+        return Ok(());
+    }
+    if !rustup_available() {
+        return Err(format!(
+            "Rust {RUST_VERSION} (the declared rust-version) is needed and rustup is not available to install it"
+        ));
+    }
+    let done = run_streamed(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        RUST_VERSION,
+        "--profile",
+        "minimal",
+    ]))?;
+    if done.success {
+        Ok(())
+    } else {
+        Err(format!(
+            "`rustup toolchain install {RUST_VERSION} --profile minimal` failed"
+        ))
+    }
 }
 
 /// Installs `cargo-fuzz` if `cargo fuzz` is missing.
@@ -117,4 +151,19 @@ pub(crate) fn has_nightly() -> bool {
         .is_some_and(|(ok, list)| ok && list.lines().any(|l| l.starts_with("nightly")))
         && run_quiet(Command::new("cargo").args(["+nightly", "--version"]))
             .is_some_and(|(ok, _)| ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RUST_VERSION;
+
+    #[test]
+    fn the_checked_toolchain_is_the_declared_rust_version() {
+        let manifest = include_str!("../../../Cargo.toml");
+        let declared = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("rust-version = "))
+            .map(|v| v.trim().trim_matches('"'));
+        assert_eq!(declared, Some(RUST_VERSION));
+    }
 }

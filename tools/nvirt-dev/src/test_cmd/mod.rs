@@ -53,7 +53,7 @@ use clap::Args;
 use crate::process::workspace_root;
 use crate::toolchain::{
     BARE_METAL_TARGET, ensure_cargo_fuzz, ensure_components, ensure_miri, ensure_nextest,
-    ensure_target,
+    ensure_rust_version, ensure_target,
 };
 use plan::{Kind, Step, Tool, Tree};
 
@@ -204,6 +204,7 @@ fn ensure(tool: Tool, tools: &mut HashMap<Tool, Result<(), String>>) -> Result<(
             Tool::Nextest => ensure_nextest(),
             Tool::Miri => ensure_miri(),
             Tool::CargoFuzz => ensure_cargo_fuzz(),
+            Tool::RustVersion => ensure_rust_version(),
         })
         .clone()
 }

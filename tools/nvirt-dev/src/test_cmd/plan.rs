@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::emulator::{self, Scenario};
 use crate::process::run_quiet;
-use crate::toolchain::BARE_METAL_TARGET;
+use crate::toolchain::{BARE_METAL_TARGET, RUST_VERSION};
 
 /// How a step counts in the closing `N passed, N failed` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub(super) enum Tool {
     Miri,
     /// `cargo-fuzz`.
     CargoFuzz,
+    /// The toolchain of the declared `rust-version`.
+    RustVersion,
 }
 
 /// One entry of [`TABLE`]: a step, or a family of steps.
@@ -73,6 +75,10 @@ pub(super) enum What {
     /// Family: one step per package marked `no_std = true`, a `no_std`
     /// build for the bare-metal target.
     NoStdBuilds,
+    /// Every package marked `no_std = true` checked, with all its features
+    /// and warnings denied, by the toolchain of the declared
+    /// `rust-version`: the promise the manifests make to users.
+    RustVersionCheck,
     /// Clippy of the bare-metal hypervisor and guest.
     BareMetalClippy,
     /// Family: one step per emulator scenario.
@@ -147,6 +153,12 @@ pub(super) const TABLE: &[Entry] = &[
         kind: Kind::Check,
         needs: &[Tool::BareMetalTarget],
         what: What::NoStdBuilds,
+    },
+    Entry {
+        name: "rust-version",
+        kind: Kind::Check,
+        needs: &[Tool::RustVersion],
+        what: What::RustVersionCheck,
     },
     Entry {
         name: "emulator/clippy-bare-metal",
@@ -429,6 +441,27 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
                         .collect()
                 }),
             ),
+            What::RustVersionCheck => match tree.marked("no_std") {
+                Ok(list) => {
+                    let toolchain = format!("+{RUST_VERSION}");
+                    let mut args = owned(&[&toolchain, "check", "--lib", "--all-features"]);
+                    for p in list {
+                        args.push("--package".to_owned());
+                        args.push(p);
+                    }
+                    let env = vec![
+                        // Its own target directory: another compiler's
+                        // artifacts would evict the stable ones.
+                        (
+                            "CARGO_TARGET_DIR".to_owned(),
+                            "target/rust-version".to_owned(),
+                        ),
+                        ("RUSTFLAGS".to_owned(), "-D warnings".to_owned()),
+                    ];
+                    steps.push(step(entry.name.to_owned(), Runs::Cargo { args, env }));
+                }
+                Err(why) => steps.push(step(entry.name.to_owned(), Runs::Broken(why))),
+            },
             What::Scenarios => family(
                 &mut steps,
                 Ok(emulator::standard_scenarios()
