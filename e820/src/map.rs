@@ -3,7 +3,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use nvirt_addr::{HostPhysAddr, HostPhysRange, OutOfRange, PageSize};
+use nvirt_addr::{HostPhysAddr, HostPhysRange, PageSize};
 
 use crate::entry::Entry;
 use crate::error::{AlignmentError, CapacityError, MapError};
@@ -256,19 +256,25 @@ impl<const N: usize> MemoryMap<N> {
     }
 
     /// [`aligned_ranges`](Self::aligned_ranges) of `kind` shrunk to pages of
-    /// `size`, as host-physical ranges; a range reaching beyond the
-    /// physical address space (`2^52`) comes as the error that names it.
+    /// `size`, as host-physical ranges, cut to the physical address space.
+    ///
+    /// Firmware may describe memory at or beyond `2^52`, which no x86
+    /// processor can address: that part is left out, like memory a kernel
+    /// cannot map. A range's end is itself an address below `2^52`, so the
+    /// space's last page of `size` is left out too.
     pub fn aligned_phys_ranges(
         &self,
         kind: Kind,
         size: PageSize,
-    ) -> impl Iterator<Item = Result<HostPhysRange, OutOfRange>> + '_ {
+    ) -> impl Iterator<Item = HostPhysRange> + '_ {
+        // The highest end a range of whole `size` pages can have.
+        let top = HostPhysAddr::MAX.align_down(size);
         // A page size is a power of two: `aligned_ranges` cannot refuse it.
         let ranges = self.aligned_ranges(kind, size.bytes()).ok().into_iter();
-        ranges.flatten().map(|r| {
-            let start = HostPhysAddr::try_from(r.start)?;
-            let end = HostPhysAddr::try_from(r.end)?;
-            Ok(HostPhysRange::new(start, end).unwrap_or_default())
+        ranges.flatten().filter_map(move |r| {
+            let start = HostPhysAddr::new(r.start)?;
+            let end = HostPhysAddr::new(r.end.min(top.get()))?;
+            HostPhysRange::new(start, end).filter(|r| !r.is_empty())
         })
     }
 
@@ -370,24 +376,32 @@ mod tests {
         let ram: Vec<_> = map
             .aligned_phys_ranges(Kind::Ram, PageSize::Size4K)
             .collect();
-        assert_eq!(ram.len(), 2);
-        assert_eq!(
-            ram[0],
-            Ok(HostPhysRange::from_numbers(0x2000, 0x5000).unwrap())
-        );
-        assert_eq!(ram[1].map_err(|e| e.value), Err(1 << 52));
+        assert_eq!(ram, [HostPhysRange::from_numbers(0x2000, 0x5000).unwrap()]);
         let pmem = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size2M).next();
         assert_eq!(
             pmem,
-            Some(Ok(
-                HostPhysRange::from_numbers(0x20_0000, 0x40_0000).unwrap()
-            ))
+            Some(HostPhysRange::from_numbers(0x20_0000, 0x40_0000).unwrap())
         );
         assert_eq!(
             map.entries()[1].phys_range().map(HostPhysRange::len),
             Some(0x20_0000)
         );
         assert_eq!(map.entries()[2].phys_range(), None);
+    }
+
+    #[test]
+    fn typed_ranges_are_cut_at_the_top_of_the_physical_space() {
+        let top = 1u64 << 52;
+        let map = MemoryMap::<4>::from_entries([e(top - (8 << 20), top + 0x1000, Kind::Pmem)])
+            .unwrap();
+        let cut: Vec<_> = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size2M).collect();
+        // Ends are addresses, so the last 2 MiB page of the space is left out.
+        assert_eq!(
+            cut,
+            [HostPhysRange::from_numbers(top - (8 << 20), top - (2 << 20)).unwrap()]
+        );
+        let pages: Vec<_> = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size4K).collect();
+        assert_eq!(pages[0].end().get(), top - 0x1000);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use nvirt_e820::{HostPhysRange, Kind, MemoryMap, OutOfRange, PageSize};
+use nvirt_e820::{HostPhysRange, Kind, MemoryMap, PageSize};
 
 use crate::ranges::{HexRange, RangeSet, RangeSetFull};
 
@@ -42,8 +42,6 @@ pub enum PlanError {
     ReservedInNvram(Range<u64>),
     /// Too many disjoint ranges.
     Capacity(RangeSetFull),
-    /// RAM or NVRAM the map places beyond the physical address space.
-    BeyondPhysical(OutOfRange),
 }
 
 impl fmt::Display for PlanError {
@@ -55,7 +53,6 @@ impl fmt::Display for PlanError {
                 HexRange(r.clone())
             ),
             Self::Capacity(e) => e.fmt(f),
-            Self::BeyondPhysical(e) => write!(f, "the memory map's {e}"),
         }
     }
 }
@@ -79,11 +76,11 @@ pub fn page_round_out(range: &Range<u64>) -> Range<u64> {
     start..end
 }
 
-/// The bytes of a range of the map, if it lies in the physical address
-/// space.
-fn bytes(range: Result<HostPhysRange, OutOfRange>) -> Result<Range<u64>, PlanError> {
-    let range = range.map_err(PlanError::BeyondPhysical)?;
-    Ok(range.start().get()..range.end().get())
+/// The bytes of a range of the map (which `aligned_phys_ranges` has cut
+/// to the physical address space: what lies beyond is never used, like
+/// memory beyond the identity map).
+fn bytes(range: HostPhysRange) -> Range<u64> {
+    range.start().get()..range.end().get()
 }
 
 /// Lays out host memory from the sanitized `map` and the `reserved` ranges.
@@ -94,7 +91,7 @@ pub fn plan<const N: usize, const R: usize>(
     let mut nvram = RangeSet::<NVRAM_CAPACITY>::new();
     for kind in [Kind::Pmem, Kind::Pram, Kind::VendorNvram] {
         for r in map.aligned_phys_ranges(kind, PageSize::Size4K) {
-            nvram.insert(bytes(r)?)?;
+            nvram.insert(bytes(r))?;
         }
     }
     if let Some(clash) = reserved.iter().find(|r| nvram.overlaps(r)) {
@@ -103,7 +100,7 @@ pub fn plan<const N: usize, const R: usize>(
 
     let mut free = RangeSet::<FREE_CAPACITY>::new();
     for r in map.aligned_phys_ranges(Kind::Ram, PageSize::Size4K) {
-        free.insert(bytes(r)?)?;
+        free.insert(bytes(r))?;
     }
     free.remove(0..LOW_MEMORY_END)?;
     for r in reserved.iter() {
@@ -164,15 +161,24 @@ mod tests {
     }
 
     #[test]
-    fn refuses_memory_beyond_the_physical_address_space() {
-        let mut map = map();
-        map.extend([Entry::new(1 << 52, (1 << 52) + 0x10_0000, Kind::Ram).unwrap()])
+    fn leaves_out_memory_beyond_the_physical_address_space() {
+        let top = 1u64 << 52;
+        let mut without = map();
+        without
+            .extend([Entry::new(top - 0x40_0000, top - 0x20_0000, Kind::Ram).unwrap()])
             .unwrap();
-        let err = plan(&map, &RangeSet::<8>::new()).err();
-        assert!(
-            matches!(err, Some(PlanError::BeyondPhysical(e)) if e.value == 1 << 52),
-            "{err:?}"
+        let mut with = map();
+        with.extend([Entry::new(top - 0x40_0000, top + 0x10_0000, Kind::Ram).unwrap()])
+            .unwrap();
+        // RAM that straddles 2^52 keeps its part below, less the last page
+        // (a range's end is an address); beyond is not used and no error.
+        let a = plan(&without, &RangeSet::<8>::new()).unwrap();
+        let b = plan(&with, &RangeSet::<8>::new()).unwrap();
+        assert_eq!(
+            a.free.ranges().last(),
+            Some(&(top - 0x40_0000..top - 0x20_0000))
         );
+        assert_eq!(b.free.ranges().last(), Some(&(top - 0x40_0000..top - 0x1000)));
     }
 
     #[test]

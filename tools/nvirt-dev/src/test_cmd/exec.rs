@@ -153,10 +153,11 @@ fn nextest(
         .join(NEXTEST_PROFILE)
         .join("junit.xml");
     // A report left by an earlier run must never be counted.
-    if let Err(e) = fs::remove_file(&report)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        return TestRun::broken(format!("cannot remove {}: {e}", report.display()));
+    match fs::remove_file(&report) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return TestRun::broken(format!("cannot remove {}: {e}", report.display()));
+        }
+        _ => {}
     }
     let done = match run_streamed(&mut cmd) {
         Ok(done) => done,

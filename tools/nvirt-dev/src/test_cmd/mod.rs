@@ -13,6 +13,9 @@
 //! 3. `no-std/<package>`: every library crate marked
 //!    `[package.metadata.nvirt] no_std = true` built for
 //!    `x86_64-unknown-none` without default features (one check each);
+//!    `rust-version`: every library and binary of the workspace checked,
+//!    all features, warnings denied, by the toolchain of the declared
+//!    `rust-version` (1.85, installed with rustup's minimal profile);
 //! 4. `emulator/…`: clippy of the bare-metal hypervisor and guest, each
 //!    scenario of [`crate::emulator::standard_scenarios`] (QEMU AMD-V with NVRAM
 //!    kinds 7, 12 and 90 over its three boot paths, Bochs Intel VT-x with
@@ -35,7 +38,7 @@
 //! A step of kind `tests` that runs no test fails, as does a family that
 //! finds nothing to expand over. Missing tools are installed before the
 //! first step needing them (rustup target and components, cargo-nextest,
-//! cargo-fuzz, Miri on an installed nightly); what cannot be installed
+//! the rust-version toolchain, cargo-fuzz, Miri on an installed nightly); what cannot be installed
 //! fails every step that needs it, with the reason.
 
 mod exec;

@@ -75,8 +75,8 @@ pub(super) enum What {
     /// Family: one step per package marked `no_std = true`, a `no_std`
     /// build for the bare-metal target.
     NoStdBuilds,
-    /// Every package marked `no_std = true` checked, with all its features
-    /// and warnings denied, by the toolchain of the declared
+    /// Every library and binary of the workspace checked, with all
+    /// features and warnings denied, by the toolchain of the declared
     /// `rust-version`: the promise the manifests make to users.
     RustVersionCheck,
     /// Clippy of the bare-metal hypervisor and guest.
@@ -441,27 +441,26 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
                         .collect()
                 }),
             ),
-            What::RustVersionCheck => match tree.marked("no_std") {
-                Ok(list) => {
-                    let toolchain = format!("+{RUST_VERSION}");
-                    let mut args = owned(&[&toolchain, "check", "--lib", "--all-features"]);
-                    for p in list {
-                        args.push("--package".to_owned());
-                        args.push(p);
-                    }
-                    let env = vec![
-                        // Its own target directory: another compiler's
-                        // artifacts would evict the stable ones.
-                        (
-                            "CARGO_TARGET_DIR".to_owned(),
-                            "target/rust-version".to_owned(),
-                        ),
-                        ("RUSTFLAGS".to_owned(), "-D warnings".to_owned()),
-                    ];
-                    steps.push(step(entry.name.to_owned(), Runs::Cargo { args, env }));
-                }
-                Err(why) => steps.push(step(entry.name.to_owned(), Runs::Broken(why))),
-            },
+            What::RustVersionCheck => {
+                let toolchain = format!("+{RUST_VERSION}");
+                // Every library and binary a user builds (tests and
+                // benches may use newer dev-dependencies).
+                let args = owned(&[
+                    &toolchain,
+                    "check",
+                    "--workspace",
+                    "--lib",
+                    "--bins",
+                    "--all-features",
+                ]);
+                let env = vec![
+                    // Its own target directory: another compiler's
+                    // artifacts would evict the stable ones.
+                    ("CARGO_TARGET_DIR".to_owned(), "target/rust-version".to_owned()),
+                    ("RUSTFLAGS".to_owned(), "-D warnings".to_owned()),
+                ];
+                steps.push(step(entry.name.to_owned(), Runs::Cargo { args, env }));
+            }
             What::Scenarios => family(
                 &mut steps,
                 Ok(emulator::standard_scenarios()
