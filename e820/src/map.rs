@@ -392,15 +392,19 @@ mod tests {
     #[test]
     fn typed_ranges_are_cut_at_the_top_of_the_physical_space() {
         let top = 1u64 << 52;
-        let map = MemoryMap::<4>::from_entries([e(top - (8 << 20), top + 0x1000, Kind::Pmem)])
-            .unwrap();
-        let cut: Vec<_> = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size2M).collect();
+        let map =
+            MemoryMap::<4>::from_entries([e(top - (8 << 20), top + 0x1000, Kind::Pmem)]).unwrap();
+        let cut: Vec<_> = map
+            .aligned_phys_ranges(Kind::Pmem, PageSize::Size2M)
+            .collect();
         // Ends are addresses, so the last 2 MiB page of the space is left out.
         assert_eq!(
             cut,
             [HostPhysRange::from_numbers(top - (8 << 20), top - (2 << 20)).unwrap()]
         );
-        let pages: Vec<_> = map.aligned_phys_ranges(Kind::Pmem, PageSize::Size4K).collect();
+        let pages: Vec<_> = map
+            .aligned_phys_ranges(Kind::Pmem, PageSize::Size4K)
+            .collect();
         assert_eq!(pages[0].end().get(), top - 0x1000);
     }
 

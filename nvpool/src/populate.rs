@@ -170,7 +170,7 @@ impl<P: Pmem> NvPool<'_, P> {
         if gpfn
             .get()
             .checked_add(frames)
-            .is_none_or(|end| end > Gfn::LIMIT)
+            .is_none_or(|end| end >= Gfn::LIMIT)
         {
             return Err(PopulateError::GpfnRange { gpfn, frames });
         }
@@ -224,7 +224,7 @@ impl<P: Pmem> NvPool<'_, P> {
             if !gpfn.is_aligned(o) {
                 return Err(PopulateError::Misaligned { gpfn, order: o });
             }
-            if gpfn.get() + o.frames() > Gfn::LIMIT {
+            if gpfn.get() + o.frames() >= Gfn::LIMIT {
                 return Err(PopulateError::GpfnRange {
                     gpfn,
                     frames: o.frames(),

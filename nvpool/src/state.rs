@@ -280,7 +280,7 @@ impl<'w> State<'w> {
             || mfn & (frames - 1) != 0
             || gpfn
                 .checked_add(frames)
-                .is_none_or(|e| e > crate::Gfn::LIMIT)
+                .is_none_or(|e| e >= crate::Gfn::LIMIT)
         {
             return Err(bad);
         }

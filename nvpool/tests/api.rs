@@ -94,6 +94,19 @@ fn refusals_leave_the_pool_unchanged() {
         pool.populate(a, g(0x18), 4),
         Err(PopulateError::Overlap { .. })
     ));
+    // A run's end is itself a frame number, so the last frame of the
+    // guest space can be in no extent (not read back as frame 0).
+    assert_eq!(
+        pool.populate(a, Gfn::MAX, 1),
+        Err(PopulateError::GpfnRange {
+            gpfn: Gfn::MAX,
+            frames: 1
+        })
+    );
+    assert!(matches!(
+        pool.increase_reservation(a, &[Gfn::MAX], 0),
+        Err(PopulateError::GpfnRange { .. })
+    ));
     assert!(matches!(
         pool.populate(a, g(0x100), 60),
         Err(PopulateError::Quota {

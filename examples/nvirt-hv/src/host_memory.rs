@@ -178,7 +178,10 @@ mod tests {
             a.free.ranges().last(),
             Some(&(top - 0x40_0000..top - 0x20_0000))
         );
-        assert_eq!(b.free.ranges().last(), Some(&(top - 0x40_0000..top - 0x1000)));
+        assert_eq!(
+            b.free.ranges().last(),
+            Some(&(top - 0x40_0000..top - 0x1000))
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ use nvirt_hypercall_abi::host::{
     self, Access, AccessError, Caller, ExtentError, Limits, Outcome, Reason, Registers, Request,
     Reservation,
 };
-use nvirt_hypercall_abi::{Command, E820Entry, Errno, GuestAddr, MemopCmd, ReservationOp, XenPfn};
+use nvirt_hypercall_abi::{
+    Command, E820Entry, Errno, ExtentOrder, GuestAddr, MemopCmd, ReservationOp, XenPfn,
+};
 
 use crate::guest_memory::{GuestMemory, HostMem, MemoryError};
 use crate::p2m::P2mError;
@@ -178,8 +180,15 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
     r: &Reservation,
 ) -> Result<(Outcome, Option<Refusal>), MemoryError> {
     let kind = r.kind();
-    // The decoder held the order to the limit, 1 GiB.
-    let order = Order::try_from(r.order()).unwrap_or(Order::MAX);
+    // The decoder held the order to the hypervisor's limit; a limit set
+    // above 1 GiB must not make a larger order be served as a smaller one.
+    let Ok(order) = Order::try_from(r.order()) else {
+        let refusal = Refusal::Decode(Reason::OrderTooLarge {
+            order: u32::from(r.order().get()),
+            max: ExtentOrder::from(Order::MAX),
+        });
+        return Ok((r.stop(r.batch().start, Errno::Inval), Some(refusal)));
+    };
     for index in r.batch() {
         let gpfn = match r.op() {
             ReservationOp::Increase => None,

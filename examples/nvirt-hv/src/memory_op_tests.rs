@@ -245,3 +245,30 @@ fn malformed_calls_get_their_errno_and_change_nothing() {
         consistent(g);
     });
 }
+
+#[test]
+fn an_order_beyond_1g_is_refused_even_under_a_larger_limit() {
+    with_guest(Format::Npt, |g| {
+        let array = SCRATCH + 0x100;
+        g.write(array, &0x500u64.to_le_bytes()).unwrap();
+        let r = MemoryReservation::new(GuestAddr::new(array), 1, 19, 0, DomId::new(0x7ff0));
+        g.write(SCRATCH, r.as_bytes()).unwrap();
+        let mut entries = [E820Entry::default(); 16];
+        let n = e820_of(&layout().map, &mut entries);
+        let mut info = info(&entries[..n]);
+        // A limit above what the tables and pools can serve as one block.
+        info.limits = info.limits.max_order(ExtentOrder::new(20).unwrap());
+        let regs = Registers {
+            rax: 12,
+            // increase_reservation: served at a smaller order, it would
+            // look for a free 1 GiB block instead of refusing.
+            rdi: 0,
+            rsi: SCRATCH,
+            ..Registers::default()
+        };
+        let before = g.extents().to_vec();
+        let served = serve(g, &regs, &info).unwrap();
+        assert_eq!(served.outcome, Outcome::Error(Errno::Inval));
+        assert_eq!(g.extents(), &before[..], "nothing served at another size");
+    });
+}

@@ -456,7 +456,10 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
                 let env = vec![
                     // Its own target directory: another compiler's
                     // artifacts would evict the stable ones.
-                    ("CARGO_TARGET_DIR".to_owned(), "target/rust-version".to_owned()),
+                    (
+                        "CARGO_TARGET_DIR".to_owned(),
+                        "target/rust-version".to_owned(),
+                    ),
                     ("RUSTFLAGS".to_owned(), "-D warnings".to_owned()),
                 ];
                 steps.push(step(entry.name.to_owned(), Runs::Cargo { args, env }));
