@@ -19,7 +19,7 @@ use crate::pool::NvPool;
 use crate::replay::Rebuild;
 use crate::scrub;
 use crate::state::State;
-use crate::superblock::{self, POOL_VERSION, SuperblockFault};
+use crate::superblock::{self, POOL_VERSION, PoolFaultText, SuperblockFault};
 use crate::window::Window;
 use crate::work::{WorkAreaError, carve};
 use nvirt_persist_meta::superblock::{ChooseError, Fault};
@@ -106,8 +106,11 @@ impl fmt::Display for RecoverError {
             ),
             Self::Superblocks { first, second } => write!(
                 f,
-                "both pool superblocks are damaged: copy 0 at {:#x}: {first}; copy 1 at {:#x}: {second}",
-                POOL_SUPERBLOCKS[0], POOL_SUPERBLOCKS[1]
+                "both pool superblocks are damaged: copy 0 at {:#x}: {}; copy 1 at {:#x}: {}",
+                POOL_SUPERBLOCKS[0],
+                PoolFaultText(&first),
+                POOL_SUPERBLOCKS[1],
+                PoolFaultText(&second)
             ),
             Self::SuperblocksDisagree => {
                 f.write_str("the two pool superblocks are intact but describe different pools")

@@ -60,6 +60,29 @@ impl fmt::Display for PoolGeometryError {
 
 impl core::error::Error for PoolGeometryError {}
 
+/// A rejected pool superblock copy in the pool's own words, as `nvirt pool
+/// inspect` has printed them since the pool's first version (the shared
+/// superblock code words them for the log).
+pub(crate) struct PoolFaultText<'a>(pub(crate) &'a SuperblockFault);
+
+impl fmt::Display for PoolFaultText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Fault::Magic { found } => write!(f, "no pool magic (found {found:#018x})"),
+            Fault::Version { found, .. } => write!(
+                f,
+                "unsupported version {found} (this build reads version {POOL_VERSION})"
+            ),
+            Fault::Body(PoolGeometryError::Impossible(e)) => write!(f, "impossible geometry: {e}"),
+            Fault::Body(PoolGeometryError::Inconsistent) | Fault::Reserved { .. } => {
+                f.write_str("fields disagree with each other")
+            }
+            Fault::Truncated { .. } => f.write_str("the region ends before it"),
+            checksum @ Fault::Checksum { .. } => checksum.fmt(f),
+        }
+    }
+}
+
 /// The pool's geometry as stored (bytes 16..56 of a superblock copy).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -192,5 +215,40 @@ mod tests {
         assert_eq!(line[48..56], geo.meta_len.to_le_bytes());
         assert_eq!(reseal(line), line);
         assert_eq!(line[60..64], [0; 4]);
+    }
+
+    #[test]
+    fn faults_keep_the_pools_wording() {
+        let text = |fault: SuperblockFault| PoolFaultText(&fault).to_string();
+        assert_eq!(
+            text(Fault::Magic { found: 0 }),
+            "no pool magic (found 0x0000000000000000)"
+        );
+        assert_eq!(
+            text(Fault::Version {
+                found: 7,
+                expected: POOL_VERSION
+            }),
+            "unsupported version 7 (this build reads version 1)"
+        );
+        assert_eq!(
+            text(Fault::Reserved { value: 1 }),
+            "fields disagree with each other"
+        );
+        assert_eq!(
+            text(Fault::Body(PoolGeometryError::Inconsistent)),
+            "fields disagree with each other"
+        );
+        assert_eq!(
+            text(Fault::Truncated { size: 4096 }),
+            "the region ends before it"
+        );
+        assert!(
+            text(Fault::Checksum {
+                stored: 1,
+                computed: 2
+            })
+            .starts_with("checksum mismatch")
+        );
     }
 }

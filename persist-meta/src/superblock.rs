@@ -199,7 +199,11 @@ impl<E: fmt::Display> fmt::Display for Fault<E> {
                 f,
                 "unsupported format version {found} (this build reads version {expected})"
             ),
-            Self::Reserved { value } => write!(f, "non-zero reserved fields {value:#x}"),
+            // The log's wording since its first version (`nvirt log
+            // inspect` prints it; scripts may match it).
+            Self::Reserved { value } => {
+                write!(f, "bad geometry: impossible reserved field {value:#x}")
+            }
             Self::Body(e) => write!(f, "bad geometry: {e}"),
             Self::Truncated { size } => {
                 write!(f, "the {size:#x}-byte region ends before this copy")
