@@ -67,6 +67,25 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("persist_meta_recover", persist_meta_recover::fuzz),
 ];
 
+/// The targets whose input is structured, with whether bytes decode to
+/// an input. A seed that does not decode would replay as nothing, so the
+/// seed tests refuse one.
+pub const DECODERS: &[(&str, fn(&[u8]) -> bool)] = &[
+    ("buddy_ops", decodes::<buddy_ops::Input>),
+    ("e820_edits", decodes::<e820_edits::Input>),
+    ("ept_ops", decodes::<ept_ops::Input>),
+    ("hv_balloon", decodes::<hv_balloon::Input>),
+    ("hv_nvpool_guest", decodes::<hv_nvpool_guest::Input>),
+    ("hypercall_decode", decodes::<hypercall_decode::Input>),
+    ("nvpool_ops", decodes::<nvpool_ops::Input>),
+    ("persist_meta_ops", decodes::<persist_meta_ops::Input>),
+];
+
+/// Whether `data` decodes to a `T` as [`decode`] would.
+pub fn decodes<T: for<'a> Arbitrary<'a>>(data: &[u8]) -> bool {
+    decode::<T>(data).is_some()
+}
+
 /// Decodes a structured input exactly as `libfuzzer_sys::fuzz_target!`
 /// does: too short for the type's minimum size, or not decodable, is no
 /// input (libFuzzer is told to drop it).

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nvirt_fuzz_targets::TARGETS;
+use nvirt_fuzz_targets::{DECODERS, TARGETS};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -22,15 +22,30 @@ fn replay(target: &str) -> usize {
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("{target} is not in TARGETS"));
     body(&[]);
+    let decodes = DECODERS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .map(|(_, d)| *d);
     let dir = fuzz_dir().join("seeds").join(target);
     let mut seeds: Vec<PathBuf> = match fs::read_dir(&dir) {
         Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-        Err(_) => Vec::new(),
+        // Only a missing directory means no seeds; any other error fails.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
     };
     seeds.sort();
     for seed in &seeds {
         let data = fs::read(seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
         eprintln!("{target}: replaying {}", seed.display());
+        // A structured target returns quietly on bytes that do not
+        // decode: such a seed (its input type changed) would test nothing.
+        if let Some(decodes) = decodes {
+            assert!(
+                decodes(&data),
+                "{}: no longer decodes to {target}'s input, so replaying it tests nothing; regenerate it",
+                seed.display()
+            );
+        }
         body(&data);
     }
     println!("{target}: {} seeds replayed", seeds.len());
@@ -121,5 +136,13 @@ fn every_target_has_a_test_a_wrapper_and_a_manifest_entry() {
             "{} does not call its body in nvirt_fuzz_targets::{name}",
             wrapper.display()
         );
+    }
+}
+
+#[test]
+fn every_decoder_belongs_to_a_target() {
+    let names = target_names();
+    for (name, _) in DECODERS {
+        assert!(names.contains(name), "DECODERS names {name}, not a target");
     }
 }
