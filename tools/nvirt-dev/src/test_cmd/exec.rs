@@ -232,7 +232,22 @@ fn miri(root: &Path, package: &str, targets: &[String], filters: &[String]) -> T
         .args(targets)
         .args(["--", "-Z", "unstable-options", "--format", "json"])
         .args(filters);
-    libtest_json_run(&mut cmd)
+    match run_streamed(&mut cmd) {
+        Ok(done) => {
+            // Every filter must select a test, or a rename would quietly
+            // shrink what Miri checks while the step still passes.
+            let report = report::libtest_json(&done.stdout).and_then(|counts| {
+                match report::unmatched_filter(filters, &report::libtest_ran(&done.stdout)) {
+                    Some(stale) => Err(format!(
+                        "the Miri filter `{stale}` of {package} selected no test (renamed or removed?)"
+                    )),
+                    None => Ok(counts),
+                }
+            });
+            TestRun::finished(done.success, report)
+        }
+        Err(e) => TestRun::broken(e),
+    }
 }
 
 /// Runs a `cargo test`-like command whose test binaries print libtest's

@@ -89,6 +89,27 @@ pub(super) fn junit(xml: &str) -> Result<Counts, String> {
 /// tests seen since the suite started, so a dropped or garbled line is
 /// caught rather than miscounted. Lines that are not JSON objects (rustdoc
 /// and Miri may print their own) are ignored.
+/// The tests libtest's JSON events report as run (passed or failed).
+pub(super) fn libtest_ran(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "test" && (v["event"] == "ok" || v["event"] == "failed"))
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The first of `filters` (libtest substring filters) that no test in
+/// `ran` matches: a filter gone stale after a rename runs nothing.
+pub(super) fn unmatched_filter<'f>(filters: &'f [String], ran: &[String]) -> Option<&'f str> {
+    filters
+        .iter()
+        .map(String::as_str)
+        .find(|f| !ran.iter().any(|name| name.contains(f)))
+}
+
 pub(super) fn libtest_json(stdout: &str) -> Result<Counts, String> {
     let mut counts = Counts::default();
     let (mut suite_passed, mut suite_failed) = (0u64, 0u64);
@@ -202,6 +223,21 @@ mod tests {
                 failed: 1,
                 failures: vec!["b".into()],
             })
+        );
+    }
+
+    #[test]
+    fn a_filter_that_ran_no_test_is_found() {
+        let out = r#"{ "type": "test", "name": "pmem::x86::tests::a", "event": "ok" }
+{ "type": "test", "name": "sim::crash::tests::b", "event": "failed" }
+{ "type": "test", "name": "other::c", "event": "ignored" }"#;
+        let ran = libtest_ran(out);
+        assert_eq!(ran, ["pmem::x86::tests::a", "sim::crash::tests::b"]);
+        let filters = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(unmatched_filter(&filters(&["pmem::", "sim::"]), &ran), None);
+        assert_eq!(
+            unmatched_filter(&filters(&["pmem::", "other::"]), &ran),
+            Some("other::")
         );
     }
 
