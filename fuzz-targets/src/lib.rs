@@ -70,7 +70,7 @@ pub const TARGETS: &[(&str, Body)] = &[
 /// The targets whose input is structured, with whether bytes decode to
 /// an input. A seed that does not decode would replay as nothing, so the
 /// seed tests refuse one.
-pub const DECODERS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const DECODERS: &[(&str, Decodes)] = &[
     ("buddy_ops", decodes::<buddy_ops::Input>),
     ("e820_edits", decodes::<e820_edits::Input>),
     ("ept_ops", decodes::<ept_ops::Input>),
@@ -80,6 +80,9 @@ pub const DECODERS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("nvpool_ops", decodes::<nvpool_ops::Input>),
     ("persist_meta_ops", decodes::<persist_meta_ops::Input>),
 ];
+
+/// Whether bytes decode to a structured target's input.
+pub type Decodes = fn(&[u8]) -> bool;
 
 /// Whether `data` decodes to a `T` as [`decode`] would.
 pub fn decodes<T: for<'a> Arbitrary<'a>>(data: &[u8]) -> bool {

@@ -118,38 +118,6 @@ impl XenPfn {
     pub const fn raw(self) -> u64 {
         self.0
     }
-
-    /// The frame holding `addr`.
-    #[must_use]
-    pub const fn containing(addr: GuestAddr) -> Self {
-        Self(addr.raw() >> PAGE_SHIFT)
-    }
-
-    /// The frame's first byte, or `None` if it lies beyond 2^64.
-    #[must_use]
-    pub const fn addr(self) -> Option<GuestAddr> {
-        if self.0 > (u64::MAX >> PAGE_SHIFT) {
-            None
-        } else {
-            Some(GuestAddr(self.0 << PAGE_SHIFT))
-        }
-    }
-
-    /// Whether the frame is the first of a naturally aligned extent of
-    /// `order`.
-    #[must_use]
-    pub const fn is_aligned(self, order: ExtentOrder) -> bool {
-        self.0 & (order.pages() - 1) == 0
-    }
-
-    /// The frame `pages` further on, or `None` on overflow.
-    #[must_use]
-    pub const fn checked_add(self, pages: u64) -> Option<Self> {
-        match self.0.checked_add(pages) {
-            Some(f) => Some(Self(f)),
-            None => None,
-        }
-    }
 }
 
 impl TryFrom<XenPfn> for Gfn {
@@ -306,21 +274,9 @@ mod tests {
 
     #[test]
     fn frames_and_addresses_do_not_wrap() {
-        assert_eq!(XenPfn::new(1).addr(), Some(GuestAddr::new(0x1000)));
-        assert_eq!(
-            XenPfn::new(u64::MAX >> 12).addr(),
-            Some(GuestAddr::new(!0xfff))
-        );
-        assert_eq!(XenPfn::new((u64::MAX >> 12) + 1).addr(), None);
-        assert_eq!(
-            XenPfn::containing(GuestAddr::new(0x1fff)),
-            XenPfn::new(1),
-            "an address lies in the frame that contains it"
-        );
         assert_eq!(GuestAddr::new(u64::MAX).checked_add(1), None);
         assert_eq!(GuestAddr::new(8).element(2, 8), Some(GuestAddr::new(24)));
         assert_eq!(GuestAddr::new(0).element(u64::MAX, 8), None);
-        assert_eq!(XenPfn::new(u64::MAX).checked_add(1), None);
         assert_eq!(
             Gfn::try_from(XenPfn::new(0x123)),
             Ok(Gfn::new(0x123).unwrap())
@@ -338,9 +294,6 @@ mod tests {
         assert_eq!(ExtentOrder::PAGE_2M.pages(), 512);
         assert_eq!(ExtentOrder::PAGE_1G.bytes(), Some(1 << 30));
         assert_eq!(ExtentOrder::MAX.bytes(), None);
-        assert!(XenPfn::new(0x200).is_aligned(ExtentOrder::PAGE_2M));
-        assert!(!XenPfn::new(0x201).is_aligned(ExtentOrder::PAGE_2M));
-        assert!(XenPfn::new(0x201).is_aligned(ExtentOrder::PAGE_4K));
         assert_eq!(Order::try_from(ExtentOrder::PAGE_1G), Ok(Order::SIZE_1G));
         assert!(Order::try_from(ExtentOrder::new(19).unwrap()).is_err());
         assert_eq!(ExtentOrder::from(Order::SIZE_2M), ExtentOrder::PAGE_2M);

@@ -204,7 +204,9 @@ impl Reservation {
         let raw: [u8; 8] =
             read_value(mem, addr).map_err(|error| ExtentError::Memory { index, error })?;
         let gpfn = XenPfn::new(u64::from_le_bytes(raw));
-        if !gpfn.is_aligned(self.order) {
+        // Checked as the guest wrote it (a wire value, possibly no frame at
+        // all), so that the errno follows Xen's order of checks.
+        if gpfn.raw() & (self.order.pages() - 1) != 0 {
             return Err(ExtentError::Misaligned {
                 index,
                 gpfn,
@@ -212,8 +214,8 @@ impl Reservation {
             });
         }
         let out_of_range = |limit| ExtentError::OutOfRange { index, gpfn, limit };
-        match gpfn.checked_add(self.order.pages()) {
-            Some(end) if end <= self.gpfn_limit => {
+        match gpfn.raw().checked_add(self.order.pages()) {
+            Some(end) if end <= self.gpfn_limit.raw() => {
                 // A limit beyond the guest-physical space is cut to it.
                 Gfn::try_from(gpfn).map_err(|_| out_of_range(XenPfn::new(Gfn::LIMIT)))
             }
