@@ -7,6 +7,16 @@ use crate::MfnRange;
 use crate::range::Constraints;
 use crate::{Block, MemKind, Mfn, Order};
 
+/// A frame range as every buddy error has always named one:
+/// `frames 0x10..0x20`.
+struct Frames(MfnRange);
+
+impl fmt::Display for Frames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "frames {:#x}..{:#x}", self.0.start(), self.0.end())
+    }
+}
+
 /// The metadata buffer given to [`crate::Heap::new`] cannot hold the heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NewError {
@@ -74,9 +84,8 @@ impl fmt::Display for BlockError {
             Self::OutsideSpan { pfn, order, span } => {
                 write!(
                     f,
-                    "block of {order} at frame {pfn:#x} is not inside the heap's frames {:#x}..{:#x}",
-                    span.start(),
-                    span.end()
+                    "block of {order} at frame {pfn:#x} is not inside the heap's {}",
+                    Frames(span)
                 )
             }
         }
@@ -106,11 +115,9 @@ impl fmt::Display for AddError {
             Self::OutsideSpan { range, span } => {
                 write!(
                     f,
-                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
-                    range.start(),
-                    range.end(),
-                    span.start(),
-                    span.end()
+                    "{} is not inside the heap's {}",
+                    Frames(range),
+                    Frames(span)
                 )
             }
             Self::AlreadyManaged { pfn } => write!(f, "frame {pfn:#x} is already in the heap"),
@@ -241,11 +248,9 @@ impl fmt::Display for ClaimError {
             Self::OutsideSpan { range, span } => {
                 write!(
                     f,
-                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
-                    range.start(),
-                    range.end(),
-                    span.start(),
-                    span.end()
+                    "{} is not inside the heap's {}",
+                    Frames(range),
+                    Frames(span)
                 )
             }
             Self::NotManaged { pfn } => write!(f, "frame {pfn:#x} is not managed by the heap"),
@@ -283,11 +288,9 @@ impl fmt::Display for ReserveError {
             Self::OutsideSpan { range, span } => {
                 write!(
                     f,
-                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
-                    range.start(),
-                    range.end(),
-                    span.start(),
-                    span.end()
+                    "{} is not inside the heap's {}",
+                    Frames(range),
+                    Frames(span)
                 )
             }
             Self::Allocated { pfn } => write!(f, "frame {pfn:#x} is allocated"),
@@ -320,11 +323,9 @@ impl fmt::Display for FreeRangeError {
             Self::OutsideSpan { range, span } => {
                 write!(
                     f,
-                    "frames {:#x}..{:#x} is not inside the heap's frames {:#x}..{:#x}",
-                    range.start(),
-                    range.end(),
-                    span.start(),
-                    span.end()
+                    "{} is not inside the heap's {}",
+                    Frames(range),
+                    Frames(span)
                 )
             }
             Self::Block { block, error } => write!(f, "{block}: {error}"),

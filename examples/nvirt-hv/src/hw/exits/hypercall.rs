@@ -41,13 +41,10 @@ pub(super) fn serve(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
                 Err(_) => Errno::Fault.to_return(),
             }
         }
-        Ok(Call::Shutdown { arg }) => {
-            let mut reason = [0u8; 4];
-            match run.guest.read(arg.raw(), &mut reason) {
-                Ok(()) => return shutdown(run, ShutdownReason::from(u32::from_le_bytes(reason))),
-                Err(_) => Errno::Fault.to_return(),
-            }
-        }
+        Ok(Call::Shutdown { arg }) => match protocol::read_shutdown(&*run.guest, arg) {
+            Ok(reason) => return shutdown(run, reason),
+            Err(_) => Errno::Fault.to_return(),
+        },
         Err(errno) => errno.to_return(),
     };
     vcpu.set_reg(Reg::Rax, result);
