@@ -8,7 +8,7 @@ use core::fmt;
 use nvirt_e820::{GuestMap, WriteError, pvh};
 
 use nvirt_hypercall_abi::protocol::{
-    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, IMAGE_GPA, INITIAL_RSP, ImageError, ImageHeader, MEMMAP_GPA,
+    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR, IMAGE_GPA, INITIAL_RSP, ImageError, ImageHeader, MEMMAP_GPA,
     MEMMAP_MAX, PAGE_TABLES_END, PAGE_TABLES_GPA, START_INFO_GPA, StartInfo,
 };
 use zerocopy::IntoBytes;
@@ -34,12 +34,18 @@ pub struct GuestStart {
     pub rsp: u64,
     /// The start info's address (PVH convention).
     pub rbx: u64,
+    /// The zero page's address (Linux's 64-bit boot protocol).
+    pub rsi: u64,
     /// The identity page tables' PML4.
     pub cr3: u64,
     /// GDT base.
     pub gdt_base: u64,
     /// GDT limit.
     pub gdt_limit: u16,
+    /// The code selector CS holds (its descriptor is in the GDT).
+    pub code_selector: u16,
+    /// The data selector SS, DS, ES, FS and GS hold.
+    pub data_selector: u16,
 }
 
 /// Why a guest cannot be set up.
@@ -144,9 +150,12 @@ pub fn prepare<const N: usize>(
             rip: header.entry().get(),
             rsp: INITIAL_RSP.get(),
             rbx: START_INFO_GPA.get(),
+            rsi: 0,
             cr3,
             gdt_base: GDT_GPA.get(),
             gdt_limit,
+            code_selector: GUEST_CODE_SELECTOR,
+            data_selector: GUEST_DATA_SELECTOR,
         },
         header,
     ))
@@ -154,7 +163,7 @@ pub fn prepare<const N: usize>(
 
 /// Identity tables covering `[0, top)` rounded up to whole GiB, with 2 MiB
 /// pages (present, writable, write-back); returns the PML4's address.
-fn identity_tables(mem: &mut impl GuestWrite, top: u64) -> Result<u64, SetupError> {
+pub(crate) fn identity_tables(mem: &mut impl GuestWrite, top: u64) -> Result<u64, SetupError> {
     let gib = top.div_ceil(GIB).max(1);
     let pml4 = PAGE_TABLES_GPA.get();
     let pdpt = pml4 + 0x1000;

@@ -50,6 +50,7 @@ mod guest_cpuid;
 mod guest_memory;
 mod guest_setup;
 mod heaps;
+mod linux;
 mod host_memory;
 mod memory_op;
 mod nested;

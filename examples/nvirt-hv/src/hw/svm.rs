@@ -198,6 +198,7 @@ impl SvmVcpu {
 
         let gprs = Gprs {
             rbx: s.rbx,
+            rsi: s.rsi,
             ..Gprs::default()
         };
         Ok(Self {

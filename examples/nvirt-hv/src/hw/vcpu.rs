@@ -7,7 +7,6 @@ use core::fmt;
 use core::mem::offset_of;
 
 use nvirt_hypercall_abi::host::VcpuMode;
-use nvirt_hypercall_abi::protocol::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
 
 use crate::guest_setup::GuestStart;
 
@@ -328,9 +327,12 @@ const _: () = {
         rip: 0,
         rsp: 0,
         rbx: 0,
+        rsi: 0,
         cr3: 0,
         gdt_base: 0,
         gdt_limit: 0,
+        code_selector: 0x08,
+        data_selector: 0x10,
     };
     let s = GuestSegments::for_start(&probe);
     assert!(s.code.svm_attributes() == 0x0a9b);
@@ -343,13 +345,13 @@ impl GuestSegments {
     pub(crate) const fn for_start(start: &GuestStart) -> Self {
         Self {
             code: Segment {
-                selector: GUEST_CODE_SELECTOR,
+                selector: start.code_selector,
                 base: 0,
                 limit: u32::MAX,
                 access: 0xa09b,
             },
             data: Segment {
-                selector: GUEST_DATA_SELECTOR,
+                selector: start.data_selector,
                 base: 0,
                 limit: u32::MAX,
                 access: 0xc093,

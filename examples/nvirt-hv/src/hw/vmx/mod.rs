@@ -95,6 +95,7 @@ impl VmxVcpu {
         Ok(Self {
             gprs: Gprs {
                 rbx: spec.start.rbx,
+            rsi: spec.start.rsi,
                 ..Gprs::default()
             },
             launched: false,
