@@ -44,6 +44,7 @@ mod audit;
 mod balloon;
 mod bootinfo;
 mod config;
+mod devices;
 mod footprint;
 mod guest_console;
 mod guest_cpuid;

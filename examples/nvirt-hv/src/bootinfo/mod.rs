@@ -35,8 +35,9 @@ pub const MAP_CAPACITY: usize = 128;
 pub const CMDLINE_MAX: usize = 1024;
 /// Most modules kept.
 pub const MAX_MODULES: usize = 8;
-/// Longest module name kept.
-pub const MODULE_NAME_MAX: usize = 64;
+/// Longest module name kept (a Linux guest's command line travels in its
+/// kernel module's name).
+pub const MODULE_NAME_MAX: usize = 512;
 /// Most separate pieces of boot information tracked for reservation.
 pub const FOOTPRINT_CAPACITY: usize = 32;
 

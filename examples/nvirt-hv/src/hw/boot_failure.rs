@@ -14,6 +14,7 @@ use crate::bootinfo::BootError;
 use crate::config::{ConfigError, GUEST_NAME};
 use crate::guest_memory::MemoryError;
 use crate::guest_setup::SetupError;
+use crate::linux::LinuxLoadError;
 use crate::heaps::HeapError;
 use crate::host_memory::PlanError;
 use crate::nv_boot::{AttachError, OpenError};
@@ -93,6 +94,8 @@ pub(crate) enum BootFailure {
     CmdlineTooLong,
     /// The guest could not be laid out in its memory.
     Setup(SetupError),
+    /// The Linux guest could not be put in place.
+    Linux(LinuxLoadError),
     /// The SVM backend refused.
     Svm(VmError),
     /// The VMX backend refused.
@@ -160,6 +163,7 @@ impl fmt::Display for BootFailure {
             }
             Self::CmdlineTooLong => f.write_str("guest command line too long"),
             Self::Setup(e) => write!(f, "guest setup: {e}"),
+            Self::Linux(e) => write!(f, "Linux guest: {e}"),
             Self::Svm(e) => write!(f, "SVM: {e}"),
             Self::Vmx(e) => write!(f, "VMX: {e}"),
         }

@@ -2,10 +2,12 @@
 //! map with every NVRAM source applied (firmware E820 kinds, the ACPI NFIT,
 //! `memmap=`), the guest image, and the free RAM and NVRAM reported.
 
+use core::fmt::Write as _;
 use core::ops::Range;
 
 use crate::acpi::Rsdp;
-use crate::bootinfo::{BootInfo, MAP_CAPACITY};
+use crate::bootinfo::{BootInfo, FixedString, MAP_CAPACITY, MODULE_NAME_MAX};
+use crate::linux::BzImage;
 use crate::config::Config;
 use crate::host_memory::HostMemory;
 use crate::phys::PhysRead;
@@ -24,6 +26,11 @@ use super::mem::{IdentityMemory, host_bytes};
 const NFIT_MAX: usize = 16 * 1024;
 /// The module name that marks the guest image (else the first module).
 const GUEST_MODULE: &str = "nvirt-guest";
+/// The word in a Linux kernel module's string after which its command line
+/// follows.
+const LINUX_WORD: &str = "linux";
+/// The word that marks a Linux guest's initrd module.
+const INITRD_WORD: &str = "initrd";
 
 /// The sanitized host map with every NVRAM source applied: E820 kinds
 /// 7/12/90 as given, ACPI NFIT persistent-memory ranges, `memmap=`.
@@ -78,6 +85,43 @@ pub(crate) fn host_map(
         hvprintln!("  {e}");
     }
     Ok(map)
+}
+
+/// A Linux guest's modules: the kernel is the module holding a bzImage;
+/// its module string carries the word `linux` and the kernel's command
+/// line after it; the initrd is the module whose string has the word
+/// `initrd`.
+pub(crate) struct LinuxModules {
+    /// The initrd, if a module is one.
+    pub(crate) initrd: Option<Range<u64>>,
+    /// The kernel's command line.
+    pub(crate) cmdline: FixedString<MODULE_NAME_MAX>,
+}
+
+/// The Linux kernel among the modules, if one is: its range and the rest
+/// of what it needs.
+pub(crate) fn find_linux(boot: &BootInfo) -> Option<(Range<u64>, LinuxModules)> {
+    let kernel = boot.modules().find(|m| {
+        // SAFETY: module ranges are only read before any allocator exists
+        // (the firmware phase), and reserved from every heap afterwards.
+        unsafe { host_bytes(&m.range) }.is_some_and(BzImage::is_linux)
+    })?;
+    let name = kernel.name.as_str();
+    let mut cmdline = FixedString::new();
+    if let Some(at) = name
+        .split_ascii_whitespace()
+        .position(|w| w == LINUX_WORD)
+    {
+        for (i, word) in name.split_ascii_whitespace().skip(at + 1).enumerate() {
+            // Module strings are at most MODULE_NAME_MAX bytes: this fits.
+            let _ = write!(cmdline, "{}{word}", if i == 0 { "" } else { " " });
+        }
+    }
+    let initrd = boot
+        .modules()
+        .find(|m| m.name.as_str().split_ascii_whitespace().any(|w| w == INITRD_WORD))
+        .map(|m| m.range.clone());
+    Some((kernel.range.clone(), LinuxModules { initrd, cmdline }))
 }
 
 /// The guest image: the module named `nvirt-guest` (or the only module), or

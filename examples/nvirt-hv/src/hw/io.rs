@@ -29,6 +29,64 @@ pub(crate) unsafe fn inb(port: u16) -> u8 {
     value
 }
 
+/// Performs a guest's port access on the machine, as the device model
+/// allowed: OUT of `value` when it is `Some`, else IN (the value read, in
+/// the access's low bits).
+///
+/// # Safety
+/// The device model must have chosen to forward this access: only ports
+/// whose devices the guest owns (interrupt controllers, timer, CMOS reads,
+/// COM1) may be reached this way.
+pub(crate) unsafe fn forward_port(port: u16, bytes: u32, value: Option<u32>) -> u32 {
+    match (bytes, value) {
+        (1, Some(v)) => {
+            // SAFETY: the caller vouches for the port.
+            unsafe { outb(port, v as u8) };
+            0
+        }
+        (2, Some(v)) => {
+            // SAFETY: the caller vouches for the port; `out` touches no memory.
+            unsafe {
+                asm!("out dx, ax", in("dx") port, in("ax") v as u16, options(nomem, nostack, preserves_flags))
+            };
+            0
+        }
+        (_, Some(v)) => {
+            // SAFETY: as above.
+            unsafe {
+                asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+            };
+            0
+        }
+        // SAFETY: the caller vouches for the port.
+        (1, None) => u32::from(unsafe { inb(port) }),
+        (2, None) => {
+            let v: u16;
+            // SAFETY: the caller vouches for the port; `in` touches no memory.
+            unsafe {
+                asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags))
+            };
+            u32::from(v)
+        }
+        (_, None) => {
+            let v: u32;
+            // SAFETY: as above.
+            unsafe {
+                asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+            };
+            v
+        }
+    }
+}
+
+/// Reads the time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads a counter; CR4.TSD is clear at CPL 0.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
 /// Reads a model-specific register.
 ///
 /// # Safety

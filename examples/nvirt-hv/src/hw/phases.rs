@@ -36,7 +36,7 @@ use crate::regions::Regions;
 
 use super::boot_failure::BootFailure;
 use super::console::hvprintln;
-use super::discover::{find_guest_image, host_map, report_host};
+use super::discover::{LinuxModules, find_guest_image, find_linux, host_map, report_host};
 use super::exits::{self, Ended, Guest, report_tables};
 use super::hypervisor::Size;
 use super::io::{msr, rdmsr};
@@ -45,7 +45,7 @@ use super::mem::{
 };
 use super::nvram::{self, Pool};
 use super::svm::{self, SvmVcpu};
-use super::vcpu::GuestSpec;
+use super::vcpu::{GuestKind, GuestSpec, Vcpu};
 use super::vmx::{self, VmxVcpu};
 
 /// Most entries of the guest's map.
@@ -60,8 +60,10 @@ pub(crate) struct Firmware {
     pub(crate) config: Config,
     /// Free RAM and NVRAM, within the identity map.
     pub(crate) host: HostMemory,
-    /// Where the guest image lies.
+    /// Where the guest image lies (the test guest's, or a Linux kernel).
     pub(crate) guest_image: Range<u64>,
+    /// A Linux guest's initrd and command line, if the guest is Linux.
+    pub(crate) linux: Option<LinuxModules>,
 }
 
 /// Phase 1: boot information → configuration → host map (every NVRAM
@@ -77,7 +79,10 @@ pub(crate) fn firmware(magic: u32, info: u32) -> Result<Firmware, BootFailure> {
     let config = Config::parse(boot.cmdline.as_str()).map_err(BootFailure::Config)?;
 
     let map = host_map(&boot, &mem)?;
-    let guest_image = find_guest_image(&boot, &config, &mem)?;
+    let (guest_image, linux) = match find_linux(&boot) {
+        Some((kernel, modules)) => (kernel, Some(modules)),
+        None => (find_guest_image(&boot, &config, &mem)?, None),
+    };
 
     let mut reserved = RangeSet::<48>::new();
     let image = image_range();
@@ -99,6 +104,7 @@ pub(crate) fn firmware(magic: u32, info: u32) -> Result<Firmware, BootFailure> {
         config,
         host,
         guest_image,
+        linux,
     })
 }
 
@@ -327,6 +333,9 @@ pub(crate) fn load_guest(
     let Some(image_bytes) = (unsafe { host_bytes(&fw.guest_image) }) else {
         return Err(BootFailure::ImageUnreachable(fw.guest_image.clone()));
     };
+    if let Some(linux) = &fw.linux {
+        return load_linux(guest, image_bytes, linux, layout);
+    }
     let config = &fw.config;
     let params = GuestParams {
         ram: config.guest_ram,
@@ -351,6 +360,44 @@ pub(crate) fn load_guest(
             start,
             nested_root: guest.tables().root_pointer(),
             memory_size: layout.map.end(),
+            kind: GuestKind::Test,
+        },
+    })
+}
+
+/// Phase 5 for a Linux guest: kernel, initrd, command line and zero page.
+fn load_linux(
+    guest: &mut Guest<'_, '_>,
+    kernel: &[u8],
+    linux: &LinuxModules,
+    layout: &GuestMap<GUEST_MAP_CAPACITY>,
+) -> Result<Loaded, BootFailure> {
+    let initrd = match &linux.initrd {
+        // SAFETY: module ranges are reserved from both heaps and nothing
+        // writes them.
+        Some(r) => unsafe { host_bytes(r) }.ok_or(BootFailure::ImageUnreachable(r.clone()))?,
+        None => &[],
+    };
+    let cmdline = linux.cmdline.as_str();
+    let (start, placed) =
+        crate::linux::load(guest, kernel, initrd, cmdline, layout).map_err(BootFailure::Linux)?;
+    hvprintln!(
+        "Linux guest: boot protocol {}.{}, kernel {} (init_size), initrd {} ({}), entry {:#x}, zero page {:#x}",
+        placed.version >> 8,
+        placed.version & 0xff,
+        HexRange(placed.kernel.clone()),
+        HexRange(placed.initrd.clone()),
+        Size(placed.initrd.end - placed.initrd.start),
+        start.rip,
+        start.rsi
+    );
+    hvprintln!("Linux command line: {cmdline}");
+    Ok(Loaded {
+        spec: GuestSpec {
+            start,
+            nested_root: guest.tables().root_pointer(),
+            memory_size: layout.map.end(),
+            kind: GuestKind::Linux,
         },
     })
 }
@@ -369,10 +416,12 @@ pub(crate) fn run_guest(
     Ok(match format {
         Format::Npt => {
             let mut v = SvmVcpu::new(guest.heap(), spec).map_err(BootFailure::Svm)?;
+            v.set_halt_exits(spec.kind == GuestKind::Test);
             exits::run_guest(&mut v, spec, guest, layout, initial_pages, max_ram_page)
         }
         Format::Ept => {
             let mut v = VmxVcpu::new(guest.heap(), spec).map_err(BootFailure::Vmx)?;
+            v.set_halt_exits(spec.kind == GuestKind::Test);
             exits::run_guest(&mut v, spec, guest, layout, initial_pages, max_ram_page)
         }
     })

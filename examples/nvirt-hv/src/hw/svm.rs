@@ -1,6 +1,9 @@
 //! AMD SVM backend (AMD64 APM Vol. 2, chapter 15): a VMCB per guest,
-//! nested paging, ASID 1, every I/O port, MSR and exception intercepted,
-//! HLT, CPUID, VMRUN and VMMCALL intercepted.
+//! nested paging, ASID 1, every I/O port and every MSR but the
+//! pass-through ones intercepted, CPUID, VMRUN, VMMCALL and shutdown
+//! intercepted; exceptions and HLT as the guest's kind asks. Physical
+//! interrupts are not intercepted and V_INTR_MASKING is clear, so they
+//! reach the guest through its own IDT, masked by its RFLAGS.IF.
 //!
 //! VMCB offsets used (control area, then the state-save area at 0x400; APM
 //! Vol. 2 Appendix B): 0x008 exception intercepts, 0x00C/0x010 instruction
@@ -19,14 +22,19 @@ use raw_cpuid::CpuId;
 
 use crate::heaps::FrameAlloc;
 
+use crate::devices::msrs;
+
 use super::io::{msr, rdmsr, wrmsr};
 use super::mem::zero_host;
 use super::vcpu::{
-    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestSegments, GuestSpec, Reg,
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestKind, GuestSegments, GuestSpec, Reg,
     Segment, Vcpu, VmError, load_gprs_from_rax, mode_of, store_gprs_to_rax,
 };
 
 const EFER_SVME: u64 = 1 << 12;
+const EFER_LMA: u64 = 1 << 10;
+/// EFER bits a guest may set: SCE, LME, NXE.
+const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 11;
 
 // Instruction intercepts, vector 3 (offset 0x00C) and vector 4 (0x010).
 const INTERCEPT_CPUID: u32 = 1 << 18;
@@ -129,6 +137,8 @@ pub(crate) struct SvmVcpu {
     gprs: Gprs,
     next_rip_supported: bool,
     last_exit_len: u64,
+    /// After an I/O exit: the next RIP (EXITINFO2).
+    io_next_rip: Option<u64>,
 }
 
 impl SvmVcpu {
@@ -148,6 +158,9 @@ impl SvmVcpu {
         unsafe {
             core::ptr::write_bytes(ptr(msrpm), 0xff, 2 * 4096);
         }
+        for m in msrs::PASS_THROUGH {
+            pass_through(msrpm, m);
+        }
         // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
         // only allows the SVM instructions; the save area is a fresh frame.
         let efer = unsafe { rdmsr(msr::EFER) };
@@ -157,10 +170,14 @@ impl SvmVcpu {
         unsafe { wrmsr(msr::VM_HSAVE_PA, hsave) };
 
         let v = Vmcb(vmcb);
-        v.w32(0x008, u32::MAX);
+        let (exceptions, hlt) = match spec.kind {
+            GuestKind::Test => (u32::MAX, INTERCEPT_HLT),
+            GuestKind::Linux => (0, 0),
+        };
+        v.w32(0x008, exceptions);
         v.w32(
             0x00c,
-            INTERCEPT_CPUID | INTERCEPT_HLT | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
+            INTERCEPT_CPUID | hlt | INTERCEPT_IOIO | INTERCEPT_MSR | INTERCEPT_SHUTDOWN,
         );
         v.w32(0x010, INTERCEPT_VMRUN | INTERCEPT_VMMCALL);
         v.w64(0x040, iopm);
@@ -206,6 +223,7 @@ impl SvmVcpu {
             gprs,
             next_rip_supported: CpuId::new().get_svm_info().is_some_and(|f| f.has_nrip()),
             last_exit_len: 0,
+            io_next_rip: None,
         })
     }
 }
@@ -215,6 +233,25 @@ fn alloc_zeroed(frames: &mut impl FrameAlloc, size: u64) -> Result<u64, VmError>
     // SAFETY: a fresh block from the allocator, identity mapped.
     unsafe { zero_host(block, size) };
     Ok(block)
+}
+
+/// Clears `msr`'s read and write intercept bits in the MSR permission map
+/// at `msrpm` (APM Vol. 2, 15.11: two bits per MSR; MSRs 0–1FFFh at byte
+/// 0, C000_0000h–C000_1FFFh at 800h, C001_0000h–C001_1FFFh at 1000h).
+fn pass_through(msrpm: u64, msr: u32) {
+    let (base, offset) = match msr {
+        0..=0x1fff => (0, 0),
+        0xc000_0000..=0xc000_1fff => (0xc000_0000, 0x800),
+        0xc001_0000..=0xc001_1fff => (0xc001_0000, 0x1000),
+        _ => return,
+    };
+    let bit = u64::from(msr - base) * 2;
+    let byte = ptr(msrpm + offset + bit / 8);
+    // SAFETY: the byte lies in the 8 KiB map this vCPU owns (offsets below
+    // 0x1800).
+    let old = unsafe { byte.read_volatile() };
+    // SAFETY: as above.
+    unsafe { byte.write_volatile(old & !(0b11 << (bit % 8))) };
 }
 
 fn ptr(addr: u64) -> *mut u8 {
@@ -251,6 +288,10 @@ impl Vmcb {
         // SAFETY: as in `w16`.
         unsafe { ptr(self.0 + offset).cast::<u16>().read_volatile() }
     }
+    fn r32(self, offset: u64) -> u32 {
+        // SAFETY: as in `w16`.
+        unsafe { ptr(self.0 + offset).cast::<u32>().read_volatile() }
+    }
     fn r64(self, offset: u64) -> u64 {
         // SAFETY: as in `w16`.
         unsafe { ptr(self.0 + offset).cast::<u64>().read_volatile() }
@@ -286,6 +327,7 @@ impl Vcpu for SvmVcpu {
         let info1 = v.r64(0x078);
         let info2 = v.r64(0x080);
         self.last_exit_len = 0;
+        self.io_next_rip = None;
         Ok(match code {
             EXIT_VMMCALL => {
                 self.last_exit_len = 3;
@@ -299,10 +341,28 @@ impl Vcpu for SvmVcpu {
                 self.last_exit_len = 2;
                 Exit::Cpuid
             }
-            EXIT_IOIO => Exit::Io {
-                port: (info1 >> 16) as u16,
-            },
-            EXIT_MSR => Exit::Msr,
+            // EXITINFO1 (APM Vol. 2, 15.10.2): bit 0 IN, bit 2 string,
+            // bits 4–6 one-hot size, bits 16–31 the port; EXITINFO2 the
+            // next RIP.
+            EXIT_IOIO => {
+                self.io_next_rip = Some(info2);
+                Exit::Io {
+                    port: (info1 >> 16) as u16,
+                    bytes: match (info1 >> 4) & 7 {
+                        1 => 1,
+                        2 => 2,
+                        _ => 4,
+                    },
+                    input: info1 & 1 != 0,
+                    string: info1 & 1 << 2 != 0,
+                }
+            }
+            EXIT_MSR => {
+                self.last_exit_len = 2;
+                Exit::Msr {
+                    write: info1 & 1 != 0,
+                }
+            }
             EXIT_NPF => Exit::NestedFault {
                 gpa: info2,
                 info: info1,
@@ -340,7 +400,9 @@ impl Vcpu for SvmVcpu {
         let v = Vmcb(self.vmcb);
         let next = v.r64(0x0c8);
         let rip = v.r64(0x578);
-        let target = if self.next_rip_supported && next > rip {
+        let target = if let Some(next) = self.io_next_rip {
+            next
+        } else if self.next_rip_supported && next > rip {
             next
         } else {
             rip.wrapping_add(self.last_exit_len)
@@ -369,5 +431,49 @@ impl Vcpu for SvmVcpu {
     fn inject_exception(&mut self, vector: u8) {
         // EVENTINJ (APM Vol. 2, 15.20): vector, type 3 (exception), valid.
         Vmcb(self.vmcb).w64(0x0a8, u64::from(vector) | 3 << 8 | 1 << 31);
+    }
+
+    fn set_halt_exits(&mut self, on: bool) {
+        let v = Vmcb(self.vmcb);
+        let intercepts = v.r32(0x00c);
+        v.w32(
+            0x00c,
+            if on {
+                intercepts | INTERCEPT_HLT
+            } else {
+                intercepts & !INTERCEPT_HLT
+            },
+        );
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        Vmcb(self.vmcb).r64(0x570) & 1 << 9 != 0
+    }
+
+    fn msr_field(&self, msr: u32) -> Option<u64> {
+        let v = Vmcb(self.vmcb);
+        match msr {
+            msrs::EFER => Some(v.r64(0x4d0) & !EFER_SVME),
+            msrs::PAT => Some(v.r64(0x668)),
+            _ => None,
+        }
+    }
+
+    fn set_msr_field(&mut self, msr: u32, value: u64) -> bool {
+        let v = Vmcb(self.vmcb);
+        match msr {
+            msrs::EFER => {
+                // The guest's SCE, LME and NXE; LMA is the processor's,
+                // SVME the hypervisor's.
+                let kept = v.r64(0x4d0) & (EFER_LMA | EFER_SVME);
+                v.w64(0x4d0, kept | value & EFER_GUEST_BITS);
+                true
+            }
+            msrs::PAT => {
+                v.w64(0x668, value);
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -20,6 +20,20 @@ pub(crate) struct GuestSpec {
     pub(crate) nested_root: u64,
     /// Bytes of guest-physical address space in use (for reporting).
     pub(crate) memory_size: u64,
+    /// Which guest: what the backend intercepts from the start.
+    pub(crate) kind: GuestKind,
+}
+
+/// The two kinds of guest this hypervisor runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GuestKind {
+    /// nvirt's own test guest: every exception and HLT exits (it expects
+    /// none, and ends by a shutdown hypercall).
+    Test,
+    /// A Linux kernel: it handles its own exceptions and idles in HLT, so
+    /// neither exits until its final marker (then HLT exits, so that the
+    /// `cli; hlt` it powers off with ends it).
+    Linux,
 }
 
 /// General registers of a guest.
@@ -50,9 +64,18 @@ pub(crate) enum Exit {
     Io {
         /// The port.
         port: u16,
+        /// Bytes (1, 2 or 4).
+        bytes: u8,
+        /// IN (else OUT).
+        input: bool,
+        /// INS/OUTS (string I/O).
+        string: bool,
     },
-    /// An MSR access (every MSR is intercepted).
-    Msr,
+    /// An intercepted MSR access (ECX holds the MSR, EDX:EAX the value).
+    Msr {
+        /// WRMSR (else RDMSR).
+        write: bool,
+    },
     /// A guest-physical access the nested tables do not allow.
     NestedFault {
         /// The faulting guest-physical address.
@@ -140,6 +163,15 @@ pub(crate) trait Vcpu {
     fn caller_state(&self) -> (VcpuMode, u8);
     /// Delivers exception `vector` (no error code) at the next entry.
     fn inject_exception(&mut self, vector: u8);
+    /// Whether HLT exits to the hypervisor.
+    fn set_halt_exits(&mut self, on: bool);
+    /// Whether the guest has interrupts enabled (RFLAGS.IF).
+    fn interrupts_enabled(&self) -> bool;
+    /// An MSR the backend keeps in its control structure (EFER, PAT), as
+    /// the guest reads it; `None` for any other.
+    fn msr_field(&self, msr: u32) -> Option<u64>;
+    /// Writes such an MSR; false if `msr` is not one.
+    fn set_msr_field(&mut self, msr: u32, value: u64) -> bool;
 }
 
 /// Xen's classification of a vCPU's mode (`hvm_guest_x86_mode()`) from

@@ -9,7 +9,7 @@
 //! identity page tables over its whole address space.
 //!
 //! Everything here is pure logic over a [`GuestWrite`](crate::guest_setup::GuestWrite):
-//! a hostile kernel image or initrd gives a [`LinuxImageError`] or
+//! a hostile kernel image or initrd gives a [`bzimage::LinuxImageError`] or
 //! [`LinuxLoadError`], never a panic or a write outside guest RAM.
 
 pub mod bzimage;
@@ -19,5 +19,5 @@ pub mod zero_page;
 #[cfg(test)]
 mod tests;
 
-pub use bzimage::{BzImage, LinuxImageError};
+pub use bzimage::BzImage;
 pub use load::{LinuxLoadError, load};

@@ -1,5 +1,6 @@
 use nvirt_e820::{GuestLayout, Kind, boot_params};
 
+use super::bzimage::LinuxImageError;
 use super::load::{BOOT_CS, BOOT_DS, CMDLINE_GPA, ZERO_PAGE_GPA};
 use super::*;
 use crate::guest_memory::GuestAccessError;

@@ -4,6 +4,7 @@
 //! CPUID, HLT, I/O, MSR accesses, nested faults, exceptions and triple
 //! faults, whichever backend produced them.
 
+mod devices;
 mod hypercall;
 
 use nvirt_buddy::MemKind;
@@ -11,6 +12,8 @@ use nvirt_e820::GuestMap;
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
 use nvirt_hypercall_abi::{DomId, E820Entry, ExtentOrder, XenPfn};
 
+use crate::devices::DeviceModel;
+use crate::devices::msrs::MsrLog;
 use crate::guest_console::GuestConsole;
 use crate::guest_cpuid;
 use crate::guest_memory::GuestMemory;
@@ -20,7 +23,8 @@ use crate::nv_frames::NvFrames;
 use super::console::hvprintln;
 use super::hypervisor::Size;
 use super::mem::IdentityMemory;
-use super::vcpu::{Exit, GuestSpec, Reg, Vcpu};
+use super::vcpu::{Exit, GuestKind, GuestSpec, Reg, Vcpu};
+use devices::ExitCounts;
 
 /// The guest's memory as this hypervisor builds it: RAM from the volatile
 /// heap, NVRAM from its domain in the NV pool.
@@ -71,6 +75,14 @@ struct Run<'r, 'a, 'p> {
     max_ram_page: u64,
     /// `memory_op` entries served.
     calls: u64,
+    /// The guest's ports: allow-list, PCI, serial tap.
+    devices: DeviceModel,
+    /// The MSRs the guest touched.
+    msrs: MsrLog,
+    /// Exits so far, by kind.
+    exits: ExitCounts,
+    /// Whether the guest is a Linux kernel.
+    linux: bool,
 }
 
 impl Run<'_, '_, '_> {
@@ -132,6 +144,10 @@ pub(crate) fn run_guest<const N: usize>(
         initial_pages,
         max_ram_page,
         calls: 0,
+        devices: DeviceModel::new(),
+        msrs: MsrLog::default(),
+        exits: ExitCounts::default(),
+        linux: spec.kind == GuestKind::Linux,
     };
     for _ in 0..EXIT_LIMIT {
         let exit = match vcpu.run() {
@@ -142,15 +158,33 @@ pub(crate) fn run_guest<const N: usize>(
             }
         };
         let flow = match exit {
-            Exit::Hypercall => hypercall::serve(vcpu, &mut run),
-            Exit::Cpuid => cpuid_exit(vcpu),
+            Exit::Hypercall => {
+                run.exits.hypercall += 1;
+                hypercall::serve(vcpu, &mut run)
+            }
+            Exit::Cpuid => {
+                run.exits.cpuid += 1;
+                cpuid_exit(vcpu)
+            }
             Exit::Halt => {
-                run.flush();
-                hvprintln!(
-                    "guest halted at {:#x} without shutting down",
-                    vcpu.reg(Reg::Rip)
-                );
-                Flow::End(Ended::default())
+                run.exits.hlt += 1;
+                devices::halt(vcpu, &mut run)
+            }
+            Exit::Io {
+                port,
+                bytes,
+                input,
+                string,
+            } => {
+                run.exits.io += 1;
+                devices::io(vcpu, &mut run, port, bytes, input, string)
+            }
+            Exit::Msr { write } => {
+                run.exits.msr += 1;
+                devices::msr(vcpu, &mut run, write)
+            }
+            Exit::TripleFault if run.linux => {
+                devices::linux_end(vcpu, &mut run, format_args!("a triple fault"))
             }
             Exit::NestedFault { gpa, info } => {
                 run.flush();
@@ -162,13 +196,10 @@ pub(crate) fn run_guest<const N: usize>(
                 );
                 Flow::End(Ended::default())
             }
-            // I/O, MSR accesses, exceptions and triple faults: this guest
-            // has no business with any of them.
-            other @ (Exit::Io { .. }
-            | Exit::Msr
-            | Exit::Exception { .. }
-            | Exit::TripleFault
-            | Exit::Other { .. }) => {
+            // Exceptions and triple faults of the test guest (it expects
+            // none), and anything else.
+            other @ (Exit::Exception { .. } | Exit::TripleFault | Exit::Other { .. }) => {
+                run.exits.other += 1;
                 run.flush();
                 hvprintln!("guest stopped: {other:x?} at rip {:#x}", vcpu.reg(Reg::Rip));
                 Flow::End(Ended::default())
@@ -186,7 +217,7 @@ pub(crate) fn run_guest<const N: usize>(
 fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
     let (leaf, subleaf) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx) as u32);
     let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
-    let r = guest_cpuid::guest_view(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
+    let r = guest_cpuid::guest_view(leaf, subleaf, [host.eax, host.ebx, host.ecx, host.edx]);
     for (reg, value) in [Reg::Rax, Reg::Rbx, Reg::Rcx, Reg::Rdx].into_iter().zip(r) {
         vcpu.set_reg(reg, u64::from(value));
     }

@@ -14,6 +14,7 @@ mod vmcs;
 
 use nvirt_hypercall_abi::host::VcpuMode;
 
+use crate::devices::msrs;
 use crate::heaps::FrameAlloc;
 
 use super::io::{cr0, cr4, msr, rdmsr, write_cr0, write_cr4, wrmsr};
@@ -24,6 +25,11 @@ use entry::{invept, nvirt_vmx_run, vmread, vmwrite, vmx_pa_instruction};
 pub(crate) use caps::{ept_pages_1g, supported};
 
 const CR4_VMXE: u64 = 1 << 13;
+/// Primary processor-based control bit 7: HLT exiting.
+const HLT_EXITING: u64 = 1 << 7;
+const EFER_LMA: u64 = 1 << 10;
+/// EFER bits a guest may set: SCE, LME, NXE.
+const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 11;
 
 // Basic exit reasons (SDM Vol. 3D Appendix C).
 const REASON_EXCEPTION: u64 = 0;
@@ -118,10 +124,16 @@ fn decode_exit(reason: u64, qualification: u64) -> Exit {
         REASON_VMCALL => Exit::Hypercall,
         REASON_HLT => Exit::Halt,
         REASON_CPUID => Exit::Cpuid,
+        // Exit qualification (SDM Vol. 3C, table 28-5): bits 0–2 size − 1,
+        // bit 3 IN, bit 4 string, bits 16–31 the port.
         REASON_IO => Exit::Io {
             port: (qualification >> 16) as u16,
+            bytes: (qualification & 7) as u8 + 1,
+            input: qualification & 1 << 3 != 0,
+            string: qualification & 1 << 4 != 0,
         },
-        REASON_RDMSR | REASON_WRMSR => Exit::Msr,
+        REASON_RDMSR => Exit::Msr { write: false },
+        REASON_WRMSR => Exit::Msr { write: true },
         REASON_EPT_VIOLATION => Exit::NestedFault {
             gpa: vmread(fields::GUEST_PHYSICAL_ADDRESS),
             info: qualification,
@@ -225,5 +237,45 @@ impl Vcpu for VmxVcpu {
 
     fn invalidate_nested(&mut self) {
         invept(self.invept_type, self.eptp);
+    }
+
+    fn set_halt_exits(&mut self, on: bool) {
+        let controls = vmread(fields::PRIMARY_PROC_CONTROLS);
+        let controls = if on {
+            controls | HLT_EXITING
+        } else {
+            controls & !HLT_EXITING
+        };
+        // HLT exiting is flexible on every VMX CPU (SDM Vol. 3D, A.3.2); a
+        // failed write leaves the control as it was.
+        let _ = vmwrite(fields::PRIMARY_PROC_CONTROLS, controls);
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        vmread(fields::GUEST_RFLAGS) & 1 << 9 != 0
+    }
+
+    fn msr_field(&self, msr: u32) -> Option<u64> {
+        match msr {
+            msrs::EFER => Some(vmread(fields::GUEST_IA32_EFER)),
+            msrs::PAT => Some(vmread(fields::GUEST_IA32_PAT)),
+            _ => None,
+        }
+    }
+
+    fn set_msr_field(&mut self, msr: u32, value: u64) -> bool {
+        let (field, value) = match msr {
+            // The guest's SCE, LME and NXE; LMA follows the IA-32e mode
+            // entry control, which the guest cannot change.
+            msrs::EFER => (
+                fields::GUEST_IA32_EFER,
+                vmread(fields::GUEST_IA32_EFER) & EFER_LMA | value & EFER_GUEST_BITS,
+            ),
+            msrs::PAT => (fields::GUEST_IA32_PAT, value),
+            _ => return false,
+        };
+        // A failed write leaves the field as it was.
+        let _ = vmwrite(field, value);
+        true
     }
 }
