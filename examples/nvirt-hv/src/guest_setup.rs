@@ -8,8 +8,9 @@ use core::fmt;
 use nvirt_e820::{GuestMap, WriteError, pvh};
 
 use nvirt_hypercall_abi::protocol::{
-    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR, IMAGE_GPA, INITIAL_RSP, ImageError, ImageHeader, MEMMAP_GPA,
-    MEMMAP_MAX, PAGE_TABLES_END, PAGE_TABLES_GPA, START_INFO_GPA, StartInfo,
+    CMDLINE_GPA, CMDLINE_MAX, GDT_GPA, GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR, IMAGE_GPA,
+    INITIAL_RSP, ImageError, ImageHeader, MEMMAP_GPA, MEMMAP_MAX, PAGE_TABLES_END, PAGE_TABLES_GPA,
+    START_INFO_GPA, StartInfo,
 };
 use zerocopy::IntoBytes;
 

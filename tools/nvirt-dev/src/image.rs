@@ -157,11 +157,23 @@ pub(crate) fn guest_flat(built: &Built, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The boot modules of `scenario`'s ISO: the Linux kernel and initramfs,
+/// or the test guest's image.
+pub(crate) fn iso_modules(
+    scenario: &crate::emulator::Scenario,
+    guest: &Path,
+) -> Vec<(PathBuf, String)> {
+    match &scenario.linux {
+        Some(linux) => linux.modules().to_vec(),
+        None => vec![(guest.to_path_buf(), "nvirt-guest".to_owned())],
+    }
+}
+
 /// Builds a BIOS GRUB rescue ISO in `dir` that boots the hypervisor by
-/// Multiboot2 with `cmdline` and the guest as a module named `nvirt-guest`.
+/// Multiboot2 with `cmdline` and `modules` (file, module string).
 pub(crate) fn grub_iso(
     built: &Built,
-    guest_bin: &Path,
+    modules: &[(PathBuf, String)],
     cmdline: &str,
     dir: &Path,
 ) -> Result<PathBuf, String> {
@@ -171,9 +183,14 @@ pub(crate) fn grub_iso(
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(boot.join("grub")).map_err(io)?;
     fs::copy(&built.hypervisor, boot.join("nvirt-hv.elf")).map_err(io)?;
-    fs::copy(guest_bin, boot.join("nvirt-guest.bin")).map_err(io)?;
+    let mut lines = String::new();
+    for (i, (file, name)) in modules.iter().enumerate() {
+        let inside = format!("module{i}.bin");
+        fs::copy(file, boot.join(&inside)).map_err(io)?;
+        lines.push_str(&format!("  module2 /boot/{inside} {name}\n"));
+    }
     let cfg = format!(
-        "set timeout=0\nset default=0\nmenuentry \"nvirt\" {{\n  multiboot2 /boot/nvirt-hv.elf {cmdline}\n  module2 /boot/nvirt-guest.bin nvirt-guest\n  boot\n}}\n"
+        "set timeout=0\nset default=0\nmenuentry \"nvirt\" {{\n  multiboot2 /boot/nvirt-hv.elf {cmdline}\n{lines}  boot\n}}\n"
     );
     fs::write(boot.join("grub/grub.cfg"), cfg).map_err(io)?;
     if let Some((false, _)) = run_quiet(

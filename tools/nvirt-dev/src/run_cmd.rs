@@ -2,22 +2,35 @@
 //! an emulator, stream the serial console; exit 0 only when the guest
 //! reported PASS (and the emulator's exit status agrees).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::crash_loop;
 use crate::emulator::{self, Boot, Cpu, Emulator, Scenario};
+use crate::linux_run as linux;
 use crate::process::workspace_root;
 use nvirt_cli::parse_size;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Emulator: qemu (AMD-V with nested paging) or bochs (Intel VT-x with
-    /// EPT, or AMD-V with --cpu amd).
-    #[arg(value_enum, default_value_t = Emulator::Qemu)]
-    emulator: Emulator,
+    /// What to run: an emulator, qemu (AMD-V with nested paging, the
+    /// default) or bochs (Intel VT-x with EPT, or AMD-V with --cpu amd),
+    /// and `linux` for a stock Debian Linux kernel as the guest instead of
+    /// the test guest (e.g. `run linux`, `run bochs linux`).
+    #[arg(value_enum)]
+    what: Vec<RunWord>,
+    /// With `linux`: boot this bzImage instead of Debian's kernel.
+    #[arg(long, value_name = "BZIMAGE")]
+    kernel: Option<PathBuf>,
+    /// With `linux`: this initramfs instead of the one `nvirt` builds.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// With `linux`: the kernel's command line instead of the default.
+    #[arg(long, value_name = "CMDLINE")]
+    append: Option<String>,
     /// Virtualization extension (default: amd for qemu, intel for bochs).
     #[arg(long, value_enum)]
     cpu: Option<Cpu>,
@@ -30,9 +43,10 @@ pub(crate) struct RunArgs {
     /// (default as --ram).
     #[arg(long, value_parser = parse_size)]
     nvram: Option<u64>,
-    /// E820 type of the guest's NVRAM region: 7, 12 or 90.
-    #[arg(long, default_value_t = 7)]
-    nv_type: u32,
+    /// E820 type of the guest's NVRAM region: 7, 12 or 90 (default 7; 12
+    /// for Linux, whose `nd_e820` binds type 12).
+    #[arg(long)]
+    nv_type: Option<u32>,
     /// Seconds before the emulator is stopped (default: 180 QEMU, 600 Bochs).
     #[arg(long)]
     timeout: Option<u64>,
@@ -60,11 +74,53 @@ pub(crate) struct RunArgs {
     seed: Option<u64>,
 }
 
+/// The words `nvirt run` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RunWord {
+    /// QEMU (TCG): AMD-V with nested paging.
+    Qemu,
+    /// Bochs: Intel VT-x with EPT (or AMD-V with --cpu amd).
+    Bochs,
+    /// A stock Linux kernel as the guest.
+    Linux,
+}
+
+impl RunArgs {
+    fn emulator(&self) -> Result<Emulator, String> {
+        let mut emulators = self.what.iter().filter_map(|w| match w {
+            RunWord::Qemu => Some(Emulator::Qemu),
+            RunWord::Bochs => Some(Emulator::Bochs),
+            RunWord::Linux => None,
+        });
+        let first = emulators.next().unwrap_or(Emulator::Qemu);
+        if emulators.next().is_some() {
+            return Err("name one emulator: qemu or bochs".into());
+        }
+        Ok(first)
+    }
+
+    fn linux(&self) -> bool {
+        self.what.contains(&RunWord::Linux)
+    }
+}
+
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    if !args.linux() && (args.kernel.is_some() || args.initrd.is_some() || args.append.is_some()) {
+        return Err("--kernel, --initrd and --append go with `linux`".into());
+    }
     if let Some(n) = args.crash_loop {
         return crash_loop(args, n);
     }
-    let mut scenario = Scenario::new(args.emulator);
+    let emulator = args.emulator()?;
+    let mut scenario = Scenario::new(emulator);
+    if args.linux() {
+        linux::configure(
+            &mut scenario,
+            args.kernel.as_deref(),
+            args.initrd.as_deref(),
+            args.append.as_deref(),
+        )?;
+    }
     if let Some(cpu) = args.cpu {
         scenario.cpu = cpu;
     }
@@ -74,8 +130,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if let Some(ram) = args.ram {
         scenario.ram = ram;
     }
-    scenario.nvram = args.nvram.unwrap_or(scenario.ram);
-    scenario.nv_type = args.nv_type;
+    scenario.nvram = args.nvram.unwrap_or(if args.linux() {
+        scenario.nvram
+    } else {
+        scenario.ram
+    });
+    if let Some(t) = args.nv_type {
+        scenario.nv_type = t;
+    }
     if let Some(t) = args.timeout {
         scenario.timeout = Duration::from_secs(t);
     }
@@ -83,8 +145,20 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if args.format_nvram {
         scenario.extra = "nvpool=format".to_owned();
     }
-    scenario.name = format!("{}-{}-{}", scenario.emulator, scenario.cpu, scenario.boot);
+    scenario.name = format!(
+        "{}-{}-{}{}",
+        scenario.emulator,
+        scenario.cpu,
+        scenario.boot,
+        if args.linux() { "-linux" } else { "" }
+    );
     let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
+    if let Some(t) = outcome.time_to_pmem0 {
+        eprintln!(
+            "nvirt run: the Linux guest had /dev/pmem0 {:.2} s after emulator start",
+            t.as_secs_f64()
+        );
+    }
     if outcome.passed {
         eprintln!("nvirt run: PASS: {}", outcome.reason);
         Ok(ExitCode::SUCCESS)
@@ -100,7 +174,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
 
 /// `nvirt run --crash-loop N [--seed S]`.
 fn crash_loop(args: &RunArgs, iterations: u32) -> Result<ExitCode, String> {
-    if args.emulator != Emulator::Qemu || args.cpu == Some(Cpu::Intel) {
+    if args.emulator()? != Emulator::Qemu || args.cpu == Some(Cpu::Intel) {
         return Err("the crash loop runs in QEMU (AMD-V): it needs a file-backed NVDIMM".into());
     }
     let root = workspace_root();

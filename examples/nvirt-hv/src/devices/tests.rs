@@ -21,7 +21,11 @@ fn inp(port: u16, width: Width) -> PortAccess {
 fn forwards_only_the_allow_list() {
     let mut m = DeviceModel::new();
     for port in [0x20, 0x21, 0xa0, 0xa1, 0x40, 0x43, 0x61, 0x70, 0x3f8, 0x3fd] {
-        assert_eq!(m.port(inp(port, Width::Byte)), PortOutcome::Forward, "{port:#x}");
+        assert_eq!(
+            m.port(inp(port, Width::Byte)),
+            PortOutcome::Forward,
+            "{port:#x}"
+        );
     }
     // CMOS data: reads reach the machine, writes do not.
     assert_eq!(m.port(inp(0x71, Width::Byte)), PortOutcome::Forward);
@@ -29,11 +33,24 @@ fn forwards_only_the_allow_list() {
     // The debug-exit port, COM2, Super I/O probes, the i8042's data port:
     // absent.
     for port in [0xf4, 0x2f8, 0x2e, 0x4e, 0x60, 0x64, 0x87, 0x1234] {
-        assert_eq!(m.port(inp(port, Width::Byte)), PortOutcome::Emulated(0xff), "{port:#x}");
-        assert_eq!(m.port(inp(port, Width::Dword)), PortOutcome::Emulated(u32::MAX));
-        assert_eq!(m.port(out(port, Width::Byte, 0x01)), PortOutcome::Emulated(0));
+        assert_eq!(
+            m.port(inp(port, Width::Byte)),
+            PortOutcome::Emulated(0xff),
+            "{port:#x}"
+        );
+        assert_eq!(
+            m.port(inp(port, Width::Dword)),
+            PortOutcome::Emulated(u32::MAX)
+        );
+        assert_eq!(
+            m.port(out(port, Width::Byte, 0x01)),
+            PortOutcome::Emulated(0)
+        );
     }
-    assert_eq!(m.port(out(0x80, Width::Byte, 0x55)), PortOutcome::Emulated(0));
+    assert_eq!(
+        m.port(out(0x80, Width::Byte, 0x55)),
+        PortOutcome::Emulated(0)
+    );
     let c = m.counts();
     assert_eq!(c.forwarded, 11);
     assert_eq!(c.absent, 24);
@@ -48,13 +65,19 @@ fn resets_never_reach_the_machine() {
         PortOutcome::Reset(ResetSource::KeyboardController)
     );
     // Linux's CF9 reset: 0x02, then 0x06.
-    assert_eq!(m.port(out(0xcf9, Width::Byte, 0x02)), PortOutcome::Emulated(0));
+    assert_eq!(
+        m.port(out(0xcf9, Width::Byte, 0x02)),
+        PortOutcome::Emulated(0)
+    );
     assert_eq!(
         m.port(out(0xcf9, Width::Byte, 0x06)),
         PortOutcome::Reset(ResetSource::ResetControl)
     );
     // Other keyboard-controller commands are absorbed.
-    assert_eq!(m.port(out(0x64, Width::Byte, 0xad)), PortOutcome::Emulated(0));
+    assert_eq!(
+        m.port(out(0x64, Width::Byte, 0xad)),
+        PortOutcome::Emulated(0)
+    );
 }
 
 #[test]
@@ -62,7 +85,10 @@ fn pci_shows_one_host_bridge() {
     let mut m = DeviceModel::new();
     let mut config = |bus: u32, dev: u32, func: u32, reg: u32, port: u16, width| {
         let addr = 1 << 31 | bus << 16 | dev << 11 | func << 8 | reg;
-        assert_eq!(m.port(out(0xcf8, Width::Dword, addr)), PortOutcome::Emulated(0));
+        assert_eq!(
+            m.port(out(0xcf8, Width::Dword, addr)),
+            PortOutcome::Emulated(0)
+        );
         match m.port(inp(port, width)) {
             PortOutcome::Emulated(v) => v,
             other => panic!("{other:?}"),
@@ -81,14 +107,23 @@ fn pci_shows_one_host_bridge() {
     let mut m = DeviceModel::new();
     assert_eq!(m.port(out(0xcfb, Width::Byte, 1)), PortOutcome::Emulated(0));
     m.port(out(0xcf8, Width::Dword, 0x8000_0000));
-    assert_eq!(m.port(inp(0xcf8, Width::Dword)), PortOutcome::Emulated(0x8000_0000));
+    assert_eq!(
+        m.port(inp(0xcf8, Width::Dword)),
+        PortOutcome::Emulated(0x8000_0000)
+    );
     // Writes to configuration space change nothing.
     m.port(out(0xcf8, Width::Dword, 0x8000_0000));
     m.port(out(0xcfc, Width::Dword, 0xdead_beef));
-    assert_eq!(m.port(inp(0xcfc, Width::Dword)), PortOutcome::Emulated(0x1237_8086));
+    assert_eq!(
+        m.port(inp(0xcfc, Width::Dword)),
+        PortOutcome::Emulated(0x1237_8086)
+    );
     // Disabled: all ones.
     m.port(out(0xcf8, Width::Dword, 0));
-    assert_eq!(m.port(inp(0xcfc, Width::Dword)), PortOutcome::Emulated(u32::MAX));
+    assert_eq!(
+        m.port(inp(0xcfc, Width::Dword)),
+        PortOutcome::Emulated(u32::MAX)
+    );
 }
 
 #[test]
@@ -97,7 +132,10 @@ fn the_serial_tap_reads_markers_line_by_line() {
     let send = |m: &mut DeviceModel, text: &str| {
         let mut markers = Vec::new();
         for b in text.bytes() {
-            assert_eq!(m.port(out(0x3f8, Width::Byte, u32::from(b))), PortOutcome::Forward);
+            assert_eq!(
+                m.port(out(0x3f8, Width::Byte, u32::from(b))),
+                PortOutcome::Forward
+            );
             if let Some(line) = m.serial().take_marker() {
                 markers.push(line.to_owned());
             }
@@ -105,7 +143,10 @@ fn the_serial_tap_reads_markers_line_by_line() {
         markers
     };
     assert!(send(&mut m, "[    1.0] pmem0: detected\r\n").is_empty());
-    assert_eq!(send(&mut m, "nvirt-linux: pmem0 bytes=64\r\n"), ["nvirt-linux: pmem0 bytes=64"]);
+    assert_eq!(
+        send(&mut m, "nvirt-linux: pmem0 bytes=64\r\n"),
+        ["nvirt-linux: pmem0 bytes=64"]
+    );
     assert!(!m.serial().passed());
     // Baud divisor writes (DLAB set) are not text.
     m.port(out(0x3fb, Width::Byte, 0x80));

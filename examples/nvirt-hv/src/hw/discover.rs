@@ -7,9 +7,9 @@ use core::ops::Range;
 
 use crate::acpi::Rsdp;
 use crate::bootinfo::{BootInfo, FixedString, MAP_CAPACITY, MODULE_NAME_MAX};
-use crate::linux::BzImage;
 use crate::config::Config;
 use crate::host_memory::HostMemory;
+use crate::linux::bzimage::BzImage;
 use crate::phys::PhysRead;
 use crate::ranges::HexRange;
 use nvirt_e820::MemoryMap;
@@ -108,10 +108,7 @@ pub(crate) fn find_linux(boot: &BootInfo) -> Option<(Range<u64>, LinuxModules)> 
     })?;
     let name = kernel.name.as_str();
     let mut cmdline = FixedString::new();
-    if let Some(at) = name
-        .split_ascii_whitespace()
-        .position(|w| w == LINUX_WORD)
-    {
+    if let Some(at) = name.split_ascii_whitespace().position(|w| w == LINUX_WORD) {
         for (i, word) in name.split_ascii_whitespace().skip(at + 1).enumerate() {
             // Module strings are at most MODULE_NAME_MAX bytes: this fits.
             let _ = write!(cmdline, "{}{word}", if i == 0 { "" } else { " " });
@@ -119,7 +116,12 @@ pub(crate) fn find_linux(boot: &BootInfo) -> Option<(Range<u64>, LinuxModules)> 
     }
     let initrd = boot
         .modules()
-        .find(|m| m.name.as_str().split_ascii_whitespace().any(|w| w == INITRD_WORD))
+        .find(|m| {
+            m.name
+                .as_str()
+                .split_ascii_whitespace()
+                .any(|w| w == INITRD_WORD)
+        })
         .map(|m| m.range.clone());
     Some((kernel.range.clone(), LinuxModules { initrd, cmdline }))
 }

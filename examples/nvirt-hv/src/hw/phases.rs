@@ -379,8 +379,8 @@ fn load_linux(
         None => &[],
     };
     let cmdline = linux.cmdline.as_str();
-    let (start, placed) =
-        crate::linux::load(guest, kernel, initrd, cmdline, layout).map_err(BootFailure::Linux)?;
+    let (start, placed) = crate::linux::load::load(guest, kernel, initrd, cmdline, layout)
+        .map_err(BootFailure::Linux)?;
     hvprintln!(
         "Linux guest: boot protocol {}.{}, kernel {} (init_size), initrd {} ({}), entry {:#x}, zero page {:#x}",
         placed.version >> 8,

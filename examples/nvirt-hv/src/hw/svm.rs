@@ -27,8 +27,8 @@ use crate::devices::msrs;
 use super::io::{msr, rdmsr, wrmsr};
 use super::mem::zero_host;
 use super::vcpu::{
-    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestKind, GuestSegments, GuestSpec, Reg,
-    Segment, Vcpu, VmError, load_gprs_from_rax, mode_of, store_gprs_to_rax,
+    Exit, GUEST_CR0, GUEST_CR4, GUEST_EFER, GUEST_PAT, Gprs, GuestKind, GuestSegments, GuestSpec,
+    Reg, Segment, Vcpu, VmError, load_gprs_from_rax, mode_of, store_gprs_to_rax,
 };
 
 const EFER_SVME: u64 = 1 << 12;

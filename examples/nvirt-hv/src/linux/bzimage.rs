@@ -92,7 +92,9 @@ impl fmt::Display for LinuxImageError {
                 version & 0xff
             ),
             Self::NotBzImage => f.write_str("a zImage (LOADED_HIGH clear): only bzImages load"),
-            Self::No64BitEntry => f.write_str("the kernel has no 64-bit entry (XLF_KERNEL_64 clear)"),
+            Self::No64BitEntry => {
+                f.write_str("the kernel has no 64-bit entry (XLF_KERNEL_64 clear)")
+            }
             Self::HeaderTooLong { end } => write!(
                 f,
                 "the setup header claims to end at {end:#x}, beyond the setup sectors"

@@ -96,10 +96,9 @@ impl fmt::Display for LinuxLoadError {
                 "the Linux kernel needs guest RAM {:#x}-{:#x} (load address + init_size); low RAM is {:#x}-{:#x}",
                 needs.0, needs.1, ram.0, ram.1
             ),
-            Self::CmdlineTooLong { len, max } => write!(
-                f,
-                "Linux command line of {len} bytes exceeds {max}"
-            ),
+            Self::CmdlineTooLong { len, max } => {
+                write!(f, "Linux command line of {len} bytes exceeds {max}")
+            }
             Self::CmdlineNul => f.write_str("Linux command line contains a NUL byte"),
             Self::InitrdDoesNotFit { len, room } => write!(
                 f,
@@ -178,16 +177,15 @@ pub fn load<const N: usize>(
         cmdline: CMDLINE_GPA,
         initrd: (initrd_range.start, initrd.len() as u64),
     };
-    let page = zero_page::build(&kernel, layout.map.entries(), pointers)
-        .map_err(LinuxLoadError::Map)?;
+    let page =
+        zero_page::build(&kernel, layout.map.entries(), pointers).map_err(LinuxLoadError::Map)?;
     mem.write(ZERO_PAGE_GPA, &page)?;
     let mut gdt = [0u8; GDT.len() * 8];
     for (slot, d) in gdt.chunks_exact_mut(8).zip(GDT) {
         slot.copy_from_slice(&d.to_le_bytes());
     }
     mem.write(GDT_GPA.get(), &gdt)?;
-    let cr3 =
-        guest_setup::identity_tables(mem, layout.map.end()).map_err(LinuxLoadError::Setup)?;
+    let cr3 = guest_setup::identity_tables(mem, layout.map.end()).map_err(LinuxLoadError::Setup)?;
     Ok((
         GuestStart {
             rip: kernel.entry_64(),

@@ -10,7 +10,7 @@
 //!
 //! Everything here is pure logic over a [`GuestWrite`](crate::guest_setup::GuestWrite):
 //! a hostile kernel image or initrd gives a [`bzimage::LinuxImageError`] or
-//! [`LinuxLoadError`], never a panic or a write outside guest RAM.
+//! [`load::LinuxLoadError`], never a panic or a write outside guest RAM.
 
 pub mod bzimage;
 pub mod load;
@@ -18,6 +18,3 @@ pub mod zero_page;
 
 #[cfg(test)]
 mod tests;
-
-pub use bzimage::BzImage;
-pub use load::{LinuxLoadError, load};

@@ -1,8 +1,9 @@
 use nvirt_e820::{GuestLayout, Kind, boot_params};
 
+use super::bzimage::BzImage;
 use super::bzimage::LinuxImageError;
 use super::load::{BOOT_CS, BOOT_DS, CMDLINE_GPA, ZERO_PAGE_GPA};
-use super::*;
+use super::load::{LinuxLoadError, load};
 use crate::guest_memory::GuestAccessError;
 use crate::guest_setup::GuestWrite;
 
@@ -55,7 +56,7 @@ impl GuestWrite for Sparse {
             len: bytes.len() as u64,
         };
         match self.slot(gpa, bytes.len()) {
-            Some(s) if s.is_empty() => Ok(()),
+            Some([]) => Ok(()),
             Some(s) => {
                 s.copy_from_slice(bytes);
                 Ok(())
@@ -117,19 +118,35 @@ fn parses_the_setup_header() {
 #[test]
 fn refuses_what_is_not_a_64_bit_bzimage() {
     let good = image(4096);
-    let cases: [(fn(&mut Vec<u8>), LinuxImageError); 7] = [
-        (|b| b.truncate(0x100), LinuxImageError::Truncated { need: 0x264, have: 0x100 }),
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(Damage, LinuxImageError); 7] = [
+        (
+            |b| b.truncate(0x100),
+            LinuxImageError::Truncated {
+                need: 0x264,
+                have: 0x100,
+            },
+        ),
         (|b| b[0x202] = b'X', LinuxImageError::NotLinux),
-        (|b| b[0x206] = 0x0b, LinuxImageError::TooOld { version: 0x020b }),
+        (
+            |b| b[0x206] = 0x0b,
+            LinuxImageError::TooOld { version: 0x020b },
+        ),
         (|b| b[0x211] = 0, LinuxImageError::NotBzImage),
         (|b| b[0x236] = 0x7e, LinuxImageError::No64BitEntry),
         (
             |b| b[0x230..0x234].copy_from_slice(&0x30_0000u32.to_le_bytes()),
-            LinuxImageError::BadAlignment { alignment: 0x30_0000, pref_address: 0x100_0000 },
+            LinuxImageError::BadAlignment {
+                alignment: 0x30_0000,
+                pref_address: 0x100_0000,
+            },
         ),
         (
             |b| b[0x260..0x264].copy_from_slice(&16u32.to_le_bytes()),
-            LinuxImageError::InitSizeTooSmall { init_size: 16, kernel: 4096 },
+            LinuxImageError::InitSizeTooSmall {
+                init_size: 16,
+                kernel: 4096,
+            },
         ),
     ];
     for (damage, want) in cases {
@@ -165,7 +182,10 @@ fn lays_out_kernel_initrd_command_line_and_zero_page() {
 
     assert_eq!(start.rip, 16 * MIB + 0x200);
     assert_eq!(start.rsi, ZERO_PAGE_GPA);
-    assert_eq!((start.code_selector, start.data_selector), (BOOT_CS, BOOT_DS));
+    assert_eq!(
+        (start.code_selector, start.data_selector),
+        (BOOT_CS, BOOT_DS)
+    );
     assert_eq!(placed.kernel, 16 * MIB..16 * MIB + 0x3f9_8000);
     // The initrd sits at the top of low RAM, page aligned, above init_size.
     let low_end = map.ram[0].clone().unwrap().end;
@@ -195,7 +215,11 @@ fn lays_out_kernel_initrd_command_line_and_zero_page() {
             (want.start(), want.end(), want.kind())
         );
     }
-    assert!(entries.iter().any(|e| e.kind.raw() == 12 && e.base >= 4 << 30));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind.raw() == 12 && e.base >= 4 << 30)
+    );
     // GDT: __BOOT_CS is 64-bit code, __BOOT_DS flat data.
     let gdt = mem.read(0x2000, 32);
     assert_eq!(gdt[16..24], 0x00af_9a00_0000_ffffu64.to_le_bytes());
@@ -222,7 +246,10 @@ fn refuses_guests_too_small_and_arguments_too_large() {
     ));
     assert_eq!(
         load(&mut mem, &img, &[], &"x".repeat(2048), &map).err(),
-        Some(LinuxLoadError::CmdlineTooLong { len: 2048, max: 2047 })
+        Some(LinuxLoadError::CmdlineTooLong {
+            len: 2048,
+            max: 2047
+        })
     );
     assert_eq!(
         load(&mut mem, &img, &[], "a\0b", &map).err(),

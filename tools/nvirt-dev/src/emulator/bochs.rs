@@ -119,7 +119,7 @@ pub(crate) fn start(
     } else {
         cmdline
     };
-    let iso = image::grub_iso(built, guest, &cmdline, dir)?;
+    let iso = image::grub_iso(built, &image::iso_modules(scenario, guest), &cmdline, dir)?;
     let serial = dir.join("serial.log");
     let log = dir.join("bochs.log");
     let _ = fs::remove_file(&serial);

@@ -117,6 +117,35 @@ pub(crate) struct Scenario {
     pub(crate) lint: bool,
     /// More hypervisor options (e.g. `guest_crashloop=0`).
     pub(crate) extra: String,
+    /// A Linux guest instead of the test guest.
+    pub(crate) linux: Option<LinuxBoot>,
+}
+
+/// A Linux kernel, its initramfs and its command line, given to the
+/// hypervisor as boot modules: the kernel's module string is `linux`
+/// followed by the command line, the initramfs's is `initrd`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LinuxBoot {
+    /// The bzImage.
+    pub(crate) bzimage: PathBuf,
+    /// The initramfs (newc cpio, gzip).
+    pub(crate) initramfs: PathBuf,
+    /// The kernel's command line.
+    pub(crate) cmdline: String,
+}
+
+/// Least guest RAM for a Linux guest: Debian's kernel loads at 16 MiB and
+/// needs 64 MiB (`init_size`) from there while it boots, then room to run.
+pub(crate) const LINUX_MIN_RAM: u64 = 128 * MIB;
+
+impl LinuxBoot {
+    /// The boot modules: (file, module string).
+    pub(crate) fn modules(&self) -> [(PathBuf, String); 2] {
+        [
+            (self.bzimage.clone(), format!("linux {}", self.cmdline)),
+            (self.initramfs.clone(), "initrd".to_owned()),
+        ]
+    }
 }
 
 impl Scenario {
@@ -139,6 +168,7 @@ impl Scenario {
             timeout: Duration::from_secs(timeout),
             lint: true,
             extra: String::new(),
+            linux: None,
         }
     }
 
@@ -172,6 +202,22 @@ impl Scenario {
         }
         if ![7, 12, 90].contains(&self.nv_type) {
             return Err("--nv-type must be 7, 12 or 90".into());
+        }
+        if let Some(linux) = &self.linux {
+            if self.ram < LINUX_MIN_RAM {
+                return Err(format!(
+                    "a Linux guest needs --ram of at least {} MiB",
+                    LINUX_MIN_RAM / MIB
+                ));
+            }
+            if self.boot == Boot::Pvh {
+                return Err("a Linux guest boots the hypervisor by -kernel or from the ISO: PVH carries one module".into());
+            }
+            if linux.cmdline.contains(',') {
+                return Err(
+                    "the Linux command line cannot hold a comma (QEMU's module separator)".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -238,6 +284,8 @@ pub(crate) struct Outcome {
     pub(crate) reason: String,
     /// From emulator start to the guest's `PASS` line.
     pub(crate) time_to_pass: Option<Duration>,
+    /// From emulator start to a Linux guest's `/dev/pmem0` marker.
+    pub(crate) time_to_pmem0: Option<Duration>,
     /// From emulator start to its exit.
     pub(crate) elapsed: Duration,
     /// The serial console, every line.
@@ -332,10 +380,16 @@ pub(crate) fn run_prepared(
     Ok(supervise(started, started_at, scenario.timeout, echo))
 }
 
+/// The Linux guest's init prints these on its console.
+pub(crate) const LINUX_PASS: &str = "nvirt-linux: PASS";
+const LINUX_FAIL: &str = "nvirt-linux: FAIL";
+pub(crate) const LINUX_PMEM0: &str = "nvirt-linux: pmem0 ";
+
 /// What the console said so far.
 #[derive(Debug, Default)]
 struct Markers {
     guest_pass: Option<Duration>,
+    pmem0: Option<Duration>,
     guest_fail: bool,
     verdict: Option<bool>,
 }
@@ -355,8 +409,12 @@ fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool)
                     let _ = stdout.flush();
                 }
                 match line.as_str() {
-                    "guest: PASS" => markers.guest_pass = Some(started_at.elapsed()),
+                    "guest: PASS" | LINUX_PASS => markers.guest_pass = Some(started_at.elapsed()),
                     "guest: FAIL" => markers.guest_fail = true,
+                    l if l.starts_with(LINUX_FAIL) => markers.guest_fail = true,
+                    l if l.starts_with(LINUX_PMEM0) && markers.pmem0.is_none() => {
+                        markers.pmem0 = Some(started_at.elapsed());
+                    }
                     "nvirt-hv: verdict: PASS" => markers.verdict = Some(true),
                     "nvirt-hv: verdict: FAIL" => markers.verdict = Some(false),
                     _ => {}
@@ -410,6 +468,7 @@ fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool)
             reason
         },
         time_to_pass: markers.guest_pass.filter(|_| passed),
+        time_to_pmem0: markers.pmem0,
         elapsed,
         console,
         log: s.log,

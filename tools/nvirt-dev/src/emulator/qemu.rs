@@ -94,8 +94,25 @@ pub(crate) fn start(
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    match scenario.boot {
-        Boot::Kernel | Boot::Pvh => {
+    match (scenario.boot, &scenario.linux) {
+        (Boot::Kernel | Boot::Pvh, Some(linux)) => {
+            // Multiboot1 modules: QEMU separates them by commas, the file
+            // name comes first and the rest is the module's string.
+            let modules: Vec<String> = linux
+                .modules()
+                .iter()
+                .map(|(file, name)| {
+                    format!("{} {name}", file.display().to_string().replace(',', ",,"))
+                })
+                .collect();
+            cmd.arg("-kernel")
+                .arg(&built.hypervisor)
+                .arg("-append")
+                .arg(cmdline)
+                .arg("-initrd")
+                .arg(modules.join(","));
+        }
+        (Boot::Kernel | Boot::Pvh, None) => {
             let kernel = if scenario.boot == Boot::Pvh {
                 image::pvh_only_copy(built, dir)?
             } else {
@@ -111,8 +128,8 @@ pub(crate) fn start(
                     guest.display()
                 ));
         }
-        Boot::Iso => {
-            let iso = image::grub_iso(built, guest, &cmdline, dir)?;
+        (Boot::Iso, _) => {
+            let iso = image::grub_iso(built, &image::iso_modules(scenario, guest), &cmdline, dir)?;
             cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
         }
     }

@@ -180,10 +180,8 @@ fn report_msrs(run: &Run<'_, '_, '_>) {
     );
     let mut line = crate::bootinfo::FixedString::<1024>::new();
     for (number, reads, writes) in run.msrs.iter() {
-        let _ = core::fmt::Write::write_fmt(
-            &mut line,
-            format_args!(" {number:#x}:{reads}r/{writes}w"),
-        );
+        let _ =
+            core::fmt::Write::write_fmt(&mut line, format_args!(" {number:#x}:{reads}r/{writes}w"));
     }
     hvprintln!(" {}", line.as_str());
 }

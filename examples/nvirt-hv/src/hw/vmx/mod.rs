@@ -101,7 +101,7 @@ impl VmxVcpu {
         Ok(Self {
             gprs: Gprs {
                 rbx: spec.start.rbx,
-            rsi: spec.start.rsi,
+                rsi: spec.start.rsi,
                 ..Gprs::default()
             },
             launched: false,
