@@ -32,6 +32,7 @@ pub mod hv_acpi;
 pub mod hv_balloon;
 pub mod hv_bootinfo;
 pub mod hv_guest_image;
+pub mod hv_linux_image;
 pub mod hv_nvpool_guest;
 pub mod hypercall_decode;
 pub mod nvpool_ops;
@@ -59,6 +60,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("hv_balloon", hv_balloon::fuzz),
     ("hv_bootinfo", hv_bootinfo::fuzz),
     ("hv_guest_image", hv_guest_image::fuzz),
+    ("hv_linux_image", hv_linux_image::fuzz),
     ("hv_nvpool_guest", hv_nvpool_guest::fuzz),
     ("hypercall_decode", hypercall_decode::fuzz),
     ("nvpool_ops", nvpool_ops::fuzz),

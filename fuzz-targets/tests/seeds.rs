@@ -80,6 +80,7 @@ seed_tests!(
     hv_balloon,
     hv_bootinfo,
     hv_guest_image,
+    hv_linux_image,
     hv_nvpool_guest,
     hypercall_decode,
     nvpool_ops,

@@ -27,3 +27,12 @@ pub mod guest {
     pub use crate::pool::FramePool;
     pub use crate::regions::Regions;
 }
+
+/// The Linux boot-protocol loader over a guest memory that only checks
+/// where it is written (`hv_linux_image`).
+pub mod linux {
+    pub use crate::guest_memory::GuestAccessError;
+    pub use crate::guest_setup::GuestWrite;
+    pub use crate::linux::bzimage::{BzImage, LinuxImageError};
+    pub use crate::linux::load::{LinuxLoadError, LinuxPlacement, load};
+}

@@ -11,23 +11,29 @@
 //!   maps the APIC page;
 //! - MTRRs, machine check (MCE, MCA): their MSRs read as zero here, which
 //!   is only what an absent feature reads as;
-//! - RDTSCP (and with it `TSC_AUX` through RDPID), INVPCID and XSAVES:
-//!   VMX faults them unless the hypervisor enables each with a secondary
-//!   control, so no guest may depend on them.
+//! - RDTSCP and RDPID, INVPCID and XSAVES: VMX faults them unless the
+//!   hypervisor enables each with a secondary control, so no guest may
+//!   depend on them;
+//! - XSAVE (and with it OSXSAVE, so AVX and every extended state): VMX
+//!   makes every XSETBV exit, and the hypervisor does not manage the
+//!   guest's XCR0; the guest keeps FXSAVE and SSE.
 
 /// CPUID leaf 1.
 const LEAF_FEATURES: u32 = 1;
 const ECX_VMX: u32 = 1 << 5;
 const ECX_X2APIC: u32 = 1 << 21;
+const ECX_XSAVE: u32 = 1 << 26;
+const ECX_OSXSAVE: u32 = 1 << 27;
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_MCE: u32 = 1 << 7;
 const EDX_APIC: u32 = 1 << 9;
 const EDX_MTRR: u32 = 1 << 12;
 const EDX_MCA: u32 = 1 << 14;
-/// CPUID leaf 7 (subleaf 0): EBX bit 10 INVPCID.
+/// CPUID leaf 7 (subleaf 0): EBX bit 10 INVPCID, ECX bit 22 RDPID.
 const LEAF_EXTENDED_FEATURES: u32 = 7;
 const EBX_INVPCID: u32 = 1 << 10;
+const ECX_RDPID: u32 = 1 << 22;
 /// CPUID leaf 0xD subleaf 1: EAX bit 3 XSAVES.
 const LEAF_XSAVE: u32 = 0xd;
 const EAX_XSAVES: u32 = 1 << 3;
@@ -49,10 +55,13 @@ pub const fn guest_view(leaf: u32, subleaf: u32, host: [u32; 4]) -> [u32; 4] {
         LEAF_FEATURES => [
             eax,
             ebx,
-            (ecx & !(ECX_VMX | ECX_X2APIC | ECX_TSC_DEADLINE)) | ECX_HYPERVISOR,
+            (ecx & !(ECX_VMX | ECX_X2APIC | ECX_TSC_DEADLINE | ECX_XSAVE | ECX_OSXSAVE))
+                | ECX_HYPERVISOR,
             edx & !EDX_HIDDEN,
         ],
-        LEAF_EXTENDED_FEATURES if subleaf == 0 => [eax, ebx & !EBX_INVPCID, ecx, edx],
+        LEAF_EXTENDED_FEATURES if subleaf == 0 => {
+            [eax, ebx & !EBX_INVPCID, ecx & !ECX_RDPID, edx]
+        }
         LEAF_XSAVE if subleaf == 1 => [eax & !EAX_XSAVES, ebx, ecx, edx],
         LEAF_EXT_FEATURES => [eax, ebx, ecx & !ECX_SVM, edx & !(EDX_HIDDEN | EDX_RDTSCP)],
         _ => host,
@@ -67,7 +76,10 @@ mod tests {
     fn hides_what_is_not_virtualized_and_shows_the_hypervisor() {
         let all = [u32::MAX; 4];
         let leaf1 = guest_view(1, 0, all);
-        assert_eq!(leaf1[2], !(ECX_VMX | ECX_X2APIC | ECX_TSC_DEADLINE));
+        assert_eq!(
+            leaf1[2],
+            !(ECX_VMX | ECX_X2APIC | ECX_TSC_DEADLINE | ECX_XSAVE | ECX_OSXSAVE)
+        );
         assert_eq!(leaf1[3], !EDX_HIDDEN);
         assert_eq!(leaf1[3] & EDX_APIC, 0);
         assert_eq!(guest_view(1, 0, [0; 4])[2], ECX_HYPERVISOR);
@@ -75,6 +87,7 @@ mod tests {
         assert_eq!(ext[2], !ECX_SVM);
         assert_eq!(ext[3] & (EDX_RDTSCP | EDX_APIC), 0);
         assert_eq!(guest_view(7, 0, all)[1], !EBX_INVPCID);
+        assert_eq!(guest_view(7, 0, all)[2], !ECX_RDPID);
         assert_eq!(guest_view(7, 1, all), all, "only subleaf 0 holds INVPCID");
         assert_eq!(guest_view(0xd, 1, all)[0], !EAX_XSAVES);
         assert_eq!(guest_view(0xd, 0, all), all);

@@ -92,6 +92,8 @@ pub(crate) enum Exit {
     },
     /// The guest triple-faulted (SVM shutdown, VMX triple fault).
     TripleFault,
+    /// The backend served the exit itself (VMX control-register accesses).
+    Handled,
     /// Anything else, with the raw exit code and qualification.
     Other {
         /// Raw exit code / basic exit reason.

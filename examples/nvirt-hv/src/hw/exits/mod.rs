@@ -183,6 +183,10 @@ pub(crate) fn run_guest<const N: usize>(
                 run.exits.msr += 1;
                 devices::msr(vcpu, &mut run, write)
             }
+            Exit::Handled => {
+                run.exits.other += 1;
+                Flow::Resume
+            }
             Exit::TripleFault if run.linux => {
                 devices::linux_end(vcpu, &mut run, format_args!("a triple fault"))
             }

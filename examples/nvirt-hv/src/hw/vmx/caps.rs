@@ -11,9 +11,11 @@ use super::super::vcpu::VmError;
 // Primary processor-based controls.
 pub(super) const PROC_HLT_EXITING: u32 = 1 << 7;
 pub(super) const PROC_UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
+pub(super) const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
 pub(super) const PROC_ACTIVATE_SECONDARY: u32 = 1 << 31;
 // Secondary.
 pub(super) const PROC2_ENABLE_EPT: u32 = 1 << 1;
+pub(super) const PROC2_UNRESTRICTED_GUEST: u32 = 1 << 7;
 // Exit controls.
 pub(super) const EXIT_HOST_64BIT: u32 = 1 << 9;
 pub(super) const EXIT_SAVE_PAT: u32 = 1 << 18;
@@ -81,10 +83,14 @@ pub(super) struct Controls {
     pub(super) secondary: u32,
     pub(super) exit: u32,
     pub(super) entry: u32,
+    /// Whether the guest is unrestricted (CR0.PE and CR0.PG may be clear).
+    pub(super) unrestricted: bool,
 }
 
-/// Every I/O port, HLT and (no MSR bitmaps) every MSR access exits; EPT on;
-/// a 64-bit host; PAT and EFER loaded and saved; an IA-32e guest.
+/// Every I/O port and HLT exits, MSRs as the MSR bitmaps say; EPT on, and
+/// unrestricted guest where the CPU has it (a guest may then run with
+/// paging or protection off); a 64-bit host; PAT and EFER loaded and saved;
+/// an IA-32e guest.
 pub(super) fn controls() -> Result<Controls, VmError> {
     let true_controls = cap(msr::VMX_BASIC) & 1 << 55 != 0;
     let (pin_msr, proc_msr, exit_msr, entry_msr) = if true_controls {
@@ -102,14 +108,28 @@ pub(super) fn controls() -> Result<Controls, VmError> {
             msr::VMX_ENTRY_CTLS,
         )
     };
+    let unrestricted = if (cap(msr::VMX_PROCBASED_CTLS2) >> 32) as u32 & PROC2_UNRESTRICTED_GUEST != 0
+    {
+        PROC2_UNRESTRICTED_GUEST
+    } else {
+        0
+    };
     Ok(Controls {
         pin: adjust(0, cap(pin_msr), "pin-based controls")?,
         primary: adjust(
-            PROC_HLT_EXITING | PROC_UNCONDITIONAL_IO_EXITING | PROC_ACTIVATE_SECONDARY,
+            PROC_HLT_EXITING
+                | PROC_UNCONDITIONAL_IO_EXITING
+                | PROC_USE_MSR_BITMAPS
+                | PROC_ACTIVATE_SECONDARY,
             cap(proc_msr),
-            "HLT/I-O exiting, secondary controls",
+            "HLT/I-O exiting, MSR bitmaps, secondary controls",
         )?,
-        secondary: adjust(PROC2_ENABLE_EPT, cap(msr::VMX_PROCBASED_CTLS2), "EPT")?,
+        secondary: adjust(
+            PROC2_ENABLE_EPT | unrestricted,
+            cap(msr::VMX_PROCBASED_CTLS2),
+            "EPT",
+        )?,
+        unrestricted: unrestricted != 0,
         exit: adjust(
             EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER,
             cap(exit_msr),

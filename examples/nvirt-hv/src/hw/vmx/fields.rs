@@ -35,6 +35,7 @@ pub(super) const EXIT_MSR_LOAD_COUNT: u64 = 0x4010;
 pub(super) const ENTRY_CONTROLS: u64 = 0x4012;
 pub(super) const ENTRY_MSR_LOAD_COUNT: u64 = 0x4014;
 pub(super) const ENTRY_INTERRUPTION_INFO: u64 = 0x4016;
+pub(super) const ENTRY_EXCEPTION_ERROR_CODE: u64 = 0x4018;
 pub(super) const SECONDARY_PROC_CONTROLS: u64 = 0x401e;
 pub(super) const VM_INSTRUCTION_ERROR: u64 = 0x4400;
 pub(super) const EXIT_REASON: u64 = 0x4402;
@@ -68,6 +69,8 @@ pub(super) const CR4_GUEST_HOST_MASK: u64 = 0x6002;
 pub(super) const CR0_READ_SHADOW: u64 = 0x6004;
 pub(super) const CR4_READ_SHADOW: u64 = 0x6006;
 pub(super) const EXIT_QUALIFICATION: u64 = 0x6400;
+/// Address of the MSR bitmaps (64-bit control field).
+pub(super) const MSR_BITMAP: u64 = 0x2004;
 pub(super) const GUEST_CR0: u64 = 0x6800;
 pub(super) const GUEST_CR3: u64 = 0x6802;
 pub(super) const GUEST_CR4: u64 = 0x6804;

@@ -8,6 +8,7 @@
 //! backends' common [`Exit`].
 
 mod caps;
+mod cr;
 pub(crate) mod entry;
 pub(crate) mod fields;
 mod vmcs;
@@ -35,6 +36,7 @@ const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 11;
 const REASON_EXCEPTION: u64 = 0;
 const REASON_TRIPLE_FAULT: u64 = 2;
 const REASON_CPUID: u64 = 10;
+const REASON_CR_ACCESS: u64 = 28;
 const REASON_HLT: u64 = 12;
 const REASON_VMCALL: u64 = 18;
 const REASON_IO: u64 = 30;
@@ -48,6 +50,7 @@ pub(crate) struct VmxVcpu {
     launched: bool,
     eptp: u64,
     invept_type: u64,
+    cr_policy: cr::CrPolicy,
 }
 
 impl VmxVcpu {
@@ -95,7 +98,14 @@ impl VmxVcpu {
         vmx_pa_instruction!("vmptrld", vmcs)?;
 
         let controls = caps::controls()?;
-        vmcs::write_controls(&controls, spec)?;
+        // An unrestricted guest may clear CR0.PE and CR0.PG.
+        let free_cr0 = if controls.unrestricted { 1 | 1 << 31 } else { 0 };
+        let cr_policy = cr::CrPolicy {
+            cr0: (fixed_cr0.0 & !free_cr0, fixed_cr0.1),
+            cr4: fixed_cr4,
+        };
+        let msr_bitmap = msr_bitmap(frames)?;
+        vmcs::write_controls(&controls, spec, cr_policy.masks(), msr_bitmap)?;
         vmcs::write_host_state()?;
         vmcs::write_guest_state(spec, fixed_cr0, fixed_cr4)?;
         Ok(Self {
@@ -107,6 +117,7 @@ impl VmxVcpu {
             launched: false,
             eptp: spec.nested_root,
             invept_type,
+            cr_policy,
         })
     }
 }
@@ -116,6 +127,32 @@ fn alloc_zeroed(frames: &mut impl FrameAlloc) -> Result<u64, VmError> {
     // SAFETY: a fresh frame from the allocator, identity mapped.
     unsafe { zero_host(frame, 4096) };
     Ok(frame)
+}
+
+/// The MSR bitmaps (SDM Vol. 3C, 25.6.9): one 4 KiB page of four 1 KiB
+/// maps — reads of MSRs 0–1FFFh, reads of C000_0000h–C000_1FFFh, then the
+/// same for writes — every bit set (exit) but those of
+/// [`msrs::PASS_THROUGH`].
+fn msr_bitmap(frames: &mut impl FrameAlloc) -> Result<u64, VmError> {
+    let page = alloc_zeroed(frames)?;
+    let byte = |offset: u64| core::ptr::with_exposed_provenance_mut::<u8>((page + offset) as usize);
+    // SAFETY: a fresh 4 KiB frame this vCPU owns.
+    unsafe { core::ptr::write_bytes(byte(0), 0xff, 4096) };
+    for m in msrs::PASS_THROUGH {
+        let (index, high) = match m {
+            0..=0x1fff => (u64::from(m), 0),
+            0xc000_0000..=0xc000_1fff => (u64::from(m - 0xc000_0000), 0x400),
+            _ => continue,
+        };
+        for base in [high, high + 0x800] {
+            let at = byte(base + index / 8);
+            // SAFETY: inside the page (offsets below 0x1000).
+            let old = unsafe { at.read() };
+            // SAFETY: as above.
+            unsafe { at.write(old & !(1 << (index % 8))) };
+        }
+    }
+    Ok(page)
 }
 
 /// The common exit for a basic exit reason.
@@ -153,6 +190,19 @@ fn decode_exit(reason: u64, qualification: u64) -> Exit {
     }
 }
 
+impl VmxVcpu {
+    /// Delivers #GP(0) at the next entry.
+    fn inject_gp(&mut self) {
+        // Vector 13, type 3 (hardware exception), error code delivered,
+        // valid; a failed write leaves the guest as it was.
+        let _ = vmwrite(fields::ENTRY_EXCEPTION_ERROR_CODE, 0);
+        let _ = vmwrite(
+            fields::ENTRY_INTERRUPTION_INFO,
+            13 | 3 << 8 | 1 << 11 | 1 << 31,
+        );
+    }
+}
+
 impl Vcpu for VmxVcpu {
     fn name(&self) -> &'static str {
         "Intel VMX with EPT"
@@ -185,6 +235,15 @@ impl Vcpu for VmxVcpu {
                 reason: reason & 0xffff,
                 qualification,
             });
+        }
+        if reason & 0xffff == REASON_CR_ACCESS {
+            // Control registers are the backend's business: emulated here,
+            // reported to the exit loop as nothing happening.
+            match cr::emulate(&mut self.gprs, qualification, &self.cr_policy) {
+                cr::CrOutcome::Done => self.skip_instruction(),
+                cr::CrOutcome::Fault => self.inject_gp(),
+            }
+            return Ok(Exit::Handled);
         }
         Ok(decode_exit(reason & 0xffff, qualification))
     }

@@ -16,11 +16,23 @@ fn write_all(writes: &[(u64, u64)]) -> Result<(), VmError> {
     Ok(())
 }
 
-/// The execution, exit and entry controls, the CR0/CR4 ownership and the
-/// EPT pointer.
-pub(super) fn write_controls(c: &caps::Controls, spec: &GuestSpec) -> Result<(), VmError> {
+/// The execution, exit and entry controls, the CR0/CR4 ownership, the MSR
+/// bitmaps and the EPT pointer.
+///
+/// The hypervisor owns (masks) only the CR0 and CR4 bits VMX fixes: those
+/// the guest could not change anyway (CR4.VMXE, CR0.NE, and CR0.PE/PG
+/// unless the guest is unrestricted), and those the CPU forbids. Every
+/// other bit the guest changes without an exit; a write to an owned bit
+/// exits and is checked ([`super::cr`]).
+pub(super) fn write_controls(
+    c: &caps::Controls,
+    spec: &GuestSpec,
+    masks: (u64, u64),
+    msr_bitmap: u64,
+) -> Result<(), VmError> {
     use fields::*;
     write_all(&[
+        (MSR_BITMAP, msr_bitmap),
         (PIN_BASED_CONTROLS, u64::from(c.pin)),
         (PRIMARY_PROC_CONTROLS, u64::from(c.primary)),
         (SECONDARY_PROC_CONTROLS, u64::from(c.secondary)),
@@ -38,10 +50,9 @@ pub(super) fn write_controls(c: &caps::Controls, spec: &GuestSpec) -> Result<(),
         (EXIT_MSR_LOAD_COUNT, 0),
         (ENTRY_MSR_LOAD_COUNT, 0),
         (ENTRY_INTERRUPTION_INFO, 0),
-        // The guest owns no CR0/CR4 bit: any change exits; it reads
-        // back what it was given (CR4.VMXE hidden).
-        (CR0_GUEST_HOST_MASK, u64::MAX),
-        (CR4_GUEST_HOST_MASK, u64::MAX),
+        // The guest reads back what it was given (CR4.VMXE hidden).
+        (CR0_GUEST_HOST_MASK, masks.0),
+        (CR4_GUEST_HOST_MASK, masks.1),
         (CR0_READ_SHADOW, vcpu::GUEST_CR0),
         (CR4_READ_SHADOW, vcpu::GUEST_CR4),
         (EPT_POINTER, spec.nested_root),
