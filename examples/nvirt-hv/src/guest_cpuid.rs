@@ -59,9 +59,7 @@ pub const fn guest_view(leaf: u32, subleaf: u32, host: [u32; 4]) -> [u32; 4] {
                 | ECX_HYPERVISOR,
             edx & !EDX_HIDDEN,
         ],
-        LEAF_EXTENDED_FEATURES if subleaf == 0 => {
-            [eax, ebx & !EBX_INVPCID, ecx & !ECX_RDPID, edx]
-        }
+        LEAF_EXTENDED_FEATURES if subleaf == 0 => [eax, ebx & !EBX_INVPCID, ecx & !ECX_RDPID, edx],
         LEAF_XSAVE if subleaf == 1 => [eax & !EAX_XSAVES, ebx, ecx, edx],
         LEAF_EXT_FEATURES => [eax, ebx, ecx & !ECX_SVM, edx & !(EDX_HIDDEN | EDX_RDTSCP)],
         _ => host,

@@ -12,9 +12,16 @@
 //! | 0xcf8–0xcff | PCI configuration mechanism 1 | emulated: one host bridge at 00:00.0, nothing else |
 //! | 0x64 (0xfe), 0xcf9 (bit 2) | keyboard-controller and chipset reset | emulated: a reset request ends the guest; never reaches the machine |
 //! | 0x60, 0x64 | i8042 | absent (no controller) |
-//! | 0x80 | POST code / I/O delay | absorbed |
+//! | 0x80 | POST code / I/O delay | reached without exit; absorbed if trapped |
 //! | 0xf4 | the emulator's debug-exit port | absent: never reaches the host |
 //! | anything else | — | absent: reads as all ones, writes are dropped |
+//!
+//! The interrupt controllers, the timer, its gate port and the I/O-delay
+//! port belong to the guest outright ([`DIRECT_PORTS`]): both backends let the guest reach
+//! them without an exit (Linux reads the PIT and port 0x61 in tight loops
+//! while it calibrates its clocks, which under an emulated CPU costs more
+//! in exits than the whole rest of its boot). Every other port exits and
+//! is decided here.
 //!
 //! MSRs: see [`msrs`].
 
@@ -27,6 +34,12 @@ mod tests;
 
 use pci::PciConfig;
 use serial::SerialTap;
+
+/// Ports the guest reaches without an exit: the 8259 PICs, the 8254 PIT,
+/// port 0x61 (PIT gate, speaker) and 0x80 (the POST-code port every x86
+/// kernel writes as an I/O delay; no device answers it). They are decided
+/// here too, should a backend trap them.
+pub const DIRECT_PORTS: [u16; 10] = [0x20, 0x21, 0xa0, 0xa1, 0x40, 0x41, 0x42, 0x43, 0x61, 0x80];
 
 /// Width of a port access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

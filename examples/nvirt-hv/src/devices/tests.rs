@@ -179,3 +179,16 @@ fn msr_policy_and_log() {
     assert_eq!(log.unrecorded, 2);
     assert_eq!(log.iter().next(), Some((0, 1, 2)));
 }
+
+#[test]
+fn direct_ports_are_forwarded_ones() {
+    let mut m = DeviceModel::new();
+    for port in DIRECT_PORTS.into_iter().filter(|&p| p != 0x80) {
+        for width in [Width::Byte, Width::Word, Width::Dword] {
+            assert_eq!(m.port(inp(port, width)), PortOutcome::Forward, "{port:#x}");
+        }
+    }
+    for never in [0x3f8, 0x71, 0xcf8, 0xcf9, 0x64, 0xf4, 0x70] {
+        assert!(!DIRECT_PORTS.contains(&never), "{never:#x} must exit");
+    }
+}

@@ -1,6 +1,7 @@
 //! AMD SVM backend (AMD64 APM Vol. 2, chapter 15): a VMCB per guest,
-//! nested paging, ASID 1, every I/O port and every MSR but the
-//! pass-through ones intercepted, CPUID, VMRUN, VMMCALL and shutdown
+//! nested paging, ASID 1, every I/O port but the guest's own timer and
+//! interrupt controllers and every MSR but the pass-through ones
+//! intercepted, CPUID, VMRUN, VMMCALL and shutdown
 //! intercepted; exceptions and HLT as the guest's kind asks. Physical
 //! interrupts are not intercepted and V_INTR_MASKING is clear, so they
 //! reach the guest through its own IDT, masked by its RFLAGS.IF.
@@ -22,7 +23,7 @@ use raw_cpuid::CpuId;
 
 use crate::heaps::FrameAlloc;
 
-use crate::devices::msrs;
+use crate::devices::{DIRECT_PORTS, msrs};
 
 use super::io::{msr, rdmsr, wrmsr};
 use super::mem::zero_host;
@@ -160,6 +161,13 @@ impl SvmVcpu {
         }
         for m in msrs::PASS_THROUGH {
             pass_through(msrpm, m);
+        }
+        for port in DIRECT_PORTS {
+            let byte = ptr(iopm + u64::from(port / 8));
+            // SAFETY: inside the 12 KiB map this vCPU owns.
+            let old = unsafe { byte.read_volatile() };
+            // SAFETY: as above.
+            unsafe { byte.write_volatile(old & !(1 << (port % 8))) };
         }
         // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
         // only allows the SVM instructions; the save area is a fresh frame.

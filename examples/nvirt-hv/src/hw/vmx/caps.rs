@@ -10,7 +10,7 @@ use super::super::vcpu::VmError;
 
 // Primary processor-based controls.
 pub(super) const PROC_HLT_EXITING: u32 = 1 << 7;
-pub(super) const PROC_UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
+pub(super) const PROC_USE_IO_BITMAPS: u32 = 1 << 25;
 pub(super) const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
 pub(super) const PROC_ACTIVATE_SECONDARY: u32 = 1 << 31;
 // Secondary.
@@ -87,7 +87,7 @@ pub(super) struct Controls {
     pub(super) unrestricted: bool,
 }
 
-/// Every I/O port and HLT exits, MSRs as the MSR bitmaps say; EPT on, and
+/// HLT exits, I/O ports and MSRs as their bitmaps say; EPT on, and
 /// unrestricted guest where the CPU has it (a guest may then run with
 /// paging or protection off); a 64-bit host; PAT and EFER loaded and saved;
 /// an IA-32e guest.
@@ -108,21 +108,18 @@ pub(super) fn controls() -> Result<Controls, VmError> {
             msr::VMX_ENTRY_CTLS,
         )
     };
-    let unrestricted = if (cap(msr::VMX_PROCBASED_CTLS2) >> 32) as u32 & PROC2_UNRESTRICTED_GUEST != 0
-    {
-        PROC2_UNRESTRICTED_GUEST
-    } else {
-        0
-    };
+    let unrestricted =
+        if (cap(msr::VMX_PROCBASED_CTLS2) >> 32) as u32 & PROC2_UNRESTRICTED_GUEST != 0 {
+            PROC2_UNRESTRICTED_GUEST
+        } else {
+            0
+        };
     Ok(Controls {
         pin: adjust(0, cap(pin_msr), "pin-based controls")?,
         primary: adjust(
-            PROC_HLT_EXITING
-                | PROC_UNCONDITIONAL_IO_EXITING
-                | PROC_USE_MSR_BITMAPS
-                | PROC_ACTIVATE_SECONDARY,
+            PROC_HLT_EXITING | PROC_USE_IO_BITMAPS | PROC_USE_MSR_BITMAPS | PROC_ACTIVATE_SECONDARY,
             cap(proc_msr),
-            "HLT/I-O exiting, MSR bitmaps, secondary controls",
+            "HLT exiting, I/O and MSR bitmaps, secondary controls",
         )?,
         secondary: adjust(
             PROC2_ENABLE_EPT | unrestricted,

@@ -69,6 +69,9 @@ pub(super) const CR4_GUEST_HOST_MASK: u64 = 0x6002;
 pub(super) const CR0_READ_SHADOW: u64 = 0x6004;
 pub(super) const CR4_READ_SHADOW: u64 = 0x6006;
 pub(super) const EXIT_QUALIFICATION: u64 = 0x6400;
+/// Addresses of I/O bitmaps A (ports 0–7FFFh) and B (8000h–FFFFh).
+pub(super) const IO_BITMAP_A: u64 = 0x2000;
+pub(super) const IO_BITMAP_B: u64 = 0x2002;
 /// Address of the MSR bitmaps (64-bit control field).
 pub(super) const MSR_BITMAP: u64 = 0x2004;
 pub(super) const GUEST_CR0: u64 = 0x6800;

@@ -1,6 +1,9 @@
 //! Intel VMX backend (Intel SDM Vol. 3C, chapters 24–29): VMXON, one VMCS
 //! per guest with EPT, a 64-bit guest entered directly in IA-32e mode,
-//! every I/O port, MSR, exception, HLT and CPUID causing a VM exit.
+//! every I/O port but the guest's own timer and interrupt controllers,
+//! every MSR but the pass-through ones, CPUID, control-register writes to
+//! bits VMX fixes, and (as the guest's kind asks) exceptions and HLT
+//! causing a VM exit.
 //!
 //! [`fields`] holds the VMCS encodings, [`caps`] what the CPU allows,
 //! [`entry`] the instructions and the entry stub, [`vmcs`] what goes into
@@ -15,7 +18,7 @@ mod vmcs;
 
 use nvirt_hypercall_abi::host::VcpuMode;
 
-use crate::devices::msrs;
+use crate::devices::{DIRECT_PORTS, msrs};
 use crate::heaps::FrameAlloc;
 
 use super::io::{cr0, cr4, msr, rdmsr, write_cr0, write_cr4, wrmsr};
@@ -99,13 +102,20 @@ impl VmxVcpu {
 
         let controls = caps::controls()?;
         // An unrestricted guest may clear CR0.PE and CR0.PG.
-        let free_cr0 = if controls.unrestricted { 1 | 1 << 31 } else { 0 };
+        let free_cr0 = if controls.unrestricted {
+            1 | 1 << 31
+        } else {
+            0
+        };
         let cr_policy = cr::CrPolicy {
             cr0: (fixed_cr0.0 & !free_cr0, fixed_cr0.1),
             cr4: fixed_cr4,
         };
-        let msr_bitmap = msr_bitmap(frames)?;
-        vmcs::write_controls(&controls, spec, cr_policy.masks(), msr_bitmap)?;
+        let bitmaps = vmcs::Bitmaps {
+            msr: msr_bitmap(frames)?,
+            io: io_bitmaps(frames)?,
+        };
+        vmcs::write_controls(&controls, spec, cr_policy.masks(), &bitmaps)?;
         vmcs::write_host_state()?;
         vmcs::write_guest_state(spec, fixed_cr0, fixed_cr4)?;
         Ok(Self {
@@ -153,6 +163,40 @@ fn msr_bitmap(frames: &mut impl FrameAlloc) -> Result<u64, VmError> {
         }
     }
     Ok(page)
+}
+
+// The direct ports all fall in bitmap A.
+const _: () = {
+    let mut i = 0;
+    while i < DIRECT_PORTS.len() {
+        assert!(DIRECT_PORTS[i] < 0x8000);
+        i += 1;
+    }
+};
+
+/// I/O bitmaps A and B (SDM Vol. 3C, 25.6.4): a set bit makes its port
+/// exit; all set but [`DIRECT_PORTS`].
+fn io_bitmaps(frames: &mut impl FrameAlloc) -> Result<(u64, u64), VmError> {
+    let (a, b) = (alloc_zeroed(frames)?, alloc_zeroed(frames)?);
+    for page in [a, b] {
+        // SAFETY: a fresh 4 KiB frame this vCPU owns.
+        unsafe {
+            core::ptr::write_bytes(
+                core::ptr::with_exposed_provenance_mut::<u8>(page as usize),
+                0xff,
+                4096,
+            )
+        };
+    }
+    for port in DIRECT_PORTS {
+        // Every direct port is below 8000h: bitmap A.
+        let at = core::ptr::with_exposed_provenance_mut::<u8>((a + u64::from(port / 8)) as usize);
+        // SAFETY: inside bitmap A (offsets below 0x1000).
+        let old = unsafe { at.read() };
+        // SAFETY: as above.
+        unsafe { at.write(old & !(1 << (port % 8))) };
+    }
+    Ok((a, b))
 }
 
 /// The common exit for a basic exit reason.

@@ -16,6 +16,14 @@ fn write_all(writes: &[(u64, u64)]) -> Result<(), VmError> {
     Ok(())
 }
 
+/// Where the exit bitmaps are.
+pub(super) struct Bitmaps {
+    /// The MSR bitmaps (one page).
+    pub(super) msr: u64,
+    /// I/O bitmaps A and B.
+    pub(super) io: (u64, u64),
+}
+
 /// The execution, exit and entry controls, the CR0/CR4 ownership, the MSR
 /// bitmaps and the EPT pointer.
 ///
@@ -28,11 +36,13 @@ pub(super) fn write_controls(
     c: &caps::Controls,
     spec: &GuestSpec,
     masks: (u64, u64),
-    msr_bitmap: u64,
+    bitmaps: &Bitmaps,
 ) -> Result<(), VmError> {
     use fields::*;
     write_all(&[
-        (MSR_BITMAP, msr_bitmap),
+        (MSR_BITMAP, bitmaps.msr),
+        (IO_BITMAP_A, bitmaps.io.0),
+        (IO_BITMAP_B, bitmaps.io.1),
         (PIN_BASED_CONTROLS, u64::from(c.pin)),
         (PRIMARY_PROC_CONTROLS, u64::from(c.primary)),
         (SECONDARY_PROC_CONTROLS, u64::from(c.secondary)),
