@@ -29,8 +29,8 @@ use crate::emulator::{self, Emulator, Prepared, Scenario};
 
 mod console;
 
-use console::{BOOT_WINDOW_MS, Rng, WORK_WINDOW_MS, boot_line, field, phase_of};
-pub(crate) use console::{Summary, clock_seed};
+use console::{BOOT_WINDOW_MS, WORK_WINDOW_MS, boot_line, field, phase_of};
+pub(crate) use console::{Rng, Summary, clock_seed};
 
 const MIB: u64 = 1 << 20;
 /// Operations of the final clean run.

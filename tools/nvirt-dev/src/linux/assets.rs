@@ -1,0 +1,576 @@
+//! The Debian kernel and busybox the Linux guest runs, fetched with the
+//! system's own apt (`apt-get download` needs no root once the package
+//! lists exist) and cached under `target/nvirt-linux/`: the bzImage, the
+//! four modules that make legacy persistent memory a `/dev/pmem0`, the
+//! static busybox, and the kernel's ELF (`vmlinux`, unpacked from the
+//! bzImage's XZ payload) for a PVH boot.
+//!
+//! The cache is complete once `assets.ready` names the kernel version; a
+//! later run then asks apt nothing. Delete `target/nvirt-linux/` to move
+//! to a newer Debian kernel.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::process::{describe, run_quiet};
+
+/// The metapackage that depends on the current kernel image.
+const META: &str = "linux-image-amd64";
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// The modules, in the order `insmod` must load them (the .deb ships no
+/// modules.dep): the NVDIMM core, BTT (which nd_pmem needs), the pmem
+/// block driver, then the driver of legacy (E820 type 12) regions.
+pub(crate) const MODULES: [&str; 4] = ["libnvdimm", "nd_btt", "nd_pmem", "nd_e820"];
+const STAMP: &str = "assets.ready";
+
+/// Why the assets could not be had.
+#[derive(Debug)]
+pub(crate) enum AssetError {
+    /// apt knows no candidate: its package lists are missing or stale.
+    AptLists {
+        command: String,
+    },
+    /// A tool failed.
+    Tool {
+        command: String,
+        detail: String,
+    },
+    /// The package lacked a file it should have.
+    Missing {
+        what: String,
+        under: PathBuf,
+    },
+    /// The bzImage is not what this code understands.
+    BadKernel {
+        path: PathBuf,
+        why: String,
+    },
+    Io {
+        path: PathBuf,
+        err: io::Error,
+    },
+}
+
+impl fmt::Display for AssetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AptLists { command } => write!(
+                f,
+                "apt has no package lists for {META}/{BUSYBOX_PACKAGE}; run: {command}"
+            ),
+            Self::Tool { command, detail } => write!(f, "`{command}` failed: {detail}"),
+            Self::Missing { what, under } => {
+                write!(f, "no {what} in the package (under {})", under.display())
+            }
+            Self::BadKernel { path, why } => write!(f, "{}: {why}", path.display()),
+            Self::Io { path, err } => write!(f, "{}: {err}", path.display()),
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AssetError + '_ {
+    move |err| AssetError::Io {
+        path: path.to_owned(),
+        err,
+    }
+}
+
+/// The cached files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Assets {
+    /// e.g. `6.1.0-48-amd64`.
+    pub(crate) version: String,
+    pub(crate) bzimage: PathBuf,
+    /// [`MODULES`]' files, in that order, uncompressed.
+    pub(crate) modules: Vec<PathBuf>,
+    pub(crate) busybox: PathBuf,
+    /// The kernel's ELF; `None` when no `xz` was there to unpack it.
+    pub(crate) vmlinux: Option<PathBuf>,
+}
+
+impl Assets {
+    fn at(cache: &Path, version: &str) -> Self {
+        let kernel = cache.join(format!("kernel-{version}"));
+        Self {
+            version: version.to_owned(),
+            bzimage: kernel.join(format!("boot/vmlinuz-{version}")),
+            modules: MODULES
+                .iter()
+                .map(|m| cache.join("modules").join(format!("{m}.ko")))
+                .collect(),
+            busybox: cache.join("busybox/bin/busybox"),
+            vmlinux: Some(cache.join(format!("vmlinux-{version}"))),
+        }
+    }
+
+    fn all_present(&self) -> bool {
+        let mut files = vec![&self.bzimage, &self.busybox];
+        files.extend(&self.modules);
+        files.iter().all(|f| f.is_file())
+    }
+}
+
+/// The kernel image package `apt-cache depends linux-image-amd64` names.
+pub(crate) fn image_package(depends: &str) -> Option<String> {
+    depends.lines().find_map(|l| {
+        let l = l.trim().trim_start_matches('|');
+        let pkg = l.strip_prefix("Depends:")?.trim();
+        let good = pkg.starts_with("linux-image-")
+            && pkg.ends_with("-amd64")
+            && pkg[12..].starts_with(|c: char| c.is_ascii_digit());
+        good.then(|| pkg.to_owned())
+    })
+}
+
+/// The cached assets under `cache` (`target/nvirt-linux`), fetching and
+/// unpacking them first if needed.
+pub(crate) fn ensure(cache: &Path) -> Result<Assets, AssetError> {
+    if let Some(assets) = cached(cache) {
+        return Ok(assets);
+    }
+    fs::create_dir_all(cache).map_err(io_at(cache))?;
+    let package = resolve()?;
+    let version = package["linux-image-".len()..].to_owned();
+    let debs = cache.join("debs");
+    let image_deb = download(&debs, &package)?;
+    let busybox_deb = download(&debs, BUSYBOX_PACKAGE)?;
+    let assets = Assets::at(cache, &version);
+
+    let kernel = cache.join(format!("kernel-{version}"));
+    let mut patterns = vec![format!("./boot/vmlinuz-{version}")];
+    patterns.extend(MODULES.iter().map(|m| format!("*/{m}.ko*")));
+    unpack(&image_deb, &kernel, &patterns)?;
+    unpack(
+        &busybox_deb,
+        &cache.join("busybox"),
+        &["./bin/busybox".into()],
+    )?;
+
+    let modules = cache.join("modules");
+    fs::create_dir_all(&modules).map_err(io_at(&modules))?;
+    for (name, dest) in MODULES.iter().zip(&assets.modules) {
+        let found = find_module(&kernel, name)?;
+        copy_uncompressed(&found, dest)?;
+    }
+    let vmlinux = unpack_vmlinux(&assets.bzimage, &cache.join(format!("vmlinux-{version}")))?;
+    let assets = Assets { vmlinux, ..assets };
+    if !assets.all_present() {
+        return Err(AssetError::Missing {
+            what: "bzImage, busybox or module after unpacking".into(),
+            under: cache.to_owned(),
+        });
+    }
+    let stamp = cache.join(STAMP);
+    fs::write(&stamp, format!("version={version}\n")).map_err(io_at(&stamp))?;
+    Ok(assets)
+}
+
+/// The assets of a complete earlier run, if there are.
+fn cached(cache: &Path) -> Option<Assets> {
+    let stamp = fs::read_to_string(cache.join(STAMP)).ok()?;
+    let version = stamp.trim().strip_prefix("version=")?;
+    let mut assets = Assets::at(cache, version);
+    if !assets.all_present() {
+        return None;
+    }
+    assets.vmlinux = assets.vmlinux.filter(|v| v.is_file());
+    Some(assets)
+}
+
+fn is_root() -> bool {
+    run_quiet(Command::new("id").arg("-u")).is_some_and(|(ok, out)| ok && out.trim() == "0")
+}
+
+/// Runs `apt-get update` when root (lists missing or stale), else says
+/// to.
+fn update_lists() -> Result<(), AssetError> {
+    if !is_root() {
+        return Err(AssetError::AptLists {
+            command: "sudo apt-get update".into(),
+        });
+    }
+    let mut cmd = Command::new("apt-get");
+    cmd.arg("update");
+    run(&mut cmd).map(drop)
+}
+
+fn resolve() -> Result<String, AssetError> {
+    let ask = || {
+        run_quiet(Command::new("apt-cache").args(["depends", META]))
+            .and_then(|(ok, out)| ok.then(|| image_package(&out)).flatten())
+    };
+    if let Some(p) = ask() {
+        return Ok(p);
+    }
+    update_lists()?;
+    ask().ok_or_else(|| AssetError::Tool {
+        command: format!("apt-cache depends {META}"),
+        detail: "names no linux-image-…-amd64 package even after apt-get update".into(),
+    })
+}
+
+/// Runs `cmd` to its end; its stderr goes into the error.
+fn run(cmd: &mut Command) -> Result<Vec<u8>, AssetError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| AssetError::Tool {
+            command: describe(cmd),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(AssetError::Tool {
+            command: describe(cmd),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// The .deb of `package` in `debs`, downloaded if not there yet.
+fn download(debs: &Path, package: &str) -> Result<PathBuf, AssetError> {
+    let find = || -> Result<Option<PathBuf>, AssetError> {
+        let Ok(dir) = fs::read_dir(debs) else {
+            return Ok(None);
+        };
+        for entry in dir {
+            let path = entry.map_err(io_at(debs))?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(&format!("{package}_")) && name.ends_with(".deb") {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    };
+    if let Some(deb) = find()? {
+        return Ok(deb);
+    }
+    fs::create_dir_all(debs).map_err(io_at(debs))?;
+    eprintln!("nvirt linux: apt-get download {package}");
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["download", package]).current_dir(debs);
+    if run(&mut cmd).is_err() {
+        // Stale lists name a version the mirror no longer has.
+        update_lists()?;
+        run(&mut cmd)?;
+    }
+    find()?.ok_or_else(|| AssetError::Missing {
+        what: format!("{package}_*.deb after apt-get download"),
+        under: debs.to_owned(),
+    })
+}
+
+/// Unpacks the members of `deb` matching `patterns` (tar wildcards) into
+/// `dest`, through a temporary directory so an interrupted run leaves no
+/// half-filled `dest`.
+fn unpack(deb: &Path, dest: &Path, patterns: &[String]) -> Result<(), AssetError> {
+    let tmp = dest.with_extension("partial");
+    for d in [&tmp, dest] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(io_at(d))?;
+        }
+    }
+    fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+    let mut dpkg = Command::new("dpkg-deb");
+    dpkg.arg("--fsys-tarfile").arg(deb).stdout(Stdio::piped());
+    let mut feed = dpkg.spawn().map_err(|e| AssetError::Tool {
+        command: describe(&dpkg),
+        detail: e.to_string(),
+    })?;
+    let mut tar = Command::new("tar");
+    tar.arg("-x")
+        .arg("-C")
+        .arg(&tmp)
+        .arg("--wildcards")
+        .args(patterns)
+        .stdin(feed.stdout.take().map_or_else(Stdio::null, Stdio::from));
+    let tar_result = run(&mut tar);
+    let fed = feed.wait().map_err(|e| AssetError::Tool {
+        command: describe(&dpkg),
+        detail: e.to_string(),
+    })?;
+    tar_result?;
+    if !fed.success() {
+        return Err(AssetError::Tool {
+            command: describe(&dpkg),
+            detail: fed.to_string(),
+        });
+    }
+    fs::rename(&tmp, dest).map_err(io_at(dest))
+}
+
+/// `name.ko`, `.ko.xz` or `.ko.zst` anywhere under `dir`.
+fn find_module(dir: &Path, name: &str) -> Result<PathBuf, AssetError> {
+    let wanted = [".ko", ".ko.xz", ".ko.zst"].map(|ext| format!("{name}{ext}"));
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(io_at(&d))? {
+            let path = entry.map_err(io_at(&d))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|n| wanted.iter().any(|w| n == w.as_str()))
+            {
+                return Ok(path);
+            }
+        }
+    }
+    Err(AssetError::Missing {
+        what: format!("module {name}"),
+        under: dir.to_owned(),
+    })
+}
+
+/// Copies a module to `dest`, decompressing it on the host: busybox's
+/// `insmod` loads the bytes it is given, and not every kernel takes
+/// compressed modules.
+fn copy_uncompressed(src: &Path, dest: &Path) -> Result<(), AssetError> {
+    let name = src.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        Some("xz")
+    } else if name.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    };
+    let bytes = match tool {
+        None => fs::read(src).map_err(io_at(src))?,
+        Some(tool) => run(Command::new(tool).arg("-dc").arg(src))?,
+    };
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(AssetError::BadKernel {
+            path: src.to_owned(),
+            why: "module is not an ELF file".into(),
+        });
+    }
+    fs::write(dest, bytes).map_err(io_at(dest))
+}
+
+/// Where the XZ-compressed kernel sits in a bzImage, from its setup
+/// header: `payload_offset` (0x248) and `payload_length` (0x24c), counted
+/// from the protected-mode code at `(setup_sects + 1) * 512`.
+pub(crate) fn xz_payload(image: &[u8]) -> Result<Range<usize>, String> {
+    let u32_at = |at: usize| -> Result<u32, String> {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("truncated setup header (needs byte {:#x})", at + 4))
+    };
+    if image.get(0x202..0x206) != Some(&b"HdrS"[..]) {
+        return Err("no \"HdrS\" at 0x202: not a bzImage".into());
+    }
+    // Boot protocol 2.08 introduced the payload fields.
+    let version = image
+        .get(0x206..0x208)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+    if version < 0x208 {
+        return Err(format!("boot protocol {version:#x} has no payload fields"));
+    }
+    let setup_sects = match image[0x1f1] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)? as usize;
+    let end = start
+        .checked_add(u32_at(0x24c)? as usize)
+        .filter(|&e| e <= image.len())
+        .ok_or("payload runs past the end of the image")?;
+    if !image[start..end].starts_with(b"\xfd7zXZ\0") {
+        return Err("payload is not XZ (this kernel was built with another compressor)".into());
+    }
+    Ok(start..end)
+}
+
+/// Unpacks the bzImage's payload into `dest` with the `xz` tool; `None`
+/// (with a note) when there is no `xz`, as the ELF is only an option.
+fn unpack_vmlinux(bzimage: &Path, dest: &Path) -> Result<Option<PathBuf>, AssetError> {
+    let image = fs::read(bzimage).map_err(io_at(bzimage))?;
+    let payload = xz_payload(&image).map_err(|why| AssetError::BadKernel {
+        path: bzimage.to_owned(),
+        why,
+    })?;
+    let tmp = dest.with_extension("partial");
+    fs::write(&tmp, &image[payload]).map_err(io_at(&tmp))?;
+    // --single-stream: the payload ends with the decompressed size, which
+    // is not XZ.
+    let mut cmd = Command::new("xz");
+    cmd.args(["-dc", "--single-stream"]).arg(&tmp);
+    let elf = match cmd.stdin(Stdio::null()).output() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            eprintln!("nvirt linux: no `xz` on PATH: vmlinux (the PVH path) skipped");
+            let _ = fs::remove_file(&tmp);
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(AssetError::Tool {
+                command: describe(&cmd),
+                detail: e.to_string(),
+            });
+        }
+        Ok(out) if !out.status.success() => {
+            return Err(AssetError::Tool {
+                command: describe(&cmd),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(out) => out.stdout,
+    };
+    let _ = fs::remove_file(&tmp);
+    if !elf.starts_with(b"\x7fELF\x02") {
+        return Err(AssetError::BadKernel {
+            path: bzimage.to_owned(),
+            why: "the payload does not unpack to a 64-bit ELF".into(),
+        });
+    }
+    fs::write(dest, elf).map_err(io_at(dest))?;
+    Ok(Some(dest.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_image_package_in_apt_cache_output() {
+        let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-48-amd64\n";
+        assert_eq!(
+            image_package(out).as_deref(),
+            Some("linux-image-6.1.0-48-amd64")
+        );
+        let alt = "linux-image-amd64\n |Depends: linux-image-6.12.9-amd64\n  Depends: x\n";
+        assert_eq!(
+            image_package(alt).as_deref(),
+            Some("linux-image-6.12.9-amd64")
+        );
+        for none in [
+            "",
+            "linux-image-amd64\n",
+            "  Depends: linux-image-amd64-signed-template\n",
+            "  Depends: linux-image-6.1.0-48-cloud-arm64\n",
+            "  Recommends: linux-image-6.1.0-48-amd64\n",
+        ] {
+            assert_eq!(image_package(none), None, "{none:?}");
+        }
+    }
+
+    /// A bzImage header with `setup_sects` and an XZ payload of `len` bytes
+    /// at `offset` past the setup code.
+    fn image(setup_sects: u8, offset: u32, len: u32) -> Vec<u8> {
+        let pm = (usize::from(if setup_sects == 0 { 4 } else { setup_sects }) + 1) * 512;
+        let mut img = vec![0u8; pm + offset as usize + len as usize + 4];
+        img[0x1f1] = setup_sects;
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        img[0x248..0x24c].copy_from_slice(&offset.to_le_bytes());
+        img[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
+        let at = pm + offset as usize;
+        img[at..at + 6].copy_from_slice(b"\xfd7zXZ\0");
+        img
+    }
+
+    #[test]
+    fn locates_the_xz_payload_from_the_setup_header() {
+        let pm = 28 * 512;
+        assert_eq!(
+            xz_payload(&image(27, 0x3b4, 100)),
+            Ok(pm + 0x3b4..pm + 0x3b4 + 100)
+        );
+        assert_eq!(xz_payload(&image(0, 8, 16)), Ok(5 * 512 + 8..5 * 512 + 24));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_xz_bzimage() {
+        let good = image(27, 0x100, 64);
+        let mut no_magic = good.clone();
+        no_magic[0x202] = b'X';
+        assert!(xz_payload(&no_magic).unwrap_err().contains("HdrS"));
+        let mut old = good.clone();
+        old[0x206..0x208].copy_from_slice(&0x207u16.to_le_bytes());
+        assert!(xz_payload(&old).unwrap_err().contains("0x207"));
+        let mut long = good.clone();
+        long[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(xz_payload(&long).unwrap_err().contains("past the end"));
+        let mut gzip = good.clone();
+        gzip[28 * 512 + 0x100] = 0x1f;
+        assert!(xz_payload(&gzip).unwrap_err().contains("not XZ"));
+        assert!(xz_payload(&good[..0x204]).is_err());
+        assert!(
+            xz_payload(&good[..0x249])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(xz_payload(&[]).is_err());
+    }
+
+    #[test]
+    fn the_cache_is_used_only_when_complete() {
+        let dir = std::env::temp_dir().join(format!("nvirt-assets-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(cached(&dir), None, "no stamp");
+        fs::write(dir.join(STAMP), "version=6.1.0-9-amd64\n").unwrap();
+        assert_eq!(cached(&dir), None, "stamp but no files");
+        let want = Assets::at(&dir, "6.1.0-9-amd64");
+        let mut files = vec![&want.bzimage, &want.busybox];
+        files.extend(&want.modules);
+        for f in &files {
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, b"x").unwrap();
+        }
+        let got = cached(&dir).unwrap();
+        assert_eq!(got.vmlinux, None, "vmlinux is optional");
+        assert_eq!((&got.bzimage, &got.modules), (&want.bzimage, &want.modules));
+        assert!(got.modules[0].ends_with("modules/libnvdimm.ko"));
+        fs::write(want.vmlinux.as_ref().unwrap(), b"x").unwrap();
+        assert_eq!(cached(&dir), Some(want.clone()));
+        fs::remove_file(&want.modules[3]).unwrap();
+        assert_eq!(cached(&dir), None, "a module missing");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn finds_and_decompresses_modules() {
+        let dir = std::env::temp_dir().join(format!("nvirt-modules-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let deep = dir.join("lib/modules/v/kernel/drivers/nvdimm");
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("nd_pmem.ko"), b"\x7fELF plain").unwrap();
+        fs::write(deep.join("nd_btt.ko.orig"), b"no").unwrap();
+        assert_eq!(
+            find_module(&dir, "nd_pmem").unwrap(),
+            deep.join("nd_pmem.ko")
+        );
+        assert!(matches!(
+            find_module(&dir, "nd_btt"),
+            Err(AssetError::Missing { .. })
+        ));
+        let out = dir.join("out.ko");
+        copy_uncompressed(&deep.join("nd_pmem.ko"), &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"\x7fELF plain");
+        fs::write(deep.join("bad.ko"), b"text").unwrap();
+        assert!(copy_uncompressed(&deep.join("bad.ko"), &out).is_err());
+        // Compressed modules go through the host's xz (xz-utils, in every
+        // Debian base system).
+        let xz = Command::new("xz")
+            .args(["-zc"])
+            .stdin(fs::File::open(deep.join("nd_pmem.ko")).unwrap())
+            .output()
+            .expect("the xz tool (package xz-utils)");
+        assert!(xz.status.success());
+        fs::write(deep.join("nd_e820.ko.xz"), xz.stdout).unwrap();
+        let found = find_module(&dir, "nd_e820").unwrap();
+        copy_uncompressed(&found, &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"\x7fELF plain");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
