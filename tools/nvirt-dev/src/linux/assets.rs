@@ -215,13 +215,12 @@ fn resolve() -> Result<String, AssetError> {
 
 /// Runs `cmd` to its end; its stderr goes into the error.
 fn run(cmd: &mut Command) -> Result<Vec<u8>, AssetError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| AssetError::Tool {
-            command: describe(cmd),
-            detail: e.to_string(),
-        })?;
+    // `output` gives the child no stdin unless one was set (tar's is
+    // dpkg-deb's stdout).
+    let out = cmd.output().map_err(|e| AssetError::Tool {
+        command: describe(cmd),
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -273,7 +272,7 @@ fn download(debs: &Path, package: &str) -> Result<PathBuf, AssetError> {
 /// `dest`, through a temporary directory so an interrupted run leaves no
 /// half-filled `dest`.
 fn unpack(deb: &Path, dest: &Path, patterns: &[String]) -> Result<(), AssetError> {
-    let tmp = dest.with_extension("partial");
+    let tmp = partial(dest);
     for d in [&tmp, dest] {
         if d.exists() {
             fs::remove_dir_all(d).map_err(io_at(d))?;
@@ -306,6 +305,14 @@ fn unpack(deb: &Path, dest: &Path, patterns: &[String]) -> Result<(), AssetError
         });
     }
     fs::rename(&tmp, dest).map_err(io_at(dest))
+}
+
+/// `path` with `.partial` appended (versions are full of dots: no
+/// `with_extension`).
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// `name.ko`, `.ko.xz` or `.ko.zst` anywhere under `dir`.
@@ -399,7 +406,7 @@ fn unpack_vmlinux(bzimage: &Path, dest: &Path) -> Result<Option<PathBuf>, AssetE
         path: bzimage.to_owned(),
         why,
     })?;
-    let tmp = dest.with_extension("partial");
+    let tmp = partial(dest);
     fs::write(&tmp, &image[payload]).map_err(io_at(&tmp))?;
     // --single-stream: the payload ends with the decompressed size, which
     // is not XZ.

@@ -12,6 +12,8 @@ pub(crate) mod checks;
 pub(crate) mod cpio;
 pub(crate) mod crash_loop;
 pub(crate) mod direct;
+#[cfg(test)]
+mod init_crash;
 pub(crate) mod initramfs;
 pub(crate) mod markers;
 
@@ -97,7 +99,8 @@ pub(crate) struct Running {
 pub(crate) enum End {
     /// The emulator exited by itself, with this status (`None`: a signal).
     Exited(Option<i32>),
-    /// The kernel halted the machine (`reboot: Power down`) or the guest
+    /// The kernel halted the machine (`reboot: System halted` or
+    /// `reboot: Power down`) or the guest
     /// printed its last marker and the emulator idled on; it was stopped.
     Halted,
     TimedOut,
@@ -125,8 +128,8 @@ impl Finished {
 /// comes after the guest's last line), QEMU without ACPI idles forever.
 const AFTER_LAST_MARKER: Duration = Duration::from_secs(10);
 
-/// Runs a boot to its end: the emulator's exit, the kernel's power-down
-/// line (QEMU is then stopped), [`AFTER_LAST_MARKER`] after the guest's
+/// Runs a boot to its end: the emulator's exit, the kernel's halt or
+/// power-down line (QEMU is then stopped), [`AFTER_LAST_MARKER`] after the guest's
 /// `PASS`/`FAIL`, or `timeout`. `echo` streams the console.
 pub(crate) fn run_to_end(mut running: Running, timeout: Duration, echo: bool) -> Finished {
     let started = Instant::now();
@@ -140,7 +143,11 @@ pub(crate) fn run_to_end(mut running: Running, timeout: Duration, echo: bool) ->
                     let _ = writeln!(stdout, "{}", line.text);
                     let _ = stdout.flush();
                 }
-                let powered_down = line.text.contains("reboot: Power down");
+                // The kernel's last words: with no way to power off (no
+                // ACPI) it halts.
+                let powered_down = ["reboot: Power down", "reboot: System halted"]
+                    .iter()
+                    .any(|w| line.text.contains(w));
                 if matches!(
                     markers::parse(&line.text),
                     Some(Marker::Pass | Marker::Fail(_))
@@ -226,7 +233,7 @@ mod tests {
     #[test]
     fn a_powered_down_guest_is_stopped_and_a_hung_one_times_out() {
         let f = run_to_end(
-            fake("echo 'nvirt-linux: PASS'; echo '[ 9.1] reboot: Power down'; exec sleep 60"),
+            fake("echo 'nvirt-linux: PASS'; echo '[ 9.1] reboot: System halted'; exec sleep 60"),
             Duration::from_secs(30),
             false,
         );
