@@ -36,6 +36,9 @@ pub(crate) struct Config {
     pub(crate) work_ms: (u64, u64),
     /// Stream every boot's console.
     pub(crate) echo: bool,
+    /// Lines of the launcher's own that end a boot as failed (e.g. a
+    /// hypervisor's verdict), besides the guest's `FAIL` and kernel panics.
+    pub(crate) failure: fn(&str) -> bool,
 }
 
 impl Config {
@@ -46,6 +49,7 @@ impl Config {
             boot_timeout: Duration::from_secs(120),
             work_ms: (0, 3000),
             echo: false,
+            failure: |_| false,
         }
     }
 }
@@ -94,7 +98,11 @@ pub(crate) struct Seen {
 }
 
 /// Holds one boot's console against `known` and moves `known` on.
-pub(crate) fn check_boot(lines: &[String], known: &mut Known) -> Result<Seen, String> {
+pub(crate) fn check_boot(
+    lines: &[String],
+    known: &mut Known,
+    failure: fn(&str) -> bool,
+) -> Result<Seen, String> {
     let mut seen = Seen {
         phase: Phase::Boot,
         verified: None,
@@ -102,7 +110,7 @@ pub(crate) fn check_boot(lines: &[String], known: &mut Known) -> Result<Seen, St
         passed: false,
     };
     for line in lines {
-        if markers::is_failure(line) {
+        if markers::is_failure(line) || failure(line) {
             return Err(format!("the guest failed: {line}"));
         }
         let Some(marker) = markers::parse(line) else {
@@ -227,9 +235,9 @@ fn texts(lines: &[TimedLine]) -> Vec<String> {
 fn killed_boot(
     running: &mut Running,
     kill: Kill,
-    timeout: Duration,
-    echo: bool,
+    config: &Config,
 ) -> Result<Vec<TimedLine>, (String, Vec<TimedLine>)> {
+    let (timeout, echo) = (config.boot_timeout, config.echo);
     let started = Instant::now();
     let mut lines: Vec<TimedLine> = Vec::new();
     let mut kill_at = match kill {
@@ -254,7 +262,7 @@ fn killed_boot(
                         kill_at = Some(Instant::now() + d);
                     }
                 }
-                let failed = markers::is_failure(&line.text);
+                let failed = markers::is_failure(&line.text) || (config.failure)(&line.text);
                 lines.push(line);
                 if failed {
                     break Err("the guest failed".to_owned());
@@ -307,11 +315,12 @@ pub(crate) fn run(launch: &mut Launch<'_>, config: &Config) -> Result<Summary, S
                 tail(lines, 30)
             )
         };
-        let lines = killed_boot(&mut running, kill, config.boot_timeout, config.echo)
+        let lines = killed_boot(&mut running, kill, config)
             .map_err(|(why, lines)| context(&why, &lines))?;
         // The first boot finds whatever the NVRAM held: that is the start.
         let mut k_known = known.unwrap_or_else(|| first_known(&lines));
-        let seen = check_boot(&texts(&lines), &mut k_known).map_err(|why| context(&why, &lines))?;
+        let seen = check_boot(&texts(&lines), &mut k_known, config.failure)
+            .map_err(|why| context(&why, &lines))?;
         if seen.verified.is_some() {
             known = Some(k_known);
             summary.boots_verified += 1;
@@ -377,7 +386,7 @@ fn final_boot(
         return Err(why("timed out".into()));
     }
     let mut k = known.unwrap_or_else(|| first_known(&finished.lines));
-    let seen = check_boot(&texts(&finished.lines), &mut k).map_err(why)?;
+    let seen = check_boot(&texts(&finished.lines), &mut k, config.failure).map_err(why)?;
     let Some(records) = seen.verified else {
         return Err(why("no verification line".into()));
     };
@@ -401,6 +410,10 @@ fn final_boot(
 mod tests {
     use super::*;
 
+    fn no(_: &str) -> bool {
+        false
+    }
+
     fn lines(text: &[&str]) -> Vec<String> {
         text.iter().map(|s| format!("nvirt-linux: {s}")).collect()
     }
@@ -418,7 +431,7 @@ mod tests {
             "record 6 committed",
             "record 7 writing",
         ]);
-        let seen = check_boot(&boot, &mut known).unwrap();
+        let seen = check_boot(&boot, &mut known, no).unwrap();
         assert_eq!(
             seen,
             Seen {
@@ -441,14 +454,18 @@ mod tests {
             "record 8 writing",
             "record 8 committed",
         ]);
-        let seen = check_boot(&next, &mut known).unwrap();
+        let seen = check_boot(&next, &mut known, no).unwrap();
         assert_eq!((seen.phase, seen.verified), (Phase::Idle, Some(7)));
         assert_eq!(known.records, 8);
     }
 
     #[test]
     fn phases_follow_the_last_marker() {
-        let phase = |l: &[&str]| check_boot(&lines(l), &mut Known::default()).unwrap().phase;
+        let phase = |l: &[&str]| {
+            check_boot(&lines(l), &mut Known::default(), no)
+                .unwrap()
+                .phase
+        };
         assert_eq!(phase(&[]), Phase::Boot);
         assert_eq!(phase(&["pmem0 bytes=1 at 1.0"]), Phase::Verify);
         assert_eq!(
@@ -500,12 +517,16 @@ mod tests {
             (&["FAIL record 3 of 9 damaged (boot 5)"], "failed"),
         ] {
             let mut k = known;
-            let err = check_boot(&lines(boot), &mut k).unwrap_err();
+            let err = check_boot(&lines(boot), &mut k, no).unwrap_err();
             assert!(err.contains(why), "{boot:?}: {err}");
         }
         let mut k = known;
         let panic = vec!["[ 1.2] Kernel panic - not syncing".to_owned()];
-        assert!(check_boot(&panic, &mut k).is_err());
+        assert!(check_boot(&panic, &mut k, no).is_err());
+        let hv = vec!["nvirt-hv: verdict: FAIL".to_owned()];
+        assert!(check_boot(&hv, &mut k, no).is_ok());
+        let err = check_boot(&hv, &mut k, |l| l.contains("verdict: FAIL")).unwrap_err();
+        assert!(err.contains("nvirt-hv: verdict: FAIL"), "{err}");
     }
 
     #[test]
