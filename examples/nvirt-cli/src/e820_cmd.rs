@@ -95,6 +95,12 @@ fn sanitize(file: Option<&str>) -> Result<String, String> {
     let name = file.filter(|f| *f != "-").unwrap_or("<stdin>");
     let bytes = read_input(file)?;
     let input = String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text: {e}"))?;
+    sanitize_text(name, &input)
+}
+
+/// What `nvirt e820 sanitize` prints for `input` (errors name `name` and
+/// the line).
+pub fn sanitize_text(name: &str, input: &str) -> Result<String, String> {
     let mut entries: Vec<Entry> = Vec::new();
     for (n, line) in input.lines().enumerate() {
         match text::parse_line(line) {

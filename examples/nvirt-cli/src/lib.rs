@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-pub use e820_cmd::{E820Command, SynthArgs};
+pub use e820_cmd::{E820Command, SynthArgs, sanitize_text};
 pub use ept_cmd::{EptCommand, PlanArgs};
 pub use log_cmd::LogCommand;
 pub use pool_cmd::{At, FormatArgs, PoolCommand};

@@ -14,6 +14,7 @@ mod bench;
 mod crash_loop;
 mod emulator;
 mod image;
+mod linux;
 mod linux_run;
 mod process;
 mod run_cmd;

@@ -1,9 +1,11 @@
 //! Running child processes: streamed to the terminal, captured when needed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// The workspace root, where `Cargo.toml`, `fuzz/` and `.ci/` live.
 pub(crate) fn workspace_root() -> PathBuf {
@@ -75,4 +77,49 @@ pub(crate) fn run_quiet(cmd: &mut Command) -> Option<(bool, String)> {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
+}
+
+/// One line of a child's output and when it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TimedLine {
+    /// From the instant given to [`timed_lines`] (the child's spawn).
+    pub(crate) at: Duration,
+    /// The line without its end (`\n`, `\r\n`).
+    pub(crate) text: String,
+}
+
+/// Reads `out` line by line on a thread of its own, stamping each line
+/// with the time since `since` as it arrives (the stamp is taken there, not
+/// when the receiver gets round to it). Lossy: a byte that is not UTF-8
+/// must not end the console. The channel closes at end of file.
+pub(crate) fn timed_lines(out: impl Read + Send + 'static, since: Instant) -> Receiver<TimedLine> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+            let at = since.elapsed();
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            if tx.send(TimedLine { at, text }).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_lines_are_whole_ordered_and_stamped() {
+        let since = Instant::now();
+        let rx = timed_lines(&b"one\r\ntwo\n\xffthree"[..], since);
+        let got: Vec<TimedLine> = rx.iter().collect();
+        let texts: Vec<&str> = got.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["one", "two", "\u{fffd}three"]);
+        assert!(got.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(got.iter().all(|l| l.at <= since.elapsed()));
+    }
 }

@@ -31,6 +31,11 @@ pub(crate) struct RunArgs {
     /// With `linux`: the kernel's command line instead of the default.
     #[arg(long, value_name = "CMDLINE")]
     append: Option<String>,
+    /// With `linux`: boot the kernel directly in QEMU, without the
+    /// hypervisor (its NVRAM from `memmap=` over file-backed RAM): the
+    /// baseline. With --crash-loop, the crash loop of the direct boot.
+    #[arg(long)]
+    direct: bool,
     /// Virtualization extension (default: amd for qemu, intel for bochs).
     #[arg(long, value_enum)]
     cpu: Option<Cpu>,
@@ -105,8 +110,19 @@ impl RunArgs {
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    if !args.linux() && (args.kernel.is_some() || args.initrd.is_some() || args.append.is_some()) {
-        return Err("--kernel, --initrd and --append go with `linux`".into());
+    if !args.linux()
+        && (args.kernel.is_some() || args.initrd.is_some() || args.append.is_some() || args.direct)
+    {
+        return Err("--kernel, --initrd, --append and --direct go with `linux`".into());
+    }
+    if args.direct && args.crash_loop.is_none() {
+        let boots = crate::linux::checks::direct_boots(&workspace_root(), 1, true)?;
+        eprintln!(
+            "nvirt run: PASS: Linux booted directly had /dev/pmem0 ({} bytes) {:.2} s after QEMU start",
+            boots.pmem_bytes,
+            boots.mean_pmem0().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(n) = args.crash_loop {
         return crash_loop(args, n);
@@ -116,6 +132,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if args.linux() {
         linux::configure(
             &mut scenario,
+            &workspace_root(),
             args.kernel.as_deref(),
             args.initrd.as_deref(),
             args.append.as_deref(),
@@ -159,6 +176,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
             t.as_secs_f64()
         );
     }
+    if args.linux() && outcome.passed {
+        match linux::e820_agrees(&outcome.console) {
+            Ok(map) => {
+                eprintln!(
+                    "nvirt run: Linux's BIOS-e820 map equals the map nvirt-hv synthesized (`nvirt e820 sanitize` of both):"
+                );
+                for line in map {
+                    eprintln!("    {line}");
+                }
+            }
+            Err(why) => {
+                eprintln!("nvirt run: FAIL: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     if outcome.passed {
         eprintln!("nvirt run: PASS: {}", outcome.reason);
         Ok(ExitCode::SUCCESS)
@@ -182,7 +215,15 @@ fn crash_loop(args: &RunArgs, iterations: u32) -> Result<ExitCode, String> {
         crate::image::clippy_bare_metal(&root)?;
     }
     let seed = args.seed.unwrap_or_else(crash_loop::clock_seed);
-    match crash_loop::run(&root, iterations, seed, false) {
+    let result = if args.direct {
+        crate::linux::checks::direct_crash_loop(&root, iterations, seed, true)
+            .map(|s| s.to_string())
+    } else if args.linux() {
+        linux::crash_loop(&root, iterations, seed, true).map(|s| s.to_string())
+    } else {
+        crash_loop::run(&root, iterations, seed, false).map(|s| s.to_string())
+    };
+    match result {
         Ok(summary) => {
             println!("{summary}");
             eprintln!("nvirt run: PASS: crash loop of {iterations} kills (seed {seed})");

@@ -39,6 +39,9 @@ enum BenchTarget {
     /// nvirt-nvpool: fences per call, populate of 64 GiB, recovery of 1 Mi
     /// extents, metadata share.
     Pool,
+    /// A stock Linux guest on nvirt-hv against the same kernel booted
+    /// directly in QEMU: time to `/dev/pmem0`, alternating boots.
+    Linux,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
@@ -47,7 +50,29 @@ pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         BenchTarget::Log => log::run(args.quick),
         BenchTarget::Buddy => buddy::run(args.quick),
         BenchTarget::Pool => pool::run(args.quick),
+        BenchTarget::Linux => linux(args.quick),
     }
+}
+
+/// `nvirt bench linux`: 5 boots of each (2 with `--quick`), alternating;
+/// prints `linux-pmem0 nvirt=<s> peer=<s> ratio=<direct/nvirt>` in the
+/// contract format (seconds instead of nanoseconds) and the exit rate.
+fn linux(quick: bool) -> Result<ExitCode, String> {
+    let root = crate::process::workspace_root();
+    let c = crate::linux_run::compare(&root, if quick { 2 } else { 5 }, false)?;
+    println!("{c}");
+    let mean =
+        |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "{}",
+        line(
+            "linux-pmem0-seconds",
+            mean(&c.hypervisor),
+            mean(&c.direct),
+            "unit=s"
+        )
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A duration in nanoseconds as a float.

@@ -29,8 +29,8 @@ use crate::emulator::{self, Emulator, Prepared, Scenario};
 
 mod console;
 
-use console::{BOOT_WINDOW_MS, Rng, WORK_WINDOW_MS, boot_line, field, phase_of};
-pub(crate) use console::{Summary, clock_seed};
+use console::{BOOT_WINDOW_MS, WORK_WINDOW_MS, boot_line, field, phase_of};
+pub(crate) use console::{Rng, Summary, clock_seed};
 
 const MIB: u64 = 1 << 20;
 /// Operations of the final clean run.
@@ -240,14 +240,22 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
         "nvirt crash loop: final clean run: boot {} verified {} pages, {}",
         b.boot, b.verified, outcome.reason
     );
-    let image = prepared.dir.join("pmem.img");
+    let text = pool_inspect(&prepared.dir.join("pmem.img"))?;
+    for line in text.lines().filter(|l| !l.starts_with("  extent")) {
+        eprintln!("    {line}");
+    }
+    Ok(())
+}
+
+/// `nvirt pool inspect IMAGE`: its report, or why it found damage.
+pub(crate) fn pool_inspect(image: &Path) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find nvirt itself: {e}"))?;
     let out = Command::new(exe)
         .args(["pool", "inspect"])
-        .arg(&image)
+        .arg(image)
         .output()
         .map_err(|e| format!("cannot run nvirt pool inspect: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!(
             "`nvirt pool inspect {}` reports damage ({}):\n{text}{}",
@@ -256,10 +264,7 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    for line in text.lines().filter(|l| !l.starts_with("  extent")) {
-        eprintln!("    {line}");
-    }
-    Ok(())
+    Ok(text)
 }
 
 /// Offsets of a byte inside each pool superblock copy, past its magic.

@@ -97,6 +97,17 @@ pub(super) fn check(step: &Step, cx: &Context<'_>) -> Result<(), String> {
                 .map(|summary| eprintln!("nvirt test: {summary}"))
                 .map_err(|why| format!("{why} (seed {seed})"))
         }
+        Runs::LinuxBoot(e) => crate::linux_run::check(cx.root, *e),
+        Runs::LinuxCrashLoop => {
+            let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
+            eprintln!(
+                "nvirt test: Linux crash loop of {} kills, seed {seed}",
+                super::LINUX_CRASH_LOOP_KILLS
+            );
+            crate::linux_run::crash_loop(cx.root, super::LINUX_CRASH_LOOP_KILLS, seed, false)
+                .map(|summary| eprintln!("nvirt test: {summary}"))
+                .map_err(|why| format!("{why} (seed {seed})"))
+        }
         Runs::Fuzz { target } => fuzz(cx, target),
         Runs::Broken(why) => Err(why.clone()),
         Runs::Nextest { .. } | Runs::Doctests | Runs::Miri { .. } => {

@@ -62,6 +62,9 @@ use plan::{Kind, Step, Tool, Tree};
 
 /// Kills of the crash loop in `nvirt test`.
 const CRASH_LOOP_KILLS: u32 = 20;
+/// Kills of the Linux crash loop `nvirt test` runs (each costs a Linux
+/// boot, some 10 s under QEMU).
+const LINUX_CRASH_LOOP_KILLS: u32 = 6;
 
 #[derive(Debug, Args)]
 pub(crate) struct TestArgs {

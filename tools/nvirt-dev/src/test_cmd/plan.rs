@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use crate::emulator::{self, Scenario};
+use crate::emulator::{self, Emulator, Scenario};
 use crate::process::run_quiet;
 use crate::toolchain::{BARE_METAL_TARGET, RUST_VERSION};
 
@@ -85,6 +85,10 @@ pub(super) enum What {
     Scenarios,
     /// The crash loop (QEMU killed at random moments, then checks).
     CrashLoop,
+    /// A stock Linux kernel booted on nvirt-hv in this emulator.
+    LinuxBoot(Emulator),
+    /// The Linux crash loop (QEMU killed at random moments).
+    LinuxCrashLoop,
     /// Family: the `loom` test target of every package marked
     /// `loom = true`, built with `--cfg loom`, under nextest.
     Loom,
@@ -179,6 +183,24 @@ pub(super) const TABLE: &[Entry] = &[
         what: What::CrashLoop,
     },
     Entry {
+        name: "emulator/qemu-linux",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::LinuxBoot(Emulator::Qemu),
+    },
+    Entry {
+        name: "emulator/bochs-linux",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::LinuxBoot(Emulator::Bochs),
+    },
+    Entry {
+        name: "emulator/qemu-linux-crash-loop",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::LinuxCrashLoop,
+    },
+    Entry {
         name: "loom",
         kind: Kind::Tests,
         needs: &[Tool::Nextest],
@@ -234,6 +256,8 @@ pub(super) enum Runs {
     BareMetalClippy,
     Scenario(Box<Scenario>),
     CrashLoop,
+    LinuxBoot(Emulator),
+    LinuxCrashLoop,
     Fuzz {
         target: String,
     },
@@ -417,6 +441,10 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
             What::Doctests => steps.push(step(entry.name.to_owned(), Runs::Doctests)),
             What::BareMetalClippy => steps.push(step(entry.name.to_owned(), Runs::BareMetalClippy)),
             What::CrashLoop => steps.push(step(entry.name.to_owned(), Runs::CrashLoop)),
+            What::LinuxBoot(e) => steps.push(step(entry.name.to_owned(), Runs::LinuxBoot(*e))),
+            What::LinuxCrashLoop => {
+                steps.push(step(entry.name.to_owned(), Runs::LinuxCrashLoop));
+            }
             What::NoStdBuilds => family(
                 &mut steps,
                 tree.marked("no_std").map(|list| {
@@ -587,6 +615,19 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
                 s.nvram >> 20,
                 s.nv_type,
                 s.timeout.as_secs()
+            );
+        }
+        Runs::LinuxBoot(e) => {
+            let _ = write!(
+                what,
+                "Debian's Linux kernel on nvirt-hv in {e}: PASS from its init's markers and the hypervisor's verdict, /dev/pmem0 from the type-12 E820 entry, Linux's E820 map equal to the synthesized one"
+            );
+        }
+        Runs::LinuxCrashLoop => {
+            let _ = write!(
+                what,
+                "Linux on nvirt-hv in QEMU killed {} times while writing records to /dev/pmem0, each boot verifying them; a clean boot; pool inspect",
+                super::LINUX_CRASH_LOOP_KILLS
             );
         }
         Runs::CrashLoop => {
