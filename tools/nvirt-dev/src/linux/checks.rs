@@ -80,7 +80,7 @@ pub(crate) fn direct_boots(root: &Path, n: u32, echo: bool) -> Result<DirectBoot
         iomem: Vec::new(),
     };
     for i in 0..u64::from(n) {
-        let f = run_to_end(direct.start(Mode::Boot)?, BOOT_TIMEOUT, echo);
+        let f = run_to_end(direct.start(Mode::Boot)?, BOOT_TIMEOUT, echo, false);
         check_boot_run(&f, i + 1, i)?;
         for l in &f.lines {
             match markers::parse(&l.text) {

@@ -39,6 +39,9 @@ pub(crate) struct Config {
     /// Lines of the launcher's own that end a boot as failed (e.g. a
     /// hypervisor's verdict), besides the guest's `FAIL` and kernel panics.
     pub(crate) failure: fn(&str) -> bool,
+    /// The launcher ends a finished boot itself (see [`run_to_end`]); the
+    /// clean boot must then also show `success` among its lines.
+    pub(crate) ends_itself: Option<fn(&str) -> bool>,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             work_ms: (0, 3000),
             echo: false,
             failure: |_| false,
+            ends_itself: None,
         }
     }
 }
@@ -380,10 +384,20 @@ fn final_boot(
     known: Option<Known>,
     summary: &mut Summary,
 ) -> Result<(), String> {
-    let finished = run_to_end(running, config.boot_timeout, config.echo);
+    let finished = run_to_end(
+        running,
+        config.boot_timeout,
+        config.echo,
+        config.ends_itself.is_some(),
+    );
     let why = |what: String| format!("final clean boot: {what}\n{}", tail(&finished.lines, 30));
     if finished.end == End::TimedOut {
         return Err(why("timed out".into()));
+    }
+    if let Some(success) = config.ends_itself {
+        if !finished.lines.iter().any(|l| success(&l.text)) {
+            return Err(why("the launcher did not confirm the clean boot".into()));
+        }
     }
     let mut k = known.unwrap_or_else(|| first_known(&finished.lines));
     let seen = check_boot(&texts(&finished.lines), &mut k, config.failure).map_err(why)?;

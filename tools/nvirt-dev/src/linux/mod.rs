@@ -126,8 +126,16 @@ const AFTER_LAST_MARKER: Duration = Duration::from_secs(10);
 
 /// Runs a boot to its end: the emulator's exit, the kernel's halt or
 /// power-down line (QEMU is then stopped), [`AFTER_LAST_MARKER`] after the guest's
-/// `PASS`/`FAIL`, or `timeout`. `echo` streams the console.
-pub(crate) fn run_to_end(mut running: Running, timeout: Duration, echo: bool) -> Finished {
+/// `PASS`/`FAIL`, or `timeout`. `echo` streams the console. When the
+/// launcher `ends_itself` (a hypervisor, which marks the guest's domain
+/// shut down and gives its verdict after the guest's last line), only its
+/// exit or the timeout ends the boot.
+pub(crate) fn run_to_end(
+    mut running: Running,
+    timeout: Duration,
+    echo: bool,
+    ends_itself: bool,
+) -> Finished {
     let started = Instant::now();
     let mut lines = Vec::new();
     let mut last_marker: Option<Instant> = None;
@@ -151,7 +159,7 @@ pub(crate) fn run_to_end(mut running: Running, timeout: Duration, echo: bool) ->
                     last_marker = Some(Instant::now());
                 }
                 lines.push(line);
-                if powered_down {
+                if powered_down && !ends_itself {
                     break End::Halted;
                 }
             }
@@ -167,7 +175,7 @@ pub(crate) fn run_to_end(mut running: Running, timeout: Duration, echo: bool) ->
             }
             break End::Exited(status.code());
         }
-        if last_marker.is_some_and(|t| t.elapsed() > AFTER_LAST_MARKER) {
+        if !ends_itself && last_marker.is_some_and(|t| t.elapsed() > AFTER_LAST_MARKER) {
             break End::Halted;
         }
         if started.elapsed() > timeout {
@@ -220,6 +228,7 @@ mod tests {
             fake("echo 'nvirt-linux: pmem0 bytes=4096 at 1.5'; echo done; exit 3"),
             Duration::from_secs(30),
             false,
+            false,
         );
         assert_eq!(f.end, End::Exited(Some(3)));
         assert_eq!(texts(&f), ["nvirt-linux: pmem0 bytes=4096 at 1.5", "done"]);
@@ -232,13 +241,26 @@ mod tests {
             fake("echo 'nvirt-linux: PASS'; echo '[ 9.1] reboot: System halted'; exec sleep 60"),
             Duration::from_secs(30),
             false,
+            false,
         );
         assert_eq!(f.end, End::Halted);
         assert_eq!(f.pmem0_at(), None);
+        // A hypervisor ends the run itself, after the kernel's last line.
+        let f = run_to_end(
+            fake(
+                "echo 'nvirt-linux: PASS'; echo '[ 9.1] reboot: System halted'; echo 'nvirt-hv: verdict: PASS'; exit 33",
+            ),
+            Duration::from_secs(30),
+            false,
+            true,
+        );
+        assert_eq!(f.end, End::Exited(Some(33)));
+        assert_eq!(f.lines.last().unwrap().text, "nvirt-hv: verdict: PASS");
         let f = run_to_end(
             fake("echo booting; exec sleep 60"),
             Duration::from_millis(300),
             false,
+            true,
         );
         assert_eq!(f.end, End::TimedOut);
         assert_eq!(texts(&f), ["booting"]);
