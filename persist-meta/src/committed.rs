@@ -39,6 +39,10 @@ use crate::scan::Cursor;
 
 /// Bytes read at a time while looking for evidence.
 const CHUNK: u64 = 4096;
+/// A blank chunk.
+static BLANK: [u8; CHUNK as usize] = [0; CHUNK as usize];
+/// A blank header.
+const BLANK_HEADER: [u8; RECORD_HEADER as usize] = [0; RECORD_HEADER as usize];
 
 /// The area offset of a record proving that the records before it, up to
 /// `failed` (the cursor where the chain's checks failed), had been
@@ -124,12 +128,17 @@ fn headers<P: Pmem + ?Sized>(
     while pos.saturating_add(RECORD_HEADER) <= len {
         let n = (len - pos).min(CHUNK);
         pmem.read(area.start + pos, &mut chunk[..n as usize])?;
+        // Most of an area beyond the chain is blank: skip it a chunk at a
+        // time (a slice comparison, so a memcmp even in debug builds).
+        if chunk[..n as usize] == BLANK[..n as usize] {
+            pos += n;
+            continue;
+        }
         let mut at = 0;
         while at + RECORD_HEADER <= n {
             let mut raw = [0u8; RECORD_HEADER as usize];
             raw.copy_from_slice(&chunk[at as usize..(at + RECORD_HEADER) as usize]);
-            let blank = raw.iter().all(|&b| b == 0);
-            if !blank && visit(pos + at, &Header::parse(&raw))? {
+            if raw != BLANK_HEADER && visit(pos + at, &Header::parse(&raw))? {
                 return Ok(Some(pos + at));
             }
             at += RECORD_ALIGN;

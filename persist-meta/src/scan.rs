@@ -226,7 +226,7 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
         let offset = self.area.start + cursor.pos;
         let mut raw = [0; RECORD_HEADER as usize];
         self.pmem.read(offset, &mut raw)?;
-        if raw.iter().all(|&b| b == 0) {
+        if raw == [0; RECORD_HEADER as usize] {
             return Ok(Err(StopReason::Blank));
         }
         let header = Header::parse(&raw);
