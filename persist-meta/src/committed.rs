@@ -66,6 +66,42 @@ pub(crate) fn evidence<P: Pmem + ?Sized>(
     })
 }
 
+/// Where a walk of the chain can go on past damage at `failed`: the first
+/// intact record beyond it that begins a later group (its index is 0) of
+/// the same or a later epoch, and the cursor to read it with. `None` if no
+/// such record follows.
+pub(crate) fn resume_after<P: Pmem + ?Sized>(
+    pmem: &P,
+    area: &Range<u64>,
+    failed: Cursor,
+) -> Result<Option<(u64, Cursor)>, PmemError> {
+    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut found = None;
+    let start = failed.pos.saturating_add(RECORD_ALIGN);
+    headers(pmem, area, start, |pos, header| {
+        let begins = header.index == 0 && header.seq > failed.seq && header.epoch >= failed.epoch;
+        if !begins || !intact(pmem, area, pos, header, &mut payload)? {
+            return Ok(false);
+        }
+        // An epoch record must raise the cursor's epoch to be read.
+        let epoch = if header.kind == crate::record::RecordKind::EPOCH.raw() {
+            header.epoch.saturating_sub(1).min(failed.epoch)
+        } else {
+            header.epoch
+        };
+        found = Some((
+            pos,
+            Cursor {
+                pos,
+                seq: header.seq,
+                epoch,
+            },
+        ));
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
 /// Whether the record whose header lies at area offset `pos` fits in the
 /// area and its CRC matches.
 fn intact<P: Pmem + ?Sized>(

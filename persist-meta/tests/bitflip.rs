@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{Op, State, apply, open, payload, recover, region_len};
-use nvirt_persist_meta::{Log, MemPmem};
+use common::{Image, Op, State, apply, open, payload, recover, region_len};
+use nvirt_persist_meta::{DamagedPart, Log, MemPmem, survey};
 
 /// A record area that the history below fills to about two thirds after
 /// its checkpoint, so that stale records of the first era lie beyond the
@@ -66,7 +66,29 @@ fn every_bit_flip_of_a_multi_open_log_is_same_torn_final_group_or_refused() {
     for at in 0..image.len() {
         for bit in 0..8 {
             bad[at] ^= 1 << bit;
-            match recover(&bad) {
+            // The survey (`nvirt log check`) lists the flipped byte as
+            // damaged whenever recovery refuses, and lists nothing but
+            // repairable superblock damage when it does not.
+            let mut ranges = Vec::new();
+            let found = survey(&Image(&bad), |d| ranges.push(*d), |_, _| {});
+            let covers = ranges
+                .iter()
+                .any(|d| (d.offset..d.offset + d.len).contains(&(at as u64)));
+            let repairable = ranges.iter().all(|d| {
+                matches!(
+                    d.what,
+                    DamagedPart::Superblock { .. } | DamagedPart::SwitchWord { .. }
+                )
+            });
+            let outcome = recover(&bad);
+            match &outcome {
+                Ok(_) => assert!(repairable, "byte {at:#x} bit {bit}: {ranges:?}"),
+                Err(e) => assert!(
+                    covers || found.stopped.is_some(),
+                    "byte {at:#x} bit {bit}: refused ({e}) but the survey found {ranges:?}"
+                ),
+            }
+            match outcome {
                 Ok(state) if state == last => same += 1,
                 Ok(state) if state == before_last => torn += 1,
                 Ok(state) => panic!(

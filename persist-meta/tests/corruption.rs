@@ -215,3 +215,60 @@ fn a_damaged_committed_record_is_an_error_not_a_shorter_log() {
     let state = recover(&torn).unwrap();
     assert_eq!(state.len(), 3);
 }
+
+#[test]
+fn a_survey_lists_every_damaged_range_and_the_records_lost() {
+    use nvirt_persist_meta::{DamagedPart, survey};
+    let region = MemPmem::new(region_len(8192));
+    let mut log = Log::format(region, common::CHECKPOINT_CAPACITY).unwrap();
+    let mut commits = Vec::new();
+    for id in 1..=5 {
+        let commit = log
+            .append(&Raw {
+                kind: KIND,
+                payload: &payload(id, 40),
+            })
+            .unwrap();
+        commits.push(commit);
+    }
+    let mut image = log.into_pmem().into_bytes();
+    image[commits[0].offset as usize + 40] ^= 1;
+    image[commits[2].offset as usize + 40] ^= 1;
+    image[0x10] ^= 1; // superblock copy 0
+    let mut ranges = Vec::new();
+    let mut after = Vec::new();
+    let found = survey(
+        &Image(&image),
+        |d| ranges.push(*d),
+        |r, past| after.push((r.seq(), past)),
+    );
+    assert_eq!(found.damaged, 3);
+    assert_eq!(found.stopped, None);
+    assert!(matches!(
+        ranges[0].what,
+        DamagedPart::Superblock { copy: 0, .. }
+    ));
+    for (range, lost) in ranges[1..].iter().zip([0, 2]) {
+        let commit = commits[lost];
+        assert_eq!(range.offset, commit.offset);
+        assert_eq!(range.len, commit.len);
+        match range.what {
+            DamagedPart::Records {
+                first_seq,
+                resume_seq,
+                ..
+            } => {
+                assert_eq!(first_seq, commit.first_seq);
+                assert_eq!(resume_seq, Some(commit.first_seq + 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let seqs = |c: usize| commits[c].first_seq;
+    assert_eq!(
+        after,
+        vec![(seqs(1), true), (seqs(3), true), (seqs(4), true)]
+    );
+    // Recovery refuses the image, naming the first.
+    assert!(recover(&image).unwrap_err().contains("damaged"));
+}
