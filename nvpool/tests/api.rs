@@ -501,12 +501,7 @@ fn a_damaged_committed_record_is_refused_not_dropped() {
     bad[0x2000 + offset as usize + 32] ^= 1;
     let err = NvPool::recover(MemPmem::from_bytes(bad), &mut work).err();
     assert!(
-        matches!(
-            err,
-            Some(RecoverError::Log(
-                nvirt_persist_meta::ImageError::Corrupt { .. }
-            ))
-        ),
+        matches!(err, Some(RecoverError::Log(ImageError::Corrupt { .. }))),
         "{err:?}"
     );
     assert!(err.unwrap().to_string().contains("damaged"));
