@@ -35,8 +35,10 @@ pub mod hv_guest_image;
 pub mod hv_linux_image;
 pub mod hv_nvpool_guest;
 pub mod hypercall_decode;
+pub mod nvpool_damage;
 pub mod nvpool_ops;
 pub mod nvpool_recover;
+pub mod persist_meta_damage;
 pub mod persist_meta_ops;
 pub mod persist_meta_recover;
 
@@ -63,8 +65,10 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("hv_linux_image", hv_linux_image::fuzz),
     ("hv_nvpool_guest", hv_nvpool_guest::fuzz),
     ("hypercall_decode", hypercall_decode::fuzz),
+    ("nvpool_damage", nvpool_damage::fuzz),
     ("nvpool_ops", nvpool_ops::fuzz),
     ("nvpool_recover", nvpool_recover::fuzz),
+    ("persist_meta_damage", persist_meta_damage::fuzz),
     ("persist_meta_ops", persist_meta_ops::fuzz),
     ("persist_meta_recover", persist_meta_recover::fuzz),
 ];

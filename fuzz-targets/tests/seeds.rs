@@ -83,8 +83,10 @@ seed_tests!(
     hv_linux_image,
     hv_nvpool_guest,
     hypercall_decode,
+    nvpool_damage,
     nvpool_ops,
     nvpool_recover,
+    persist_meta_damage,
     persist_meta_ops,
     persist_meta_recover,
 );

@@ -61,6 +61,7 @@ impl From<AppendError> for CommitError {
             } => Self::LogTooSmall { needed, capacity },
             AppendError::PayloadTooLarge { .. }
             | AppendError::ReservedKind { .. }
+            | AppendError::GroupTooLong { .. }
             | AppendError::SequenceExhausted
             | AppendError::EpochExhausted => Self::Exhausted,
         }

@@ -86,6 +86,7 @@ mod scrub;
 mod snapshot;
 mod state;
 mod superblock;
+mod survey;
 mod types;
 mod window;
 mod work;
@@ -101,6 +102,7 @@ pub use pool::{Dom, DomainInfo, DomainState, Extents, NvPool, Owner, PoolStats};
 pub use populate::Populated;
 pub use recover::{RecoverError, RecoveryReport};
 pub use superblock::{POOL_MAGIC, POOL_VERSION, PoolGeometryError, RawGeometry, SuperblockFault};
+pub use survey::{PoolDamage, PoolRecord, PoolSurvey, survey};
 pub use types::{DomainUuid, Extent};
 
 /// The shared vocabulary this crate speaks: a user of the pool gets it

@@ -7,24 +7,42 @@
 //! truncating there would silently drop every later commit too.
 //!
 //! The writer stores a group's records only after every earlier group's
-//! fence. So if, beyond the failing record, the area holds an intact
-//! record of the chain's epoch with a higher sequence number that ends a
-//! group, directly followed by the intact first record of the next group,
-//! that next group was being written, hence the group before it was fenced,
-//! hence every record up to it, the failing one included, was durable when
-//! it failed its checks: it was damaged afterwards. Stale records (from
-//! before a checkpoint: lower sequence numbers) and records of an earlier
-//! writer (another epoch) never qualify.
+//! fence, and a new writer (an open, or the writer after an abandoned
+//! group) first appends an epoch record at the end of the chain it found.
+//! So an intact record beyond the failing one proves the failing one was
+//! durable, and has been damaged since, when
+//!
+//! - it is of the chain's epoch at the failure, has a higher sequence
+//!   number, and its group began after the failing record's (`seq - index`,
+//!   its group's first sequence number, is higher than the failing one's):
+//!   that group was written after the failing record's group was fenced; or
+//! - it is of a later epoch, with a higher sequence number: a later writer
+//!   began beyond the failing record, and every writer begins where the
+//!   chain it recovered ended (the epoch record is the record of where an
+//!   open began), so the failing record was part of a chain that had been
+//!   recovered, i.e. committed. A writer that began before the failing
+//!   record would have overwritten the chain there with its own, later
+//!   epoch; the chain reaching the failure in an earlier epoch rules that
+//!   out.
+//!
+//! Stale records (from before a checkpoint: lower epochs, as every
+//! checkpoint raises the epoch) and records of an earlier writer (lower
+//! epochs) never qualify, nor do the other records of the failing record's
+//! own group: only the last group of the last writer can be torn.
 
 use core::ops::Range;
 
 use crate::checksum::Crc32c;
 use crate::pmem::{Pmem, PmemError};
 use crate::record::{Header, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, record_size};
-use crate::scan::{Cursor, Scanner};
+use crate::scan::Cursor;
 
 /// Bytes read at a time while looking for evidence.
 const CHUNK: u64 = 4096;
+/// A blank chunk.
+static BLANK: [u8; CHUNK as usize] = [0; CHUNK as usize];
+/// A blank header.
+const BLANK_HEADER: [u8; RECORD_HEADER as usize] = [0; RECORD_HEADER as usize];
 
 /// The area offset of a record proving that the records before it, up to
 /// `failed` (the cursor where the chain's checks failed), had been
@@ -34,23 +52,77 @@ pub(crate) fn evidence<P: Pmem + ?Sized>(
     area: &Range<u64>,
     failed: Cursor,
 ) -> Result<Option<u64>, PmemError> {
-    let mut buf = [0u8; MAX_PAYLOAD];
+    let mut payload = [0u8; MAX_PAYLOAD];
     let start = failed.pos.saturating_add(RECORD_ALIGN);
-    let found = headers(pmem, area, start, |pos, header| {
+    headers(pmem, area, start, |pos, header| {
         // Cheap filters before any CRC is computed.
-        if !header.ends_group() || header.epoch != failed.epoch || header.seq <= failed.seq {
+        let proves = header.seq > failed.seq
+            && (header.epoch > failed.epoch
+                || header.epoch == failed.epoch && header.group_first_seq() > failed.seq);
+        if !proves {
             return Ok(false);
         }
-        let cursor = Cursor {
-            pos,
-            seq: header.seq,
-            epoch: failed.epoch,
+        intact(pmem, area, pos, header, &mut payload)
+    })
+}
+
+/// Where a walk of the chain can go on past damage at `failed`: the first
+/// intact record beyond it that begins a later group (its index is 0) of
+/// the same or a later epoch, and the cursor to read it with. `None` if no
+/// such record follows.
+pub(crate) fn resume_after<P: Pmem + ?Sized>(
+    pmem: &P,
+    area: &Range<u64>,
+    failed: Cursor,
+) -> Result<Option<(u64, Cursor)>, PmemError> {
+    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut found = None;
+    let start = failed.pos.saturating_add(RECORD_ALIGN);
+    headers(pmem, area, start, |pos, header| {
+        let begins = header.index == 0 && header.seq > failed.seq && header.epoch >= failed.epoch;
+        if !begins || !intact(pmem, area, pos, header, &mut payload)? {
+            return Ok(false);
+        }
+        // An epoch record must raise the cursor's epoch to be read.
+        let epoch = if header.kind == crate::record::RecordKind::EPOCH.raw() {
+            header.epoch.saturating_sub(1).min(failed.epoch)
+        } else {
+            header.epoch
         };
-        let mut scanner = Scanner::new(pmem, area.clone(), cursor);
-        let ends_group = matches!(scanner.next(&mut buf, false)?, Ok(r) if r.ends_group());
-        Ok(ends_group && scanner.next(&mut buf, false)?.is_ok())
+        found = Some((
+            pos,
+            Cursor {
+                pos,
+                seq: header.seq,
+                epoch,
+            },
+        ));
+        Ok(true)
     })?;
     Ok(found)
+}
+
+/// Whether the record whose header lies at area offset `pos` fits in the
+/// area and its CRC matches.
+fn intact<P: Pmem + ?Sized>(
+    pmem: &P,
+    area: &Range<u64>,
+    pos: u64,
+    header: &Header,
+    payload: &mut [u8; MAX_PAYLOAD],
+) -> Result<bool, PmemError> {
+    let len = area.end - area.start;
+    let fits = record_size(u64::from(header.len))
+        .and_then(|size| pos.checked_add(size))
+        .is_some_and(|end| header.len as usize <= MAX_PAYLOAD && end <= len);
+    if !fits {
+        return Ok(false);
+    }
+    let body = &mut payload[..header.len as usize];
+    pmem.read(area.start + pos + RECORD_HEADER, body)?;
+    let mut crc = Crc32c::new();
+    crc.update(body);
+    Ok(header.checksum(crc) == header.crc)
 }
 
 /// The largest epoch of an intact record header (its CRC matches) at or
@@ -65,22 +137,11 @@ pub(crate) fn highest_epoch_beyond<P: Pmem + ?Sized>(
 ) -> Result<Option<u64>, PmemError> {
     let mut payload = [0u8; MAX_PAYLOAD];
     let mut highest = None;
-    let len = area.end - area.start;
     headers(pmem, area, from, |pos, header| {
         if header.epoch < at_least || highest.is_some_and(|h| header.epoch <= h) {
             return Ok(false);
         }
-        let fits = record_size(u64::from(header.len))
-            .and_then(|size| pos.checked_add(size))
-            .is_some_and(|end| header.len as usize <= MAX_PAYLOAD && end <= len);
-        if !fits {
-            return Ok(false);
-        }
-        let body = &mut payload[..header.len as usize];
-        pmem.read(area.start + pos + RECORD_HEADER, body)?;
-        let mut crc = Crc32c::new();
-        crc.update(body);
-        if header.checksum(crc) == header.crc {
+        if intact(pmem, area, pos, header, &mut payload)? {
             highest = Some(header.epoch);
         }
         Ok(false)
@@ -103,12 +164,17 @@ fn headers<P: Pmem + ?Sized>(
     while pos.saturating_add(RECORD_HEADER) <= len {
         let n = (len - pos).min(CHUNK);
         pmem.read(area.start + pos, &mut chunk[..n as usize])?;
+        // Most of an area beyond the chain is blank: skip it a chunk at a
+        // time (a slice comparison, so a memcmp even in debug builds).
+        if chunk[..n as usize] == BLANK[..n as usize] {
+            pos += n;
+            continue;
+        }
         let mut at = 0;
         while at + RECORD_HEADER <= n {
             let mut raw = [0u8; RECORD_HEADER as usize];
             raw.copy_from_slice(&chunk[at as usize..(at + RECORD_HEADER) as usize]);
-            let blank = raw.iter().all(|&b| b == 0);
-            if !blank && visit(pos + at, &Header::parse(&raw))? {
+            if raw != BLANK_HEADER && visit(pos + at, &Header::parse(&raw))? {
                 return Ok(Some(pos + at));
             }
             at += RECORD_ALIGN;

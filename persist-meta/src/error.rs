@@ -62,6 +62,11 @@ pub enum AppendError {
         /// The kind.
         kind: u16,
     },
+    /// A commit group already holds the most records one can (2^32).
+    GroupTooLong {
+        /// Records in it.
+        records: u64,
+    },
     /// Sequence numbers are used up (after 2^64 records).
     SequenceExhausted,
     /// Epochs are used up (after 2^64 recoveries and checkpoints).
@@ -88,6 +93,10 @@ impl fmt::Display for AppendError {
             Self::ReservedKind { kind } => {
                 write!(f, "record kind {kind:#06x} is reserved for the log")
             }
+            Self::GroupTooLong { records } => write!(
+                f,
+                "commit group of {records} records is full; commit it and start another"
+            ),
             Self::SequenceExhausted => write!(f, "sequence numbers exhausted"),
             Self::EpochExhausted => write!(f, "epochs exhausted"),
             Self::Pmem(e) => e.fmt(f),

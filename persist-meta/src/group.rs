@@ -11,7 +11,9 @@ use crate::checksum::Crc32c;
 use crate::error::AppendError;
 use crate::log::{Commit, Log};
 use crate::pmem::{Pmem, PmemError};
-use crate::record::{Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, record_size};
+use crate::record::{
+    Encode, FLAG_GROUP_END, Header, MAX_GROUP, MAX_PAYLOAD, RECORD_HEADER, record_size,
+};
 
 /// A record whose payload is stored and whose header is not yet.
 #[derive(Clone, Debug)]
@@ -20,6 +22,7 @@ struct Pending {
     len: u32,
     kind: u16,
     seq: u64,
+    index: u32,
     crc: Crc32c,
 }
 
@@ -78,6 +81,11 @@ impl<'a, P: Pmem> Group<'a, P> {
         if len > MAX_PAYLOAD {
             return Err(AppendError::PayloadTooLarge { len });
         }
+        if self.records >= MAX_GROUP {
+            return Err(AppendError::GroupTooLong {
+                records: self.records,
+            });
+        }
         let size = record_size(len as u64).unwrap_or(u64::MAX);
         if self.records == 0 && self.log.bump_pending() {
             // Needs the epoch record and this record to fit.
@@ -121,6 +129,8 @@ impl<'a, P: Pmem> Group<'a, P> {
             len: len as u32,
             kind: kind.raw(),
             seq: self.seq,
+            // Below MAX_GROUP, checked above.
+            index: self.records as u32,
             crc,
         });
         self.end += size;
@@ -172,7 +182,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             flags,
             seq: p.seq,
             epoch: self.log.epoch(),
-            reserved: 0,
+            index: p.index,
             crc: 0,
         };
         header.crc = header.checksum(p.crc);

@@ -12,7 +12,8 @@ use core::fmt;
 
 use crate::checkpoint::CheckpointFault;
 use crate::layout::{
-    Layout, SUPERBLOCK_OFFSETS, SUPERBLOCKS, SWITCH_WORD, SuperblockError, decode_switch,
+    FORMAT_VERSION, FORMAT_VERSION_1, Layout, SUPERBLOCK_OFFSETS, SUPERBLOCKS, SWITCH_WORD,
+    SuperblockError, decode_switch,
 };
 use crate::pmem::{Pmem, PmemError, WORD};
 use crate::scan::StopReason;
@@ -96,9 +97,16 @@ impl fmt::Display for ImageError {
             Self::NoSuperblock { first, second } => {
                 write!(f, "no valid superblock: copy 0: {first}; copy 1: {second}")
             }
+            Self::UnsupportedVersion { copy, found } if found == FORMAT_VERSION_1 => write!(
+                f,
+                "superblock copy {copy} has format version 1, written by an older nvirt before \
+                 records carried their group index; this build reads version {FORMAT_VERSION} \
+                 only (read it with the older nvirt, or format anew)"
+            ),
             Self::UnsupportedVersion { copy, found } => write!(
                 f,
-                "superblock copy {copy} has unsupported format version {found}"
+                "superblock copy {copy} has unsupported format version {found} (this build \
+                 reads version {FORMAT_VERSION})"
             ),
             Self::SuperblocksDisagree => {
                 write!(

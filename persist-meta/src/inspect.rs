@@ -114,7 +114,7 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
     let mut group_start = start;
     let (mut in_group, mut owner_in_group) = (0, 0);
     loop {
-        match scanner.next(&mut buf, in_group > 0) {
+        match scanner.next(&mut buf, in_group) {
             Ok(Ok(record)) => {
                 on_record(&record);
                 in_group += 1;

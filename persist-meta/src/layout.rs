@@ -28,8 +28,14 @@ use crate::superblock::{BODY_LEN, Body, DualSuperblock, Fault};
 
 /// First bytes of a superblock.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"NVIRTLOG";
-/// The on-media format this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-media format this crate writes and reads. Version 2 stores each
+/// record's index in its commit group where version 1 stored zero;
+/// version 1 images are refused ([`ImageError::UnsupportedVersion`](crate::ImageError)),
+/// as their records cannot prove that a damaged record before them had
+/// been committed.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format before records carried their group index.
+pub const FORMAT_VERSION_1: u32 = 1;
 /// Offsets of the two superblocks.
 pub const SUPERBLOCK_OFFSETS: [u64; 2] = [0, 0x1000];
 /// Offset of the switch word inside a superblock.
@@ -331,24 +337,26 @@ mod tests {
             b[56..60].copy_from_slice(&crc.to_le_bytes());
             b
         };
-        let mut v2 = line;
-        v2[8] = 2;
-        assert_eq!(
-            decode(&reseal(v2), 0x10000),
-            Err(SuperblockError::Version {
-                found: 2,
-                expected: FORMAT_VERSION
-            })
-        );
+        for other in [FORMAT_VERSION_1, FORMAT_VERSION + 1] {
+            let mut old = line;
+            old[8..12].copy_from_slice(&other.to_le_bytes());
+            assert_eq!(
+                decode(&reseal(old), 0x10000),
+                Err(SuperblockError::Version {
+                    found: other,
+                    expected: FORMAT_VERSION
+                })
+            );
+        }
         let mut reserved = line;
         reserved[12] = 1;
         assert_eq!(
             decode(&reseal(reserved), 0x10000),
             Err(SuperblockError::Reserved { value: 1 })
         );
-        // The bytes are those of format version 1, field by field.
+        // The bytes are those of format version 2, field by field.
         assert_eq!(&line[..8], b"NVIRTLOG");
-        assert_eq!(line[8..16], [1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(line[8..16], [2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(line[16..24], 0x10000u64.to_le_bytes());
         assert_eq!(line[24..32], CHECKPOINT_OFFSET.to_le_bytes());
         assert_eq!(line[32..40], layout.slot_len().to_le_bytes());

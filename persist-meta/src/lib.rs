@@ -77,6 +77,7 @@ mod scan;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod superblock;
+mod survey;
 
 pub use checkpoint::{
     CHECKPOINT_MAGIC, CheckpointFault, CheckpointInfo, CheckpointReader, CheckpointWriter,
@@ -97,6 +98,7 @@ pub use pmem::{FlushInstruction, X86Pmem, X86PmemError};
 pub use record::{Decode, Encode, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, Raw, RecordKind};
 pub use recover::{End, RecoverError, Recovery, Replay, ReplayFn, Replayed, replay, replay_fn};
 pub use scan::{RecordView, StopReason};
+pub use survey::{Damaged, DamagedPart, Survey, survey};
 
 /// Bytes a record with a `payload_len`-byte payload occupies in the record
 /// area (header and padding included), for owners sizing their logs.

@@ -338,7 +338,7 @@ impl<P: Pmem> Log<P> {
             flags: FLAG_GROUP_END,
             seq: self.next_seq,
             epoch,
-            reserved: 0,
+            index: 0,
             crc: 0,
         };
         header.crc = header.checksum(Crc32c::new());

@@ -10,11 +10,16 @@
 //! | 6 | 2 | flags: bit 0 ends a commit group; the rest are zero |
 //! | 8 | 8 | sequence number: one more than the previous record's |
 //! | 16 | 8 | epoch: the writer's incarnation (see [`Log`](crate::Log)) |
-//! | 24 | 4 | zero |
+//! | 24 | 4 | index: the record's position in its commit group, 0 for the first |
 //! | 28 | 4 | CRC-32C of the payload followed by header bytes 0..28 |
 //!
 //! The header is stored word by word, first word first and the CRC word
 //! last, after the payload.
+//!
+//! The index (format version 2; version 1 kept zero there) lets one intact
+//! record tell where its group began: `seq - index` is the sequence number
+//! of the group's first record. Recovery uses it to prove that a damaged
+//! record before it had been committed (see `committed.rs`).
 
 use core::fmt;
 use core::mem::{offset_of, size_of};
@@ -31,6 +36,9 @@ pub const RECORD_ALIGN: u64 = 32;
 /// The largest payload of one record. Larger state belongs in a
 /// checkpoint, which streams.
 pub const MAX_PAYLOAD: usize = 4096;
+
+/// The most records one commit group holds (its index field is 32 bits).
+pub(crate) const MAX_GROUP: u64 = 1 << 32;
 
 /// Flag: this record ends its commit group.
 pub(crate) const FLAG_GROUP_END: u16 = 1;
@@ -142,7 +150,7 @@ pub(crate) struct Header {
     pub(crate) flags: u16,
     pub(crate) seq: u64,
     pub(crate) epoch: u64,
-    pub(crate) reserved: u32,
+    pub(crate) index: u32,
     pub(crate) crc: u32,
 }
 
@@ -155,7 +163,7 @@ pub(crate) struct RawHeader {
     flags: U16,
     seq: U64,
     epoch: U64,
-    reserved: U32,
+    index: U32,
     crc: U32,
 }
 
@@ -164,7 +172,7 @@ const _: () = assert!(offset_of!(RawHeader, kind) == 4);
 const _: () = assert!(offset_of!(RawHeader, flags) == 6);
 const _: () = assert!(offset_of!(RawHeader, seq) == 8);
 const _: () = assert!(offset_of!(RawHeader, epoch) == 16);
-const _: () = assert!(offset_of!(RawHeader, reserved) == 24);
+const _: () = assert!(offset_of!(RawHeader, index) == 24);
 const _: () = assert!(offset_of!(RawHeader, crc) == 28);
 /// Header bytes the CRC covers (after the payload).
 const CHECKED: usize = offset_of!(RawHeader, crc);
@@ -179,7 +187,7 @@ impl Header {
             flags: raw.flags.get(),
             seq: raw.seq.get(),
             epoch: raw.epoch.get(),
-            reserved: raw.reserved.get(),
+            index: raw.index.get(),
             crc: raw.crc.get(),
         }
     }
@@ -192,7 +200,7 @@ impl Header {
             flags: self.flags.into(),
             seq: self.seq.into(),
             epoch: self.epoch.into(),
-            reserved: self.reserved.into(),
+            index: self.index.into(),
             crc: self.crc.into(),
         }
     }
@@ -208,6 +216,11 @@ impl Header {
     pub(crate) fn checksum(&self, mut payload_crc: Crc32c) -> u32 {
         payload_crc.update(&self.raw().as_bytes()[..CHECKED]);
         payload_crc.value()
+    }
+
+    /// Sequence number of the first record of this record's group.
+    pub(crate) fn group_first_seq(&self) -> u64 {
+        self.seq.saturating_sub(u64::from(self.index))
     }
 
     /// Whether this header ends a commit group.
@@ -243,7 +256,7 @@ mod tests {
             flags: FLAG_GROUP_END,
             seq: 0x0102_0304_0506_0708,
             epoch: 9,
-            reserved: 0,
+            index: 3,
             crc: 0xdead_beef,
         };
         let mut bytes = [0; 32];

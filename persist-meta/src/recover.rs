@@ -233,7 +233,7 @@ fn replay_records<P: Pmem, R: Replay>(
             reason,
             discarded,
         };
-        let first = match scanner.next(&mut buf, false)? {
+        let first = match scanner.next(&mut buf, 0)? {
             Ok(first) => first,
             Err(reason) => {
                 refuse_if_committed(pmem, &area, scanner.cursor, reason)?;
@@ -254,7 +254,7 @@ fn replay_records<P: Pmem, R: Replay>(
         // A longer group: find its end before delivering any of it.
         let mut count = 1;
         loop {
-            match scanner.next(&mut buf, true)? {
+            match scanner.next(&mut buf, count)? {
                 Ok(record) if record.ends_group() => break,
                 Ok(_) => count += 1,
                 Err(reason) => {
@@ -270,7 +270,7 @@ fn replay_records<P: Pmem, R: Replay>(
         for i in 0..count {
             let offset = area.start + again.cursor.pos;
             let record = again
-                .next(&mut buf, i > 0)?
+                .next(&mut buf, i)?
                 .map_err(|_| ImageError::Changed { offset })?;
             chain.records += 1;
             replay.record(&record).map_err(RecoverError::Replay)?;
@@ -285,8 +285,9 @@ fn replay_records<P: Pmem, R: Replay>(
 }
 
 /// An error if the record at `failed` failed its checks (`reason`) although
-/// a later group proves it committed; a natural end of the chain (blank,
-/// the area's end, a stale or an earlier writer's record) needs no proof.
+/// a later record proves it committed (see `committed.rs`); a natural end
+/// of the chain (blank, the area's end, a stale or an earlier writer's
+/// record) needs no proof.
 pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
     pmem: &P,
     area: &core::ops::Range<u64>,

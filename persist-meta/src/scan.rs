@@ -104,10 +104,13 @@ pub enum StopReason {
         /// The CRC of the bytes.
         computed: u32,
     },
-    /// The reserved header field is not zero.
-    Reserved {
-        /// Its value.
-        value: u32,
+    /// The header's index in its group is not the record's position in
+    /// the group being read.
+    GroupIndex {
+        /// The position in the group.
+        expected: u32,
+        /// The index stored.
+        found: u32,
     },
     /// An intact record with another sequence number: left over from
     /// before a checkpoint truncated the log, or from a torn tail.
@@ -160,7 +163,10 @@ impl fmt::Display for StopReason {
                 f,
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): torn or corrupt"
             ),
-            Self::Reserved { value } => write!(f, "reserved field is {value:#x}, not zero"),
+            Self::GroupIndex { expected, found } => write!(
+                f,
+                "group index {found} where the group has {expected} records before it"
+            ),
             Self::Sequence { expected, found } => write!(
                 f,
                 "sequence mismatch (expected {expected}, found {found}): stale record"
@@ -204,12 +210,13 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
     }
 
     /// Validates the record at the cursor and, if it is one, moves past it.
-    /// `in_group` says whether earlier records of its group were read.
+    /// `index` is how many earlier records of its group were read.
     pub(crate) fn next<'b>(
         &mut self,
         buf: &'b mut [u8; MAX_PAYLOAD],
-        in_group: bool,
+        index: u64,
     ) -> Result<Result<RecordView<'b>, StopReason>, PmemError> {
+        let in_group = index > 0;
         let cursor = self.cursor;
         let area_len = self.area.end - self.area.start;
         let room = area_len.saturating_sub(cursor.pos);
@@ -219,7 +226,7 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
         let offset = self.area.start + cursor.pos;
         let mut raw = [0; RECORD_HEADER as usize];
         self.pmem.read(offset, &mut raw)?;
-        if raw.iter().all(|&b| b == 0) {
+        if raw == [0; RECORD_HEADER as usize] {
             return Ok(Err(StopReason::Blank));
         }
         let header = Header::parse(&raw);
@@ -247,9 +254,10 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
                 computed,
             }));
         }
-        if header.reserved != 0 {
-            return Ok(Err(StopReason::Reserved {
-                value: header.reserved,
+        if u64::from(header.index) != index {
+            return Ok(Err(StopReason::GroupIndex {
+                expected: u32::try_from(index).unwrap_or(u32::MAX),
+                found: header.index,
             }));
         }
         if header.seq != cursor.seq {

@@ -315,11 +315,27 @@ fn bad_images_are_errors_never_formatted_over() {
     let blank = vec![0; region];
     let err = recover(&blank).unwrap_err();
     assert!(err.contains("no valid superblock"), "{err}");
+    // Both superblocks of the old version 1, whose records carry no group
+    // index: a typed error that says so.
+    let log = fresh(4096);
+    let mut old = log.into_pmem().into_inner().into_bytes();
+    for sb in [0, 0x1000] {
+        old[sb + 8] = 1;
+        let crc = crc32c_of(&old[sb..sb + 56]);
+        old[sb + 56..sb + 60].copy_from_slice(&crc.to_le_bytes());
+    }
+    let mut state = State::new();
+    let result = replay(&common::Image(&old), &mut common::owner(&mut state));
+    let Err(RecoverError::Image(e @ ImageError::UnsupportedVersion { copy: 0, found: 1 })) = result
+    else {
+        panic!("{result:?}");
+    };
+    assert!(e.to_string().contains("format version 1"), "{e}");
     // Both superblocks of a newer version (CRC fixed up).
     let log = fresh(4096);
     let mut image = log.into_pmem().into_inner().into_bytes();
     for sb in [0, 0x1000] {
-        image[sb + 8] = 2;
+        image[sb + 8] = 3;
         let crc = crc32c_of(&image[sb..sb + 56]);
         image[sb + 56..sb + 60].copy_from_slice(&crc.to_le_bytes());
     }
@@ -329,7 +345,7 @@ fn bad_images_are_errors_never_formatted_over() {
         result,
         Err(RecoverError::Image(ImageError::UnsupportedVersion {
             copy: 0,
-            found: 2
+            found: 3
         }))
     ));
     // `open` refuses as well, and leaves the bytes alone.

@@ -192,25 +192,83 @@ fn a_damaged_committed_record_is_an_error_not_a_shorter_log() {
         offsets.push(commit.offset);
     }
     let image = log.into_pmem().into_bytes();
-    // A payload byte of the second record: the third and fourth prove it
-    // was committed.
-    let mut bad = image.clone();
-    bad[offsets[1] as usize + 40] ^= 1;
-    match replay(&Image(&bad), &mut owner(&mut State::new())) {
-        Err(RecoverError::Image(ImageError::Corrupt {
-            offset, evidence, ..
-        })) => {
-            assert_eq!(offset, offsets[1]);
-            assert_eq!(evidence, offsets[2]);
+    // A payload byte of any record but the last: the next one began a
+    // later group (its sequence number minus its group index is past the
+    // damaged one), which the writer stores only after the damaged
+    // record's group was fenced.
+    for i in 0..3 {
+        let mut bad = image.clone();
+        bad[offsets[i] as usize + 40] ^= 1;
+        match replay(&Image(&bad), &mut owner(&mut State::new())) {
+            Err(RecoverError::Image(ImageError::Corrupt {
+                offset, evidence, ..
+            })) => {
+                assert_eq!(offset, offsets[i], "record {i}");
+                assert_eq!(evidence, offsets[i + 1], "record {i}");
+            }
+            other => panic!("record {i}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
-    // The third: the fourth alone ends a group but nothing follows it, so
-    // this could be a torn tail; so could the last.
-    for i in [2, 3] {
-        let mut torn = image.clone();
-        torn[offsets[i] as usize + 40] ^= 1;
-        let state = recover(&torn).unwrap();
-        assert_eq!(state.len(), i, "record {i}");
+    // The last group of the last writer can be a torn tail.
+    let mut torn = image.clone();
+    torn[offsets[3] as usize + 40] ^= 1;
+    let state = recover(&torn).unwrap();
+    assert_eq!(state.len(), 3);
+}
+
+#[test]
+fn a_survey_lists_every_damaged_range_and_the_records_lost() {
+    use nvirt_persist_meta::{DamagedPart, survey};
+    let region = MemPmem::new(region_len(8192));
+    let mut log = Log::format(region, common::CHECKPOINT_CAPACITY).unwrap();
+    let mut commits = Vec::new();
+    for id in 1..=5 {
+        let commit = log
+            .append(&Raw {
+                kind: KIND,
+                payload: &payload(id, 40),
+            })
+            .unwrap();
+        commits.push(commit);
     }
+    let mut image = log.into_pmem().into_bytes();
+    image[commits[0].offset as usize + 40] ^= 1;
+    image[commits[2].offset as usize + 40] ^= 1;
+    image[0x10] ^= 1; // superblock copy 0
+    let mut ranges = Vec::new();
+    let mut after = Vec::new();
+    let found = survey(
+        &Image(&image),
+        |d| ranges.push(*d),
+        |r, past| after.push((r.seq(), past)),
+    );
+    assert_eq!(found.damaged, 3);
+    assert_eq!(found.stopped, None);
+    assert!(matches!(
+        ranges[0].what,
+        DamagedPart::Superblock { copy: 0, .. }
+    ));
+    for (range, lost) in ranges[1..].iter().zip([0, 2]) {
+        let commit = commits[lost];
+        assert_eq!(range.offset, commit.offset);
+        assert_eq!(range.len, commit.len);
+        match range.what {
+            DamagedPart::Records {
+                first_seq,
+                resume_seq,
+                ..
+            } => {
+                assert_eq!(first_seq, commit.first_seq);
+                assert_eq!(resume_seq, Some(commit.first_seq + 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let seqs = |c: usize| commits[c].first_seq;
+    assert_eq!(
+        after,
+        vec![(seqs(1), true), (seqs(3), true), (seqs(4), true)]
+    );
+    // Recovery refuses the image, naming the first.
+    assert!(recover(&image).unwrap_err().contains("damaged"));
 }

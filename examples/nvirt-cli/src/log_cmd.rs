@@ -1,5 +1,6 @@
 //! `nvirt log inspect IMAGE`: validate a persist-meta region image offline
-//! and show what recovery would see.
+//! and show what recovery would see; `nvirt log check IMAGE`: list its
+//! damage.
 //!
 //! Output, one fact per line (a contract for scripts):
 //!
@@ -14,6 +15,18 @@
 //! replay: <n> records in <n> groups (<n> epoch records); next append offset=<hex> seq=<n> epoch=<n>; <n> of <n> record bytes used
 //! ```
 //!
+//! `nvirt log check IMAGE` lists every damaged range (read-only; exit 0 if
+//! there is none, 2 otherwise):
+//!
+//! ```text
+//! image: <bytes> bytes
+//! damaged offset=<hex> len=<n>: <what lies there and what is lost>
+//!   affected record seq=<n> offset=<hex> kind=<hex|epoch> len=<n>
+//! check: ok                               (or: check: <n> damaged ranges)
+//! ```
+//!
+//! An `affected record` is intact but was committed after lost records.
+//!
 //! A `record` line is printed for every record recovery validates; those of
 //! an incomplete last group are marked `discarded` (recovery drops them).
 //! An image that is not a valid log prints what it could, then the reason
@@ -26,7 +39,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use nvirt_persist_meta::layout::SUPERBLOCK_OFFSETS;
-use nvirt_persist_meta::{MemPmem, RecordView, inspect};
+use nvirt_persist_meta::{MemPmem, RecordView, inspect, survey};
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
@@ -36,12 +49,71 @@ pub enum LogCommand {
         /// The image (a file holding the whole log region).
         image: String,
     },
+    /// List every damaged range of a region image and the records it
+    /// affects, without writing. Exit status 2 if anything is damaged.
+    Check {
+        /// The image (a file holding the whole log region).
+        image: String,
+    },
 }
 
 pub(crate) fn run(cmd: LogCommand) -> Result<ExitCode, String> {
     match cmd {
         LogCommand::Inspect { image } => inspect_image(&image),
+        LogCommand::Check { image } => check_image(&image),
     }
+}
+
+fn check_image(path: &str) -> Result<ExitCode, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut out = format!("image: {} bytes\n", bytes.len());
+    let pmem = MemPmem::from_bytes(bytes);
+    let lines = std::cell::RefCell::new(String::new());
+    let found = survey(
+        &pmem,
+        |d| {
+            let _ = writeln!(
+                lines.borrow_mut(),
+                "damaged offset={:#x} len={}: {}",
+                d.offset,
+                d.len,
+                d.what
+            );
+        },
+        |r, past| {
+            if past {
+                let _ = writeln!(
+                    lines.borrow_mut(),
+                    "  affected record seq={} offset={:#x} kind={} len={}",
+                    r.seq(),
+                    r.offset(),
+                    r.kind(),
+                    r.payload().len()
+                );
+            }
+        },
+    );
+    out.push_str(&lines.into_inner());
+    let result = match (found.damaged, found.stopped) {
+        (0, None) => {
+            out.push_str("check: ok\n");
+            Ok(ExitCode::SUCCESS)
+        }
+        (n, None) => {
+            let _ = writeln!(out, "check: {n} damaged ranges");
+            Err(format!("{path}: {n} damaged ranges"))
+        }
+        (n, Some(e)) => {
+            let _ = writeln!(out, "check: {n} damaged ranges; cannot read further: {e}");
+            Err(format!("{path}: not a readable log: {e}"))
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+    result
 }
 
 /// What a `record` line shows.

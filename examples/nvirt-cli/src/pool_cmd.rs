@@ -15,7 +15,19 @@
 //! ```
 //!
 //! A damaged image prints what it can, then the reason on stderr, and
-//! exits with status 2. The other commands change the image through a
+//! exits with status 2.
+//!
+//! `check` is read-only too: every damaged range of the metadata and what
+//! it affects, then the verdict of an in-memory recovery and consistency
+//! check; exit 0 if all is well, 2 otherwise:
+//!
+//! ```text
+//! image: <bytes> bytes, pool at offset <hex>
+//! damaged offset=<hex> len=<n>: <what lies there and what is lost>
+//!   affected record seq=<n> offset=<hex>: <create|destroy|flags|quota domain slot=<n> …|add to|remove from domain slot=<n> extents: gpfn=<hex> mfn=<hex> order=<n> …>
+//! recovery: ok                                 (or: recovery: refused: <why>)
+//! check: ok                                    (or: check: <n> damaged ranges)
+//! ``` The other commands change the image through a
 //! file-backed `Pmem` whose fence is `fdatasync`, so they are as
 //! crash-safe as the pool: `export` writes and syncs its file before the
 //! pool frees the domain; `import` creates the domain marked incomplete,
@@ -41,6 +53,15 @@ pub enum PoolCommand {
     /// pool, every domain and extent, and the consistency check. Exit
     /// status 2 if it is not a pool or is damaged.
     Inspect {
+        /// The image file.
+        image: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// List every damaged range of the pool's metadata and the domains,
+    /// extents and records it affects, without writing the file. Exit
+    /// status 2 if anything is damaged.
+    Check {
         /// The image file.
         image: String,
         #[command(flatten)]
@@ -151,6 +172,7 @@ pub struct FormatArgs {
 pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
     match cmd {
         PoolCommand::Inspect { image, at } => return inspect(&image, at.offset),
+        PoolCommand::Check { image, at } => return check(&image, at.offset),
         PoolCommand::Format(args) => format(&args),
         PoolCommand::Create {
             image,
@@ -321,7 +343,8 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         .map_err(|e| format!("{image}: {e}"))
 }
 
-fn inspect(image: &str, offset: u64) -> Result<ExitCode, String> {
+/// The pool's part of an image file, in memory (never written back).
+fn read_region(image: &str, offset: u64) -> Result<(MemPmem, usize), String> {
     let mut region = fs::read(image).map_err(|e| format!("{image}: {e}"))?;
     let size = region.len();
     let start = usize::try_from(offset)
@@ -330,8 +353,54 @@ fn inspect(image: &str, offset: u64) -> Result<ExitCode, String> {
         .ok_or_else(|| format!("{image}: offset {offset:#x} is past the end ({size:#x} bytes)"))?;
     // In place: an NVDIMM image can be gigabytes.
     region.drain(..start);
+    Ok((MemPmem::from_bytes(region), size))
+}
+
+fn check(image: &str, offset: u64) -> Result<ExitCode, String> {
+    let (pmem, size) = read_region(image, offset)?;
     let mut out = format!("image: {size} bytes, pool at offset {offset:#x}\n");
-    let pmem = MemPmem::from_bytes(region);
+    let found = nvirt_nvpool::survey(&pmem, |d| {
+        let _ = writeln!(out, "{d}");
+    });
+    let stopped = found.log.and_then(|l| l.stopped);
+    let recovered = (|| {
+        let geo = NvPool::probe(&pmem).map_err(|e| e.to_string())?;
+        let mut work = vec![0u8; geo.work_area_bytes()];
+        let (pool, _) = NvPool::recover(pmem, &mut work).map_err(|e| e.to_string())?;
+        pool.check()
+            .map_err(|e| format!("consistency check failed: {e}"))
+    })();
+    match &recovered {
+        Ok(()) => out.push_str("recovery: ok\n"),
+        Err(e) => {
+            let _ = writeln!(out, "recovery: refused: {e}");
+        }
+    }
+    let result = match (found.damaged, stopped, recovered) {
+        (0, None, Ok(())) => {
+            out.push_str("check: ok\n");
+            Ok(ExitCode::SUCCESS)
+        }
+        (n, stopped, recovered) => {
+            let _ = writeln!(out, "check: {n} damaged ranges");
+            let why = stopped
+                .map(|e| format!("cannot read further: {e}"))
+                .or(recovered.err())
+                .unwrap_or_else(|| "repairable damage: an open rewrites it".into());
+            Err(format!("{image}: {n} damaged ranges; {why}"))
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+    result
+}
+
+fn inspect(image: &str, offset: u64) -> Result<ExitCode, String> {
+    let (pmem, size) = read_region(image, offset)?;
+    let mut out = format!("image: {size} bytes, pool at offset {offset:#x}\n");
     let result = (|| {
         let geo = NvPool::probe(&pmem).map_err(|e| e.to_string())?;
         let mut work = vec![0u8; geo.work_area_bytes()];

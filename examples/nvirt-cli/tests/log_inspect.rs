@@ -76,7 +76,7 @@ fn a_valid_log_lists_every_record_and_where_replay_stops() {
     assert_eq!(lines[0], "image: 20480 bytes");
     assert_eq!(
         lines[1],
-        "superblock 0 offset=0x0: ok version=1 region=0x5000 slot=0x1000 records=0x4000+0x1000"
+        "superblock 0 offset=0x0: ok version=2 region=0x5000 slot=0x1000 records=0x4000+0x1000"
     );
     assert!(lines[2].starts_with("superblock 1 offset=0x1000: ok"));
     assert_eq!(lines[3], "switch 0: generation=0");
@@ -237,4 +237,53 @@ fn invalid_images_exit_2_with_the_reason() {
     let out = inspect(&missing);
     assert_eq!(out.status, 2);
     assert!(out.stderr.contains("no-such-image.img"));
+}
+
+fn check(path: &PathBuf) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
+        .args(["log", "check"])
+        .arg(path)
+        .output()
+        .unwrap();
+    Output {
+        status: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn check_lists_every_damaged_range_and_the_records_after_it() {
+    let mut image = sample().into_pmem().into_bytes();
+    let path = save("check-clean", &image);
+    let out = check(&path);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "image: 20480 bytes\ncheck: ok\n");
+    // The first record's payload: three records and a group follow it.
+    image[0x4020] ^= 1;
+    let path = save("check-damaged", &image);
+    let out = check(&path);
+    assert_eq!(out.status, 2);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "image: 20480 bytes");
+    assert!(
+        lines[1].starts_with(
+            "damaged offset=0x4000 len=64: committed record at 0x4000 is damaged (checksum mismatch"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1].ends_with("lost records: seq 1"), "{}", out.stdout);
+    assert_eq!(
+        &lines[2..],
+        [
+            "  affected record seq=2 offset=0x4040 kind=0x0042 len=3",
+            "  affected record seq=3 offset=0x4080 kind=0x0042 len=5",
+            "  affected record seq=4 offset=0x40c0 kind=0x0042 len=40",
+            "  affected record seq=5 offset=0x4120 kind=0x0042 len=100",
+            "check: 1 damaged ranges",
+        ]
+    );
+    assert!(out.stderr.contains("1 damaged ranges"), "{}", out.stderr);
+    assert!(std::fs::read(&path).unwrap() == image);
 }

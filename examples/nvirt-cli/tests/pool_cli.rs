@@ -338,3 +338,63 @@ fn export_never_overwrites_a_file() {
     // The domain is still in the pool.
     assert!(ok(&["inspect", &file]).contains("name=web"));
 }
+
+#[test]
+fn check_lists_damage_and_what_it_affects_read_only() {
+    let file = path("check");
+    let _ = std::fs::remove_file(&file);
+    ok(&["format", &file, "--size", "4M"]);
+    ok(&["create", &file, "--name", "vm1", "--quota", "1M"]);
+    ok(&["populate", &file, "vm1", "--gpfn", "0", "--pages", "16"]);
+    ok(&["create", &file, "--name", "vm2", "--quota", "1M"]);
+    let clean = nvirt(&["check", &file]);
+    assert_eq!(clean.status, 0, "{}", clean.stderr);
+    assert!(
+        clean.stdout.ends_with("recovery: ok\ncheck: ok\n"),
+        "{}",
+        clean.stdout
+    );
+    // Damage the first owner record (vm1's create, after the first open's
+    // epoch record) and pool superblock copy 1.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let (pmem, mut work) = open(&file, 0);
+    let (_, report) = NvPool::recover(pmem, &mut work).unwrap();
+    let area = 0x2000 + report.log.layout.record_area().start as usize;
+    bytes[area + 32 + 40] ^= 1;
+    bytes[0x1010] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = nvirt(&["check", &file]);
+    assert_eq!(out.status, 2, "{}", out.stdout);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[1].starts_with("damaged offset=0x1000 len=64: pool superblock copy 1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].starts_with(&format!("damaged offset={:#x} ", area + 32)),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[2].contains("lost records: seq 2"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("add to domain slot=0 extents: gpfn=0x0"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("create domain slot=1"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("recovery: refused: "), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("check: 2 damaged ranges\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("2 damaged ranges"), "{}", out.stderr);
+    // Read-only.
+    assert!(std::fs::read(&file).unwrap() == bytes);
+}

@@ -216,9 +216,9 @@ impl Pmem for SimPmem {
     }
 }
 
-/// The bytes of a record with arbitrary header fields and a correct CRC
-/// (padded to the record alignment): for tests and fuzzers that probe
-/// recovery's checks beyond the checksum.
+/// The bytes of a record with arbitrary header fields, group index 0 and a
+/// correct CRC (padded to the record alignment): for tests and fuzzers
+/// that probe recovery's checks beyond the checksum.
 pub fn forge_record(kind: u16, flags: u16, seq: u64, epoch: u64, payload: &[u8]) -> Vec<u8> {
     let mut header = Header {
         len: payload.len() as u32,
@@ -226,7 +226,7 @@ pub fn forge_record(kind: u16, flags: u16, seq: u64, epoch: u64, payload: &[u8])
         flags,
         seq,
         epoch,
-        reserved: 0,
+        index: 0,
         crc: 0,
     };
     let mut crc = Crc32c::new();

@@ -1,0 +1,8 @@
+//! The `nvpool_damage` target: its body, and what it checks, are in
+//! `fuzz-targets/src/nvpool_damage.rs` (`nvirt_fuzz_targets::nvpool_damage`), where
+//! `cargo test` also replays its seeds.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| nvirt_fuzz_targets::nvpool_damage::fuzz(data));
