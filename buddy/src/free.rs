@@ -27,6 +27,7 @@ impl Heap<'_> {
     /// allocated block, an order other than the allocation's.
     #[inline]
     pub fn free(&mut self, pfn: Mfn, order: Order) -> Result<(), FreeError> {
+        self.merge_deferred();
         let (p, k) = self.check_block(pfn, order)?;
         if k == 0 {
             return self.free_frame(p);
@@ -59,18 +60,20 @@ impl Heap<'_> {
         if pw & m != 0 || qw & m == 0 || next_interior {
             return Err(self.free_error(p, 0));
         }
-        if pw & qw & bit(p ^ 1) != 0 {
-            // A free buddy (in the same word, so in the span): merge.
-            self.put_merge(p, 0);
-            return Ok(());
-        }
         // Head to free start; the frame becomes an order-0 block (its next
-        // frame is not interior), the only change to order 0's bitmap.
+        // frame is not interior), the only change to order 0's bitmap; a
+        // free buddy (a free start in the same word, so in the span, and
+        // an order-0 block, as a larger one would hold this frame) stays
+        // one too.
         v.w[i] = pw | m;
         if free0_word(pw, qw) == 0 {
             v.changed(0, i);
         }
         self.c.put(0, p);
+        if pw & qw & bit(p ^ 1) != 0 && self.bits.l.max_order != 0 {
+            // Their merge waits for the next operation that needs it.
+            self.c.deferred = p;
+        }
         Ok(())
     }
 
@@ -84,6 +87,7 @@ impl Heap<'_> {
     /// [`AlignedBlocks`](crate::AlignedBlocks)), each of which must be an allocated block: the
     /// inverse of [`Heap::claim_range`]. All or nothing.
     pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(FreeRangeError::OutsideSpan {
                 range,

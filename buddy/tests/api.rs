@@ -340,3 +340,40 @@ fn frame_caches_batch_and_check_frees() {
     none.free(&locked, b).unwrap();
     assert_eq!(locked.free_frames(), 0x100);
 }
+
+/// A frame freed next to a free buddy stays a block of its own until an
+/// operation other than a one-frame allocation needs the merge; it is the
+/// next one-frame allocation, and no larger allocation fails for it.
+#[test]
+fn merging_a_freed_frame_waits_for_the_next_operation_that_needs_it() {
+    let span = range(0x2000, 0x2010);
+    let mut buf = vec![0u8; metadata_bytes(span, order(4)) + 8];
+    let mut heap = Heap::new(MemKind::Volatile, span, order(4), &mut buf).unwrap();
+    heap.add(span).unwrap();
+    let a = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    assert_eq!(a.start(), pfn(0x200f));
+    heap.free_block(a).unwrap();
+    // Not merged yet: the frame and its buddy are both order-0 blocks.
+    assert_eq!(heap.free_blocks(Order::SIZE_4K), 2);
+    assert_eq!(heap.free_frames(), 0x10);
+    heap.check_invariants().unwrap();
+    // Still a wrong free of the frame is refused.
+    assert_eq!(
+        heap.free(a.start(), Order::SIZE_4K),
+        Err(FreeError::AlreadyFree { pfn: a.start() })
+    );
+    // That free merged it: one block of order 4.
+    assert_eq!(heap.free_blocks(Order::SIZE_4K), 0);
+    assert_eq!(heap.free_blocks(order(4)), 1);
+    // The next one-frame allocation takes the deferred frame again.
+    let b = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    heap.free_block(b).unwrap();
+    let c = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    assert_eq!(c, b);
+    heap.free_block(c).unwrap();
+    // A whole-heap allocation merges first and succeeds.
+    let all = heap.alloc(order(4), Constraints::ANY).unwrap();
+    assert_eq!(all.start(), pfn(0x2000));
+    heap.free_block(all).unwrap();
+    heap.check_invariants().unwrap();
+}
