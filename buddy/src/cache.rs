@@ -129,7 +129,10 @@ impl<const N: usize> FrameCache<N> {
         Ok(Mfn::new(pfn).unwrap_or(Mfn::MAX))
     }
 
-    #[cold]
+    // Out of line, to keep the cached path small, but not `#[cold]`: every
+    // frame the cache hands out comes from here, and a cold function's
+    // calls to the heap's allocation are not inlined and optimised.
+    #[inline(never)]
     fn refill(&mut self, heap: &LockedHeap<'_>) -> Result<(), AllocError> {
         let mut heap = heap.lock();
         let want = (N / 2).max(1).min(N);
@@ -174,7 +177,9 @@ impl<const N: usize> FrameCache<N> {
     }
 
     /// Frees the `count` oldest cached frames to the heap under one lock.
-    #[cold]
+    /// Not `#[cold]`, for the reason given at [`FrameCache::refill`]: every
+    /// free reaches the heap from here.
+    #[inline(never)]
     fn flush(&mut self, heap: &LockedHeap<'_>, count: usize) -> Result<(), FreeError> {
         let count = count.min(self.len);
         let mut first_error = Ok(());

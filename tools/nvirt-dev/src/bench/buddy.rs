@@ -3,8 +3,8 @@
 //! the global heap), the frame allocator Rust kernels pick today.
 //!
 //! Workloads, on a 4 GiB range (1 Mi frames at 4 GiB) unless said:
-//! (a) alloc + free of one frame on an empty heap (splits and merges through
-//! every order; one op = the pair); (b) allocate all frames one at a time;
+//! (a) alloc + free of one frame on an empty heap (a buddy heap that merges
+//! at once splits and merges through every order; one op = the pair); (b) allocate all frames one at a time;
 //! (c) free them in random order; (d) order-0 churn at 50 % fill on a heap
 //! fragmented by freeing a random half (each timed part of 40 000 calls,
 //! after as many untimed ones, on a freshly fragmented heap, so it stays
@@ -16,24 +16,29 @@
 //! including creating the allocator (for nvirt: initialising its metadata
 //! buffer, which is allocated and faulted in beforehand, as a hypervisor's
 //! reserved frames would be); (g) two threads each allocating and freeing
-//! order-0 frames on one locked heap, each call taking the lock; and the
+//! order-0 frames on one locked heap, each call taking the lock; the
 //! same with a per-CPU [`nvirt_buddy::FrameCache`] of 64 frames per thread
-//! in front of the lock (the peer has no such cache; its line is the same).
+//! in front of the lock; and on a [`nvirt_buddy::ShardedHeap`] of two
+//! shards, each thread naming its own CPU (the peer has neither; its line
+//! is the same). (a)–(d) also print `cached=`: nvirt through a
+//! `FrameCache` used by one thread.
 //!
 //! Single-threaded workloads are timed in the thread's CPU time, so time
 //! spent waiting for a CPU on a shared machine does not count; (g) is timed
 //! on the wall clock. Timed loops are cut into five parts and each workload
 //! reports its fastest part (best of several runs for (b), (c), (d), (f),
-//! (g)), so other processes disturb the ratios less.
+//! (g)), so other processes disturb the ratios less. Every line also gives
+//! `harness=`, the same loop run on an "allocator" that only hands out
+//! numbers, and `ratio_without_harness=`, the ratio of what is left; the
+//! mixed churns (e) give the allocations each side refused, per order
+//! (`failed_nvirt=<order>:<refused>/<tried>,…`).
 //!
-//! The peer's times depend on where its code lands in this binary: with the
+//! The peer's times depend on where its code lands in the binary: with the
 //! same instructions (counted under callgrind), its one-frame alloc + free
 //! took 300 ns in a build with one codegen unit and 380–970 ns in default
 //! builds that differed only in unrelated code, and its frame-by-frame fill
-//! 21 ns against 25–48 ns. nvirt's times moved by a few per cent. Compare
-//! ratios across builds with that in mind;
-//! `CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 cargo nvirt bench buddy` gives the
-//! peer the fastest placement seen.
+//! 21 ns against 25–48 ns. So `nvirt bench buddy` builds itself again with
+//! one codegen unit (in `target/cgu1`) and runs that build.
 //!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
 //! ratio=<peer/nvirt>` and extra fields, then `metadata bits/frame
@@ -213,11 +218,15 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
         println!("{}", line(name, nv, peer, &extra));
     }
 
-    let (locked, cached, peer, harness) = threads(&mut metadata, sizes.thread_ops, sizes.runs)?;
-    let extra = with_harness(locked, peer, harness, None);
-    println!("{}", line("g_2_threads_locked", locked, peer, &extra));
-    let extra = with_harness(cached, peer, harness, None);
-    println!("{}", line("g_2_threads_cpu_caches", cached, peer, &extra));
+    let t = threads(&mut metadata, sizes.thread_ops, sizes.runs)?;
+    for (name, nv) in [
+        ("g_2_threads_locked", t.locked),
+        ("g_2_threads_cpu_caches", t.cached),
+        ("g_2_threads_sharded", t.sharded),
+    ] {
+        let extra = with_harness(nv, t.peer, t.harness, None);
+        println!("{}", line(name, nv, t.peer, &extra));
+    }
 
     println!("{}", metadata_line(&mut metadata, sizes)?);
     Ok(ExitCode::SUCCESS)

@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
-use nvirt_buddy::{Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, metadata_bytes};
+use nvirt_buddy::{
+    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, ShardedHeap, metadata_bytes,
+};
 
 use super::alloc_count;
 use super::buddy::{FRAMES, Mix, Rng, Sizes, fragment, mixed_state, span};
@@ -186,15 +188,25 @@ impl Alloc for Cached<'_> {
     }
 }
 
+/// What (g) measured, in ns per call.
+pub(super) struct Threads {
+    pub(super) locked: f64,
+    pub(super) cached: f64,
+    pub(super) sharded: f64,
+    pub(super) peer: f64,
+    pub(super) harness: f64,
+}
+
 /// (g): ns per call (wall time over both threads' calls) with two threads
 /// each allocating 16 frames and freeing them: nvirt through the lock on
-/// every call, nvirt through per-CPU caches, and the peer through its lock;
-/// best of `runs`.
+/// every call, nvirt through per-CPU caches, nvirt on a [`ShardedHeap`] of
+/// two shards (each thread naming its own CPU), and the peer through its
+/// lock; best of `runs`.
 pub(super) fn threads(
     metadata: &mut [u8],
     ops_per_thread: u64,
     runs: u32,
-) -> Result<(f64, f64, f64, f64), String> {
+) -> Result<Threads, String> {
     let mut heap =
         Heap::new(MemKind::Volatile, span(), Order::MAX, metadata).map_err(|e| e.to_string())?;
     heap.add(span()).map_err(|e| e.to_string())?;
@@ -236,6 +248,36 @@ pub(super) fn threads(
         return Err("nvirt lost frames in the two-thread runs".into());
     }
 
+    let mut sharded = f64::MAX;
+    {
+        let bytes = ShardedHeap::<2>::metadata_bytes(span(), Order::MAX);
+        let mut buf = vec![0u8; bytes + 8];
+        let heap = ShardedHeap::<2>::new(MemKind::Volatile, span(), Order::MAX, &mut buf)
+            .map_err(|e| e.to_string())?;
+        heap.add(span()).map_err(|e| e.to_string())?;
+        let cpu = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..runs {
+            sharded = sharded.min(two_threads(|| {
+                let me = cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut held = [Mfn::MAX; 16];
+                for _ in 0..rounds {
+                    for h in &mut held {
+                        *h = heap
+                            .alloc(me, Order::SIZE_4K, Constraints::ANY)
+                            .map(|b| b.start())
+                            .unwrap_or(Mfn::MAX);
+                    }
+                    for &h in &held {
+                        black_box(heap.free(h, Order::SIZE_4K).is_ok());
+                    }
+                }
+            }));
+        }
+        if heap.free_frames() != FRAMES {
+            return Err("nvirt lost frames in the sharded two-thread runs".into());
+        }
+    }
+
     let peer = LockedFrameAllocator::<19>::new();
     peer.lock()
         .add_frame(span().start().get() as usize, span().end().get() as usize);
@@ -266,7 +308,13 @@ pub(super) fn threads(
             }
         }));
     }
-    Ok((nv / ops, cached / ops, pe / ops, harness / ops))
+    Ok(Threads {
+        locked: nv / ops,
+        cached: cached / ops,
+        sharded: sharded / ops,
+        peer: pe / ops,
+        harness: harness / ops,
+    })
 }
 
 /// Wall-clock ns for two threads running `work` at once.
