@@ -19,6 +19,7 @@ impl Heap<'_> {
     #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = usize::from(order.get());
+        self.c.freeing = false;
         if k != 0 {
             self.merge_deferred();
         }
@@ -57,6 +58,7 @@ impl Heap<'_> {
         order: Order,
         constraints: Constraints,
     ) -> Result<Block, AllocError> {
+        self.c.freeing = false;
         self.merge_deferred();
         let k = self.alloc_order(order)?;
         if constraints.limit() >= self.bits.l.end {

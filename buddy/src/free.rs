@@ -28,9 +28,10 @@ impl Heap<'_> {
     #[inline]
     pub fn free(&mut self, pfn: Mfn, order: Order) -> Result<(), FreeError> {
         self.merge_deferred();
+        let after_alloc = !core::mem::replace(&mut self.c.freeing, true);
         let (p, k) = self.check_block(pfn, order)?;
         if k == 0 {
-            return self.free_frame(p);
+            return self.free_frame(p, after_alloc);
         }
         if !self.is_allocated(p, k) {
             return Err(self.free_error(p, k));
@@ -43,8 +44,8 @@ impl Heap<'_> {
     /// are read in one word pair (but for the last frame of a word), and
     /// without a free buddy the free is one plane write.
     #[inline(always)]
-    fn free_frame(&mut self, p: u64) -> Result<(), FreeError> {
-        let end = self.bits.l.end;
+    fn free_frame(&mut self, p: u64, defer: bool) -> Result<(), FreeError> {
+        let (end, max) = (self.bits.l.end, self.bits.l.max_order);
         let mut v = self.bits.view();
         let i = v.pair(p);
         let (pw, qw) = (v.w[i], v.w[i + 1]);
@@ -60,20 +61,24 @@ impl Heap<'_> {
         if pw & m != 0 || qw & m == 0 || next_interior {
             return Err(self.free_error(p, 0));
         }
+        if pw & qw & bit(p ^ 1) != 0 && max != 0 {
+            // A free buddy (a free start in the same word, so in the span,
+            // and an order-0 block, as a larger one would hold this frame).
+            if !defer {
+                self.put_merge(p, 0);
+                return Ok(());
+            }
+            // Their merge waits for the next operation that needs it.
+            self.c.deferred = p;
+        }
         // Head to free start; the frame becomes an order-0 block (its next
-        // frame is not interior), the only change to order 0's bitmap; a
-        // free buddy (a free start in the same word, so in the span, and
-        // an order-0 block, as a larger one would hold this frame) stays
-        // one too.
+        // frame is not interior), the only change to order 0's bitmap (a
+        // free buddy stays one too).
         v.w[i] = pw | m;
         if free0_word(pw, qw) == 0 {
             v.changed(0, i);
         }
         self.c.put(0, p);
-        if pw & qw & bit(p ^ 1) != 0 && self.bits.l.max_order != 0 {
-            // Their merge waits for the next operation that needs it.
-            self.c.deferred = p;
-        }
         Ok(())
     }
 

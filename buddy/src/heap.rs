@@ -108,6 +108,7 @@ impl<'m> Heap<'m> {
             c: Counts {
                 nonempty: 0,
                 deferred: crate::moves::NO_FRAME,
+                freeing: false,
                 order: [OrderCount::default(); Order::COUNT],
             },
             bits: Bits::new(w, layout),

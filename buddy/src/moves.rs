@@ -18,6 +18,10 @@ pub(crate) struct Counts {
     /// The frame freed last whose merge with its free buddy is deferred
     /// (see [`Heap::merge_deferred`]), or [`NO_FRAME`].
     pub(crate) deferred: u64,
+    /// Whether the last call of `free` or `alloc` was a free: a free right
+    /// after another merges at once, since a run of frees (emptying a heap,
+    /// flushing a cache) would only pay the deferral twice.
+    pub(crate) freeing: bool,
     /// Per order.
     pub(crate) order: [OrderCount; Order::COUNT],
 }
@@ -62,8 +66,9 @@ impl Heap<'_> {
     /// an allocation of one frame does this first, so it sees the free
     /// blocks as the maximal aligned blocks of the free frames.
     ///
-    /// A free of one frame whose buddy is free does not merge the two: the
-    /// frame stays an order-0 block, remembered here, until the next
+    /// A free of one frame whose buddy is free, right after an allocation
+    /// (of any order; or as the heap's first free), does not merge the two:
+    /// the frame stays an order-0 block, remembered here, until the next
     /// operation that is not an allocation of one frame. An allocation of
     /// one frame takes the smallest free block, which is that frame, so a
     /// frame freed and allocated again and again (and a block split to one

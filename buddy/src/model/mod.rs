@@ -58,6 +58,9 @@ pub struct Model {
     /// The frame freed last, whose merge with its free buddy the heap
     /// defers until an operation other than an allocation of one frame.
     deferred: Option<u64>,
+    /// Whether the last call of `free` or `alloc` was a free (a free right
+    /// after another merges at once).
+    freeing: bool,
 }
 
 fn block(start: u64, order: usize) -> Block {
@@ -82,6 +85,7 @@ impl Model {
             max_order: max_order.get(),
             frames: vec![Owner::Unmanaged; (end - base) as usize],
             deferred: None,
+            freeing: false,
         }
     }
 
@@ -248,6 +252,7 @@ impl Model {
         c: Constraints,
         got: Result<Block, AllocError>,
     ) -> Result<(), String> {
+        self.freeing = false;
         if order.get() != 0 {
             self.merge_deferred();
         }
@@ -307,6 +312,7 @@ impl Model {
         c: Constraints,
         got: Result<Block, AllocError>,
     ) -> Result<(), String> {
+        self.freeing = false;
         self.merge_deferred();
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
@@ -336,10 +342,11 @@ impl Model {
     /// [`Heap::free`].
     pub fn free(&mut self, p: Mfn, order: Order) -> Result<(), FreeError> {
         self.merge_deferred();
+        let after_alloc = !core::mem::replace(&mut self.freeing, true);
         let (p, k) = self.check_block(p, order)?;
         self.check_allocated(p, k)?;
         self.set(p, p + (1 << k), Owner::Free);
-        if k == 0 && self.max_order != 0 && self.owner(p ^ 1) == Owner::Free {
+        if after_alloc && k == 0 && self.max_order != 0 && self.owner(p ^ 1) == Owner::Free {
             self.deferred = Some(p);
         }
         Ok(())
