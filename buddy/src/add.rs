@@ -13,6 +13,7 @@ impl Heap<'_> {
     /// in the heap. Adding a range in pieces gives the same heap as adding
     /// it whole.
     pub fn add(&mut self, range: MfnRange) -> Result<(), AddError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(AddError::OutsideSpan {
                 range,

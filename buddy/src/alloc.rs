@@ -19,6 +19,10 @@ impl Heap<'_> {
     #[inline]
     pub fn alloc(&mut self, order: Order, constraints: Constraints) -> Result<Block, AllocError> {
         let k = usize::from(order.get());
+        self.c.freeing = false;
+        if k != 0 {
+            self.merge_deferred();
+        }
         // Orders above the largest have no bit in `nonempty`.
         let orders = self.c.nonempty >> k << k;
         if orders != 0 && constraints.limit() >= self.bits.l.end {
@@ -54,6 +58,8 @@ impl Heap<'_> {
         order: Order,
         constraints: Constraints,
     ) -> Result<Block, AllocError> {
+        self.c.freeing = false;
+        self.merge_deferred();
         let k = self.alloc_order(order)?;
         if constraints.limit() >= self.bits.l.end {
             // Every free block is usable: the largest order present decides.

@@ -16,6 +16,7 @@ use crate::{Block, Mfn};
 impl Heap<'_> {
     /// Allocates exactly the block of `order` at `pfn`, which must be free.
     pub fn claim(&mut self, pfn: Mfn, order: crate::Order) -> Result<Block, ClaimError> {
+        self.merge_deferred();
         let (p, k) = self.check_block(pfn, order)?;
         let Some((q, j)) = self.free_ancestor(p, k) else {
             return Err(self.claim_error(p, p + (1 << k)));
@@ -29,6 +30,7 @@ impl Heap<'_> {
     /// how many blocks that is. Give them back one by one with
     /// [`Heap::free`] or together with [`Heap::free_range`]. All or nothing.
     pub fn claim_range(&mut self, range: MfnRange) -> Result<u64, ClaimError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(ClaimError::OutsideSpan {
                 range,
@@ -59,6 +61,7 @@ impl Heap<'_> {
     /// allocated frame refuses the whole range. Returns how many frames
     /// left the heap.
     pub fn reserve(&mut self, range: MfnRange) -> Result<u64, ReserveError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(ReserveError::OutsideSpan {
                 range,

@@ -27,9 +27,11 @@ impl Heap<'_> {
     /// allocated block, an order other than the allocation's.
     #[inline]
     pub fn free(&mut self, pfn: Mfn, order: Order) -> Result<(), FreeError> {
+        self.merge_deferred();
+        let after_alloc = !core::mem::replace(&mut self.c.freeing, true);
         let (p, k) = self.check_block(pfn, order)?;
         if k == 0 {
-            return self.free_frame(p);
+            return self.free_frame(p, after_alloc);
         }
         if !self.is_allocated(p, k) {
             return Err(self.free_error(p, k));
@@ -42,8 +44,8 @@ impl Heap<'_> {
     /// are read in one word pair (but for the last frame of a word), and
     /// without a free buddy the free is one plane write.
     #[inline(always)]
-    fn free_frame(&mut self, p: u64) -> Result<(), FreeError> {
-        let end = self.bits.l.end;
+    fn free_frame(&mut self, p: u64, defer: bool) -> Result<(), FreeError> {
+        let (end, max) = (self.bits.l.end, self.bits.l.max_order);
         let mut v = self.bits.view();
         let i = v.pair(p);
         let (pw, qw) = (v.w[i], v.w[i + 1]);
@@ -59,13 +61,19 @@ impl Heap<'_> {
         if pw & m != 0 || qw & m == 0 || next_interior {
             return Err(self.free_error(p, 0));
         }
-        if pw & qw & bit(p ^ 1) != 0 {
-            // A free buddy (in the same word, so in the span): merge.
-            self.put_merge(p, 0);
-            return Ok(());
+        if pw & qw & bit(p ^ 1) != 0 && max != 0 {
+            // A free buddy (a free start in the same word, so in the span,
+            // and an order-0 block, as a larger one would hold this frame).
+            if !defer {
+                self.put_merge(p, 0);
+                return Ok(());
+            }
+            // Their merge waits for the next operation that needs it.
+            self.c.deferred = p;
         }
         // Head to free start; the frame becomes an order-0 block (its next
-        // frame is not interior), the only change to order 0's bitmap.
+        // frame is not interior), the only change to order 0's bitmap (a
+        // free buddy stays one too).
         v.w[i] = pw | m;
         if free0_word(pw, qw) == 0 {
             v.changed(0, i);
@@ -84,6 +92,7 @@ impl Heap<'_> {
     /// [`AlignedBlocks`](crate::AlignedBlocks)), each of which must be an allocated block: the
     /// inverse of [`Heap::claim_range`]. All or nothing.
     pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(FreeRangeError::OutsideSpan {
                 range,

@@ -107,6 +107,8 @@ impl<'m> Heap<'m> {
         Ok(Self {
             c: Counts {
                 nonempty: 0,
+                deferred: crate::moves::NO_FRAME,
+                freeing: false,
                 order: [OrderCount::default(); Order::COUNT],
             },
             bits: Bits::new(w, layout),

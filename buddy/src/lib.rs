@@ -40,7 +40,9 @@
 //! [`Heaps`] pairs a volatile and a non-volatile heap and answers
 //! [`Heaps::kind_of`] for any frame; [`LockedHeap`] shares a heap between
 //! CPUs behind a `spin` lock, and a [`FrameCache`] per CPU keeps most
-//! single-frame allocations off that lock. Recovery after a power failure rebuilds a
+//! single-frame allocations off that lock; a [`ShardedHeap`] splits one
+//! span into heaps with a lock each, so CPUs allocating from their own
+//! shards do not meet at all. Recovery after a power failure rebuilds a
 //! non-volatile heap with [`Heap::claim`], one O(largest order) step per
 //! block its log records.
 //!
@@ -70,6 +72,7 @@ pub mod model;
 mod moves;
 mod range;
 mod search;
+mod sharded;
 mod types;
 mod view;
 
@@ -85,6 +88,7 @@ pub use iter::{FreeBlocks, Stats};
 pub use layout::metadata_bytes;
 pub use locked::{Locked, LockedHeap, LockedHeaps};
 pub use range::{AlignedBlocks, Constraints};
+pub use sharded::ShardedHeap;
 pub use types::{Block, Zone};
 
 /// The shared vocabulary this crate speaks: a user of the buddy heaps gets

@@ -15,9 +15,19 @@ use crate::heap::Heap;
 pub(crate) struct Counts {
     /// Bit k set when order k has a free block.
     pub(crate) nonempty: u32,
+    /// The frame freed last whose merge with its free buddy is deferred
+    /// (see [`Heap::merge_deferred`]), or [`NO_FRAME`].
+    pub(crate) deferred: u64,
+    /// Whether the last call of `free` or `alloc` was a free: a free right
+    /// after another merges at once, since a run of frees (emptying a heap,
+    /// flushing a cache) would only pay the deferral twice.
+    pub(crate) freeing: bool,
     /// Per order.
     pub(crate) order: [OrderCount; Order::COUNT],
 }
+
+/// No deferred frame.
+pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 /// One order's counter and hint.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,6 +62,44 @@ impl Counts {
 }
 
 impl Heap<'_> {
+    /// Completes the deferred merge, if there is one: every operation but
+    /// an allocation of one frame does this first, so it sees the free
+    /// blocks as the maximal aligned blocks of the free frames.
+    ///
+    /// A free of one frame whose buddy is free, right after an allocation
+    /// (of any order; or as the heap's first free), does not merge the two:
+    /// the frame stays an order-0 block, remembered here, until the next
+    /// operation that is not an allocation of one frame. An allocation of
+    /// one frame takes the smallest free block, which is that frame, so a
+    /// frame freed and allocated again and again (and a block split to one
+    /// frame and merged back) costs one plane write each way instead of a
+    /// split and a merge through every order. Every other allocation settles
+    /// first, so no allocation fails or takes a smaller block than it would
+    /// from the merged heap.
+    #[inline(always)]
+    pub(crate) fn merge_deferred(&mut self) {
+        if self.c.deferred != NO_FRAME {
+            self.merge_deferred_now();
+        }
+    }
+
+    #[inline(never)]
+    fn merge_deferred_now(&mut self) {
+        let p = core::mem::replace(&mut self.c.deferred, NO_FRAME);
+        // Still a free frame (an allocation of one frame may have taken it
+        // since) whose buddy (in the same plane word) is free: merge them.
+        if self.bits.is_free0(p) && self.bits.code(p ^ 1) == crate::bits::FREE {
+            self.take(0, p, HEAD);
+            self.put_merge(p, 0);
+        }
+    }
+
+    /// The frame whose merge is deferred, if it is still free.
+    pub(crate) fn deferred_frame(&self) -> Option<u64> {
+        let p = self.c.deferred;
+        (p != NO_FRAME && self.bits.is_free0(p)).then_some(p)
+    }
+
     /// Takes the free in-span order-`k` block at `pfn` out of the bitmaps;
     /// its first frame becomes `code` (interior or head).
     #[inline(always)]

@@ -340,3 +340,118 @@ fn frame_caches_batch_and_check_frees() {
     none.free(&locked, b).unwrap();
     assert_eq!(locked.free_frames(), 0x100);
 }
+
+/// A frame freed next to a free buddy stays a block of its own until an
+/// operation other than a one-frame allocation needs the merge; it is the
+/// next one-frame allocation, and no larger allocation fails for it.
+#[test]
+fn merging_a_freed_frame_waits_for_the_next_operation_that_needs_it() {
+    let span = range(0x2000, 0x2010);
+    let mut buf = vec![0u8; metadata_bytes(span, order(4)) + 8];
+    let mut heap = Heap::new(MemKind::Volatile, span, order(4), &mut buf).unwrap();
+    heap.add(span).unwrap();
+    let a = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    assert_eq!(a.start(), pfn(0x200f));
+    heap.free_block(a).unwrap();
+    // Not merged yet: the frame and its buddy are both order-0 blocks.
+    assert_eq!(heap.free_blocks(Order::SIZE_4K), 2);
+    assert_eq!(heap.free_frames(), 0x10);
+    heap.check_invariants().unwrap();
+    // Still a wrong free of the frame is refused.
+    assert_eq!(
+        heap.free(a.start(), Order::SIZE_4K),
+        Err(FreeError::AlreadyFree { pfn: a.start() })
+    );
+    // That free merged it: one block of order 4.
+    assert_eq!(heap.free_blocks(Order::SIZE_4K), 0);
+    assert_eq!(heap.free_blocks(order(4)), 1);
+    // The next one-frame allocation takes the deferred frame again.
+    let b = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    heap.free_block(b).unwrap();
+    let c = heap.alloc(Order::SIZE_4K, Constraints::ANY).unwrap();
+    assert_eq!(c, b);
+    heap.free_block(c).unwrap();
+    // A whole-heap allocation merges first and succeeds.
+    let all = heap.alloc(order(4), Constraints::ANY).unwrap();
+    assert_eq!(all.start(), pfn(0x2000));
+    heap.free_block(all).unwrap();
+    heap.check_invariants().unwrap();
+}
+
+/// (Under `--cfg loom` the locks are loom's: `tests/loom.rs` covers shards
+/// there.)
+#[cfg(not(loom))]
+#[test]
+fn sharded_heaps_route_by_address_and_fall_back_to_other_shards() {
+    use nvirt_buddy::ShardedHeap;
+    // 4 blocks of order 4 from 0x1008 (aligned down to 0x1000): two shards
+    // of 32 frames, the first starting at the span's first frame.
+    let span = range(0x1008, 0x1040);
+    let max = order(4);
+    let bytes = ShardedHeap::<2>::metadata_bytes(span, max);
+    assert_eq!(
+        bytes,
+        metadata_bytes(range(0x1008, 0x1020), max) + metadata_bytes(range(0x1020, 0x1040), max)
+    );
+    let mut small = vec![0u8; bytes];
+    assert!(matches!(
+        ShardedHeap::<2>::new(MemKind::Volatile, span, max, &mut small[1..]),
+        Err(NewError::TooSmall { .. })
+    ));
+    let mut buf = vec![0u8; bytes + 8];
+    let heap = ShardedHeap::<2>::new(MemKind::Volatile, span, max, &mut buf).unwrap();
+    assert_eq!(heap.shards().len(), 2);
+    heap.add(range(0x1010, 0x1040)).unwrap();
+    // All or nothing: 0x1030 is managed already, so 0x1008.. stays out.
+    assert_eq!(
+        heap.add(range(0x1008, 0x1038)),
+        Err(AddError::AlreadyManaged { pfn: pfn(0x1010) })
+    );
+    assert_eq!(heap.free_frames(), 0x30);
+    // CPU 0's shard holds 0x1010..0x1020 (16 frames), CPU 1's 32 frames.
+    let a = heap.alloc(0, order(4), Constraints::ANY).unwrap();
+    assert_eq!(a.start(), pfn(0x1010));
+    let b = heap.alloc(1, order(4), Constraints::ANY).unwrap();
+    assert_eq!(b.start(), pfn(0x1030));
+    // CPU 0's shard is empty: the allocation comes from CPU 1's.
+    let c = heap.alloc(2, order(4), Constraints::ANY).unwrap();
+    assert_eq!(c.start(), pfn(0x1020));
+    assert_eq!(
+        heap.alloc(0, Order::SIZE_4K, Constraints::ANY),
+        Err(AllocError::OutOfMemory {
+            order: Order::SIZE_4K,
+            constraints: Constraints::ANY
+        })
+    );
+    assert_eq!(
+        heap.alloc(0, order(5), Constraints::ANY),
+        Err(AllocError::OrderTooLarge {
+            order: order(5),
+            max
+        })
+    );
+    // Frees go to the shard that holds the frame, with the heap's checks.
+    assert_eq!(
+        heap.free(c.start(), Order::SIZE_4K),
+        Err(FreeError::WrongOrder {
+            block: nvirt_buddy::Block::new(c.start(), Order::SIZE_4K).unwrap(),
+            allocated: order(4)
+        })
+    );
+    assert_eq!(
+        heap.free(pfn(0x2000), Order::SIZE_4K),
+        Err(FreeError::NotManaged { pfn: pfn(0x2000) })
+    );
+    for block in [a, b, c] {
+        heap.free_block(block).unwrap();
+    }
+    assert_eq!(
+        heap.claim(pfn(0x1030), order(3)).unwrap().start(),
+        pfn(0x1030)
+    );
+    heap.free(pfn(0x1030), order(3)).unwrap();
+    assert_eq!(heap.free_frames(), 0x30);
+    for shard in heap.shards().iter().flatten() {
+        shard.lock().check_invariants().unwrap();
+    }
+}

@@ -1,6 +1,8 @@
 //! Loom model checking of the shared heap: two threads allocating and
-//! freeing through the lock, and through per-CPU [`FrameCache`]s, never hold
-//! the same frame at once, and every frame comes back. Run with
+//! freeing through the lock, through per-CPU [`FrameCache`]s, and on a
+//! [`ShardedHeap`] (each from its own shard, and from the other's when its
+//! own is used up), never hold the same frame at once, and every frame
+//! comes back. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p nvirt-buddy --test loom`.
 
 #![cfg(loom)]
@@ -10,7 +12,8 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use nvirt_buddy::{
-    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, MfnRange, Order, metadata_bytes,
+    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, MfnRange, Order, ShardedHeap,
+    metadata_bytes,
 };
 
 const FRAMES: u64 = 8;
@@ -105,5 +108,52 @@ fn frame_caches_two_threads() {
             w.join().unwrap();
         }
         finish(heap);
+    });
+}
+
+#[test]
+fn sharded_heap_two_threads() {
+    loom::model(|| {
+        // Two shards of 8 frames, blocks up to order 2.
+        let span = MfnRange::from_numbers(16, 16 + 2 * FRAMES).unwrap();
+        let max = Order::new(2).unwrap();
+        let metadata = Box::leak(
+            vec![0u8; ShardedHeap::<2>::metadata_bytes(span, max) + 8].into_boxed_slice(),
+        );
+        let heap = ShardedHeap::<2>::new(MemKind::Volatile, span, max, metadata).unwrap();
+        heap.add(span).unwrap();
+        let heap = Arc::new(heap);
+        let owned: Arc<Vec<AtomicBool>> =
+            Arc::new((0..2 * FRAMES).map(|_| AtomicBool::new(false)).collect());
+        let workers: Vec<_> = (0..2)
+            .map(|cpu| {
+                let (heap, owned) = (heap.clone(), owned.clone());
+                thread::spawn(move || {
+                    // CPU 0 takes its shard's two order-2 blocks and then
+                    // one more, from CPU 1's shard if that has one free.
+                    let orders: &[u8] = if cpu == 0 { &[2, 2, 2] } else { &[0, 1] };
+                    let mut held = Vec::new();
+                    for &o in orders {
+                        if let Ok(b) = heap.alloc(cpu, Order::new(o).unwrap(), Constraints::ANY) {
+                            take(&owned, b.start(), b.frames());
+                            held.push(b);
+                        }
+                    }
+                    // Its own shard always has room for its first two.
+                    assert!(held.len() >= 2);
+                    for b in held {
+                        give(&owned, b.start(), b.frames());
+                        heap.free_block(b).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(heap.free_frames(), 2 * FRAMES);
+        for shard in heap.shards().iter().flatten() {
+            shard.lock().check_invariants().unwrap();
+        }
     });
 }

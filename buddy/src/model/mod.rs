@@ -6,8 +6,10 @@
 //!
 //! The model predicts every result of the heap exactly, except which of
 //! several equally good blocks an allocation takes: the free blocks of a
-//! buddy heap are always the maximal aligned blocks of its free frames, so
-//! the model derives them from its frames and checks the heap's choice
+//! buddy heap are always the maximal aligned blocks of its free frames
+//! (but for the one frame whose merge the heap defers: see
+//! [`Model::free_blocks`]), so the model derives them from its frames and
+//! checks the heap's choice
 //! against its documented policy (a free block of the smallest order that
 //! fits, split so that the allocation is its highest part).
 
@@ -53,6 +55,12 @@ pub struct Model {
     end: u64,
     max_order: u8,
     frames: Vec<Owner>,
+    /// The frame freed last, whose merge with its free buddy the heap
+    /// defers until an operation other than an allocation of one frame.
+    deferred: Option<u64>,
+    /// Whether the last call of `free` or `alloc` was a free (a free right
+    /// after another merges at once).
+    freeing: bool,
 }
 
 fn block(start: u64, order: usize) -> Block {
@@ -76,6 +84,8 @@ impl Model {
             end,
             max_order: max_order.get(),
             frames: vec![Owner::Unmanaged; (end - base) as usize],
+            deferred: None,
+            freeing: false,
         }
     }
 
@@ -109,18 +119,22 @@ impl Model {
     }
 
     /// The free blocks: the maximal aligned blocks of the free frames,
-    /// smallest order first, by address within an order.
+    /// smallest order first, by address within an order; but a frame whose
+    /// merge is deferred, if still free, is a block of its own, and the
+    /// other blocks are the maximal ones of the other free frames.
     #[must_use]
     pub fn free_blocks(&self) -> Vec<Block> {
-        let mut out = Vec::new();
+        let deferred = self.deferred.filter(|&p| self.owner(p) == Owner::Free);
+        let free = |f: u64| self.owner(f) == Owner::Free && Some(f) != deferred;
+        let mut out: Vec<Block> = deferred.map(|p| block(p, 0)).into_iter().collect();
         let mut f = self.base;
         while f < self.end {
-            if self.owner(f) != Owner::Free {
+            if !free(f) {
                 f += 1;
                 continue;
             }
             let mut e = f;
-            while e < self.end && self.owner(e) == Owner::Free {
+            while e < self.end && free(e) {
                 e += 1;
             }
             while f < e {
@@ -180,8 +194,15 @@ impl Model {
         Ok((p.get(), usize::from(order.get())))
     }
 
+    /// Every operation of the heap but an allocation of one frame first
+    /// completes a deferred merge.
+    fn merge_deferred(&mut self) {
+        self.deferred = None;
+    }
+
     /// [`Heap::add`].
     pub fn add(&mut self, range: MfnRange) -> Result<(), AddError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(AddError::OutsideSpan {
                 range,
@@ -231,6 +252,10 @@ impl Model {
         c: Constraints,
         got: Result<Block, AllocError>,
     ) -> Result<(), String> {
+        self.freeing = false;
+        if order.get() != 0 {
+            self.merge_deferred();
+        }
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
             return same(got, Err(AllocError::OrderTooLarge { order, max }));
@@ -287,6 +312,8 @@ impl Model {
         c: Constraints,
         got: Result<Block, AllocError>,
     ) -> Result<(), String> {
+        self.freeing = false;
+        self.merge_deferred();
         let max = Order::new(self.max_order).unwrap_or(Order::MAX);
         if order > max {
             return same(got, Err(AllocError::OrderTooLarge { order, max }));
@@ -314,9 +341,14 @@ impl Model {
 
     /// [`Heap::free`].
     pub fn free(&mut self, p: Mfn, order: Order) -> Result<(), FreeError> {
+        self.merge_deferred();
+        let after_alloc = !core::mem::replace(&mut self.freeing, true);
         let (p, k) = self.check_block(p, order)?;
         self.check_allocated(p, k)?;
         self.set(p, p + (1 << k), Owner::Free);
+        if after_alloc && k == 0 && self.max_order != 0 && self.owner(p ^ 1) == Owner::Free {
+            self.deferred = Some(p);
+        }
         Ok(())
     }
 
@@ -330,6 +362,7 @@ impl Model {
 
     /// [`Heap::claim`].
     pub fn claim(&mut self, p: Mfn, order: Order) -> Result<Block, ClaimError> {
+        self.merge_deferred();
         let (p, k) = self.check_block(p, order)?;
         if let Some(e) = self.first_not_free(p, p + (1 << k)) {
             return Err(e);
@@ -347,6 +380,7 @@ impl Model {
 
     /// [`Heap::claim_range`].
     pub fn claim_range(&mut self, range: MfnRange) -> Result<u64, ClaimError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(ClaimError::OutsideSpan {
                 range,
@@ -375,6 +409,7 @@ impl Model {
 
     /// [`Heap::reserve`].
     pub fn reserve(&mut self, range: MfnRange) -> Result<u64, ReserveError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(ReserveError::OutsideSpan {
                 range,
@@ -392,6 +427,7 @@ impl Model {
 
     /// [`Heap::free_range`].
     pub fn free_range(&mut self, range: MfnRange) -> Result<(), FreeRangeError> {
+        self.merge_deferred();
         if !covers(self.span(), range) {
             return Err(FreeRangeError::OutsideSpan {
                 range,

@@ -3,8 +3,8 @@
 //! the global heap), the frame allocator Rust kernels pick today.
 //!
 //! Workloads, on a 4 GiB range (1 Mi frames at 4 GiB) unless said:
-//! (a) alloc + free of one frame on an empty heap (splits and merges through
-//! every order; one op = the pair); (b) allocate all frames one at a time;
+//! (a) alloc + free of one frame on an empty heap (a buddy heap that merges
+//! at once splits and merges through every order; one op = the pair); (b) allocate all frames one at a time;
 //! (c) free them in random order; (d) order-0 churn at 50 % fill on a heap
 //! fragmented by freeing a random half (each timed part of 40 000 calls,
 //! after as many untimed ones, on a freshly fragmented heap, so it stays
@@ -16,24 +16,29 @@
 //! including creating the allocator (for nvirt: initialising its metadata
 //! buffer, which is allocated and faulted in beforehand, as a hypervisor's
 //! reserved frames would be); (g) two threads each allocating and freeing
-//! order-0 frames on one locked heap, each call taking the lock; and the
+//! order-0 frames on one locked heap, each call taking the lock; the
 //! same with a per-CPU [`nvirt_buddy::FrameCache`] of 64 frames per thread
-//! in front of the lock (the peer has no such cache; its line is the same).
+//! in front of the lock; and on a [`nvirt_buddy::ShardedHeap`] of two
+//! shards, each thread naming its own CPU (the peer has neither; its line
+//! is the same). (a)–(d) also print `cached=`: nvirt through a
+//! `FrameCache` used by one thread.
 //!
 //! Single-threaded workloads are timed in the thread's CPU time, so time
 //! spent waiting for a CPU on a shared machine does not count; (g) is timed
 //! on the wall clock. Timed loops are cut into five parts and each workload
 //! reports its fastest part (best of several runs for (b), (c), (d), (f),
-//! (g)), so other processes disturb the ratios less.
+//! (g)), so other processes disturb the ratios less. Every line also gives
+//! `harness=`, the same loop run on an "allocator" that only hands out
+//! numbers, and `ratio_without_harness=`, the ratio of what is left; the
+//! mixed churns (e) give the allocations each side refused, per order
+//! (`failed_nvirt=<order>:<refused>/<tried>,…`).
 //!
-//! The peer's times depend on where its code lands in this binary: with the
+//! The peer's times depend on where its code lands in the binary: with the
 //! same instructions (counted under callgrind), its one-frame alloc + free
 //! took 300 ns in a build with one codegen unit and 380–970 ns in default
 //! builds that differed only in unrelated code, and its frame-by-frame fill
-//! 21 ns against 25–48 ns. nvirt's times moved by a few per cent. Compare
-//! ratios across builds with that in mind;
-//! `CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 cargo nvirt bench buddy` gives the
-//! peer the fastest placement seen.
+//! 21 ns against 25–48 ns. So `nvirt bench buddy` builds itself again with
+//! one codegen unit (in `target/cgu1`) and runs that build.
 //!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
 //! ratio=<peer/nvirt>` and extra fields, then `metadata bits/frame
@@ -45,7 +50,7 @@ use std::process::ExitCode;
 use buddy_system_allocator::FrameAllocator;
 use nvirt_buddy::{Heap, MemKind, MfnRange, Order, metadata_bytes};
 
-use super::buddy_peer::{Alloc, Harness, Nvirt, Peer, metadata_line, threads};
+use super::buddy_peer::{Alloc, Cached, Harness, Nvirt, Peer, metadata_line, threads};
 use super::cpu_time::CpuInstant as Instant;
 use super::line;
 
@@ -95,6 +100,9 @@ pub(super) struct Sizes {
 }
 
 pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
+    if std::env::var_os(ONE_CGU).is_none() {
+        return one_codegen_unit(quick);
+    }
     let sizes = if quick {
         Sizes {
             runs: 2,
@@ -116,75 +124,157 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
     );
     let mut metadata = vec![0u8; metadata_bytes(span(), Order::MAX) + 8];
 
-    let a = |m: &mut Vec<u8>| -> Result<f64, String> {
-        let mut heap = Nvirt::new(m)?;
-        Ok(alloc_free_pair(&mut heap, sizes.pairs))
-    };
-    let nv = a(&mut metadata)?;
+    let nv = alloc_free_pair(&mut Nvirt::new(&mut metadata)?, sizes.pairs);
+    let cached = alloc_free_pair(&mut Cached::new(&mut metadata)?, sizes.pairs);
     let peer = alloc_free_pair(&mut Peer::new(), sizes.pairs);
-    println!("{}", line("a_alloc_free_empty", nv, peer, ""));
+    let harness = alloc_free_pair(&mut Harness::new(), sizes.pairs);
+    println!(
+        "{}",
+        line(
+            "a_alloc_free_empty",
+            nv,
+            peer,
+            &with_harness(nv, peer, harness, Some(cached))
+        )
+    );
 
-    let (mut nv_b, mut nv_c, mut peer_b, mut peer_c) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    let mut best = [[f64::MAX; 2]; 4];
+    let keep = |best: &mut [f64; 2], (b, c): (f64, f64)| {
+        best[0] = best[0].min(b);
+        best[1] = best[1].min(c);
+    };
     for r in 0..sizes.runs {
-        let (b, c) = fill_then_free(&mut Nvirt::new(&mut metadata)?, u64::from(r));
-        nv_b = nv_b.min(b);
-        nv_c = nv_c.min(c);
-        let (b, c) = fill_then_free(&mut Peer::new(), u64::from(r));
-        peer_b = peer_b.min(b);
-        peer_c = peer_c.min(c);
+        let seed = u64::from(r);
+        keep(
+            &mut best[0],
+            fill_then_free(&mut Nvirt::new(&mut metadata)?, seed),
+        );
+        keep(
+            &mut best[1],
+            fill_then_free(&mut Cached::new(&mut metadata)?, seed),
+        );
+        keep(&mut best[2], fill_then_free(&mut Peer::new(), seed));
+        keep(&mut best[3], fill_then_free(&mut Harness::new(), seed));
     }
-    println!("{}", line("b_alloc_all", nv_b, peer_b, ""));
-    println!("{}", line("c_free_random", nv_c, peer_c, ""));
+    for (i, name) in ["b_alloc_all", "c_free_random"].into_iter().enumerate() {
+        let [nv, cached, peer, harness] = best.map(|b| b[i]);
+        let extra = with_harness(nv, peer, harness, Some(cached));
+        println!("{}", line(name, nv, peer, &extra));
+    }
 
-    let (mut nv, mut peer) = (f64::MAX, f64::MAX);
+    let mut best = [f64::MAX; 4];
     for part in 0..sizes.runs.max(3) {
-        nv = nv.min(churn_fragmented(
-            &mut Nvirt::new(&mut metadata)?,
-            u64::from(part),
-        ));
-        peer = peer.min(churn_fragmented(&mut Peer::new(), u64::from(part)));
+        let seed = u64::from(part);
+        let times = [
+            churn_fragmented(&mut Nvirt::new(&mut metadata)?, seed),
+            churn_fragmented(&mut Cached::new(&mut metadata)?, seed),
+            churn_fragmented(&mut Peer::new(), seed),
+            churn_fragmented(&mut Harness::new(), seed),
+        ];
+        for (b, t) in best.iter_mut().zip(times) {
+            *b = b.min(t);
+        }
     }
+    let [nv, cached, peer, harness] = best;
     let nv_late = churn_long(&mut Nvirt::new(&mut metadata)?, sizes.churn);
     let peer_late = churn_long(&mut Peer::new(), sizes.churn);
     let extra = format!(
-        "after_{}k_calls_nvirt={nv_late:.1} after_{}k_calls_peer={peer_late:.1}",
+        "after_{}k_calls_nvirt={nv_late:.1} after_{}k_calls_peer={peer_late:.1} {}",
         sizes.churn / 1000,
-        sizes.churn / 1000
+        sizes.churn / 1000,
+        with_harness(nv, peer, harness, Some(cached))
     );
     println!("{}", line("d_churn_fragmented", nv, peer, &extra));
 
     for (name, mix) in [("e_mixed_0_9", Mix::Uniform), ("e_vm_0_9_18", Mix::Vm)] {
         let mut heap = Nvirt::new(&mut metadata)?;
-        let (nv, nv_large) = churn_mixed(&mut heap, mix, sizes.churn);
-        let (peer, peer_large) = churn_mixed(&mut Peer::new(), mix, sizes.churn);
-        let (harness, _) = churn_mixed(&mut Harness::new(), mix, sizes.churn);
+        let (nv, nv_large, nv_failed) = churn_mixed(&mut heap, mix, sizes.churn);
+        let (peer, peer_large, peer_failed) = churn_mixed(&mut Peer::new(), mix, sizes.churn);
+        let (harness, _, _) = churn_mixed(&mut Harness::new(), mix, sizes.churn);
         let extra = format!(
-            "large_free_nvirt={:.1}% large_free_peer={:.1}% harness={harness:.1} \
-             ratio_without_harness={:.2}",
+            "large_free_nvirt={:.1}% large_free_peer={:.1}% failed_nvirt={} failed_peer={} {}",
             nv_large * 100.0,
             peer_large * 100.0,
-            (peer - harness) / (nv - harness).max(0.1)
+            nv_failed.describe(mix),
+            peer_failed.describe(mix),
+            with_harness(nv, peer, harness, None)
         );
         println!("{}", line(name, nv, peer, &extra));
     }
 
     for holes in [false, true] {
-        let (nv, peer) = add_tib(holes, if quick { 1 } else { 3 })?;
+        let (nv, peer, harness) = add_tib(holes, if quick { 1 } else { 3 })?;
         let name = if holes {
             "f_add_1tib_holes"
         } else {
             "f_add_1tib"
         };
-        let extra = format!("nvirt_ms={:.2} peer_ms={:.2}", nv / 1e6, peer / 1e6);
+        let extra = format!(
+            "nvirt_ms={:.2} peer_ms={:.2} {}",
+            nv / 1e6,
+            peer / 1e6,
+            with_harness(nv, peer, harness, None)
+        );
         println!("{}", line(name, nv, peer, &extra));
     }
 
-    let (locked, cached, peer) = threads(&mut metadata, sizes.thread_ops, sizes.runs)?;
-    println!("{}", line("g_2_threads_locked", locked, peer, ""));
-    println!("{}", line("g_2_threads_cpu_caches", cached, peer, ""));
+    let t = threads(&mut metadata, sizes.thread_ops, sizes.runs)?;
+    for (name, nv) in [
+        ("g_2_threads_locked", t.locked),
+        ("g_2_threads_cpu_caches", t.cached),
+        ("g_2_threads_sharded", t.sharded),
+    ] {
+        let extra = with_harness(nv, t.peer, t.harness, None);
+        println!("{}", line(name, nv, t.peer, &extra));
+    }
 
     println!("{}", metadata_line(&mut metadata, sizes)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Set in the environment of the benchmark binary built with one codegen
+/// unit, which [`one_codegen_unit`] runs.
+const ONE_CGU: &str = "NVIRT_BENCH_ONE_CGU";
+
+/// Builds this tool again with one codegen unit, in a target directory of
+/// its own, and runs `bench buddy` with it: how the compiler splits a crate
+/// into codegen units moves the peer's code, and its speed by up to 3×
+/// (see the module comment), so the ratios are measured on the placement
+/// one codegen unit gives, the same from build to build.
+fn one_codegen_unit(quick: bool) -> Result<ExitCode, String> {
+    let root = crate::process::workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["run", "--quiet", "--release", "--package", "nvirt-dev"])
+        .args(["--bin", "nvirt-dev", "--", "bench", "buddy"])
+        .args(quick.then_some("--quick"))
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_TARGET_DIR", root.join("target").join("cgu1"))
+        .env(ONE_CGU, "1");
+    eprintln!(
+        "nvirt bench buddy: building with one codegen unit: {}",
+        crate::process::describe(&cmd)
+    );
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", crate::process::describe(&cmd)))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `harness=<ns> ratio_without_harness=<x>` (and `cached=<ns>`, nvirt
+/// through a [`nvirt_buddy::FrameCache`], where the workload has it): the
+/// workload's own cost, and the ratio of the allocators' shares of the time.
+fn with_harness(nv: f64, peer: f64, harness: f64, cached: Option<f64>) -> String {
+    let cached = cached.map_or(String::new(), |c| format!("cached={c:.1} "));
+    format!(
+        "{cached}harness={harness:.1} ratio_without_harness={:.2}",
+        (peer - harness) / (nv - harness).max(0.1)
+    )
 }
 
 /// Parts each timed loop is cut into; a workload reports its fastest part,
@@ -320,29 +410,62 @@ impl Mix {
     }
 }
 
-/// (e): ns per call of a churn that keeps about half the frames allocated,
-/// and the share of free frames in blocks of order ≥ 9 afterwards.
-pub(super) fn churn_mixed(heap: &mut impl Alloc, mix: Mix, steps: u64) -> (f64, f64) {
-    let (calls, _) = mixed_state(heap, mix, steps, true);
-    let large = heap.large_free_share();
-    (calls, large)
+/// Allocations tried and refused, per order, over an (e) churn.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Failures {
+    tried: [u64; 19],
+    failed: [u64; 19],
 }
 
-/// Runs the (e) churn; returns ns per call (if `timed`) and the blocks
-/// left allocated.
+impl Failures {
+    fn count(&mut self, order: u8, ok: bool) {
+        let o = usize::from(order).min(18);
+        self.tried[o] += 1;
+        self.failed[o] += u64::from(!ok);
+    }
+
+    /// `<order>:<failed>/<tried>` for each order the mix has, comma
+    /// separated.
+    fn describe(&self, mix: Mix) -> String {
+        let orders: &[usize] = match mix {
+            Mix::Uniform => &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            Mix::Vm => &[0, 9, 18],
+        };
+        orders
+            .iter()
+            .map(|&o| format!("{o}:{}/{}", self.failed[o], self.tried[o]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// (e): ns per call of a churn that keeps about half the frames allocated,
+/// the share of free frames in blocks of order ≥ 9 afterwards, and the
+/// allocations refused.
+pub(super) fn churn_mixed(heap: &mut impl Alloc, mix: Mix, steps: u64) -> (f64, f64, Failures) {
+    let (calls, _, failed) = mixed_state(heap, mix, steps, true);
+    let large = heap.large_free_share();
+    (calls, large, failed)
+}
+
+/// Runs the (e) churn; returns ns per call (if `timed`), the blocks left
+/// allocated, and the allocations refused per order (filling and churning).
 pub(super) fn mixed_state(
     heap: &mut impl Alloc,
     mix: Mix,
     steps: u64,
     timed: bool,
-) -> (f64, Vec<(u64, u8)>) {
+) -> (f64, Vec<(u64, u8)>, Failures) {
     let mut rng = Rng::new(0xe0e0 ^ matches!(mix, Mix::Vm) as u64);
     let target = FRAMES / 2;
     let mut blocks: Vec<(u64, u8)> = Vec::new();
     let mut allocated = 0;
+    let mut failures = Failures::default();
     while allocated < target {
         let o = mix.order(&mut rng);
-        if let Some(p) = heap.alloc(o) {
+        let got = heap.alloc(o);
+        failures.count(o, got.is_some());
+        if let Some(p) = got {
             blocks.push((p, o));
             allocated += 1 << o;
         }
@@ -356,7 +479,9 @@ pub(super) fn mixed_state(
             calls += 1;
             if allocated < target {
                 let o = mix.order(&mut rng);
-                if let Some(p) = heap.alloc(o) {
+                let got = heap.alloc(o);
+                failures.count(o, got.is_some());
+                if let Some(p) = got {
                     blocks.push((p, o));
                     allocated += 1 << o;
                     continue;
@@ -372,12 +497,13 @@ pub(super) fn mixed_state(
             best = best.min(start.elapsed_ns() / calls as f64);
         }
     }
-    (if timed { best } else { 0.0 }, blocks)
+    (if timed { best } else { 0.0 }, blocks, failures)
 }
 
 /// (f): ns to create an allocator and add 1 TiB, as one range or as 2 MiB
-/// ranges each missing its first frame; best of `runs`.
-fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
+/// ranges each missing its first frame, and the loop over the ranges alone;
+/// best of `runs`.
+fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64, f64), String> {
     const TIB_BASE: u64 = 1 << 28;
     const TIB: u64 = 1 << 28;
     let span = MfnRange::from_numbers(TIB_BASE, TIB_BASE + TIB).ok_or("bad span")?;
@@ -389,8 +515,14 @@ fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
     } else {
         vec![(TIB_BASE, TIB_BASE + TIB)]
     };
-    let (mut nv, mut peer) = (f64::MAX, f64::MAX);
+    let (mut nv, mut peer, mut harness) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..runs {
+        let start = Instant::now();
+        for &(s, e) in &ranges {
+            black_box(MfnRange::from_numbers(s, e).ok_or("bad range")?);
+        }
+        harness = harness.min(start.elapsed_ns());
+
         let start = Instant::now();
         let mut heap = Heap::new(MemKind::NonVolatile, span, Order::MAX, &mut metadata)
             .map_err(|e| e.to_string())?;
@@ -409,5 +541,5 @@ fn add_tib(holes: bool, runs: u32) -> Result<(f64, f64), String> {
         peer = peer.min(start.elapsed_ns());
         black_box(&frames);
     }
-    Ok((nv, peer))
+    Ok((nv, peer, harness))
 }

@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
-use nvirt_buddy::{Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, metadata_bytes};
+use nvirt_buddy::{
+    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, ShardedHeap, metadata_bytes,
+};
 
 use super::alloc_count;
 use super::buddy::{FRAMES, Mix, Rng, Sizes, fragment, mixed_state, span};
@@ -103,27 +105,37 @@ impl Alloc for Peer {
     }
 }
 
-/// No allocator at all: hands out distinct numbers and forgets frees. The
-/// (e) loop timed with it is the workload's own cost (random orders and
-/// picks, the list of allocated blocks), which bounds any ratio from above.
-pub(super) struct Harness(u64);
+/// No allocator at all: hands out distinct numbers, up to as many frames as
+/// the range has, and forgets which were freed. A workload timed with it is
+/// its own cost (its loop, random orders and picks, the list of allocated
+/// blocks), which every line prints as `harness=` and which bounds any
+/// ratio from above.
+pub(super) struct Harness {
+    next: u64,
+    free: u64,
+}
 
 impl Harness {
     pub(super) fn new() -> Self {
-        Self(0)
+        Self {
+            next: 0,
+            free: FRAMES,
+        }
     }
 }
 
 impl Alloc for Harness {
     #[inline]
     fn alloc(&mut self, o: u8) -> Option<u64> {
-        self.0 = self.0.wrapping_add(1 << o);
-        Some(black_box(self.0))
+        self.free = self.free.checked_sub(1 << o)?;
+        self.next = self.next.wrapping_add(1 << o);
+        Some(black_box(self.next))
     }
 
     #[inline]
-    fn free(&mut self, pfn: u64, _o: u8) {
+    fn free(&mut self, pfn: u64, o: u8) {
         black_box(pfn);
+        self.free += 1 << o;
     }
 
     fn large_free_share(&mut self) -> f64 {
@@ -131,15 +143,70 @@ impl Alloc for Harness {
     }
 }
 
+/// nvirt through a per-CPU [`FrameCache`] of 64 frames in front of a
+/// [`LockedHeap`], used by one thread: what a free or an allocation of one
+/// frame costs a CPU that has a cache. Other orders go to the heap.
+pub(super) struct Cached<'m> {
+    heap: LockedHeap<'m>,
+    cache: FrameCache<64>,
+}
+
+impl<'m> Cached<'m> {
+    pub(super) fn new(metadata: &'m mut [u8]) -> Result<Self, String> {
+        let heap = LockedHeap::new(Nvirt::new(metadata)?.0);
+        let cache = FrameCache::new(&heap);
+        Ok(Self { heap, cache })
+    }
+}
+
+impl Alloc for Cached<'_> {
+    #[inline]
+    fn alloc(&mut self, o: u8) -> Option<u64> {
+        if o == 0 {
+            self.cache.alloc(&self.heap).ok().map(|p| p.get())
+        } else {
+            let block = self.heap.alloc(order(o), Constraints::ANY).ok()?;
+            Some(block.start().get())
+        }
+    }
+
+    #[inline]
+    fn free(&mut self, pfn: u64, o: u8) {
+        let p = Mfn::new(pfn).unwrap_or(Mfn::MAX);
+        let freed = if o == 0 {
+            self.cache.free(&self.heap, p)
+        } else {
+            self.heap.free(p, order(o))
+        };
+        if let Err(e) = freed {
+            panic!("benchmark freed a block it does not own: {e}");
+        }
+    }
+
+    fn large_free_share(&mut self) -> f64 {
+        0.0
+    }
+}
+
+/// What (g) measured, in ns per call.
+pub(super) struct Threads {
+    pub(super) locked: f64,
+    pub(super) cached: f64,
+    pub(super) sharded: f64,
+    pub(super) peer: f64,
+    pub(super) harness: f64,
+}
+
 /// (g): ns per call (wall time over both threads' calls) with two threads
 /// each allocating 16 frames and freeing them: nvirt through the lock on
-/// every call, nvirt through per-CPU caches, and the peer through its lock;
-/// best of `runs`.
+/// every call, nvirt through per-CPU caches, nvirt on a [`ShardedHeap`] of
+/// two shards (each thread naming its own CPU), and the peer through its
+/// lock; best of `runs`.
 pub(super) fn threads(
     metadata: &mut [u8],
     ops_per_thread: u64,
     runs: u32,
-) -> Result<(f64, f64, f64), String> {
+) -> Result<Threads, String> {
     let mut heap =
         Heap::new(MemKind::Volatile, span(), Order::MAX, metadata).map_err(|e| e.to_string())?;
     heap.add(span()).map_err(|e| e.to_string())?;
@@ -181,6 +248,36 @@ pub(super) fn threads(
         return Err("nvirt lost frames in the two-thread runs".into());
     }
 
+    let mut sharded = f64::MAX;
+    {
+        let bytes = ShardedHeap::<2>::metadata_bytes(span(), Order::MAX);
+        let mut buf = vec![0u8; bytes + 8];
+        let heap = ShardedHeap::<2>::new(MemKind::Volatile, span(), Order::MAX, &mut buf)
+            .map_err(|e| e.to_string())?;
+        heap.add(span()).map_err(|e| e.to_string())?;
+        let cpu = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..runs {
+            sharded = sharded.min(two_threads(|| {
+                let me = cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut held = [Mfn::MAX; 16];
+                for _ in 0..rounds {
+                    for h in &mut held {
+                        *h = heap
+                            .alloc(me, Order::SIZE_4K, Constraints::ANY)
+                            .map(|b| b.start())
+                            .unwrap_or(Mfn::MAX);
+                    }
+                    for &h in &held {
+                        black_box(heap.free(h, Order::SIZE_4K).is_ok());
+                    }
+                }
+            }));
+        }
+        if heap.free_frames() != FRAMES {
+            return Err("nvirt lost frames in the sharded two-thread runs".into());
+        }
+    }
+
     let peer = LockedFrameAllocator::<19>::new();
     peer.lock()
         .add_frame(span().start().get() as usize, span().end().get() as usize);
@@ -197,7 +294,27 @@ pub(super) fn threads(
             }
         }));
     }
-    Ok((nv / ops, cached / ops, pe / ops))
+    let mut harness = f64::MAX;
+    for _ in 0..runs {
+        harness = harness.min(two_threads(|| {
+            let mut held = [0u64; 16];
+            for _ in 0..rounds {
+                for (i, h) in held.iter_mut().enumerate() {
+                    *h = black_box(i as u64);
+                }
+                for &h in &held {
+                    black_box(h);
+                }
+            }
+        }));
+    }
+    Ok(Threads {
+        locked: nv / ops,
+        cached: cached / ops,
+        sharded: sharded / ops,
+        peer: pe / ops,
+        harness: harness / ops,
+    })
 }
 
 /// Wall-clock ns for two threads running `work` at once.
