@@ -10,7 +10,7 @@ use core::fmt;
 use crate::checksum::Crc32c;
 use crate::error::AppendError;
 use crate::log::{Commit, Log};
-use crate::pmem::{Pmem, PmemError};
+use crate::pmem::{CACHE_LINE, Pmem, PmemError};
 use crate::record::{Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, record_size};
 
 /// A record whose payload is stored and whose header is not yet.
@@ -37,6 +37,11 @@ pub struct Group<'a, P: Pmem> {
     seq: u64,
     records: u64,
     pending: Option<Pending>,
+    /// Region offset up to which the group's lines are written back (a
+    /// line boundary), but for `header_line`.
+    written_back: u64,
+    /// A line below `written_back` that waits for the pending header.
+    header_line: Option<u64>,
     finished: bool,
 }
 
@@ -54,6 +59,7 @@ impl<P: Pmem> fmt::Debug for Group<'_, P> {
 impl<'a, P: Pmem> Group<'a, P> {
     pub(crate) fn new(log: &'a mut Log<P>) -> Self {
         let (tail, seq) = (log.tail(), log.next_seq());
+        let written_back = line_floor(log.area_start() + tail);
         Self {
             log,
             start: tail,
@@ -62,6 +68,8 @@ impl<'a, P: Pmem> Group<'a, P> {
             seq,
             records: 0,
             pending: None,
+            written_back,
+            header_line: None,
             finished: false,
         }
     }
@@ -87,6 +95,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             self.end = self.start;
             self.first_seq = self.log.next_seq();
             self.seq = self.first_seq;
+            self.written_back = line_floor(self.log.area_start() + self.start);
         }
         let used = self.end - self.start;
         self.log
@@ -103,19 +112,43 @@ impl<'a, P: Pmem> Group<'a, P> {
             .seq
             .checked_add(1)
             .ok_or(AppendError::SequenceExhausted)?;
-        let at = self.log.area_start() + self.end + RECORD_HEADER;
+        let area = self.log.area_start();
+        let pos = area + self.end;
         let (pmem, scratch) = self.log.parts();
-        let payload = &mut scratch[..len];
-        record.encode(payload);
+        // A record that already holds its payload as bytes is stored from
+        // there: one copy fewer.
+        let payload: &[u8] = match record.encoded() {
+            Some(bytes) if bytes.len() == len => bytes,
+            _ => {
+                let out = &mut scratch[..len];
+                record.encode(out);
+                out
+            }
+        };
+        if len > 0 {
+            pmem.store(pos + RECORD_HEADER, payload)?;
+        }
+        // Lines that lie wholly inside this payload are final: write them
+        // back now, so that they travel while the CRC is computed and later
+        // records are stored, and the commit's fence waits for less.
+        let interior = line_floor(pos) + CACHE_LINE..line_floor(pos + size);
+        if !interior.is_empty() {
+            pmem.write_back(interior.start, interior.end - interior.start)?;
+        }
         let mut crc = Crc32c::new();
         crc.update(payload);
-        if len > 0 {
-            pmem.store(at, payload)?;
-        }
         // Only now the previous record's header, without the group's end
         // mark: had the payload store failed, the group would still end at
         // that record, so a commit after the failed push stays whole.
         self.store_pending_header(0)?;
+        // Every line from the group's unwritten part up to this record's
+        // header line is now final too; the header line waits for its
+        // header, and the last line for whatever follows.
+        self.write_back_upto(line_floor(pos))?;
+        if !interior.is_empty() {
+            self.header_line = Some(line_floor(pos));
+            self.written_back = interior.end;
+        }
         self.pending = Some(Pending {
             pos: self.end,
             len: len as u32,
@@ -151,7 +184,8 @@ impl<'a, P: Pmem> Group<'a, P> {
         };
         if self.records > 0 {
             self.store_pending_header(FLAG_GROUP_END)?;
-            self.log.commit_range(self.start, self.end, self.seq)?;
+            let from = self.written_back - self.log.area_start();
+            self.log.commit_range(from, self.end, self.seq)?;
         }
         self.finished = true;
         Ok(commit)
@@ -178,8 +212,28 @@ impl<'a, P: Pmem> Group<'a, P> {
         header.crc = header.checksum(p.crc);
         self.log.store_header(p.pos, &header)?;
         self.pending = None;
+        if let Some(line) = self.header_line.take() {
+            self.log.pmem_mut().write_back(line, CACHE_LINE)?;
+        }
         Ok(())
     }
+
+    /// Writes back the group's lines from `written_back` up to `limit` (a
+    /// line boundary), which must all be final.
+    fn write_back_upto(&mut self, limit: u64) -> Result<(), PmemError> {
+        if limit > self.written_back {
+            self.log
+                .pmem_mut()
+                .write_back(self.written_back, limit - self.written_back)?;
+            self.written_back = limit;
+        }
+        Ok(())
+    }
+}
+
+/// The start of the cache line holding region offset `offset`.
+fn line_floor(offset: u64) -> u64 {
+    offset / CACHE_LINE * CACHE_LINE
 }
 
 impl<P: Pmem> Drop for Group<'_, P> {
