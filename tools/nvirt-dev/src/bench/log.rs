@@ -1,5 +1,5 @@
 //! `nvirt bench log`: persist-meta commits against an undo-log transaction
-//! (the PMDK-style peer in [`super::undo_log`]) and against the floor, all
+//! (the PMDK-style peer in [`undo_log`]) and against the floor, all
 //! on the x86 `Pmem` (CLWB, CLFLUSHOPT or CLFLUSH, and SFENCE) over
 //! ordinary memory, then the recovery throughput of a 64 MiB log.
 //!
@@ -32,7 +32,12 @@ use nvirt_persist_meta::{
 
 use super::cpu_time::CpuInstant;
 use super::elapsed_ns;
-use super::undo_log::UndoLog;
+use undo_log::UndoLog;
+
+/// The peer lives beside the criterion bench of persist-meta, its other
+/// user.
+#[path = "../../../../persist-meta/benches/log/undo_log.rs"]
+mod undo_log;
 
 const KIND: RecordKind = match RecordKind::new(1) {
     Some(k) => k,
