@@ -6,6 +6,7 @@
 //! fields can be decided last without re-reading the payload.
 
 use core::fmt;
+use core::ops::Range;
 
 use crate::checksum::Crc32c;
 use crate::error::AppendError;
@@ -125,18 +126,12 @@ impl<'a, P: Pmem> Group<'a, P> {
                 out
             }
         };
-        if len > 0 {
-            pmem.store(pos + RECORD_HEADER, payload)?;
-        }
-        // Lines that lie wholly inside this payload are final: write them
-        // back now, so that they travel while the CRC is computed and later
-        // records are stored, and the commit's fence waits for less.
+        // Lines that lie wholly inside this payload are final once stored:
+        // they are written back at once, so that they travel while the CRC
+        // is computed and later records are stored, and the commit's fence
+        // waits for less.
         let interior = line_floor(pos) + CACHE_LINE..line_floor(pos + size);
-        if !interior.is_empty() {
-            pmem.write_back(interior.start, interior.end - interior.start)?;
-        }
-        let mut crc = Crc32c::new();
-        crc.update(payload);
+        let crc = store_payload(pmem, pos + RECORD_HEADER, payload, interior.clone())?;
         // Only now the previous record's header, without the group's end
         // mark: had the payload store failed, the group would still end at
         // that record, so a commit after the failed push stays whole.
@@ -229,6 +224,42 @@ impl<'a, P: Pmem> Group<'a, P> {
         }
         Ok(())
     }
+}
+
+/// Bytes of payload stored between two steps of its CRC.
+const SLICE: u64 = 1024;
+
+/// Stores `payload` at `at` a slice at a time, writes back the lines of
+/// `interior` as each slice completes them, and computes its CRC: each
+/// slice's CRC then runs while the stores and write-backs before it drain,
+/// instead of after the whole payload.
+fn store_payload<P: Pmem>(
+    pmem: &mut P,
+    at: u64,
+    payload: &[u8],
+    interior: Range<u64>,
+) -> Result<Crc32c, PmemError> {
+    let mut crc = Crc32c::new();
+    let mut written_back = interior.start;
+    let mut done = 0;
+    while done < payload.len() {
+        // Slices end on line boundaries (but the last).
+        let next = (line_floor(at + done as u64) + SLICE - at).min(payload.len() as u64) as usize;
+        let slice = &payload[done..next];
+        pmem.store(at + done as u64, slice)?;
+        let upto = line_floor(at + next as u64).min(interior.end);
+        if upto > written_back {
+            pmem.write_back(written_back, upto - written_back)?;
+            written_back = upto;
+        }
+        crc.update(slice);
+        done = next;
+    }
+    // The payload's last line may end in padding, complete all the same.
+    if interior.end > written_back {
+        pmem.write_back(written_back, interior.end - written_back)?;
+    }
+    Ok(crc)
 }
 
 /// The start of the cache line holding region offset `offset`.

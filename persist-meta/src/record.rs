@@ -179,8 +179,6 @@ const _: () = assert!(offset_of!(RawHeader, seq) == 8);
 const _: () = assert!(offset_of!(RawHeader, epoch) == 16);
 const _: () = assert!(offset_of!(RawHeader, reserved) == 24);
 const _: () = assert!(offset_of!(RawHeader, crc) == 28);
-/// Header bytes the CRC covers (after the payload).
-const CHECKED: usize = offset_of!(RawHeader, crc);
 
 impl Header {
     /// Parses the 32 header bytes; nothing is validated yet.
@@ -228,7 +226,7 @@ impl Header {
         payload_crc.update_u64(w0);
         payload_crc.update_u64(w1);
         payload_crc.update_u64(w2);
-        payload_crc.update(&w3.to_le_bytes()[..CHECKED - 24]);
+        payload_crc.update_u32(w3 as u32);
         payload_crc.value()
     }
 
