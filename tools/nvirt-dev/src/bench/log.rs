@@ -11,8 +11,10 @@
 //! 32 MiB area (the size of the log's record area, cycled through the same
 //! way), their lines written back, one fence; no headers, checksums or
 //! sequence numbers. Times are per commit, in the thread's CPU time (a
-//! stall on SFENCE counts; waiting for a CPU does not); fences are counted
-//! by a `Counting` wrapper around each side's `Pmem`. Checkpoints the log
+//! stall on SFENCE counts; waiting for a CPU does not), on the bare x86
+//! `Pmem`; fences are counted by a `Counting` wrapper around each side's
+//! `Pmem` in a short untimed run (its counters, stores of their own, would
+//! weigh on the side that calls it most). Checkpoints the log
 //! needs when it fills up run between timed batches. The sides alternate in
 //! rounds over memory faulted in beforehand, and each reports its median
 //! round.
@@ -66,6 +68,25 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// A region whose fences a run can count: the `Counting` wrapper, or the
+/// bare x86 region of the timed runs (whose counters would be stores inside
+/// the timed loop, more of them for nvirt than for the floor).
+trait Fences: Pmem {
+    fn fences(&self) -> u64;
+}
+
+impl<P: Pmem> Fences for Counting<P> {
+    fn fences(&self) -> u64 {
+        self.stats().fences
+    }
+}
+
+impl Fences for X86Pmem<'_> {
+    fn fences(&self) -> u64 {
+        0
+    }
+}
+
 struct Measured {
     ns_per_commit: f64,
     fences_per_commit: f64,
@@ -77,13 +98,7 @@ fn payloads(size: usize, group: usize) -> Vec<Vec<u8>> {
     (0..group).map(|i| vec![i as u8 + 1; size]).collect()
 }
 
-fn nvirt(
-    memory: &mut [CacheLine],
-    size: usize,
-    group: usize,
-    commits: u64,
-) -> Result<Measured, String> {
-    let pmem = Counting::new(X86Pmem::new(memory));
+fn nvirt<P: Fences>(pmem: P, size: usize, group: usize, commits: u64) -> Result<Measured, String> {
     let mut log = Log::format(pmem, 0x1000 - 64).map_err(|e| e.to_string())?;
     let payloads = payloads(size, group);
     let records: Vec<Raw<'_>> = payloads
@@ -102,7 +117,7 @@ fn nvirt(
             continue;
         }
         let batch = fit.min(commits - done);
-        let before = log.pmem().stats().fences;
+        let before = log.pmem().fences();
         let start = CpuInstant::now();
         for _ in 0..batch {
             let commit = if group == 1 {
@@ -113,7 +128,7 @@ fn nvirt(
             commit.map_err(|e| e.to_string())?;
         }
         timed += start.elapsed_ns();
-        fences += log.pmem().stats().fences - before;
+        fences += log.pmem().fences() - before;
         done += batch;
     }
     Ok(Measured {
@@ -124,13 +139,12 @@ fn nvirt(
 
 /// The floor: each commit copies the payloads side by side to the next
 /// free bytes of the area, writes their lines back and fences once.
-fn floor(
-    memory: &mut [CacheLine],
+fn floor<P: Fences>(
+    mut pmem: P,
     size: usize,
     group: usize,
     commits: u64,
 ) -> Result<Measured, String> {
-    let mut pmem = Counting::new(X86Pmem::new(memory));
     let payloads = payloads(size, group);
     let bytes = (size * group) as u64;
     let mut pos = 0;
@@ -152,18 +166,12 @@ fn floor(
     let timed = start.elapsed_ns();
     Ok(Measured {
         ns_per_commit: timed / commits as f64,
-        fences_per_commit: pmem.stats().fences as f64 / commits as f64,
+        fences_per_commit: pmem.fences() as f64 / commits as f64,
     })
 }
 
-fn peer(
-    memory: &mut [CacheLine],
-    size: usize,
-    group: usize,
-    commits: u64,
-) -> Result<Measured, String> {
+fn peer<P: Fences>(pmem: P, size: usize, group: usize, commits: u64) -> Result<Measured, String> {
     let log_len = peer_log_len(size, group);
-    let pmem = Counting::new(X86Pmem::new(memory));
     let mut undo = UndoLog::new(pmem, PEER_DATA, log_len);
     let slots = PEER_DATA / size as u64;
     let payloads = payloads(size, group);
@@ -181,7 +189,7 @@ fn peer(
     let timed = start.elapsed_ns();
     Ok(Measured {
         ns_per_commit: timed / commits as f64,
-        fences_per_commit: undo.pmem().stats().fences as f64 / commits as f64,
+        fences_per_commit: undo.pmem().fences() as f64 / commits as f64,
     })
 }
 
@@ -197,32 +205,47 @@ struct Workload {
     peer: Measured,
 }
 
+/// `memory` as the x86 `Pmem` with counters, for the untimed runs.
+fn counted(memory: &mut [CacheLine]) -> Counting<X86Pmem<'_>> {
+    Counting::new(X86Pmem::new(memory))
+}
+
 fn workload(size: usize, group: usize, commits: u64, rounds: u64) -> Result<Workload, String> {
     let mut log_memory = lines(HEADER + COMMIT_AREA);
     let mut floor_memory = lines(HEADER + COMMIT_AREA);
     let mut peer_memory = lines(PEER_DATA + peer_log_len(size, group));
+    // Fences are counted in a short untimed run of each side.
+    let fences = nvirt(counted(&mut log_memory), size, group, 64)?.fences_per_commit;
+    let floor_fences = floor(counted(&mut floor_memory), size, group, 64)?.fences_per_commit;
+    if floor_fences != 1.0 {
+        return Err(format!("the floor fenced {floor_fences} times per commit"));
+    }
+    let peer_fences = peer(counted(&mut peer_memory), size, group, 64)?.fences_per_commit;
     let per_round = commits / rounds + 1;
     // Warm all three up (caches, branch predictors), then alternate.
-    nvirt(&mut log_memory, size, group, per_round / 4 + 1)?;
-    floor(&mut floor_memory, size, group, per_round / 4 + 1)?;
-    peer(&mut peer_memory, size, group, per_round / 4 + 1)?;
+    nvirt(
+        X86Pmem::new(&mut log_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
+    floor(
+        X86Pmem::new(&mut floor_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
+    peer(
+        X86Pmem::new(&mut peer_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
     let (mut ours, mut floors, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut fences, mut peer_fences) = (0.0f64, 0.0f64);
     for _ in 0..rounds {
-        let m = nvirt(&mut log_memory, size, group, per_round)?;
-        fences = fences.max(m.fences_per_commit);
-        ours.push(m.ns_per_commit);
-        let f = floor(&mut floor_memory, size, group, per_round)?;
-        if f.fences_per_commit != 1.0 {
-            return Err(format!(
-                "the floor fenced {} times per commit",
-                f.fences_per_commit
-            ));
-        }
-        floors.push(f.ns_per_commit);
-        let p = peer(&mut peer_memory, size, group, per_round)?;
-        peer_fences = peer_fences.max(p.fences_per_commit);
-        theirs.push(p.ns_per_commit);
+        ours.push(nvirt(X86Pmem::new(&mut log_memory), size, group, per_round)?.ns_per_commit);
+        floors.push(floor(X86Pmem::new(&mut floor_memory), size, group, per_round)?.ns_per_commit);
+        theirs.push(peer(X86Pmem::new(&mut peer_memory), size, group, per_round)?.ns_per_commit);
     }
     Ok(Workload {
         nvirt: Measured {
@@ -390,15 +413,11 @@ mod tests {
         let mut memory = lines(HEADER + COMMIT_AREA);
         let mut peer_memory = lines(PEER_DATA + peer_log_len(64, 8));
         for group in [1, 8] {
-            let ours = nvirt(&mut memory, 64, group, 200).unwrap();
+            let ours = nvirt(counted(&mut memory), 64, group, 200).unwrap();
             assert_eq!(ours.fences_per_commit, 1.0);
-            assert_eq!(
-                floor(&mut memory, 64, group, 200)
-                    .unwrap()
-                    .fences_per_commit,
-                1.0
-            );
-            let theirs = peer(&mut peer_memory, 64, group, 200).unwrap();
+            let floor = floor(counted(&mut memory), 64, group, 200).unwrap();
+            assert_eq!(floor.fences_per_commit, 1.0);
+            let theirs = peer(counted(&mut peer_memory), 64, group, 200).unwrap();
             assert_eq!(theirs.fences_per_commit, 3.0);
         }
     }
@@ -408,7 +427,7 @@ mod tests {
         let mut memory = lines(HEADER + COMMIT_AREA);
         // Enough commits of 8 x 4 KiB to wrap the 32 MiB area once.
         let commits = COMMIT_AREA / (8 * 4096) + 3;
-        floor(&mut memory, 4096, 8, commits).unwrap();
+        floor(X86Pmem::new(&mut memory), 4096, 8, commits).unwrap();
         let payload = |at: u64| memory[(at / 64) as usize].0[0];
         assert_eq!(payload(HEADER), 1);
         assert_eq!(payload(HEADER + 4096), 2);
