@@ -6,11 +6,12 @@
 //! fields can be decided last without re-reading the payload.
 
 use core::fmt;
+use core::ops::Range;
 
 use crate::checksum::Crc32c;
 use crate::error::AppendError;
 use crate::log::{Commit, Log};
-use crate::pmem::{Pmem, PmemError};
+use crate::pmem::{CACHE_LINE, Pmem, PmemError};
 use crate::record::{
     Encode, FLAG_GROUP_END, Header, MAX_GROUP, MAX_PAYLOAD, RECORD_HEADER, record_size,
 };
@@ -40,6 +41,11 @@ pub struct Group<'a, P: Pmem> {
     seq: u64,
     records: u64,
     pending: Option<Pending>,
+    /// Region offset up to which the group's lines are written back (a
+    /// line boundary), but for `header_line`.
+    written_back: u64,
+    /// A line below `written_back` that waits for the pending header.
+    header_line: Option<u64>,
     finished: bool,
 }
 
@@ -57,6 +63,7 @@ impl<P: Pmem> fmt::Debug for Group<'_, P> {
 impl<'a, P: Pmem> Group<'a, P> {
     pub(crate) fn new(log: &'a mut Log<P>) -> Self {
         let (tail, seq) = (log.tail(), log.next_seq());
+        let written_back = line_floor(log.area_start() + tail);
         Self {
             log,
             start: tail,
@@ -65,6 +72,8 @@ impl<'a, P: Pmem> Group<'a, P> {
             seq,
             records: 0,
             pending: None,
+            written_back,
+            header_line: None,
             finished: false,
         }
     }
@@ -95,6 +104,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             self.end = self.start;
             self.first_seq = self.log.next_seq();
             self.seq = self.first_seq;
+            self.written_back = line_floor(self.log.area_start() + self.start);
         }
         let used = self.end - self.start;
         self.log
@@ -111,19 +121,37 @@ impl<'a, P: Pmem> Group<'a, P> {
             .seq
             .checked_add(1)
             .ok_or(AppendError::SequenceExhausted)?;
-        let at = self.log.area_start() + self.end + RECORD_HEADER;
+        let area = self.log.area_start();
+        let pos = area + self.end;
         let (pmem, scratch) = self.log.parts();
-        let payload = &mut scratch[..len];
-        record.encode(payload);
-        let mut crc = Crc32c::new();
-        crc.update(payload);
-        if len > 0 {
-            pmem.store(at, payload)?;
-        }
+        // A record that already holds its payload as bytes is stored from
+        // there: one copy fewer.
+        let payload: &[u8] = match record.encoded() {
+            Some(bytes) if bytes.len() == len => bytes,
+            _ => {
+                let out = &mut scratch[..len];
+                record.encode(out);
+                out
+            }
+        };
+        // Lines that lie wholly inside this payload are final once stored:
+        // they are written back at once, so that they travel while the CRC
+        // is computed and later records are stored, and the commit's fence
+        // waits for less.
+        let interior = line_floor(pos) + CACHE_LINE..line_floor(pos + size);
+        let crc = store_payload(pmem, pos + RECORD_HEADER, payload, interior.clone())?;
         // Only now the previous record's header, without the group's end
         // mark: had the payload store failed, the group would still end at
         // that record, so a commit after the failed push stays whole.
         self.store_pending_header(0)?;
+        // Every line from the group's unwritten part up to this record's
+        // header line is now final too; the header line waits for its
+        // header, and the last line for whatever follows.
+        self.write_back_upto(line_floor(pos))?;
+        if !interior.is_empty() {
+            self.header_line = Some(line_floor(pos));
+            self.written_back = interior.end;
+        }
         self.pending = Some(Pending {
             pos: self.end,
             len: len as u32,
@@ -161,7 +189,8 @@ impl<'a, P: Pmem> Group<'a, P> {
         };
         if self.records > 0 {
             self.store_pending_header(FLAG_GROUP_END)?;
-            self.log.commit_range(self.start, self.end, self.seq)?;
+            let from = self.written_back - self.log.area_start();
+            self.log.commit_range(from, self.end, self.seq)?;
         }
         self.finished = true;
         Ok(commit)
@@ -188,8 +217,64 @@ impl<'a, P: Pmem> Group<'a, P> {
         header.crc = header.checksum(p.crc);
         self.log.store_header(p.pos, &header)?;
         self.pending = None;
+        if let Some(line) = self.header_line.take() {
+            self.log.pmem_mut().write_back(line, CACHE_LINE)?;
+        }
         Ok(())
     }
+
+    /// Writes back the group's lines from `written_back` up to `limit` (a
+    /// line boundary), which must all be final.
+    fn write_back_upto(&mut self, limit: u64) -> Result<(), PmemError> {
+        if limit > self.written_back {
+            self.log
+                .pmem_mut()
+                .write_back(self.written_back, limit - self.written_back)?;
+            self.written_back = limit;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of payload stored between two steps of its CRC.
+const SLICE: u64 = 1024;
+
+/// Stores `payload` at `at` a slice at a time, writes back the lines of
+/// `interior` as each slice completes them, and computes its CRC: each
+/// slice's CRC then runs while the stores and write-backs before it drain,
+/// instead of after the whole payload.
+fn store_payload<P: Pmem>(
+    pmem: &mut P,
+    at: u64,
+    payload: &[u8],
+    interior: Range<u64>,
+) -> Result<Crc32c, PmemError> {
+    let mut crc = Crc32c::new();
+    let mut written_back = interior.start;
+    let mut done = 0;
+    while done < payload.len() {
+        // Slices end on line boundaries (but the last).
+        let next = (line_floor(at + done as u64) + SLICE - at).min(payload.len() as u64) as usize;
+        let slice = &payload[done..next];
+        pmem.store(at + done as u64, slice)?;
+        let upto = line_floor(at + next as u64).min(interior.end);
+        if upto > written_back {
+            pmem.write_back(written_back, upto - written_back)?;
+            written_back = upto;
+        }
+        crc.update(slice);
+        done = next;
+    }
+    // The payload's last line may end in padding, complete all the same.
+    if interior.end > written_back {
+        pmem.write_back(written_back, interior.end - written_back)?;
+    }
+    Ok(crc)
+}
+
+/// The start of the cache line holding region offset `offset`.
+fn line_floor(offset: u64) -> u64 {
+    offset / CACHE_LINE * CACHE_LINE
 }
 
 impl<P: Pmem> Drop for Group<'_, P> {

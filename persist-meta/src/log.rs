@@ -304,10 +304,11 @@ impl<P: Pmem> Log<P> {
         store_words(&mut self.pmem, at, &header.words())
     }
 
-    /// Makes a group durable and moves the tail past it.
-    pub(crate) fn commit_range(&mut self, start: u64, end: u64, seq: u64) -> Result<(), PmemError> {
-        self.pmem
-            .write_back(self.area_start() + start, end - start)?;
+    /// Makes a group ending at `end` durable and moves the tail past it:
+    /// writes back its lines from `from` (those before it the group wrote
+    /// back already) and fences.
+    pub(crate) fn commit_range(&mut self, from: u64, end: u64, seq: u64) -> Result<(), PmemError> {
+        self.pmem.write_back(self.area_start() + from, end - from)?;
         self.pmem.fence();
         self.tail = end;
         self.next_seq = seq;

@@ -57,3 +57,21 @@ fn exhaustive_small_appends() {
     report("append (exhaustive, 6 records of 8..48 bytes)", &stats);
     assert_eq!(stats.sampled_points, 0);
 }
+
+#[test]
+fn large_appends_and_groups() {
+    // Payloads stored a slice at a time with their inner lines written
+    // back early: every slice boundary, the padding line after a payload's
+    // end, lines shared with the next record's header.
+    let ops = vec![
+        Op::Append(payload(1, 1100)),
+        Op::Append(payload(2, 4096)),
+        Op::Group(vec![payload(3, 2100), payload(4, 33), payload(5, 1030)]),
+        Op::Append(payload(6, 2047)),
+    ];
+    let (image, _) = base_image(32768, &[Op::Append(payload(0, 40))]);
+    let run = record(image, &ops);
+    let stats = run.check_crashes(&CrashConfig::default(), |_, _, _| {});
+    report("append (large payloads and a large group)", &stats);
+    assert_eq!(stats.points as usize, run.sim().point() + 1);
+}

@@ -146,6 +146,7 @@ impl<P: Pmem + ?Sized> Pmem for &mut P {
 
 /// Checks that `[offset, offset + len)` lies inside a region of `size`
 /// bytes and returns it as a `usize` range.
+#[inline]
 pub(crate) fn checked_range(offset: u64, len: u64, size: u64) -> Result<Range<usize>, PmemError> {
     let out = PmemError::OutOfBounds { offset, len, size };
     let end = offset.checked_add(len).ok_or(out)?;
@@ -158,6 +159,7 @@ pub(crate) fn checked_range(offset: u64, len: u64, size: u64) -> Result<Range<us
 }
 
 /// Checks an 8-byte store: aligned and inside the region.
+#[inline]
 pub(crate) fn checked_word(offset: u64, size: u64) -> Result<Range<usize>, PmemError> {
     if offset % WORD != 0 {
         return Err(PmemError::Misaligned { offset });
@@ -167,6 +169,7 @@ pub(crate) fn checked_word(offset: u64, size: u64) -> Result<Range<usize>, PmemE
 
 /// The cache lines `[offset, offset + len)` touches, as a range of line
 /// numbers; empty when `len` is 0. The range must already be checked.
+#[inline]
 pub(crate) fn line_numbers(offset: u64, len: u64) -> Range<u64> {
     if len == 0 {
         return 0..0;

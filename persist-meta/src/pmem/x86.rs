@@ -207,6 +207,7 @@ impl<'a> X86Pmem<'a> {
 
     /// A pointer `offset` bytes into the region; `offset` must have been
     /// checked against the size.
+    #[inline]
     fn at(&self, offset: usize) -> *mut u8 {
         self.base.as_ptr().wrapping_add(offset)
     }
@@ -217,6 +218,7 @@ impl Pmem for X86Pmem<'_> {
         self.size
     }
 
+    #[inline]
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PmemError> {
         let range = checked_range(offset, buf.len() as u64, self.size)?;
         // SAFETY: `range` lies inside the region, which is valid for reads
@@ -226,6 +228,7 @@ impl Pmem for X86Pmem<'_> {
         Ok(())
     }
 
+    #[inline]
     fn store_u64(&mut self, offset: u64, value: u64) -> Result<(), PmemError> {
         let range = checked_word(offset, self.size)?;
         // The base is line aligned and `offset` a multiple of 8.
@@ -237,6 +240,7 @@ impl Pmem for X86Pmem<'_> {
         Ok(())
     }
 
+    #[inline]
     fn store(&mut self, offset: u64, data: &[u8]) -> Result<(), PmemError> {
         let range = checked_range(offset, data.len() as u64, self.size)?;
         // SAFETY: as in `read`, with the region valid for writes and `data`
@@ -245,6 +249,7 @@ impl Pmem for X86Pmem<'_> {
         Ok(())
     }
 
+    #[inline]
     fn write_back(&mut self, offset: u64, len: u64) -> Result<(), PmemError> {
         checked_range(offset, len, self.size)?;
         for line in line_numbers(offset, len) {
@@ -278,6 +283,7 @@ impl Pmem for X86Pmem<'_> {
         Ok(())
     }
 
+    #[inline]
     fn fence(&mut self) {
         // SAFETY: SFENCE only orders earlier stores and write-backs; it
         // touches no registers or memory. No `nomem`: it is a compiler

@@ -1,35 +1,52 @@
 //! `nvirt bench log`: persist-meta commits against an undo-log transaction
-//! (the PMDK-style peer in [`super::undo_log`]), both on the x86 `Pmem`
-//! (CLWB, CLFLUSHOPT or CLFLUSH, and SFENCE) over ordinary memory, then the
-//! recovery throughput of a 64 MiB log.
+//! (the PMDK-style peer in [`undo_log`]) and against the floor, all
+//! on the x86 `Pmem` (CLWB, CLFLUSHOPT or CLFLUSH, and SFENCE) over
+//! ordinary memory, then the recovery throughput of a 64 MiB log.
 //!
 //! Workloads: records of 64 B, 256 B and 4 KiB, one per commit
 //! (`commit-<size>`) and eight per commit (`group8-<size>`). The peer
 //! updates as many objects of the same size in place per transaction,
-//! cycling through a 1 MiB data area. Times are per commit; fences are
-//! counted by a `Counting` wrapper around each side's `Pmem`. Checkpoints
-//! the log needs when it fills up run between timed batches.
+//! cycling through a 1 MiB data area. The floor is what any durable append
+//! must do at least: the same payloads copied side by side into a
+//! 32 MiB area (the size of the log's record area, cycled through the same
+//! way), their lines written back, one fence; no headers, checksums or
+//! sequence numbers. Times are per commit, in the thread's CPU time (a
+//! stall on SFENCE counts; waiting for a CPU does not), on the bare x86
+//! `Pmem`; fences are counted by a `Counting` wrapper around each side's
+//! `Pmem` in a short untimed run (its counters, stores of their own, would
+//! weigh on the side that calls it most). Checkpoints the log
+//! needs when it fills up run between timed batches. The sides alternate in
+//! rounds over memory faulted in beforehand, and each reports its median
+//! round.
 //!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
-//! ratio=<peer/nvirt> fences/commit=<n>` (nvirt's fences), then
-//! `recovery MiB/s=<x>`. Details go to stderr.
+//! ratio=<peer/nvirt> fences/commit=<n> floor=<ns/op>
+//! nvirt/floor=<nvirt/floor>` (nvirt's fences), then `recovery MiB/s=<x>`.
+//! Details go to stderr.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nvirt_persist_meta::{
-    CacheLine, Counting, Log, Raw, RecordKind, RecordView, Replay, X86Pmem, record_size, replay,
+    CacheLine, Counting, Log, Pmem, Raw, RecordKind, RecordView, Replay, X86Pmem, record_size,
+    replay,
 };
 
+use super::cpu_time::CpuInstant;
 use super::elapsed_ns;
-use super::undo_log::UndoLog;
+use undo_log::UndoLog;
+
+/// The peer lives beside the criterion bench of persist-meta, its other
+/// user.
+#[path = "../../../../persist-meta/benches/log/undo_log.rs"]
+mod undo_log;
 
 const KIND: RecordKind = match RecordKind::new(1) {
     Some(k) => k,
     None => unreachable!(),
 };
 
-/// Bytes of record area for the commit benchmarks.
+/// Bytes of record area for the commit benchmarks (and of the floor's area).
 const COMMIT_AREA: u64 = 32 << 20;
 /// Bytes of record area for the recovery benchmark.
 const RECOVERY_AREA: u64 = 64 << 20;
@@ -38,9 +55,36 @@ const HEADER: u64 = 0x4000;
 /// The peer's data area.
 const PEER_DATA: u64 = 1 << 20;
 
-/// Zeroed, cache-line aligned memory of `bytes`.
+/// Zeroed, cache-line aligned memory of `bytes`, every page already
+/// faulted in, so that no side pays for first touches while timed.
 fn lines(bytes: u64) -> Vec<CacheLine> {
-    vec![CacheLine::ZERO; (bytes / 64) as usize]
+    let mut memory = vec![CacheLine([0xa5; 64]); (bytes / 64) as usize];
+    memory.fill(CacheLine::ZERO);
+    memory
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A region whose fences a run can count: the `Counting` wrapper, or the
+/// bare x86 region of the timed runs (whose counters would be stores inside
+/// the timed loop, more of them for nvirt than for the floor).
+trait Fences: Pmem {
+    fn fences(&self) -> u64;
+}
+
+impl<P: Pmem> Fences for Counting<P> {
+    fn fences(&self) -> u64 {
+        self.stats().fences
+    }
+}
+
+impl Fences for X86Pmem<'_> {
+    fn fences(&self) -> u64 {
+        0
+    }
 }
 
 struct Measured {
@@ -48,11 +92,15 @@ struct Measured {
     fences_per_commit: f64,
 }
 
-fn nvirt(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
-    let mut memory = lines(HEADER + COMMIT_AREA);
-    let pmem = Counting::new(X86Pmem::new(&mut memory));
+/// `group` payloads of `size` bytes, each its own allocation as an owner's
+/// records would be.
+fn payloads(size: usize, group: usize) -> Vec<Vec<u8>> {
+    (0..group).map(|i| vec![i as u8 + 1; size]).collect()
+}
+
+fn nvirt<P: Fences>(pmem: P, size: usize, group: usize, commits: u64) -> Result<Measured, String> {
     let mut log = Log::format(pmem, 0x1000 - 64).map_err(|e| e.to_string())?;
-    let payloads: Vec<Vec<u8>> = (0..group).map(|i| vec![i as u8 + 1; size]).collect();
+    let payloads = payloads(size, group);
     let records: Vec<Raw<'_>> = payloads
         .iter()
         .map(|p| Raw {
@@ -61,7 +109,7 @@ fn nvirt(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
         })
         .collect();
     let per_commit = record_size(size) * group as u64;
-    let (mut timed, mut fences, mut done) = (Duration::ZERO, 0, 0);
+    let (mut timed, mut fences, mut done) = (0.0, 0, 0);
     while done < commits {
         let fit = log.space().free / per_commit;
         if fit == 0 {
@@ -69,8 +117,8 @@ fn nvirt(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
             continue;
         }
         let batch = fit.min(commits - done);
-        let before = log.pmem().stats().fences;
-        let start = Instant::now();
+        let before = log.pmem().fences();
+        let start = CpuInstant::now();
         for _ in 0..batch {
             let commit = if group == 1 {
                 log.append(&records[0])
@@ -79,26 +127,57 @@ fn nvirt(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
             };
             commit.map_err(|e| e.to_string())?;
         }
-        timed += start.elapsed();
-        fences += log.pmem().stats().fences - before;
+        timed += start.elapsed_ns();
+        fences += log.pmem().fences() - before;
         done += batch;
     }
     Ok(Measured {
-        ns_per_commit: elapsed_ns(timed) / commits as f64,
+        ns_per_commit: timed / commits as f64,
         fences_per_commit: fences as f64 / commits as f64,
     })
 }
 
-fn peer(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
-    let log_len = ((16 + size as u64) * group as u64 + 64).next_multiple_of(64);
-    let mut memory = lines(PEER_DATA + log_len);
-    let pmem = Counting::new(X86Pmem::new(&mut memory));
+/// The floor: each commit copies the payloads side by side to the next
+/// free bytes of the area, writes their lines back and fences once.
+fn floor<P: Fences>(
+    mut pmem: P,
+    size: usize,
+    group: usize,
+    commits: u64,
+) -> Result<Measured, String> {
+    let payloads = payloads(size, group);
+    let bytes = (size * group) as u64;
+    let mut pos = 0;
+    let start = CpuInstant::now();
+    for _ in 0..commits {
+        if pos + bytes > COMMIT_AREA {
+            pos = 0;
+        }
+        let mut at = HEADER + pos;
+        for p in &payloads {
+            pmem.store(at, p).map_err(|e| e.to_string())?;
+            at += p.len() as u64;
+        }
+        pmem.write_back(HEADER + pos, bytes)
+            .map_err(|e| e.to_string())?;
+        pmem.fence();
+        pos += bytes;
+    }
+    let timed = start.elapsed_ns();
+    Ok(Measured {
+        ns_per_commit: timed / commits as f64,
+        fences_per_commit: pmem.fences() as f64 / commits as f64,
+    })
+}
+
+fn peer<P: Fences>(pmem: P, size: usize, group: usize, commits: u64) -> Result<Measured, String> {
+    let log_len = peer_log_len(size, group);
     let mut undo = UndoLog::new(pmem, PEER_DATA, log_len);
     let slots = PEER_DATA / size as u64;
-    let payloads: Vec<Vec<u8>> = (0..group).map(|i| vec![i as u8 + 1; size]).collect();
+    let payloads = payloads(size, group);
     let mut next = 0;
     let mut updates: Vec<(u64, &[u8])> = Vec::with_capacity(group);
-    let start = Instant::now();
+    let start = CpuInstant::now();
     for _ in 0..commits {
         updates.clear();
         for p in &payloads {
@@ -107,10 +186,77 @@ fn peer(size: usize, group: usize, commits: u64) -> Result<Measured, String> {
         }
         undo.commit(&updates)?;
     }
-    let timed = start.elapsed();
+    let timed = start.elapsed_ns();
     Ok(Measured {
-        ns_per_commit: elapsed_ns(timed) / commits as f64,
-        fences_per_commit: undo.pmem().stats().fences as f64 / commits as f64,
+        ns_per_commit: timed / commits as f64,
+        fences_per_commit: undo.pmem().fences() as f64 / commits as f64,
+    })
+}
+
+/// Bytes of the peer's undo log for `group` objects of `size` bytes.
+fn peer_log_len(size: usize, group: usize) -> u64 {
+    ((16 + size as u64) * group as u64 + 64).next_multiple_of(64)
+}
+
+/// One workload's medians: nvirt, the floor, the peer.
+struct Workload {
+    nvirt: Measured,
+    floor: f64,
+    peer: Measured,
+}
+
+/// `memory` as the x86 `Pmem` with counters, for the untimed runs.
+fn counted(memory: &mut [CacheLine]) -> Counting<X86Pmem<'_>> {
+    Counting::new(X86Pmem::new(memory))
+}
+
+fn workload(size: usize, group: usize, commits: u64, rounds: u64) -> Result<Workload, String> {
+    let mut log_memory = lines(HEADER + COMMIT_AREA);
+    let mut floor_memory = lines(HEADER + COMMIT_AREA);
+    let mut peer_memory = lines(PEER_DATA + peer_log_len(size, group));
+    // Fences are counted in a short untimed run of each side.
+    let fences = nvirt(counted(&mut log_memory), size, group, 64)?.fences_per_commit;
+    let floor_fences = floor(counted(&mut floor_memory), size, group, 64)?.fences_per_commit;
+    if floor_fences != 1.0 {
+        return Err(format!("the floor fenced {floor_fences} times per commit"));
+    }
+    let peer_fences = peer(counted(&mut peer_memory), size, group, 64)?.fences_per_commit;
+    let per_round = commits / rounds + 1;
+    // Warm all three up (caches, branch predictors), then alternate.
+    nvirt(
+        X86Pmem::new(&mut log_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
+    floor(
+        X86Pmem::new(&mut floor_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
+    peer(
+        X86Pmem::new(&mut peer_memory),
+        size,
+        group,
+        per_round / 4 + 1,
+    )?;
+    let (mut ours, mut floors, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(nvirt(X86Pmem::new(&mut log_memory), size, group, per_round)?.ns_per_commit);
+        floors.push(floor(X86Pmem::new(&mut floor_memory), size, group, per_round)?.ns_per_commit);
+        theirs.push(peer(X86Pmem::new(&mut peer_memory), size, group, per_round)?.ns_per_commit);
+    }
+    Ok(Workload {
+        nvirt: Measured {
+            ns_per_commit: median(&mut ours),
+            fences_per_commit: fences,
+        },
+        floor: median(&mut floors),
+        peer: Measured {
+            ns_per_commit: median(&mut theirs),
+            fences_per_commit: peer_fences,
+        },
     })
 }
 
@@ -189,6 +335,7 @@ fn recovery(runs: usize) -> Result<f64, String> {
 
 pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
     let scale = if quick { 3 } else { 30 };
+    let rounds = if quick { 3 } else { 9 };
     {
         let mut probe = lines(64);
         let instruction = X86Pmem::new(&mut probe).flush_instruction();
@@ -206,29 +353,31 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
                 _ => 2_000,
             };
             let commits = base * scale / group as u64;
-            // Warm both up (page faults, caches), then measure.
-            nvirt(size, group, commits / 10 + 1)?;
-            peer(size, group, commits / 10 + 1)?;
-            let ours = nvirt(size, group, commits)?;
-            let theirs = peer(size, group, commits)?;
+            let w = workload(size, group, commits, rounds)?;
             let name = match (group, size) {
                 (1, 4096) => "commit-4KiB".to_owned(),
                 (1, s) => format!("commit-{s}B"),
                 (g, 4096) => format!("group{g}-4KiB"),
                 (g, s) => format!("group{g}-{s}B"),
             };
+            let ours = w.nvirt.ns_per_commit;
             println!(
                 "{}",
                 super::line(
                     &name,
-                    ours.ns_per_commit,
-                    theirs.ns_per_commit,
-                    &format!("fences/commit={}", ours.fences_per_commit)
+                    ours,
+                    w.peer.ns_per_commit,
+                    &format!(
+                        "fences/commit={} floor={:.1} nvirt/floor={:.2}",
+                        w.nvirt.fences_per_commit,
+                        w.floor,
+                        ours / w.floor
+                    )
                 )
             );
             eprintln!(
-                "nvirt bench log: {name}: {commits} commits; peer fences/commit={}",
-                theirs.fences_per_commit
+                "nvirt bench log: {name}: {commits} commits in {rounds} rounds; peer fences/commit={}",
+                w.peer.fences_per_commit
             );
         }
     }
@@ -260,11 +409,38 @@ mod tests {
     }
 
     #[test]
-    fn one_fence_per_nvirt_commit_three_per_peer_transaction() {
+    fn one_fence_per_nvirt_commit_and_floor_three_per_peer_transaction() {
+        let mut memory = lines(HEADER + COMMIT_AREA);
+        let mut peer_memory = lines(PEER_DATA + peer_log_len(64, 8));
         for group in [1, 8] {
-            assert_eq!(nvirt(64, group, 200).unwrap().fences_per_commit, 1.0);
-            assert_eq!(peer(64, group, 200).unwrap().fences_per_commit, 3.0);
+            let ours = nvirt(counted(&mut memory), 64, group, 200).unwrap();
+            assert_eq!(ours.fences_per_commit, 1.0);
+            let floor = floor(counted(&mut memory), 64, group, 200).unwrap();
+            assert_eq!(floor.fences_per_commit, 1.0);
+            let theirs = peer(counted(&mut peer_memory), 64, group, 200).unwrap();
+            assert_eq!(theirs.fences_per_commit, 3.0);
         }
+    }
+
+    #[test]
+    fn the_floor_stores_the_payloads_side_by_side_and_wraps() {
+        let mut memory = lines(HEADER + COMMIT_AREA);
+        // Enough commits of 8 x 4 KiB to wrap the 32 MiB area once.
+        let commits = COMMIT_AREA / (8 * 4096) + 3;
+        floor(X86Pmem::new(&mut memory), 4096, 8, commits).unwrap();
+        let payload = |at: u64| memory[(at / 64) as usize].0[0];
+        assert_eq!(payload(HEADER), 1);
+        assert_eq!(payload(HEADER + 4096), 2);
+        assert_eq!(payload(HEADER + 7 * 4096), 8);
+        assert_eq!(payload(HEADER + COMMIT_AREA - 4096), 8);
+    }
+
+    #[test]
+    fn workloads_report_all_three_sides() {
+        let w = workload(256, 8, 40, 2).unwrap();
+        assert_eq!(w.nvirt.fences_per_commit, 1.0);
+        assert_eq!(w.peer.fences_per_commit, 3.0);
+        assert!(w.floor > 0.0 && w.nvirt.ns_per_commit > 0.0 && w.peer.ns_per_commit > 0.0);
     }
 
     #[test]

@@ -17,7 +17,6 @@ mod cpu_time;
 mod ept;
 mod log;
 mod pool;
-mod undo_log;
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {

@@ -1,17 +1,18 @@
 //! Criterion: commits of 64 B, 256 B and 4 KiB records, one and eight per
 //! commit, on the x86 `Pmem` over ordinary memory, side by side with the
-//! PMDK-style undo-log transaction of `nvirt bench log` (the same source
-//! file); then recovery of a 16 MiB log. `nvirt bench log` prints the
-//! ratios; this gives criterion's statistics for the same workloads.
+//! PMDK-style undo-log transaction ([`undo_log`], which `nvirt bench log`
+//! compiles too) and the floor (the same payloads stored, written back and
+//! fenced once, with no log structure); then recovery of a 16 MiB log.
+//! `nvirt bench log` prints the ratios; this gives criterion's statistics
+//! for the same workloads.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark fails by panicking")]
 
-#[path = "../../tools/nvirt-dev/src/bench/undo_log.rs"]
-#[allow(unreachable_pub, dead_code, reason = "shared with the nvirt tool")]
+#[allow(dead_code, reason = "shared with the nvirt tool, which uses all of it")]
 mod undo_log;
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use nvirt_persist_meta::{CacheLine, Log, Raw, RecordKind, X86Pmem, replay, replay_fn};
+use nvirt_persist_meta::{CacheLine, Log, Pmem, Raw, RecordKind, X86Pmem, replay, replay_fn};
 use undo_log::UndoLog;
 
 const KIND: RecordKind = match RecordKind::new(1) {
@@ -42,6 +43,27 @@ fn commits(c: &mut Criterion) {
                         log.checkpoint_bytes(&[]).unwrap();
                         log.append_group(&records).unwrap();
                     }
+                });
+            });
+
+            let area = 16u64 << 20;
+            let mut memory = vec![CacheLine::ZERO; (area / 64) as usize];
+            let mut floor = X86Pmem::new(&mut memory);
+            let bytes = (size * per_commit) as u64;
+            let mut pos = 0;
+            group.bench_function(BenchmarkId::new("floor", &label), |b| {
+                b.iter(|| {
+                    if pos + bytes > area {
+                        pos = 0;
+                    }
+                    let mut at = pos;
+                    for p in &payloads {
+                        floor.store(at, p).unwrap();
+                        at += size as u64;
+                    }
+                    floor.write_back(pos, bytes).unwrap();
+                    floor.fence();
+                    pos += bytes;
                 });
             });
 

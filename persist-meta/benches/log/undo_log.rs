@@ -15,8 +15,9 @@
 //! Three fences per transaction, whatever its size. Recovery (not
 //! benchmarked) would copy back the entries of a non-zero count.
 //!
-//! The criterion bench of `nvirt-persist-meta` compiles this file too
-//! (`#[path]`), so its tests live in `log.rs`.
+//! `nvirt bench log` (tools/nvirt-dev) compiles this file too (`#[path]`);
+//! its tests live there, in `bench/log.rs`, since a bench without the test
+//! harness would not run them.
 
 use nvirt_persist_meta::{CACHE_LINE, Pmem, PmemError};
 
