@@ -161,7 +161,7 @@ proptest! {
         let maps: Vec<Mapping> = candidates.into_iter().filter(|m| b.map(m)).collect();
         let root = b.root;
         let mem = FlatMemory::new(GuestAddr::new(0), &mut b.phys);
-        let paging = Paging::from_registers(0x8001_0001, root, 0x20, 0x500).unwrap();
+        let paging = Paging::from_registers(0x8001_0001, root, 0x20, 0x500);
         for (page, off, a, user) in probes {
             let va = page + off;
             let access = [Access::Read, Access::Write, Access::ReadWrite][a as usize];
@@ -199,7 +199,7 @@ proptest! {
             .collect();
         prop_assert_eq!(maps.len(), 6);
         let root = b.root;
-        let paging = Paging::from_registers(0x8001_0001, root, 0x20, 0x500).unwrap();
+        let paging = Paging::from_registers(0x8001_0001, root, 0x20, 0x500);
         let mut lin = Linear::new(FlatMemory::new(GuestAddr::new(0), &mut b.phys), paging);
         let va = base + start;
         let data: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();

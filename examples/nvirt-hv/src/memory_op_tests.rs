@@ -11,7 +11,7 @@ use nvirt_hypercall_abi::{
 };
 use zerocopy::IntoBytes;
 
-use super::{GuestInfo, e820_of, serve};
+use super::{Addressing, GuestInfo, e820_of, serve};
 use crate::balloon::tests::{Guest, layout, with_guest};
 use crate::guest_memory::PAGE;
 use crate::nested::Format;
@@ -25,6 +25,7 @@ fn info(e820: &[E820Entry]) -> GuestInfo<'_> {
     let l = layout();
     GuestInfo {
         caller: Caller::kernel(ME).unwrap(),
+        addressing: Addressing::Physical,
         limits: Limits::new(XenPfn::new(l.map.end() / PAGE)).batch(4.try_into().unwrap()),
         e820,
         max_pages: 3 * 1024,

@@ -17,7 +17,7 @@ use crate::types::GuestAddr;
 #[derive(Debug)]
 pub struct Linear<M> {
     phys: M,
-    paging: Paging,
+    paging: Option<Paging>,
 }
 
 impl<M: GuestMemory> Linear<M> {
@@ -25,13 +25,24 @@ impl<M: GuestMemory> Linear<M> {
     /// `phys`.
     #[must_use]
     pub const fn new(phys: M, paging: Paging) -> Self {
+        Self {
+            phys,
+            paging: Some(paging),
+        }
+    }
+
+    /// Under `Some(paging)` as [`Linear::new`]; under `None` every address
+    /// is passed to `phys` as it is (a caller whose pointers are
+    /// guest-physical, such as a host test of the hypervisor's logic).
+    #[must_use]
+    pub const fn maybe(phys: M, paging: Option<Paging>) -> Self {
         Self { phys, paging }
     }
 
-    /// The paging state used.
+    /// The paging state used, if addresses are translated.
     #[must_use]
-    pub const fn paging(&self) -> &Paging {
-        &self.paging
+    pub const fn paging(&self) -> Option<&Paging> {
+        self.paging.as_ref()
     }
 
     /// The guest-physical accessor.
@@ -59,10 +70,14 @@ impl<M: GuestMemory> Linear<M> {
         if addr.raw().checked_add(len).is_none() {
             return Err(AccessError::Wraps { addr, len });
         }
+        let Some(paging) = &self.paging else {
+            let size = usize::try_from(len).unwrap_or(usize::MAX);
+            return each(addr, 0, size);
+        };
         let mut done = 0u64;
         while done < len {
             let va = addr.raw() + done;
-            let t = translate(&self.paging, &self.phys, va, access)
+            let t = translate(paging, &self.phys, va, access)
                 .map_err(|fault| AccessError::PageFault { addr, len, fault })?;
             let n = t.run.min(len - done);
             // Pieces of a slice are smaller than the slice; `check` lengths
@@ -87,6 +102,9 @@ impl<M: GuestMemory> Linear<M> {
 
 impl<M: GuestMemory> GuestMemory for Linear<M> {
     fn check(&self, addr: GuestAddr, len: u64, access: Access) -> Result<(), AccessError> {
+        if self.paging.is_none() {
+            return self.phys.check(addr, len, access);
+        }
         self.pieces(addr, len, access, |gpa, _, n| {
             self.phys.check(gpa, n as u64, access)
         })
@@ -104,8 +122,10 @@ impl<M: GuestMemory> GuestMemory for Linear<M> {
 
     fn write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), AccessError> {
         let len = data.len() as u64;
+        let Some(paging) = self.paging else {
+            return self.phys.write(addr, data);
+        };
         self.check(addr, len, Access::Write)?;
-        let paging = self.paging;
         let mut done = 0usize;
         while done < data.len() {
             let va = addr.raw() + done as u64;

@@ -30,6 +30,9 @@ pub enum PagingMode {
     Pae,
     /// 4-level IA-32e paging (EFER.LMA): 48-bit canonical addresses.
     FourLevel,
+    /// 5-level paging (CR4.LA57): not walked; every address faults with
+    /// [`WalkError::FiveLevel`].
+    FiveLevel,
 }
 
 /// The vCPU's paging state as the walk needs it, taken from CR0, CR3, CR4
@@ -54,23 +57,23 @@ const EFER_NXE: u64 = 1 << 11;
 
 impl Paging {
     /// The paging state of a vCPU with these control registers, accessing
-    /// memory as its kernel (CPL 0–2). `None` for 5-level paging
-    /// (CR4.LA57), which this walk does not implement.
+    /// memory as its kernel (CPL 0–2).
     #[must_use]
-    pub const fn from_registers(cr0: u64, cr3: u64, cr4: u64, efer: u64) -> Option<Self> {
+    pub const fn from_registers(cr0: u64, cr3: u64, cr4: u64, efer: u64) -> Self {
         let mode = if cr0 & CR0_PG == 0 {
             PagingMode::Off
         } else if efer & EFER_LMA != 0 {
             if cr4 & CR4_LA57 != 0 {
-                return None;
+                PagingMode::FiveLevel
+            } else {
+                PagingMode::FourLevel
             }
-            PagingMode::FourLevel
         } else if cr4 & CR4_PAE != 0 {
             PagingMode::Pae
         } else {
             PagingMode::TwoLevel
         };
-        Some(Self {
+        Self {
             mode,
             cr3,
             write_protect: cr0 & CR0_WP != 0,
@@ -79,7 +82,7 @@ impl Paging {
             pse: cr4 & CR4_PSE != 0,
             nxe: efer & EFER_NXE != 0,
             user: false,
-        })
+        }
     }
 
     /// No paging: guest-virtual is guest-physical.
@@ -133,6 +136,11 @@ pub enum WalkError {
         /// The address.
         va: u64,
     },
+    /// The caller uses 5-level paging, which this walk does not implement.
+    FiveLevel {
+        /// The address.
+        va: u64,
+    },
     /// An address above 4 GiB for a caller without long mode.
     Beyond32Bits {
         /// The address.
@@ -177,6 +185,9 @@ impl fmt::Display for WalkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::NonCanonical { va } => write!(f, "guest-virtual {va:#x} is not canonical"),
+            Self::FiveLevel { va } => {
+                write!(f, "guest-virtual {va:#x}: 5-level paging is not walked")
+            }
             Self::Beyond32Bits { va } => {
                 write!(
                     f,
@@ -262,6 +273,7 @@ pub fn translate<M: GuestMemory + ?Sized>(
         PagingMode::TwoLevel => walk.two_level(),
         PagingMode::Pae => walk.pae(),
         PagingMode::FourLevel => walk.four_level(),
+        PagingMode::FiveLevel => Err(WalkError::FiveLevel { va }),
     }
 }
 

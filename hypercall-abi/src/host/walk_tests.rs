@@ -26,7 +26,7 @@ const CR0: u64 = CR0_PG | CR0_WP | 1;
 const LONG: u64 = EFER_LMA | 1 << 8;
 
 fn long(cr3: u64) -> Paging {
-    Paging::from_registers(CR0, cr3, CR4_PAE, LONG).unwrap()
+    Paging::from_registers(CR0, cr3, CR4_PAE, LONG)
 }
 
 /// PML4 at 0x1000, PDPT 0x2000, PD 0x3000, PT 0x4000, for the address
@@ -100,7 +100,7 @@ fn rights_are_the_and_of_every_level() {
         assert_eq!(translate(&long(0x1000), &mem, va, Access::Write), denied);
         assert!(translate(&long(0x1000), &mem, va, Access::Read).is_ok());
         // Without CR0.WP the kernel may write read-only pages.
-        let no_wp = Paging::from_registers(CR0_PG | 1, 0x1000, CR4_PAE, LONG).unwrap();
+        let no_wp = Paging::from_registers(CR0_PG | 1, 0x1000, CR4_PAE, LONG);
         assert!(translate(&no_wp, &mem, va, Access::Write).is_ok());
         assert_eq!(translate(&no_wp.as_user(), &mem, va, Access::Write), denied);
 
@@ -161,22 +161,24 @@ fn large_pages_and_reserved_bits() {
         translate(&long(0x1000), &mem, nx_va, Access::Read),
         Err(WalkError::Reserved { level: 2, .. })
     ));
-    let nxe = Paging::from_registers(CR0, 0x1000, CR4_PAE, LONG | EFER_NXE).unwrap();
+    let nxe = Paging::from_registers(CR0, 0x1000, CR4_PAE, LONG | EFER_NXE);
     assert!(translate(&nxe, &mem, nx_va, Access::Read).is_ok());
     assert!(matches!(
         translate(&long(0x1000), &mem, 1 << 39, Access::Read),
         Err(WalkError::Reserved { level: 4, .. })
     ));
+    let five = Paging::from_registers(CR0, 0x1000, CR4_PAE | CR4_LA57, LONG);
+    assert_eq!(five.mode(), PagingMode::FiveLevel);
     assert_eq!(
-        Paging::from_registers(CR0, 0x1000, CR4_PAE | CR4_LA57, LONG),
-        None
+        translate(&five, &mem, 0x1000, Access::Read),
+        Err(WalkError::FiveLevel { va: 0x1000 })
     );
 }
 
 #[test]
 fn pae() {
     let mut p = Phys::new();
-    let paging = Paging::from_registers(CR0, 0x1020, CR4_PAE, 0).unwrap();
+    let paging = Paging::from_registers(CR0, 0x1020, CR4_PAE, 0);
     assert_eq!(paging.mode(), PagingMode::Pae);
     // PDPT at 0x1020 (32-byte aligned); entry 3 → PD 0x3000; PD 0 a 2 MiB
     // page at 0x20_0000; PD 1 → PT 0x4000, PT 7 → 0x9_0000.
@@ -222,7 +224,7 @@ fn two_level_with_and_without_pse() {
     p.put32(0x2000 + 8, 0x3000 | 7);
     p.put32(0x3000 + 5 * 4, 0x7000 | 7);
     let mem = p.mem();
-    let pse = Paging::from_registers(CR0, 0x2000, CR4_PSE, 0).unwrap();
+    let pse = Paging::from_registers(CR0, 0x2000, CR4_PSE, 0);
     assert_eq!(pse.mode(), PagingMode::TwoLevel);
     assert_eq!(
         translate(&pse, &mem, 0x0040_1234, Access::Write),
@@ -239,7 +241,7 @@ fn two_level_with_and_without_pse() {
     );
     // Without CR4.PSE the PS bit is ignored: entry 1 names a table at
     // 0x40_0000, which is not guest memory.
-    let no_pse = Paging::from_registers(CR0, 0x2000, 0, 0).unwrap();
+    let no_pse = Paging::from_registers(CR0, 0x2000, 0, 0);
     assert!(matches!(
         translate(&no_pse, &mem, 0x0040_1234, Access::Read),
         Err(WalkError::Table { level: 1, .. })
@@ -248,7 +250,7 @@ fn two_level_with_and_without_pse() {
         translate(&no_pse, &mem, 0x1_0000_0000, Access::Read),
         Err(WalkError::Beyond32Bits { va: 0x1_0000_0000 })
     );
-    let off = Paging::from_registers(0, 0, 0, 0).unwrap();
+    let off = Paging::from_registers(0, 0, 0, 0);
     assert_eq!(
         translate(&off, &mem, 0x1234, Access::Write).unwrap().gpa,
         0x1234

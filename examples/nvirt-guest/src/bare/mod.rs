@@ -5,6 +5,7 @@ mod balloon;
 mod crashloop;
 mod errors;
 mod memory;
+mod paging;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -60,12 +61,20 @@ pub(crate) const SEED: u64 = 0x006e_7669_7274_0001;
 /// The typed `memory_op` calls of `nvirt-hypercall-abi`.
 pub(crate) type Hv = MemoryOps<Vmcall>;
 
-/// The hypercall transport: this guest is identity mapped.
+/// The hypercall transport: every address passed is the guest-virtual
+/// alias of the identity-mapped memory ([`paging`]).
 pub(crate) fn transport(insn: HypercallInsn) -> Vmcall {
-    // SAFETY: a pointer's value is its guest-physical address (the
-    // hypervisor's identity tables), which is how nvirt-hv reads guest
-    // handles, and nvirt-hv follows the memory_op ABI and the protocol.
-    unsafe { Vmcall::identity_mapped(insn) }
+    // SAFETY: `to_virtual` maps each address to its alias, which the
+    // guest's own tables map to the same guest-physical memory, contiguous
+    // as far as the identity map is; nvirt-hv reads hypercall addresses as
+    // guest-virtual (as Xen does) and follows the memory_op ABI and the
+    // protocol.
+    unsafe { Vmcall::new(insn, paging::to_virtual) }
+}
+
+/// The guest-virtual address the hypervisor is given for memory at `p`.
+pub(crate) fn virt<T>(p: *const T) -> u64 {
+    paging::to_virtual(p.expose_provenance())
 }
 
 /// A hypercall with three raw arguments, Xen's register convention; RAX
@@ -225,6 +234,8 @@ fn map_by_hypercall(c: &mut Checks, hv: &mut Hv, boot: &MemoryMap<MEMMAP_MAX>) {
 #[unsafe(no_mangle)]
 extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
     let insn = HypercallInsn::detect();
+    // Before the first hypercall: every call names memory by its alias.
+    let alias = paging::install_alias();
     let mut c = Checks {
         out: Console::new(transport(insn)),
         passed: 0,
@@ -237,6 +248,13 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             HypercallInsn::Vmcall => "VMCALL",
         }
     ));
+    c.check(
+        alias,
+        format_args!(
+            "memory aliased at {:#x}: hypercall addresses are guest-virtual, never guest-physical",
+            paging::ALIAS_BASE
+        ),
+    );
     let mut hv = MemoryOps::new(transport(insn));
 
     if let Some(boot) = read_start_info(&mut c, start_info) {

@@ -6,7 +6,7 @@ use core::fmt;
 
 use core::mem::offset_of;
 
-use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 use nvirt_hypercall_abi::protocol::{GUEST_CODE_SELECTOR, GUEST_DATA_SELECTOR};
 
 use crate::guest_setup::GuestStart;
@@ -141,6 +141,9 @@ pub(crate) trait Vcpu {
     fn caller_state(&self) -> (VcpuMode, u8);
     /// Delivers exception `vector` (no error code) at the next entry.
     fn inject_exception(&mut self, vector: u8);
+    /// The guest's paging state (CR0, CR3, CR4, EFER): how the addresses
+    /// in its hypercalls translate.
+    fn paging(&self) -> Paging;
 }
 
 /// Xen's classification of a vCPU's mode (`hvm_guest_x86_mode()`) from

@@ -12,7 +12,7 @@ pub(crate) mod entry;
 pub(crate) mod fields;
 mod vmcs;
 
-use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
 use crate::heaps::FrameAlloc;
 
@@ -224,5 +224,14 @@ impl Vcpu for VmxVcpu {
 
     fn invalidate_nested(&mut self) {
         invept(self.invept_type, self.eptp);
+    }
+
+    fn paging(&self) -> Paging {
+        Paging::from_registers(
+            vmread(fields::GUEST_CR0),
+            vmread(fields::GUEST_CR3),
+            vmread(fields::GUEST_CR4),
+            vmread(fields::GUEST_IA32_EFER),
+        )
     }
 }
