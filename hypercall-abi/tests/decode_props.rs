@@ -11,7 +11,7 @@ use nvirt_hypercall_abi::guest::{Extents, Loopback, MemoryOps};
 use nvirt_hypercall_abi::host::{
     self, Caller, FlatMemory, Limits, Outcome, Registers, Request, Reservation, UserCalls, VcpuMode,
 };
-use nvirt_hypercall_abi::layout::XEN_PFN_SIZE;
+use nvirt_hypercall_abi::layout::{COMPAT_PFN_SIZE, XEN_PFN_SIZE};
 use nvirt_hypercall_abi::{
     Command, DomId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemFlags,
     MemKind, MemopCmd, MemoryDomain, MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, NodeRequest,
@@ -254,12 +254,18 @@ fn serve_reservation(r: &Reservation, mem: &mut FlatMemory<'_>, s: &Scenario) ->
     }
     // The array handle, from the argument as it was before the call (the
     // array may overlap the argument and have overwritten it).
+    // A 32-bit caller's handle is 4 bytes and its frames are 4 bytes.
+    let compat = s.mode != VcpuMode::Bits64;
+    let (width, slot) = if compat {
+        (4, COMPAT_PFN_SIZE)
+    } else {
+        (8, XEN_PFN_SIZE)
+    };
     let at = usize::try_from(s.regs.rsi - s.base).unwrap();
-    let array = u64::from_le_bytes(s.bytes[at..at + 8].try_into().unwrap());
-    vec![(
-        array + XEN_PFN_SIZE * batch.start,
-        array + XEN_PFN_SIZE * batch.end,
-    )]
+    let mut handle = [0u8; 8];
+    handle[..width].copy_from_slice(&s.bytes[at..at + width]);
+    let array = u64::from_le_bytes(handle);
+    vec![(array + slot * batch.start, array + slot * batch.end)]
 }
 
 proptest! {
@@ -292,12 +298,15 @@ proptest! {
                 let n = (s.seed % 46) as usize;
                 let out = m.respond(&mut mem, &entries[..n]);
                 prop_assert!(matches!(out, Outcome::Success(0) | Outcome::Error(Errno::Inval)));
-                let mut buf = [0u8; 16];
-                // Read the argument from the pre-call image: it may have been rewritten.
+                // Read the argument from the pre-call image: it may have been
+                // rewritten. The buffer handle is at 8 (8 bytes), or at 4 (4
+                // bytes) for a 32-bit caller.
                 let arg = s.regs.rsi;
                 let at = usize::try_from(arg - s.base).unwrap();
-                buf.copy_from_slice(&s.bytes[at..at + 16]);
-                let buffer = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                let (off, width) = if s.mode == VcpuMode::Bits64 { (8, 8) } else { (4, 4) };
+                let mut buf = [0u8; 8];
+                buf[..width].copy_from_slice(&s.bytes[at + off..at + off + width]);
+                let buffer = u64::from_le_bytes(buf);
                 vec![(arg, arg + 4), (buffer, buffer + 20 * u64::from(m.capacity()))]
             }
             Ok(Request::SetMemoryMap(set)) => {

@@ -28,6 +28,24 @@ pub struct Registers {
 }
 
 impl Registers {
+    /// The registers of a 32-bit caller (Xen's 32-bit HVM convention:
+    /// number in EAX, arguments in EBX, ECX, EDX, ESI, EDI), placed by
+    /// argument position: EBX in `rdi`, ECX in `rsi`, EDX in `rdx`, ESI in
+    /// `r10`, EDI in `r8`, each the low 32 bits. After
+    /// [`Outcome::apply`](crate::host::Outcome::apply), `rax` goes back to
+    /// EAX and `rdi` (a continuation's command word) to EBX.
+    #[must_use]
+    pub const fn compat(eax: u64, ebx: u64, ecx: u64, edx: u64, esi: u64, edi: u64) -> Self {
+        Self {
+            rax: eax & 0xffff_ffff,
+            rdi: ebx & 0xffff_ffff,
+            rsi: ecx & 0xffff_ffff,
+            rdx: edx & 0xffff_ffff,
+            r10: esi & 0xffff_ffff,
+            r8: edi & 0xffff_ffff,
+        }
+    }
+
     /// The registers of `memory_op(cmd, arg)`.
     #[must_use]
     pub const fn memory_op(cmd: MemopCmd, arg: GuestAddr) -> Self {
@@ -46,9 +64,10 @@ impl Registers {
 /// classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VcpuMode {
-    /// 64-bit long mode: the convention this crate serves.
+    /// 64-bit long mode: the 64-bit convention and native layouts.
     Bits64,
-    /// 32-bit protected or compatibility mode.
+    /// 32-bit protected or compatibility mode: the 32-bit convention and
+    /// Xen's compat layouts (as for 16-bit and real mode).
     Bits32,
     /// 16-bit protected mode.
     Bits16,
@@ -134,6 +153,14 @@ impl Caller {
     #[must_use]
     pub const fn is_privileged(&self) -> bool {
         self.privileged
+    }
+
+    /// Whether the caller uses Xen's 32-bit convention and compat layouts:
+    /// every mode but 64-bit (Xen's `hvm_hypercall()` serves 16-bit and
+    /// real-mode callers with the 32-bit one too).
+    #[must_use]
+    pub const fn is_compat(&self) -> bool {
+        !matches!(self.mode, VcpuMode::Bits64)
     }
 
     /// Whether the call comes from user mode in Xen's sense.

@@ -6,9 +6,12 @@ use zerocopy::IntoBytes;
 use crate::errno::Errno;
 use crate::host::context::{Caller, Limits};
 use crate::host::decode::resolve_domain;
-use crate::host::memory::{Access, GuestMemory, read_value};
+use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
 use crate::host::outcome::{Field, Outcome, Reason, Rejection};
-use crate::layout::{E820_ENTRY_SIZE, E820Entry, ForeignMemoryMap, MemoryMap};
+use crate::layout::{
+    CompatForeignMemoryMap, CompatMemoryMap, E820_ENTRY_SIZE, E820Entry, ForeignMemoryMap,
+    MemoryMap,
+};
 use crate::numbers::Command;
 use crate::types::GuestAddr;
 
@@ -40,7 +43,7 @@ impl MapRequest {
                 error,
             })
         };
-        let map: MemoryMap = read_value(mem, arg).map_err(argument)?;
+        let map = read_map(mem, arg, caller).map_err(argument)?;
         // The answer goes back into `nr_entries`.
         mem.check(arg, MemoryMap::NR_ENTRIES_OFFSET + 4, Access::ReadWrite)
             .map_err(argument)?;
@@ -126,12 +129,19 @@ impl SetMapRequest {
                 command: Command::SetMemoryMap,
             }));
         }
-        let fmap: ForeignMemoryMap = read_value(mem, arg).map_err(|error| {
+        let argument = |error| {
             Rejection::new(Reason::Memory {
                 field: Field::Argument,
                 error,
             })
-        })?;
+        };
+        let fmap = if caller.is_compat() {
+            read_value::<CompatForeignMemoryMap, _>(mem, arg)
+                .map_err(argument)?
+                .widen()
+        } else {
+            read_value::<ForeignMemoryMap, _>(mem, arg).map_err(argument)?
+        };
         resolve_domain(fmap.domid(), caller).map_err(Rejection::new)?;
         let map = fmap.map();
         let count = map.nr_entries();
@@ -186,6 +196,19 @@ impl SetMapRequest {
             })?;
         }
         Ok(count)
+    }
+}
+
+/// The map argument at `arg`, in the caller's layout, widened.
+fn read_map<M: GuestMemory + ?Sized>(
+    mem: &M,
+    arg: GuestAddr,
+    caller: &Caller,
+) -> Result<MemoryMap, AccessError> {
+    if caller.is_compat() {
+        Ok(read_value::<CompatMemoryMap, _>(mem, arg)?.widen())
+    } else {
+        read_value(mem, arg)
     }
 }
 

@@ -13,7 +13,7 @@ use core::fmt;
 
 use crate::errno::Errno;
 use crate::flags::FlagError;
-use crate::host::context::{Registers, UserCalls, VcpuMode};
+use crate::host::context::{Registers, UserCalls};
 use crate::host::memory::AccessError;
 use crate::numbers::{Command, MemopCmd};
 use crate::types::{DomId, ExtentOrder, GuestAddr};
@@ -152,12 +152,6 @@ pub enum Reason {
         /// The hypercall number.
         number: u64,
     },
-    /// The vCPU is not in 64-bit mode; this crate serves only the 64-bit
-    /// convention.
-    UnsupportedMode {
-        /// The vCPU's mode.
-        mode: VcpuMode,
-    },
     /// The call came from user mode.
     UserMode {
         /// The caller's privilege level.
@@ -258,9 +252,7 @@ impl Reason {
     #[must_use]
     pub const fn errno(&self) -> Errno {
         match self {
-            Self::NotMemoryOp { .. }
-            | Self::UnsupportedMode { .. }
-            | Self::UnknownCommand { .. } => Errno::NoSys,
+            Self::NotMemoryOp { .. } | Self::UnknownCommand { .. } => Errno::NoSys,
             Self::UserMode { .. } | Self::ForeignDomain { .. } | Self::NotPrivileged { .. } => {
                 Errno::Perm
             }
@@ -282,12 +274,6 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::NotMemoryOp { number } => write!(f, "hypercall {number} is not memory_op"),
-            Self::UnsupportedMode { mode } => {
-                write!(
-                    f,
-                    "hypercall from {mode:?} mode; only the 64-bit convention is served"
-                )
-            }
             Self::UserMode { cpl } => write!(f, "hypercall from user mode (CPL {cpl})"),
             Self::UnknownCommand { op } => write!(f, "memory_op command {op} is not implemented"),
             Self::NotContinuable {

@@ -11,7 +11,7 @@ use crate::host::decode::resolve_domain;
 use crate::host::extent::{ExtentError, ExtentRequest, ReservationOp};
 use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
 use crate::host::outcome::{Field, Outcome, Reason, Rejection};
-use crate::layout::{MemoryReservation, XEN_PFN_SIZE};
+use crate::layout::{COMPAT_PFN_SIZE, CompatMemoryReservation, MemoryReservation, XEN_PFN_SIZE};
 use crate::numbers::MemopCmd;
 use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
 use nvirt_addr::Gfn;
@@ -28,6 +28,7 @@ pub struct Reservation {
     start: u64,
     end: u64,
     gpfn_limit: XenPfn,
+    pfn_size: u64,
 }
 
 impl Reservation {
@@ -42,12 +43,19 @@ impl Reservation {
         // On a continued call, any refusal still reports the extents that
         // earlier entries did, as Xen returns `start_extent`.
         let refuse = |reason| Rejection::new(reason).after(start);
-        let r: MemoryReservation = read_value(mem, arg).map_err(|error| {
+        let argument = |error| {
             refuse(Reason::Memory {
                 field: Field::Argument,
                 error,
             })
-        })?;
+        };
+        let (r, pfn_size) = if caller.is_compat() {
+            let r: CompatMemoryReservation = read_value(mem, arg).map_err(argument)?;
+            (r.widen(), COMPAT_PFN_SIZE)
+        } else {
+            let r: MemoryReservation = read_value(mem, arg).map_err(argument)?;
+            (r, XEN_PFN_SIZE)
+        };
         let nr_extents = r.nr_extents();
         if nr_extents > limits.extent_limit() {
             return Err(refuse(Reason::TooManyExtents {
@@ -98,7 +106,8 @@ impl Reservation {
         let array = r.extent_start();
         let wants_array = !(op == ReservationOp::Increase && array.is_null());
         if wants_array {
-            check_array(mem, array, start, nr_extents, op.array_access()).map_err(refuse)?;
+            check_array(mem, array, start, nr_extents, pfn_size, op.array_access())
+                .map_err(refuse)?;
         }
         let end = start + (nr_extents - start).min(limits.batch_size());
         Ok(Self {
@@ -111,6 +120,7 @@ impl Reservation {
             start,
             end,
             gpfn_limit: limits.gpfn_limit(),
+            pfn_size,
         })
     }
 
@@ -179,12 +189,12 @@ impl Reservation {
         // Decode checked the array up to `nr_extents`, so this cannot
         // overflow; check anyway rather than trust a distant invariant.
         self.array
-            .element(index, XEN_PFN_SIZE)
+            .element(index, self.pfn_size)
             .ok_or(ExtentError::Memory {
                 index,
                 error: AccessError::Wraps {
                     addr: self.array,
-                    len: index.saturating_mul(XEN_PFN_SIZE),
+                    len: index.saturating_mul(self.pfn_size),
                 },
             })
     }
@@ -201,8 +211,15 @@ impl Reservation {
             return Err(ExtentError::NotReadable { index });
         }
         let addr = self.slot(index)?;
-        let raw: [u8; 8] =
-            read_value(mem, addr).map_err(|error| ExtentError::Memory { index, error })?;
+        let mut raw = [0u8; 8];
+        // A compat_pfn_t is the low half of the little-endian word.
+        let width = if self.pfn_size == COMPAT_PFN_SIZE {
+            4
+        } else {
+            8
+        };
+        mem.read(addr, &mut raw[..width])
+            .map_err(|error| ExtentError::Memory { index, error })?;
         let gpfn = XenPfn::new(u64::from_le_bytes(raw));
         // Checked as the guest wrote it (a wire value, possibly no frame at
         // all), so that the errno follows Xen's order of checks.
@@ -238,7 +255,17 @@ impl Reservation {
         if !self.has_output() {
             return Ok(());
         }
-        mem.write(addr, &value.raw().to_le_bytes())
+        let bytes = value.raw().to_le_bytes();
+        let bytes = if self.pfn_size == COMPAT_PFN_SIZE {
+            // A 32-bit caller's slot cannot hold a wider frame.
+            if value.raw() > u64::from(u32::MAX) {
+                return Err(ExtentError::FrameTooWide { index, gpfn: value });
+            }
+            &bytes[..4]
+        } else {
+            &bytes[..]
+        };
+        mem.write(addr, bytes)
             .map_err(|error| ExtentError::Memory { index, error })
     }
 
@@ -303,6 +330,7 @@ fn check_array<M: GuestMemory + ?Sized>(
     base: GuestAddr,
     start: u64,
     nr: u64,
+    pfn_size: u64,
     access: Access,
 ) -> Result<(), Reason> {
     // Nothing will be read or written, so Xen never looks at the handle.
@@ -314,8 +342,8 @@ fn check_array<M: GuestMemory + ?Sized>(
         addr: base,
         count: nr,
     };
-    let first = base.element(start, XEN_PFN_SIZE).ok_or(overflow)?;
-    let end = base.element(nr, XEN_PFN_SIZE).ok_or(overflow)?;
+    let first = base.element(start, pfn_size).ok_or(overflow)?;
+    let end = base.element(nr, pfn_size).ok_or(overflow)?;
     let len = end.raw() - first.raw();
     mem.check(first, len, access)
         .map_err(|error| Reason::Memory {

@@ -384,3 +384,107 @@ fn an_empty_request_never_looks_at_its_array() {
 fn gfn(n: u64) -> Gfn {
     Gfn::new(n).unwrap()
 }
+
+mod compat {
+    use super::super::*;
+    use crate::host::context::{Registers, VcpuMode};
+    use crate::host::decode::{Request, decode};
+    use crate::host::memory::FlatMemory;
+    use crate::layout::CompatMemoryReservation;
+    use zerocopy::IntoBytes;
+
+    const ARG: u64 = 0x40;
+    const ARRAY: u64 = 0x100;
+
+    fn caller() -> Caller {
+        Caller::new(DomId::new(2), VcpuMode::Bits32, 0).unwrap()
+    }
+
+    fn decode_at(mem: &FlatMemory<'_>, op: u64) -> Result<Request, Rejection> {
+        let regs = Registers::compat(12, op, ARG, 0, 0, 0);
+        decode(
+            &regs,
+            &caller(),
+            mem,
+            &Limits::new(XenPfn::new(1 << 20)).batch(2.try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn a_32_bit_caller_uses_4_byte_frames() {
+        let mut b = [0u8; 0x200];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        let r = CompatMemoryReservation::new(ARRAY as u32, 3, 9, 0, DomId::SELF);
+        mem.write(GuestAddr::new(ARG), r.as_bytes()).unwrap();
+        // Three 4-byte frames; the word after them is a trap for an 8-byte
+        // reader.
+        for (i, f) in [0x200u32, 0x400, 0x600, 0xdead].iter().enumerate() {
+            mem.write(GuestAddr::new(ARRAY + 4 * i as u64), &f.to_le_bytes())
+                .unwrap();
+        }
+        let Ok(Request::Reservation(res)) = decode_at(&mem, 6) else {
+            panic!("a compat populate decodes")
+        };
+        assert_eq!(
+            (res.nr_extents(), res.order(), res.batch()),
+            (3, ExtentOrder::PAGE_2M, 0..2)
+        );
+        let gfns: Vec<u64> = res
+            .batch()
+            .map(|i| res.read_extent(&mem, i).unwrap().get())
+            .collect();
+        assert_eq!(gfns, [0x200, 0x400]);
+        // Writing back stays inside the 4-byte slot.
+        res.write_extent(&mut mem, 1, XenPfn::new(0x1234)).unwrap();
+        assert_eq!(
+            mem.bytes()[ARRAY as usize + 4..ARRAY as usize + 12],
+            [0x34, 0x12, 0, 0, 0, 0x06, 0, 0]
+        );
+        assert_eq!(
+            res.write_extent(&mut mem, 1, XenPfn::new(1 << 32)),
+            Err(ExtentError::FrameTooWide {
+                index: 1,
+                gpfn: XenPfn::new(1 << 32)
+            })
+        );
+        res.write_extent(&mut mem, 1, XenPfn::new(0x400)).unwrap();
+        // The continuation goes back through the same command word.
+        let outcome = res.run(&mut mem, |_| Ok(None));
+        let Outcome::Continue(cmd) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let mut regs = Registers::compat(12, 6, ARG, 0, 0, 0);
+        outcome.apply(&mut regs);
+        assert_eq!(regs.rdi, cmd.raw());
+        assert_eq!(cmd.start_extent(), 2);
+    }
+
+    #[test]
+    fn a_32_bit_callers_map_argument_is_8_bytes() {
+        use crate::host::map::MapRequest;
+        use crate::layout::{CompatMemoryMap, E820Entry};
+        let mut b = [0u8; 0x200];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            CompatMemoryMap::new(2, ARRAY as u32).as_bytes(),
+        )
+        .unwrap();
+        let Ok(Request::MemoryMap(m)) = decode_at(&mem, 9) else {
+            panic!()
+        };
+        let _: MapRequest = m;
+        let e = [
+            E820Entry::new(0, 0x9_f000, 1),
+            E820Entry::new(0x10_0000, 0x100_0000, 1),
+        ];
+        assert_eq!(m.respond(&mut mem, &e[..1]), Outcome::Success(0));
+        let mut expected = [1, 0, 0, 0, 0, 0, 0, 0];
+        expected[4..].copy_from_slice(&(ARRAY as u32).to_le_bytes());
+        assert_eq!(mem.bytes()[ARG as usize..ARG as usize + 8], expected);
+        assert_eq!(
+            mem.bytes()[ARRAY as usize..ARRAY as usize + 20],
+            *e[0].as_bytes()
+        );
+    }
+}

@@ -13,7 +13,7 @@ use crate::memory_op::{self, Addressing, GuestInfo};
 
 use super::super::console::{self, hvprintln};
 use super::super::vcpu::{Reg, Vcpu};
-use super::{DOMAIN, Ended, Flow, Run, caller, finish, registers};
+use super::{DOMAIN, Ended, Flow, Run, caller, finish, first_argument, registers};
 
 /// Longest console write one call may make (`protocol::CONSOLE_WRITE_MAX`).
 const CONSOLE_BUFFER: usize = protocol::CONSOLE_WRITE_MAX as usize;
@@ -96,7 +96,7 @@ fn memory_op(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
     hvprintln!("memory_op: {served}");
     let resume = served.outcome.apply(&mut regs);
     vcpu.set_reg(Reg::Rax, regs.rax);
-    vcpu.set_reg(Reg::Rdi, regs.rdi);
+    vcpu.set_reg(first_argument(vcpu), regs.rdi);
     if run.guest.take_invalidation().is_needed() {
         vcpu.invalidate_nested();
         run.guest.reclaim_tables();

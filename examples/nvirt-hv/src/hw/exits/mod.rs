@@ -194,16 +194,39 @@ fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
     Flow::Resume
 }
 
-/// The guest's hypercall registers.
+/// The guest's hypercall registers: RDI, RSI, RDX, R10, R8 from a 64-bit
+/// caller; EBX, ECX, EDX, ESI, EDI from any other (Xen's 32-bit
+/// convention).
 fn registers(vcpu: &impl Vcpu) -> Registers {
-    Registers {
-        rax: vcpu.reg(Reg::Rax),
-        rdi: vcpu.reg(Reg::Rdi),
-        rsi: vcpu.reg(Reg::Rsi),
-        rdx: vcpu.reg(Reg::Rdx),
-        r10: vcpu.reg(Reg::R10),
-        r8: vcpu.reg(Reg::R8),
+    let r = |reg| vcpu.reg(reg);
+    if compat(vcpu) {
+        return Registers::compat(
+            r(Reg::Rax),
+            r(Reg::Rbx),
+            r(Reg::Rcx),
+            r(Reg::Rdx),
+            r(Reg::Rsi),
+            r(Reg::Rdi),
+        );
     }
+    Registers {
+        rax: r(Reg::Rax),
+        rdi: r(Reg::Rdi),
+        rsi: r(Reg::Rsi),
+        rdx: r(Reg::Rdx),
+        r10: r(Reg::R10),
+        r8: r(Reg::R8),
+    }
+}
+
+/// Whether the caller uses the 32-bit convention.
+fn compat(vcpu: &impl Vcpu) -> bool {
+    vcpu.caller_state().0 != nvirt_hypercall_abi::host::VcpuMode::Bits64
+}
+
+/// The register of the first argument (a continuation's command word).
+fn first_argument(vcpu: &impl Vcpu) -> Reg {
+    if compat(vcpu) { Reg::Rbx } else { Reg::Rdi }
 }
 
 /// After the guest: its memory as the balloon left it, checked.
