@@ -465,6 +465,11 @@ pub const XEN_PFN_SIZE: u64 = 8;
 /// Size of one `compat_pfn_t` in a 32-bit caller's extent array.
 pub const COMPAT_PFN_SIZE: u64 = 4;
 
+/// Checked against values generated from Xen's own headers.
+#[cfg(test)]
+#[path = "golden/mod.rs"]
+mod golden;
+
 #[cfg(test)]
 mod tests {
     use super::*;

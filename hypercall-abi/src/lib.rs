@@ -64,6 +64,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod discovery;
 mod errno;
 mod flags;
 pub mod guest;
