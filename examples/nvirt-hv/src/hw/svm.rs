@@ -301,7 +301,11 @@ impl Vcpu for SvmVcpu {
             EXIT_IOIO => Exit::Io {
                 port: (info1 >> 16) as u16,
             },
-            EXIT_MSR => Exit::Msr,
+            EXIT_MSR => {
+                // RDMSR and WRMSR are 2 bytes; EXITINFO1 is 1 for a write.
+                self.last_exit_len = 2;
+                Exit::Msr { write: info1 == 1 }
+            }
             EXIT_NPF => Exit::NestedFault {
                 gpa: info2,
                 info: info1,

@@ -52,8 +52,11 @@ pub(crate) enum Exit {
         /// The port.
         port: u16,
     },
-    /// An MSR access (every MSR is intercepted).
-    Msr,
+    /// An MSR access (every MSR is intercepted): RDMSR or WRMSR.
+    Msr {
+        /// WRMSR (the value in EDX:EAX, the MSR in ECX).
+        write: bool,
+    },
     /// A guest-physical access the nested tables do not allow.
     NestedFault {
         /// The faulting guest-physical address.

@@ -5,6 +5,7 @@
 //! faults, whichever backend produced them.
 
 mod hypercall;
+mod xen;
 
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
@@ -144,6 +145,10 @@ pub(crate) fn run_guest<const N: usize>(
         let flow = match exit {
             Exit::Hypercall => hypercall::serve(vcpu, &mut run),
             Exit::Cpuid => cpuid_exit(vcpu),
+            // Xen's hypercall-page MSR; any other MSR stops the guest below.
+            Exit::Msr { write: true } if xen::is_hypercall_page_msr(vcpu) => {
+                xen::write_hypercall_page(vcpu, &mut run)
+            }
             Exit::Halt => {
                 run.flush();
                 hvprintln!(
@@ -165,7 +170,7 @@ pub(crate) fn run_guest<const N: usize>(
             // I/O, MSR accesses, exceptions and triple faults: this guest
             // has no business with any of them.
             other @ (Exit::Io { .. }
-            | Exit::Msr
+            | Exit::Msr { .. }
             | Exit::Exception { .. }
             | Exit::TripleFault
             | Exit::Other { .. }) => {
@@ -185,8 +190,10 @@ pub(crate) fn run_guest<const N: usize>(
 /// CPUID: the host's answer as the guest may see it.
 fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
     let (leaf, subleaf) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx) as u32);
-    let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
-    let r = guest_cpuid::guest_view(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
+    let r = xen::cpuid(leaf, subleaf).unwrap_or_else(|| {
+        let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
+        guest_cpuid::guest_view(leaf, [host.eax, host.ebx, host.ecx, host.edx])
+    });
     for (reg, value) in [Reg::Rax, Reg::Rbx, Reg::Rcx, Reg::Rdx].into_iter().zip(r) {
         vcpu.set_reg(reg, u64::from(value));
     }

@@ -120,7 +120,9 @@ fn decode_exit(reason: u64, qualification: u64) -> Exit {
         REASON_IO => Exit::Io {
             port: (qualification >> 16) as u16,
         },
-        REASON_RDMSR | REASON_WRMSR => Exit::Msr,
+        REASON_RDMSR | REASON_WRMSR => Exit::Msr {
+            write: reason == REASON_WRMSR,
+        },
         REASON_EPT_VIOLATION => Exit::NestedFault {
             gpa: vmread(fields::GUEST_PHYSICAL_ADDRESS),
             info: qualification,
