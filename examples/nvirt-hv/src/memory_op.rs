@@ -10,7 +10,7 @@
 //! | `decrease_reservation` | releases the named extents |
 //! | `current_reservation` | pages backed now (RAM + NVRAM) |
 //! | `maximum_reservation` | pages the guest was configured with |
-//! | `maximum_gpfn` | the last frame of the guest's map |
+//! | `maximum_gpfn` | the highest guest frame mapped now |
 //! | `maximum_ram_page` | one past the host's last RAM frame |
 //!
 //! The NVRAM flag picks the pool. The address-width and NUMA-node flags are
@@ -179,10 +179,18 @@ pub fn serve<N: FramePool, M: HostMem + Copy>(
             Outcome::Success(guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile))
         }
         Request::MaximumReservation => Outcome::Success(info.max_pages),
-        Request::MaximumGpfn => Outcome::Success(info.limits.gpfn_limit().raw().saturating_sub(1)),
+        // The highest frame mapped now (Xen: the highest ever mapped).
+        Request::MaximumGpfn => Outcome::Success(
+            guest
+                .extents()
+                .last()
+                .map_or(0, |e| e.end().get().saturating_sub(1)),
+        ),
         Request::MaximumRamPage => Outcome::Success(info.max_ram_page),
-        // Only privileged callers get these past the decoder; a guest of
-        // this hypervisor never is one.
+        // machine_memory_map only reaches here for privileged callers, and
+        // a guest of this hypervisor never is one. set_memory_map (a
+        // domain may set its own map in Xen) is refused: the guest's map
+        // places its NVRAM, which the hypervisor keeps across reboots.
         Request::MachineMemoryMap(_) | Request::SetMemoryMap(_) => Outcome::Error(Errno::Perm),
     };
     Ok(served)
@@ -208,6 +216,10 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
     r: &Reservation,
 ) -> Result<(Outcome, Option<Refusal>), MemoryError> {
     let kind = r.kind();
+    // Nothing to do (Xen answers the resume point before any check).
+    if r.batch().is_empty() {
+        return Ok((r.finish(), None));
+    }
     // The decoder held the order to the hypervisor's limit; a limit set
     // above 1 GiB must not make a larger order be served as a smaller one.
     let Ok(order) = Order::try_from(r.order()) else {

@@ -193,15 +193,15 @@ const DEFAULT_BATCH: NonZeroU32 = match NonZeroU32::new(512) {
 };
 
 impl Limits {
-    /// The entries `XENMEM_set_memory_map` accepts by default: `E820MAX`
-    /// (128) of Xen's toolstack (`tools/include/xenctrl.h`) and hvmloader.
-    pub const DEFAULT_MAP_ENTRIES: u32 = 128;
+    /// The entries `XENMEM_set_memory_map` accepts by default: Xen's
+    /// `E820MAX` (1024, `xen/arch/x86/include/asm/e820.h`).
+    pub const DEFAULT_MAP_ENTRIES: u32 = 1024;
 
     /// Limits for a guest whose frame numbers lie below `max_gpfn`
     /// (exclusive; e.g. 2^(MAXPHYADDR − 12)). Defaults: up to
     /// [`MAX_CONTINUABLE_EXTENTS`] extents a call, orders up to 1 GiB
     /// ([`ExtentOrder::PAGE_1G`]), 512 extents per entry, one NUMA node,
-    /// 128 map entries, `-EPERM` for user-mode calls.
+    /// 1024 map entries, `-EPERM` for user-mode calls.
     #[must_use]
     pub const fn new(max_gpfn: XenPfn) -> Self {
         Self {

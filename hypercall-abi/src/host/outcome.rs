@@ -176,13 +176,6 @@ pub enum Reason {
         /// The limit.
         max: u64,
     },
-    /// A resume point past the request's end.
-    StartBeyondEnd {
-        /// The resume point.
-        start_extent: u64,
-        /// Extents in the request.
-        nr_extents: u64,
-    },
     /// Another domain's id: not permitted.
     ForeignDomain {
         /// The id named.
@@ -253,14 +246,21 @@ impl Reason {
     pub const fn errno(&self) -> Errno {
         match self {
             Self::NotMemoryOp { .. } | Self::UnknownCommand { .. } => Errno::NoSys,
+            // Xen passes the whole command word to `arch_memory_op()`,
+            // whose commands then match nothing: -ENOSYS; the commands
+            // `do_memory_op()` serves itself answer -EINVAL.
+            Self::NotContinuable { command, .. } => match command {
+                Command::MemoryMap | Command::MachineMemoryMap | Command::SetMemoryMap => {
+                    Errno::NoSys
+                }
+                _ => Errno::Inval,
+            },
             Self::UserMode { .. } | Self::ForeignDomain { .. } | Self::NotPrivileged { .. } => {
                 Errno::Perm
             }
             Self::NoSuchDomain { .. } => Errno::Srch,
             Self::ArrayOverflow { .. } | Self::Memory { .. } => Errno::Fault,
-            Self::NotContinuable { .. }
-            | Self::TooManyExtents { .. }
-            | Self::StartBeyondEnd { .. }
+            Self::TooManyExtents { .. }
             | Self::OrderTooLarge { .. }
             | Self::Flags(_)
             | Self::FlagsNotAllowed { .. }
@@ -283,13 +283,6 @@ impl fmt::Display for Reason {
             Self::TooManyExtents { nr_extents, max } => {
                 write!(f, "{nr_extents} extents asked for, at most {max} allowed")
             }
-            Self::StartBeyondEnd {
-                start_extent,
-                nr_extents,
-            } => write!(
-                f,
-                "resume point {start_extent} beyond the {nr_extents} extents"
-            ),
             Self::ForeignDomain { domid } => {
                 write!(f, "domain {domid} is not the caller's")
             }

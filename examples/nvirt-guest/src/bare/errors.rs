@@ -106,6 +106,20 @@ pub(crate) fn run(
         memory_op_raw(insn, 15, at),
         Errno::NoSys,
     );
+    // As Xen: a call with nothing to do answers its resume point before
+    // any other check (here a foreign domain, order 77, bit 25, no array),
+    // and a resume point on memory_map is an unknown command.
+    let empty = reserve_raw(insn, Populate, NOWHERE, 0, 77, 1 << 25, 5);
+    c.check(
+        empty == 0,
+        format_args!("no extents: {} (0 before any check, as Xen)", Answer(empty)),
+    );
+    expect(
+        c,
+        "memory_map with a resume point",
+        memory_op_raw(insn, Command::MemoryMap.raw() | 1 << 6, at),
+        Errno::NoSys,
+    );
     let bad_flag = reserve_raw(insn, Populate, at, 1, 0, 1 << 20, SELF);
     expect(c, "mem_flags bit 20", bad_flag, Errno::Inval);
     let address_bits = reserve_raw(insn, Decrease, at, 1, 0, 32, SELF);
