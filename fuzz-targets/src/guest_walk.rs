@@ -63,23 +63,26 @@ fn check_one(lin: &mut Linear<FlatMemory<'_>>, va: u64, len: u64, access: Access
         }
     }
     let checked = lin.check(GuestAddr::new(va), len, access);
-    // Per byte (sampled at every page start and the last byte), the walk
-    // agrees with the range check.
+    // Page by page, the walk and the guest-physical check agree with the
+    // range check.
     let mut all = Ok(());
     let mut at = 0;
     while at < len {
         let v = va.wrapping_add(at);
         match translate(&paging, lin.physical(), v, access) {
             Ok(t) => {
+                // The piece of this page, which guest-physical memory may
+                // end inside.
+                let n = t.run.min(len - at);
                 if lin
                     .physical()
-                    .check(GuestAddr::new(t.gpa), 1, access)
+                    .check(GuestAddr::new(t.gpa), n, access)
                     .is_err()
                 {
                     all = Err(());
                     break;
                 }
-                at += t.run;
+                at += n;
             }
             Err(_) => {
                 all = Err(());
