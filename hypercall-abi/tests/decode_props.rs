@@ -272,7 +272,10 @@ fn serve_reservation(r: &Reservation, mem: &mut FlatMemory<'_>, s: &Scenario) ->
     let mut handle = [0u8; 8];
     handle[..width].copy_from_slice(&s.bytes[at..at + width]);
     let array = u64::from_le_bytes(handle);
-    vec![(array + slot * batch.start, array + slot * batch.end)]
+    vec![(
+        array.saturating_add(slot * batch.start),
+        array.saturating_add(slot * batch.end),
+    )]
 }
 
 proptest! {
@@ -314,7 +317,9 @@ proptest! {
                 let mut buf = [0u8; 8];
                 buf[..width].copy_from_slice(&s.bytes[at + off..at + off + width]);
                 let buffer = u64::from_le_bytes(buf);
-                vec![(arg, arg + 4), (buffer, buffer + 20 * u64::from(m.capacity()))]
+                // The buffer is not checked up front (as in Xen): it may run
+                // to the top of the address space.
+                vec![(arg, arg.saturating_add(4)), (buffer, buffer.saturating_add(20 * u64::from(m.capacity())))]
             }
             Ok(Request::SetMemoryMap(set)) => {
                 let mut out = vec![E820Entry::default(); s.limits.map_entry_limit() as usize];
