@@ -1,5 +1,7 @@
 //! The hypervisor's side of `memory_op` under hostile guests: arbitrary
-//! registers, vCPU state, limits and guest memory. Every call is decoded,
+//! registers, vCPU state (64-bit callers with the native layouts, 32-bit,
+//! 16-bit and real-mode ones with the compat layouts), limits and guest
+//! memory. Every call is decoded,
 //! served by a handler that fails now and then, and re-entered for as long
 //! as it continues (re-decoding from guest memory each time, as a real
 //! hypervisor does). Checked after every entry: a refusal carries one of
@@ -15,8 +17,9 @@ use nvirt_hypercall_abi::host::{
     self, Caller, FlatMemory, GuestMemory, Limits, Outcome, Registers, Request, UserCalls, VcpuMode,
 };
 use nvirt_hypercall_abi::{
-    DomId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemoryDomain,
-    MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, ReservationOp, XenPfn,
+    CompatForeignMemoryMap, CompatMemoryMap, CompatMemoryReservation, DomId, E820Entry, Errno,
+    ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemoryDomain, MemoryMap, MemoryReservation,
+    NVIRT_MEMF_NVRAM, ReservationOp, XenPfn,
 };
 use zerocopy::IntoBytes;
 
@@ -151,7 +154,9 @@ pub fn run(input: Input) {
         Domid::Own => caller.domain(),
         Domid::Raw(raw) => DomId::new(raw),
     };
+    let compat = caller.is_compat();
     let rsi = addr(&input.rsi);
+    let rsi = if compat { rsi & 0xffff_ffff } else { rsi };
     let arg: Vec<u8> = match &input.arg {
         Arg::Raw => Vec::new(),
         Arg::Reservation {
@@ -160,35 +165,53 @@ pub fn run(input: Input) {
             order,
             flags,
             domid: d,
-        } => MemoryReservation::new(
-            GuestAddr::new(addr(array)),
-            nr.map_or_else(|raw| raw, u64::from),
-            order.map_or_else(|raw| raw, u32::from),
-            match flags {
+        } => {
+            let flags = match flags {
                 Flags::Ram => 0,
                 Flags::Nvram => NVIRT_MEMF_NVRAM,
                 Flags::Raw(raw) => *raw,
-            },
-            domid(d),
-        )
-        .as_bytes()
-        .to_vec(),
-        Arg::Map { nr, buffer } => MemoryMap::new(
-            nr.map_or_else(|raw| raw, u32::from),
-            GuestAddr::new(addr(buffer)),
-        )
-        .as_bytes()
-        .to_vec(),
+            };
+            let (nr, order) = (
+                nr.map_or_else(|raw| raw, u64::from),
+                order.map_or_else(|raw| raw, u32::from),
+            );
+            if compat {
+                CompatMemoryReservation::new(addr(array) as u32, nr as u32, order, flags, domid(d))
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                MemoryReservation::new(GuestAddr::new(addr(array)), nr, order, flags, domid(d))
+                    .as_bytes()
+                    .to_vec()
+            }
+        }
+        Arg::Map { nr, buffer } => {
+            let nr = nr.map_or_else(|raw| raw, u32::from);
+            if compat {
+                CompatMemoryMap::new(nr, addr(buffer) as u32)
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                MemoryMap::new(nr, GuestAddr::new(addr(buffer)))
+                    .as_bytes()
+                    .to_vec()
+            }
+        }
         Arg::Foreign {
             domid: d,
             nr,
             buffer,
-        } => ForeignMemoryMap::new(
-            domid(d),
-            MemoryMap::new(u32::from(*nr), GuestAddr::new(addr(buffer))),
-        )
-        .as_bytes()
-        .to_vec(),
+        } => {
+            if compat {
+                let map = CompatMemoryMap::new(u32::from(*nr), addr(buffer) as u32);
+                CompatForeignMemoryMap::new(domid(d), map)
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                let map = MemoryMap::new(u32::from(*nr), GuestAddr::new(addr(buffer)));
+                ForeignMemoryMap::new(domid(d), map).as_bytes().to_vec()
+            }
+        }
         Arg::Domain(d) => MemoryDomain::new(domid(d)).as_bytes().to_vec(),
     };
     if let Some(off) = rsi.checked_sub(base).and_then(|o| usize::try_from(o).ok()) {
@@ -207,11 +230,17 @@ pub fn run(input: Input) {
         }
         Cmd::Raw(raw) => raw,
     };
-    let mut regs = Registers {
-        rax: input.rax.unwrap_or(12),
-        rdi,
-        rsi,
-        ..Registers::default()
+    let rax = input.rax.unwrap_or(12);
+    let mut regs = if compat {
+        // EBX and ECX: the 32-bit convention.
+        Registers::compat(rax, rdi, rsi, 0, 0, 0)
+    } else {
+        Registers {
+            rax,
+            rdi,
+            rsi,
+            ..Registers::default()
+        }
     };
     let decisions = if input.decisions.is_empty() {
         vec![0]
@@ -249,9 +278,18 @@ pub fn run(input: Input) {
                 let _ = refused.to_string();
                 out
             }
+            Ok(Request::Reservation(r)) if r.batch().is_empty() => {
+                // Nothing to do: Xen answers the resume point before any
+                // check.
+                let start = r.batch().start;
+                assert!(start >= r.nr_extents());
+                let out = r.run(&mut mem, |_| panic!("no extent to serve"));
+                assert_eq!(out, Outcome::Success(start));
+                out
+            }
             Ok(Request::Reservation(r)) => {
                 let batch = r.batch();
-                assert!(batch.start <= batch.end && batch.end <= r.nr_extents());
+                assert!(batch.start < batch.end && batch.end <= r.nr_extents());
                 assert!(batch.end - batch.start <= limits.batch_size());
                 assert!(r.nr_extents() <= limits.extent_limit());
                 assert!(r.order() <= limits.order_limit());
@@ -261,10 +299,17 @@ pub fn run(input: Input) {
                 }
                 last_start = Some(batch.start);
                 if r.has_output() {
+                    // The handle is the argument's first field in both
+                    // layouts: 8 bytes, or 4 for a 32-bit caller.
+                    let (width, slot) = if compat { (4, 4) } else { (8, 8) };
                     let mut handle = [0u8; 8];
-                    mem.read(GuestAddr::new(regs.rsi), &mut handle).unwrap();
+                    mem.read(GuestAddr::new(regs.rsi), &mut handle[..width])
+                        .unwrap();
                     let array = u64::from_le_bytes(handle);
-                    allowed.push((array + 8 * batch.start, array + 8 * batch.end));
+                    allowed.push((
+                        array.saturating_add(slot * batch.start),
+                        array.saturating_add(slot * batch.end),
+                    ));
                 }
                 let writes = r.op() != ReservationOp::Decrease;
                 let out = r.run(&mut mem, |extent| {
@@ -296,15 +341,23 @@ pub fn run(input: Input) {
             }
             Ok(Request::MemoryMap(m) | Request::MachineMemoryMap(m)) => {
                 assert!(m.capacity() <= limits.map_entry_limit());
-                let mut raw = [0u8; 16];
-                mem.read(GuestAddr::new(regs.rsi), &mut raw).unwrap();
-                let buffer = u64::from_le_bytes(raw[8..].try_into().unwrap());
-                allowed.push((regs.rsi, regs.rsi + 4));
-                allowed.push((buffer, buffer + 20 * u64::from(m.capacity())));
+                let buffer = if compat {
+                    let mut raw = [0u8; 8];
+                    mem.read(GuestAddr::new(regs.rsi), &mut raw).unwrap();
+                    u64::from(u32::from_le_bytes(raw[4..].try_into().unwrap()))
+                } else {
+                    let mut raw = [0u8; 16];
+                    mem.read(GuestAddr::new(regs.rsi), &mut raw).unwrap();
+                    u64::from_le_bytes(raw[8..].try_into().unwrap())
+                };
+                // The buffer is not checked up front (as in Xen), so it may
+                // run to the top of the address space.
+                allowed.push((regs.rsi, regs.rsi.saturating_add(4)));
+                allowed.push((buffer, buffer.saturating_add(20 * u64::from(m.capacity()))));
                 let out = m.respond(&mut mem, &map);
                 assert!(matches!(
                     out,
-                    Outcome::Success(0) | Outcome::Error(Errno::Inval)
+                    Outcome::Success(0) | Outcome::Error(Errno::Inval | Errno::Fault)
                 ));
                 out
             }

@@ -28,6 +28,7 @@ pub mod e820_nfit;
 pub mod e820_pvh;
 pub mod e820_text;
 pub mod ept_ops;
+pub mod guest_walk;
 pub mod hv_acpi;
 pub mod hv_balloon;
 pub mod hv_bootinfo;
@@ -58,6 +59,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("e820_pvh", e820_pvh::fuzz),
     ("e820_text", e820_text::fuzz),
     ("ept_ops", ept_ops::fuzz),
+    ("guest_walk", guest_walk::fuzz),
     ("hv_acpi", hv_acpi::fuzz),
     ("hv_balloon", hv_balloon::fuzz),
     ("hv_bootinfo", hv_bootinfo::fuzz),
@@ -80,6 +82,7 @@ pub const DECODERS: &[(&str, Decodes)] = &[
     ("buddy_ops", decodes::<buddy_ops::Input>),
     ("e820_edits", decodes::<e820_edits::Input>),
     ("ept_ops", decodes::<ept_ops::Input>),
+    ("guest_walk", decodes::<guest_walk::Input>),
     ("hv_balloon", decodes::<hv_balloon::Input>),
     ("hv_nvpool_guest", decodes::<hv_nvpool_guest::Input>),
     ("hypercall_decode", decodes::<hypercall_decode::Input>),

@@ -76,6 +76,7 @@ seed_tests!(
     e820_pvh,
     e820_text,
     ept_ops,
+    guest_walk,
     hv_acpi,
     hv_balloon,
     hv_bootinfo,

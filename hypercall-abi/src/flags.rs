@@ -264,11 +264,9 @@ impl MemFlags {
         let exact = raw & XENMEMF_EXACT_NODE_REQUEST != 0;
         let virtual_node = raw & XENMEMF_VNODE != 0;
         let node = if field == 0 {
-            // Xen's propagate_node() refuses exact-node without a node; a
-            // virtual node without a node names vnode 0xff, which no guest has.
-            if exact || virtual_node {
-                return Err(FlagError::ModifierWithoutNode { raw });
-            }
+            // No node: Xen's propagate_node() returns before it looks at
+            // the exact-node bit, and its allocator at the vnode bit, so
+            // both are accepted and mean nothing.
             None
         } else {
             Some(NodeRequest {
@@ -311,11 +309,6 @@ pub enum FlagError {
         /// The limit given.
         bits: u8,
     },
-    /// `XENMEMF_exact_node_request` or `XENMEMF_vnode` without a node.
-    ModifierWithoutNode {
-        /// The whole word.
-        raw: u32,
-    },
 }
 
 impl fmt::Display for FlagError {
@@ -328,10 +321,6 @@ impl fmt::Display for FlagError {
             Self::AddressBits { bits } => write!(
                 f,
                 "address limit of {bits} bits leaves no page (need 0 or at least 13)"
-            ),
-            Self::ModifierWithoutNode { raw } => write!(
-                f,
-                "mem_flags {raw:#010x}: exact-node or vnode flag without a node"
             ),
         }
     }
@@ -401,13 +390,10 @@ mod tests {
         assert_eq!(MemFlags::parse(1), Err(FlagError::AddressBits { bits: 1 }));
         assert!(MemFlags::parse(13).is_ok());
         assert!(MemFlags::parse(255).is_ok());
-        assert_eq!(
-            MemFlags::parse(XENMEMF_EXACT_NODE_REQUEST),
-            Err(FlagError::ModifierWithoutNode {
-                raw: XENMEMF_EXACT_NODE_REQUEST
-            })
-        );
-        assert!(MemFlags::parse(XENMEMF_VNODE).is_err());
+        // Without a node, the modifiers are accepted and mean nothing.
+        for raw in [XENMEMF_EXACT_NODE_REQUEST, XENMEMF_VNODE] {
+            assert_eq!(MemFlags::parse(raw).map(|f| f.node()), Ok(None), "{raw:#x}");
+        }
         assert_eq!(NodeRequest::new(255), None);
         assert!(
             MemFlags::new(MemKind::Volatile)
@@ -424,15 +410,22 @@ mod tests {
         for low in 0..1u32 << 20 {
             for raw in [low, low | NVIRT_MEMF_NVRAM] {
                 if let Ok(f) = MemFlags::parse(raw) {
-                    assert_eq!(f.to_raw(), raw, "{raw:#x}");
+                    // Without a node the modifiers mean nothing and are
+                    // dropped.
+                    let meaningful = if raw & XENMEMF_NODE_MASK == 0 {
+                        raw & !(XENMEMF_EXACT_NODE_REQUEST | XENMEMF_VNODE)
+                    } else {
+                        raw
+                    };
+                    assert_eq!(f.to_raw(), meaningful, "{raw:#x}");
                     accepted += 1;
                 }
             }
         }
-        // Address bits: 0 and 13..=255 (244 values); node field 0 with no
-        // modifier, or 1..=255 with any of 4 modifier sets (1 + 1020); PoD
-        // on/off; force-heap-alloc never; NVRAM on/off.
-        assert_eq!(accepted, 244 * (1 + 255 * 4) * 2 * 2);
+        // Address bits: 0 and 13..=255 (244 values); node field 0..=255
+        // with any of 4 modifier sets; PoD on/off; force-heap-alloc never;
+        // NVRAM on/off.
+        assert_eq!(accepted, 244 * (256 * 4) * 2 * 2);
         for bit in 20..31 {
             assert!(MemFlags::parse(1 << bit).is_err(), "bit {bit}");
         }

@@ -310,6 +310,146 @@ impl E820Entry {
     }
 }
 
+/// `struct compat_memory_reservation`: [`MemoryReservation`] as a 32-bit
+/// caller lays it out (Xen's compat layer: handles, `xen_pfn_t` and
+/// `xen_ulong_t` are 4 bytes). 20 bytes, 4-byte aligned.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | `extent_start` (handle of 4-byte `compat_pfn_t`) |
+/// | 4 | 4 | `nr_extents` |
+/// | 8 | 4 | `extent_order` |
+/// | 12 | 4 | `mem_flags` |
+/// | 16 | 2 | `domid` |
+/// | 18 | 2 | padding |
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct CompatMemoryReservation {
+    extent_start: U32,
+    nr_extents: U32,
+    extent_order: U32,
+    mem_flags: U32,
+    domid: U16,
+    _pad: [u8; 2],
+}
+
+const_assert_eq!(size_of::<CompatMemoryReservation>(), 20);
+const_assert_eq!(align_of::<CompatMemoryReservation>(), 4);
+const_assert_eq!(offset_of!(CompatMemoryReservation, extent_start), 0);
+const_assert_eq!(offset_of!(CompatMemoryReservation, nr_extents), 4);
+const_assert_eq!(offset_of!(CompatMemoryReservation, extent_order), 8);
+const_assert_eq!(offset_of!(CompatMemoryReservation, mem_flags), 12);
+const_assert_eq!(offset_of!(CompatMemoryReservation, domid), 16);
+const_assert_eq!(offset_of!(CompatMemoryReservation, _pad), 18);
+
+impl CompatMemoryReservation {
+    /// A reservation of the raw field values, as a 32-bit guest fills it.
+    #[must_use]
+    pub const fn new(
+        extent_start: u32,
+        nr_extents: u32,
+        extent_order: u32,
+        mem_flags: u32,
+        domid: DomId,
+    ) -> Self {
+        Self {
+            extent_start: U32::new(extent_start),
+            nr_extents: U32::new(nr_extents),
+            extent_order: U32::new(extent_order),
+            mem_flags: U32::new(mem_flags),
+            domid: U16::new(domid.raw()),
+            _pad: [0; 2],
+        }
+    }
+
+    /// The same values in the native layout (addresses and counts
+    /// zero-extended, as Xen's compat layer translates them).
+    #[must_use]
+    pub const fn widen(&self) -> MemoryReservation {
+        MemoryReservation::new(
+            GuestAddr::new(self.extent_start.get() as u64),
+            self.nr_extents.get() as u64,
+            self.extent_order.get(),
+            self.mem_flags.get(),
+            DomId::new(self.domid.get()),
+        )
+    }
+}
+
+/// `struct compat_memory_map`: [`MemoryMap`] of a 32-bit caller. 8 bytes,
+/// 4-byte aligned: `nr_entries` at 0, `buffer` (4-byte handle) at 4.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct CompatMemoryMap {
+    nr_entries: U32,
+    buffer: U32,
+}
+
+const_assert_eq!(size_of::<CompatMemoryMap>(), 8);
+const_assert_eq!(align_of::<CompatMemoryMap>(), 4);
+const_assert_eq!(offset_of!(CompatMemoryMap, nr_entries), 0);
+const_assert_eq!(offset_of!(CompatMemoryMap, buffer), 4);
+// The count written back sits where the native layout has it.
+const_assert_eq!(
+    offset_of!(CompatMemoryMap, nr_entries),
+    offset_of!(MemoryMap, nr_entries)
+);
+
+impl CompatMemoryMap {
+    /// A map argument with room for `nr_entries` entries at `buffer`.
+    #[must_use]
+    pub const fn new(nr_entries: u32, buffer: u32) -> Self {
+        Self {
+            nr_entries: U32::new(nr_entries),
+            buffer: U32::new(buffer),
+        }
+    }
+
+    /// The same values in the native layout.
+    #[must_use]
+    pub const fn widen(&self) -> MemoryMap {
+        MemoryMap::new(
+            self.nr_entries.get(),
+            GuestAddr::new(self.buffer.get() as u64),
+        )
+    }
+}
+
+/// `struct compat_foreign_memory_map`: [`ForeignMemoryMap`] of a 32-bit
+/// caller. 12 bytes, 4-byte aligned: `domid` at 0, 2 bytes of padding, the
+/// map at 4.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct CompatForeignMemoryMap {
+    domid: U16,
+    _pad: [u8; 2],
+    map: CompatMemoryMap,
+}
+
+const_assert_eq!(size_of::<CompatForeignMemoryMap>(), 12);
+const_assert_eq!(align_of::<CompatForeignMemoryMap>(), 4);
+const_assert_eq!(offset_of!(CompatForeignMemoryMap, domid), 0);
+const_assert_eq!(offset_of!(CompatForeignMemoryMap, _pad), 2);
+const_assert_eq!(offset_of!(CompatForeignMemoryMap, map), 4);
+
+impl CompatForeignMemoryMap {
+    /// The map of domain `domid`.
+    #[must_use]
+    pub const fn new(domid: DomId, map: CompatMemoryMap) -> Self {
+        Self {
+            domid: U16::new(domid.raw()),
+            _pad: [0; 2],
+            map,
+        }
+    }
+
+    /// The same values in the native layout.
+    #[must_use]
+    pub const fn widen(&self) -> ForeignMemoryMap {
+        ForeignMemoryMap::new(DomId::new(self.domid.get()), self.map.widen())
+    }
+}
+
 /// Size of a [`MemoryReservation`] in guest memory.
 pub const RESERVATION_SIZE: u64 = size_of::<MemoryReservation>() as u64;
 /// Size of a [`MemoryMap`] in guest memory.
@@ -322,6 +462,13 @@ pub const MEMORY_DOMAIN_SIZE: u64 = size_of::<MemoryDomain>() as u64;
 pub const E820_ENTRY_SIZE: u64 = size_of::<E820Entry>() as u64;
 /// Size of one `xen_pfn_t` in an extent array.
 pub const XEN_PFN_SIZE: u64 = 8;
+/// Size of one `compat_pfn_t` in a 32-bit caller's extent array.
+pub const COMPAT_PFN_SIZE: u64 = 4;
+
+/// Checked against values generated from Xen's own headers.
+#[cfg(test)]
+#[path = "golden/mod.rs"]
+mod golden;
 
 #[cfg(test)]
 mod tests {
@@ -359,6 +506,38 @@ mod tests {
             ),
             (r.extent_start(), 3, 9, 0x8000_0000, DomId::SELF)
         );
+    }
+
+    #[test]
+    fn compat_structures_match_c_images() {
+        let r = CompatMemoryReservation::new(0x1122_3344, 3, 9, 0x8000_0000, DomId::SELF);
+        let mut c = [0u8; 20];
+        c[0..4].copy_from_slice(&0x1122_3344u32.to_le_bytes());
+        c[4..8].copy_from_slice(&3u32.to_le_bytes());
+        c[8..12].copy_from_slice(&9u32.to_le_bytes());
+        c[12..16].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        c[16..18].copy_from_slice(&0x7ff0u16.to_le_bytes());
+        assert_eq!(r.as_bytes(), &c);
+        let w = r.widen();
+        assert_eq!(
+            (
+                w.extent_start(),
+                w.nr_extents(),
+                w.extent_order(),
+                w.mem_flags(),
+                w.domid()
+            ),
+            (GuestAddr::new(0x1122_3344), 3, 9, 0x8000_0000, DomId::SELF)
+        );
+        let m = CompatMemoryMap::new(128, 0xdead_b000);
+        assert_eq!(m.as_bytes(), &[128, 0, 0, 0, 0x00, 0xb0, 0xad, 0xde]);
+        assert_eq!(m.widen(), MemoryMap::new(128, GuestAddr::new(0xdead_b000)));
+        let f = CompatForeignMemoryMap::new(DomId::new(5), m);
+        assert_eq!(
+            f.as_bytes(),
+            &[5, 0, 0, 0, 128, 0, 0, 0, 0x00, 0xb0, 0xad, 0xde]
+        );
+        assert_eq!(f.widen(), ForeignMemoryMap::new(DomId::new(5), m.widen()));
     }
 
     #[test]

@@ -64,6 +64,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod discovery;
 mod errno;
 mod flags;
 pub mod guest;
@@ -80,7 +81,10 @@ pub use flags::{
     XENMEMF_POPULATE_ON_DEMAND, XENMEMF_VNODE,
 };
 pub use host::ReservationOp;
-pub use layout::{E820Entry, ForeignMemoryMap, MemoryDomain, MemoryMap, MemoryReservation};
+pub use layout::{
+    CompatForeignMemoryMap, CompatMemoryMap, CompatMemoryReservation, E820Entry, ForeignMemoryMap,
+    MemoryDomain, MemoryMap, MemoryReservation,
+};
 pub use numbers::{
     Command, HYPERVISOR_CONSOLE_IO, HYPERVISOR_MEMORY_OP, HYPERVISOR_SCHED_OP,
     MAX_CONTINUABLE_EXTENTS, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemopCmd,

@@ -11,7 +11,7 @@ use nvirt_hypercall_abi::guest::{Extents, Loopback, MemoryOps};
 use nvirt_hypercall_abi::host::{
     self, Caller, FlatMemory, Limits, Outcome, Registers, Request, Reservation, UserCalls, VcpuMode,
 };
-use nvirt_hypercall_abi::layout::XEN_PFN_SIZE;
+use nvirt_hypercall_abi::layout::{COMPAT_PFN_SIZE, XEN_PFN_SIZE};
 use nvirt_hypercall_abi::{
     Command, DomId, E820Entry, Errno, ExtentOrder, ForeignMemoryMap, Gfn, GuestAddr, MemFlags,
     MemKind, MemopCmd, MemoryDomain, MemoryMap, MemoryReservation, NVIRT_MEMF_NVRAM, NodeRequest,
@@ -216,7 +216,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 /// written.
 fn serve_reservation(r: &Reservation, mem: &mut FlatMemory<'_>, s: &Scenario) -> Vec<(u64, u64)> {
     let batch = r.batch();
-    assert!(batch.start <= batch.end && batch.end <= r.nr_extents());
+    if batch.is_empty() {
+        // Nothing to do: Xen answers the resume point before any check.
+        assert!(batch.start >= r.nr_extents());
+        let out = r.run(mem, |_| panic!("no extent to serve"));
+        assert_eq!(out, Outcome::Success(batch.start));
+        return Vec::new();
+    }
+    assert!(batch.start < batch.end && batch.end <= r.nr_extents());
     assert!(batch.end - batch.start <= s.limits.batch_size());
     assert!(r.nr_extents() <= s.limits.extent_limit());
     assert!(r.order() <= s.limits.order_limit());
@@ -254,11 +261,20 @@ fn serve_reservation(r: &Reservation, mem: &mut FlatMemory<'_>, s: &Scenario) ->
     }
     // The array handle, from the argument as it was before the call (the
     // array may overlap the argument and have overwritten it).
+    // A 32-bit caller's handle is 4 bytes and its frames are 4 bytes.
+    let compat = s.mode != VcpuMode::Bits64;
+    let (width, slot) = if compat {
+        (4, COMPAT_PFN_SIZE)
+    } else {
+        (8, XEN_PFN_SIZE)
+    };
     let at = usize::try_from(s.regs.rsi - s.base).unwrap();
-    let array = u64::from_le_bytes(s.bytes[at..at + 8].try_into().unwrap());
+    let mut handle = [0u8; 8];
+    handle[..width].copy_from_slice(&s.bytes[at..at + width]);
+    let array = u64::from_le_bytes(handle);
     vec![(
-        array + XEN_PFN_SIZE * batch.start,
-        array + XEN_PFN_SIZE * batch.end,
+        array.saturating_add(slot * batch.start),
+        array.saturating_add(slot * batch.end),
     )]
 }
 
@@ -291,14 +307,19 @@ proptest! {
                 let entries: Vec<_> = (0..45u64).map(|i| E820Entry::new(i << 12, 1 << 12, 1)).collect();
                 let n = (s.seed % 46) as usize;
                 let out = m.respond(&mut mem, &entries[..n]);
-                prop_assert!(matches!(out, Outcome::Success(0) | Outcome::Error(Errno::Inval)));
-                let mut buf = [0u8; 16];
-                // Read the argument from the pre-call image: it may have been rewritten.
+                prop_assert!(matches!(out, Outcome::Success(0) | Outcome::Error(Errno::Inval | Errno::Fault)));
+                // Read the argument from the pre-call image: it may have been
+                // rewritten. The buffer handle is at 8 (8 bytes), or at 4 (4
+                // bytes) for a 32-bit caller.
                 let arg = s.regs.rsi;
                 let at = usize::try_from(arg - s.base).unwrap();
-                buf.copy_from_slice(&s.bytes[at..at + 16]);
-                let buffer = u64::from_le_bytes(buf[8..16].try_into().unwrap());
-                vec![(arg, arg + 4), (buffer, buffer + 20 * u64::from(m.capacity()))]
+                let (off, width) = if s.mode == VcpuMode::Bits64 { (8, 8) } else { (4, 4) };
+                let mut buf = [0u8; 8];
+                buf[..width].copy_from_slice(&s.bytes[at + off..at + off + width]);
+                let buffer = u64::from_le_bytes(buf);
+                // The buffer is not checked up front (as in Xen): it may run
+                // to the top of the address space.
+                vec![(arg, arg.saturating_add(4)), (buffer, buffer.saturating_add(20 * u64::from(m.capacity())))]
             }
             Ok(Request::SetMemoryMap(set)) => {
                 let mut out = vec![E820Entry::default(); s.limits.map_entry_limit() as usize];

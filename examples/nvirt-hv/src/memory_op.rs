@@ -10,7 +10,7 @@
 //! | `decrease_reservation` | releases the named extents |
 //! | `current_reservation` | pages backed now (RAM + NVRAM) |
 //! | `maximum_reservation` | pages the guest was configured with |
-//! | `maximum_gpfn` | the last frame of the guest's map |
+//! | `maximum_gpfn` | the highest guest frame mapped now |
 //! | `maximum_ram_page` | one past the host's last RAM frame |
 //!
 //! The NVRAM flag picks the pool. The address-width and NUMA-node flags are
@@ -23,8 +23,8 @@ use core::fmt;
 
 use nvirt_buddy::{MemKind, Order};
 use nvirt_hypercall_abi::host::{
-    self, Access, AccessError, Caller, ExtentError, Limits, Outcome, Reason, Registers, Request,
-    Reservation,
+    self, Access, AccessError, Caller, ExtentError, Limits, Linear, Outcome, Paging, Reason,
+    Registers, Request, Reservation,
 };
 use nvirt_hypercall_abi::{
     Command, E820Entry, Errno, ExtentOrder, GuestAddr, MemopCmd, ReservationOp, XenPfn,
@@ -34,11 +34,25 @@ use crate::guest_memory::{GuestMemory, HostMem, MemoryError};
 use crate::p2m::P2mError;
 use crate::pool::FramePool;
 
+/// How the addresses a guest passes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// Guest-virtual, through the calling vCPU's page tables, as Xen reads
+    /// an HVM guest's: what the hypervisor does for every call.
+    Virtual(Paging),
+    /// Guest-physical: the host tests of this module's logic, which hand
+    /// it guest-physical buffers.
+    #[cfg(any(test, feature = "std"))]
+    Physical,
+}
+
 /// What a guest's `memory_op` is answered from besides its memory.
 #[derive(Clone, Copy, Debug)]
 pub struct GuestInfo<'e> {
     /// The calling domain and vCPU state.
     pub caller: Caller,
+    /// How its pointers are read.
+    pub addressing: Addressing,
     /// Its limits.
     pub limits: Limits,
     /// Its E820 map.
@@ -144,7 +158,7 @@ pub fn serve<N: FramePool, M: HostMem + Copy>(
         outcome: Outcome::Error(Errno::NoSys),
         refusal: None,
     };
-    let request = match host::decode(regs, &info.caller, guest, &info.limits) {
+    let request = match host::decode(regs, &info.caller, &view(guest, info), &info.limits) {
         Ok(r) => r,
         Err(refused) => {
             served.outcome = refused.outcome();
@@ -156,30 +170,56 @@ pub fn serve<N: FramePool, M: HostMem + Copy>(
         Request::Reservation(r) => {
             let batch = r.batch();
             served.reservation = Some((r.kind(), r.order().get(), batch.start, batch.end));
-            let (outcome, refusal) = reserve(guest, &r)?;
+            let (outcome, refusal) = reserve(guest, info, &r)?;
             served.refusal = refusal;
             outcome
         }
-        Request::MemoryMap(m) => m.respond(guest, info.e820),
+        Request::MemoryMap(m) => m.respond(&mut view(guest, info), info.e820),
         Request::CurrentReservation => {
             Outcome::Success(guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile))
         }
         Request::MaximumReservation => Outcome::Success(info.max_pages),
-        Request::MaximumGpfn => Outcome::Success(info.limits.gpfn_limit().raw().saturating_sub(1)),
+        // The highest frame mapped now (Xen: the highest ever mapped).
+        Request::MaximumGpfn => Outcome::Success(
+            guest
+                .extents()
+                .last()
+                .map_or(0, |e| e.end().get().saturating_sub(1)),
+        ),
         Request::MaximumRamPage => Outcome::Success(info.max_ram_page),
-        // Only privileged callers get these past the decoder; a guest of
-        // this hypervisor never is one.
+        // machine_memory_map only reaches here for privileged callers, and
+        // a guest of this hypervisor never is one. set_memory_map (a
+        // domain may set its own map in Xen) is refused: the guest's map
+        // places its NVRAM, which the hypervisor keeps across reboots.
         Request::MachineMemoryMap(_) | Request::SetMemoryMap(_) => Outcome::Error(Errno::Perm),
     };
     Ok(served)
 }
 
+/// The guest's memory as its pointers address it.
+pub fn view<'g, 'a, 'm, 's, N: FramePool, M: HostMem + Copy>(
+    guest: &'g mut GuestMemory<'a, 'm, 's, N, M>,
+    info: &GuestInfo<'_>,
+) -> Linear<&'g mut GuestMemory<'a, 'm, 's, N, M>> {
+    let paging = match info.addressing {
+        Addressing::Virtual(p) => Some(p),
+        #[cfg(any(test, feature = "std"))]
+        Addressing::Physical => None,
+    };
+    Linear::maybe(guest, paging)
+}
+
 /// Works through one batch of a reservation.
 fn reserve<N: FramePool, M: HostMem + Copy>(
     guest: &mut GuestMemory<'_, '_, '_, N, M>,
+    info: &GuestInfo<'_>,
     r: &Reservation,
 ) -> Result<(Outcome, Option<Refusal>), MemoryError> {
     let kind = r.kind();
+    // Nothing to do (Xen answers the resume point before any check).
+    if r.batch().is_empty() {
+        return Ok((r.finish(), None));
+    }
     // The decoder held the order to the hypervisor's limit; a limit set
     // above 1 GiB must not make a larger order be served as a smaller one.
     let Ok(order) = Order::try_from(r.order()) else {
@@ -193,7 +233,7 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
         let gpfn = match r.op() {
             ReservationOp::Increase => None,
             ReservationOp::Decrease | ReservationOp::Populate => {
-                match r.read_extent(guest, index) {
+                match r.read_extent(&view(guest, info), index) {
                     Ok(g) => Some(g),
                     Err(e) => return Ok((r.stop(index, e.errno()), Some(Refusal::Extent(e)))),
                 }
@@ -207,7 +247,7 @@ fn reserve<N: FramePool, M: HostMem + Copy>(
         match done {
             Ok(None) => {}
             Ok(Some(g)) => {
-                if let Err(e) = r.write_extent(guest, index, XenPfn::from(g)) {
+                if let Err(e) = r.write_extent(&mut view(guest, info), index, XenPfn::from(g)) {
                     // The guest cannot learn where the extent went: take it
                     // back rather than leave it unaccounted for.
                     guest.decrease(g, order, kind)?;

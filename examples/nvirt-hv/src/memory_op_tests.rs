@@ -4,14 +4,15 @@
 //! by hand and must get their errno.
 
 use nvirt_hypercall_abi::guest::{CallError, Loopback, MemoryOps};
-use nvirt_hypercall_abi::host::{Caller, Limits, Outcome, Registers};
-use nvirt_hypercall_abi::layout::MemoryReservation;
+use nvirt_hypercall_abi::host::{Caller, Limits, Outcome, Paging, Registers};
+use nvirt_hypercall_abi::layout::{MemoryMap, MemoryReservation};
 use nvirt_hypercall_abi::{
-    DomId, E820Entry, Errno, ExtentOrder, GuestAddr, MemKind, NVIRT_MEMF_NVRAM, XenPfn,
+    Command, DomId, E820Entry, Errno, ExtentOrder, GuestAddr, MemKind, MemopCmd, NVIRT_MEMF_NVRAM,
+    XenPfn,
 };
 use zerocopy::IntoBytes;
 
-use super::{GuestInfo, e820_of, serve};
+use super::{Addressing, GuestInfo, e820_of, serve};
 use crate::balloon::tests::{Guest, layout, with_guest};
 use crate::guest_memory::PAGE;
 use crate::nested::Format;
@@ -25,6 +26,7 @@ fn info(e820: &[E820Entry]) -> GuestInfo<'_> {
     let l = layout();
     GuestInfo {
         caller: Caller::kernel(ME).unwrap(),
+        addressing: Addressing::Physical,
         limits: Limits::new(XenPfn::new(l.map.end() / PAGE)).batch(4.try_into().unwrap()),
         e820,
         max_pages: 3 * 1024,
@@ -270,5 +272,61 @@ fn an_order_beyond_1g_is_refused_even_under_a_larger_limit() {
         let served = serve(g, &regs, &info).unwrap();
         assert_eq!(served.outcome, Outcome::Error(Errno::Inval));
         assert_eq!(g.extents(), &before[..], "nothing served at another size");
+    });
+}
+
+/// Guest page tables at guest-physical 0x30_0000 mapping two virtual pages
+/// at 0xffff_8000_0000_0000 onto 0x20_1000 and 0x20_0000 (reversed, so a
+/// copy across them is not contiguous in guest-physical memory).
+fn alias_tables(g: &mut Guest<'_, '_, '_>) -> (Paging, u64) {
+    let (pml4, pdpt, pd, pt) = (0x30_0000u64, 0x30_1000u64, 0x30_2000u64, 0x30_3000u64);
+    g.zero(pml4, 0x4000).unwrap();
+    g.write(pml4 + 256 * 8, &(pdpt | 3).to_le_bytes()).unwrap();
+    g.write(pdpt, &(pd | 3).to_le_bytes()).unwrap();
+    g.write(pd, &(pt | 3).to_le_bytes()).unwrap();
+    g.write(pt, &(0x20_1000u64 | 3).to_le_bytes()).unwrap();
+    g.write(pt + 8, &(0x20_0000u64 | 3).to_le_bytes()).unwrap();
+    // CR0 PG|WP|PE, CR4 PAE, EFER LMA|LME: 4-level paging.
+    (
+        Paging::from_registers(0x8001_0001, pml4, 0x20, 0x500),
+        0xffff_8000_0000_0000,
+    )
+}
+
+#[test]
+fn pointers_are_guest_virtual_and_copies_cross_pages() {
+    with_guest(Format::Npt, |g| {
+        let (paging, va) = alias_tables(g);
+        let mut entries = [E820Entry::default(); 16];
+        let n = e820_of(&layout().map, &mut entries);
+        assert!(n >= 2);
+        // The argument on the first virtual page; a 2-entry buffer from 8
+        // bytes before its end, running onto the second.
+        let header = MemoryMap::new(2, GuestAddr::new(va + 0xff8));
+        g.write(0x20_1000 + 0x10, header.as_bytes()).unwrap();
+        let regs =
+            Registers::memory_op(MemopCmd::new(Command::MemoryMap), GuestAddr::new(va + 0x10));
+        let mut virt = info(&entries[..n]);
+        virt.addressing = Addressing::Virtual(paging);
+        let served = serve(g, &regs, &virt).unwrap();
+        assert_eq!(served.outcome, Outcome::Success(0), "{served}");
+        let mut got = [0u8; 40];
+        g.read(0x20_1ff8, &mut got[..8]).unwrap();
+        g.read(0x20_0000, &mut got[8..]).unwrap();
+        assert_eq!(&got[..20], entries[0].as_bytes());
+        assert_eq!(&got[20..], entries[1].as_bytes());
+        // The same address read as guest-physical is no guest memory.
+        let phys = info(&entries[..n]);
+        let served = serve(g, &regs, &phys).unwrap();
+        assert_eq!(served.outcome, Outcome::Error(Errno::Fault));
+        // A virtual page the tables do not map is a fault, not a panic.
+        let regs = Registers::memory_op(
+            MemopCmd::new(Command::MemoryMap),
+            GuestAddr::new(va + 0x2000),
+        );
+        assert_eq!(
+            serve(g, &regs, &virt).unwrap().outcome,
+            Outcome::Error(Errno::Fault)
+        );
     });
 }

@@ -46,7 +46,7 @@ use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
 pub use insn::{HypercallInsn, vendor_string};
 pub use loopback::{Loopback, LoopbackError};
 #[cfg(target_arch = "x86_64")]
-pub use vmcall::Vmcall;
+pub use vmcall::{Vmcall, discover, install_hypercall_page};
 
 /// A reservation's extent array, lent to the hypervisor for one call.
 #[derive(Debug)]

@@ -10,6 +10,7 @@
 use core::arch::asm;
 use core::convert::Infallible;
 
+use crate::discovery::XenLeaves;
 use crate::guest::insn::{HypercallInsn, vendor_string};
 use crate::guest::{Arg, Extents, Transport};
 use crate::layout::{MemoryDomain, MemoryMap, MemoryReservation};
@@ -17,11 +18,14 @@ use crate::numbers::{HYPERVISOR_CONSOLE_IO, HYPERVISOR_MEMORY_OP, HYPERVISOR_SCH
 use crate::protocol::{CONSOLEIO_WRITE, ProtocolTransport, SCHEDOP_SHUTDOWN, SchedShutdown};
 use crate::types::GuestAddr;
 
-/// The real transport: VMCALL or VMMCALL from inside a guest.
+/// The real transport: VMCALL or VMMCALL from inside a guest, issued
+/// directly or through the hypervisor's hypercall page.
 #[derive(Clone, Copy, Debug)]
 pub struct Vmcall {
     insn: HypercallInsn,
     translate: fn(usize) -> u64,
+    /// The hypercall page, if calls go through it.
+    page: Option<usize>,
 }
 
 fn identity(addr: usize) -> u64 {
@@ -48,6 +52,7 @@ impl Vmcall {
         Self {
             insn,
             translate: identity,
+            page: None,
         }
     }
 
@@ -64,13 +69,62 @@ impl Vmcall {
     /// [`Vmcall::identity_mapped`].
     #[must_use]
     pub const unsafe fn new(insn: HypercallInsn, translate: fn(usize) -> u64) -> Self {
-        Self { insn, translate }
+        Self {
+            insn,
+            translate,
+            page: None,
+        }
+    }
+
+    /// Calls through the hypercall page at `page` (the address this code
+    /// executes it at), as Xen guests do: hypercall `n` is a `call` to the
+    /// stub at `page + 32 * n`, which holds the instruction the hypervisor
+    /// chose. Addresses are passed through `translate` as for
+    /// [`Vmcall::new`]. `insn` is reported by [`Vmcall::insn`] only.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Vmcall::new`]; and `page` must hold the hypervisor's
+    /// hypercall page (installed with [`install_hypercall_page`]), mapped
+    /// executable, for as long as the transport is used.
+    #[must_use]
+    pub const unsafe fn through_page(
+        insn: HypercallInsn,
+        page: usize,
+        translate: fn(usize) -> u64,
+    ) -> Self {
+        Self {
+            insn,
+            translate,
+            page: Some(page),
+        }
     }
 
     /// The instruction used.
     #[must_use]
     pub const fn insn(&self) -> HypercallInsn {
         self.insn
+    }
+
+    /// Whether calls go through a hypercall page.
+    #[must_use]
+    pub const fn uses_page(&self) -> bool {
+        self.page.is_some()
+    }
+
+    /// Issues hypercall `nr`, directly or through the page.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hypercall3`].
+    unsafe fn call(&self, nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+        match self.page {
+            // SAFETY: the caller's contract; the page holds the stubs
+            // (`through_page`'s contract).
+            Some(page) => unsafe { page_call(page + 32 * (nr as usize & 127), nr, a0, a1, a2) },
+            // SAFETY: the caller's contract.
+            None => unsafe { hypercall3(self.insn, nr, a0, a1, a2) },
+        }
     }
 
     /// Issues hypercall `nr` with raw arguments in RDI, RSI and RDX and
@@ -85,7 +139,7 @@ impl Vmcall {
     /// the guest).
     pub unsafe fn raw(&mut self, nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
         // SAFETY: per this function's contract.
-        unsafe { hypercall3(self.insn, nr, a0, a1, a2) }
+        unsafe { self.call(nr, a0, a1, a2) }
     }
 }
 
@@ -97,21 +151,13 @@ impl ProtocolTransport for Vmcall {
         let len = bytes.len() as u64;
         // SAFETY: the constructor's contract binds the hypervisor to only
         // read the `len` bytes at `buffer`, which are borrowed for the call.
-        Ok(unsafe {
-            hypercall3(
-                self.insn,
-                HYPERVISOR_CONSOLE_IO,
-                CONSOLEIO_WRITE,
-                len,
-                buffer,
-            )
-        })
+        Ok(unsafe { self.call(HYPERVISOR_CONSOLE_IO, CONSOLEIO_WRITE, len, buffer) })
     }
 
     fn sched_shutdown(&mut self, arg: &SchedShutdown) -> Result<u64, Infallible> {
         let at = (self.translate)(core::ptr::from_ref(arg).expose_provenance());
         // SAFETY: as for `console_write`: the argument is only read.
-        Ok(unsafe { hypercall3(self.insn, HYPERVISOR_SCHED_OP, SCHEDOP_SHUTDOWN, at, 0) })
+        Ok(unsafe { self.call(HYPERVISOR_SCHED_OP, SCHEDOP_SHUTDOWN, at, 0) })
     }
 }
 
@@ -125,7 +171,7 @@ impl Transport for Vmcall {
         // the call (it is borrowed until this function returns, so it stays
         // put and is ours alone), and binds the hypervisor to touch nothing
         // else.
-        Ok(unsafe { hypercall3(self.insn, HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr, 0) })
+        Ok(unsafe { self.call(HYPERVISOR_MEMORY_OP, cmd.raw(), arg_addr, 0) })
     }
 }
 
@@ -201,6 +247,72 @@ unsafe fn hypercall3(insn: HypercallInsn, nr: u64, a0: u64, a1: u64, a2: u64) ->
         }
     }
     ret
+}
+
+/// Calls the hypercall-page stub at `stub` with hypercall `nr` and three
+/// arguments; returns RAX. The stub sets EAX itself; RAX is loaded too so a
+/// stub of another number is caught by the hypervisor's answer.
+///
+/// # Safety
+///
+/// `stub` must be the stub for `nr` in the hypervisor's hypercall page, and
+/// the arguments must satisfy [`hypercall3`]'s contract.
+unsafe fn page_call(stub: usize, nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: per this function's contract: the stub is `mov eax, nr;
+    // vmcall/vmmcall; ret`, which uses the stack only for the return
+    // address (the target has no red zone), and clobbers what a hypercall
+    // does.
+    unsafe {
+        asm!(
+            "call {stub}",
+            stub = in(reg) stub,
+            inlateout("rax") nr => ret,
+            inlateout("rdi") a0 => _,
+            inlateout("rsi") a1 => _,
+            inlateout("rdx") a2 => _,
+            lateout("r10") _,
+            lateout("r8") _,
+        );
+    }
+    ret
+}
+
+/// Looks for a Xen-compatible hypervisor in the CPUID leaves from
+/// 0x4000_0000 ([`XenLeaves::parse`]).
+#[allow(
+    unused_unsafe,
+    reason = "`__cpuid_count` is a safe function in newer Rust but unsafe in the workspace's minimum, 1.85"
+)]
+#[must_use]
+pub fn discover() -> Option<XenLeaves> {
+    XenLeaves::parse(|leaf, subleaf| {
+        // SAFETY: every x86_64 processor has CPUID; leaves a CPU does not
+        // have answer some other leaf's values, which `parse` checks.
+        let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
+}
+
+/// Asks the hypervisor to write its hypercall page at guest-physical
+/// `gpa` (page aligned) by writing `gpa` to `msr` (`XenLeaves::hypercall_msr`).
+///
+/// # Safety
+///
+/// The guest must run at CPL 0 under a hypervisor that announced `msr`
+/// as its hypercall-page MSR, and the 4 KiB at `gpa` must be memory the
+/// guest hands over to the hypervisor (no Rust object lives there).
+pub unsafe fn install_hypercall_page(msr: u32, gpa: u64) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        asm!(
+            "wrmsr",
+            in("ecx") msr,
+            in("eax") gpa as u32,
+            in("edx") (gpa >> 32) as u32,
+            options(nostack),
+        );
+    }
 }
 
 /// The CPU's vendor string (CPUID leaf 0).

@@ -28,6 +28,24 @@ pub struct Registers {
 }
 
 impl Registers {
+    /// The registers of a 32-bit caller (Xen's 32-bit HVM convention:
+    /// number in EAX, arguments in EBX, ECX, EDX, ESI, EDI), placed by
+    /// argument position: EBX in `rdi`, ECX in `rsi`, EDX in `rdx`, ESI in
+    /// `r10`, EDI in `r8`, each the low 32 bits. After
+    /// [`Outcome::apply`](crate::host::Outcome::apply), `rax` goes back to
+    /// EAX and `rdi` (a continuation's command word) to EBX.
+    #[must_use]
+    pub const fn compat(eax: u64, ebx: u64, ecx: u64, edx: u64, esi: u64, edi: u64) -> Self {
+        Self {
+            rax: eax & 0xffff_ffff,
+            rdi: ebx & 0xffff_ffff,
+            rsi: ecx & 0xffff_ffff,
+            rdx: edx & 0xffff_ffff,
+            r10: esi & 0xffff_ffff,
+            r8: edi & 0xffff_ffff,
+        }
+    }
+
     /// The registers of `memory_op(cmd, arg)`.
     #[must_use]
     pub const fn memory_op(cmd: MemopCmd, arg: GuestAddr) -> Self {
@@ -46,9 +64,10 @@ impl Registers {
 /// classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VcpuMode {
-    /// 64-bit long mode: the convention this crate serves.
+    /// 64-bit long mode: the 64-bit convention and native layouts.
     Bits64,
-    /// 32-bit protected or compatibility mode.
+    /// 32-bit protected or compatibility mode: the 32-bit convention and
+    /// Xen's compat layouts (as for 16-bit and real mode).
     Bits32,
     /// 16-bit protected mode.
     Bits16,
@@ -136,6 +155,14 @@ impl Caller {
         self.privileged
     }
 
+    /// Whether the caller uses Xen's 32-bit convention and compat layouts:
+    /// every mode but 64-bit (Xen's `hvm_hypercall()` serves 16-bit and
+    /// real-mode callers with the 32-bit one too).
+    #[must_use]
+    pub const fn is_compat(&self) -> bool {
+        !matches!(self.mode, VcpuMode::Bits64)
+    }
+
     /// Whether the call comes from user mode in Xen's sense.
     pub(crate) const fn is_user(&self) -> bool {
         match self.mode {
@@ -166,15 +193,15 @@ const DEFAULT_BATCH: NonZeroU32 = match NonZeroU32::new(512) {
 };
 
 impl Limits {
-    /// The entries `XENMEM_set_memory_map` accepts by default: `E820MAX`
-    /// (128) of Xen's toolstack (`tools/include/xenctrl.h`) and hvmloader.
-    pub const DEFAULT_MAP_ENTRIES: u32 = 128;
+    /// The entries `XENMEM_set_memory_map` accepts by default: Xen's
+    /// `E820MAX` (1024, `xen/arch/x86/include/asm/e820.h`).
+    pub const DEFAULT_MAP_ENTRIES: u32 = 1024;
 
     /// Limits for a guest whose frame numbers lie below `max_gpfn`
     /// (exclusive; e.g. 2^(MAXPHYADDR − 12)). Defaults: up to
     /// [`MAX_CONTINUABLE_EXTENTS`] extents a call, orders up to 1 GiB
     /// ([`ExtentOrder::PAGE_1G`]), 512 extents per entry, one NUMA node,
-    /// 128 map entries, `-EPERM` for user-mode calls.
+    /// 1024 map entries, `-EPERM` for user-mode calls.
     #[must_use]
     pub const fn new(max_gpfn: XenPfn) -> Self {
         Self {

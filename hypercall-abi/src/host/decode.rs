@@ -6,7 +6,7 @@
 //! extents done so far, so does this decoder (see [`Rejection::outcome`]);
 //! where nothing has been done, it answers `-errno` so the guest learns why.
 
-use crate::host::context::{Caller, Limits, Registers, VcpuMode};
+use crate::host::context::{Caller, Limits, Registers};
 use crate::host::extent::ReservationOp;
 use crate::host::map::{MapRequest, SetMapRequest};
 use crate::host::memory::{GuestMemory, read_value};
@@ -57,11 +57,6 @@ pub fn decode<M: GuestMemory + ?Sized>(
             caller.cpl(),
             limits.user_call_policy(),
         ));
-    }
-    if caller.mode() != VcpuMode::Bits64 {
-        return Err(Rejection::new(Reason::UnsupportedMode {
-            mode: caller.mode(),
-        }));
     }
     if regs.rax != HYPERVISOR_MEMORY_OP {
         return Err(Rejection::new(Reason::NotMemoryOp { number: regs.rax }));
@@ -131,7 +126,7 @@ pub(crate) const fn resolve_domain(alleged: DomId, caller: &Caller) -> Result<Do
 mod tests {
     use super::*;
     use crate::errno::Errno;
-    use crate::host::context::UserCalls;
+    use crate::host::context::{UserCalls, VcpuMode};
     use crate::host::memory::FlatMemory;
     use crate::host::outcome::{Fault, Outcome};
     use crate::types::XenPfn;
@@ -171,11 +166,11 @@ mod tests {
             errno(call(2, 0), &user, &limits().user_calls(UserCalls::Fault)),
             Err(Outcome::Fault(Fault::InvalidOpcode))
         );
-        let compat = Caller::new(ME, VcpuMode::Bits32, 0).unwrap();
-        assert_eq!(
-            errno(call(2, 0), &compat, &limits()),
-            Err(Outcome::Error(Errno::NoSys))
-        );
+        // 32-bit, 16-bit and real-mode callers are served (compat layouts).
+        for mode in [VcpuMode::Bits32, VcpuMode::Bits16, VcpuMode::Real] {
+            let compat = Caller::new(ME, mode, 0).unwrap();
+            assert_eq!(errno(call(2, 0), &compat, &limits()), Ok(()));
+        }
         let mut other = call(2, 0);
         other.rax = 13;
         assert_eq!(

@@ -117,6 +117,14 @@ pub enum ExtentError {
         /// The order.
         order: ExtentOrder,
     },
+    /// A frame for a 32-bit caller's array that does not fit its 4-byte
+    /// slot.
+    FrameTooWide {
+        /// The index.
+        index: u64,
+        /// The frame.
+        gpfn: XenPfn,
+    },
     /// The extent reaches past the guest's frame limit.
     OutOfRange {
         /// The index.
@@ -153,6 +161,12 @@ impl fmt::Display for ExtentError {
             Self::Memory { index, error } => write!(f, "extent {index}: {error}"),
             Self::Misaligned { index, gpfn, order } => {
                 write!(f, "extent {index}: {gpfn} is not aligned to {order}")
+            }
+            Self::FrameTooWide { index, gpfn } => {
+                write!(
+                    f,
+                    "extent {index}: {gpfn} does not fit a 32-bit caller's slot"
+                )
             }
             Self::OutOfRange { index, gpfn, limit } => write!(
                 f,

@@ -6,9 +6,12 @@ use zerocopy::IntoBytes;
 use crate::errno::Errno;
 use crate::host::context::{Caller, Limits};
 use crate::host::decode::resolve_domain;
-use crate::host::memory::{Access, GuestMemory, read_value};
+use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
 use crate::host::outcome::{Field, Outcome, Reason, Rejection};
-use crate::layout::{E820_ENTRY_SIZE, E820Entry, ForeignMemoryMap, MemoryMap};
+use crate::layout::{
+    CompatForeignMemoryMap, CompatMemoryMap, E820_ENTRY_SIZE, E820Entry, ForeignMemoryMap,
+    MemoryMap,
+};
 use crate::numbers::Command;
 use crate::types::GuestAddr;
 
@@ -40,13 +43,12 @@ impl MapRequest {
                 error,
             })
         };
-        let map: MemoryMap = read_value(mem, arg).map_err(argument)?;
-        // The answer goes back into `nr_entries`.
-        mem.check(arg, MemoryMap::NR_ENTRIES_OFFSET + 4, Access::ReadWrite)
-            .map_err(argument)?;
+        let map = read_map(mem, arg, caller).map_err(argument)?;
+        // Neither the buffer nor the count's write-back is checked up
+        // front: as Xen does for HVM guests, [`MapRequest::respond`]
+        // answers -EFAULT when a copy fails.
         let asked = map.nr_entries();
         let capacity = asked.min(limits.map_entry_limit());
-        check_buffer(mem, map.buffer(), capacity, Access::Write).map_err(Rejection::new)?;
         Ok(Self {
             command,
             arg,
@@ -72,10 +74,20 @@ impl MapRequest {
     /// Writes `entries` to the guest and answers.
     ///
     /// memory_map truncates to the guest's room, as Xen does; the guest
-    /// reads how many it got from `nr_entries`. machine_memory_map refuses
-    /// with `-EINVAL` if the map does not fit, as Xen does. A guest address
-    /// that has become inaccessible since decoding gives `-EFAULT`.
+    /// reads how many it got from `nr_entries`. machine_memory_map with a
+    /// null buffer only reports how many entries there are (Xen's size
+    /// query); with a buffer it refuses with `-EINVAL` if the map does not
+    /// fit, as Xen does. A guest address that cannot be written gives
+    /// `-EFAULT` (entries before it may have been written, as in Xen).
     pub fn respond<M: GuestMemory + ?Sized>(&self, mem: &mut M, entries: &[E820Entry]) -> Outcome {
+        let count_at = self.arg.checked_add(MemoryMap::NR_ENTRIES_OFFSET);
+        if self.command == Command::MachineMemoryMap && self.buffer.is_null() {
+            let n = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+            return match count_at.map(|at| mem.write(at, &n.to_le_bytes())) {
+                Some(Ok(())) => Outcome::Success(0),
+                _ => Outcome::Error(Errno::Fault),
+            };
+        }
         let fits = u32::try_from(entries.len()).is_ok_and(|n| n <= self.capacity);
         if self.command == Command::MachineMemoryMap && !fits {
             return Outcome::Error(Errno::Inval);
@@ -90,7 +102,7 @@ impl MapRequest {
             }
             written += 1;
         }
-        let Some(count_at) = self.arg.checked_add(MemoryMap::NR_ENTRIES_OFFSET) else {
+        let Some(count_at) = count_at else {
             return Outcome::Error(Errno::Fault);
         };
         match mem.write(count_at, &written.to_le_bytes()) {
@@ -121,18 +133,21 @@ impl SetMapRequest {
         mem: &M,
         limits: &Limits,
     ) -> Result<Self, Rejection> {
-        if !caller.is_privileged() {
-            return Err(Rejection::new(Reason::NotPrivileged {
-                command: Command::SetMemoryMap,
-            }));
-        }
-        let fmap: ForeignMemoryMap = read_value(mem, arg).map_err(|error| {
+        // Xen's order: the argument, the count against E820MAX, the domain
+        // (XSM_TARGET: a domain may set its own map), then the buffer.
+        let argument = |error| {
             Rejection::new(Reason::Memory {
                 field: Field::Argument,
                 error,
             })
-        })?;
-        resolve_domain(fmap.domid(), caller).map_err(Rejection::new)?;
+        };
+        let fmap = if caller.is_compat() {
+            read_value::<CompatForeignMemoryMap, _>(mem, arg)
+                .map_err(argument)?
+                .widen()
+        } else {
+            read_value::<ForeignMemoryMap, _>(mem, arg).map_err(argument)?
+        };
         let map = fmap.map();
         let count = map.nr_entries();
         if count > limits.map_entry_limit() {
@@ -141,6 +156,7 @@ impl SetMapRequest {
                 max: limits.map_entry_limit(),
             }));
         }
+        resolve_domain(fmap.domid(), caller).map_err(Rejection::new)?;
         check_buffer(mem, map.buffer(), count, Access::Read).map_err(Rejection::new)?;
         Ok(Self {
             buffer: map.buffer(),
@@ -186,6 +202,19 @@ impl SetMapRequest {
             })?;
         }
         Ok(count)
+    }
+}
+
+/// The map argument at `arg`, in the caller's layout, widened.
+fn read_map<M: GuestMemory + ?Sized>(
+    mem: &M,
+    arg: GuestAddr,
+    caller: &Caller,
+) -> Result<MemoryMap, AccessError> {
+    if caller.is_compat() {
+        Ok(read_value::<CompatMemoryMap, _>(mem, arg)?.widen())
+    } else {
+        read_value(mem, arg)
     }
 }
 
@@ -318,38 +347,41 @@ mod tests {
         let ten: Vec<_> = entries(10).collect();
         assert_eq!(m.respond(&mut mem, &ten), Outcome::Success(0));
         assert_eq!(written(&mem), (8, ten[..8].try_into().unwrap()));
-        // A buffer running into read-only memory is refused before any write.
+        // A buffer running into read-only memory is -EFAULT when the copy
+        // reaches it, as in Xen (no up-front check for HVM guests): the
+        // entries before it are written, the count is not.
         mem.write(
             GuestAddr::new(ARG),
-            MemoryMap::new(8, GuestAddr::new(0x3e0)).as_bytes(),
+            MemoryMap::new(8, GuestAddr::new(0x3c0)).as_bytes(),
         )
         .unwrap();
-        let refused = call(&mem, 9, &kernel).unwrap_err();
-        assert!(
-            matches!(
-                refused.reason(),
-                Reason::Memory {
-                    field: Field::MapBuffer,
-                    ..
-                }
-            ),
-            "{refused}"
-        );
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(m.respond(&mut mem, &ten), Outcome::Error(Errno::Fault));
+        for (i, e) in ten[..2].iter().enumerate() {
+            let got: E820Entry = read_value(&mem, GuestAddr::new(0x3c0 + 20 * i as u64)).unwrap();
+            assert_eq!(got, *e, "entry {i}, before the read-only bytes");
+        }
+        assert_eq!(written(&mem).0, 8, "the count is the earlier call's");
         mem.write(
             GuestAddr::new(ARG),
             MemoryMap::new(1, GuestAddr::new(u64::MAX - 3)).as_bytes(),
         )
         .unwrap();
-        assert!(matches!(
-            call(&mem, 9, &kernel).unwrap_err().reason(),
-            Reason::ArrayOverflow { .. }
-        ));
+        let Ok(Request::MemoryMap(m)) = call(&mem, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(m.respond(&mut mem, &ten), Outcome::Error(Errno::Fault));
         // An argument whose count field cannot be written back.
         let mut c = [0u8; 0x400];
         let mut ro = FlatMemory::new(GuestAddr::new(0), &mut c).with_read_only(ARG..ARG + 4);
         ro.write(GuestAddr::new(ARG + 8), &BUF.to_le_bytes())
             .unwrap();
-        assert_eq!(call(&ro, 9, &kernel).unwrap_err().errno(), Errno::Fault);
+        let Ok(Request::MemoryMap(m)) = call(&ro, 9, &kernel) else {
+            panic!()
+        };
+        assert_eq!(m.respond(&mut ro, &ten), Outcome::Error(Errno::Fault));
     }
 
     #[test]
@@ -375,6 +407,26 @@ mod tests {
         assert_eq!(m.respond(&mut mem, &five), Outcome::Error(Errno::Inval));
         assert_eq!(m.respond(&mut mem, &five[..4]), Outcome::Success(0));
         assert_eq!(written(&mem).0, 4);
+        // A null buffer asks how many entries there are (whatever room it
+        // claims), and nothing else is written.
+        mem.write(
+            GuestAddr::new(ARG),
+            MemoryMap::new(0, GuestAddr::NULL).as_bytes(),
+        )
+        .unwrap();
+        let before = mem.bytes().to_vec();
+        let Ok(Request::MachineMemoryMap(m)) = call(&mem, 10, &kernel.privileged()) else {
+            panic!()
+        };
+        assert_eq!(m.respond(&mut mem, &five), Outcome::Success(0));
+        assert_eq!(written(&mem).0, 5);
+        let changed = mem
+            .bytes()
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(changed, 1, "only the count's low byte");
     }
 
     #[test]
@@ -390,8 +442,8 @@ mod tests {
         mem.write(GuestAddr::new(ARG), fmap(DomId::SELF, 3).as_bytes())
             .unwrap();
         let kernel = Caller::kernel(ME).unwrap();
-        assert_eq!(call(&mem, 13, &kernel).unwrap_err().errno(), Errno::Perm);
-        let Ok(Request::SetMemoryMap(s)) = call(&mem, 13, &kernel.privileged()) else {
+        // XSM_TARGET: a domain may set its own map without privilege.
+        let Ok(Request::SetMemoryMap(s)) = call(&mem, 13, &kernel) else {
             panic!()
         };
         assert_eq!(s.count(), 3);
@@ -418,6 +470,10 @@ mod tests {
                 max: 8
             }
         );
+        // Xen's order: the count is refused before the domain is looked at.
+        mem.write(GuestAddr::new(ARG), fmap(DomId::new(5), 9).as_bytes())
+            .unwrap();
+        assert_eq!(call(&mem, 13, &kernel).unwrap_err().errno(), Errno::Inval);
         mem.write(
             GuestAddr::new(ARG),
             ForeignMemoryMap::new(ME, MemoryMap::new(8, GuestAddr::new(0x3f0))).as_bytes(),

@@ -11,6 +11,7 @@ use core::ops::Range;
 
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::host::walk::WalkError;
 use crate::types::GuestAddr;
 
 /// How a range of guest memory is to be used.
@@ -68,6 +69,16 @@ pub enum AccessError {
         /// The access refused.
         access: Access,
     },
+    /// A guest-virtual address of the range does not translate: the page
+    /// fault the guest would take (see [`Linear`](crate::host::Linear)).
+    PageFault {
+        /// First byte of the range.
+        addr: GuestAddr,
+        /// Its length.
+        len: u64,
+        /// The fault.
+        fault: WalkError,
+    },
     /// The range passes the end of the 64-bit address space.
     Wraps {
         /// First byte of the range.
@@ -90,6 +101,9 @@ impl fmt::Display for AccessError {
                 f,
                 "{len:#x} bytes at guest address {addr}: {access} access denied"
             ),
+            Self::PageFault { addr, len, fault } => {
+                write!(f, "{len:#x} bytes at guest address {addr}: {fault}")
+            }
             Self::Wraps { addr, len } => {
                 write!(f, "{len:#x} bytes at guest address {addr} wrap past 2^64")
             }

@@ -28,15 +28,19 @@
 mod context;
 mod decode;
 mod extent;
+mod linear;
 mod map;
 mod memory;
 mod outcome;
 mod reservation;
+mod walk;
 
 pub use context::{Caller, Limits, Registers, UserCalls, VcpuMode};
 pub use decode::{Request, decode};
 pub use extent::{ExtentError, ExtentRequest, ReservationOp};
+pub use linear::Linear;
 pub use map::{MapRequest, SetMapRequest};
 pub use memory::{Access, AccessError, FlatMemory, GuestMemory};
 pub use outcome::{Fault, Field, Outcome, Reason, Rejection, Resume};
 pub use reservation::Reservation;
+pub use walk::{Paging, PagingMode, Translation, WalkError, translate};

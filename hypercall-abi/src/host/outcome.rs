@@ -13,7 +13,7 @@ use core::fmt;
 
 use crate::errno::Errno;
 use crate::flags::FlagError;
-use crate::host::context::{Registers, UserCalls, VcpuMode};
+use crate::host::context::{Registers, UserCalls};
 use crate::host::memory::AccessError;
 use crate::numbers::{Command, MemopCmd};
 use crate::types::{DomId, ExtentOrder, GuestAddr};
@@ -152,12 +152,6 @@ pub enum Reason {
         /// The hypercall number.
         number: u64,
     },
-    /// The vCPU is not in 64-bit mode; this crate serves only the 64-bit
-    /// convention.
-    UnsupportedMode {
-        /// The vCPU's mode.
-        mode: VcpuMode,
-    },
     /// The call came from user mode.
     UserMode {
         /// The caller's privilege level.
@@ -181,13 +175,6 @@ pub enum Reason {
         nr_extents: u64,
         /// The limit.
         max: u64,
-    },
-    /// A resume point past the request's end.
-    StartBeyondEnd {
-        /// The resume point.
-        start_extent: u64,
-        /// Extents in the request.
-        nr_extents: u64,
     },
     /// Another domain's id: not permitted.
     ForeignDomain {
@@ -258,17 +245,22 @@ impl Reason {
     #[must_use]
     pub const fn errno(&self) -> Errno {
         match self {
-            Self::NotMemoryOp { .. }
-            | Self::UnsupportedMode { .. }
-            | Self::UnknownCommand { .. } => Errno::NoSys,
+            Self::NotMemoryOp { .. } | Self::UnknownCommand { .. } => Errno::NoSys,
+            // Xen passes the whole command word to `arch_memory_op()`,
+            // whose commands then match nothing: -ENOSYS; the commands
+            // `do_memory_op()` serves itself answer -EINVAL.
+            Self::NotContinuable { command, .. } => match command {
+                Command::MemoryMap | Command::MachineMemoryMap | Command::SetMemoryMap => {
+                    Errno::NoSys
+                }
+                _ => Errno::Inval,
+            },
             Self::UserMode { .. } | Self::ForeignDomain { .. } | Self::NotPrivileged { .. } => {
                 Errno::Perm
             }
             Self::NoSuchDomain { .. } => Errno::Srch,
             Self::ArrayOverflow { .. } | Self::Memory { .. } => Errno::Fault,
-            Self::NotContinuable { .. }
-            | Self::TooManyExtents { .. }
-            | Self::StartBeyondEnd { .. }
+            Self::TooManyExtents { .. }
             | Self::OrderTooLarge { .. }
             | Self::Flags(_)
             | Self::FlagsNotAllowed { .. }
@@ -282,12 +274,6 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::NotMemoryOp { number } => write!(f, "hypercall {number} is not memory_op"),
-            Self::UnsupportedMode { mode } => {
-                write!(
-                    f,
-                    "hypercall from {mode:?} mode; only the 64-bit convention is served"
-                )
-            }
             Self::UserMode { cpl } => write!(f, "hypercall from user mode (CPL {cpl})"),
             Self::UnknownCommand { op } => write!(f, "memory_op command {op} is not implemented"),
             Self::NotContinuable {
@@ -297,13 +283,6 @@ impl fmt::Display for Reason {
             Self::TooManyExtents { nr_extents, max } => {
                 write!(f, "{nr_extents} extents asked for, at most {max} allowed")
             }
-            Self::StartBeyondEnd {
-                start_extent,
-                nr_extents,
-            } => write!(
-                f,
-                "resume point {start_extent} beyond the {nr_extents} extents"
-            ),
             Self::ForeignDomain { domid } => {
                 write!(f, "domain {domid} is not the caller's")
             }

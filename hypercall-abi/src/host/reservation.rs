@@ -9,9 +9,9 @@ use crate::flags::MemFlags;
 use crate::host::context::{Caller, Limits};
 use crate::host::decode::resolve_domain;
 use crate::host::extent::{ExtentError, ExtentRequest, ReservationOp};
-use crate::host::memory::{Access, AccessError, GuestMemory, read_value};
+use crate::host::memory::{AccessError, GuestMemory, read_value};
 use crate::host::outcome::{Field, Outcome, Reason, Rejection};
-use crate::layout::{MemoryReservation, XEN_PFN_SIZE};
+use crate::layout::{COMPAT_PFN_SIZE, CompatMemoryReservation, MemoryReservation, XEN_PFN_SIZE};
 use crate::numbers::MemopCmd;
 use crate::types::{DomId, ExtentOrder, GuestAddr, XenPfn};
 use nvirt_addr::Gfn;
@@ -28,6 +28,7 @@ pub struct Reservation {
     start: u64,
     end: u64,
     gpfn_limit: XenPfn,
+    pfn_size: u64,
 }
 
 impl Reservation {
@@ -42,12 +43,19 @@ impl Reservation {
         // On a continued call, any refusal still reports the extents that
         // earlier entries did, as Xen returns `start_extent`.
         let refuse = |reason| Rejection::new(reason).after(start);
-        let r: MemoryReservation = read_value(mem, arg).map_err(|error| {
+        let argument = |error| {
             refuse(Reason::Memory {
                 field: Field::Argument,
                 error,
             })
-        })?;
+        };
+        let (r, pfn_size) = if caller.is_compat() {
+            let r: CompatMemoryReservation = read_value(mem, arg).map_err(argument)?;
+            (r.widen(), COMPAT_PFN_SIZE)
+        } else {
+            let r: MemoryReservation = read_value(mem, arg).map_err(argument)?;
+            (r, XEN_PFN_SIZE)
+        };
         let nr_extents = r.nr_extents();
         if nr_extents > limits.extent_limit() {
             return Err(refuse(Reason::TooManyExtents {
@@ -55,11 +63,23 @@ impl Reservation {
                 max: limits.extent_limit(),
             }));
         }
-        if start > nr_extents {
-            return Err(Rejection::new(Reason::StartBeyondEnd {
-                start_extent: start,
+        // Nothing left to do (no extents, or a resume point at or past the
+        // end): Xen answers the resume point before any other check. The
+        // fields are kept as written where they fit their types; nothing
+        // else about them is checked.
+        if start >= nr_extents {
+            return Ok(Self {
+                op,
+                flags: MemFlags::parse(r.mem_flags()).unwrap_or_default(),
+                order: ExtentOrder::from_raw(r.extent_order()).unwrap_or(ExtentOrder::PAGE_4K),
+                domain: caller.domain(),
+                array: r.extent_start(),
                 nr_extents,
-            }));
+                start,
+                end: start,
+                gpfn_limit: limits.gpfn_limit(),
+                pfn_size,
+            });
         }
         let domain = resolve_domain(r.domid(), caller).map_err(refuse)?;
         let order = ExtentOrder::from_raw(r.extent_order())
@@ -95,11 +115,11 @@ impl Reservation {
                 }));
             }
         }
+        // The array is not checked as a whole: as Xen does for HVM guests
+        // (`guest_handle_okay()` is true for them), each slot is accessed
+        // when its extent is reached, and a bad slot ends the call there
+        // with the count done.
         let array = r.extent_start();
-        let wants_array = !(op == ReservationOp::Increase && array.is_null());
-        if wants_array {
-            check_array(mem, array, start, nr_extents, op.array_access()).map_err(refuse)?;
-        }
         let end = start + (nr_extents - start).min(limits.batch_size());
         Ok(Self {
             op,
@@ -111,6 +131,7 @@ impl Reservation {
             start,
             end,
             gpfn_limit: limits.gpfn_limit(),
+            pfn_size,
         })
     }
 
@@ -179,12 +200,12 @@ impl Reservation {
         // Decode checked the array up to `nr_extents`, so this cannot
         // overflow; check anyway rather than trust a distant invariant.
         self.array
-            .element(index, XEN_PFN_SIZE)
+            .element(index, self.pfn_size)
             .ok_or(ExtentError::Memory {
                 index,
                 error: AccessError::Wraps {
                     addr: self.array,
-                    len: index.saturating_mul(XEN_PFN_SIZE),
+                    len: index.saturating_mul(self.pfn_size),
                 },
             })
     }
@@ -201,8 +222,15 @@ impl Reservation {
             return Err(ExtentError::NotReadable { index });
         }
         let addr = self.slot(index)?;
-        let raw: [u8; 8] =
-            read_value(mem, addr).map_err(|error| ExtentError::Memory { index, error })?;
+        let mut raw = [0u8; 8];
+        // A compat_pfn_t is the low half of the little-endian word.
+        let width = if self.pfn_size == COMPAT_PFN_SIZE {
+            4
+        } else {
+            8
+        };
+        mem.read(addr, &mut raw[..width])
+            .map_err(|error| ExtentError::Memory { index, error })?;
         let gpfn = XenPfn::new(u64::from_le_bytes(raw));
         // Checked as the guest wrote it (a wire value, possibly no frame at
         // all), so that the errno follows Xen's order of checks.
@@ -238,16 +266,27 @@ impl Reservation {
         if !self.has_output() {
             return Ok(());
         }
-        mem.write(addr, &value.raw().to_le_bytes())
+        let bytes = value.raw().to_le_bytes();
+        let bytes = if self.pfn_size == COMPAT_PFN_SIZE {
+            // A 32-bit caller's slot cannot hold a wider frame.
+            if value.raw() > u64::from(u32::MAX) {
+                return Err(ExtentError::FrameTooWide { index, gpfn: value });
+            }
+            &bytes[..4]
+        } else {
+            &bytes[..]
+        };
+        mem.write(addr, bytes)
             .map_err(|error| ExtentError::Memory { index, error })
     }
 
     /// The answer once the whole batch is done: the count if the request is
-    /// complete, else a continuation at the batch's end.
+    /// complete (for a call with nothing left to do, its resume point, as
+    /// Xen answers), else a continuation at the batch's end.
     #[must_use]
     pub const fn finish(&self) -> Outcome {
-        if self.end == self.nr_extents {
-            return Outcome::Success(self.nr_extents);
+        if self.end >= self.nr_extents {
+            return Outcome::Success(self.end);
         }
         match MemopCmd::resuming(self.op.command(), self.end) {
             Some(cmd) => Outcome::Continue(cmd),
@@ -294,34 +333,6 @@ impl Reservation {
         }
         self.finish()
     }
-}
-
-/// Checks that extents `[start, nr)` of the array at `base` lie in guest
-/// memory with `access`, as Xen's `guest_handle_subrange_okay()` does.
-fn check_array<M: GuestMemory + ?Sized>(
-    mem: &M,
-    base: GuestAddr,
-    start: u64,
-    nr: u64,
-    access: Access,
-) -> Result<(), Reason> {
-    // Nothing will be read or written, so Xen never looks at the handle.
-    if start >= nr {
-        return Ok(());
-    }
-    let overflow = Reason::ArrayOverflow {
-        field: Field::ExtentArray,
-        addr: base,
-        count: nr,
-    };
-    let first = base.element(start, XEN_PFN_SIZE).ok_or(overflow)?;
-    let end = base.element(nr, XEN_PFN_SIZE).ok_or(overflow)?;
-    let len = end.raw() - first.raw();
-    mem.check(first, len, access)
-        .map_err(|error| Reason::Memory {
-            field: Field::ExtentArray,
-            error,
-        })
 }
 
 #[cfg(test)]

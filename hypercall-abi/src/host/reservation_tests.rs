@@ -5,7 +5,7 @@ use crate::flags::{NVIRT_MEMF_NVRAM, NodeRequest, XENMEMF_POPULATE_ON_DEMAND};
 use crate::host::context::Registers;
 use crate::host::decode::{Request, decode};
 use crate::host::memory::FlatMemory;
-use crate::numbers::Command;
+use crate::numbers::{Command, MemopCmd};
 use core::num::NonZeroU32;
 use nvirt_addr::Gfn;
 use zerocopy::IntoBytes;
@@ -97,13 +97,6 @@ fn refuses_bad_arguments() {
         }
     );
     assert_eq!(
-        case(&mut b, resv(ARRAY, 2, 0, 0, DomId::SELF), 6 | 3 << 6),
-        Reason::StartBeyondEnd {
-            start_extent: 3,
-            nr_extents: 2
-        }
-    );
-    assert_eq!(
         case(&mut b, resv(ARRAY, 2, 0, 0, DomId::new(1)), 1),
         Reason::ForeignDomain {
             domid: DomId::new(1)
@@ -173,42 +166,51 @@ fn refuses_bad_arguments() {
 const MAX_PLUS: u64 = crate::numbers::MAX_CONTINUABLE_EXTENTS + 1;
 
 #[test]
-fn extent_arrays_must_be_guest_memory() {
+fn extent_arrays_are_accessed_slot_by_slot() {
+    // As Xen for HVM guests: no up-front check of the whole array; each
+    // slot is read or written when its extent is reached, and the first bad
+    // slot ends the call with the count done (or -EFAULT if none was).
     let mut b = [0u8; 0x1000];
-    // 0x1000 - ARRAY = 0xe00 bytes = 448 slots; the last 32 are read-only.
-    let fits = |b: &mut [u8; 0x1000], array, nr, cmd| {
-        run_decode(&guest(b, resv(array, nr, 0, 0, DomId::SELF), &[]), cmd).map_err(|e| e.errno())
-    };
-    assert!(fits(&mut b, ARRAY, 448, 1).is_ok(), "decrease only reads");
-    assert_eq!(fits(&mut b, ARRAY, 449, 1).map(|_| ()), Err(Errno::Fault));
+    // 0x1000 - ARRAY = 0xe00 bytes = 448 slots; 0xf00.. (the last 32) is
+    // read-only. Resume at 444: four extents per entry.
+    let frames: Vec<u64> = (0..416).collect();
+    let mut mem = guest(&mut b, resv(ARRAY, 449, 0, 0, DomId::SELF), &frames);
+    let req = run_decode(&mem, 1 | 444 << 6).unwrap();
     assert_eq!(
-        fits(&mut b, ARRAY, 448, 6).map(|_| ()),
-        Err(Errno::Fault),
-        "populate writes"
+        req.run(&mut mem, |_| Ok(None)),
+        Outcome::Continue(MemopCmd::resuming(Command::DecreaseReservation, 448).unwrap())
     );
-    assert!(fits(&mut b, ARRAY, 416, 6).is_ok());
-    assert!(
-        fits(&mut b, 0, 1 << 20, 0).is_ok(),
-        "null handle: no output"
-    );
+    let req = run_decode(&mem, 1 | 448 << 6).unwrap();
     assert_eq!(
-        fits(&mut b, 0, 1 << 20, 6).map(|_| ()),
-        Err(Errno::Fault),
-        "null is an address"
+        req.run(&mut mem, |_| Ok(None)),
+        Outcome::Partial {
+            done: 448,
+            cause: Errno::Fault
+        },
+        "slot 448 is past guest memory"
     );
+    // populate writes back: the read-only slots stop it, having done 1.
+    let mut mem = guest(&mut b, resv(ARRAY, 448, 0, 0, DomId::SELF), &frames);
+    let req = run_decode(&mem, 6 | 415 << 6).unwrap();
+    let out = req.run(&mut mem, |e| Ok(e.gfn()));
     assert_eq!(
-        reason(
-            &guest(&mut b, resv(u64::MAX - 7, 2, 0, 0, DomId::SELF), &[]),
-            1
-        ),
-        Reason::ArrayOverflow {
-            field: Field::ExtentArray,
-            addr: GuestAddr::new(u64::MAX - 7),
-            count: 2
+        out,
+        Outcome::Partial {
+            done: 416,
+            cause: Errno::Fault
         }
     );
-    // Only the part from the resume point on is checked, as in Xen.
-    assert!(fits(&mut b, ARRAY - 8, 449, 1 | 1 << 6).is_ok());
+    // An array whose slot address wraps past 2^64.
+    let mut mem = guest(&mut b, resv(u64::MAX - 7, 2, 0, 0, DomId::SELF), &[]);
+    let req = run_decode(&mem, 1).unwrap();
+    assert_eq!(
+        req.run(&mut mem, |_| Ok(None)),
+        Outcome::Error(Errno::Fault)
+    );
+    // A null handle on increase asks for no output.
+    let mut mem = guest(&mut b, resv(0, 2, 0, 0, DomId::SELF), &[]);
+    let req = run_decode(&mem, 0).unwrap();
+    assert_eq!(req.run(&mut mem, |_| Ok(Some(gfn(5)))), Outcome::Success(2));
     let mut small = [0u8; 0x1000];
     let mem = FlatMemory::new(GuestAddr::new(0), &mut small[..0x110]);
     let err = run_decode(&mem, 6).unwrap_err();
@@ -227,11 +229,12 @@ fn refusals_on_continued_calls_report_progress() {
             cause: Errno::Inval
         }
     );
+    // A resume point past the end is answered with itself, as Xen does.
     let beyond = run_decode(
         &guest(&mut b, resv(ARRAY, 2, 0, 0, DomId::SELF), &[]),
         1 | 3 << 6,
     );
-    assert_eq!(beyond.unwrap_err().outcome(), Outcome::Error(Errno::Inval));
+    assert_eq!(beyond.map(|r| r.finish()), Ok(Outcome::Success(3)));
 }
 
 #[test]
@@ -375,12 +378,136 @@ fn an_empty_request_never_looks_at_its_array() {
         let req = run_decode(&mem, cmd).unwrap();
         assert_eq!(req.finish(), Outcome::Success(0), "command {cmd}");
     }
-    // One extent: the same handle is a fault.
+    // Nothing to do is answered before any other check, as Xen does: a
+    // foreign domain, a bad order and bad flags are not looked at, and a
+    // resume point past the end is the answer.
     let mut b = [0u8; 0x1000];
-    let mem = guest(&mut b, resv(0xdead_0000, 1, 0, 0, DomId::SELF), &[]);
-    assert!(matches!(reason(&mem, 1), Reason::Memory { .. }));
+    let mem = guest(
+        &mut b,
+        resv(0xdead_0000, 0, 77, 1 << 25, DomId::new(5)),
+        &[],
+    );
+    assert_eq!(run_decode(&mem, 6).unwrap().finish(), Outcome::Success(0));
+    let mem = guest(&mut b, resv(ARRAY, 2, 0, 0, DomId::SELF), &[]);
+    assert_eq!(
+        run_decode(&mem, 1 | 3 << 6).unwrap().finish(),
+        Outcome::Success(3)
+    );
+    // One extent: the same handle is a fault when its slot is reached
+    // (the whole call: nothing was done).
+    let mut b = [0u8; 0x1000];
+    let mut mem = guest(&mut b, resv(0xdead_0000, 1, 0, 0, DomId::SELF), &[]);
+    let req = run_decode(&mem, 1).unwrap();
+    assert_eq!(
+        req.run(&mut mem, |_| Ok(None)),
+        Outcome::Error(Errno::Fault)
+    );
 }
 
 fn gfn(n: u64) -> Gfn {
     Gfn::new(n).unwrap()
+}
+
+mod compat {
+    use super::super::*;
+    use crate::host::context::{Registers, VcpuMode};
+    use crate::host::decode::{Request, decode};
+    use crate::host::memory::FlatMemory;
+    use crate::layout::CompatMemoryReservation;
+    use zerocopy::IntoBytes;
+
+    const ARG: u64 = 0x40;
+    const ARRAY: u64 = 0x100;
+
+    fn caller() -> Caller {
+        Caller::new(DomId::new(2), VcpuMode::Bits32, 0).unwrap()
+    }
+
+    fn decode_at(mem: &FlatMemory<'_>, op: u64) -> Result<Request, Rejection> {
+        let regs = Registers::compat(12, op, ARG, 0, 0, 0);
+        decode(
+            &regs,
+            &caller(),
+            mem,
+            &Limits::new(XenPfn::new(1 << 20)).batch(2.try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn a_32_bit_caller_uses_4_byte_frames() {
+        let mut b = [0u8; 0x200];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        let r = CompatMemoryReservation::new(ARRAY as u32, 3, 9, 0, DomId::SELF);
+        mem.write(GuestAddr::new(ARG), r.as_bytes()).unwrap();
+        // Three 4-byte frames; the word after them is a trap for an 8-byte
+        // reader.
+        for (i, f) in [0x200u32, 0x400, 0x600, 0xdead].iter().enumerate() {
+            mem.write(GuestAddr::new(ARRAY + 4 * i as u64), &f.to_le_bytes())
+                .unwrap();
+        }
+        let Ok(Request::Reservation(res)) = decode_at(&mem, 6) else {
+            panic!("a compat populate decodes")
+        };
+        assert_eq!(
+            (res.nr_extents(), res.order(), res.batch()),
+            (3, ExtentOrder::PAGE_2M, 0..2)
+        );
+        let gfns: Vec<u64> = res
+            .batch()
+            .map(|i| res.read_extent(&mem, i).unwrap().get())
+            .collect();
+        assert_eq!(gfns, [0x200, 0x400]);
+        // Writing back stays inside the 4-byte slot.
+        res.write_extent(&mut mem, 1, XenPfn::new(0x1234)).unwrap();
+        assert_eq!(
+            mem.bytes()[ARRAY as usize + 4..ARRAY as usize + 12],
+            [0x34, 0x12, 0, 0, 0, 0x06, 0, 0]
+        );
+        assert_eq!(
+            res.write_extent(&mut mem, 1, XenPfn::new(1 << 32)),
+            Err(ExtentError::FrameTooWide {
+                index: 1,
+                gpfn: XenPfn::new(1 << 32)
+            })
+        );
+        res.write_extent(&mut mem, 1, XenPfn::new(0x400)).unwrap();
+        // The continuation goes back through the same command word.
+        let outcome = res.run(&mut mem, |_| Ok(None));
+        let Outcome::Continue(cmd) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let mut regs = Registers::compat(12, 6, ARG, 0, 0, 0);
+        outcome.apply(&mut regs);
+        assert_eq!(regs.rdi, cmd.raw());
+        assert_eq!(cmd.start_extent(), 2);
+    }
+
+    #[test]
+    fn a_32_bit_callers_map_argument_is_8_bytes() {
+        use crate::host::map::MapRequest;
+        use crate::layout::{CompatMemoryMap, E820Entry};
+        let mut b = [0u8; 0x200];
+        let mut mem = FlatMemory::new(GuestAddr::new(0), &mut b);
+        mem.write(
+            GuestAddr::new(ARG),
+            CompatMemoryMap::new(2, ARRAY as u32).as_bytes(),
+        )
+        .unwrap();
+        let Ok(Request::MemoryMap(m)) = decode_at(&mem, 9) else {
+            panic!()
+        };
+        let _: MapRequest = m;
+        let e = [
+            E820Entry::new(0, 0x9_f000, 1),
+            E820Entry::new(0x10_0000, 0x100_0000, 1),
+        ];
+        assert_eq!(m.respond(&mut mem, &e[..1]), Outcome::Success(0));
+        let mut expected = [1, 0, 0, 0, 0, 0, 0, 0];
+        expected[4..].copy_from_slice(&(ARRAY as u32).to_le_bytes());
+        assert_eq!(mem.bytes()[ARG as usize..ARG as usize + 8], expected);
+        assert_eq!(
+            mem.bytes()[ARRAY as usize..ARRAY as usize + 20],
+            *e[0].as_bytes()
+        );
+    }
 }

@@ -3,8 +3,10 @@
 
 mod balloon;
 mod crashloop;
+mod discovery;
 mod errors;
 mod memory;
+mod paging;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -60,12 +62,27 @@ pub(crate) const SEED: u64 = 0x006e_7669_7274_0001;
 /// The typed `memory_op` calls of `nvirt-hypercall-abi`.
 pub(crate) type Hv = MemoryOps<Vmcall>;
 
-/// The hypercall transport: this guest is identity mapped.
+/// The hypercall transport: through the hypercall page once it is
+/// installed ([`discovery`]), every address passed the guest-virtual
+/// alias of the identity-mapped memory ([`paging`]).
 pub(crate) fn transport(insn: HypercallInsn) -> Vmcall {
-    // SAFETY: a pointer's value is its guest-physical address (the
-    // hypervisor's identity tables), which is how nvirt-hv reads guest
-    // handles, and nvirt-hv follows the memory_op ABI and the protocol.
-    unsafe { Vmcall::identity_mapped(insn) }
+    match discovery::page() {
+        // SAFETY: as below; the page holds the hypervisor's stubs, written
+        // when `discovery::install` wrote the MSR, identity mapped and
+        // executable (the guest's tables set no NX bit).
+        Some(page) => unsafe { Vmcall::through_page(insn, page, paging::to_virtual) },
+        // SAFETY: `to_virtual` maps each address to its alias, which the
+        // guest's own tables map to the same guest-physical memory,
+        // contiguous as far as the identity map is; nvirt-hv reads
+        // hypercall addresses as guest-virtual (as Xen does) and follows
+        // the memory_op ABI and the protocol.
+        None => unsafe { Vmcall::new(insn, paging::to_virtual) },
+    }
+}
+
+/// The guest-virtual address the hypervisor is given for memory at `p`.
+pub(crate) fn virt<T>(p: *const T) -> u64 {
+    paging::to_virtual(p.expose_provenance())
 }
 
 /// A hypercall with three raw arguments, Xen's register convention; RAX
@@ -225,6 +242,10 @@ fn map_by_hypercall(c: &mut Checks, hv: &mut Hv, boot: &MemoryMap<MEMMAP_MAX>) {
 #[unsafe(no_mangle)]
 extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
     let insn = HypercallInsn::detect();
+    // Before the first hypercall: every call names memory by its alias and
+    // goes through the hypercall page.
+    let alias = paging::install_alias();
+    let xen = discovery::install();
     let mut c = Checks {
         out: Console::new(transport(insn)),
         passed: 0,
@@ -237,6 +258,30 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             HypercallInsn::Vmcall => "VMCALL",
         }
     ));
+    match xen {
+        Some(x) => {
+            c.check(
+                x.hypercall_pages == 1 && transport(insn).uses_page(),
+                format_args!(
+                    "CPUID {:#x}: \"XenVMMXenVMM\", Xen {}.{}, hypercall page through MSR {:#x}; every call from here on goes through it",
+                    x.base, x.version.0, x.version.1, x.hypercall_msr
+                ),
+            );
+        }
+        None => {
+            c.check(
+                false,
+                format_args!("no Xen signature in the CPUID leaves from 0x40000000"),
+            );
+        }
+    }
+    c.check(
+        alias,
+        format_args!(
+            "memory aliased at {:#x}: hypercall addresses are guest-virtual, never guest-physical",
+            paging::ALIAS_BASE
+        ),
+    );
     let mut hv = MemoryOps::new(transport(insn));
 
     if let Some(boot) = read_start_info(&mut c, start_info) {
@@ -266,6 +311,16 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             },
             None => None,
         };
+        // Ask for NVRAM only where the hypervisor says the flag is
+        // honoured (real Xen would silently give RAM).
+        let honoured = xen.is_some_and(|x| x.nvram);
+        if nvram.is_some() {
+            c.check(
+                honoured,
+                format_args!("the hypervisor honours the NVRAM flag (CPUID 0x40000004 EAX bit 31)"),
+            );
+        }
+        let nvram = nvram.filter(|_| honoured);
         match (boot.crash_loop, nvram) {
             (Some(ops), Some(nv)) => crashloop::run(&mut c, &mut hv, &nv, ops),
             (Some(_), None) => {

@@ -18,7 +18,7 @@
 
 use core::arch::global_asm;
 
-use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 use raw_cpuid::CpuId;
 
 use crate::heaps::FrameAlloc;
@@ -434,6 +434,12 @@ impl Vcpu for SvmVcpu {
             cs & 1 << 10 != 0,
         );
         (mode, v.r8(0x4cb))
+    }
+
+    fn paging(&self) -> Paging {
+        let v = Vmcb(self.vmcb);
+        // Save area: CR4 0x548, CR3 0x550, CR0 0x558, EFER 0x4D0.
+        Paging::from_registers(v.r64(0x558), v.r64(0x550), v.r64(0x548), v.r64(0x4d0))
     }
 
     fn inject_exception(&mut self, vector: u8) {

@@ -6,7 +6,7 @@ use core::fmt;
 
 use core::mem::offset_of;
 
-use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
 use crate::guest_setup::GuestStart;
 
@@ -174,6 +174,9 @@ pub(crate) trait Vcpu {
     fn msr_field(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR; false if `msr` is not one.
     fn set_msr_field(&mut self, msr: u32, value: u64) -> bool;
+    /// The guest's paging state (CR0, CR3, CR4, EFER): how the addresses
+    /// in its hypercalls translate.
+    fn paging(&self) -> Paging;
 }
 
 /// Xen's classification of a vCPU's mode (`hvm_guest_x86_mode()`) from

@@ -25,7 +25,7 @@ use nvirt_hypercall_abi::{DomId, E820Entry, XenPfn};
 use super::model::{Guest, Model, TAG, agree, expect_decrease, expect_populate, order_of};
 use super::{Arena, heap, metadata_for};
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
-use crate::memory_op::{GuestInfo, e820_of, serve};
+use crate::memory_op::{Addressing, GuestInfo, e820_of, serve};
 use crate::nested::{Format, NestedConfig};
 use crate::p2m::{BlockMapping, P2mError};
 use crate::regions::Regions;
@@ -175,6 +175,7 @@ pub fn run(format: Format, ops: &[BalloonOp]) {
     };
     let info = GuestInfo {
         caller,
+        addressing: Addressing::Physical,
         limits: Limits::new(XenPfn::new(layout.map.end() / PAGE))
             .batch(3.try_into().unwrap_or(core::num::NonZeroU32::MIN)),
         e820: &e820[..n],

@@ -6,14 +6,14 @@
 use core::fmt::Write as _;
 
 use nvirt_hypercall_abi::Errno;
-use nvirt_hypercall_abi::host::Resume;
+use nvirt_hypercall_abi::host::{GuestMemory as _, Linear, Resume};
 use nvirt_hypercall_abi::protocol::{self, Call, HYPERVISOR_MEMORY_OP, ShutdownReason};
 
-use crate::memory_op::{self, GuestInfo};
+use crate::memory_op::{self, Addressing, GuestInfo};
 
 use super::super::console::{self, hvprintln};
 use super::super::vcpu::{Reg, Vcpu};
-use super::{DOMAIN, Ended, Flow, Run, caller, finish, registers};
+use super::{DOMAIN, Ended, Flow, Run, caller, finish, first_argument, registers};
 
 /// Longest console write one call may make (`protocol::CONSOLE_WRITE_MAX`).
 const CONSOLE_BUFFER: usize = protocol::CONSOLE_WRITE_MAX as usize;
@@ -28,12 +28,14 @@ pub(super) fn serve(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
     if vcpu.reg(Reg::Rax) == HYPERVISOR_MEMORY_OP {
         return memory_op(vcpu, run);
     }
+    // Guest-virtual addresses, as Xen reads an HVM guest's.
+    let paging = vcpu.paging();
     let result = match protocol::decode(&registers(vcpu)) {
         Ok(Call::ConsoleWrite { buffer, len }) => {
             let mut bytes = [0u8; CONSOLE_BUFFER];
             // `decode` bounds `len` by CONSOLE_WRITE_MAX.
             let out = &mut bytes[..len as usize];
-            match run.guest.read(buffer.raw(), out) {
+            match Linear::new(&mut *run.guest, paging).read(buffer, out) {
                 Ok(()) => {
                     run.console.push(out, forward);
                     0
@@ -41,10 +43,12 @@ pub(super) fn serve(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
                 Err(_) => Errno::Fault.to_return(),
             }
         }
-        Ok(Call::Shutdown { arg }) => match protocol::read_shutdown(&*run.guest, arg) {
-            Ok(reason) => return shutdown(run, reason),
-            Err(_) => Errno::Fault.to_return(),
-        },
+        Ok(Call::Shutdown { arg }) => {
+            match protocol::read_shutdown(&Linear::new(&mut *run.guest, paging), arg) {
+                Ok(reason) => return shutdown(run, reason),
+                Err(_) => Errno::Fault.to_return(),
+            }
+        }
         Err(errno) => errno.to_return(),
     };
     vcpu.set_reg(Reg::Rax, result);
@@ -73,6 +77,7 @@ fn memory_op(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
     };
     let info = GuestInfo {
         caller,
+        addressing: Addressing::Virtual(vcpu.paging()),
         limits: run.limits,
         e820: &run.e820[..run.e820_len],
         max_pages: run.initial_pages,
@@ -91,7 +96,7 @@ fn memory_op(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
     hvprintln!("memory_op: {served}");
     let resume = served.outcome.apply(&mut regs);
     vcpu.set_reg(Reg::Rax, regs.rax);
-    vcpu.set_reg(Reg::Rdi, regs.rdi);
+    vcpu.set_reg(first_argument(vcpu), regs.rdi);
     if run.guest.take_invalidation().is_needed() {
         vcpu.invalidate_nested();
         run.guest.reclaim_tables();

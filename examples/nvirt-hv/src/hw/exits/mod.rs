@@ -6,6 +6,7 @@
 
 mod devices;
 mod hypercall;
+mod xen;
 
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
@@ -164,7 +165,13 @@ pub(crate) fn run_guest<const N: usize>(
             }
             Exit::Cpuid => {
                 run.exits.cpuid += 1;
-                cpuid_exit(vcpu)
+                cpuid_exit(vcpu, run.linux)
+            }
+            // Xen's hypercall-page MSR, for the guests that see Xen's
+            // leaves; every other MSR goes to the device model.
+            Exit::Msr { write: true } if !run.linux && xen::is_hypercall_page_msr(vcpu) => {
+                run.exits.msr += 1;
+                xen::write_hypercall_page(vcpu, &mut run)
             }
             Exit::Halt => {
                 run.exits.hlt += 1;
@@ -217,11 +224,19 @@ pub(crate) fn run_guest<const N: usize>(
     Ended::default()
 }
 
-/// CPUID: the host's answer as the guest may see it.
-fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
+/// CPUID: the host's answer as the guest may see it, and Xen's leaves for
+/// the test guest.
+fn cpuid_exit(vcpu: &mut impl Vcpu, linux: bool) -> Flow {
     let (leaf, subleaf) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx) as u32);
-    let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
-    let r = guest_cpuid::guest_view(leaf, subleaf, [host.eax, host.ebx, host.ecx, host.edx]);
+    // Xen's leaves promise a whole Xen (shared info, event channels, grant
+    // tables): Linux would take this hypervisor for one and fail when it
+    // maps its shared-info page. Only the test guest, which uses nothing
+    // but memory_op, sees them.
+    let xen = if linux { None } else { xen::cpuid(leaf, subleaf) };
+    let r = xen.unwrap_or_else(|| {
+        let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
+        guest_cpuid::guest_view(leaf, subleaf, [host.eax, host.ebx, host.ecx, host.edx])
+    });
     for (reg, value) in [Reg::Rax, Reg::Rbx, Reg::Rcx, Reg::Rdx].into_iter().zip(r) {
         vcpu.set_reg(reg, u64::from(value));
     }
@@ -229,16 +244,39 @@ fn cpuid_exit(vcpu: &mut impl Vcpu) -> Flow {
     Flow::Resume
 }
 
-/// The guest's hypercall registers.
+/// The guest's hypercall registers: RDI, RSI, RDX, R10, R8 from a 64-bit
+/// caller; EBX, ECX, EDX, ESI, EDI from any other (Xen's 32-bit
+/// convention).
 fn registers(vcpu: &impl Vcpu) -> Registers {
-    Registers {
-        rax: vcpu.reg(Reg::Rax),
-        rdi: vcpu.reg(Reg::Rdi),
-        rsi: vcpu.reg(Reg::Rsi),
-        rdx: vcpu.reg(Reg::Rdx),
-        r10: vcpu.reg(Reg::R10),
-        r8: vcpu.reg(Reg::R8),
+    let r = |reg| vcpu.reg(reg);
+    if compat(vcpu) {
+        return Registers::compat(
+            r(Reg::Rax),
+            r(Reg::Rbx),
+            r(Reg::Rcx),
+            r(Reg::Rdx),
+            r(Reg::Rsi),
+            r(Reg::Rdi),
+        );
     }
+    Registers {
+        rax: r(Reg::Rax),
+        rdi: r(Reg::Rdi),
+        rsi: r(Reg::Rsi),
+        rdx: r(Reg::Rdx),
+        r10: r(Reg::R10),
+        r8: r(Reg::R8),
+    }
+}
+
+/// Whether the caller uses the 32-bit convention.
+fn compat(vcpu: &impl Vcpu) -> bool {
+    vcpu.caller_state().0 != nvirt_hypercall_abi::host::VcpuMode::Bits64
+}
+
+/// The register of the first argument (a continuation's command word).
+fn first_argument(vcpu: &impl Vcpu) -> Reg {
+    if compat(vcpu) { Reg::Rbx } else { Reg::Rdi }
 }
 
 /// After the guest: its memory as the balloon left it, checked.

@@ -16,7 +16,7 @@ pub(crate) mod entry;
 pub(crate) mod fields;
 mod vmcs;
 
-use nvirt_hypercall_abi::host::VcpuMode;
+use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
 use crate::devices::{DIRECT_PORTS, msrs};
 use crate::heaps::FrameAlloc;
@@ -380,5 +380,14 @@ impl Vcpu for VmxVcpu {
         // A failed write leaves the field as it was.
         let _ = vmwrite(field, value);
         true
+    }
+
+    fn paging(&self) -> Paging {
+        Paging::from_registers(
+            vmread(fields::GUEST_CR0),
+            vmread(fields::GUEST_CR3),
+            vmread(fields::GUEST_CR4),
+            vmread(fields::GUEST_IA32_EFER),
+        )
     }
 }
