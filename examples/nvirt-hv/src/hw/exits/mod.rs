@@ -232,7 +232,11 @@ fn cpuid_exit(vcpu: &mut impl Vcpu, linux: bool) -> Flow {
     // tables): Linux would take this hypervisor for one and fail when it
     // maps its shared-info page. Only the test guest, which uses nothing
     // but memory_op, sees them.
-    let xen = if linux { None } else { xen::cpuid(leaf, subleaf) };
+    let xen = if linux {
+        None
+    } else {
+        xen::cpuid(leaf, subleaf)
+    };
     let r = xen.unwrap_or_else(|| {
         let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
         guest_cpuid::guest_view(leaf, subleaf, [host.eax, host.ebx, host.ecx, host.edx])
