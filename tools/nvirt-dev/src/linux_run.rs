@@ -87,6 +87,8 @@ fn launch(scenario: &Scenario, prepared: &Prepared, mode: Mode) -> Result<Runnin
     let lines = started.lines;
     thread::spawn(move || {
         for text in lines {
+            // The serial console ends its lines with CR LF.
+            let text = text.trim_end_matches(['\r', '\n']).to_owned();
             if tx
                 .send(TimedLine {
                     at: since.elapsed(),
