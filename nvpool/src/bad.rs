@@ -212,10 +212,8 @@ impl BadFrames {
             }
             let first = geo.frame_base + start / PAGE_SIZE;
             let last = geo.frame_base + end.div_ceil(PAGE_SIZE);
-            let run = MfnRange::from_numbers(first, last).ok_or(BadRangeError::OutsideRegion {
-                range,
-                size,
-            })?;
+            let run = MfnRange::from_numbers(first, last)
+                .ok_or(BadRangeError::OutsideRegion { range, size })?;
             out.insert(run)?;
         }
         Ok(out)

@@ -89,8 +89,7 @@ impl<P: Pmem> NvPool<'_, P> {
         let mut any = false;
         let bad = &self.state.bad;
         self.state.for_each_pending(|mfn, order| {
-            let Some(block) = nvirt_addr::MfnRange::from_numbers(mfn, mfn + (1u64 << order))
-            else {
+            let Some(block) = nvirt_addr::MfnRange::from_numbers(mfn, mfn + (1u64 << order)) else {
                 return;
             };
             any = true;
