@@ -88,6 +88,12 @@ impl<P: Pmem> NvPool<'_, P> {
         self.state.bad_kept_out
     }
 
+    /// Bad frames domains own (see [`bad_range_owners`](Self::bad_range_owners)).
+    #[must_use]
+    pub fn bad_frames_owned(&self) -> u64 {
+        self.bad_range_owners(|_| {})
+    }
+
     /// Calls `f` for every run of bad frames a domain owns, by domain slot
     /// then guest frame; returns how many bad frames domains own. Their
     /// data there is likely lost; the frames stay the domain's until it

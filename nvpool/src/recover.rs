@@ -41,12 +41,6 @@ pub struct RecoveryReport {
     /// Frames of interrupted frees (a decrease or destroy whose scrub may
     /// not have finished) scrubbed again and returned to the pool.
     pub scrubbed_frames: u64,
-    /// Known-bad frames kept out of the pool (see
-    /// [`NvPool::recover_with_bad_ranges`]).
-    pub bad_frames_kept_out: u64,
-    /// Known-bad frames domains own (listed by
-    /// [`NvPool::bad_range_owners`]).
-    pub bad_frames_owned: u64,
 }
 
 /// Recovery failed: the image is not a pool, or is damaged (the error
@@ -206,6 +200,8 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     /// out once freed, and nothing in them is scrubbed. A range on the
     /// metadata is damage: refused, naming the range and what lies there,
     /// before anything is written; so is a range past the region or empty.
+    /// [`bad_frames_kept_out`](Self::bad_frames_kept_out) and
+    /// [`bad_frames_owned`](Self::bad_frames_owned) give the counts.
     pub fn recover_with_bad_ranges(
         region: P,
         work: &'w mut [u8],
@@ -267,8 +263,6 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             records,
             crashed,
             scrubbed_frames,
-            bad_frames_kept_out: pool.state.bad_kept_out,
-            bad_frames_owned: pool.bad_range_owners(|_| {}),
         };
         Ok((pool, report))
     }

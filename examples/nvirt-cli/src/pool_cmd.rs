@@ -467,7 +467,8 @@ fn inspect(image: &str, at: &At) -> Result<ExitCode, String> {
             let _ = writeln!(
                 out,
                 "bad-frames: kept-out={} owned={}",
-                report.bad_frames_kept_out, report.bad_frames_owned
+                pool.bad_frames_kept_out(),
+                pool.bad_frames_owned()
             );
             bad_range::describe(&pool, offset, &mut out);
         }
