@@ -31,13 +31,26 @@ pub fn parse_bad_range(text: &str) -> Result<ImageRange, String> {
 }
 
 /// The ranges as the pool at `offset` in the image sees them (region
-/// offsets); the parts before the pool are none of its business.
-pub(crate) fn for_pool(ranges: &[ImageRange], offset: u64) -> Vec<BadRange> {
+/// offsets); the parts before the pool, and after `end` (a pool that
+/// stops short of the file's end), are none of its business.
+pub(crate) fn for_pool(ranges: &[ImageRange], offset: u64, end: Option<u64>) -> Vec<BadRange> {
+    let end = end.unwrap_or(u64::MAX);
     ranges
         .iter()
-        .filter(|r| r.end > offset)
-        .filter_map(|r| BadRange::new(r.start.max(offset) - offset, r.end - offset).ok())
+        .filter(|r| r.end > offset && r.start < end)
+        .filter_map(|r| BadRange::new(r.start.max(offset) - offset, r.end.min(end) - offset).ok())
         .collect()
+}
+
+/// Refuses ranges past the end of an image file of `len` bytes.
+pub(crate) fn check_within(ranges: &[ImageRange], len: u64) -> Result<(), String> {
+    match ranges.iter().find(|r| r.end > len) {
+        Some(r) => Err(format!(
+            "bad range {:#x}-{:#x} ends past the image ({len:#x} bytes)",
+            r.start, r.end
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Lines for the pool's bad frames and their owners (image offsets):
@@ -98,16 +111,29 @@ mod tests {
     #[test]
     fn ranges_before_the_pool_are_dropped_and_straddling_ones_clipped() {
         let r = |start, end| ImageRange { start, end };
-        let got = for_pool(
-            &[r(0, 0x1000), r(0x1800, 0x3000), r(0x5000, 0x6000)],
-            0x2000,
-        );
+        let list = [r(0, 0x1000), r(0x1800, 0x3000), r(0x5000, 0x6000)];
         assert_eq!(
-            got,
+            for_pool(&list, 0x2000, None),
             [
                 BadRange::new(0, 0x1000).unwrap(),
                 BadRange::new(0x3000, 0x4000).unwrap()
             ]
+        );
+        assert_eq!(
+            for_pool(&list, 0x2000, Some(0x5800)),
+            [
+                BadRange::new(0, 0x1000).unwrap(),
+                BadRange::new(0x3000, 0x3800).unwrap()
+            ]
+        );
+        assert_eq!(
+            for_pool(&list, 0x2000, Some(0x2800)),
+            [BadRange::new(0, 0x800).unwrap()]
+        );
+        assert!(check_within(&list, 0x6000).is_ok());
+        assert_eq!(
+            check_within(&list, 0x5fff),
+            Err("bad range 0x5000-0x6000 ends past the image (0x5fff bytes)".into())
         );
     }
 }

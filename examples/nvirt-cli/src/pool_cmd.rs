@@ -170,7 +170,7 @@ pub struct At {
 impl At {
     /// The known-bad ranges as the pool sees them.
     fn bad(&self) -> Vec<BadRange> {
-        bad_range::for_pool(&self.bad_range, self.offset)
+        bad_range::for_pool(&self.bad_range, self.offset, None)
     }
 }
 
@@ -344,6 +344,17 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     // other data after it).
     let pmem = FilePmem::open(image, args.at.offset, args.size)?;
     let size = nvirt_persist_meta::Pmem::size(&pmem);
+    // Ranges after a pool that stops short of the file's end are the
+    // business of whatever follows it; past the file, they are mistakes.
+    let file_len = fs::metadata(image)
+        .map_err(|e| format!("{image}: {e}"))?
+        .len();
+    bad_range::check_within(&args.at.bad_range, file_len)?;
+    let bad = bad_range::for_pool(
+        &args.at.bad_range,
+        args.at.offset,
+        Some(args.at.offset + size),
+    );
     let frame_base = Mfn::try_from(args.frame_base).map_err(|e| format!("--frame-base: {e}"))?;
     let mut config = Config::for_region(size).with_frame_base(frame_base);
     if let Some(n) = args.max_domains {
@@ -357,7 +368,7 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     }
     let geo = config.geometry(size).map_err(|e| format!("{image}: {e}"))?;
     let mut work = vec![0u8; geo.work_area_bytes()];
-    let pool = NvPool::format_with_bad_ranges(pmem, config, &mut work, &args.at.bad())
+    let pool = NvPool::format_with_bad_ranges(pmem, config, &mut work, &bad)
         .map_err(|e| format!("{image}: {e}"))?;
     println!(
         "formatted: region={} data-frames={} metadata={} max-domains={} max-extents={} work-area={}",

@@ -283,4 +283,28 @@ fn bad_ranges_on_metadata_or_past_the_image_are_refused() {
     assert_eq!(out.status, 2);
     assert!(out.stderr.contains("superblock copy 1"), "{}", out.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), before);
+    let out = nvirt(&[
+        "format",
+        &file,
+        "--offset",
+        "64K",
+        "--bad-range",
+        "0x410000-0x410001",
+    ]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("ends past the image"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    // A pool that stops short of the file's end: what follows is not its
+    // business.
+    let out = ok(&[
+        "format",
+        &file,
+        "--offset",
+        "64K",
+        "--size",
+        "2M",
+        "--bad-range",
+        "0x300000-0x400000",
+    ]);
+    assert!(out.ends_with("bad-frames: kept-out=0\n"), "{out}");
 }
