@@ -46,7 +46,15 @@ impl State<'_> {
         };
         while f < end {
             while f < end && allocated(&self.heap, f) {
-                f += 1;
+                // An owned extent is skipped whole; other allocated frames
+                // (waiting for their scrub) one by one.
+                f = match self.index.containing(self.nodes, f) {
+                    Some(i) => {
+                        let node = &self.nodes[i as usize];
+                        (node.mfn + node.frames()).max(f + 1)
+                    }
+                    None => f + 1,
+                };
             }
             let start = f;
             while f < end && !allocated(&self.heap, f) {
