@@ -36,6 +36,7 @@ pub mod hv_guest_image;
 pub mod hv_linux_image;
 pub mod hv_nvpool_guest;
 pub mod hypercall_decode;
+pub mod nvpool_bad_ranges;
 pub mod nvpool_damage;
 pub mod nvpool_ops;
 pub mod nvpool_recover;
@@ -67,6 +68,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("hv_linux_image", hv_linux_image::fuzz),
     ("hv_nvpool_guest", hv_nvpool_guest::fuzz),
     ("hypercall_decode", hypercall_decode::fuzz),
+    ("nvpool_bad_ranges", nvpool_bad_ranges::fuzz),
     ("nvpool_damage", nvpool_damage::fuzz),
     ("nvpool_ops", nvpool_ops::fuzz),
     ("nvpool_recover", nvpool_recover::fuzz),
@@ -86,6 +88,7 @@ pub const DECODERS: &[(&str, Decodes)] = &[
     ("hv_balloon", decodes::<hv_balloon::Input>),
     ("hv_nvpool_guest", decodes::<hv_nvpool_guest::Input>),
     ("hypercall_decode", decodes::<hypercall_decode::Input>),
+    ("nvpool_bad_ranges", decodes::<nvpool_bad_ranges::Input>),
     ("nvpool_ops", decodes::<nvpool_ops::Input>),
     ("persist_meta_ops", decodes::<persist_meta_ops::Input>),
 ];

@@ -84,6 +84,7 @@ seed_tests!(
     hv_linux_image,
     hv_nvpool_guest,
     hypercall_decode,
+    nvpool_bad_ranges,
     nvpool_damage,
     nvpool_ops,
     nvpool_recover,

@@ -8,6 +8,7 @@
 //! - the heap's allocated frames are exactly the owned frames plus those
 //!   waiting for their scrub: none owned twice (that would count more
 //!   owned than allocated) and none lost (allocated but owned by nobody);
+//! - no known-bad frame is free in the heap;
 //! - the heap's own invariants.
 //!
 //! Recovery establishes the first two by construction (each extent is
@@ -65,6 +66,11 @@ pub enum InvariantError {
         /// Extents in all domains.
         extents: u64,
     },
+    /// A known-bad frame is free in the heap: it could be handed out.
+    BadFrameFree {
+        /// The frame.
+        mfn: u64,
+    },
     /// The heap's allocated frames are not the owned frames plus the
     /// frames being scrubbed.
     Frames {
@@ -92,6 +98,9 @@ impl fmt::Display for InvariantError {
             ),
             Self::Quota { slot } => write!(f, "domain slot {slot} owns more than its quota"),
             Self::FreeAndOwned { mfn } => write!(f, "mfn {mfn:#x} is owned but free in the heap"),
+            Self::BadFrameFree { mfn } => {
+                write!(f, "mfn {mfn:#x} is known bad but free in the heap")
+            }
             Self::Index { entries, extents } => write!(
                 f,
                 "machine-frame index holds {entries} entries for {extents} extents"
@@ -204,6 +213,7 @@ impl State<'_> {
                 entries: self.index.len() as u64,
                 extents: u64::from(self.used_nodes),
             })?;
+        self.check_bad()?;
         self.check_counts()
     }
 }

@@ -5,6 +5,7 @@ use core::fmt;
 use nvirt_addr::PAGE_SIZE;
 use nvirt_persist_meta::{Log, Pmem, PmemError};
 
+use crate::bad::{BadFrames, BadRange, BadRangeError};
 use crate::config::{Config, ConfigError, Geometry, LOG_OFFSET, SCRUB_WORD};
 use crate::pool::NvPool;
 use crate::state::State;
@@ -34,6 +35,8 @@ pub enum FormatError {
     },
     /// The region refused a store.
     Pmem(PmemError),
+    /// The known-bad ranges cannot be taken (nothing was written).
+    BadRange(BadRangeError),
 }
 
 impl fmt::Display for FormatError {
@@ -47,6 +50,7 @@ impl fmt::Display for FormatError {
                 "the log's record area is {found:#x} bytes, the geometry says {expected:#x}"
             ),
             Self::Pmem(e) => write!(f, "region refused a store: {e}"),
+            Self::BadRange(e) => e.fmt(f),
         }
     }
 }
@@ -80,18 +84,40 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     ///
     /// A crash during format leaves a region that
     /// [`recover`](Self::recover) rejects as not a pool, or the empty pool.
-    pub fn format(mut region: P, config: Config, work: &'w mut [u8]) -> Result<Self, FormatError> {
+    pub fn format(region: P, config: Config, work: &'w mut [u8]) -> Result<Self, FormatError> {
+        Self::format_with_bad_ranges(region, config, work, &[])
+    }
+
+    /// [`format`](Self::format), avoiding the known-bad byte ranges `bad`
+    /// of the region (in any order, overlapping or not): their frames are
+    /// never zeroed nor handed out. A range on the metadata, past the
+    /// region, or empty is refused before anything is written; more than
+    /// [`MAX_BAD_RANGES`](crate::MAX_BAD_RANGES) separate runs of frames
+    /// too.
+    pub fn format_with_bad_ranges(
+        mut region: P,
+        config: Config,
+        work: &'w mut [u8],
+        bad: &[BadRange],
+    ) -> Result<Self, FormatError> {
         let geo = config
             .geometry(region.size())
             .map_err(FormatError::Config)?;
+        let bad = BadFrames::new(&geo, region.size(), bad).map_err(FormatError::BadRange)?;
         let tables = carve(work, &geo).map_err(FormatError::WorkArea)?;
         // No superblock first, so that an interrupted format is no pool.
         superblock::SUPERBLOCKS.erase(&mut region)?;
         clear(&mut region, SCRUB_WORD, 8)?;
         region.fence();
         if config.zeroes_data() {
-            let data = geo.meta_len;
-            clear(&mut region, data, geo.data_frames() * PAGE_SIZE)?;
+            let mut result = Ok(());
+            bad.good_parts(geo.data_span(), |good| {
+                if result.is_ok() {
+                    let offset = (good.start().get() - geo.frame_base) * PAGE_SIZE;
+                    result = clear(&mut region, offset, good.len() * PAGE_SIZE);
+                }
+            });
+            result?;
         }
         let window = Window::new(region, LOG_OFFSET, geo.log_len).map_err(|r| {
             FormatError::Pmem(PmemError::OutOfBounds {
@@ -104,7 +130,8 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         let mut log = Log::format(window, geo.checkpoint_capacity).map_err(FormatError::Log)?;
         check_log(&geo, &log)?;
         superblock::SUPERBLOCKS.format(log.pmem_mut().region_mut(), &geo)?;
-        let state = State::new(geo, tables).map_err(FormatError::WorkArea)?;
+        let mut state = State::new(geo, tables).map_err(FormatError::WorkArea)?;
+        state.set_bad(bad);
         Ok(Self {
             log,
             state,

@@ -65,6 +65,8 @@
 #![deny(missing_docs)]
 
 mod avl;
+mod bad;
+mod bad_pool;
 mod check;
 mod commit;
 pub mod config;
@@ -91,6 +93,7 @@ mod types;
 mod window;
 mod work;
 
+pub use bad::{BadRange, BadRangeError, BadRangeReport, MAX_BAD_RANGES, MetadataPart};
 pub use check::InvariantError;
 pub use config::{Config, ConfigError, Geometry, metadata_bytes, work_area_bytes};
 pub use damage::{Damage, DamageError, Location};

@@ -135,6 +135,8 @@ pub enum Owner {
     Freeing,
     /// Not a data frame: pool metadata, or outside the region.
     NotData,
+    /// A known-bad data frame, kept out of the pool.
+    Bad,
 }
 
 /// A pool's figures.
@@ -156,6 +158,9 @@ pub struct PoolStats {
     pub log: Space,
     /// Generation of the active checkpoint.
     pub checkpoint_generation: u64,
+    /// Known-bad data frames kept out of the pool (neither free nor
+    /// owned).
+    pub bad_frames: u64,
 }
 
 fn info(s: usize, slot: &DomSlot) -> DomainInfo<'_> {
@@ -207,6 +212,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             metadata_bytes: self.state.geo.meta_len,
             log: self.log.space(),
             checkpoint_generation: self.log.generation(),
+            bad_frames: self.state.bad_kept_out,
         }
     }
 
@@ -294,6 +300,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
         }
         match state.heap.frame_state(mfn) {
             FrameState::Free => return Owner::Free,
+            FrameState::Unmanaged if state.bad.contains(mfn) => return Owner::Bad,
             FrameState::Unmanaged => return Owner::NotData,
             FrameState::Allocated => {}
         }

@@ -11,6 +11,7 @@ use core::fmt;
 
 use nvirt_persist_meta::{ImageError, Log, Pmem, PmemError, Recovery, Repairs};
 
+use crate::bad::{BadFrames, BadRange, BadRangeError};
 use crate::config::{Geometry, LOG_OFFSET, POOL_SUPERBLOCKS};
 use crate::damage::{Damage, DamageError, Location};
 use crate::error::CommitError;
@@ -91,6 +92,9 @@ pub enum RecoverError {
     Pmem(PmemError),
     /// Finishing an interrupted free failed.
     Commit(CommitError),
+    /// The known-bad ranges cannot be taken, or lie on the metadata
+    /// (nothing was written).
+    BadRange(BadRangeError),
 }
 
 impl fmt::Display for RecoverError {
@@ -128,6 +132,7 @@ impl fmt::Display for RecoverError {
             Self::Damaged(e) => write!(f, "damaged: {e}"),
             Self::Pmem(e) => write!(f, "region refused an access: {e}"),
             Self::Commit(e) => write!(f, "finishing interrupted frees: {e}"),
+            Self::BadRange(e) => e.fmt(f),
         }
     }
 }
@@ -184,7 +189,26 @@ impl<'w, P: Pmem> NvPool<'w, P> {
     /// image that is not a pool or is damaged is an error naming what is
     /// wrong and where.
     pub fn recover(region: P, work: &'w mut [u8]) -> Result<(Self, RecoveryReport), RecoverError> {
+        Self::recover_with_bad_ranges(region, work, &[])
+    }
+
+    /// [`recover`](Self::recover), given the region's known-bad byte
+    /// ranges `bad` (in any order, overlapping or not), as the platform
+    /// reports them at this boot: their free frames are kept out of the
+    /// pool without being written, frames a domain owns there stay its
+    /// own (see [`bad_range_owners`](Self::bad_range_owners)) and are kept
+    /// out once freed, and nothing in them is scrubbed. A range on the
+    /// metadata is damage: refused, naming the range and what lies there,
+    /// before anything is written; so is a range past the region or empty.
+    /// [`bad_frames_kept_out`](Self::bad_frames_kept_out) and
+    /// [`bad_frames_owned`](Self::bad_frames_owned) give the counts.
+    pub fn recover_with_bad_ranges(
+        region: P,
+        work: &'w mut [u8],
+        bad: &[BadRange],
+    ) -> Result<(Self, RecoveryReport), RecoverError> {
         let (geo, bad_copies) = read_geometry(&region)?;
+        let bad = BadFrames::new(&geo, region.size(), bad).map_err(RecoverError::BadRange)?;
         let tables = carve(work, &geo).map_err(RecoverError::WorkArea)?;
         let mut state = State::new(geo, tables).map_err(RecoverError::WorkArea)?;
         let window =
@@ -208,6 +232,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
             state,
             poisoned: false,
         };
+        pool.state.set_bad(bad);
         // Durable before it is reported, whichever way recovery goes on.
         superblock::SUPERBLOCKS.repair(pool.log.pmem_mut().region_mut(), &geo, bad_copies)?;
         let mut pending_frames = 0;

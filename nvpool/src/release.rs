@@ -170,6 +170,10 @@ impl State<'_> {
     fn release_frames(&mut self, node: &Node) {
         if let (Some(pfn), Some(o)) = (Mfn::new(node.mfn), Order::new(node.order)) {
             let _ = self.heap.free(pfn, o);
+            // A bad frame a domain gave back must not reach another one.
+            if let Some(range) = nvirt_addr::MfnRange::from_len(pfn, node.frames()) {
+                self.keep_out_bad(range);
+            }
         }
     }
 

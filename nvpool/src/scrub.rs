@@ -87,12 +87,20 @@ impl<P: Pmem> NvPool<'_, P> {
         let region = self.log.pmem_mut().region_mut();
         let mut result = Ok(());
         let mut any = false;
+        let bad = &self.state.bad;
         self.state.for_each_pending(|mfn, order| {
-            if result.is_ok() {
-                any = true;
-                let offset = (mfn - base) << PAGE_SHIFT;
-                result = zero(region, offset, (1u64 << order) << PAGE_SHIFT);
-            }
+            let Some(block) = nvirt_addr::MfnRange::from_numbers(mfn, mfn + (1u64 << order)) else {
+                return;
+            };
+            any = true;
+            // Known-bad frames are never written: they are not handed out
+            // again, so what they hold reaches no one.
+            bad.good_parts(block, |good| {
+                if result.is_ok() {
+                    let offset = (good.start().get() - base) << PAGE_SHIFT;
+                    result = zero(region, offset, good.len() << PAGE_SHIFT);
+                }
+            });
         });
         result?;
         if any {

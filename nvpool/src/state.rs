@@ -14,6 +14,7 @@ use nvirt_addr::{MemKind, Mfn, Order};
 use nvirt_buddy::Heap;
 
 use crate::avl;
+use crate::bad::BadFrames;
 use crate::config::Geometry;
 use crate::damage::Damage;
 use crate::index::MfnIndex;
@@ -50,6 +51,10 @@ pub(crate) struct State<'w> {
     pub(crate) pending_frames: u64,
     /// Frames owned by domains (destroying ones included).
     pub(crate) owned_frames: u64,
+    /// The known-bad data frames the caller reported at format or open.
+    pub(crate) bad: BadFrames,
+    /// Bad frames kept out of the heap (the others are owned or pending).
+    pub(crate) bad_kept_out: u64,
 }
 
 impl<'w> State<'w> {
@@ -77,6 +82,8 @@ impl<'w> State<'w> {
             pending: NIL,
             pending_frames: 0,
             owned_frames: 0,
+            bad: BadFrames::NONE,
+            bad_kept_out: 0,
         })
     }
 

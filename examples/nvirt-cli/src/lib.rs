@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bad_range;
 mod e820_cmd;
 mod ept_cmd;
 mod log_cmd;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+pub use bad_range::{ImageRange, parse_bad_range};
 pub use e820_cmd::{E820Command, SynthArgs, sanitize_text};
 pub use ept_cmd::{EptCommand, PlanArgs};
 pub use log_cmd::LogCommand;

@@ -11,8 +11,16 @@
 //! recovery: crashed-domains=<n> scrubbed-frames=<n> superblock-repairs=<n>
 //! domain slot=<n> id=<uuid> name=<name> state=<shut-down|running|crashed-while-running|incomplete> quota=<frames> frames=<n> extents=<n>
 //!   extent gpfn=<hex> mfn=<hex> order=<n>
+//! bad-frames: kept-out=<n> owned=<n>               (only with --bad-range)
+//! bad-range offset=<hex> len=<bytes> mfn=<hex> frames=<n>
+//!   owned domain slot=<n> id=<uuid> gpfn=<hex> mfn=<hex> frames=<n> extent-gpfn=<hex> extent-mfn=<hex> order=<n>
 //! check: ok
 //! ```
+//!
+//! `--bad-range START-END` (every command, repeatable) names known-bad
+//! bytes of the image file, `END` exclusive: the pool never hands out nor
+//! writes their frames, and refuses to open if one lies on its metadata.
+//! The pool does not store them, so every command needs them.
 //!
 //! A damaged image prints what it can, then the reason on stderr, and
 //! exits with status 2.
@@ -25,6 +33,9 @@
 //! image: <bytes> bytes, pool at offset <hex>
 //! damaged offset=<hex> len=<n>: <what lies there and what is lost>
 //!   affected record seq=<n> offset=<hex>: <create|destroy|flags|quota domain slot=<n> …|add to|remove from domain slot=<n> extents: gpfn=<hex> mfn=<hex> order=<n> …>
+//! damaged offset=<hex> len=<n>: known-bad range on <metadata part>    (--bad-range)
+//! bad-range offset=<hex> len=<bytes> mfn=<hex> frames=<n>             (--bad-range)
+//!   owned domain slot=<n> id=<uuid> gpfn=<hex> mfn=<hex> frames=<n> … (each one damage)
 //! recovery: ok                                 (or: recovery: refused: <why>)
 //! check: ok                                    (or: check: <n> damaged ranges)
 //! ``` The other commands change the image through a
@@ -40,9 +51,13 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use nvirt_nvpool::{Config, Dom, DomainUuid, Gfn, Mfn, NvPool, RecoveryReport};
+use nvirt_nvpool::{
+    BadRange, BadRangeError, Config, Dom, DomainUuid, Gfn, Mfn, NvPool, RecoverError,
+    RecoveryReport,
+};
 use nvirt_persist_meta::MemPmem;
 
+use crate::bad_range::{self, ImageRange, parse_bad_range};
 use crate::pool_file::{self, FilePmem};
 use crate::pool_move;
 use crate::size::parse_size;
@@ -137,12 +152,26 @@ pub enum PoolCommand {
     },
 }
 
-/// Where the pool starts in the image file.
+/// Where the pool starts in the image file, and which of its bytes are
+/// known bad.
 #[derive(Debug, Args)]
 pub struct At {
     /// Byte offset of the pool inside the image file.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     offset: u64,
+    /// Known-bad bytes START-END of the image file (END exclusive; e.g.
+    /// 0x7000-0x8000), as the platform reports media errors; repeatable.
+    /// Their frames are never handed out nor written; on the metadata they
+    /// are damage. Not stored: give them to every command.
+    #[arg(long = "bad-range", value_name = "START-END", value_parser = parse_bad_range)]
+    bad_range: Vec<ImageRange>,
+}
+
+impl At {
+    /// The known-bad ranges as the pool sees them.
+    fn bad(&self) -> Vec<BadRange> {
+        bad_range::for_pool(&self.bad_range, self.offset, None)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -171,8 +200,8 @@ pub struct FormatArgs {
 
 pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
     match cmd {
-        PoolCommand::Inspect { image, at } => return inspect(&image, at.offset),
-        PoolCommand::Check { image, at } => return check(&image, at.offset),
+        PoolCommand::Inspect { image, at } => return inspect(&image, &at),
+        PoolCommand::Check { image, at } => return check(&image, &at),
         PoolCommand::Format(args) => format(&args),
         PoolCommand::Create {
             image,
@@ -180,7 +209,7 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
             quota,
             id,
             at,
-        } => with_pool(&image, at.offset, |pool, _| {
+        } => with_pool(&image, &at, |pool, _| {
             let id = id.unwrap_or_else(|| id_of_name(&name));
             let dom = pool
                 .create(id, &name, quota.div_ceil(4096))
@@ -194,7 +223,7 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
             gpfn,
             pages,
             at,
-        } => with_pool(&image, at.offset, |pool, _| {
+        } => with_pool(&image, &at, |pool, _| {
             let dom = resolve(pool, &domain)?;
             let gpfn = Gfn::new(gpfn).ok_or("guest frame out of range")?;
             let got = pool.populate(dom, gpfn, pages).map_err(|e| e.to_string())?;
@@ -206,7 +235,7 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
             );
             Ok(())
         }),
-        PoolCommand::Destroy { image, domain, at } => with_pool(&image, at.offset, |pool, _| {
+        PoolCommand::Destroy { image, domain, at } => with_pool(&image, &at, |pool, _| {
             let dom = resolve(pool, &domain)?;
             let frames = pool.domain(dom).map_or(0, |d| d.frames);
             pool.destroy(dom).map_err(|e| e.to_string())?;
@@ -219,12 +248,12 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
             file,
             force,
             at,
-        } => with_pool(&image, at.offset, |pool, _| {
+        } => with_pool(&image, &at, |pool, _| {
             pool_move::export(pool, &domain, &file, force)
         }),
         PoolCommand::Import { image, file, at } => {
             let (domain, data) = pool_file::read_export(&file)?;
-            with_pool(&image, at.offset, |pool, _| {
+            with_pool(&image, &at, |pool, _| {
                 pool_move::import(pool, &domain, &data)
             })
         }
@@ -280,14 +309,14 @@ pub(crate) fn resolve<P: nvirt_persist_meta::Pmem>(
 /// `f`, and syncs.
 fn with_pool(
     image: &str,
-    offset: u64,
+    at: &At,
     f: impl FnOnce(&mut NvPool<'_, FilePmem>, &RecoveryReport) -> Result<(), String>,
 ) -> Result<(), String> {
-    let pmem = FilePmem::open(image, offset, None)?;
+    let pmem = FilePmem::open(image, at.offset, None)?;
     let geo = NvPool::probe(&pmem).map_err(|e| format!("{image}: {e}"))?;
     let mut work = vec![0u8; geo.work_area_bytes()];
-    let (mut pool, report) =
-        NvPool::recover(pmem, &mut work).map_err(|e| format!("{image}: {e}"))?;
+    let (mut pool, report) = NvPool::recover_with_bad_ranges(pmem, &mut work, &at.bad())
+        .map_err(|e| format!("{image}: {e}"))?;
     let result = f(&mut pool, &report);
     let synced = pool.into_region().finish();
     result.and(synced.map_err(|e| format!("{image}: {e}")))
@@ -315,6 +344,17 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     // other data after it).
     let pmem = FilePmem::open(image, args.at.offset, args.size)?;
     let size = nvirt_persist_meta::Pmem::size(&pmem);
+    // Ranges after a pool that stops short of the file's end are the
+    // business of whatever follows it; past the file, they are mistakes.
+    let file_len = fs::metadata(image)
+        .map_err(|e| format!("{image}: {e}"))?
+        .len();
+    bad_range::check_within(&args.at.bad_range, file_len)?;
+    let bad = bad_range::for_pool(
+        &args.at.bad_range,
+        args.at.offset,
+        Some(args.at.offset + size),
+    );
     let frame_base = Mfn::try_from(args.frame_base).map_err(|e| format!("--frame-base: {e}"))?;
     let mut config = Config::for_region(size).with_frame_base(frame_base);
     if let Some(n) = args.max_domains {
@@ -328,7 +368,8 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     }
     let geo = config.geometry(size).map_err(|e| format!("{image}: {e}"))?;
     let mut work = vec![0u8; geo.work_area_bytes()];
-    let pool = NvPool::format(pmem, config, &mut work).map_err(|e| format!("{image}: {e}"))?;
+    let pool = NvPool::format_with_bad_ranges(pmem, config, &mut work, &bad)
+        .map_err(|e| format!("{image}: {e}"))?;
     println!(
         "formatted: region={} data-frames={} metadata={} max-domains={} max-extents={} work-area={}",
         geo.region_len(),
@@ -338,6 +379,9 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         geo.max_extents(),
         geo.work_area_bytes()
     );
+    if !args.at.bad_range.is_empty() {
+        println!("bad-frames: kept-out={}", pool.bad_frames_kept_out());
+    }
     pool.into_region()
         .finish()
         .map_err(|e| format!("{image}: {e}"))
@@ -356,17 +400,33 @@ fn read_region(image: &str, offset: u64) -> Result<(MemPmem, usize), String> {
     Ok((MemPmem::from_bytes(region), size))
 }
 
-fn check(image: &str, offset: u64) -> Result<ExitCode, String> {
+fn check(image: &str, at: &At) -> Result<ExitCode, String> {
+    let offset = at.offset;
     let (pmem, size) = read_region(image, offset)?;
     let mut out = format!("image: {size} bytes, pool at offset {offset:#x}\n");
     let found = nvirt_nvpool::survey(&pmem, |d| {
         let _ = writeln!(out, "{d}");
     });
     let stopped = found.log.and_then(|l| l.stopped);
+    // Known-bad ranges on the metadata, or owned by domains, are damage.
+    let mut bad_damage = 0;
     let recovered = (|| {
         let geo = NvPool::probe(&pmem).map_err(|e| e.to_string())?;
         let mut work = vec![0u8; geo.work_area_bytes()];
-        let (pool, _) = NvPool::recover(pmem, &mut work).map_err(|e| e.to_string())?;
+        let (pool, _) =
+            NvPool::recover_with_bad_ranges(pmem, &mut work, &at.bad()).map_err(|e| {
+                if let RecoverError::BadRange(BadRangeError::Metadata { range, part }) = e {
+                    bad_damage += 1;
+                    let _ = writeln!(
+                        out,
+                        "damaged offset={:#x} len={}: known-bad range on {part}",
+                        offset + range.start(),
+                        range.end() - range.start()
+                    );
+                }
+                e.to_string()
+            })?;
+        bad_damage += bad_range::describe(&pool, offset, &mut out);
         pool.check()
             .map_err(|e| format!("consistency check failed: {e}"))
     })();
@@ -376,7 +436,7 @@ fn check(image: &str, offset: u64) -> Result<ExitCode, String> {
             let _ = writeln!(out, "recovery: refused: {e}");
         }
     }
-    let result = match (found.damaged, stopped, recovered) {
+    let result = match (found.damaged + bad_damage, stopped, recovered) {
         (0, None, Ok(())) => {
             out.push_str("check: ok\n");
             Ok(ExitCode::SUCCESS)
@@ -386,7 +446,13 @@ fn check(image: &str, offset: u64) -> Result<ExitCode, String> {
             let why = stopped
                 .map(|e| format!("cannot read further: {e}"))
                 .or(recovered.err())
-                .unwrap_or_else(|| "repairable damage: an open rewrites it".into());
+                .unwrap_or_else(|| {
+                    if bad_damage > 0 {
+                        "domains own known-bad frames (their data there is likely lost)".into()
+                    } else {
+                        "repairable damage: an open rewrites it".into()
+                    }
+                });
             Err(format!("{image}: {n} damaged ranges; {why}"))
         }
     };
@@ -398,14 +464,25 @@ fn check(image: &str, offset: u64) -> Result<ExitCode, String> {
     result
 }
 
-fn inspect(image: &str, offset: u64) -> Result<ExitCode, String> {
+fn inspect(image: &str, at: &At) -> Result<ExitCode, String> {
+    let offset = at.offset;
     let (pmem, size) = read_region(image, offset)?;
     let mut out = format!("image: {size} bytes, pool at offset {offset:#x}\n");
     let result = (|| {
         let geo = NvPool::probe(&pmem).map_err(|e| e.to_string())?;
         let mut work = vec![0u8; geo.work_area_bytes()];
-        let (pool, report) = NvPool::recover(pmem, &mut work).map_err(|e| e.to_string())?;
+        let (pool, report) = NvPool::recover_with_bad_ranges(pmem, &mut work, &at.bad())
+            .map_err(|e| e.to_string())?;
         describe(&pool, &report, &mut out);
+        if !at.bad_range.is_empty() {
+            let _ = writeln!(
+                out,
+                "bad-frames: kept-out={} owned={}",
+                pool.bad_frames_kept_out(),
+                pool.bad_frames_owned()
+            );
+            bad_range::describe(&pool, offset, &mut out);
+        }
         pool.check()
             .map_err(|e| format!("consistency check failed: {e}"))?;
         out.push_str("check: ok\n");
