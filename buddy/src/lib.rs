@@ -66,6 +66,7 @@ mod free;
 mod heap;
 mod iter;
 mod layout;
+mod lazy;
 mod locked;
 #[cfg(feature = "model")]
 pub mod model;
