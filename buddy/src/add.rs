@@ -26,6 +26,26 @@ impl Heap<'_> {
             return Ok(());
         }
         let (start, end) = (range.start().get(), range.end().get());
+        // Lazy blocks the range covers only in part become real (which
+        // changes nothing they hold): only whole ones are left.
+        let (max, mask) = (self.bits.l.max_order, (1u64 << self.bits.l.max_order) - 1);
+        let short = (end - start) >> max == 0;
+        if short || start & mask != 0 {
+            self.bits.materialise_at(start);
+        }
+        if short || end & mask != 0 {
+            self.bits.materialise_at(end - 1);
+        }
+        if !self.bits.any_lazy(start, end) {
+            if let Some(pfn) = self.bits.manage_planes(start, end) {
+                return Err(AddError::AlreadyManaged {
+                    pfn: Mfn::new(pfn).unwrap_or(Mfn::MAX),
+                });
+            }
+            self.put_blocks(start, end);
+            self.managed_add(range.len());
+            return Ok(());
+        }
         if let Some(pfn) = self.bits.first_managed(start, end) {
             return Err(AddError::AlreadyManaged {
                 pfn: Mfn::new(pfn).unwrap_or(Mfn::MAX),
@@ -34,7 +54,6 @@ impl Heap<'_> {
         // Where blocks can be lazy, one block of the largest order at a
         // time (the maximal aligned blocks never cross their boundaries);
         // elsewhere in one pass.
-        let max = self.bits.l.max_order;
         let (lo, hi) = self.bits.l.lazy;
         let mut f = start;
         while f < end {
@@ -47,25 +66,29 @@ impl Heap<'_> {
                 ((slot + 1) << max).min(end)
             };
             if slot >= lo && slot < hi && self.bits.is_lazy(f) {
-                if e - f == 1 << max {
-                    self.bits.add_lazy(f);
-                    self.c.put(usize::from(max), f);
-                    f = e;
-                    continue;
-                }
-                self.bits.materialise(f);
-            }
-            // Nothing in the range is managed (checked above).
-            let _ = self.bits.manage_planes(f, e);
-            let mut p = f;
-            while p < e {
-                let k = largest_fitting(p, e, max);
-                self.put_merge(p, usize::from(k));
-                p += 1 << k;
+                // A whole block (partial ones were made real above).
+                self.bits.add_lazy(f);
+                self.c.put(usize::from(max), f);
+            } else {
+                // Nothing in the range is managed (checked above).
+                let _ = self.bits.manage_planes(f, e);
+                self.put_blocks(f, e);
             }
             f = e;
         }
         self.managed_add(range.len());
         Ok(())
+    }
+
+    /// Records the maximal aligned blocks of `start..end`, all interior
+    /// frames now, as free, each merged with its free buddies.
+    fn put_blocks(&mut self, start: u64, end: u64) {
+        let max = self.bits.l.max_order;
+        let mut p = start;
+        while p < end {
+            let k = largest_fitting(p, end, max);
+            self.put_merge(p, usize::from(k));
+            p += 1 << k;
+        }
     }
 }

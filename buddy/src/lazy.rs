@@ -87,6 +87,15 @@ impl Bits<'_> {
         }
     }
 
+    /// Whether a block holding a frame of in-span `start..end` is lazy.
+    pub(crate) fn any_lazy(&self, start: u64, end: u64) -> bool {
+        let (lo, hi) = self.l.lazy;
+        let max = self.l.max_order;
+        let first = (start >> max).max(lo);
+        let last = end.div_ceil(1 << max).min(hi);
+        (first..last).any(|slot| self.is_lazy(slot << max))
+    }
+
     /// Makes every block holding a frame of in-span `start..end` real.
     pub(crate) fn materialise_range(&mut self, start: u64, end: u64) {
         let (lo, hi) = self.l.lazy;
