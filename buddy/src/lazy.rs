@@ -122,11 +122,15 @@ impl Bits<'_> {
         } else {
             0
         };
-        let (mut i, last) = (self.pair(s) + 2, self.pair(e));
-        while i < last {
-            self.w[i] = p;
-            self.w[i + 1] = 0;
-            i += 2;
+        let (first, last) = (self.pair(s) + 2, self.pair(e));
+        let planes = &mut self.w[first..last];
+        if p == 0 {
+            planes.fill(0);
+        } else {
+            for pair in planes.chunks_exact_mut(2) {
+                pair[0] = p;
+                pair[1] = 0;
+            }
         }
         for k in 1..max {
             if k + 6 <= max {
