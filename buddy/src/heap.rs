@@ -19,7 +19,10 @@
 //! - every allocated block is a head and interior frames, 2^k in all,
 //!   aligned;
 //! - every summary bit says exactly whether the word below it is non-zero,
-//!   and the counters match the bitmaps.
+//!   and the counters match the bitmaps;
+//! - a lazy block (see [`crate::lazy`]) is a block of the largest order
+//!   wholly inside the span whose first word pair says what its other words
+//!   imply: all unmanaged, or one free block.
 
 use core::fmt;
 
