@@ -80,14 +80,16 @@ pub(crate) struct Bits<'m> {
 }
 
 impl<'m> Bits<'m> {
-    /// The metadata of `layout` in `w`, all zero.
+    /// The metadata of `layout` in `w`: an empty heap, its blocks of the
+    /// largest order lazy where they can be (see [`crate::lazy`]).
     pub(crate) fn new(w: &'m mut [u64], l: Layout) -> Self {
-        w.fill(0);
-        Self {
+        let mut bits = Self {
             w,
             l,
             pending: [NONE; Order::COUNT],
-        }
+        };
+        bits.init();
+        bits
     }
 }
 
@@ -298,6 +300,13 @@ impl Bits<'_> {
     pub(crate) fn first_managed(&self, start: u64, end: u64) -> Option<u64> {
         let mut f = start;
         while f < end {
+            if let Some((free, e)) = self.lazy_run(f, end) {
+                if free {
+                    return Some(f);
+                }
+                f = e;
+                continue;
+            }
             let i = self.pair(f);
             let hi = (end - (f & !63)).min(64);
             let mut word = (self.w[i] | self.w[i + 1]) & (u64::MAX << (f & 63));
@@ -312,11 +321,30 @@ impl Bits<'_> {
         None
     }
 
+    /// If in-span frame `f` lies in a lazy block: whether that block is
+    /// free (so all its frames managed), and where it or `end` ends.
+    #[inline]
+    fn lazy_run(&self, f: u64, end: u64) -> Option<(bool, u64)> {
+        if !self.is_lazy(f) {
+            return None;
+        }
+        let max = usize::from(self.l.max_order);
+        let s = f >> max << max;
+        Some((self.is_free_in_span(max, s), (s + (1 << max)).min(end)))
+    }
+
     /// Managed frames among in-span `start..end`.
     pub(crate) fn count_managed(&self, start: u64, end: u64) -> u64 {
         let mut n = 0;
         let mut f = start;
         while f < end {
+            if let Some((free, e)) = self.lazy_run(f, end) {
+                if free {
+                    n += e - f;
+                }
+                f = e;
+                continue;
+            }
             let i = self.pair(f);
             let hi = (end - (f & !63)).min(64);
             let mut word = (self.w[i] | self.w[i + 1]) & (u64::MAX << (f & 63));

@@ -42,6 +42,7 @@ impl Heap<'_> {
     /// Verifies every invariant of the heap's metadata (listed at
     /// [`Heap`]), recomputing everything from the bitmaps and planes.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        self.check_lazy()?;
         self.check_bitmaps()?;
         self.check_summaries()?;
         self.check_frames()
@@ -55,6 +56,9 @@ impl Heap<'_> {
             let t = &l.trees[k];
             let mut count = 0;
             for w in 0..t.words {
+                if self.bits.lazy_word(k, w) {
+                    continue;
+                }
                 let mut word = self.bits.level_word(k, 0, w);
                 count += u64::from(word.count_ones());
                 while word != 0 {
@@ -63,6 +67,11 @@ impl Heap<'_> {
                     let pfn = self.bits.slot_pfn(k, s);
                     if pfn < l.base || pfn + (1 << k) > l.end {
                         return fail("free block outside the span", Some(k), pfn);
+                    }
+                    if self.bits.is_lazy(pfn) {
+                        // Its words are implied (its first pair is checked
+                        // in `check_lazy`).
+                        continue;
                     }
                     if self.bits.code(pfn) != FREE {
                         return fail("free block start not a free start", Some(k), pfn);
@@ -113,6 +122,39 @@ impl Heap<'_> {
         Ok(())
     }
 
+    /// Lazy blocks are blocks of the largest order wholly inside the span
+    /// (see [`crate::lazy`]), whose first word pair says what they imply:
+    /// unmanaged frames, or a free start and interior frames.
+    fn check_lazy(&self) -> Result<(), InvariantError> {
+        let l = &self.bits.l;
+        let max = usize::from(l.max_order);
+        let (lo, hi) = l.lazy;
+        let top = &l.trees[max];
+        for w in 0..top.words {
+            let word = self.bits.w[l.lbase.wrapping_add(top.origin as usize + w)];
+            let mut bits = word;
+            while bits != 0 {
+                let slot = ((top.origin + w as u64) << 6) + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let pfn = slot << max;
+                if slot < lo || slot >= hi {
+                    return fail("lazy block not wholly in the span", Some(max), pfn);
+                }
+                let i = self.bits.pair(pfn);
+                let pair = (self.bits.w[i], self.bits.w[i + 1]);
+                let want = if self.bits.is_free_in_span(max, pfn) {
+                    (u64::MAX, 1)
+                } else {
+                    (0, 0)
+                };
+                if pair != want {
+                    return fail("lazy block's first frames wrong", Some(max), pfn);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_summaries(&self) -> Result<(), InvariantError> {
         let l = &self.bits.l;
         for k in 0..=usize::from(l.max_order) {
@@ -128,8 +170,9 @@ impl Heap<'_> {
                     // Only the pending word's own summary bit may be out of
                     // date.
                     let pending = level == 1 && Some(i) == self.bits.pending_word(k);
-                    if i < below && !pending && set != (self.bits.level_word(k, level - 1, i) != 0)
-                    {
+                    let lazy = level == 1 && i < below && self.bits.lazy_word(k, i);
+                    let nonzero = i < below && !lazy && self.bits.level_word(k, level - 1, i) != 0;
+                    if i < below && !pending && set != nonzero {
                         return fail("summary bit wrong", Some(k), i as u64);
                     }
                 }
@@ -157,6 +200,14 @@ impl Heap<'_> {
             _ => Ok(()),
         };
         while f < l.end {
+            if self.bits.is_lazy(f) {
+                close(run.take())?;
+                if self.bits.is_free_in_span(max, f) {
+                    managed += 1 << max;
+                }
+                f += 1 << max;
+                continue;
+            }
             match self.bits.code(f) {
                 UNMANAGED => {
                     close(run.take())?;

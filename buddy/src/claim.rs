@@ -18,6 +18,7 @@ impl Heap<'_> {
     pub fn claim(&mut self, pfn: Mfn, order: crate::Order) -> Result<Block, ClaimError> {
         self.merge_deferred();
         let (p, k) = self.check_block(pfn, order)?;
+        self.bits.materialise_at(p);
         let Some((q, j)) = self.free_ancestor(p, k) else {
             return Err(self.claim_error(p, p + (1 << k)));
         };
@@ -38,6 +39,7 @@ impl Heap<'_> {
             });
         }
         let (start, end) = (range.start().get(), range.end().get());
+        self.bits.materialise_range(start, end);
         for block in AlignedBlocks::new(range, self.max_order()) {
             let (p, k) = (block.start().get(), usize::from(block.order().get()));
             if self.free_ancestor(p, k).is_none() {
@@ -69,6 +71,7 @@ impl Heap<'_> {
             });
         }
         let (start, end) = (range.start().get(), range.end().get());
+        self.bits.materialise_range(start, end);
         let mut f = start;
         while let Some((s, k)) = self.next_free_in(&mut f, end)? {
             f = (s + (1 << k)).min(end);

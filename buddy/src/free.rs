@@ -30,6 +30,9 @@ impl Heap<'_> {
         self.merge_deferred();
         let after_alloc = !core::mem::replace(&mut self.c.freeing, true);
         let (p, k) = self.check_block(pfn, order)?;
+        // A lazy block holds no allocated frame: the free is refused below,
+        // from the block's real words.
+        self.bits.materialise_at(p);
         if k == 0 {
             return self.free_frame(p, after_alloc);
         }
@@ -99,6 +102,8 @@ impl Heap<'_> {
                 span: self.span(),
             });
         }
+        self.bits
+            .materialise_range(range.start().get(), range.end().get());
         for block in AlignedBlocks::new(range, self.max_order()) {
             let k = usize::from(block.order().get());
             self.check_allocated(block.start().get(), k)

@@ -19,7 +19,10 @@
 //! - every allocated block is a head and interior frames, 2^k in all,
 //!   aligned;
 //! - every summary bit says exactly whether the word below it is non-zero,
-//!   and the counters match the bitmaps.
+//!   and the counters match the bitmaps;
+//! - a lazy block (see [`crate::lazy`]) is a block of the largest order
+//!   wholly inside the span whose first word pair says what its other words
+//!   imply: all unmanaged, or one free block.
 
 use core::fmt;
 
@@ -81,8 +84,13 @@ impl<'m> Heap<'m> {
     /// `max_order`, keeping its metadata in `metadata`.
     ///
     /// The buffer needs [`metadata_bytes`](crate::metadata_bytes)`(span,
-    /// max_order)` bytes from its first 8-byte-aligned byte on; every one of
-    /// them is overwritten. No frame is free until [`Heap::add`] adds it.
+    /// max_order)` bytes from its first 8-byte-aligned byte on, whatever
+    /// they hold. About 1/32 bit per frame is written here; the per-frame
+    /// metadata of each block of `max_order` inside the span is written
+    /// when something first changes inside the block (adding the whole
+    /// block as free memory does not), so creating a heap over a large span
+    /// and adding it takes time in proportion to its blocks of `max_order`.
+    /// No frame is free until [`Heap::add`] adds it.
     pub fn new(
         kind: MemKind,
         span: MfnRange,
@@ -201,7 +209,9 @@ impl<'m> Heap<'m> {
             n += self.free_blocks_in_zone(zone, order) << order.get();
             // The block at frame 0 counts as zone 0's but spans zones 0
             // through its order.
-            if self.bits.l.base == 0 && self.bits.is_free_block(usize::from(order.get()), 0) {
+            if self.bits.l.base == 0
+                && self.free_block_starting(0) == Some(usize::from(order.get()))
+            {
                 if start == 0 {
                     n -= order.frames() - 1;
                 } else if order.frames() > start {
@@ -218,7 +228,7 @@ impl<'m> Heap<'m> {
         if !self.span().contains(pfn) {
             return FrameState::Unmanaged;
         }
-        match self.bits.code(pfn.get()) {
+        match self.bits.code_any(pfn.get()) {
             UNMANAGED => FrameState::Unmanaged,
             HEAD => FrameState::Allocated,
             FREE => FrameState::Free,
@@ -241,7 +251,7 @@ impl<'m> Heap<'m> {
     /// Whether this heap manages frame `pfn` (free or allocated).
     #[must_use]
     pub fn manages(&self, pfn: Mfn) -> bool {
-        self.span().contains(pfn) && self.bits.code(pfn.get()) != UNMANAGED
+        self.span().contains(pfn) && self.bits.code_any(pfn.get()) != UNMANAGED
     }
 
     /// The free block that contains frame `pfn`, if any.
@@ -256,6 +266,14 @@ impl<'m> Heap<'m> {
 
     /// The free block containing in-span frame `pfn`, as (start, order).
     pub(crate) fn free_block_containing(&self, pfn: u64) -> Option<(u64, usize)> {
+        if self.bits.is_lazy(pfn) {
+            let max = usize::from(self.bits.l.max_order);
+            let start = pfn >> max << max;
+            return self
+                .bits
+                .is_free_in_span(max, start)
+                .then_some((start, max));
+        }
         match self.bits.code(pfn) {
             FREE => self.free_block_starting(pfn).map(|k| (pfn, k)),
             INTERIOR => (1..=usize::from(self.bits.l.max_order)).find_map(|k| {
@@ -269,6 +287,11 @@ impl<'m> Heap<'m> {
     /// The order of the free block starting at in-span frame `pfn`, if one
     /// does.
     pub(crate) fn free_block_starting(&self, pfn: u64) -> Option<usize> {
+        if self.bits.is_lazy(pfn) {
+            let max = usize::from(self.bits.l.max_order);
+            let start = pfn >> max << max;
+            return (pfn == start && self.bits.is_free_in_span(max, start)).then_some(max);
+        }
         if self.bits.code(pfn) != FREE {
             return None;
         }

@@ -19,7 +19,10 @@
 //! 3. for each order k from 0, the summary levels of F_k: bit i of level
 //!    l + 1 is set exactly when word i of level l is non-zero, up to a level
 //!    of one word, so the highest or lowest free block below or above any
-//!    bound is found in one word read per level, without backtracking.
+//!    bound is found in one word read per level, without backtracking;
+//! 4. the lazy bitmap, one bit per block of the largest order, indexed like
+//!    that order's free bitmap: set while the block's per-frame metadata is
+//!    not written yet (see [`crate::lazy`]).
 //!
 //! That is 2 + 1/2 + 1/4 + … < 3 bits per frame, plus about 1/32 bit for the
 //! summaries and a word per bitmap for alignment.
@@ -71,9 +74,20 @@ pub(crate) struct Layout {
     pub(crate) fbase: [usize; Order::COUNT],
     /// Per order.
     pub(crate) trees: [Tree; Order::COUNT],
+    /// Index of the lazy word of block 0 of the largest order, wrapping:
+    /// the word of the block at `pfn` is `lbase + (pfn >> (max_order + 6))`.
+    pub(crate) lbase: usize,
+    /// The blocks of the largest order that start lazy, as block numbers
+    /// (`pfn >> max_order`): those wholly inside the span, when a block
+    /// covers whole plane words (largest order ≥ 6); empty otherwise.
+    pub(crate) lazy: (u64, u64),
     /// Words in all.
     pub(crate) words: usize,
 }
+
+/// The smallest largest order whose blocks can be lazy: a block must cover
+/// whole plane words.
+pub(crate) const LAZY_MIN_ORDER: u8 = 6;
 
 const fn words_between(first: u64, last: u64) -> usize {
     (last - first + 1) as usize
@@ -90,6 +104,8 @@ impl Layout {
             pbase: 0,
             fbase: [0; Order::COUNT],
             trees: [Tree::EMPTY; Order::COUNT],
+            lbase: 0,
+            lazy: (0, 0),
             words: 0,
         };
         if end == base {
@@ -125,6 +141,14 @@ impl Layout {
             tree.top = level;
             layout.trees[k] = tree;
             k += 1;
+        }
+        let max = max_order.get() as usize;
+        let top = layout.trees[max];
+        layout.lbase = layout.words.wrapping_sub(top.origin as usize);
+        layout.words += top.words;
+        let (first, last) = (base.div_ceil(1 << max), end >> max);
+        if max_order.get() >= LAZY_MIN_ORDER && first < last {
+            layout.lazy = (first, last);
         }
         layout
     }

@@ -7,7 +7,10 @@
 //! metadata is a caller-provided buffer of about 3.03 bits per frame (see
 //! [`metadata_bytes`]); the heap never reads or writes the frames it
 //! manages, so NVRAM frames need not even be mapped, and free NVRAM is never
-//! worn by bookkeeping. Frees name the order, as in Xen's
+//! worn by bookkeeping. The per-frame part of the metadata of a block of the
+//! largest order is written when something first changes inside the block,
+//! so creating a heap and adding a large range takes time in proportion to
+//! its blocks of the largest order, not its frames. Frees name the order, as in Xen's
 //! `free_heap_pages`, and a wrong one is an error, never corruption.
 //!
 //! ```
@@ -66,6 +69,7 @@ mod free;
 mod heap;
 mod iter;
 mod layout;
+mod lazy;
 mod locked;
 #[cfg(feature = "model")]
 pub mod model;

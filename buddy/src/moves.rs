@@ -104,6 +104,9 @@ impl Heap<'_> {
     /// its first frame becomes `code` (interior or head).
     #[inline(always)]
     pub(crate) fn take(&mut self, k: usize, pfn: u64, code: u64) {
+        if k == usize::from(self.bits.l.max_order) {
+            self.bits.materialise_at(pfn);
+        }
         self.bits.view().clear_free(k, pfn, code);
         self.c.take(k);
     }
@@ -183,6 +186,9 @@ impl Heap<'_> {
     /// begins the lower half. Returns the allocated part's first frame.
     #[inline(always)]
     pub(crate) fn take_split_top(&mut self, pfn: u64, j: usize, k: usize) -> u64 {
+        if j == usize::from(self.bits.l.max_order) {
+            self.bits.materialise_at(pfn);
+        }
         let c = &mut self.c;
         let mut v = self.bits.view();
         let end = pfn + (1 << j);

@@ -25,7 +25,12 @@ impl Bits<'_> {
                 return None;
             }
             let i = b - 1;
-            let word = self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64));
+            // Summaries never lead to a lazy word, but the bound can.
+            let word = if level == 0 && self.lazy_word(k, i / 64) {
+                0
+            } else {
+                self.level_word(k, level, i / 64) & (u64::MAX >> (63 - i % 64))
+            };
             if word == 0 {
                 if level == top {
                     return None;
@@ -61,6 +66,10 @@ impl Bits<'_> {
     pub(crate) fn find_last(&mut self, k: usize) -> Option<usize> {
         self.settle(k);
         let mut level = self.l.trees[k].top;
+        // A bitmap of one word has no summary to say it is lazy.
+        if level == 0 && self.lazy_word(k, 0) {
+            return None;
+        }
         let mut pos = 0;
         loop {
             let word = self.level_word(k, level, pos);
@@ -113,7 +122,11 @@ impl Bits<'_> {
                 if w >= words {
                     return None;
                 }
-                let word = self.level_word(k, level, w) & (u64::MAX << (from % 64));
+                let word = if level == 0 && self.lazy_word(k, w) {
+                    0
+                } else {
+                    self.level_word(k, level, w) & (u64::MAX << (from % 64))
+                };
                 if word != 0 {
                     break w * 64 + word.trailing_zeros() as usize;
                 }
@@ -145,7 +158,11 @@ impl Bits<'_> {
         while i < hi {
             let w = i / 64;
             let top = if hi - w * 64 >= 64 { 64 } else { hi - w * 64 };
-            let mut word = self.level_word(k, 0, w) & (u64::MAX << (i % 64));
+            let mut word = if self.lazy_word(k, w) {
+                0
+            } else {
+                self.level_word(k, 0, w) & (u64::MAX << (i % 64))
+            };
             if top < 64 {
                 word &= (1u64 << top) - 1;
             }

@@ -71,6 +71,25 @@ proptest! {
         }
     }
 
+    /// Spans of several whole blocks of the largest order, which start
+    /// lazy: adding, splitting, claiming, reserving and querying them, in
+    /// whole and in part.
+    #[test]
+    fn lazy_blocks_match_model(
+        base in prop_oneof![Just(0u64), Just(0xffdu64), Just(0x2000u64), Just(0x7_ffc0u64)],
+        len in 128u64..800,
+        max_order in 6u8..=7,
+        setup in proptest::collection::vec((any::<u64>(), any::<u64>()), 1..4),
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let span = MfnRange::from_numbers(base, base + len).unwrap();
+        let max_order = Order::new(max_order).unwrap();
+        let all: Vec<Op> = setup.into_iter().map(|(a, b)| Op::Add(a, b)).chain(ops).collect();
+        if let Err(e) = run(span, max_order, &all) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
     /// Orders up to the largest (1 GiB) on a small span: most large orders
     /// only ever fail, cleanly.
     #[test]
