@@ -169,6 +169,18 @@ impl From<P2mError> for MemoryError {
     }
 }
 
+/// A guest's memory while another guest runs: its tables and map, with
+/// no borrow of the allocators behind them (see [`GuestMemory::suspend`]).
+#[derive(Debug)]
+pub struct Suspended<'s, M: HostMem + Copy> {
+    mem: M,
+    tables: Nested<M>,
+    p2m: P2m<'s>,
+    regions: Regions,
+    pending: Invalidate,
+    pages_1g: bool,
+}
+
 /// One guest's memory.
 #[derive(Debug)]
 pub struct GuestMemory<'a, 'm, 's, N: FramePool, M: HostMem + Copy> {
@@ -204,6 +216,38 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
             pending: Invalidate::Nothing,
             pages_1g: config.pages_1g,
         })
+    }
+
+    /// Sets the guest's memory aside while another guest runs: the state
+    /// without the borrows of the heap and the NVRAM pool, which the next
+    /// guest needs. [`resume`](Self::resume) puts it back together.
+    pub fn suspend(self) -> Suspended<'s, M> {
+        Suspended {
+            mem: self.mem,
+            tables: self.tables,
+            p2m: self.p2m,
+            regions: self.regions,
+            pending: self.pending,
+            pages_1g: self.pages_1g,
+        }
+    }
+
+    /// A suspended guest's memory with the heap and its NVRAM frames again.
+    pub fn resume(
+        parts: Suspended<'s, M>,
+        ram: &'a mut Heap<'m>,
+        nvram: Option<&'a mut N>,
+    ) -> Self {
+        Self {
+            ram,
+            nvram,
+            mem: parts.mem,
+            tables: parts.tables,
+            p2m: parts.p2m,
+            regions: parts.regions,
+            pending: parts.pending,
+            pages_1g: parts.pages_1g,
+        }
     }
 
     /// The volatile heap (for the vCPU's control structures).

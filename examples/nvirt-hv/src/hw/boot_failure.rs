@@ -10,7 +10,9 @@ use nvirt_ept::NewError;
 use nvirt_hypercall_abi::protocol::ImageError;
 use nvirt_nvpool::InvariantError;
 
-use crate::bootinfo::BootError;
+use nvirt_vmconfig::{ParseError, SetError};
+
+use crate::bootinfo::{BootError, FixedString, MODULE_NAME_MAX};
 use crate::config::{ConfigError, GUEST_NAME};
 use crate::guest_memory::MemoryError;
 use crate::guest_setup::SetupError;
@@ -100,6 +102,30 @@ pub(crate) enum BootFailure {
     Svm(VmError),
     /// The VMX backend refused.
     Vmx(VmError),
+    /// A VM's vCPU could not be created.
+    Vcpu(VmError),
+    /// A VM configuration module is not UTF-8 text.
+    VmConfigText {
+        /// The module's string.
+        module: FixedString<MODULE_NAME_MAX>,
+        /// Bytes of valid text before the first invalid one.
+        at: usize,
+    },
+    /// A VM configuration module does not parse.
+    VmConfig {
+        /// The module's string.
+        module: FixedString<MODULE_NAME_MAX>,
+        /// Why, and on which line.
+        error: ParseError<'static>,
+    },
+    /// The VM configurations cannot run together.
+    VmSet(SetError<'static>),
+    /// More VM configurations than the hypervisor runs at once.
+    TooManyVms(usize),
+    /// A VM's configuration names a kernel no module carries.
+    VmKernelMissing(&'static str),
+    /// A VM's kernel is a Linux guest, which runs only alone.
+    VmLinux(&'static str),
 }
 
 impl fmt::Display for BootFailure {
@@ -166,6 +192,25 @@ impl fmt::Display for BootFailure {
             Self::Linux(e) => write!(f, "Linux guest: {e}"),
             Self::Svm(e) => write!(f, "SVM: {e}"),
             Self::Vmx(e) => write!(f, "VMX: {e}"),
+            Self::Vcpu(e) => write!(f, "vCPU: {e}"),
+            Self::VmConfigText { module, at } => write!(
+                f,
+                "VM configuration module {:?}: not UTF-8 text after byte {at}",
+                module.as_str()
+            ),
+            Self::VmConfig { module, error } => {
+                write!(f, "{}", error.in_file(module.as_str()))
+            }
+            Self::VmSet(e) => write!(f, "VM configurations: {e}"),
+            Self::TooManyVms(max) => write!(f, "more than {max} VM configurations"),
+            Self::VmKernelMissing(name) => write!(
+                f,
+                "VM {name:?} names a kernel, but no module's string is \"vmkernel {name}\""
+            ),
+            Self::VmLinux(name) => write!(
+                f,
+                "VM {name:?}: a Linux kernel runs only as the one guest (`cargo nvirt run linux`), not beside other VMs"
+            ),
         }
     }
 }

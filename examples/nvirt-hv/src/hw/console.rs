@@ -6,6 +6,7 @@
 //! no lock: every write is a complete sequence of port writes.
 
 use core::fmt;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::io::{inb, outb};
 
@@ -83,11 +84,45 @@ impl fmt::Write for Console {
     }
 }
 
-/// Prints a line prefixed `nvirt-hv: `.
+/// The name of the guest whose time slice it is, when several run: its
+/// address and length (a `&'static str` split for atomics; one CPU, so
+/// plain loads and stores suffice).
+static CONTEXT_PTR: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+static CONTEXT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Names the guest the following lines are about (`None`: the hypervisor
+/// itself, or its only guest).
+pub(crate) fn set_context(name: Option<&'static str>) {
+    let (ptr, len) = name.map_or((core::ptr::null_mut(), 0), |n| {
+        (n.as_ptr().cast_mut(), n.len())
+    });
+    CONTEXT_LEN.store(len, Ordering::Relaxed);
+    CONTEXT_PTR.store(ptr, Ordering::Relaxed);
+}
+
+/// The guest named by [`set_context`].
+pub(crate) fn context() -> Option<&'static str> {
+    let ptr = CONTEXT_PTR.load(Ordering::Relaxed);
+    if ptr.is_null() {
+        return None;
+    }
+    let len = CONTEXT_LEN.load(Ordering::Relaxed);
+    // SAFETY: `set_context` stored the address and length of a `&'static
+    // str`, and both change together on this one CPU.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
+    core::str::from_utf8(bytes).ok()
+}
+
+/// Prints a line prefixed `nvirt-hv: ` (and `vm NAME: ` during a guest's
+/// time slice when several guests run).
 macro_rules! hvprintln {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
-        let _ = writeln!($crate::hw::console::Console, "nvirt-hv: {}", format_args!($($arg)*));
+        let mut out = $crate::hw::console::Console;
+        let _ = match $crate::hw::console::context() {
+            Some(vm) => writeln!(out, "nvirt-hv: vm {vm}: {}", format_args!($($arg)*)),
+            None => writeln!(out, "nvirt-hv: {}", format_args!($($arg)*)),
+        };
     }};
 }
 pub(crate) use hvprintln;

@@ -10,6 +10,7 @@ use crate::nv_frames::NvFrames;
 use super::boot_failure::BootFailure;
 use super::console::{self, hvprintln};
 use super::exits::Guest;
+use super::mem::p2m_storage;
 use super::phases;
 
 /// A fatal error: print and stop the emulator with failure.
@@ -40,6 +41,10 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
     let fw = phases::firmware(magic, info)?;
     let mut heaps = phases::heaps(&fw)?;
     let nested = phases::nested_config()?;
+    if let Some(vms) = &fw.vms {
+        let image = Some(&fw.guest_image).filter(|r| !r.is_empty());
+        return super::vms::run(vms, image, &mut heaps, &nested);
+    }
     let layout = phases::guest_layout(&fw.config)?;
     let dom = phases::guest_domain(heaps.pool.as_mut(), &fw.config, &layout)?;
     let mut frames = match (heaps.pool.as_mut(), dom) {
@@ -47,9 +52,11 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
         _ => None,
     };
     let passed = {
-        let mut guest = phases::guest_memory(&nested, &mut heaps.ram, frames.as_mut(), &layout)?;
+        let storage = p2m_storage().ok_or(BootFailure::P2mStorage)?;
+        let mut guest =
+            phases::guest_memory(&nested, &mut heaps.ram, frames.as_mut(), storage, &layout)?;
         let loaded = phases::load_guest(&mut guest, &fw, &layout)?;
-        mark(&mut guest, true);
+        mark(&mut guest, GUEST_NAME, true);
         let ended = phases::run_guest(
             nested.format,
             &mut guest,
@@ -58,7 +65,7 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
             heaps.max_ram_page,
         )?;
         if ended.powered_off {
-            mark(&mut guest, false);
+            mark(&mut guest, GUEST_NAME, false);
         }
         ended.passed
     };
@@ -77,7 +84,7 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
 }
 
 /// The NV pool's consistency check after the guest.
-fn check_pool<P: nvirt_persist_meta::Pmem>(pool: &NvPool<'_, P>) -> bool {
+pub(crate) fn check_pool<P: nvirt_persist_meta::Pmem>(pool: &NvPool<'_, P>) -> bool {
     match pool.check() {
         Ok(()) => {
             hvprintln!("nvpool: consistency check after the guest: clean");
@@ -92,7 +99,7 @@ fn check_pool<P: nvirt_persist_meta::Pmem>(pool: &NvPool<'_, P>) -> bool {
 
 /// Marks the guest's domain in the NV pool running (as it starts) or shut
 /// down (after it powered off).
-fn mark(guest: &mut Guest<'_, '_>, running: bool) {
+pub(crate) fn mark(guest: &mut Guest<'_, '_>, name: &str, running: bool) {
     let Some(frames) = guest.nvram_pool() else {
         return;
     };
@@ -103,8 +110,8 @@ fn mark(guest: &mut Guest<'_, '_>, running: bool) {
         (frames.pool().mark_shut_down(dom), "shut down")
     };
     match done {
-        Ok(()) => hvprintln!("nvpool: domain {GUEST_NAME:?} marked {what}"),
-        Err(e) => fail!("nvpool: marking domain {GUEST_NAME:?} {what}: {e}"),
+        Ok(()) => hvprintln!("nvpool: domain {name:?} marked {what}"),
+        Err(e) => fail!("nvpool: marking domain {name:?} {what}: {e}"),
     }
 }
 

@@ -186,3 +186,12 @@ pub(crate) fn p2m_storage() -> Option<&'static mut [BlockMapping]> {
     // reference to it ever made.
     Some(unsafe { &mut *storage })
 }
+
+/// The guest maps' storage split evenly among `guests` guests, the first
+/// time any storage is asked for.
+pub(crate) fn p2m_storages(
+    guests: usize,
+) -> Option<impl Iterator<Item = &'static mut [BlockMapping]>> {
+    let each = P2M_CAPACITY.checked_div(guests)?;
+    Some(p2m_storage()?.chunks_mut(each.max(1)).take(guests))
+}

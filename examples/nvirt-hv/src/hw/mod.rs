@@ -14,5 +14,7 @@ pub(crate) mod mem;
 pub(crate) mod nvram;
 pub(crate) mod phases;
 pub(crate) mod svm;
+pub(crate) mod timer;
 pub(crate) mod vcpu;
+pub(crate) mod vms;
 pub(crate) mod vmx;

@@ -3,7 +3,7 @@
 //! no pool or `nvpool=format` says so — and the configured guest's domain
 //! found again by its stable id, or created with its NVRAM region.
 
-use crate::config::{Config, GUEST_NAME};
+use crate::config::Config;
 use crate::heaps;
 use crate::host_memory::{FREE_CAPACITY, HostMemory, PAGE};
 use crate::nv_boot::{self, Attached, GuestNvram, Opened};
@@ -125,22 +125,22 @@ fn report(pool: &Pool, opened: &Opened) {
 /// NVRAM region; `None` if the guest has no NVRAM.
 pub(crate) fn attach_guest<const N: usize>(
     pool: &mut Pool,
-    config: &Config,
+    id: u128,
+    name: &str,
     layout: &GuestMap<N>,
 ) -> Result<Option<Dom>, BootFailure> {
     let Some(gpa) = layout.nvram.clone() else {
         return Ok(None);
     };
     let guest = GuestNvram {
-        id: DomainUuid::new(config.guest_id),
-        name: GUEST_NAME,
+        id: DomainUuid::new(id),
+        name,
         gfns: guest_frames(&gpa),
     };
     match nv_boot::attach(pool, &guest) {
         Ok((dom, Attached::Created { extents })) => {
             hvprintln!(
-                "nvpool: new domain {GUEST_NAME:?} (id {:#034x}): {} of NVRAM at guest {} in {extents} extents",
-                config.guest_id,
+                "nvpool: new domain {name:?} (id {id:#034x}): {} of NVRAM at guest {} in {extents} extents",
                 Size(gpa.end - gpa.start),
                 HexRange(gpa)
             );
@@ -155,8 +155,7 @@ pub(crate) fn attach_guest<const N: usize>(
             },
         )) => {
             hvprintln!(
-                "nvpool: domain {GUEST_NAME:?} (id {:#034x}) found, {state}: {} in {extents} extents, re-attached at the same guest frames",
-                config.guest_id,
+                "nvpool: domain {name:?} (id {id:#034x}) found, {state}: {} in {extents} extents, re-attached at the same guest frames",
                 Size(frames * PAGE)
             );
             Ok(Some(dom))

@@ -24,7 +24,7 @@ use nvirt_nvpool::Dom;
 use raw_cpuid::CpuId;
 
 use crate::bootinfo::{self, FixedString};
-use crate::config::Config;
+use crate::config::{Config, GUEST_NAME};
 use crate::guest_memory::GuestMemory;
 use crate::guest_setup;
 use crate::heaps::{self, HeapSpec};
@@ -40,12 +40,11 @@ use super::discover::{LinuxModules, find_guest_image, find_linux, host_map, repo
 use super::exits::{self, Ended, Guest, report_tables};
 use super::hypervisor::Size;
 use super::io::{msr, rdmsr};
-use super::mem::{
-    IDENTITY_LIMIT, IdentityMemory, host_bytes, host_bytes_mut, image_range, p2m_storage,
-};
+use super::mem::{IDENTITY_LIMIT, IdentityMemory, host_bytes, host_bytes_mut, image_range};
 use super::nvram::{self, Pool};
 use super::svm::{self, SvmVcpu};
 use super::vcpu::{GuestKind, GuestSpec, Vcpu};
+use super::vms::{self, VmModules};
 use super::vmx::{self, VmxVcpu};
 
 /// Most entries of the guest's map.
@@ -64,6 +63,9 @@ pub(crate) struct Firmware {
     pub(crate) guest_image: Range<u64>,
     /// A Linux guest's initrd and command line, if the guest is Linux.
     pub(crate) linux: Option<LinuxModules>,
+    /// The VMs the configuration modules describe, if any: then
+    /// `guest_image` is the test guest's module (empty if none is given).
+    pub(crate) vms: Option<VmModules>,
 }
 
 /// Phase 1: boot information → configuration → host map (every NVRAM
@@ -79,9 +81,15 @@ pub(crate) fn firmware(magic: u32, info: u32) -> Result<Firmware, BootFailure> {
     let config = Config::parse(boot.cmdline.as_str()).map_err(BootFailure::Config)?;
 
     let map = host_map(&boot, &mem)?;
-    let (guest_image, linux) = match find_linux(&boot) {
-        Some((kernel, modules)) => (kernel, Some(modules)),
-        None => (find_guest_image(&boot, &config, &mem)?, None),
+    let vms = if vms::present(&boot) {
+        Some(vms::find(&boot)?)
+    } else {
+        None
+    };
+    let (guest_image, linux) = match (&vms, find_linux(&boot)) {
+        (Some(_), _) => (vms::test_guest_module(&boot).unwrap_or(0..0), None),
+        (None, Some((kernel, modules))) => (kernel, Some(modules)),
+        (None, None) => (find_guest_image(&boot, &config, &mem)?, None),
     };
 
     let mut reserved = RangeSet::<48>::new();
@@ -105,6 +113,7 @@ pub(crate) fn firmware(magic: u32, info: u32) -> Result<Firmware, BootFailure> {
         host,
         guest_image,
         linux,
+        vms,
     })
 }
 
@@ -212,15 +221,25 @@ pub(crate) fn nested_config() -> Result<NestedConfig, BootFailure> {
 
 /// Phase 4a: the guest's memory map, from its configured sizes.
 pub(crate) fn guest_layout(config: &Config) -> Result<GuestMap<GUEST_MAP_CAPACITY>, BootFailure> {
-    let layout = GuestLayout::new(config.guest_ram)
-        .nvram(config.guest_nvram, config.nv_kind)
+    layout_of(config.guest_ram, config.guest_nvram, config.nv_kind)
+}
+
+/// The map of a guest with `ram` and `nvram` bytes, its NVRAM region of
+/// `kind`.
+pub(crate) fn layout_of(
+    ram: u64,
+    nvram: u64,
+    kind: nvirt_e820::Kind,
+) -> Result<GuestMap<GUEST_MAP_CAPACITY>, BootFailure> {
+    let layout = GuestLayout::new(ram)
+        .nvram(nvram, kind)
         .build::<GUEST_MAP_CAPACITY>()
         .map_err(BootFailure::Layout)?;
     hvprintln!(
         "guest memory map ({} RAM, {} NVRAM of type {}):",
-        Size(config.guest_ram),
-        Size(config.guest_nvram),
-        config.nv_kind.raw()
+        Size(ram),
+        Size(nvram),
+        kind.raw()
     );
     for e in layout.map.entries() {
         hvprintln!("  guest {e}");
@@ -236,7 +255,7 @@ pub(crate) fn guest_domain(
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
 ) -> Result<Option<Dom>, BootFailure> {
     let dom = match pool {
-        Some(p) => nvram::attach_guest(p, config, layout)?,
+        Some(p) => nvram::attach_guest(p, config.guest_id, GUEST_NAME, layout)?,
         None => None,
     };
     if config.guest_nvram > 0 && dom.is_none() {
@@ -252,9 +271,9 @@ pub(crate) fn guest_memory<'a, 'p>(
     nested: &NestedConfig,
     ram: &'a mut Heap<'static>,
     frames: Option<&'a mut NvFrames<'p, 'static, nvirt_persist_meta::X86Pmem<'static>>>,
+    storage: &'static mut [crate::p2m::BlockMapping],
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
 ) -> Result<Guest<'a, 'p>, BootFailure> {
-    let storage = p2m_storage().ok_or(BootFailure::P2mStorage)?;
     let mut guest = GuestMemory::new(
         nested,
         ram,
@@ -342,10 +361,26 @@ pub(crate) fn load_guest(
         nvram: config.guest_nvram,
         nv_type: config.nv_kind.raw(),
     };
+    let mut extra = FixedString::<CMDLINE_MAX>::new();
+    if let Some(ops) = config.crash_loop {
+        write!(extra, "nvirt.crashloop={ops}").map_err(|_| BootFailure::CmdlineTooLong)?;
+    }
+    load_test_guest(guest, image_bytes, params, extra.as_str(), layout)
+}
+
+/// Phase 5 for the test guest: its image, with `params` and `extra` words
+/// on its command line.
+pub(crate) fn load_test_guest(
+    guest: &mut Guest<'_, '_>,
+    image_bytes: &[u8],
+    params: GuestParams,
+    extra: &str,
+    layout: &GuestMap<GUEST_MAP_CAPACITY>,
+) -> Result<Loaded, BootFailure> {
     let mut cmdline = FixedString::<CMDLINE_MAX>::new();
     write!(cmdline, "{params}").map_err(|_| BootFailure::CmdlineTooLong)?;
-    if let Some(ops) = config.crash_loop {
-        write!(cmdline, " nvirt.crashloop={ops}").map_err(|_| BootFailure::CmdlineTooLong)?;
+    if !extra.is_empty() {
+        write!(cmdline, " {extra}").map_err(|_| BootFailure::CmdlineTooLong)?;
     }
     let (start, header) = guest_setup::prepare(guest, image_bytes, layout, cmdline.as_str())
         .map_err(BootFailure::Setup)?;

@@ -1,5 +1,5 @@
 //! AMD SVM backend (AMD64 APM Vol. 2, chapter 15): a VMCB per guest,
-//! nested paging, ASID 1, every I/O port but the guest's own timer and
+//! nested paging, an ASID per vCPU, every I/O port but the guest's own timer and
 //! interrupt controllers and every MSR but the pass-through ones
 //! intercepted, CPUID, VMRUN, VMMCALL and shutdown
 //! intercepted; exceptions and HLT as the guest's kind asks. Physical
@@ -17,6 +17,7 @@
 //! RAX 0x5F8, G_PAT 0x668.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 use raw_cpuid::CpuId;
@@ -38,6 +39,7 @@ const EFER_LMA: u64 = 1 << 10;
 const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 11;
 
 // Instruction intercepts, vector 3 (offset 0x00C) and vector 4 (0x010).
+const INTERCEPT_INTR: u32 = 1 << 0;
 const INTERCEPT_CPUID: u32 = 1 << 18;
 const INTERCEPT_HLT: u32 = 1 << 24;
 const INTERCEPT_IOIO: u32 = 1 << 27;
@@ -48,6 +50,7 @@ const INTERCEPT_VMMCALL: u32 = 1 << 1;
 
 // Exit codes.
 const EXIT_EXCEPTION_0: u64 = 0x40;
+const EXIT_INTR: u64 = 0x60;
 const EXIT_CPUID: u64 = 0x72;
 const EXIT_HLT: u64 = 0x78;
 const EXIT_IOIO: u64 = 0x7b;
@@ -56,6 +59,14 @@ const EXIT_SHUTDOWN: u64 = 0x7f;
 const EXIT_VMMCALL: u64 = 0x81;
 const EXIT_NPF: u64 = 0x400;
 const EXIT_INVALID: u64 = u64::MAX;
+
+/// VMCB 0x060 bit 24, V_INTR_MASKING: the guest's RFLAGS.IF masks only
+/// virtual interrupts; physical ones follow the host's IF at VMRUN.
+const V_INTR_MASKING: u64 = 1 << 24;
+
+/// The next guest's address-space id: one per vCPU, so no guest's
+/// translations are ever used for another's (ASID 0 is the host's).
+static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 
 /// TLB_CONTROL: flush the whole TLB on the next VMRUN (always supported).
 const TLB_FLUSH_ALL: u8 = 1;
@@ -68,7 +79,12 @@ unsafe extern "sysv64" {
 
 // RAX, RSP and RIP travel through the VMCB; the other registers are the
 // guest's between VMRUN and #VMEXIT, so they are swapped here. GIF is
-// cleared around VMRUN as the APM recommends (§15.17).
+// cleared around VMRUN as the APM recommends (§15.17). RFLAGS.IF is set
+// only for VMRUN itself (GIF, clear, holds interrupts off around it): with
+// V_INTR_MASKING the host's IF at VMRUN is what lets a physical interrupt
+// end the guest's slice (the INTR intercept); the interrupt then stays
+// pending, IF is cleared again before STGI, and nothing is delivered to the
+// host.
 global_asm!(concat!(
     r#"
     .text
@@ -88,7 +104,9 @@ nvirt_svm_run:
     r#"
     pop rax
     clgi
+    sti
     vmrun rax
+    cli
     mov rax, [rsp]
     "#,
     store_gprs_to_rax!(),
@@ -121,6 +139,13 @@ pub(crate) fn supported() -> Result<(), VmError> {
         ));
     }
     Ok(())
+}
+
+/// ASIDs the CPU has (CPUID 8000_000Ah EBX; ids below it are usable).
+fn max_asids() -> u32 {
+    CpuId::new()
+        .get_svm_info()
+        .map_or(1, |s| s.supported_asids())
 }
 
 /// Whether nested tables may use 1 GiB pages: the CPU has 1 GiB pages
@@ -190,7 +215,13 @@ impl SvmVcpu {
         v.w32(0x010, INTERCEPT_VMRUN | INTERCEPT_VMMCALL);
         v.w64(0x040, iopm);
         v.w64(0x048, msrpm);
-        v.w32(0x058, 1);
+        let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
+        if asid >= max_asids() {
+            return Err(VmError::Unsupported(
+                "an address-space id for one more guest",
+            ));
+        }
+        v.w32(0x058, asid);
         v.w8(0x05c, TLB_FLUSH_ALL);
         v.w64(0x090, 1);
         v.w64(0x0b0, spec.nested_root);
@@ -376,6 +407,7 @@ impl Vcpu for SvmVcpu {
                 info: info1,
             },
             EXIT_SHUTDOWN => Exit::TripleFault,
+            EXIT_INTR => Exit::Timer,
             c if (EXIT_EXCEPTION_0..EXIT_EXCEPTION_0 + 32).contains(&c) => Exit::Exception {
                 vector: (c - EXIT_EXCEPTION_0) as u8,
                 error_code: info1,
@@ -445,6 +477,23 @@ impl Vcpu for SvmVcpu {
     fn inject_exception(&mut self, vector: u8) {
         // EVENTINJ (APM Vol. 2, 15.20): vector, type 3 (exception), valid.
         Vmcb(self.vmcb).w64(0x0a8, u64::from(vector) | 3 << 8 | 1 << 31);
+    }
+
+    fn set_timer_exits(&mut self, on: bool) {
+        let v = Vmcb(self.vmcb);
+        let (intercepts, vintr) = (v.r32(0x00c), v.r64(0x060));
+        if on {
+            v.w32(0x00c, intercepts | INTERCEPT_INTR);
+            v.w64(0x060, vintr | V_INTR_MASKING);
+        } else {
+            v.w32(0x00c, intercepts & !INTERCEPT_INTR);
+            v.w64(0x060, vintr & !V_INTR_MASKING);
+        }
+    }
+
+    fn activate(&mut self) -> Result<(), VmError> {
+        // Every VMRUN names its VMCB: nothing to switch.
+        Ok(())
     }
 
     fn set_halt_exits(&mut self, on: bool) {

@@ -92,6 +92,8 @@ pub(crate) enum Exit {
     },
     /// The guest triple-faulted (SVM shutdown, VMX triple fault).
     TripleFault,
+    /// The scheduling timer fired: the guest's time slice is over.
+    Timer,
     /// The backend served the exit itself (VMX control-register accesses).
     Handled,
     /// Anything else, with the raw exit code and qualification.
@@ -167,6 +169,13 @@ pub(crate) trait Vcpu {
     fn inject_exception(&mut self, vector: u8);
     /// Whether HLT exits to the hypervisor.
     fn set_halt_exits(&mut self, on: bool);
+    /// Whether a physical interrupt (the scheduling timer) ends the guest's
+    /// time slice with [`Exit::Timer`], the interrupt left pending for the
+    /// hypervisor to take.
+    fn set_timer_exits(&mut self, on: bool);
+    /// Makes this vCPU the one the CPU's virtualization instructions act on
+    /// (VMX's current VMCS); before running it after another.
+    fn activate(&mut self) -> Result<(), VmError>;
     /// Whether the guest has interrupts enabled (RFLAGS.IF).
     fn interrupts_enabled(&self) -> bool;
     /// An MSR the backend keeps in its control structure (EFER, PAT), as

@@ -74,8 +74,8 @@ pub(super) fn io(
             return linux_end(vcpu, run, format_args!("reset request ({source:?})"));
         }
     };
-    if let Some(marker) = run.devices.serial().take_marker() {
-        hvprintln!("guest marker {marker:?} after {}", run.exits);
+    if let Some(marker) = run.st.devices.serial().take_marker() {
+        hvprintln!("guest marker {marker:?} after {}", run.st.exits);
         if run.devices.serial().passed() {
             // From now on HLT with interrupts off is the guest's end.
             vcpu.set_halt_exits(true);

@@ -20,7 +20,10 @@ const CONSOLE_BUFFER: usize = protocol::CONSOLE_WRITE_MAX as usize;
 
 /// Prints one line of the guest's console.
 pub(super) fn forward(line: &str) {
-    let _ = writeln!(console::Console, "guest: {line}");
+    let _ = match console::context() {
+        Some(vm) => writeln!(console::Console, "guest {vm}: {line}"),
+        None => writeln!(console::Console, "guest: {line}"),
+    };
 }
 
 /// Serves the hypercall the guest's registers hold.
@@ -78,10 +81,10 @@ fn memory_op(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>) -> Flow {
     let info = GuestInfo {
         caller,
         addressing: Addressing::Virtual(vcpu.paging()),
-        limits: run.limits,
-        e820: &run.e820[..run.e820_len],
-        max_pages: run.initial_pages,
-        max_ram_page: run.max_ram_page,
+        limits: run.st.limits,
+        e820: &run.st.e820[..run.st.e820_len],
+        max_pages: run.st.initial_pages,
+        max_ram_page: run.st.max_ram_page,
     };
     let mut regs = registers(vcpu);
     let served = match memory_op::serve(run.guest, &regs, &info) {

@@ -60,13 +60,16 @@ const MAP_MAX: usize = 32;
 enum Flow {
     /// Enter the guest again.
     Resume,
+    /// Another guest's turn: the timer expired.
+    Yield,
     /// The guest is done.
     End(Ended),
 }
 
-/// The state of one guest's run that the handlers share.
-struct Run<'r, 'a, 'p> {
-    guest: &'r mut Guest<'a, 'p>,
+/// What one guest's run keeps between its time slices: everything the
+/// handlers share but the guest's memory, which is borrowed anew for each
+/// slice (several guests share the heaps behind it).
+pub(crate) struct RunState {
     console: GuestConsole,
     /// The guest's map as `XENMEM_memory_map` returns it.
     e820: [E820Entry; MAP_MAX],
@@ -84,12 +87,33 @@ struct Run<'r, 'a, 'p> {
     exits: ExitCounts,
     /// Whether the guest is a Linux kernel.
     linux: bool,
+    /// Exits handled, for the limit.
+    handled: u64,
+}
+
+/// One guest's run during one time slice: its state and its memory.
+struct Run<'r, 'a, 'p> {
+    guest: &'r mut Guest<'a, 'p>,
+    st: &'r mut RunState,
+}
+
+impl core::ops::Deref for Run<'_, '_, '_> {
+    type Target = RunState;
+    fn deref(&self) -> &RunState {
+        self.st
+    }
+}
+
+impl core::ops::DerefMut for Run<'_, '_, '_> {
+    fn deref_mut(&mut self) -> &mut RunState {
+        self.st
+    }
 }
 
 impl Run<'_, '_, '_> {
     /// Forwards what is left of the guest's console.
     fn flush(&mut self) {
-        self.console.flush(hypercall::forward);
+        self.st.console.flush(hypercall::forward);
     }
 }
 
@@ -123,39 +147,85 @@ pub(crate) fn run_guest<const N: usize>(
     initial_pages: u64,
     max_ram_page: u64,
 ) -> Ended {
-    hvprintln!(
-        "starting the guest under {} ({} of guest-physical address space, entry {:#x})",
-        vcpu.name(),
-        Size(spec.memory_size),
-        spec.start.rip
-    );
-    // The tables were just built: drop any translation cached for them.
-    vcpu.invalidate_nested();
-    let mut e820 = [E820Entry::default(); MAP_MAX];
-    let e820_len = memory_op::e820_of(&layout.map, &mut e820);
-    let limits = Limits::new(XenPfn::new(layout.map.end().div_ceil(4096)))
-        .max_order(ExtentOrder::PAGE_1G)
-        .batch(BATCH.try_into().unwrap_or(core::num::NonZeroU32::MIN));
-    let mut run = Run {
-        guest,
-        console: GuestConsole::new(),
-        e820,
-        e820_len,
-        limits,
-        initial_pages,
-        max_ram_page,
-        calls: 0,
-        devices: DeviceModel::new(),
-        msrs: MsrLog::default(),
-        exits: ExitCounts::default(),
-        linux: spec.kind == GuestKind::Linux,
-    };
-    for _ in 0..EXIT_LIMIT {
+    let mut state = RunState::new(spec, layout, initial_pages, max_ram_page);
+    state.start(vcpu, spec);
+    loop {
+        if let Slice::Ended(ended) = run_slice(vcpu, guest, &mut state) {
+            return ended;
+        }
+    }
+}
+
+/// How a time slice ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slice {
+    /// The timer took the CPU back; the guest runs again later.
+    Preempted,
+    /// The guest is done.
+    Ended(Ended),
+}
+
+impl RunState {
+    /// The state of a guest about to start.
+    pub(crate) fn new<const N: usize>(
+        spec: &GuestSpec,
+        layout: &GuestMap<N>,
+        initial_pages: u64,
+        max_ram_page: u64,
+    ) -> Self {
+        let mut e820 = [E820Entry::default(); MAP_MAX];
+        let e820_len = memory_op::e820_of(&layout.map, &mut e820);
+        let limits = Limits::new(XenPfn::new(layout.map.end().div_ceil(4096)))
+            .max_order(ExtentOrder::PAGE_1G)
+            .batch(BATCH.try_into().unwrap_or(core::num::NonZeroU32::MIN));
+        Self {
+            console: GuestConsole::new(),
+            e820,
+            e820_len,
+            limits,
+            initial_pages,
+            max_ram_page,
+            calls: 0,
+            devices: DeviceModel::new(),
+            msrs: MsrLog::default(),
+            exits: ExitCounts::default(),
+            linux: spec.kind == GuestKind::Linux,
+            handled: 0,
+        }
+    }
+
+    /// Says the guest starts and drops any translation cached for its
+    /// freshly built tables.
+    pub(crate) fn start(&mut self, vcpu: &mut impl Vcpu, spec: &GuestSpec) {
+        hvprintln!(
+            "starting the guest under {} ({} of guest-physical address space, entry {:#x})",
+            vcpu.name(),
+            Size(spec.memory_size),
+            spec.start.rip
+        );
+        vcpu.invalidate_nested();
+    }
+
+    /// VM exits so far.
+    pub(crate) const fn exits(&self) -> u64 {
+        self.handled
+    }
+}
+
+/// Runs the guest until the timer preempts it or it ends.
+pub(crate) fn run_slice(
+    vcpu: &mut impl Vcpu,
+    guest: &mut Guest<'_, '_>,
+    state: &mut RunState,
+) -> Slice {
+    let mut run = Run { guest, st: state };
+    while run.handled < EXIT_LIMIT {
+        run.handled += 1;
         let exit = match vcpu.run() {
             Ok(exit) => exit,
             Err(e) => {
                 hvprintln!("guest could not run: {e}");
-                return Ended::default();
+                return Slice::Ended(Ended::default());
             }
         };
         let flow = match exit {
@@ -190,6 +260,10 @@ pub(crate) fn run_guest<const N: usize>(
                 run.exits.msr += 1;
                 devices::msr(vcpu, &mut run, write)
             }
+            Exit::Timer => {
+                run.exits.other += 1;
+                Flow::Yield
+            }
             Exit::Handled => {
                 run.exits.other += 1;
                 Flow::Resume
@@ -216,12 +290,14 @@ pub(crate) fn run_guest<const N: usize>(
                 Flow::End(Ended::default())
             }
         };
-        if let Flow::End(ended) = flow {
-            return ended;
+        match flow {
+            Flow::Resume => {}
+            Flow::Yield => return Slice::Preempted,
+            Flow::End(ended) => return Slice::Ended(ended),
         }
     }
     hvprintln!("guest made more than {EXIT_LIMIT} exits; stopping it");
-    Ended::default()
+    Slice::Ended(Ended::default())
 }
 
 /// CPUID: the host's answer as the guest may see it, and Xen's leaves for

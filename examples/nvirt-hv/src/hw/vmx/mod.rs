@@ -16,6 +16,8 @@ pub(crate) mod entry;
 pub(crate) mod fields;
 mod vmcs;
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
 use crate::devices::{DIRECT_PORTS, msrs};
@@ -29,6 +31,8 @@ use entry::{invept, nvirt_vmx_run, vmread, vmwrite, vmx_pa_instruction};
 pub(crate) use caps::{ept_pages_1g, supported};
 
 const CR4_VMXE: u64 = 1 << 13;
+/// Pin-based control bit 0: external-interrupt exiting.
+const EXTERNAL_INTERRUPT_EXITING: u64 = 1 << 0;
 /// Primary processor-based control bit 7: HLT exiting.
 const HLT_EXITING: u64 = 1 << 7;
 const EFER_LMA: u64 = 1 << 10;
@@ -37,6 +41,7 @@ const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 11;
 
 // Basic exit reasons (SDM Vol. 3D Appendix C).
 const REASON_EXCEPTION: u64 = 0;
+const REASON_EXTERNAL_INTERRUPT: u64 = 1;
 const REASON_TRIPLE_FAULT: u64 = 2;
 const REASON_CPUID: u64 = 10;
 const REASON_CR_ACCESS: u64 = 28;
@@ -47,8 +52,16 @@ const REASON_RDMSR: u64 = 31;
 const REASON_WRMSR: u64 = 32;
 const REASON_EPT_VIOLATION: u64 = 48;
 
+/// Whether this CPU is in VMX operation (VMXON runs once, for the first
+/// vCPU).
+static VMX_ON: AtomicBool = AtomicBool::new(false);
+/// The VMCS that VMPTRLD made current last (0: none).
+static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+
 /// A guest CPU under VMX.
 pub(crate) struct VmxVcpu {
+    /// Its VMCS region's physical address.
+    vmcs: u64,
     gprs: Gprs,
     launched: bool,
     eptp: u64,
@@ -63,42 +76,15 @@ impl VmxVcpu {
         let revision = (caps::cap(msr::VMX_BASIC) & 0x7fff_ffff) as u32;
         let invept_type = caps::ept_invept_type()?;
 
-        // SAFETY: IA32_FEATURE_CONTROL exists on every VMX CPU. Locking it
-        // with "VMX outside SMX" is what firmware normally does; when
-        // firmware locked it without that bit, VMX is off.
-        let feature = unsafe { rdmsr(msr::FEATURE_CONTROL) };
-        if feature & 1 == 0 {
-            // SAFETY: as above.
-            unsafe { wrmsr(msr::FEATURE_CONTROL, feature | 0x5) };
-        } else if feature & 1 << 2 == 0 {
-            return Err(VmError::Unsupported("VMX (disabled by firmware)"));
-        }
-        let fixed_cr0 = (
-            caps::cap(msr::VMX_CR0_FIXED0),
-            caps::cap(msr::VMX_CR0_FIXED1),
-        );
-        let fixed_cr4 = (
-            caps::cap(msr::VMX_CR4_FIXED0),
-            caps::cap(msr::VMX_CR4_FIXED1),
-        );
-        // SAFETY: forcing the VMX fixed bits keeps paging and protection
-        // as they are (PE, PG and NE are already set by the boot code).
-        unsafe { write_cr0((cr0() | fixed_cr0.0) & fixed_cr0.1) };
-        // SAFETY: as above; CR4.VMXE only permits VMXON.
-        unsafe { write_cr4((cr4() | fixed_cr4.0 | CR4_VMXE) & fixed_cr4.1) };
-
-        let vmxon = alloc_zeroed(frames)?;
+        let (fixed_cr0, fixed_cr4) = vmx_on(frames, revision)?;
         let vmcs = alloc_zeroed(frames)?;
-        for region in [vmxon, vmcs] {
-            // SAFETY: fresh frames; the revision identifier goes first.
-            unsafe {
-                core::ptr::with_exposed_provenance_mut::<u32>(region as usize)
-                    .write_volatile(revision)
-            };
-        }
-        vmx_pa_instruction!("vmxon", vmxon)?;
+        // SAFETY: a fresh frame; the revision identifier goes first.
+        unsafe {
+            core::ptr::with_exposed_provenance_mut::<u32>(vmcs as usize).write_volatile(revision)
+        };
         vmx_pa_instruction!("vmclear", vmcs)?;
         vmx_pa_instruction!("vmptrld", vmcs)?;
+        CURRENT_VMCS.store(vmcs, Ordering::Relaxed);
 
         let controls = caps::controls()?;
         // An unrestricted guest may clear CR0.PE and CR0.PG.
@@ -124,12 +110,56 @@ impl VmxVcpu {
                 rsi: spec.start.rsi,
                 ..Gprs::default()
             },
+            vmcs,
             launched: false,
             eptp: spec.nested_root,
             invept_type,
             cr_policy,
         })
     }
+}
+
+/// Enters VMX operation, the first time it is called; the CR0 and CR4
+/// fixed bits (allowed-0, allowed-1 masks) either way.
+fn vmx_on(
+    frames: &mut impl FrameAlloc,
+    revision: u32,
+) -> Result<((u64, u64), (u64, u64)), VmError> {
+    // SAFETY: IA32_FEATURE_CONTROL exists on every VMX CPU. Locking it
+    // with "VMX outside SMX" is what firmware normally does; when
+    // firmware locked it without that bit, VMX is off.
+    let feature = unsafe { rdmsr(msr::FEATURE_CONTROL) };
+    if feature & 1 == 0 {
+        // SAFETY: as above.
+        unsafe { wrmsr(msr::FEATURE_CONTROL, feature | 0x5) };
+    } else if feature & 1 << 2 == 0 {
+        return Err(VmError::Unsupported("VMX (disabled by firmware)"));
+    }
+    let fixed_cr0 = (
+        caps::cap(msr::VMX_CR0_FIXED0),
+        caps::cap(msr::VMX_CR0_FIXED1),
+    );
+    let fixed_cr4 = (
+        caps::cap(msr::VMX_CR4_FIXED0),
+        caps::cap(msr::VMX_CR4_FIXED1),
+    );
+    // SAFETY: forcing the VMX fixed bits keeps paging and protection
+    // as they are (PE, PG and NE are already set by the boot code).
+    unsafe { write_cr0((cr0() | fixed_cr0.0) & fixed_cr0.1) };
+    // SAFETY: as above; CR4.VMXE only permits VMXON.
+    unsafe { write_cr4((cr4() | fixed_cr4.0 | CR4_VMXE) & fixed_cr4.1) };
+
+    if VMX_ON.load(Ordering::Relaxed) {
+        return Ok((fixed_cr0, fixed_cr4));
+    }
+    let vmxon = alloc_zeroed(frames)?;
+    // SAFETY: a fresh frame; the revision identifier goes first.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u32>(vmxon as usize).write_volatile(revision)
+    };
+    vmx_pa_instruction!("vmxon", vmxon)?;
+    VMX_ON.store(true, Ordering::Relaxed);
+    Ok((fixed_cr0, fixed_cr4))
 }
 
 fn alloc_zeroed(frames: &mut impl FrameAlloc) -> Result<u64, VmError> {
@@ -220,6 +250,7 @@ fn decode_exit(reason: u64, qualification: u64) -> Exit {
             info: qualification,
         },
         REASON_TRIPLE_FAULT => Exit::TripleFault,
+        REASON_EXTERNAL_INTERRUPT => Exit::Timer,
         REASON_EXCEPTION => {
             let info = vmread(fields::EXIT_INTERRUPTION_INFO);
             Exit::Exception {
@@ -340,6 +371,27 @@ impl Vcpu for VmxVcpu {
 
     fn invalidate_nested(&mut self) {
         invept(self.invept_type, self.eptp);
+    }
+
+    fn set_timer_exits(&mut self, on: bool) {
+        let controls = vmread(fields::PIN_BASED_CONTROLS);
+        let controls = if on {
+            controls | EXTERNAL_INTERRUPT_EXITING
+        } else {
+            controls & !EXTERNAL_INTERRUPT_EXITING
+        };
+        // External-interrupt exiting is flexible on every VMX CPU (SDM Vol.
+        // 3D, A.3.1). "Acknowledge interrupt on exit" stays clear, so the
+        // interrupt is left pending at the controller.
+        let _ = vmwrite(fields::PIN_BASED_CONTROLS, controls);
+    }
+
+    fn activate(&mut self) -> Result<(), VmError> {
+        if CURRENT_VMCS.load(Ordering::Relaxed) != self.vmcs {
+            vmx_pa_instruction!("vmptrld", self.vmcs)?;
+            CURRENT_VMCS.store(self.vmcs, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn set_halt_exits(&mut self, on: bool) {
