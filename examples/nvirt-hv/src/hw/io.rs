@@ -175,6 +175,8 @@ pub(crate) mod msr {
     pub(crate) const PAT: u32 = 0x277;
     /// IA32_VMX_BASIC: VMCS revision, size, true-controls support.
     pub(crate) const VMX_BASIC: u32 = 0x480;
+    /// IA32_VMX_MISC: the preemption timer's rate (bits 4:0).
+    pub(crate) const VMX_MISC: u32 = 0x485;
     /// IA32_VMX_PINBASED_CTLS.
     pub(crate) const VMX_PINBASED_CTLS: u32 = 0x481;
     /// IA32_VMX_PROCBASED_CTLS.

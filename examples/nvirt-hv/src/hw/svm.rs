@@ -479,16 +479,11 @@ impl Vcpu for SvmVcpu {
         Vmcb(self.vmcb).w64(0x0a8, u64::from(vector) | 3 << 8 | 1 << 31);
     }
 
-    fn set_timer_exits(&mut self, on: bool) {
+    fn set_time_slice(&mut self, _tsc_ticks: Option<u64>) {
+        // SVM has no preemption timer: the PIT's interrupt ends the slice.
         let v = Vmcb(self.vmcb);
-        let (intercepts, vintr) = (v.r32(0x00c), v.r64(0x060));
-        if on {
-            v.w32(0x00c, intercepts | INTERCEPT_INTR);
-            v.w64(0x060, vintr | V_INTR_MASKING);
-        } else {
-            v.w32(0x00c, intercepts & !INTERCEPT_INTR);
-            v.w64(0x060, vintr & !V_INTR_MASKING);
-        }
+        v.w32(0x00c, v.r32(0x00c) | INTERCEPT_INTR);
+        v.w64(0x060, v.r64(0x060) | V_INTR_MASKING);
     }
 
     fn activate(&mut self) -> Result<(), VmError> {

@@ -7,10 +7,11 @@
 //! V_INTR_MASKING, VMX's external-interrupt exiting without
 //! acknowledgement), and the hypervisor then takes the interrupt from the
 //! controller by polling it (OCW3 poll command), which acknowledges it as
-//! an interrupt cycle would. The same PIT drives both backends, so a time
-//! slice is the same length on AMD and Intel.
+//! an interrupt cycle would. VMX has a timer of its own, the VMX-preemption
+//! timer, which counts TSC ticks: the PIT measures the slice in those, so a
+//! time slice is the same length on AMD and Intel.
 
-use super::io::{inb, outb};
+use super::io::{inb, outb, rdtsc};
 
 /// The PIT's input clock, in Hz.
 const PIT_HZ: u64 = 1_193_182;
@@ -21,10 +22,20 @@ const SLAVE: (u16, u16) = (0xa0, 0xa1);
 const MASTER_VECTOR: u8 = 0x20;
 const SLAVE_VECTOR: u8 = 0x28;
 
+/// The time slice the PIT was set to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SliceLength {
+    /// In microseconds (what the divisor gives).
+    pub(crate) us: u64,
+    /// In TSC ticks, measured against the PIT (`None` if the PIT's count
+    /// could not be seen to wrap).
+    pub(crate) tsc: Option<u64>,
+}
+
 /// Programs the controllers (only IRQ 0 unmasked) and the PIT's channel 0
-/// as a rate generator of one interrupt every `slice_us` microseconds.
-/// Returns the slice the divisor gives, in microseconds.
-pub(crate) fn start(slice_us: u64) -> u64 {
+/// as a rate generator of one interrupt every `slice_us` microseconds, and
+/// measures the slice in TSC ticks (VMX's preemption timer counts those).
+pub(crate) fn start(slice_us: u64) -> SliceLength {
     let divisor = (PIT_HZ * slice_us / 1_000_000).clamp(2, 0xffff);
     let init = [
         // ICW1: edge triggered, cascade, ICW4 follows.
@@ -51,7 +62,48 @@ pub(crate) fn start(slice_us: u64) -> u64 {
         // these ports (the device model drops their accesses).
         unsafe { outb(port, value) };
     }
-    divisor * 1_000_000 / PIT_HZ
+    SliceLength {
+        us: divisor * 1_000_000 / PIT_HZ,
+        tsc: tsc_per_period(),
+    }
+}
+
+/// Most counter reads while waiting for the PIT to reload: far more than
+/// one period takes anywhere, so a PIT that does not count cannot hang the
+/// boot.
+const READS_MAX: u32 = 50_000_000;
+
+/// TSC ticks between two reloads of channel 0's count.
+fn tsc_per_period() -> Option<u64> {
+    wait_for_reload()?;
+    let start = rdtsc();
+    wait_for_reload()?;
+    Some(rdtsc().wrapping_sub(start))
+}
+
+/// Waits until the rate generator reloads its count (the count read goes up).
+fn wait_for_reload() -> Option<()> {
+    let mut last = count();
+    for _ in 0..READS_MAX {
+        let now = count();
+        if now > last {
+            return Some(());
+        }
+        last = now;
+    }
+    None
+}
+
+/// Channel 0's current count.
+fn count() -> u16 {
+    // SAFETY: the counter-latch command for channel 0, then its low and
+    // high bytes; nothing else uses the PIT while the hypervisor owns it.
+    unsafe {
+        outb(0x43, 0x00);
+        let low = inb(0x40);
+        let high = inb(0x40);
+        u16::from_le_bytes([low, high])
+    }
 }
 
 /// Takes a pending interrupt from the master controller (poll, then

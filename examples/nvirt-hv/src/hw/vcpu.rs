@@ -169,10 +169,10 @@ pub(crate) trait Vcpu {
     fn inject_exception(&mut self, vector: u8);
     /// Whether HLT exits to the hypervisor.
     fn set_halt_exits(&mut self, on: bool);
-    /// Whether a physical interrupt (the scheduling timer) ends the guest's
-    /// time slice with [`Exit::Timer`], the interrupt left pending for the
-    /// hypervisor to take.
-    fn set_timer_exits(&mut self, on: bool);
+    /// Ends the guest's time slices with [`Exit::Timer`]: on the scheduling
+    /// timer's interrupt (left pending for the hypervisor to take), or, where
+    /// the CPU has one, its own preemption timer after `tsc_ticks`.
+    fn set_time_slice(&mut self, tsc_ticks: Option<u64>);
     /// Makes this vCPU the one the CPU's virtualization instructions act on
     /// (VMX's current VMCS); before running it after another.
     fn activate(&mut self) -> Result<(), VmError>;

@@ -191,20 +191,31 @@ fn run_with<V: Vcpu>(
     let count = modules.len();
     hvprintln!("{count} VMs from configuration modules");
     let mut storages = p2m_storages(count).ok_or(BootFailure::P2mStorage)?;
+    let slice = timer::start(SLICE_US);
+    match slice.tsc {
+        Some(tsc) => hvprintln!(
+            "scheduler: {count} VMs round robin, time slice {} µs ({tsc} TSC ticks)",
+            slice.us
+        ),
+        None => hvprintln!(
+            "scheduler: {count} VMs round robin, time slice {} µs (TSC rate unknown: the PIT did not count)",
+            slice.us
+        ),
+    }
     let mut vms: [Option<Vm<V>>; MAX_VMS] = Default::default();
     for (slot, module) in vms.iter_mut().zip(modules.iter()) {
         let storage = storages.next().ok_or(BootFailure::P2mStorage)?;
         set_context(Some(module.config.name));
-        let vm = build(module, test_image, heaps, nested, storage, new_vcpu);
+        let vm = build(
+            module, test_image, heaps, nested, storage, slice.tsc, new_vcpu,
+        );
         set_context(None);
         *slot = Some(vm?);
     }
-    let slice_us = timer::start(SLICE_US);
-    hvprintln!("scheduler: {count} VMs round robin, time slice {slice_us} µs (PIT channel 0)");
     let mut live = count;
     while live > 0 {
         for vm in vms.iter_mut().flatten().filter(|v| v.ended.is_none()) {
-            if slice(vm, heaps)? {
+            if run_one_slice(vm, heaps)? {
                 live -= 1;
             }
         }
@@ -221,6 +232,7 @@ fn build<V: Vcpu>(
     heaps: &mut Heaps,
     nested: &NestedConfig,
     storage: &'static mut [crate::p2m::BlockMapping],
+    slice_tsc: Option<u64>,
     new_vcpu: fn(&mut nvirt_buddy::Heap<'static>, &GuestSpec) -> Result<V, VmError>,
 ) -> Result<Vm<V>, BootFailure> {
     let c = &module.config;
@@ -263,7 +275,7 @@ fn build<V: Vcpu>(
     let initial_pages = guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile);
     let mut vcpu = new_vcpu(guest.heap(), &spec).map_err(BootFailure::Vcpu)?;
     vcpu.set_halt_exits(spec.kind == GuestKind::Test);
-    vcpu.set_timer_exits(true);
+    vcpu.set_time_slice(slice_tsc);
     let mut state = RunState::new(&spec, &layout, initial_pages, heaps.max_ram_page);
     state.start(&mut vcpu, &spec);
     Ok(Vm {
@@ -279,7 +291,7 @@ fn build<V: Vcpu>(
 }
 
 /// Runs one VM's time slice; whether it ended in it.
-fn slice<V: Vcpu>(vm: &mut Vm<V>, heaps: &mut Heaps) -> Result<bool, BootFailure> {
+fn run_one_slice<V: Vcpu>(vm: &mut Vm<V>, heaps: &mut Heaps) -> Result<bool, BootFailure> {
     let Some(parts) = vm.memory.take() else {
         return Err(BootFailure::P2mStorage);
     };

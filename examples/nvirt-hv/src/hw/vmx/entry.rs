@@ -17,6 +17,13 @@ unsafe extern "sysv64" {
 
 // HOST_RSP is written just before entry so that the exit path finds the
 // pointer to `gprs` on top of the stack; HOST_RIP is `nvirt_vmx_exit`.
+// RFLAGS.IF is set for the entry instruction alone (its STI shadow
+// covers it; a VM exit loads IF clear, and a failed entry clears it at
+// once, CLI leaving CF and ZF as the entry set them). The guest's
+// external-interrupt exiting makes IF irrelevant on a real CPU, but Bochs
+// re-evaluates which pending interrupts the guest's controls unmask only
+// when IF changes across the entry: a guest entered with IF equal to the
+// host's would never see its time slice end.
 global_asm!(
     concat!(
         r#"
@@ -39,11 +46,14 @@ nvirt_vmx_run:
         r#"
     mov rax, [rax]
     je 2f
+    sti
     vmresume
     jmp 3f
 2:
+    sti
     vmlaunch
 3:
+    cli
     mov eax, 1
     jc 4f
     mov eax, 2

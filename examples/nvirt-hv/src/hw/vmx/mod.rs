@@ -51,6 +51,11 @@ const REASON_IO: u64 = 30;
 const REASON_RDMSR: u64 = 31;
 const REASON_WRMSR: u64 = 32;
 const REASON_EPT_VIOLATION: u64 = 48;
+const REASON_PREEMPTION_TIMER: u64 = 52;
+/// Pin-based control bit 6: activate the VMX-preemption timer.
+const PREEMPTION_TIMER: u64 = 1 << 6;
+/// The guest's VMX-preemption timer value (32 bits).
+const PREEMPTION_TIMER_VALUE: u64 = 0x482e;
 
 /// Whether this CPU is in VMX operation (VMXON runs once, for the first
 /// vCPU).
@@ -67,6 +72,8 @@ pub(crate) struct VmxVcpu {
     eptp: u64,
     invept_type: u64,
     cr_policy: cr::CrPolicy,
+    /// The preemption timer's value for each entry, when it cuts slices.
+    preemption: Option<u32>,
 }
 
 impl VmxVcpu {
@@ -115,6 +122,7 @@ impl VmxVcpu {
             eptp: spec.nested_root,
             invept_type,
             cr_policy,
+            preemption: None,
         })
     }
 }
@@ -250,7 +258,7 @@ fn decode_exit(reason: u64, qualification: u64) -> Exit {
             info: qualification,
         },
         REASON_TRIPLE_FAULT => Exit::TripleFault,
-        REASON_EXTERNAL_INTERRUPT => Exit::Timer,
+        REASON_EXTERNAL_INTERRUPT | REASON_PREEMPTION_TIMER => Exit::Timer,
         REASON_EXCEPTION => {
             let info = vmread(fields::EXIT_INTERRUPTION_INFO);
             Exit::Exception {
@@ -284,6 +292,11 @@ impl Vcpu for VmxVcpu {
     }
 
     fn run(&mut self) -> Result<Exit, VmError> {
+        if let Some(value) = self.preemption {
+            // A whole slice from every entry: the exits in between are the
+            // hypervisor's time, not the guest's.
+            vmwrite(PREEMPTION_TIMER_VALUE, u64::from(value))?;
+        }
         // SAFETY: the current VMCS is complete, the EPT maps only memory
         // reserved for this guest, and every event that could reach the
         // host causes a VM exit.
@@ -373,16 +386,23 @@ impl Vcpu for VmxVcpu {
         invept(self.invept_type, self.eptp);
     }
 
-    fn set_timer_exits(&mut self, on: bool) {
+    fn set_time_slice(&mut self, tsc_ticks: Option<u64>) {
         let controls = vmread(fields::PIN_BASED_CONTROLS);
-        let controls = if on {
-            controls | EXTERNAL_INTERRUPT_EXITING
-        } else {
-            controls & !EXTERNAL_INTERRUPT_EXITING
+        // The preemption timer counts down once every 2^rate TSC ticks
+        // (IA32_VMX_MISC bits 4:0; SDM Vol. 3C, 26.5.1).
+        let misc = caps::cap(msr::VMX_MISC);
+        let allowed = caps::cap(msr::VMX_PINBASED_CTLS) >> 32;
+        let (controls, value) = match tsc_ticks {
+            Some(ticks) if allowed & PREEMPTION_TIMER != 0 => {
+                let value = (ticks >> (misc & 0x1f)).clamp(1, u64::from(u32::MAX));
+                (controls | PREEMPTION_TIMER, Some(value as u32))
+            }
+            // External-interrupt exiting is flexible on every VMX CPU (SDM
+            // Vol. 3D, A.3.1). "Acknowledge interrupt on exit" stays clear,
+            // so the interrupt is left pending at the controller.
+            _ => (controls | EXTERNAL_INTERRUPT_EXITING, None),
         };
-        // External-interrupt exiting is flexible on every VMX CPU (SDM Vol.
-        // 3D, A.3.1). "Acknowledge interrupt on exit" stays clear, so the
-        // interrupt is left pending at the controller.
+        self.preemption = value;
         let _ = vmwrite(fields::PIN_BASED_CONTROLS, controls);
     }
 
