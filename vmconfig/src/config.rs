@@ -44,6 +44,31 @@ impl core::fmt::Display for Populate {
     }
 }
 
+/// What happens to a VM's domain in the NV pool when the VM powers off
+/// (`on_poweroff`, a key of `xl.cfg`; the default differs from xl's
+/// "destroy", because a domain's NVRAM is what outlives the VM).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnPoweroff {
+    /// Keep the domain and its NVRAM, marked shut down (`"preserve"`): the
+    /// next start finds its data (paged out first if `nvram_file` is set).
+    #[default]
+    Preserve,
+    /// Destroy the domain (`"destroy"`): its NVRAM is scrubbed and goes back
+    /// to the pool.
+    Destroy,
+}
+
+impl OnPoweroff {
+    /// The value as written in a file.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Preserve => "preserve",
+            Self::Destroy => "destroy",
+        }
+    }
+}
+
 /// One VM's configuration. Strings borrow from the parsed text; sizes are
 /// in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +93,11 @@ pub struct VmConfig<'a> {
     pub kernel: Option<&'a str>,
     /// `ramdisk`: the guest's initial ramdisk.
     pub ramdisk: Option<&'a str>,
-    /// `cmdline`: the guest kernel's command line.
+    /// `cmdline`: the guest kernel's command line (for the test guest:
+    /// words added to the command line the hypervisor gives it).
     pub cmdline: Option<&'a str>,
+    /// `on_poweroff`: keep or destroy the domain when the VM powers off.
+    pub on_poweroff: OnPoweroff,
 }
 
 impl VmConfig<'_> {
@@ -105,10 +133,11 @@ pub(crate) enum Key {
     Kernel,
     Ramdisk,
     Cmdline,
+    OnPoweroff,
 }
 
 impl Key {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Name,
         Self::Uuid,
         Self::Memory,
@@ -120,6 +149,7 @@ impl Key {
         Self::Kernel,
         Self::Ramdisk,
         Self::Cmdline,
+        Self::OnPoweroff,
     ];
 
     pub(crate) const fn name(self) -> &'static str {
@@ -135,6 +165,7 @@ impl Key {
             Self::Kernel => "kernel",
             Self::Ramdisk => "ramdisk",
             Self::Cmdline => "cmdline",
+            Self::OnPoweroff => "on_poweroff",
         }
     }
 
@@ -327,15 +358,22 @@ impl<'a> VmConfig<'a> {
         let ramdisk = found.path(Key::Ramdisk)?;
         let cmdline = found.string(Key::Cmdline)?.map(|(_, s)| s);
         if kernel.is_none() {
-            for key in [Key::Ramdisk, Key::Cmdline] {
-                if let Some((line, _)) = found.get(key) {
-                    return Err(ParseError::at(
-                        line,
-                        ErrorKind::NeedsKernel { key: key.name() },
-                    ));
-                }
+            if let Some((line, _)) = found.get(Key::Ramdisk) {
+                return Err(ParseError::at(
+                    line,
+                    ErrorKind::NeedsKernel {
+                        key: Key::Ramdisk.name(),
+                    },
+                ));
             }
         }
+        let on_poweroff = match found.string(Key::OnPoweroff)? {
+            None | Some((_, "preserve")) => OnPoweroff::Preserve,
+            Some((_, "destroy")) => OnPoweroff::Destroy,
+            Some((line, text)) => {
+                return Err(ParseError::at(line, ErrorKind::BadOnPoweroff { text }));
+            }
+        };
         // The hypervisor lays every guest out with this; a layout it could
         // not build is a configuration error here, not a boot failure there.
         GuestLayout::new(memory)
@@ -354,6 +392,7 @@ impl<'a> VmConfig<'a> {
             kernel,
             ramdisk,
             cmdline,
+            on_poweroff,
         })
     }
 }
@@ -393,6 +432,7 @@ nvram_file = 'a.nvram'
                 kernel: None,
                 ramdisk: None,
                 cmdline: None,
+                on_poweroff: OnPoweroff::Preserve,
             }
         );
         assert_eq!(c.domain_id(), id_from_name("a"));
@@ -568,9 +608,9 @@ nvram_file = 'a.nvram'
                 ErrorKind::NeedsKernel { key: "ramdisk" },
             ),
             (
-                "name='a'\nmemory=8\ncmdline='c'",
+                "name='a'\nmemory=8\non_poweroff='restart'",
                 Some(3),
-                ErrorKind::NeedsKernel { key: "cmdline" },
+                ErrorKind::BadOnPoweroff { text: "restart" },
             ),
             (
                 "name='a'\nmemory=8\nkernel=''",

@@ -122,6 +122,12 @@ pub enum ErrorKind<'a> {
         /// The value as written.
         text: &'a str,
     },
+    /// `on_poweroff` must be `"preserve"` or `"destroy"` (xl's restart
+    /// actions have no meaning for this hypervisor).
+    BadOnPoweroff {
+        /// The value as written.
+        text: &'a str,
+    },
     /// An empty path.
     EmptyPath {
         /// The key.
@@ -254,6 +260,10 @@ impl fmt::Display for ErrorKind<'_> {
             Self::BadPopulate { text } => {
                 write!(f, "nvram_populate {text:?} must be \"eager\" or \"touch\"")
             }
+            Self::BadOnPoweroff { text } => write!(
+                f,
+                "on_poweroff {text:?} must be \"preserve\" or \"destroy\""
+            ),
             Self::EmptyPath { key } => write!(f, "{key:?} is an empty path"),
             Self::TargetAboveNvram {
                 target_mib,

@@ -59,7 +59,8 @@
 //! | `nvram_file` | string: where a powered-off VM's NVRAM is paged out (needs `nvram`) | none |
 //! | `kernel` | string: the guest image | the nvirt test guest |
 //! | `ramdisk` | string: the guest's initial ramdisk (needs `kernel`) | none |
-//! | `cmdline` | string: the guest kernel's command line (needs `kernel`) | none |
+//! | `cmdline` | string: the guest kernel's command line; for the test guest, words added to its own | none |
+//! | `on_poweroff` | `"preserve"` (keep the domain and its NVRAM, marked shut down) or `"destroy"` (scrub its NVRAM back into the pool); xl's default is `"destroy"`, ours keeps the NVRAM | `"preserve"` |
 //!
 //! The sizes must also give a guest memory map
 //! ([`nvirt_e820::GuestLayout`], whose error is passed on as
@@ -78,7 +79,7 @@ mod lexer;
 mod render;
 mod set;
 
-pub use config::{GRANULE_MIB, MAX_MIB, MAX_NAME, MIB, Populate, VmConfig};
+pub use config::{GRANULE_MIB, MAX_MIB, MAX_NAME, MIB, OnPoweroff, Populate, VmConfig};
 pub use error::{ErrorKind, InFile, InFiles, ParseError, SetError};
 pub use id::{Uuid, id_from_name};
 pub use nvirt_e820::{Kind, SynthError};

@@ -30,6 +30,7 @@ impl fmt::Display for VmConfig<'_> {
             self.nvram_target / MIB
         )?;
         string(f, Key::NvramPopulate, self.nvram_populate.as_str())?;
+        string(f, Key::OnPoweroff, self.on_poweroff.as_str())?;
         for (key, value) in [
             (Key::NvramFile, self.nvram_file),
             (Key::Kernel, self.kernel),
@@ -60,13 +61,13 @@ mod tests {
     fn renders_every_key_and_reads_back() {
         let text = "name='x'\nuuid='01234567-89ab-cdef-0011-223344556677'\nmemory=64\nnvram=32\n\
                     nvram_type=90\nnvram_target=16\nnvram_populate='touch'\nnvram_file='say \"x\".img'\n\
-                    kernel='k'\nramdisk='r'\ncmdline='console=ttyS0'\n";
+                    kernel='k'\nramdisk='r'\ncmdline='console=ttyS0'\non_poweroff='destroy'\n";
         let c = VmConfig::parse(text).unwrap();
         let rendered = c.to_string();
         assert_eq!(
             rendered,
             "name = \"x\"\nuuid = \"01234567-89ab-cdef-0011-223344556677\"\nmemory = 64\nnvram = 32\n\
-             nvram_type = 90\nnvram_target = 16\nnvram_populate = \"touch\"\n\
+             nvram_type = 90\nnvram_target = 16\nnvram_populate = \"touch\"\non_poweroff = \"destroy\"\n\
              nvram_file = 'say \"x\".img'\nkernel = \"k\"\nramdisk = \"r\"\ncmdline = \"console=ttyS0\"\n"
         );
         assert_eq!(VmConfig::parse(&rendered), Ok(c));

@@ -11,7 +11,8 @@
 //! ([`balloon_window`]), tries malformed hypercalls, and reports each check
 //! as a line, ending in `PASS` or `FAIL`. Started with
 //! `nvirt.crashloop=OPS` it runs the crash-loop workload instead
-//! ([`crashloop`]).
+//! ([`crashloop`]); with `nvirt.vmtest=ROLE`, its part in a multi-VM test
+//! ([`vmtest`]).
 //!
 //! ```
 //! use nvirt_e820::{Entry, Kind, MemoryMap};
@@ -38,6 +39,7 @@ use core::fmt;
 use core::ops::Range;
 
 pub mod crashloop;
+pub mod vmtest;
 
 use nvirt_e820::{Kind, MemoryMap};
 use nvirt_hypercall_abi::protocol::GuestParams;

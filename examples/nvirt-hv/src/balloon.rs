@@ -82,6 +82,50 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
         self.fill(&gfns, kind, zero)
     }
 
+    /// Backs guest memory where the guest first touched it (thin
+    /// provisioning): the largest aligned block around guest-physical
+    /// `gpa` — 1 GiB where the tables may use such pages, then 2 MiB, then
+    /// 4 KiB — that lies inside one of the guest's regions of `kind` and is
+    /// wholly unbacked. Returns the frames backed. Frames come as the pool
+    /// hands them out, not zeroed again: a pool hands out only scrubbed
+    /// frames. [`MemoryError::NoMemory`] when not even one frame is free;
+    /// [`MemoryError::OutsideRegion`] when `gpa` is in no region of `kind`
+    /// or already backed.
+    pub fn back_on_touch(&mut self, gpa: u64, kind: MemKind) -> Result<u64, MemoryError> {
+        let gfn = gpa >> nvirt_addr::PAGE_SHIFT;
+        let outside = MemoryError::OutsideRegion {
+            gpfn: gfn,
+            frames: 1,
+            kind,
+        };
+        let orders: &[u32] = if self.pages_1g { &[18, 9, 0] } else { &[9, 0] };
+        let mut tried = false;
+        for &order in orders {
+            let frames = 1u64 << order;
+            let start = gfn & !(frames - 1);
+            let Some(gfns) = Gfn::new(start)
+                .zip(start.checked_add(frames).and_then(Gfn::new))
+                .and_then(|(from, to)| GfnRange::new(from, to))
+            else {
+                continue;
+            };
+            if !self.regions.contain(kind, &gfns) || self.p2m.any_backed(&gfns) {
+                continue;
+            }
+            tried = true;
+            match self.fill(&gfns, kind, false) {
+                Ok(()) => return Ok(frames),
+                Err(MemoryError::NoMemory { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(if tried {
+            MemoryError::NoMemory { kind }
+        } else {
+            outside
+        })
+    }
+
     /// Backs the frames of guest-physical `gpa` (page aligned) that are not
     /// backed yet with memory of `kind`, zeroed if `zero`, largest block
     /// first: after [`attach_owned`](Self::attach_owned), the frames the
@@ -358,3 +402,7 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
 #[cfg(test)]
 #[path = "balloon_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "touch_tests.rs"]
+mod touch_tests;

@@ -13,7 +13,13 @@ pub struct GuestConsole {
     line: FixedString<LINE_MAX>,
     passed: bool,
     failed: bool,
+    probe: Option<u64>,
 }
+
+/// The line a guest prints before it touches guest-physical memory outside
+/// its map on purpose, to show that the hypervisor stops it there:
+/// `probe: touching 0x…` (hexadecimal, page aligned).
+pub const PROBE_PREFIX: &str = "probe: touching 0x";
 
 impl GuestConsole {
     /// An empty console.
@@ -23,6 +29,7 @@ impl GuestConsole {
             line: FixedString::new(),
             passed: false,
             failed: false,
+            probe: None,
         }
     }
 
@@ -62,10 +69,28 @@ impl GuestConsole {
         match text.trim() {
             "PASS" => self.passed = true,
             "FAIL" => self.failed = true,
-            _ => {}
+            other => {
+                if let Some(hex) = other.strip_prefix(PROBE_PREFIX) {
+                    let digits = hex.split(|c: char| !c.is_ascii_hexdigit()).next();
+                    self.probe = digits.and_then(|d| u64::from_str_radix(d, 16).ok());
+                }
+            }
         }
         emit(text);
         self.line = FixedString::new();
+    }
+
+    /// The page the guest last announced it would touch outside its map
+    /// ([`PROBE_PREFIX`]), if it did.
+    #[must_use]
+    pub const fn probe(&self) -> Option<u64> {
+        self.probe
+    }
+
+    /// Whether the guest printed a `FAIL` line.
+    #[must_use]
+    pub const fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Whether the guest printed a `PASS` line and no `FAIL` line.
@@ -97,5 +122,21 @@ mod tests {
         console.push(&long, |_| n += 1);
         console.flush(|_| n += 1);
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn notices_an_announced_probe() {
+        let mut console = GuestConsole::new();
+        assert_eq!(console.probe(), None);
+        console.push(b"probe: touching 0x140000000 outside my map\n", |_| {});
+        assert_eq!(console.probe(), Some(0x1_4000_0000));
+        console.push(b"probe: touching 0xzz\n", |_| {});
+        assert_eq!(
+            console.probe(),
+            None,
+            "a line that names no address clears it"
+        );
+        console.push(b"note: probe: touching 0x1000\n", |_| {});
+        assert_eq!(console.probe(), None, "only at the start of a line");
     }
 }

@@ -181,6 +181,14 @@ pub struct Suspended<'s, M: HostMem + Copy> {
     pages_1g: bool,
 }
 
+impl<M: HostMem + Copy> Suspended<'_, M> {
+    /// The extents, in guest-frame order.
+    #[must_use]
+    pub fn extents(&self) -> &[BlockMapping] {
+        self.p2m.extents()
+    }
+}
+
 /// One guest's memory.
 #[derive(Debug)]
 pub struct GuestMemory<'a, 'm, 's, N: FramePool, M: HostMem + Copy> {

@@ -35,6 +35,10 @@ const BLOCKS_PER_ORDER: usize = 2;
 pub struct NvFrames<'p, 'w, P: Pmem> {
     pool: &'p mut NvPool<'w, P>,
     dom: Dom,
+    /// A cycle counter to time the pool's commits with, if any.
+    clock: Option<fn() -> u64>,
+    /// Cycles spent in the pool's `increase_reservation` (its commit).
+    commit_ticks: u64,
 }
 
 impl<P: Pmem> core::fmt::Debug for NvFrames<'_, '_, P> {
@@ -54,7 +58,25 @@ fn block_of(mfn: Mfn, order: Order) -> Option<Block> {
 impl<'p, 'w, P: Pmem> NvFrames<'p, 'w, P> {
     /// Domain `dom` of `pool`.
     pub fn new(pool: &'p mut NvPool<'w, P>, dom: Dom) -> Self {
-        Self { pool, dom }
+        Self {
+            pool,
+            dom,
+            clock: None,
+            commit_ticks: 0,
+        }
+    }
+
+    /// Times every allocation's commit with `clock` (e.g. the TSC).
+    #[must_use]
+    pub fn timed(mut self, clock: fn() -> u64) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Clock ticks the pool's allocations (each one commit) took so far.
+    #[must_use]
+    pub const fn commit_ticks(&self) -> u64 {
+        self.commit_ticks
     }
 
     /// The domain.
@@ -114,7 +136,12 @@ impl<P: Pmem> FramePool for NvFrames<'_, '_, P> {
             free: self.free_frames(),
         };
         for o in (0..=order.get()).rev() {
-            match self.pool.increase_reservation(self.dom, &[at], o) {
+            let start = self.clock.map(|now| now());
+            let done = self.pool.increase_reservation(self.dom, &[at], o);
+            if let (Some(now), Some(start)) = (self.clock, start) {
+                self.commit_ticks += now().wrapping_sub(start);
+            }
+            match done {
                 Ok(_) => {
                     let extent = self
                         .pool

@@ -76,6 +76,19 @@ impl<const N: usize> RangeSet<N> {
                 .any(|r| r.start < range.end && range.start < r.end)
     }
 
+    /// Bytes of `range` that lie in the set.
+    #[must_use]
+    pub fn overlap(&self, range: &Range<u64>) -> u64 {
+        self.iter()
+            .map(|r| {
+                range
+                    .end
+                    .min(r.end)
+                    .saturating_sub(range.start.max(r.start))
+            })
+            .sum()
+    }
+
     /// Adds `range`, merging with ranges it overlaps or touches. On error the
     /// set is unchanged.
     pub fn insert(&mut self, range: Range<u64>) -> Result<(), RangeSetFull> {

@@ -7,6 +7,7 @@ mod discovery;
 mod errors;
 mod memory;
 mod paging;
+mod vmtest;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -14,6 +15,7 @@ use core::mem::size_of;
 use core::ops::Range;
 
 use nvirt_e820::{MemoryMap, pvh};
+use nvirt_guest::vmtest::{Role, role_of};
 use nvirt_guest::{PAGE, check_sizes, stride_for, test_ranges};
 use nvirt_hypercall_abi::guest::{HypercallInsn, MemoryOps, Vmcall};
 use nvirt_hypercall_abi::protocol::{
@@ -157,6 +159,25 @@ struct Boot {
     /// Operations of the crash-loop workload, if it runs instead of the
     /// checks.
     crash_loop: Option<u64>,
+    /// Its part in a multi-VM test, if it has one.
+    role: Option<Result<Role, FixedWord>>,
+}
+
+/// An unknown role's name, kept for the report (truncated).
+#[derive(Clone, Copy, Debug)]
+struct FixedWord([u8; 32], usize);
+
+impl FixedWord {
+    fn new(text: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        let n = text.len().min(32);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Self(bytes, n)
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0[..self.1]).unwrap_or("?")
+    }
 }
 
 fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
@@ -203,6 +224,7 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
     let cmdline = core::str::from_utf8(&text[..len]).unwrap_or("");
     let params = GuestParams::parse(cmdline);
     let crash_loop = nvirt_guest::crashloop::ops_of(cmdline);
+    let role = role_of(cmdline).map(|r| r.map_err(FixedWord::new));
     c.check(
         params.is_some(),
         format_args!("command line {cmdline:?} names the configured memory"),
@@ -211,6 +233,7 @@ fn read_start_info(c: &mut Checks, start_info: u64) -> Option<Boot> {
         map,
         params,
         crash_loop,
+        role,
     })
 }
 
@@ -321,12 +344,27 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             );
         }
         let nvram = nvram.filter(|_| honoured);
-        match (boot.crash_loop, nvram) {
-            (Some(ops), Some(nv)) => crashloop::run(&mut c, &mut hv, &nv, ops),
-            (Some(_), None) => {
+        match (boot.crash_loop, boot.role, nvram) {
+            (Some(ops), _, Some(nv)) => crashloop::run(&mut c, &mut hv, &nv, ops),
+            (Some(_), _, None) => {
                 c.check(false, format_args!("crashloop: the guest has no NVRAM"));
             }
-            (None, nvram) => run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram),
+            (None, Some(Ok(Role::SecretWrite)), Some(nv)) => vmtest::secret_write(&mut c, &nv),
+            (None, Some(Ok(Role::SecretCheck)), Some(nv)) => vmtest::secret_check(&mut c, &nv),
+            (None, Some(Ok(Role::SecretWrite | Role::SecretCheck)), None) => {
+                c.check(false, format_args!("vmtest: the guest has no NVRAM"));
+            }
+            (None, Some(Ok(Role::Probe)), nvram) => {
+                run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram);
+                vmtest::probe(&mut c, boot.map.end());
+            }
+            (None, Some(Err(role)), _) => {
+                c.check(
+                    false,
+                    format_args!("vmtest: unknown role {:?}", role.as_str()),
+                );
+            }
+            (None, None, nvram) => run_memory_checks(&mut c, &mut hv, insn, &boot.map, nvram),
         }
     }
     let _ = writeln!(c.out, "checks: {} passed, {} failed", c.passed, c.failed);

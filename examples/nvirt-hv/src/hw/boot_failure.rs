@@ -12,7 +12,7 @@ use nvirt_nvpool::InvariantError;
 
 use nvirt_vmconfig::{ParseError, SetError};
 
-use crate::bootinfo::{BootError, FixedString, MODULE_NAME_MAX};
+use crate::bootinfo::{BootError, FixedString};
 use crate::config::{ConfigError, GUEST_NAME};
 use crate::guest_memory::MemoryError;
 use crate::guest_setup::SetupError;
@@ -24,6 +24,9 @@ use crate::phys::PhysError;
 use crate::ranges::{HexRange, RangeSetFull};
 
 use super::vcpu::VmError;
+
+/// Bytes of a module's string a failure keeps (the rest is cut).
+pub(crate) const MODULE_SHOWN: usize = 40;
 
 /// Why the boot stopped.
 #[derive(Debug)]
@@ -107,14 +110,14 @@ pub(crate) enum BootFailure {
     /// A VM configuration module is not UTF-8 text.
     VmConfigText {
         /// The module's string.
-        module: FixedString<MODULE_NAME_MAX>,
+        module: FixedString<MODULE_SHOWN>,
         /// Bytes of valid text before the first invalid one.
         at: usize,
     },
     /// A VM configuration module does not parse.
     VmConfig {
         /// The module's string.
-        module: FixedString<MODULE_NAME_MAX>,
+        module: FixedString<MODULE_SHOWN>,
         /// Why, and on which line.
         error: ParseError<'static>,
     },

@@ -53,8 +53,14 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
     };
     let passed = {
         let storage = p2m_storage().ok_or(BootFailure::P2mStorage)?;
-        let mut guest =
-            phases::guest_memory(&nested, &mut heaps.ram, frames.as_mut(), storage, &layout)?;
+        let mut guest = phases::guest_memory(
+            &nested,
+            &mut heaps.ram,
+            frames.as_mut(),
+            storage,
+            &layout,
+            phases::NvramBacking::Eager,
+        )?;
         let loaded = phases::load_guest(&mut guest, &fw, &layout)?;
         mark(&mut guest, GUEST_NAME, true);
         let ended = phases::run_guest(

@@ -273,6 +273,7 @@ pub(crate) fn guest_memory<'a, 'p>(
     frames: Option<&'a mut NvFrames<'p, 'static, nvirt_persist_meta::X86Pmem<'static>>>,
     storage: &'static mut [crate::p2m::BlockMapping],
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
+    nvram: NvramBacking,
 ) -> Result<Guest<'a, 'p>, BootFailure> {
     let mut guest = GuestMemory::new(
         nested,
@@ -283,13 +284,23 @@ pub(crate) fn guest_memory<'a, 'p>(
         Regions::from_map(&layout.map),
     )
     .map_err(BootFailure::Tables)?;
-    back_guest(&mut guest, layout)?;
+    back_guest(&mut guest, layout, nvram)?;
     Ok(guest)
+}
+
+/// How much of a guest's NVRAM region is backed before it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NvramBacking {
+    /// All of it: what its domain holds, and fresh frames for the rest.
+    Eager,
+    /// What its domain holds; the rest on the guest's first touch.
+    OnTouch,
 }
 
 fn back_guest(
     guest: &mut Guest<'_, '_>,
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
+    nvram: NvramBacking,
 ) -> Result<(), BootFailure> {
     for gpa in layout.ram.iter().flatten() {
         guest
@@ -303,14 +314,22 @@ fn back_guest(
         let attached = guest
             .attach_owned(gpa, MemKind::NonVolatile)
             .map_err(|e| BootFailure::Reattach(gpa.clone(), e))?;
-        let refilled = guest
-            .back_holes(gpa, MemKind::NonVolatile, true)
-            .map_err(|e| BootFailure::GuestNvram(gpa.clone(), e))?;
-        hvprintln!(
-            "nvpool: guest NVRAM {}: {attached} extents mapped, {} backed afresh",
-            HexRange(gpa.clone()),
-            Size(refilled * 4096)
-        );
+        if nvram == NvramBacking::Eager {
+            let refilled = guest
+                .back_holes(gpa, MemKind::NonVolatile, true)
+                .map_err(|e| BootFailure::GuestNvram(gpa.clone(), e))?;
+            hvprintln!(
+                "nvpool: guest NVRAM {}: {attached} extents mapped, {} backed afresh",
+                HexRange(gpa.clone()),
+                Size(refilled * 4096)
+            );
+        } else {
+            hvprintln!(
+                "nvpool: guest NVRAM {}: {attached} extents mapped, {} of it backed; the rest on first touch",
+                HexRange(gpa.clone()),
+                Size(guest.frames(MemKind::NonVolatile) * 4096)
+            );
+        }
     }
     let extents = guest.extents();
     for e in extents.iter().take(EXTENTS_LISTED) {

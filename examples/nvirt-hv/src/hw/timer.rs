@@ -96,14 +96,14 @@ fn wait_for_reload() -> Option<()> {
 
 /// Channel 0's current count.
 fn count() -> u16 {
-    // SAFETY: the counter-latch command for channel 0, then its low and
-    // high bytes; nothing else uses the PIT while the hypervisor owns it.
-    unsafe {
-        outb(0x43, 0x00);
-        let low = inb(0x40);
-        let high = inb(0x40);
-        u16::from_le_bytes([low, high])
-    }
+    // SAFETY: the counter-latch command for channel 0; nothing else uses
+    // the PIT while the hypervisor owns it.
+    unsafe { outb(0x43, 0x00) };
+    // SAFETY: the latched count's low byte, then its high byte.
+    let low = unsafe { inb(0x40) };
+    // SAFETY: as above.
+    let high = unsafe { inb(0x40) };
+    u16::from_le_bytes([low, high])
 }
 
 /// Takes a pending interrupt from the master controller (poll, then

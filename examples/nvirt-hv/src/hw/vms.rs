@@ -14,20 +14,22 @@ use core::ops::Range;
 use nvirt_buddy::MemKind;
 use nvirt_hypercall_abi::protocol::GuestParams;
 use nvirt_nvpool::Dom;
-use nvirt_vmconfig::{Populate, VmConfig};
+use nvirt_vmconfig::{OnPoweroff, Populate, VmConfig};
 
 use crate::bootinfo::{BootInfo, FixedString, MODULE_NAME_MAX};
 use crate::guest_memory::{GuestMemory, Suspended};
 use crate::nested::{Format, NestedConfig};
 use crate::nv_frames::NvFrames;
+use crate::pool::FramePool as _;
+use crate::ranges::RangeSet;
 
-use super::boot_failure::BootFailure;
+use super::boot_failure::{BootFailure, MODULE_SHOWN};
 use super::console::{hvprintln, set_context};
-use super::exits::{Ended, RunState, Slice, run_slice};
+use super::exits::{Ended, Guest, RunState, Slice, run_slice};
 use super::hypervisor::{Size, check_pool, mark};
 use super::io::rdtsc;
 use super::mem::{IdentityMemory, host_bytes, p2m_storages};
-use super::phases::{self, Heaps};
+use super::phases::{self, Heaps, NvramBacking};
 use super::svm::SvmVcpu;
 use super::timer;
 use super::vcpu::{GuestKind, GuestSpec, Vcpu, VmError};
@@ -51,6 +53,8 @@ pub(crate) struct VmModule {
     pub(crate) config: VmConfig<'static>,
     /// Its kernel module, if its configuration names one.
     pub(crate) kernel: Option<Range<u64>>,
+    /// Whether its domain is destroyed when it powers off.
+    pub(crate) destroy_on_poweroff: bool,
 }
 
 /// The VMs of a boot, in module order.
@@ -92,6 +96,17 @@ pub(crate) fn test_guest_module(boot: &BootInfo) -> Option<Range<u64>> {
         .map(|m| m.range.clone())
 }
 
+/// The start of a module's string, for a failure to name it by.
+fn shown(name: &FixedString<MODULE_NAME_MAX>) -> FixedString<MODULE_SHOWN> {
+    let mut out = FixedString::new();
+    for b in name.as_bytes() {
+        if !out.push_byte(*b) {
+            break;
+        }
+    }
+    out
+}
+
 /// The VM configurations among the boot modules, parsed and checked as a
 /// set, each with its kernel module.
 pub(crate) fn find(boot: &BootInfo) -> Result<VmModules, BootFailure> {
@@ -107,11 +122,11 @@ pub(crate) fn find(boot: &BootInfo) -> Result<VmModules, BootFailure> {
         let text = unsafe { host_bytes(&m.range) }
             .ok_or(BootFailure::ImageUnreachable(m.range.clone()))?;
         let text = core::str::from_utf8(text).map_err(|e| BootFailure::VmConfigText {
-            module: m.name.clone(),
+            module: shown(&m.name),
             at: e.valid_up_to(),
         })?;
         let config = VmConfig::parse(text).map_err(|error| BootFailure::VmConfig {
-            module: m.name.clone(),
+            module: shown(&m.name),
             error,
         })?;
         let slot = configs
@@ -133,6 +148,7 @@ pub(crate) fn find(boot: &BootInfo) -> Result<VmModules, BootFailure> {
         *slot = Some(VmModule {
             config: *config,
             kernel,
+            destroy_on_poweroff: config.on_poweroff == OnPoweroff::Destroy,
         });
     }
     Ok(VmModules { vms })
@@ -151,7 +167,23 @@ const EMPTY: VmConfig<'static> = VmConfig {
     kernel: None,
     ramdisk: None,
     cmdline: None,
+    on_poweroff: OnPoweroff::Preserve,
 };
+
+/// Where a guest is in its life.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// It gets time slices.
+    Runnable,
+    /// Its first touch of NVRAM found the pool empty; it gets slices again
+    /// when the pool has more free frames than `free`.
+    Paused {
+        /// Free frames of the pool when it paused.
+        free: u64,
+    },
+    /// It is done.
+    Ended(Ended),
+}
 
 /// One guest of the run.
 struct Vm<V> {
@@ -161,10 +193,27 @@ struct Vm<V> {
     dom: Option<Dom>,
     /// Its memory between slices (`None` only while it runs).
     memory: Option<Suspended<'static, IdentityMemory>>,
-    ended: Option<Ended>,
+    phase: Phase,
+    /// Destroy its domain (scrubbing its NVRAM) when it powers off.
+    destroy: bool,
     slices: u64,
     /// TSC ticks spent in its slices.
     ticks: u64,
+    /// TSC ticks of its NVRAM commits (each first touch commits once).
+    commit_ticks: u64,
+}
+
+/// The host NVRAM of destroyed domains, for the report of who got it next.
+type Freed = RangeSet<64>;
+
+/// TSC ticks per microsecond, when the slice was measured.
+#[derive(Clone, Copy, Debug)]
+struct TscRate(Option<u64>);
+
+impl TscRate {
+    fn micros(self, ticks: u64) -> Option<u64> {
+        self.0.filter(|&r| r > 0).map(|r| ticks / r)
+    }
 }
 
 /// Builds every VM, then runs them round robin until all have ended;
@@ -202,30 +251,71 @@ fn run_with<V: Vcpu>(
             slice.us
         ),
     }
+    let rate = TscRate(slice.tsc.map(|t| t / slice.us.max(1)));
     let mut vms: [Option<Vm<V>>; MAX_VMS] = Default::default();
     for (slot, module) in vms.iter_mut().zip(modules.iter()) {
         let storage = storages.next().ok_or(BootFailure::P2mStorage)?;
         set_context(Some(module.config.name));
+        let start = rdtsc();
         let vm = build(
             module, test_image, heaps, nested, storage, slice.tsc, new_vcpu,
         );
+        if vm.is_ok() {
+            let took = rdtsc().wrapping_sub(start);
+            match rate.micros(took) {
+                Some(us) => hvprintln!("started in {us} µs ({took} TSC ticks)"),
+                None => hvprintln!("started in {took} TSC ticks"),
+            }
+        }
         set_context(None);
         *slot = Some(vm?);
     }
-    let mut live = count;
-    while live > 0 {
-        for vm in vms.iter_mut().flatten().filter(|v| v.ended.is_none()) {
-            if run_one_slice(vm, heaps)? {
-                live -= 1;
+    let mut freed = Freed::new();
+    loop {
+        let free = heaps.pool.as_ref().map_or(0, |p| p.stats().free_frames);
+        let mut ran = false;
+        let mut waiting = false;
+        for vm in vms.iter_mut().flatten() {
+            match vm.phase {
+                Phase::Ended(_) => continue,
+                Phase::Paused { free: then } if free <= then => {
+                    waiting = true;
+                    continue;
+                }
+                Phase::Paused { .. } => {
+                    set_context(Some(vm.name));
+                    hvprintln!("resumed: the pool has {} free again", Size(free * 4096));
+                    set_context(None);
+                    vm.phase = Phase::Runnable;
+                }
+                Phase::Runnable => {}
             }
+            ran = true;
+            run_one_slice(vm, heaps, &mut freed)?;
+        }
+        if !ran {
+            if waiting {
+                // Every guest left waits for frames only another could free.
+                for vm in vms.iter_mut().flatten() {
+                    if let Phase::Paused { .. } = vm.phase {
+                        set_context(Some(vm.name));
+                        hvprintln!(
+                            "still paused, and no running VM is left to free frames: stopped"
+                        );
+                        set_context(None);
+                        vm.phase = Phase::Ended(Ended::default());
+                    }
+                }
+            }
+            break;
         }
     }
     timer::stop();
-    Ok(report(&vms, heaps))
+    Ok(report(&vms, heaps, &freed, rate))
 }
 
-/// Creates one VM: its map, its domain, its memory backed and its image
-/// loaded, its vCPU.
+/// Creates one VM: its map, its domain, its memory backed (its NVRAM now
+/// or on first touch) and its image loaded, its vCPU.
 fn build<V: Vcpu>(
     module: &VmModule,
     test_image: Option<&Range<u64>>,
@@ -256,8 +346,20 @@ fn build<V: Vcpu>(
         (Some(pool), Some(d)) => Some(NvFrames::new(pool, d)),
         _ => None,
     };
-    let mut guest =
-        phases::guest_memory(nested, &mut heaps.ram, frames.as_mut(), storage, &layout)?;
+    let thin = c.nvram_populate == Populate::Touch;
+    let backing = if thin {
+        NvramBacking::OnTouch
+    } else {
+        NvramBacking::Eager
+    };
+    let mut guest = phases::guest_memory(
+        nested,
+        &mut heaps.ram,
+        frames.as_mut(),
+        storage,
+        &layout,
+        backing,
+    )?;
     let params = GuestParams {
         ram: c.memory,
         nvram: c.nvram,
@@ -272,11 +374,13 @@ fn build<V: Vcpu>(
     )?;
     mark(&mut guest, c.name, true);
     let spec = loaded.spec;
-    let initial_pages = guest.frames(MemKind::Volatile) + guest.frames(MemKind::NonVolatile);
+    // What the guest may balloon up to: its whole map, thin NVRAM included.
+    let initial_pages = (c.memory + c.nvram) / 4096;
     let mut vcpu = new_vcpu(guest.heap(), &spec).map_err(BootFailure::Vcpu)?;
     vcpu.set_halt_exits(spec.kind == GuestKind::Test);
     vcpu.set_time_slice(slice_tsc);
     let mut state = RunState::new(&spec, &layout, initial_pages, heaps.max_ram_page);
+    state.set_thin(thin);
     state.start(&mut vcpu, &spec);
     Ok(Vm {
         name: c.name,
@@ -284,20 +388,26 @@ fn build<V: Vcpu>(
         state,
         dom,
         memory: Some(guest.suspend()),
-        ended: None,
+        phase: Phase::Runnable,
+        destroy: module.destroy_on_poweroff,
         slices: 0,
         ticks: 0,
+        commit_ticks: 0,
     })
 }
 
-/// Runs one VM's time slice; whether it ended in it.
-fn run_one_slice<V: Vcpu>(vm: &mut Vm<V>, heaps: &mut Heaps) -> Result<bool, BootFailure> {
+/// Runs one VM's time slice and deals with how it ended.
+fn run_one_slice<V: Vcpu>(
+    vm: &mut Vm<V>,
+    heaps: &mut Heaps,
+    freed: &mut Freed,
+) -> Result<(), BootFailure> {
     let Some(parts) = vm.memory.take() else {
         return Err(BootFailure::P2mStorage);
     };
     set_context(Some(vm.name));
     let mut frames = match (heaps.pool.as_mut(), vm.dom) {
-        (Some(pool), Some(d)) => Some(NvFrames::new(pool, d)),
+        (Some(pool), Some(d)) => Some(NvFrames::new(pool, d).timed(rdtsc)),
         _ => None,
     };
     let mut guest = GuestMemory::resume(parts, &mut heaps.ram, frames.as_mut());
@@ -311,35 +421,71 @@ fn run_one_slice<V: Vcpu>(vm: &mut Vm<V>, heaps: &mut Heaps) -> Result<bool, Boo
     };
     vm.ticks += rdtsc().wrapping_sub(start);
     vm.slices += 1;
-    let ended = match outcome {
+    vm.commit_ticks += guest.nvram_pool_ref().map_or(0, NvFrames::commit_ticks);
+    match outcome {
         Slice::Preempted => {
             let _ = timer::acknowledge();
-            false
+        }
+        Slice::Paused => {
+            let free = guest.nvram_pool_ref().map_or(0, |f| f.free_frames());
+            hvprintln!(
+                "paused: its first touch of NVRAM found the pool with {} free; the other VMs run on",
+                Size(free * 4096)
+            );
+            vm.phase = Phase::Paused { free };
         }
         Slice::Ended(ended) => {
             if ended.powered_off {
                 mark(&mut guest, vm.name, false);
+                if vm.destroy {
+                    destroy(&mut guest, vm.name, freed);
+                }
             }
             hvprintln!(
                 "ended ({}); the other VMs run on",
                 if ended.passed { "passed" } else { "FAILED" }
             );
-            vm.ended = Some(ended);
-            true
+            vm.phase = Phase::Ended(ended);
         }
-    };
+    }
     vm.memory = Some(guest.suspend());
     set_context(None);
-    Ok(ended)
+    Ok(())
 }
 
-/// Each VM's outcome and share of the CPU; whether all passed and the pool
-/// is consistent.
-fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps) -> bool {
+/// `on_poweroff = "destroy"`: the domain and its NVRAM are gone, every
+/// frame scrubbed before the pool may hand it out again.
+fn destroy(guest: &mut Guest<'_, '_>, name: &str, freed: &mut Freed) {
+    let mut held = 0u64;
+    for e in guest
+        .extents()
+        .iter()
+        .filter(|e| e.kind() == MemKind::NonVolatile)
+    {
+        let host = e.block().phys();
+        held += e.block().frames();
+        let _ = freed.insert(host.start().get()..host.end().get());
+    }
+    let Some(frames) = guest.nvram_pool() else {
+        return;
+    };
+    let dom = frames.dom();
+    match frames.pool().destroy(dom) {
+        Ok(()) => hvprintln!(
+            "nvpool: domain {name:?} destroyed (on_poweroff = \"destroy\"): {} of NVRAM scrubbed and free",
+            Size(held * 4096)
+        ),
+        Err(e) => hvprintln!("nvpool: destroying domain {name:?}: {e}"),
+    }
+}
+
+/// Each VM's outcome, share of the CPU and first-touch costs; whether all
+/// passed and the pool is consistent.
+fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps, freed: &Freed, rate: TscRate) -> bool {
     let total: u64 = vms.iter().flatten().map(|v| v.ticks).sum::<u64>().max(1);
     let mut all = true;
     for vm in vms.iter().flatten() {
-        let passed = vm.ended.is_some_and(|e| e.passed);
+        let passed = matches!(vm.phase, Phase::Ended(e) if e.passed);
         all &= passed;
         hvprintln!(
             "vm {}: {}, {} slices, {} exits, {}.{}% of the guests' CPU time",
@@ -350,6 +496,34 @@ fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps) -> bool {
             vm.ticks * 100 / total,
             vm.ticks * 1000 / total % 10
         );
+        let t = vm.state.touch;
+        if let Some(per) = t.ticks.checked_div(t.faults) {
+            let commit = vm.commit_ticks * 100 / t.ticks.max(1);
+            match rate.micros(per) {
+                Some(us) => hvprintln!(
+                    "vm {}: {} first-touch faults backed {}, {us} µs each to resume ({per} TSC ticks), {commit}% of it in the pool's commit",
+                    vm.name,
+                    t.faults,
+                    Size(t.frames * 4096)
+                ),
+                None => hvprintln!(
+                    "vm {}: {} first-touch faults backed {}, {per} TSC ticks each to resume, {commit}% of it in the pool's commit",
+                    vm.name,
+                    t.faults,
+                    Size(t.frames * 4096)
+                ),
+            }
+        }
+        if !freed.is_empty() {
+            let reused = nvram_reused(vm, freed);
+            if reused > 0 {
+                hvprintln!(
+                    "vm {}: {} of its NVRAM was a destroyed domain's, scrubbed before it came here",
+                    vm.name,
+                    Size(reused * 4096)
+                );
+            }
+        }
     }
     let pool_ok = heaps.pool.as_ref().is_none_or(check_pool);
     hvprintln!(
@@ -363,4 +537,23 @@ fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps) -> bool {
         )
     );
     all && pool_ok
+}
+
+/// Frames of `vm`'s NVRAM now backed by host frames a destroyed domain held.
+fn nvram_reused<V>(vm: &Vm<V>, freed: &Freed) -> u64 {
+    if matches!(vm.phase, Phase::Ended(e) if e.powered_off) && vm.destroy {
+        return 0;
+    }
+    let Some(parts) = vm.memory.as_ref() else {
+        return 0;
+    };
+    parts
+        .extents()
+        .iter()
+        .filter(|e| e.kind() == MemKind::NonVolatile)
+        .map(|e| {
+            let host = e.block().phys();
+            freed.overlap(&(host.start().get()..host.end().get())) / 4096
+        })
+        .sum()
 }

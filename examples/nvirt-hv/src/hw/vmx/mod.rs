@@ -127,12 +127,12 @@ impl VmxVcpu {
     }
 }
 
+/// A control register's VMX fixed bits: (allowed-0, allowed-1) masks.
+type Fixed = (u64, u64);
+
 /// Enters VMX operation, the first time it is called; the CR0 and CR4
 /// fixed bits (allowed-0, allowed-1 masks) either way.
-fn vmx_on(
-    frames: &mut impl FrameAlloc,
-    revision: u32,
-) -> Result<((u64, u64), (u64, u64)), VmError> {
+fn vmx_on(frames: &mut impl FrameAlloc, revision: u32) -> Result<(Fixed, Fixed), VmError> {
     // SAFETY: IA32_FEATURE_CONTROL exists on every VMX CPU. Locking it
     // with "VMX outside SMX" is what firmware normally does; when
     // firmware locked it without that bit, VMX is off.
