@@ -204,7 +204,7 @@ mod tests {
         let b = write(&d.join("b.cfg"), "name='b'\nmemory=32\nkernel='nope'\n");
         let err = load(&[a.clone(), b.clone()]).unwrap_err();
         assert_eq!(err, format!("{}:3: unknown key \"vcpus\"", a.display()));
-        let err = load(&[b.clone()]).unwrap_err();
+        let err = load(std::slice::from_ref(&b)).unwrap_err();
         assert!(
             err.starts_with(&format!(
                 "{}: kernel {}: ",
