@@ -43,6 +43,7 @@ pub mod nvpool_recover;
 pub mod persist_meta_damage;
 pub mod persist_meta_ops;
 pub mod persist_meta_recover;
+pub mod vmconfig_parse;
 
 /// A target's body: runs one input, panicking on a bug.
 pub type Body = fn(&[u8]);
@@ -75,6 +76,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("persist_meta_damage", persist_meta_damage::fuzz),
     ("persist_meta_ops", persist_meta_ops::fuzz),
     ("persist_meta_recover", persist_meta_recover::fuzz),
+    ("vmconfig_parse", vmconfig_parse::fuzz),
 ];
 
 /// The targets whose input is structured, with whether bytes decode to

@@ -91,6 +91,7 @@ seed_tests!(
     persist_meta_damage,
     persist_meta_ops,
     persist_meta_recover,
+    vmconfig_parse,
 );
 
 fn target_names() -> BTreeSet<&'static str> {

@@ -48,10 +48,14 @@ impl fmt::Display for Uuid {
 }
 
 /// The domain id of a VM whose configuration gives no `uuid`: the 128-bit
-/// FNV-1a hash of the bytes `nvirt-vm:` followed by the name, with the
-/// UUID version nibble set to 8 (RFC 9562's custom version) and the variant
-/// bits to `10`, so the id is a well-formed UUID that stays the same for
-/// the same name on every host and every boot.
+/// FNV-1a hash of the bytes `nvirt-vm:` followed by the name, mixed by
+/// `h ^= h >> 65; h *= K1; h ^= h >> 63; h *= K2; h ^= h >> 64` (wrapping,
+/// `K1 = 0x9e3779b97f4a7c15_f39cc0605cedc835`,
+/// `K2 = 0xd6e8feb86659fd93_2545f4914f6cdd1d`; a bijection, so names that
+/// differ in one character get ids that differ everywhere), with the UUID
+/// version nibble set to 8 (RFC 9562's custom version) and the variant
+/// bits to `10`: a well-formed UUID that stays the same for the same name
+/// on every host and every boot.
 ///
 /// ```
 /// use nvirt_vmconfig::{id_from_name, Uuid};
@@ -69,6 +73,13 @@ pub fn id_from_name(name: &str) -> u128 {
         hash ^= u128::from(b);
         hash = hash.wrapping_mul(PRIME);
     }
+    const K1: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+    const K2: u128 = 0xd6e8_feb8_6659_fd93_2545_f491_4f6c_dd1d;
+    hash ^= hash >> 65;
+    hash = hash.wrapping_mul(K1);
+    hash ^= hash >> 63;
+    hash = hash.wrapping_mul(K2);
+    hash ^= hash >> 64;
     const VERSION_MASK: u128 = 0xf << 76;
     const VARIANT_MASK: u128 = 0b11 << 62;
     (hash & !VERSION_MASK & !VARIANT_MASK) | (0x8 << 76) | (0b10 << 62)
@@ -112,10 +123,10 @@ mod tests {
         // Pinned: a change here changes every name-derived domain id and
         // orphans the VMs' NVRAM in existing pools.
         // The value was computed independently of this code (FNV-1a 128
-        // over b"nvirt-vm:a", then the version and variant bits).
+        // over b"nvirt-vm:a", the mixing, then the version and variant bits).
         assert_eq!(
             Uuid(id_from_name("a")).to_string(),
-            "e202ff95-7f39-8c63-b9cc-c05c604cc891"
+            "1a16013c-7fa1-88ac-8448-d28f9b02be1c"
         );
         let text = Uuid(id_from_name("guest-0")).to_string();
         assert_eq!(&text[14..15], "8");

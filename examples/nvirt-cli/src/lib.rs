@@ -1,6 +1,6 @@
 //! The subcommands of `nvirt`, the user's inspection tool: firmware memory
 //! maps (`e820`), second-level table plans (`ept plan`), NVRAM metadata logs
-//! (`log`) and NVRAM pools (`pool`).
+//! (`log`), NVRAM pools (`pool`) and VM configuration files (`vm`).
 //!
 //! The binary `nvirt` is a thin `main` over [`Command`] and [`run`]; the
 //! developer tooling (`cargo nvirt`, `tools/nvirt-dev`) forwards the same
@@ -20,6 +20,7 @@ mod pool_cmd;
 mod pool_file;
 mod pool_move;
 mod size;
+mod vm_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ pub use ept_cmd::{EptCommand, PlanArgs};
 pub use log_cmd::LogCommand;
 pub use pool_cmd::{At, FormatArgs, PoolCommand};
 pub use size::parse_size;
+pub use vm_cmd::{VmCommand, VmFile, check_files, resolve, summary};
 
 /// Exit status for bad input (files, arguments): the map or image was not
 /// accepted and nothing was printed on stdout.
@@ -51,6 +53,9 @@ pub enum Command {
     /// NVRAM pools: inspect, format, export and import domains.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// VM configuration files (xl.cfg style): check them alone and together.
+    #[command(subcommand)]
+    Vm(VmCommand),
 }
 
 /// Runs one subcommand. `Ok` carries the exit status of a command that ran
@@ -62,6 +67,7 @@ pub fn run(command: Command) -> Result<ExitCode, String> {
         Command::Ept(cmd) => ept_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Pool(cmd) => pool_cmd::run(cmd),
+        Command::Vm(cmd) => vm_cmd::run(cmd),
     }
 }
 

@@ -157,16 +157,13 @@ pub(crate) fn guest_flat(built: &Built, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The boot modules of `scenario`'s ISO: the Linux kernel and initramfs,
-/// or the test guest's image.
+/// The boot modules of `scenario`'s ISO: the VMs' configurations and
+/// images, the Linux kernel and initramfs, or the test guest's image.
 pub(crate) fn iso_modules(
     scenario: &crate::emulator::Scenario,
     guest: &Path,
 ) -> Vec<(PathBuf, String)> {
-    match &scenario.linux {
-        Some(linux) => linux.modules().to_vec(),
-        None => vec![(guest.to_path_buf(), "nvirt-guest".to_owned())],
-    }
+    scenario.modules(guest)
 }
 
 /// Builds a BIOS GRUB rescue ISO in `dir` that boots the hypervisor by

@@ -45,9 +45,17 @@ pub(crate) struct RunArgs {
     #[arg(long, value_parser = parse_size)]
     ram: Option<u64>,
     /// Guest NVRAM, a multiple of 2 MiB, 0 for none or at least 4 MiB
-    /// (default as --ram).
+    /// (default as --ram). With --vm: the host NVDIMM's size instead
+    /// (default: all the VMs' NVRAM and the pool's metadata; at least
+    /// their eager NVRAM and the metadata).
     #[arg(long, value_parser = parse_size)]
     nvram: Option<u64>,
+    /// Run the VM this configuration file (xl.cfg style, see `nvirt vm
+    /// check`) describes; repeat for several VMs. Every file is parsed
+    /// before anything is built or launched; the files and the images they
+    /// name go to the hypervisor as boot modules.
+    #[arg(long = "vm", value_name = "FILE")]
+    vms: Vec<PathBuf>,
     /// E820 type of the guest's NVRAM region: 7, 12 or 90 (default 7; 12
     /// for Linux, whose `nd_e820` binds type 12).
     #[arg(long)]
@@ -115,6 +123,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     {
         return Err("--kernel, --initrd, --append and --direct go with `linux`".into());
     }
+    // Configuration errors come before any build or launch.
+    let vms = if args.vms.is_empty() {
+        Vec::new()
+    } else {
+        if args.linux() || args.ram.is_some() || args.nv_type.is_some() || args.crash_loop.is_some()
+        {
+            return Err("--vm takes the VMs' sizes and images from their files: not with `linux`, --ram, --nv-type or --crash-loop".into());
+        }
+        emulator::vms::load(&args.vms)?
+    };
     if args.direct && args.crash_loop.is_none() {
         let boots = crate::linux::checks::direct_boots(&workspace_root(), 1, true)?;
         eprintln!(
@@ -147,11 +165,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if let Some(ram) = args.ram {
         scenario.ram = ram;
     }
-    scenario.nvram = args.nvram.unwrap_or(if args.linux() {
-        scenario.nvram
+    if vms.is_empty() {
+        scenario.nvram = args.nvram.unwrap_or(if args.linux() {
+            scenario.nvram
+        } else {
+            scenario.ram
+        });
     } else {
-        scenario.ram
-    });
+        scenario.set_vms(vms, args.nvram)?;
+    }
     if let Some(t) = args.nv_type {
         scenario.nv_type = t;
     }
@@ -162,12 +184,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if args.format_nvram {
         scenario.extra = "nvpool=format".to_owned();
     }
+    let vm_names: Vec<&str> = scenario.vms.iter().map(|vm| vm.name.as_str()).collect();
     scenario.name = format!(
-        "{}-{}-{}{}",
+        "{}-{}-{}{}{}",
         scenario.emulator,
         scenario.cpu,
         scenario.boot,
-        if args.linux() { "-linux" } else { "" }
+        if args.linux() { "-linux" } else { "" },
+        if vm_names.is_empty() {
+            String::new()
+        } else {
+            format!("-vms-{}", vm_names.join("-"))
+        }
     );
     let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
     if let Some(t) = outcome.time_to_pmem0 {

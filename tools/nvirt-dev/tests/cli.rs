@@ -118,3 +118,39 @@ fn a_pattern_selecting_no_step_is_refused() {
         assert!(text(&out.stderr).starts_with("nvirt: "), "{args:?}");
     }
 }
+
+#[test]
+fn run_with_a_bad_vm_file_names_file_and_line_and_launches_nothing() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run-vm-errors");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.cfg");
+    std::fs::write(&good, "name = \"good\"\nmemory = 16\n").unwrap();
+    let bad = dir.join("bad.cfg");
+    std::fs::write(&bad, "name = \"bad\"\nmemory = 16\nnvram = 5\n").unwrap();
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let out = nvirt_dev(&["run", "--no-lint", "--vm", good, "--vm", bad], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!("nvirt: {bad}:3: nvram of 5 MiB is not a multiple of 2 MiB\n"),
+        "refused before any build (nothing else printed)"
+    );
+    // The same name twice: refused as a set.
+    let out = nvirt_dev(&["run", "--vm", good, "--vm", good], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is also the name of"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Sizes come from the files.
+    let out = nvirt_dev(&["run", "--vm", good, "--ram", "64M"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--vm takes"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -114,7 +114,7 @@ pub(crate) fn start(
         scenario.nvram_device() / MIB,
         NVRAM_START / MIB
     );
-    let cmdline = if scenario.nvram == 0 {
+    let cmdline = if scenario.nvram_device() == 0 {
         scenario.cmdline()
     } else {
         cmdline

@@ -10,6 +10,7 @@
 pub(crate) mod bochs;
 pub(crate) mod packages;
 pub(crate) mod qemu;
+pub(crate) mod vms;
 
 use std::fmt;
 use std::fs;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 
 use crate::image::{self, target_dir};
+pub(crate) use vms::VmBoot;
 
 /// The emulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,6 +121,15 @@ pub(crate) struct Scenario {
     pub(crate) extra: String,
     /// A Linux guest instead of the test guest.
     pub(crate) linux: Option<LinuxBoot>,
+    /// VMs from configuration files (`--vm`), passed as boot modules
+    /// ([`vms`] has the convention) instead of the one guest that `ram`,
+    /// `nvram` and `nv_type` describe. With VMs, `ram` is the sum of their
+    /// `memory` and `nvram` the sum of their NVRAM (what sizes the NVDIMM
+    /// unless `nvdimm` does).
+    pub(crate) vms: Vec<VmBoot>,
+    /// The machine's NVRAM in bytes (NVDIMM or `memmap=` range), instead of
+    /// the size derived from `nvram` ([`nvram_device_bytes`]).
+    pub(crate) nvdimm: Option<u64>,
 }
 
 /// A Linux kernel, its initramfs and its command line, given to the
@@ -169,7 +180,38 @@ impl Scenario {
             lint: true,
             extra: String::new(),
             linux: None,
+            vms: Vec::new(),
+            nvdimm: None,
         }
+    }
+
+    /// Runs `vms` instead of the single test guest: host RAM for the sum of
+    /// their `memory`, and an NVDIMM of `nvdimm` bytes if given, else one
+    /// that holds all their NVRAM and the pool's metadata. A given size
+    /// must hold at least the VMs' eager NVRAM and the metadata (first-touch
+    /// NVRAM may add up to more than the pool: thin provisioning).
+    pub(crate) fn set_vms(&mut self, vms: Vec<VmBoot>, nvdimm: Option<u64>) -> Result<(), String> {
+        if vms.is_empty() {
+            return Err("no VM".into());
+        }
+        let eager = vms::eager_nvram(&vms);
+        let least = nvram_device_bytes(eager);
+        if let Some(bytes) = nvdimm {
+            if bytes < least || bytes % GRANULE != 0 {
+                return Err(format!(
+                    "--nvram {} MiB cannot hold the VMs' {} MiB of eager NVRAM and the pool's metadata: \
+                     give a multiple of 2 MiB of at least {} MiB",
+                    bytes / MIB,
+                    eager / MIB,
+                    least / MIB
+                ));
+            }
+        }
+        self.ram = vms::total_memory(&vms);
+        self.nvram = vms::total_nvram(&vms);
+        self.nvdimm = nvdimm;
+        self.vms = vms;
+        Ok(())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -178,6 +220,9 @@ impl Scenario {
         }
         if self.emulator == Emulator::Bochs && self.boot != Boot::Iso {
             return Err("Bochs has no -kernel: it boots the GRUB ISO".into());
+        }
+        if !self.vms.is_empty() {
+            return self.check_vms();
         }
         for (what, v) in [("--ram", self.ram), ("--nvram", self.nvram)] {
             if v % GRANULE != 0 {
@@ -222,14 +267,63 @@ impl Scenario {
         Ok(())
     }
 
-    /// The hypervisor's command line (without boot-path specifics).
+    /// With VMs: what the boot path can carry, and what the test guest
+    /// needs of each VM that runs it.
+    fn check_vms(&self) -> Result<(), String> {
+        if self.linux.is_some() {
+            return Err(
+                "--vm and `linux` do not go together: name the kernel in the VM's file".into(),
+            );
+        }
+        if self.boot == Boot::Pvh {
+            return Err(
+                "with --vm, boot the hypervisor by -kernel or from the ISO: PVH carries one module"
+                    .into(),
+            );
+        }
+        for vm in self.vms.iter().filter(|vm| vm.kernel.is_none()) {
+            if vm.memory < MIN_RAM || (vm.nvram != 0 && vm.nvram < MIN_NVRAM) {
+                return Err(format!(
+                    "{}: the test guest needs memory of at least {} MiB and nvram of 0 or at least {} MiB",
+                    vm.config.display(),
+                    MIN_RAM / MIB,
+                    MIN_NVRAM / MIB
+                ));
+            }
+        }
+        if self.boot == Boot::Kernel {
+            // QEMU's -initrd: a space ends a module's file name.
+            for vm in &self.vms {
+                for path in [Some(&vm.config), vm.kernel.as_ref(), vm.ramdisk.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if path.to_string_lossy().contains(' ') {
+                        return Err(format!(
+                            "{}: QEMU's -initrd cannot pass a file whose path has a space (boot the ISO with --boot iso)",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hypervisor's command line (without boot-path specifics). With
+    /// VMs, `vms=N` (the number of `vmcfg` modules) instead of the single
+    /// guest's sizes.
     fn cmdline(&self) -> String {
-        let mut line = format!(
-            "guest_ram={}M guest_nvram={}M nv_type={}",
-            self.ram / MIB,
-            self.nvram / MIB,
-            self.nv_type
-        );
+        let mut line = if self.vms.is_empty() {
+            format!(
+                "guest_ram={}M guest_nvram={}M nv_type={}",
+                self.ram / MIB,
+                self.nvram / MIB,
+                self.nv_type
+            )
+        } else {
+            format!("vms={}", self.vms.len())
+        };
         if !self.extra.is_empty() {
             line.push(' ');
             line.push_str(&self.extra);
@@ -240,7 +334,21 @@ impl Scenario {
     /// Bytes of the machine's NVRAM (the NVDIMM, or Bochs's `memmap=`
     /// range) for a guest with `self.nvram` bytes of it.
     pub(crate) fn nvram_device(&self) -> u64 {
-        nvram_device_bytes(self.nvram)
+        self.nvdimm
+            .unwrap_or_else(|| nvram_device_bytes(self.nvram))
+    }
+
+    /// The boot modules (file, module string) besides the hypervisor, for
+    /// a boot path that carries modules: the VMs' ([`vms::modules`]), the
+    /// Linux kernel and initramfs, or the test guest's image `guest`.
+    pub(crate) fn modules(&self, guest: &Path) -> Vec<(PathBuf, String)> {
+        if !self.vms.is_empty() {
+            vms::modules(&self.vms, guest)
+        } else if let Some(linux) = &self.linux {
+            linux.modules().to_vec()
+        } else {
+            vec![(guest.to_path_buf(), "nvirt-guest".to_owned())]
+        }
     }
 
     fn run_dir(&self, root: &Path) -> PathBuf {
@@ -355,6 +463,22 @@ pub(crate) fn run_scenario(
     echo: bool,
 ) -> Result<Outcome, String> {
     let prepared = prepare(root, scenario)?;
+    if !scenario.vms.is_empty() {
+        let names: Vec<&str> = scenario.vms.iter().map(|vm| vm.name.as_str()).collect();
+        eprintln!(
+            "nvirt run: {} ({}, {} boot, VMs {}: RAM {} MiB, NVRAM {} MiB of which {} MiB eager, NVDIMM {} MiB, timeout {} s)",
+            scenario.emulator,
+            scenario.cpu,
+            scenario.boot,
+            names.join(" "),
+            scenario.ram / MIB,
+            scenario.nvram / MIB,
+            vms::eager_nvram(&scenario.vms) / MIB,
+            scenario.nvram_device() / MIB,
+            scenario.timeout.as_secs()
+        );
+        return run_prepared(scenario, &prepared, echo);
+    }
     eprintln!(
         "nvirt run: {} ({}, {} boot, guest RAM {} MiB, NVRAM {} MiB type {}, timeout {} s)",
         scenario.emulator,
@@ -588,6 +712,108 @@ mod tests {
         s.ram = 8 * MIB;
         s.nv_type = 8;
         assert!(s.check().is_err());
+    }
+
+    fn vm(name: &str, memory: u64, nvram: u64, eager: bool) -> VmBoot {
+        VmBoot {
+            name: name.to_owned(),
+            config: PathBuf::from(format!("vms/{name}.cfg")),
+            domain_id: 0,
+            memory,
+            nvram,
+            eager_nvram: if eager { nvram } else { 0 },
+            nvram_file: None,
+            kernel: None,
+            ramdisk: None,
+        }
+    }
+
+    #[test]
+    fn vms_size_the_host_and_become_modules() {
+        let mut s = Scenario::new(Emulator::Qemu);
+        let vms = vec![
+            vm("a", 32 * MIB, 16 * MIB, true),
+            vm("b", 16 * MIB, 8 * MIB, false),
+        ];
+        s.set_vms(vms.clone(), None).unwrap();
+        assert_eq!((s.ram, s.nvram), (48 * MIB, 24 * MIB));
+        assert_eq!(
+            s.nvram_device(),
+            nvram_device_bytes(24 * MIB),
+            "room for all NVRAM by default"
+        );
+        assert_eq!(s.cmdline(), "vms=2");
+        assert!(s.check().is_ok());
+        let guest = Path::new("g.bin");
+        let modules = s.modules(guest);
+        let strings: Vec<&str> = modules.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(strings, ["vmcfg a", "vmcfg b", "nvirt-guest"]);
+        assert_eq!(
+            image::iso_modules(&s, guest),
+            modules,
+            "the ISO carries the same"
+        );
+
+        // --nvram: at least the eager NVRAM and the metadata (thin
+        // provisioning lets the rest exceed it).
+        let least = nvram_device_bytes(16 * MIB);
+        assert!(least < nvram_device_bytes(24 * MIB));
+        let mut t = Scenario::new(Emulator::Qemu);
+        assert!(t.set_vms(vms.clone(), Some(least - 2 * MIB)).is_err());
+        assert!(
+            t.set_vms(vms.clone(), Some(least + MIB)).is_err(),
+            "2 MiB granule"
+        );
+        t.set_vms(vms.clone(), Some(least)).unwrap();
+        assert_eq!(t.nvram_device(), least);
+        let mut none = Scenario::new(Emulator::Qemu);
+        none.set_vms(vec![vm("c", 16 * MIB, 0, true)], None)
+            .unwrap();
+        assert_eq!(none.nvram_device(), 0, "no NVDIMM for VMs without NVRAM");
+        assert!(
+            Scenario::new(Emulator::Qemu)
+                .set_vms(Vec::new(), None)
+                .is_err()
+        );
+
+        let mut small = Scenario::new(Emulator::Qemu);
+        small
+            .set_vms(vec![vm("d", 4 * MIB, 0, true)], None)
+            .unwrap();
+        assert!(
+            small.check().unwrap_err().contains("at least 8 MiB"),
+            "the test guest's minimum"
+        );
+        small
+            .set_vms(vec![vm("d", 8 * MIB, 2 * MIB, true)], None)
+            .unwrap();
+        assert!(small.check().is_err(), "NVRAM below the balloon window");
+        let mut kernel = vm("k", 4 * MIB, 2 * MIB, true);
+        kernel.kernel = Some(PathBuf::from("bz"));
+        small.set_vms(vec![kernel], None).unwrap();
+        assert!(
+            small.check().is_ok(),
+            "a VM's own kernel sets its own minimums"
+        );
+        let mut spaced = vm("e", 16 * MIB, 0, true);
+        spaced.config = PathBuf::from("my vms/e.cfg");
+        small.set_vms(vec![spaced], None).unwrap();
+        assert!(small.check().unwrap_err().contains("space"));
+        small.boot = Boot::Iso;
+        assert!(
+            small.check().is_ok(),
+            "GRUB copies modules under its own names"
+        );
+        small.boot = Boot::Pvh;
+        assert!(small.check().is_err());
+
+        let mut b = Scenario::new(Emulator::Bochs);
+        b.set_vms(vms, None).unwrap();
+        assert!(b.check().is_ok());
+        assert_eq!(
+            bochs::megs(&b),
+            (bochs::NVRAM_START + nvram_device_bytes(24 * MIB) + 48 * MIB) / MIB + 96
+        );
     }
 
     #[test]

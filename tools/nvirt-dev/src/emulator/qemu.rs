@@ -69,10 +69,16 @@ pub(crate) fn start(
     let host_ram = host_ram(scenario.ram) / MIB;
     let mut cmd = Command::new("qemu-system-x86_64");
     let mut cmdline = scenario.cmdline();
-    if scenario.nvram > 0 {
+    if scenario.nvram_device() > 0 {
         let pmem = dir.join("pmem.img");
         let device = scenario.nvram_device();
-        let layout = format!("guest_ram={} guest_nvram={}", scenario.ram, scenario.nvram);
+        // With VMs the pool's domains are found by their ids, wherever
+        // they sit: the NVDIMM is kept while its size stays.
+        let layout = if scenario.vms.is_empty() {
+            format!("guest_ram={} guest_nvram={}", scenario.ram, scenario.nvram)
+        } else {
+            format!("vms nvdimm={device}")
+        };
         if backing_file(&pmem, device, &layout)? {
             cmdline.push_str(" nvpool=fresh");
         }
@@ -94,12 +100,13 @@ pub(crate) fn start(
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    match (scenario.boot, &scenario.linux) {
-        (Boot::Kernel | Boot::Pvh, Some(linux)) => {
+    let has_modules = scenario.linux.is_some() || !scenario.vms.is_empty();
+    match (scenario.boot, has_modules) {
+        (Boot::Kernel | Boot::Pvh, true) => {
             // Multiboot1 modules: QEMU separates them by commas, the file
             // name comes first and the rest is the module's string.
-            let modules: Vec<String> = linux
-                .modules()
+            let modules: Vec<String> = scenario
+                .modules(guest)
                 .iter()
                 .map(|(file, name)| {
                     format!("{} {name}", file.display().to_string().replace(',', ",,"))
@@ -112,7 +119,7 @@ pub(crate) fn start(
                 .arg("-initrd")
                 .arg(modules.join(","));
         }
-        (Boot::Kernel | Boot::Pvh, None) => {
+        (Boot::Kernel | Boot::Pvh, false) => {
             let kernel = if scenario.boot == Boot::Pvh {
                 image::pvh_only_copy(built, dir)?
             } else {
