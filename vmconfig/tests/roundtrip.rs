@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use nvirt_vmconfig::{
-    Kind, MAX_MIB, MIB, ParseError, Populate, Uuid, VmConfig, check_set, id_from_name,
+    Kind, MAX_MIB, MIB, OnPoweroff, ParseError, Populate, Uuid, VmConfig, check_set, id_from_name,
 };
 use proptest::prelude::*;
 
@@ -29,6 +29,7 @@ struct Model {
     kernel: Option<String>,
     ramdisk: Option<String>,
     cmdline: Option<String>,
+    on_poweroff: Option<OnPoweroff>,
 }
 
 impl Model {
@@ -46,6 +47,7 @@ impl Model {
             kernel: self.kernel.as_deref(),
             ramdisk: self.ramdisk.as_deref(),
             cmdline: self.cmdline.as_deref(),
+            on_poweroff: self.on_poweroff.unwrap_or_default(),
         }
     }
 }
@@ -86,6 +88,10 @@ fn model() -> impl Strategy<Value = Model> {
         proptest::option::of(path()),
         proptest::option::of(path()),
         proptest::option::of(prop_oneof!["", "[ -~&&[^\\\\\"]]{1,40}"]),
+        proptest::option::of(prop_oneof![
+            Just(OnPoweroff::Preserve),
+            Just(OnPoweroff::Destroy)
+        ]),
     )
         .prop_map(
             |(
@@ -100,6 +106,7 @@ fn model() -> impl Strategy<Value = Model> {
                 kernel,
                 ramdisk,
                 cmdline,
+                on_poweroff,
             )| {
                 let nvram = nvram_mib.unwrap_or(0);
                 let target_mib = target.map(|t| (t % (nvram / 2 + 1)) * 2);
@@ -115,7 +122,8 @@ fn model() -> impl Strategy<Value = Model> {
                     nvram_file: file.filter(|_| nvram > 0),
                     kernel,
                     ramdisk: ramdisk.filter(|_| has_kernel),
-                    cmdline: cmdline.filter(|_| has_kernel),
+                    cmdline,
+                    on_poweroff,
                 }
             },
         )
@@ -123,7 +131,7 @@ fn model() -> impl Strategy<Value = Model> {
 
 fn style() -> impl Strategy<Value = Style> {
     (
-        Just((0..11).collect::<Vec<usize>>()).prop_shuffle(),
+        Just((0..12).collect::<Vec<usize>>()).prop_shuffle(),
         proptest::collection::vec(
             (
                 0..3u8,
@@ -133,7 +141,7 @@ fn style() -> impl Strategy<Value = Style> {
                 any::<bool>(),
                 0..4u8,
             ),
-            11,
+            12,
         ),
         any::<bool>(),
     )
@@ -181,7 +189,8 @@ fn write(m: &Model, style: &Style) -> String {
             7 => m.nvram_file.as_deref().map(|s| string(s, single)),
             8 => m.kernel.as_deref().map(|s| string(s, single)),
             9 => m.ramdisk.as_deref().map(|s| string(s, single)),
-            _ => m.cmdline.as_deref().map(|s| string(s, single)),
+            10 => m.cmdline.as_deref().map(|s| string(s, single)),
+            _ => m.on_poweroff.map(|p| string(p.as_str(), single)),
         };
         let Some(value) = value else { continue };
         let key = [
@@ -196,6 +205,7 @@ fn write(m: &Model, style: &Style) -> String {
             "kernel",
             "ramdisk",
             "cmdline",
+            "on_poweroff",
         ][which];
         let pad = " \t".repeat(usize::from(blanks));
         let _ = write!(out, "{pad}{key}{pad}={pad}{value}{pad}");

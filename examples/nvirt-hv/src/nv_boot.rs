@@ -228,6 +228,23 @@ pub fn attach<P: Pmem>(
     pool: &mut NvPool<'_, P>,
     guest: &GuestNvram<'_>,
 ) -> Result<(Dom, Attached), AttachError> {
+    attach_with(pool, guest, true)
+}
+
+/// As [`attach`], but a new domain starts empty: its frames come on the
+/// guest's first touch (thin provisioning).
+pub fn attach_thin<P: Pmem>(
+    pool: &mut NvPool<'_, P>,
+    guest: &GuestNvram<'_>,
+) -> Result<(Dom, Attached), AttachError> {
+    attach_with(pool, guest, false)
+}
+
+fn attach_with<P: Pmem>(
+    pool: &mut NvPool<'_, P>,
+    guest: &GuestNvram<'_>,
+    populate: bool,
+) -> Result<(Dom, Attached), AttachError> {
     let region = guest.gfns;
     if let Some(dom) = pool.find(guest.id) {
         if let Some(e) = pool
@@ -267,6 +284,9 @@ pub fn attach<P: Pmem>(
     let dom = pool
         .create(guest.id, guest.name, guest.frames())
         .map_err(AttachError::Create)?;
+    if !populate {
+        return Ok((dom, Attached::Created { extents: 0 }));
+    }
     match pool.populate(dom, region.start(), guest.frames()) {
         Ok(done) => Ok((
             dom,

@@ -208,3 +208,27 @@ fn a_domain_outside_its_region_is_refused() {
     );
     pool.check().unwrap();
 }
+
+#[test]
+fn a_thin_domain_starts_empty_and_is_found_empty_after_a_reboot() {
+    let region = MemPmem::new(SIZE as usize);
+    let mut w = work(&region);
+    let (mut pool, _) = open(region, BASE, &mut w, PoolMode::Recover).unwrap();
+    let (dom, attached) = attach_thin(&mut pool, &guest(512)).unwrap();
+    assert_eq!(attached, Attached::Created { extents: 0 });
+    assert_eq!(pool.extents(dom).count(), 0);
+    assert_eq!(pool.domain(dom).unwrap().quota, 512);
+    let image = pool.into_region();
+    let mut w = work(&image);
+    let (mut pool, _) = open(image, BASE, &mut w, PoolMode::Recover).unwrap();
+    let (again, attached) = attach_thin(&mut pool, &guest(512)).unwrap();
+    assert_eq!(again, dom);
+    assert!(matches!(
+        attached,
+        Attached::Found {
+            frames: 0,
+            extents: 0,
+            ..
+        }
+    ));
+}

@@ -128,6 +128,7 @@ pub(crate) fn attach_guest<const N: usize>(
     id: u128,
     name: &str,
     layout: &GuestMap<N>,
+    thin: bool,
 ) -> Result<Option<Dom>, BootFailure> {
     let Some(gpa) = layout.nvram.clone() else {
         return Ok(None);
@@ -137,7 +138,12 @@ pub(crate) fn attach_guest<const N: usize>(
         name,
         gfns: guest_frames(&gpa),
     };
-    match nv_boot::attach(pool, &guest) {
+    let attached = if thin {
+        nv_boot::attach_thin(pool, &guest)
+    } else {
+        nv_boot::attach(pool, &guest)
+    };
+    match attached {
         Ok((dom, Attached::Created { extents })) => {
             hvprintln!(
                 "nvpool: new domain {name:?} (id {id:#034x}): {} of NVRAM at guest {} in {extents} extents",

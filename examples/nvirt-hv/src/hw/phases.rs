@@ -255,7 +255,7 @@ pub(crate) fn guest_domain(
     layout: &GuestMap<GUEST_MAP_CAPACITY>,
 ) -> Result<Option<Dom>, BootFailure> {
     let dom = match pool {
-        Some(p) => nvram::attach_guest(p, config.guest_id, GUEST_NAME, layout)?,
+        Some(p) => nvram::attach_guest(p, config.guest_id, GUEST_NAME, layout, false)?,
         None => None,
     };
     if config.guest_nvram > 0 && dom.is_none() {

@@ -335,8 +335,9 @@ fn build<V: Vcpu>(
     let image_bytes =
         unsafe { host_bytes(image) }.ok_or(BootFailure::ImageUnreachable(image.clone()))?;
     let layout = phases::layout_of(c.memory, c.nvram, c.nvram_kind)?;
+    let thin = c.nvram_populate == Populate::Touch;
     let dom = match heaps.pool.as_mut() {
-        Some(pool) => super::nvram::attach_guest(pool, c.domain_id(), c.name, &layout)?,
+        Some(pool) => super::nvram::attach_guest(pool, c.domain_id(), c.name, &layout, thin)?,
         None => None,
     };
     if c.nvram > 0 && dom.is_none() {
@@ -346,7 +347,6 @@ fn build<V: Vcpu>(
         (Some(pool), Some(d)) => Some(NvFrames::new(pool, d)),
         _ => None,
     };
-    let thin = c.nvram_populate == Populate::Touch;
     let backing = if thin {
         NvramBacking::OnTouch
     } else {

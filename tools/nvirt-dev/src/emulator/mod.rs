@@ -518,6 +518,13 @@ struct Markers {
     verdict: Option<bool>,
 }
 
+/// The start of the hypervisor's line on each VM after all have ended.
+const VM_LINE: &str = "nvirt-hv: vm ";
+/// What follows a passed VM's name there.
+const VM_PASSED: &str = ": passed, ";
+/// What follows a failed VM's name there.
+const VM_FAILED: &str = ": FAILED, ";
+
 fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool) -> Outcome {
     let mut markers = Markers::default();
     let mut console = Vec::new();
@@ -536,6 +543,17 @@ fn supervise(mut s: Started, started_at: Instant, timeout: Duration, echo: bool)
                     "guest: PASS" | LINUX_PASS => markers.guest_pass = Some(started_at.elapsed()),
                     "guest: FAIL" => markers.guest_fail = true,
                     l if l.starts_with(LINUX_FAIL) => markers.guest_fail = true,
+                    // Several VMs: the hypervisor's line for each at the end;
+                    // the run passes when every one passed.
+                    l if l.starts_with(VM_LINE) && l.contains(VM_PASSED) => {
+                        markers.guest_pass = Some(started_at.elapsed());
+                    }
+                    l if l.starts_with(VM_LINE) && l.contains(VM_FAILED) => {
+                        markers.guest_fail = true;
+                    }
+                    l if l.starts_with("guest ") && l.ends_with(": FAIL") => {
+                        markers.guest_fail = true;
+                    }
                     l if l.starts_with(LINUX_PMEM0) && markers.pmem0.is_none() => {
                         markers.pmem0 = Some(started_at.elapsed());
                     }
