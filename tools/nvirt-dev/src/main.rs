@@ -20,6 +20,7 @@ mod process;
 mod run_cmd;
 mod test_cmd;
 mod toolchain;
+mod vms_run;
 
 use std::process::ExitCode;
 

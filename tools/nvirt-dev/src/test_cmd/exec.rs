@@ -98,6 +98,7 @@ pub(super) fn check(step: &Step, cx: &Context<'_>) -> Result<(), String> {
                 .map_err(|why| format!("{why} (seed {seed})"))
         }
         Runs::LinuxBoot(e) => crate::linux_run::check(cx.root, *e),
+        Runs::Vms(e) => crate::vms_run::check(cx.root, *e),
         Runs::LinuxCrashLoop => {
             let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
             eprintln!(

@@ -89,6 +89,9 @@ pub(super) enum What {
     LinuxBoot(Emulator),
     /// The Linux crash loop (QEMU killed at random moments).
     LinuxCrashLoop,
+    /// Several VMs on nvirt-hv in this emulator: scheduling, isolation,
+    /// NVRAM on first touch (`vms_run`).
+    Vms(Emulator),
     /// Family: the `loom` test target of every package marked
     /// `loom = true`, built with `--cfg loom`, under nextest.
     Loom,
@@ -201,6 +204,18 @@ pub(super) const TABLE: &[Entry] = &[
         what: What::LinuxCrashLoop,
     },
     Entry {
+        name: "emulator/qemu-vms",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::Vms(Emulator::Qemu),
+    },
+    Entry {
+        name: "emulator/bochs-vms",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::Vms(Emulator::Bochs),
+    },
+    Entry {
         name: "loom",
         kind: Kind::Tests,
         needs: &[Tool::Nextest],
@@ -258,6 +273,7 @@ pub(super) enum Runs {
     CrashLoop,
     LinuxBoot(Emulator),
     LinuxCrashLoop,
+    Vms(Emulator),
     Fuzz {
         target: String,
     },
@@ -445,6 +461,7 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
             What::LinuxCrashLoop => {
                 steps.push(step(entry.name.to_owned(), Runs::LinuxCrashLoop));
             }
+            What::Vms(e) => steps.push(step(entry.name.to_owned(), Runs::Vms(*e))),
             What::NoStdBuilds => family(
                 &mut steps,
                 tree.marked("no_std").map(|list| {
@@ -621,6 +638,12 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
             let _ = write!(
                 what,
                 "Debian's Linux kernel on nvirt-hv in {e}: PASS from its init's markers and the hypervisor's verdict, /dev/pmem0 from the type-12 E820 entry, Linux's E820 map equal to the synthesized one"
+            );
+        }
+        Runs::Vms(e) => {
+            let _ = write!(
+                what,
+                "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM paused on an empty pool, resumed with the destroyed frames, all zeros; a probe outside the map stopped"
             );
         }
         Runs::LinuxCrashLoop => {

@@ -1,0 +1,190 @@
+//! `nvirt test`'s multi-VM step (`emulator/qemu-vms`, `emulator/bochs-vms`):
+//! the three VMs of `examples/vms/isolation/` on one hypervisor, on a
+//! freshly formatted NVDIMM that holds only the writer's NVRAM, so that
+//! every claim of the isolation test happens and shows in the console:
+//!
+//! - all three run interleaved (each gets several time slices);
+//! - `writer` fills its NVRAM with a secret, powers off and is destroyed;
+//! - `reader`'s thin NVRAM finds the pool empty at its first touch, waits
+//!   (paused, the others running on), resumes when the writer's frames come
+//!   back, gets frames that held the secret, and reads zeros from all of
+//!   them;
+//! - `prober` touches guest-physical memory outside its map and is stopped
+//!   there, alone.
+
+use std::path::{Path, PathBuf};
+
+use crate::emulator::{self, Emulator, Scenario};
+
+/// The NVDIMM: the writer's 8 MiB of NVRAM and the pool's metadata, so the
+/// reader's thin NVRAM has to wait for the writer's.
+const NVDIMM: u64 = 10 << 20;
+/// The VMs, in start order.
+const VMS: [&str; 3] = ["writer", "reader", "prober"];
+
+/// The scenario: the example VMs on `emulator`, the NVDIMM formatted.
+fn scenario(root: &Path, emulator: Emulator) -> Result<Scenario, String> {
+    let files: Vec<PathBuf> = VMS
+        .iter()
+        .map(|vm| root.join(format!("examples/vms/isolation/{vm}.cfg")))
+        .collect();
+    let vms = emulator::vms::load(&files)?;
+    let mut s = Scenario::new(emulator);
+    s.set_vms(vms, Some(NVDIMM))?;
+    s.extra = "nvpool=format".to_owned();
+    s.name = format!("{emulator}-{}-vms-isolation", s.cpu);
+    Ok(s)
+}
+
+/// Runs the scenario and checks every claim in its console.
+pub(crate) fn check(root: &Path, emulator: Emulator) -> Result<(), String> {
+    let s = scenario(root, emulator)?;
+    let outcome = emulator::run_scenario(root, &s, false)?;
+    let verdict = claims(&outcome.console);
+    match (outcome.passed, verdict) {
+        (true, Ok(summary)) => {
+            for line in summary {
+                eprintln!("    {line}");
+            }
+            Ok(())
+        }
+        (passed, verdict) => {
+            for line in outcome.console.iter().rev().take(40).rev() {
+                eprintln!("    {line}");
+            }
+            let mut why = Vec::new();
+            if !passed {
+                why.push(outcome.reason);
+            }
+            if let Err(e) = verdict {
+                why.push(e);
+            }
+            Err(format!(
+                "{} (emulator log: {})",
+                why.join("; "),
+                outcome.log.display()
+            ))
+        }
+    }
+}
+
+/// Checks the console against the scenario's claims; the lines that show
+/// them, or every claim that failed.
+fn claims(console: &[String]) -> Result<Vec<String>, String> {
+    let mut shown = Vec::new();
+    let mut failed = Vec::new();
+    let mut need = |what: &str, found: Option<&String>| match found {
+        Some(line) => shown.push(line.clone()),
+        None => failed.push(what.to_owned()),
+    };
+    let find = |pred: &dyn Fn(&str) -> bool| console.iter().find(|l| pred(l));
+    for vm in VMS {
+        let prefix = format!("nvirt-hv: vm {vm}: passed, ");
+        let line = find(&|l| l.starts_with(&prefix));
+        let slices = line.and_then(|l| slices_of(l));
+        need(
+            &format!("{vm} passed with several time slices"),
+            line.filter(|_| slices.is_some_and(|n| n >= 2)),
+        );
+    }
+    need(
+        "writer wrote its secret",
+        find(&|l| l.starts_with("guest writer: ok: secret written over all")),
+    );
+    need(
+        "writer's domain destroyed",
+        find(&|l| l.starts_with("nvirt-hv: vm writer: nvpool: domain \"writer\" destroyed")),
+    );
+    need(
+        "reader paused on an empty pool",
+        find(&|l| l.starts_with("nvirt-hv: vm reader: paused: ")),
+    );
+    need(
+        "reader resumed",
+        find(&|l| l.starts_with("nvirt-hv: vm reader: resumed: ")),
+    );
+    need(
+        "reader read zeros from all its NVRAM",
+        find(&|l| {
+            l.starts_with("guest reader: ok: all ")
+                && l.contains("read as zeros")
+                && l.contains("(0 words not zero")
+        }),
+    );
+    need(
+        "reader's first touches served",
+        find(&|l| l.starts_with("nvirt-hv: vm reader: ") && l.contains(" first-touch faults ")),
+    );
+    need(
+        "reader got frames the destroyed writer held",
+        find(&|l| l.starts_with("nvirt-hv: vm reader: ") && l.contains("was a destroyed domain's")),
+    );
+    need(
+        "prober stopped at its probe",
+        find(&|l| l.starts_with("nvirt-hv: vm prober: stopped at its announced probe")),
+    );
+    if failed.is_empty() {
+        Ok(shown)
+    } else {
+        Err(format!("not shown: {}", failed.join(", ")))
+    }
+}
+
+/// The slice count of a `vm NAME: passed, N slices, …` line.
+fn slices_of(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(": passed, ")?;
+    rest.split_once(" slices")?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    const GOOD: &[&str] = &[
+        "guest writer: ok: secret written over all 8192 KiB of NVRAM [0x100000000, 0x100800000) and read back (0 words wrong)",
+        "nvirt-hv: vm reader: paused: its first touch of NVRAM found the pool with 0 bytes free; the other VMs run on",
+        "nvirt-hv: vm writer: nvpool: domain \"writer\" destroyed (on_poweroff = \"destroy\"): 8 MiB of NVRAM scrubbed and free",
+        "nvirt-hv: vm reader: resumed: the pool has 8 MiB free again",
+        "guest reader: ok: all 8192 KiB of NVRAM read as zeros before the first write (0 words not zero, 0 of them another VM's secret)",
+        "nvirt-hv: vm prober: stopped at its announced probe: guest-physical 0x140000000 is outside its map and reaches no other memory",
+        "nvirt-hv: vm writer: passed, 32 slices, 262 exits, 36.4% of the guests' CPU time",
+        "nvirt-hv: vm reader: passed, 27 slices, 774 exits, 25.8% of the guests' CPU time",
+        "nvirt-hv: vm reader: 515 first-touch faults backed 8 MiB, 120 µs each to resume (288902 TSC ticks), 29% of it in the pool's commit",
+        "nvirt-hv: vm reader: 6312 KiB of its NVRAM was a destroyed domain's, scrubbed before it came here",
+        "nvirt-hv: vm prober: passed, 54 slices, 727 exits, 37.7% of the guests' CPU time",
+    ];
+
+    #[test]
+    fn every_claim_shown_passes() {
+        let shown = claims(&console(GOOD)).unwrap();
+        assert_eq!(shown.len(), 11);
+    }
+
+    #[test]
+    fn each_missing_or_wrong_claim_fails_by_name() {
+        for skip in 0..GOOD.len() {
+            let mut lines = console(GOOD);
+            lines.remove(skip);
+            assert!(claims(&lines).is_err(), "without line {skip}");
+        }
+        let mut lines = console(GOOD);
+        lines[4] = lines[4].replace("(0 words not zero", "(3 words not zero");
+        assert!(claims(&lines).unwrap_err().contains("zeros"));
+        let mut lines = console(GOOD);
+        lines[6] = lines[6].replace("32 slices", "1 slices");
+        assert!(claims(&lines).unwrap_err().contains("writer passed"));
+    }
+
+    #[test]
+    fn reads_slice_counts() {
+        assert_eq!(
+            slices_of("nvirt-hv: vm a: passed, 12 slices, 3 exits"),
+            Some(12)
+        );
+        assert_eq!(slices_of("nvirt-hv: vm a: FAILED, 12 slices"), None);
+    }
+}
