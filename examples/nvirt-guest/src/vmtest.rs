@@ -10,6 +10,9 @@
 //!   require zeros before writing its own pattern over it.
 //! - `probe`: after its checks, announce and touch a guest-physical page
 //!   outside its map; the hypervisor must stop it there.
+//! - `persist`: on a first boot write a mark and a pattern over its NVRAM;
+//!   on every later boot require them intact at the same guest addresses
+//!   (the NVRAM may have been paged out to a file and back in between).
 
 /// A guest's role among several VMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +23,18 @@ pub enum Role {
     SecretCheck,
     /// Touches memory outside its map.
     Probe,
+    /// Keeps data in its NVRAM from boot to boot.
+    Persist,
+}
+
+/// The first word of a `persist` guest's NVRAM once it has written its
+/// data ("nvPERSIS").
+pub const PERSIST_MARK: u64 = 0x5349_5352_4550_766e;
+
+/// The word a `persist` guest keeps at guest-physical `gpa`.
+#[must_use]
+pub const fn kept(gpa: u64) -> u64 {
+    crate::pattern(gpa, 0x4b45_5054_0000_0001)
 }
 
 /// The role the command line names, if any (an unknown role is `Err` with
@@ -32,6 +47,7 @@ pub fn role_of(cmdline: &str) -> Option<Result<Role, &str>> {
         "secret-write" => Ok(Role::SecretWrite),
         "secret-check" => Ok(Role::SecretCheck),
         "probe" => Ok(Role::Probe),
+        "persist" => Ok(Role::Persist),
         other => Err(other),
     })
 }
@@ -70,6 +86,7 @@ mod tests {
             role_of("nvirt.vmtest=secret-check x"),
             Some(Ok(Role::SecretCheck))
         );
+        assert_eq!(role_of("nvirt.vmtest=persist"), Some(Ok(Role::Persist)));
         assert_eq!(role_of("nvirt.vmtest=secrets"), Some(Err("secrets")));
     }
 

@@ -197,7 +197,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
             format!("-vms-{}", vm_names.join("-"))
         }
     );
+    let paging = page_in(&scenario, args.format_nvram)?;
     let outcome = emulator::run_scenario(&workspace_root(), &scenario, true)?;
+    if paging {
+        let image = scenario.run_dir(&workspace_root()).join("pmem.img");
+        match emulator::page_out::page_out(&image, &scenario.vms) {
+            Ok(done) => {
+                for line in done {
+                    eprintln!("nvirt run: page-out: {line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("nvirt run: FAIL: page-out: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     if let Some(t) = outcome.time_to_pmem0 {
         eprintln!(
             "nvirt run: the Linux guest had /dev/pmem0 {:.2} s after emulator start",
@@ -231,6 +246,44 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, String> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Pages in the NVRAM files of `scenario`'s VMs before it runs; whether
+/// their NVRAM is paged out after it (QEMU's NVDIMM is a file that outlives
+/// the run; Bochs's NVRAM is its RAM and does not).
+fn page_in(scenario: &Scenario, format: bool) -> Result<bool, String> {
+    let files: Vec<String> = scenario
+        .vms
+        .iter()
+        .filter_map(|vm| {
+            Some(format!(
+                "{} ({})",
+                vm.name,
+                vm.nvram_file.as_ref()?.display()
+            ))
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(false);
+    }
+    if scenario.emulator != Emulator::Qemu {
+        eprintln!(
+            "nvirt run: nvram_file of {} unused: Bochs's NVRAM does not outlive the emulator, so nothing is paged in or out",
+            files.join(", ")
+        );
+        return Ok(false);
+    }
+    if format {
+        eprintln!(
+            "nvirt run: --format-nvram: no NVRAM file is paged in (the hypervisor erases the pool); shut-down VMs are paged out after the run"
+        );
+        return Ok(true);
+    }
+    let image = scenario.run_dir(&workspace_root()).join("pmem.img");
+    for line in emulator::page_out::page_in(&image, &scenario.vms)? {
+        eprintln!("nvirt run: page-in: {line}");
+    }
+    Ok(true)
 }
 
 /// `nvirt run --crash-loop N [--seed S]`.

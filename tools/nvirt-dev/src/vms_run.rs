@@ -12,8 +12,10 @@
 //! - `prober` touches guest-physical memory outside its map and is stopped
 //!   there, alone.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::emulator::page_out::{self, Domain};
 use crate::emulator::{self, Emulator, Scenario};
 
 /// The NVDIMM: the writer's 8 MiB of NVRAM and the pool's metadata, so the
@@ -65,6 +67,155 @@ pub(crate) fn check(root: &Path, emulator: Emulator) -> Result<(), String> {
                 outcome.log.display()
             ))
         }
+    }
+}
+
+/// The page-out scenario's NVDIMM: room for two VMs' 8 MiB of NVRAM.
+const PAGE_OUT_NVDIMM: u64 = 18 << 20;
+
+/// `keeper` keeps data in NVRAM and pages it out to a file at power-off;
+/// `borrower` keeps its data in the pool (thin); `visitor` borrows what
+/// keeper's page-out freed, must find it zeroed, and is destroyed.
+const PAGE_OUT_VMS: [(&str, &str); 3] = [
+    (
+        "keeper",
+        "memory = 16\nnvram = 8\nnvram_file = \"keeper-nvram.img\"\ncmdline = \"nvirt.vmtest=persist\"\n",
+    ),
+    (
+        "borrower",
+        "memory = 16\nnvram = 8\nnvram_type = 12\nnvram_populate = \"touch\"\ncmdline = \"nvirt.vmtest=persist\"\n",
+    ),
+    (
+        "visitor",
+        "memory = 16\nnvram = 8\nnvram_populate = \"touch\"\non_poweroff = \"destroy\"\ncmdline = \"nvirt.vmtest=secret-check\"\n",
+    ),
+];
+
+/// `emulator/qemu-vms-page-out`: three boots on one NVDIMM with the page-out
+/// and page-in of `nvirt run` between them (QEMU: its NVDIMM is a file).
+///
+/// 1. keeper and borrower write their data; keeper is paged out to its file
+///    and its frames freed (the pool no longer lists it);
+/// 2. visitor's thin NVRAM takes the frames keeper left and reads zeros;
+/// 3. keeper is paged in and, with borrower, finds its data at the same
+///    guest addresses.
+pub(crate) fn check_page_out(root: &Path) -> Result<(), String> {
+    let name = "qemu-amd-vms-page-out";
+    let probe = Scenario::new(Emulator::Qemu);
+    let dir = probe.run_dir(root).with_file_name(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for (vm, body) in PAGE_OUT_VMS {
+        let path = dir.join(format!("{vm}.cfg"));
+        fs::write(&path, format!("name = \"{vm}\"\n{body}"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push(path);
+    }
+    let image = dir.join("pmem.img");
+    let kept = dir.join("keeper-nvram.img");
+    let boot = |which: &[usize], format: bool| -> Result<Vec<String>, String> {
+        let chosen: Vec<PathBuf> = which.iter().map(|&i| files[i].clone()).collect();
+        let vms = emulator::vms::load(&chosen)?;
+        let mut s = Scenario::new(Emulator::Qemu);
+        s.set_vms(vms, Some(PAGE_OUT_NVDIMM))?;
+        s.name = name.to_owned();
+        if format {
+            s.extra = "nvpool=format".to_owned();
+        } else {
+            for line in page_out::page_in(&image, &s.vms)? {
+                eprintln!("    page-in: {line}");
+            }
+        }
+        let outcome = emulator::run_scenario(root, &s, false)?;
+        if !outcome.passed {
+            for line in outcome.console.iter().rev().take(30).rev() {
+                eprintln!("    {line}");
+            }
+            return Err(format!(
+                "boot of {:?}: {} (emulator log: {})",
+                which.iter().map(|&i| PAGE_OUT_VMS[i].0).collect::<Vec<_>>(),
+                outcome.reason,
+                outcome.log.display()
+            ));
+        }
+        for line in page_out::page_out(&image, &s.vms)? {
+            eprintln!("    page-out: {line}");
+        }
+        Ok(outcome.console)
+    };
+    let pool = |when: &str| -> Result<Vec<Domain>, String> {
+        let text = crate::crash_loop::pool_inspect(&image)?;
+        let d = page_out::domains(&text);
+        eprintln!(
+            "    pool {when}: {}",
+            d.iter()
+                .map(|d| format!("{} {} ({} frames)", d.name, d.state, d.frames))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(d)
+    };
+
+    let first = boot(&[0, 1], true)?;
+    expect(&first, "guest keeper: persist: boot=first pages=2048")?;
+    expect(&first, "guest borrower: persist: boot=first pages=2048")?;
+    if !kept.exists() {
+        return Err(format!("keeper was not paged out to {}", kept.display()));
+    }
+    let after = pool("after keeper's page-out")?;
+    if after.iter().any(|d| d.name == "keeper") || !after.iter().any(|d| d.name == "borrower") {
+        return Err("after the page-out the pool should hold borrower and not keeper".into());
+    }
+
+    let second = boot(&[2], false)?;
+    expect_prefix(
+        &second,
+        "guest visitor: ok: all 8192 KiB of NVRAM read as zeros",
+    )?;
+    expect_prefix(
+        &second,
+        "nvirt-hv: vm visitor: nvpool: domain \"visitor\" destroyed",
+    )?;
+    pool("after visitor")?;
+
+    let third = boot(&[0, 1], false)?;
+    expect_prefix(
+        &third,
+        "nvirt-hv: vm keeper: nvpool: domain \"keeper\" (id ",
+    )?;
+    expect(
+        &third,
+        "guest keeper: persist: boot=later pages=2048 wrong=0",
+    )?;
+    expect(
+        &third,
+        "guest borrower: persist: boot=later pages=2048 wrong=0",
+    )?;
+    pool("after the last boot")?;
+    eprintln!(
+        "    keeper's NVRAM went to {} at power-off, its frames to visitor (zeros), and came back at the same guest addresses",
+        kept.display()
+    );
+    Ok(())
+}
+
+fn expect(console: &[String], line: &str) -> Result<(), String> {
+    if console.iter().any(|l| l == line) {
+        eprintln!("    {line}");
+        Ok(())
+    } else {
+        Err(format!("not shown: {line:?}"))
+    }
+}
+
+fn expect_prefix(console: &[String], prefix: &str) -> Result<(), String> {
+    match console.iter().find(|l| l.starts_with(prefix)) {
+        Some(l) => {
+            eprintln!("    {l}");
+            Ok(())
+        }
+        None => Err(format!("not shown: a line starting {prefix:?}")),
     }
 }
 

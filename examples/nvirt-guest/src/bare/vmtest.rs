@@ -6,7 +6,7 @@ use core::arch::asm;
 use core::fmt::Write as _;
 use core::ops::Range;
 
-use nvirt_guest::vmtest::{probe_target, secret};
+use nvirt_guest::vmtest::{PERSIST_MARK, kept, probe_target, secret};
 use nvirt_guest::{PAGE, pattern};
 
 use super::{Checks, SEED};
@@ -85,6 +85,59 @@ pub(crate) fn secret_check(c: &mut Checks, nv: &Range<u64>) {
         wrong == 0,
         format_args!("its own pattern written over its NVRAM and read back ({wrong} words wrong)"),
     );
+}
+
+/// Keeps data in NVRAM across boots: writes it the first time (no mark),
+/// requires it intact every later time. Every page holds the kept word in
+/// its first and last word; the mark is the region's first word.
+pub(crate) fn persist(c: &mut Checks, nv: &Range<u64>) {
+    let pages = (nv.end - nv.start) / PAGE;
+    // SAFETY: `nv` is this guest's NVRAM, identity mapped, used by nothing
+    // else; a thin region's page is backed at its first touch.
+    let mark = unsafe { word(nv.start).read_volatile() };
+    let words = |page: u64| {
+        let at = nv.start + page * PAGE;
+        // The region's first word is the mark's: its first page keeps only
+        // its last word.
+        [(page > 0).then_some(at), Some(at + PAGE - 8)]
+    };
+    if mark == PERSIST_MARK {
+        let mut wrong = 0u64;
+        for page in 0..pages {
+            for addr in words(page).into_iter().flatten() {
+                // SAFETY: as above.
+                if unsafe { word(addr).read_volatile() } != kept(addr) {
+                    wrong += 1;
+                }
+            }
+        }
+        c.check(
+            wrong == 0,
+            format_args!(
+                "persist: the data of an earlier boot is in all {pages} pages of NVRAM at the same guest addresses ({wrong} words wrong)"
+            ),
+        );
+        let _ = writeln!(c.out, "persist: boot=later pages={pages} wrong={wrong}");
+        return;
+    }
+    c.check(
+        mark == 0,
+        format_args!("persist: a new NVRAM region reads as zeros at its mark ({mark:#x})"),
+    );
+    for page in 0..pages {
+        for addr in words(page).into_iter().flatten() {
+            // SAFETY: as above.
+            unsafe { word(addr).write_volatile(kept(addr)) };
+        }
+    }
+    // The mark last: a boot that finds it finds the data written.
+    // SAFETY: as above.
+    unsafe { word(nv.start).write_volatile(PERSIST_MARK) };
+    c.check(
+        true,
+        format_args!("persist: wrote the mark and the kept words over all {pages} pages of NVRAM"),
+    );
+    let _ = writeln!(c.out, "persist: boot=first pages={pages}");
 }
 
 /// Where the probe's tables live: a PDPT and a page directory of the

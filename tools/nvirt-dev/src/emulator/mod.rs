@@ -9,6 +9,7 @@
 
 pub(crate) mod bochs;
 pub(crate) mod packages;
+pub(crate) mod page_out;
 pub(crate) mod qemu;
 pub(crate) mod vms;
 
@@ -351,7 +352,7 @@ impl Scenario {
         }
     }
 
-    fn run_dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn run_dir(&self, root: &Path) -> PathBuf {
         target_dir(root).join("nvirt-run").join(&self.name)
     }
 }

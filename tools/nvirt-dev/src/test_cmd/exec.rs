@@ -99,6 +99,7 @@ pub(super) fn check(step: &Step, cx: &Context<'_>) -> Result<(), String> {
         }
         Runs::LinuxBoot(e) => crate::linux_run::check(cx.root, *e),
         Runs::Vms(e) => crate::vms_run::check(cx.root, *e),
+        Runs::VmsPageOut => crate::vms_run::check_page_out(cx.root),
         Runs::LinuxCrashLoop => {
             let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
             eprintln!(

@@ -92,6 +92,8 @@ pub(super) enum What {
     /// Several VMs on nvirt-hv in this emulator: scheduling, isolation,
     /// NVRAM on first touch (`vms_run`).
     Vms(Emulator),
+    /// Power-off page-out and page-in of a VM's NVRAM over three QEMU boots.
+    VmsPageOut,
     /// Family: the `loom` test target of every package marked
     /// `loom = true`, built with `--cfg loom`, under nextest.
     Loom,
@@ -210,6 +212,12 @@ pub(super) const TABLE: &[Entry] = &[
         what: What::Vms(Emulator::Qemu),
     },
     Entry {
+        name: "emulator/qemu-vms-page-out",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::VmsPageOut,
+    },
+    Entry {
         name: "emulator/bochs-vms",
         kind: Kind::Check,
         needs: &[Tool::BareMetalTarget],
@@ -274,6 +282,7 @@ pub(super) enum Runs {
     LinuxBoot(Emulator),
     LinuxCrashLoop,
     Vms(Emulator),
+    VmsPageOut,
     Fuzz {
         target: String,
     },
@@ -462,6 +471,7 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
                 steps.push(step(entry.name.to_owned(), Runs::LinuxCrashLoop));
             }
             What::Vms(e) => steps.push(step(entry.name.to_owned(), Runs::Vms(*e))),
+            What::VmsPageOut => steps.push(step(entry.name.to_owned(), Runs::VmsPageOut)),
             What::NoStdBuilds => family(
                 &mut steps,
                 tree.marked("no_std").map(|list| {
@@ -644,6 +654,12 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
             let _ = write!(
                 what,
                 "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM paused on an empty pool, resumed with the destroyed frames, all zeros; a probe outside the map stopped"
+            );
+        }
+        Runs::VmsPageOut => {
+            let _ = write!(
+                what,
+                "three QEMU boots on one NVDIMM: a VM's NVRAM paged out to its nvram_file at power-off (frames freed), borrowed by another VM that reads zeros, paged back in and found at the same guest addresses"
             );
         }
         Runs::LinuxCrashLoop => {
