@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::emulator::{self, Emulator, Prepared, Scenario};
 
 mod console;
+pub(crate) mod vms;
 
 use console::{BOOT_WINDOW_MS, WORK_WINDOW_MS, boot_line, field, phase_of};
 pub(crate) use console::{Rng, Summary, clock_seed};

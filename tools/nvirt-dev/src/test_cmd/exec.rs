@@ -100,6 +100,16 @@ pub(super) fn check(step: &Step, cx: &Context<'_>) -> Result<(), String> {
         Runs::LinuxBoot(e) => crate::linux_run::check(cx.root, *e),
         Runs::Vms(e) => crate::vms_run::check(cx.root, *e),
         Runs::VmsPageOut => crate::vms_run::check_page_out(cx.root),
+        Runs::VmsCrashLoop => {
+            let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
+            eprintln!(
+                "nvirt test: crash loop with three VMs, {} kills, seed {seed}",
+                super::VM_CRASH_LOOP_KILLS
+            );
+            crash_loop::vms::run(cx.root, super::VM_CRASH_LOOP_KILLS, seed, false)
+                .map(|summary| eprintln!("nvirt test: {summary}"))
+                .map_err(|why| format!("{why} (seed {seed})"))
+        }
         Runs::LinuxCrashLoop => {
             let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
             eprintln!(

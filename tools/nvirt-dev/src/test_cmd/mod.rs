@@ -65,6 +65,8 @@ const CRASH_LOOP_KILLS: u32 = 20;
 /// Kills of the Linux crash loop `nvirt test` runs (each costs a Linux
 /// boot, some 10 s under QEMU).
 const LINUX_CRASH_LOOP_KILLS: u32 = 6;
+/// Kills of the crash loop with three VMs `nvirt test` runs.
+const VM_CRASH_LOOP_KILLS: u32 = 12;
 
 #[derive(Debug, Args)]
 pub(crate) struct TestArgs {

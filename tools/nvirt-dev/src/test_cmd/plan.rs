@@ -94,6 +94,8 @@ pub(super) enum What {
     Vms(Emulator),
     /// Power-off page-out and page-in of a VM's NVRAM over three QEMU boots.
     VmsPageOut,
+    /// The crash loop with three VMs.
+    VmsCrashLoop,
     /// Family: the `loom` test target of every package marked
     /// `loom = true`, built with `--cfg loom`, under nextest.
     Loom,
@@ -218,6 +220,12 @@ pub(super) const TABLE: &[Entry] = &[
         what: What::VmsPageOut,
     },
     Entry {
+        name: "emulator/qemu-vms-crash-loop",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::VmsCrashLoop,
+    },
+    Entry {
         name: "emulator/bochs-vms",
         kind: Kind::Check,
         needs: &[Tool::BareMetalTarget],
@@ -283,6 +291,7 @@ pub(super) enum Runs {
     LinuxCrashLoop,
     Vms(Emulator),
     VmsPageOut,
+    VmsCrashLoop,
     Fuzz {
         target: String,
     },
@@ -472,6 +481,7 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
             }
             What::Vms(e) => steps.push(step(entry.name.to_owned(), Runs::Vms(*e))),
             What::VmsPageOut => steps.push(step(entry.name.to_owned(), Runs::VmsPageOut)),
+            What::VmsCrashLoop => steps.push(step(entry.name.to_owned(), Runs::VmsCrashLoop)),
             What::NoStdBuilds => family(
                 &mut steps,
                 tree.marked("no_std").map(|list| {
@@ -654,6 +664,13 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
             let _ = write!(
                 what,
                 "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM paused on an empty pool, resumed with the destroyed frames, all zeros; a probe outside the map stopped"
+            );
+        }
+        Runs::VmsCrashLoop => {
+            let _ = write!(
+                what,
+                "three VMs (NVRAM at start, on first touch, and one powering off) on nvirt-hv in QEMU killed {} times while they boot, fault, balloon, commit and shut down; every domain re-attached and every guest verifying its data at each boot; a clean boot; pool inspect",
+                super::VM_CRASH_LOOP_KILLS
             );
         }
         Runs::VmsPageOut => {
