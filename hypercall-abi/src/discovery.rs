@@ -70,6 +70,45 @@ pub const fn leaf(leaf: u32, subleaf: u32, domid: u16, vcpu: u32) -> Option<[u32
     })
 }
 
+/// nvirt's own leaves, past Xen's range (guests that do not look for them
+/// never see them): `0x4000_0100` says "nvirtNVRAM\0\0" and the last leaf,
+/// `0x4000_0101` the caller's NVRAM balloon target in 4 KiB pages (EAX low
+/// and EBX high half; all zero for a guest with no target). The target
+/// changes while the guest runs: a guest's balloon reads it again and
+/// follows it, as a Xen guest's follows `memory/target` in xenstore.
+pub const NVIRT_CPUID_FIRST_LEAF: u32 = 0x4000_0100;
+/// The signature of [`NVIRT_CPUID_FIRST_LEAF`] in EBX, ECX, EDX.
+pub const NVIRT_CPUID_SIGNATURE: [u32; 3] = [0x7269_766e, 0x5256_4e74, 0x0000_4d41];
+
+/// nvirt's answer for its leaf `leaf` to a guest whose NVRAM target is
+/// `target_pages` (`None`: no target), or `None` outside its leaves.
+#[must_use]
+pub const fn nvirt_leaf(leaf: u32, target_pages: Option<u64>) -> Option<[u32; 4]> {
+    let [b, c, d] = NVIRT_CPUID_SIGNATURE;
+    match leaf.wrapping_sub(NVIRT_CPUID_FIRST_LEAF) {
+        0 => Some([NVIRT_CPUID_FIRST_LEAF + 1, b, c, d]),
+        1 => {
+            let t = match target_pages {
+                Some(t) => t,
+                None => 0,
+            };
+            Some([t as u32, (t >> 32) as u32, 0, 0])
+        }
+        _ => None,
+    }
+}
+
+/// The NVRAM target a guest reads from nvirt's leaves through `cpuid`, in
+/// pages; `None` when the leaves are not there (not nvirt, or too old).
+pub fn nvram_target(mut cpuid: impl FnMut(u32) -> [u32; 4]) -> Option<u64> {
+    let [max, b, c, d] = cpuid(NVIRT_CPUID_FIRST_LEAF);
+    if [b, c, d] != NVIRT_CPUID_SIGNATURE || max < NVIRT_CPUID_FIRST_LEAF + 1 {
+        return None;
+    }
+    let [lo, hi, _, _] = cpuid(NVIRT_CPUID_FIRST_LEAF + 1);
+    Some(u64::from(hi) << 32 | u64::from(lo))
+}
+
 /// The hypercall page Xen writes for an HVM guest: `int3` everywhere,
 /// then for each hypercall `n` below 128 at byte `32 * n` the stub
 /// `mov eax, n; vmcall (or vmmcall); ret`, except `ud2` for `iret`. A guest
@@ -149,6 +188,29 @@ impl XenLeaves {
             base += 0x100;
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod nvirt_leaf_tests {
+    use super::*;
+
+    #[test]
+    fn the_target_goes_through_the_leaves_and_only_there() {
+        let host = |target| move |leaf| nvirt_leaf(leaf, target).unwrap_or([0; 4]);
+        assert_eq!(nvram_target(host(Some(0x1_2345_6789))), Some(0x1_2345_6789));
+        assert_eq!(nvram_target(host(None)), Some(0));
+        assert_eq!(nvram_target(|_| [0; 4]), None, "no signature, no target");
+        assert_eq!(nvirt_leaf(NVIRT_CPUID_FIRST_LEAF + 2, Some(1)), None);
+        assert_eq!(nvirt_leaf(XEN_CPUID_FIRST_LEAF, Some(1)), None);
+        let sig: [u8; 12] = {
+            let mut b = [0u8; 12];
+            for (i, w) in NVIRT_CPUID_SIGNATURE.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            b
+        };
+        assert_eq!(&sig, b"nvirtNVRAM\0\0");
     }
 }
 

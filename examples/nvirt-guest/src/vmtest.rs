@@ -10,6 +10,9 @@
 //!   require zeros before writing its own pattern over it.
 //! - `probe`: after its checks, announce and touch a guest-physical page
 //!   outside its map; the hypervisor must stop it there.
+//! - `follow`: keep its NVRAM balloon at the target nvirt's CPUID leaf
+//!   says, as the target goes down (another VM waits for frames) and back
+//!   up; pass once it followed both ways.
 //! - `persist`: on a first boot write a mark and a pattern over its NVRAM;
 //!   on every later boot require them intact at the same guest addresses
 //!   (the NVRAM may have been paged out to a file and back in between).
@@ -25,6 +28,8 @@ pub enum Role {
     Probe,
     /// Keeps data in its NVRAM from boot to boot.
     Persist,
+    /// Follows its NVRAM balloon target down and up.
+    Follow,
 }
 
 /// The first word of a `persist` guest's NVRAM once it has written its
@@ -48,6 +53,7 @@ pub fn role_of(cmdline: &str) -> Option<Result<Role, &str>> {
         "secret-check" => Ok(Role::SecretCheck),
         "probe" => Ok(Role::Probe),
         "persist" => Ok(Role::Persist),
+        "follow" => Ok(Role::Follow),
         other => Err(other),
     })
 }
@@ -87,6 +93,7 @@ mod tests {
             Some(Ok(Role::SecretCheck))
         );
         assert_eq!(role_of("nvirt.vmtest=persist"), Some(Ok(Role::Persist)));
+        assert_eq!(role_of("nvirt.vmtest=follow"), Some(Ok(Role::Follow)));
         assert_eq!(role_of("nvirt.vmtest=secrets"), Some(Err("secrets")));
     }
 

@@ -70,6 +70,57 @@ pub(crate) fn check(root: &Path, emulator: Emulator) -> Result<(), String> {
     }
 }
 
+/// `emulator/qemu-vms-balloon`: `examples/vms/balloon/`'s lender (8 MiB of
+/// NVRAM, following its target) and hungry (thin 4 MiB) on an NVDIMM with
+/// room for the lender alone. Hungry waits; the hypervisor lowers the
+/// lender's target, whose balloon gives frames back; hungry reads zeros
+/// and is destroyed; the target goes back up and the lender takes its
+/// frames back.
+pub(crate) fn check_balloon(root: &Path) -> Result<(), String> {
+    let files: Vec<PathBuf> = ["lender", "hungry"]
+        .iter()
+        .map(|vm| root.join(format!("examples/vms/balloon/{vm}.cfg")))
+        .collect();
+    let mut s = Scenario::new(Emulator::Qemu);
+    s.set_vms(emulator::vms::load(&files)?, Some(NVDIMM))?;
+    s.extra = "nvpool=format".to_owned();
+    s.name = "qemu-amd-vms-balloon".to_owned();
+    let outcome = emulator::run_scenario(root, &s, false)?;
+    let c = &outcome.console;
+    let checks = || -> Result<(), String> {
+        expect_prefix(c, "nvirt-hv: vm hungry: paused: ")?;
+        expect_prefix(
+            c,
+            "nvirt-hv: vm lender: NVRAM target lowered from 8 MiB to ",
+        )?;
+        expect_prefix(c, "guest hungry: ok: all 4096 KiB of NVRAM read as zeros")?;
+        expect_prefix(c, "nvirt-hv: vm lender: NVRAM target raised from ")?;
+        expect_prefix(c, "guest lender: ok: follow: the NVRAM target went from ")?;
+        expect_prefix(c, "nvirt-hv: vm hungry: ")
+            .and_then(|()| expect_prefix(c, "nvirt-hv: vm lender: passed, "))
+    };
+    match (outcome.passed, checks()) {
+        (true, Ok(())) => Ok(()),
+        (passed, checked) => {
+            for line in c.iter().rev().take(30).rev() {
+                eprintln!("    {line}");
+            }
+            let mut why = Vec::new();
+            if !passed {
+                why.push(outcome.reason.clone());
+            }
+            if let Err(e) = checked {
+                why.push(e);
+            }
+            Err(format!(
+                "{} (emulator log: {})",
+                why.join("; "),
+                outcome.log.display()
+            ))
+        }
+    }
+}
+
 /// The page-out scenario's NVDIMM: room for two VMs' 8 MiB of NVRAM.
 const PAGE_OUT_NVDIMM: u64 = 18 << 20;
 

@@ -352,7 +352,12 @@ extern "C" fn nvirt_guest_main(start_info: u64) -> ! {
             (None, Some(Ok(Role::SecretWrite)), Some(nv)) => vmtest::secret_write(&mut c, &nv),
             (None, Some(Ok(Role::SecretCheck)), Some(nv)) => vmtest::secret_check(&mut c, &nv),
             (None, Some(Ok(Role::Persist)), Some(nv)) => vmtest::persist(&mut c, &nv),
-            (None, Some(Ok(Role::SecretWrite | Role::SecretCheck | Role::Persist)), None) => {
+            (None, Some(Ok(Role::Follow)), Some(nv)) => vmtest::follow(&mut c, &mut hv, &nv),
+            (
+                None,
+                Some(Ok(Role::SecretWrite | Role::SecretCheck | Role::Persist | Role::Follow)),
+                None,
+            ) => {
                 c.check(false, format_args!("vmtest: the guest has no NVRAM"));
             }
             (None, Some(Ok(Role::Probe)), nvram) => {

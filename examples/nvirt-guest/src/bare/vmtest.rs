@@ -8,8 +8,9 @@ use core::ops::Range;
 
 use nvirt_guest::vmtest::{PERSIST_MARK, kept, probe_target, secret};
 use nvirt_guest::{PAGE, pattern};
+use nvirt_hypercall_abi::{ExtentOrder, MemKind, XenPfn};
 
-use super::{Checks, SEED};
+use super::{Checks, Hv, SEED};
 
 fn word(addr: u64) -> *mut u64 {
     core::ptr::with_exposed_provenance_mut::<u64>(addr as usize)
@@ -138,6 +139,94 @@ pub(crate) fn persist(c: &mut Checks, nv: &Range<u64>) {
         format_args!("persist: wrote the mark and the kept words over all {pages} pages of NVRAM"),
     );
     let _ = writeln!(c.out, "persist: boot=first pages={pages}");
+}
+
+/// Rounds of [`follow`] before it gives up waiting for its target to go
+/// down and come back.
+const FOLLOW_ROUNDS: u32 = 20_000;
+/// Spins between two reads of the target.
+const FOLLOW_SPIN: u32 = 20_000;
+
+/// The NVRAM target from nvirt's CPUID leaves, in pages.
+fn read_target() -> Option<u64> {
+    nvirt_hypercall_abi::discovery::nvram_target(|leaf| {
+        // SAFETY: every x86_64 processor has CPUID; the hypervisor answers
+        // its leaves. (Safe to call from Rust 1.87 on; the declared
+        // rust-version is older.)
+        #[allow(unused_unsafe)]
+        let r = unsafe { core::arch::x86_64::__cpuid(leaf) };
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
+}
+
+/// Keeps the NVRAM balloon at the target: gives back the highest pages it
+/// holds while the target is below them, takes them back while it is
+/// above. Pages it keeps hold the kept word throughout; pages it takes back
+/// come zeroed. Passes once the target went down and came back.
+pub(crate) fn follow(c: &mut Checks, hv: &mut Hv, nv: &Range<u64>) {
+    let pages = (nv.end - nv.start) / PAGE;
+    let first = nv.start / PAGE;
+    for page in 0..pages {
+        let at = nv.start + page * PAGE;
+        // SAFETY: `nv` is this guest's NVRAM, identity mapped and backed.
+        unsafe { word(at).write_volatile(kept(at)) };
+    }
+    let Some(start) = read_target() else {
+        c.check(false, format_args!("follow: no nvirt NVRAM-target leaf"));
+        return;
+    };
+    let (mut held, mut lowest, mut gave, mut took, mut zeroed) = (pages, start, 0u64, 0u64, true);
+    let mut back = false;
+    for _ in 0..FOLLOW_ROUNDS {
+        let target = read_target().unwrap_or(held).min(pages);
+        lowest = lowest.min(target);
+        while held > target {
+            let gpfn = [XenPfn::new(first + held - 1)];
+            if hv.decrease_reservation(MemKind::NonVolatile, ExtentOrder::PAGE_4K, &gpfn) != Ok(1) {
+                c.check(false, format_args!("follow: giving back page {}", held - 1));
+                return;
+            }
+            held -= 1;
+            gave += 1;
+        }
+        while held < target {
+            let mut gpfn = [XenPfn::new(first + held)];
+            if hv.populate_physmap(MemKind::NonVolatile, ExtentOrder::PAGE_4K, &mut gpfn) != Ok(1) {
+                // The pool may be short for now: try again next round.
+                break;
+            }
+            let at = nv.start + held * PAGE;
+            // SAFETY: just populated; this guest's NVRAM.
+            zeroed &= unsafe { word(at).read_volatile() } == 0;
+            // SAFETY: as above.
+            unsafe { word(at).write_volatile(kept(at)) };
+            held += 1;
+            took += 1;
+        }
+        if lowest < start && target >= start && held == target {
+            back = true;
+            break;
+        }
+        for _ in 0..FOLLOW_SPIN {
+            core::hint::spin_loop();
+        }
+    }
+    let mut wrong = 0u64;
+    for page in 0..held {
+        let at = nv.start + page * PAGE;
+        // SAFETY: held pages are backed.
+        if unsafe { word(at).read_volatile() } != kept(at) {
+            wrong += 1;
+        }
+    }
+    c.check(
+        back && zeroed && wrong == 0,
+        format_args!(
+            "follow: the NVRAM target went from {} KiB down to {} KiB and back: gave {gave} pages, took {took} back (zeroed: {zeroed}), {wrong} kept pages wrong",
+            start * 4,
+            lowest * 4
+        ),
+    );
 }
 
 /// Where the probe's tables live: a PDPT and a page directory of the

@@ -196,6 +196,12 @@ struct Vm<V> {
     phase: Phase,
     /// Destroy its domain (scrubbing its NVRAM) when it powers off.
     destroy: bool,
+    /// Its configured NVRAM balloon target (`nvram_target`), in pages; the
+    /// target it reads may be lower while another VM waits for frames.
+    target: Option<u64>,
+    /// Whether it ever waited for frames (then lenders get theirs back only
+    /// once it ended).
+    waited: bool,
     slices: u64,
     /// TSC ticks spent in its slices.
     ticks: u64,
@@ -274,6 +280,7 @@ fn run_with<V: Vcpu>(
     loop {
         let free = heaps.pool.as_ref().map_or(0, |p| p.stats().free_frames);
         let mut ran = false;
+        let mut pressure = 0u64;
         let mut waiting = false;
         for vm in vms.iter_mut().flatten() {
             match vm.phase {
@@ -292,6 +299,21 @@ fn run_with<V: Vcpu>(
             }
             ran = true;
             run_one_slice(vm, heaps, &mut freed)?;
+            if let Phase::Paused { .. } = vm.phase {
+                pressure += 1;
+            }
+        }
+        // Frames lent to VMs that wait go back to the lenders once every
+        // VM that waited has ended.
+        let borrowers = vms
+            .iter()
+            .flatten()
+            .any(|v| v.waited && !matches!(v.phase, Phase::Ended(_)));
+        if pressure > 0 {
+            lower_targets(&mut vms, pressure);
+        } else if !borrowers {
+            let free = heaps.pool.as_ref().map_or(0, |p| p.stats().free_frames);
+            restore_targets(&mut vms, free);
         }
         if !ran {
             if waiting {
@@ -312,6 +334,63 @@ fn run_with<V: Vcpu>(
     }
     timer::stop();
     Ok(report(&vms, heaps, &freed, rate))
+}
+
+/// Frames a VM's NVRAM target drops by for each VM that paused for frames
+/// in a round: one 2 MiB block.
+const RECLAIM_PAGES: u64 = 512;
+
+/// VMs wait for frames: the running VM with the highest NVRAM target
+/// that has followed it (holds no more than it) is asked, through its
+/// target, to give `waiting` blocks more back.
+fn lower_targets<V>(vms: &mut [Option<Vm<V>>], waiting: u64) {
+    let donor = vms
+        .iter_mut()
+        .flatten()
+        .filter(|v| matches!(v.phase, Phase::Runnable))
+        .filter_map(|v| {
+            let target = v.state.nvram_target().filter(|&t| t > 0)?;
+            (nvram_held(v) <= target).then_some((target, v))
+        })
+        .max_by_key(|(t, _)| *t);
+    let Some((now, vm)) = donor else {
+        return;
+    };
+    let lowered = now.saturating_sub(RECLAIM_PAGES * waiting);
+    vm.state.set_nvram_target(Some(lowered));
+    set_context(Some(vm.name));
+    hvprintln!(
+        "NVRAM target lowered from {} to {}: {waiting} VM(s) wait for frames",
+        Size(now * 4096),
+        Size(lowered * 4096)
+    );
+    set_context(None);
+}
+
+/// No VM waits: every lowered target goes back up to its configured value
+/// as far as the pool's `free` frames allow.
+fn restore_targets<V>(vms: &mut [Option<Vm<V>>], mut free: u64) {
+    for vm in vms.iter_mut().flatten() {
+        if !matches!(vm.phase, Phase::Runnable) {
+            continue;
+        }
+        let (Some(now), Some(configured)) = (vm.state.nvram_target(), vm.target) else {
+            continue;
+        };
+        if now >= configured || free == 0 {
+            continue;
+        }
+        let raised = configured.min(now + free);
+        free -= raised - now;
+        vm.state.set_nvram_target(Some(raised));
+        set_context(Some(vm.name));
+        hvprintln!(
+            "NVRAM target raised from {} to {}: frames came back",
+            Size(now * 4096),
+            Size(raised * 4096)
+        );
+        set_context(None);
+    }
 }
 
 /// Creates one VM: its map, its domain, its memory backed (its NVRAM now
@@ -381,6 +460,8 @@ fn build<V: Vcpu>(
     vcpu.set_time_slice(slice_tsc);
     let mut state = RunState::new(&spec, &layout, initial_pages, heaps.max_ram_page);
     state.set_thin(thin);
+    let target = (c.nvram > 0).then_some(c.nvram_target / 4096);
+    state.set_nvram_target(target);
     state.start(&mut vcpu, &spec);
     Ok(Vm {
         name: c.name,
@@ -390,6 +471,8 @@ fn build<V: Vcpu>(
         memory: Some(guest.suspend()),
         phase: Phase::Runnable,
         destroy: module.destroy_on_poweroff,
+        target,
+        waited: false,
         slices: 0,
         ticks: 0,
         commit_ticks: 0,
@@ -433,6 +516,7 @@ fn run_one_slice<V: Vcpu>(
                 Size(free * 4096)
             );
             vm.phase = Phase::Paused { free };
+            vm.waited = true;
         }
         Slice::Ended(ended) => {
             if ended.powered_off {
@@ -537,6 +621,17 @@ fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps, freed: &Freed, rate: TscRate)
         )
     );
     all && pool_ok
+}
+
+/// Frames of NVRAM `vm` holds.
+fn nvram_held<V>(vm: &Vm<V>) -> u64 {
+    vm.memory.as_ref().map_or(0, |m| {
+        m.extents()
+            .iter()
+            .filter(|e| e.kind() == MemKind::NonVolatile)
+            .map(|e| e.block().frames())
+            .sum()
+    })
 }
 
 /// Frames of `vm`'s NVRAM now backed by host frames a destroyed domain held.

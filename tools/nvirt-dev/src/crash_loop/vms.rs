@@ -201,15 +201,12 @@ fn account(lines: &[String], k: u32, summary: &mut VmLoopSummary) -> Result<Stri
 
 /// Runs `kills` kills, the clean boot and the pool check; `Err` says what
 /// failed.
-pub(crate) fn run(
-    root: &Path,
-    kills: u32,
-    seed: u64,
-    echo: bool,
-) -> Result<VmLoopSummary, String> {
+pub(crate) fn run(root: &Path, kills: u32, seed: u64, echo: bool) -> Result<VmLoopSummary, String> {
     let started = Instant::now();
     let probe = Scenario::new(Emulator::Qemu);
-    let dir = probe.run_dir(root).with_file_name("qemu-amd-vms-crash-loop");
+    let dir = probe
+        .run_dir(root)
+        .with_file_name("qemu-amd-vms-crash-loop");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let looping = scenario(&dir, 0)?;
@@ -299,13 +296,18 @@ fn final_boot(
             return Err(why(format!("{name} printed no crashloop boot line")));
         }
     }
-    eprintln!("nvirt crash loop: final clean boot:{said} {}", outcome.reason);
+    eprintln!(
+        "nvirt crash loop: final clean boot:{said} {}",
+        outcome.reason
+    );
     let text = pool_inspect(&prepared.dir.join("pmem.img"))?;
     for line in text.lines().filter(|l| !l.starts_with("  extent")) {
         eprintln!("    {line}");
     }
     if !text.contains("crashed-domains=0") && text.contains("state=crashed") {
-        return Err(format!("after the clean boot a domain is still marked crashed:\n{text}"));
+        return Err(format!(
+            "after the clean boot a domain is still marked crashed:\n{text}"
+        ));
     }
     Ok(())
 }
@@ -327,7 +329,10 @@ mod tests {
             "pattern-write"
         );
         assert_eq!(
-            phase_of(&lines(&[booted, "nvirt-hv: vm gamma: guest shut down: poweroff"])),
+            phase_of(&lines(&[
+                booted,
+                "nvirt-hv: vm gamma: guest shut down: poweroff"
+            ])),
             "shutdown"
         );
         assert_eq!(
@@ -351,8 +356,14 @@ mod tests {
         assert_eq!(s.per_vm["alpha"].found_running, 1);
         assert_eq!(s.per_vm["gamma"].found_shut_down, 1);
         assert_eq!(s.recoveries, 1);
-        assert!(account(&boot, 3, &mut s).unwrap_err().contains("not rising"));
-        let damaged = lines(&["guest beta: crashloop: boot=1 seq=1 verified=0 damaged=1 whole=1 result=damaged"]);
+        assert!(
+            account(&boot, 3, &mut s)
+                .unwrap_err()
+                .contains("not rising")
+        );
+        let damaged = lines(&[
+            "guest beta: crashloop: boot=1 seq=1 verified=0 damaged=1 whole=1 result=damaged",
+        ]);
         assert!(account(&damaged, 1, &mut VmLoopSummary::default()).is_err());
         let failed = lines(&["guest beta: FAILED: crashloop: page 3"]);
         assert!(account(&failed, 1, &mut VmLoopSummary::default()).is_err());

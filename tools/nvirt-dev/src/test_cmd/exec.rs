@@ -100,6 +100,7 @@ pub(super) fn check(step: &Step, cx: &Context<'_>) -> Result<(), String> {
         Runs::LinuxBoot(e) => crate::linux_run::check(cx.root, *e),
         Runs::Vms(e) => crate::vms_run::check(cx.root, *e),
         Runs::VmsPageOut => crate::vms_run::check_page_out(cx.root),
+        Runs::VmsBalloon => crate::vms_run::check_balloon(cx.root),
         Runs::VmsCrashLoop => {
             let seed = cx.crash_seed.unwrap_or_else(crash_loop::clock_seed);
             eprintln!(

@@ -96,6 +96,8 @@ pub(super) enum What {
     VmsPageOut,
     /// The crash loop with three VMs.
     VmsCrashLoop,
+    /// NVRAM balloon targets lowered for a waiting VM and raised back.
+    VmsBalloon,
     /// Family: the `loom` test target of every package marked
     /// `loom = true`, built with `--cfg loom`, under nextest.
     Loom,
@@ -220,6 +222,12 @@ pub(super) const TABLE: &[Entry] = &[
         what: What::VmsPageOut,
     },
     Entry {
+        name: "emulator/qemu-vms-balloon",
+        kind: Kind::Check,
+        needs: &[Tool::BareMetalTarget],
+        what: What::VmsBalloon,
+    },
+    Entry {
         name: "emulator/qemu-vms-crash-loop",
         kind: Kind::Check,
         needs: &[Tool::BareMetalTarget],
@@ -292,6 +300,7 @@ pub(super) enum Runs {
     Vms(Emulator),
     VmsPageOut,
     VmsCrashLoop,
+    VmsBalloon,
     Fuzz {
         target: String,
     },
@@ -482,6 +491,7 @@ pub(super) fn expand(tree: &Tree) -> Vec<Step> {
             What::Vms(e) => steps.push(step(entry.name.to_owned(), Runs::Vms(*e))),
             What::VmsPageOut => steps.push(step(entry.name.to_owned(), Runs::VmsPageOut)),
             What::VmsCrashLoop => steps.push(step(entry.name.to_owned(), Runs::VmsCrashLoop)),
+            What::VmsBalloon => steps.push(step(entry.name.to_owned(), Runs::VmsBalloon)),
             What::NoStdBuilds => family(
                 &mut steps,
                 tree.marked("no_std").map(|list| {
@@ -664,6 +674,12 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
             let _ = write!(
                 what,
                 "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM paused on an empty pool, resumed with the destroyed frames, all zeros; a probe outside the map stopped"
+            );
+        }
+        Runs::VmsBalloon => {
+            let _ = write!(
+                what,
+                "two VMs in QEMU (examples/vms/balloon): a thin VM waits for frames, the hypervisor lowers the other's NVRAM target (nvirt's CPUID leaf) and its balloon gives frames back; the waiting VM reads zeros and is destroyed; the target goes back up and the balloon takes the frames back"
             );
         }
         Runs::VmsCrashLoop => {

@@ -10,6 +10,7 @@ mod xen;
 
 use nvirt_buddy::MemKind;
 use nvirt_e820::GuestMap;
+use nvirt_hypercall_abi::discovery;
 use nvirt_hypercall_abi::host::{Caller, Limits, Registers};
 use nvirt_hypercall_abi::{DomId, E820Entry, ExtentOrder, XenPfn};
 
@@ -97,6 +98,9 @@ pub(crate) struct RunState {
     thin: bool,
     /// First-touch faults served.
     pub(crate) touch: TouchStats,
+    /// The NVRAM balloon target the guest reads (nvirt's CPUID leaf), in
+    /// pages.
+    nvram_target: Option<u64>,
 }
 
 /// What serving first touches cost.
@@ -216,7 +220,18 @@ impl RunState {
             handled: 0,
             thin: false,
             touch: TouchStats::default(),
+            nvram_target: None,
         }
+    }
+
+    /// Sets the NVRAM balloon target the guest reads, in pages.
+    pub(crate) fn set_nvram_target(&mut self, pages: Option<u64>) {
+        self.nvram_target = pages;
+    }
+
+    /// The NVRAM balloon target the guest reads, in pages.
+    pub(crate) const fn nvram_target(&self) -> Option<u64> {
+        self.nvram_target
     }
 
     /// Backs the guest's NVRAM where it first touches it.
@@ -265,7 +280,7 @@ pub(crate) fn run_slice(
             }
             Exit::Cpuid => {
                 run.exits.cpuid += 1;
-                cpuid_exit(vcpu, run.linux)
+                cpuid_exit(vcpu, run.linux, run.nvram_target)
             }
             // Xen's hypercall-page MSR, for the guests that see Xen's
             // leaves; every other MSR goes to the device model.
@@ -375,7 +390,7 @@ fn nested_fault(vcpu: &mut impl Vcpu, run: &mut Run<'_, '_, '_>, gpa: u64, info:
 
 /// CPUID: the host's answer as the guest may see it, and Xen's leaves for
 /// the test guest.
-fn cpuid_exit(vcpu: &mut impl Vcpu, linux: bool) -> Flow {
+fn cpuid_exit(vcpu: &mut impl Vcpu, linux: bool, nvram_target: Option<u64>) -> Flow {
     let (leaf, subleaf) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx) as u32);
     // Xen's leaves promise a whole Xen (shared info, event channels, grant
     // tables): Linux would take this hypervisor for one and fail when it
@@ -384,7 +399,7 @@ fn cpuid_exit(vcpu: &mut impl Vcpu, linux: bool) -> Flow {
     let xen = if linux {
         None
     } else {
-        xen::cpuid(leaf, subleaf)
+        xen::cpuid(leaf, subleaf).or_else(|| discovery::nvirt_leaf(leaf, nvram_target))
     };
     let r = xen.unwrap_or_else(|| {
         let host = raw_cpuid::native_cpuid::cpuid_count(leaf, subleaf);
