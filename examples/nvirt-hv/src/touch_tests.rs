@@ -115,3 +115,43 @@ fn a_pool_short_of_blocks_gives_smaller_ones_then_none() {
         assert_eq!(g.footprint(), g.minimum());
     });
 }
+
+#[test]
+fn a_suspended_guest_resumes_with_its_map_and_tables() {
+    let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
+    let (mut rm, mut nm) = (metadata_for(&RAM_HOST), metadata_for(&NV_HOST));
+    let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
+    let mut nv = heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap();
+    let mut storage = vec![BlockMapping::EMPTY; 256];
+    let layout = layout();
+    let mut g = GuestMemory::new(
+        &config(Format::Npt),
+        &mut ram,
+        Some(&mut nv),
+        &arena,
+        &mut storage,
+        Regions::from_map(&layout.map),
+    )
+    .unwrap();
+    g.back_on_touch(NV_BASE, MemKind::NonVolatile).unwrap();
+    g.write(NV_BASE + 8, b"kept").unwrap();
+    let (extents, hpa) = (g.extents().to_vec(), g.tables().translate(NV_BASE + 8));
+    let parts = g.suspend();
+    assert_eq!(parts.extents(), &extents[..]);
+    // While it is suspended the heaps are free for another guest.
+    let order = nvirt_buddy::Order::new(0).unwrap();
+    let other = ram
+        .alloc(order, nvirt_buddy::Constraints::default())
+        .unwrap();
+    ram.free(other.start(), order).unwrap();
+    let mut g = GuestMemory::resume(parts, &mut ram, Some(&mut nv));
+    assert_eq!(g.extents(), &extents[..]);
+    assert_eq!(g.tables().translate(NV_BASE + 8), hpa);
+    let mut b = [0u8; 4];
+    g.read(NV_BASE + 8, &mut b).unwrap();
+    assert_eq!(&b, b"kept");
+    g.back_on_touch(NV_BASE + (2 << 20), MemKind::NonVolatile)
+        .unwrap();
+    g.audit().unwrap();
+    assert_eq!(g.footprint(), g.minimum());
+}
