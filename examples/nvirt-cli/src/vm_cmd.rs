@@ -137,7 +137,7 @@ pub fn summary(file: &VmFile, vm: &VmConfig<'_>) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
-        "{}: name={} id={} memory={}M nvram={}M nvram_type={} nvram_target={}M nvram_populate={} nvram_file={} kernel={} ramdisk={} cmdline={}",
+        "{}: name={} id={} memory={}M nvram={}M nvram_type={} nvram_target={}M nvram_populate={} nvram_file={} kernel={} ramdisk={} cmdline={} on_poweroff={}",
         file.name(),
         vm.name,
         Uuid(vm.domain_id()),
@@ -151,6 +151,7 @@ pub fn summary(file: &VmFile, vm: &VmConfig<'_>) -> String {
         path(vm.ramdisk),
         vm.cmdline
             .map_or_else(|| "-".to_owned(), |c| format!("{c:?}")),
+        vm.on_poweroff.as_str(),
     );
     line
 }

@@ -60,7 +60,8 @@ fn the_example_vms_check_as_a_set() {
     assert_eq!(lines.len(), 3);
     let a = format!(
         "{}: name=a id=1a16013c-7fa1-88ac-8448-d28f9b02be1c memory=32M nvram=16M nvram_type=7 \
-         nvram_target=16M nvram_populate=eager nvram_file={:?} kernel=- ramdisk=- cmdline=-",
+         nvram_target=16M nvram_populate=eager nvram_file={:?} kernel=- ramdisk=- cmdline=- \
+         on_poweroff=preserve",
         files[0].display(),
         root.join("a-nvram.img").display().to_string()
     );
@@ -78,7 +79,7 @@ fn one_line_per_vm_in_a_stable_format() {
         "name = \"linux-1\"\nuuid = \"01234567-89AB-cdef-0011-223344556677\"\nmemory = 0x100\n\
          nvram = 64; nvram_type = 12; nvram_target = 32\nnvram_populate = \"touch\"\n\
          nvram_file = \"/var/lib/nvirt/l.img\"\nkernel = \"bzImage\"\nramdisk = 'initrd'\n\
-         cmdline = 'console=ttyS0 \"quoted\"'\n",
+         cmdline = 'console=ttyS0 \"quoted\"'\non_poweroff = \"destroy\"\n",
     );
     let out = check(&[&a]);
     assert_eq!(out.status, 0, "{}", out.stderr);
@@ -88,7 +89,7 @@ fn one_line_per_vm_in_a_stable_format() {
         format!(
             "{}: name=linux-1 id=01234567-89ab-cdef-0011-223344556677 memory=256M nvram=64M \
              nvram_type=12 nvram_target=32M nvram_populate=touch nvram_file=\"/var/lib/nvirt/l.img\" \
-             kernel={:?} ramdisk={:?} cmdline=\"console=ttyS0 \\\"quoted\\\"\"\n",
+             kernel={:?} ramdisk={:?} cmdline=\"console=ttyS0 \\\"quoted\\\"\" on_poweroff=destroy\n",
             a.display(),
             sub.join("bzImage").display().to_string(),
             sub.join("initrd").display().to_string(),
