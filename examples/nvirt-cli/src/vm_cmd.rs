@@ -236,7 +236,7 @@ mod tests {
             summary(&files[1], &vms[1]),
             "b.cfg: name=b id=01234567-89ab-cdef-0011-223344556677 memory=16M nvram=0M nvram_type=7 \
              nvram_target=0M nvram_populate=eager nvram_file=- kernel=\"/k\" ramdisk=- \
-             cmdline=\"console=ttyS0 quiet\""
+             cmdline=\"console=ttyS0 quiet\" on_poweroff=preserve"
         );
         assert!(summary(&files[0], &vms[0]).contains(" nvram_file=\"d/a.img\" kernel=- "));
 
