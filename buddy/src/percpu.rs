@@ -244,6 +244,10 @@ impl<'m, const N: usize> PerCpuHeap<'m, N> {
         self.alloc_after_drain(order, constraints)
     }
 
+    /// Hands every reservation back and asks the heap again, as long as
+    /// the hand-backs return free frames: another CPU may reserve what a
+    /// hand-back returned before this one asks, but only by using up its
+    /// reservation or asking again, so the loop ends.
     #[cold]
     #[inline(never)]
     fn alloc_after_drain(
@@ -251,8 +255,13 @@ impl<'m, const N: usize> PerCpuHeap<'m, N> {
         order: Order,
         constraints: Constraints,
     ) -> Result<Block, AllocError> {
-        self.drain_all();
-        self.heap.alloc(order, constraints)
+        loop {
+            let returned = self.drain_all();
+            let got = self.heap.alloc(order, constraints);
+            if got.is_ok() || returned == 0 {
+                return got;
+            }
+        }
     }
 
     /// A frame from reservation `i`, reserving anew if it is used up.
@@ -286,23 +295,25 @@ impl<'m, const N: usize> PerCpuHeap<'m, N> {
     /// Hands CPU `cpu`'s reservation back to the heap (its free frames
     /// merge there; the frames it gave out become single allocated frames
     /// of the heap).
-    pub fn drain(&self, cpu: usize) {
+    /// Returns how many free frames it returned.
+    pub fn drain(&self, cpu: usize) -> u64 {
         if N == 0 {
-            return;
+            return 0;
         }
         let i = cpu % N;
         let mut r = self.slots[i].0.lock();
+        let free = r.count;
         if r.start != NONE {
             r.hand_back(&mut self.heap.lock());
             self.table.0[i].store(NONE, Ordering::Release);
         }
+        free
     }
 
-    /// Hands every reservation back to the heap, one at a time.
-    pub fn drain_all(&self) {
-        for cpu in 0..N {
-            self.drain(cpu);
-        }
+    /// Hands every reservation back to the heap, one at a time; returns how
+    /// many free frames they returned.
+    pub fn drain_all(&self) -> u64 {
+        (0..N).map(|cpu| self.drain(cpu)).sum()
     }
 
     /// Frees the allocated block of `order` at `pfn`, as [`Heap::free`]
