@@ -45,7 +45,9 @@
 //! CPUs behind a `spin` lock, and a [`FrameCache`] per CPU keeps most
 //! single-frame allocations off that lock; a [`ShardedHeap`] splits one
 //! span into heaps with a lock each, so CPUs allocating from their own
-//! shards do not meet at all. Recovery after a power failure rebuilds a
+//! shards do not meet at all; a [`PerCpuHeap`] gives each CPU a
+//! reservation of up to 2 MiB from one heap, from which it allocates single
+//! frames without the heap's lock. Recovery after a power failure rebuilds a
 //! non-volatile heap with [`Heap::claim`], one O(largest order) step per
 //! block its log records.
 //!
