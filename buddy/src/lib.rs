@@ -45,7 +45,9 @@
 //! CPUs behind a `spin` lock, and a [`FrameCache`] per CPU keeps most
 //! single-frame allocations off that lock; a [`ShardedHeap`] splits one
 //! span into heaps with a lock each, so CPUs allocating from their own
-//! shards do not meet at all. Recovery after a power failure rebuilds a
+//! shards do not meet at all; a [`PerCpuHeap`] gives each CPU a
+//! reservation of up to 2 MiB from one heap, from which it allocates single
+//! frames without the heap's lock. Recovery after a power failure rebuilds a
 //! non-volatile heap with [`Heap::claim`], one O(largest order) step per
 //! block its log records.
 //!
@@ -66,6 +68,7 @@ mod claim;
 mod dual;
 mod error;
 mod free;
+mod handback;
 mod heap;
 mod iter;
 mod layout;
@@ -74,6 +77,7 @@ mod locked;
 #[cfg(feature = "model")]
 pub mod model;
 mod moves;
+mod percpu;
 mod range;
 mod search;
 mod sharded;
@@ -91,6 +95,7 @@ pub use heap::{FrameState, Heap};
 pub use iter::{FreeBlocks, Stats};
 pub use layout::metadata_bytes;
 pub use locked::{Locked, LockedHeap, LockedHeaps};
+pub use percpu::{PerCpuHeap, RESERVATION_ORDER};
 pub use range::{AlignedBlocks, Constraints};
 pub use sharded::ShardedHeap;
 pub use types::{Block, Zone};

@@ -19,6 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use nvirt_e820::{FirmwareEntry, MapError, MemoryMap};
 
 pub mod buddy_ops;
+pub mod buddy_per_cpu;
 pub mod e820_bios;
 pub mod e820_boot_params;
 pub mod e820_edits;
@@ -52,6 +53,7 @@ pub type Body = fn(&[u8]);
 /// body.
 pub const TARGETS: &[(&str, Body)] = &[
     ("buddy_ops", buddy_ops::fuzz),
+    ("buddy_per_cpu", buddy_per_cpu::fuzz),
     ("e820_bios", e820_bios::fuzz),
     ("e820_boot_params", e820_boot_params::fuzz),
     ("e820_edits", e820_edits::fuzz),
@@ -84,6 +86,7 @@ pub const TARGETS: &[(&str, Body)] = &[
 /// seed tests refuse one.
 pub const DECODERS: &[(&str, Decodes)] = &[
     ("buddy_ops", decodes::<buddy_ops::Input>),
+    ("buddy_per_cpu", decodes::<buddy_per_cpu::Input>),
     ("e820_edits", decodes::<e820_edits::Input>),
     ("ept_ops", decodes::<ept_ops::Input>),
     ("guest_walk", decodes::<guest_walk::Input>),

@@ -67,6 +67,7 @@ macro_rules! seed_tests {
 
 seed_tests!(
     buddy_ops,
+    buddy_per_cpu,
     e820_bios,
     e820_boot_params,
     e820_edits,

@@ -27,8 +27,10 @@ use crate::heap::Heap;
 use crate::range::{AlignedBlocks, Constraints, covers, largest_fitting};
 use crate::{Block, Mfn, Order};
 
+mod percpu;
 mod run;
 
+pub use percpu::{PerCpuOp, run_per_cpu};
 use run::same;
 pub use run::{Op, Tally, compare, run};
 

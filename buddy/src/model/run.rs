@@ -95,7 +95,7 @@ pub fn run(span: MfnRange, max_order: Order, ops: &[Op]) -> Result<Tally, String
     Ok(tally)
 }
 
-fn range_of(span: MfnRange, a: u64, b: u64) -> MfnRange {
+pub(super) fn range_of(span: MfnRange, a: u64, b: u64) -> MfnRange {
     let (base, end) = (span.start().get(), span.end().get());
     let len = end - base;
     // Offsets past the span by up to 1/8 of it, and below it when possible.
@@ -104,15 +104,15 @@ fn range_of(span: MfnRange, a: u64, b: u64) -> MfnRange {
     MfnRange::from_numbers(x.min(y), x.max(y)).unwrap_or_default()
 }
 
-fn frame_of(span: MfnRange, a: u64) -> Mfn {
+pub(super) fn frame_of(span: MfnRange, a: u64) -> Mfn {
     range_of(span, a, a).start()
 }
 
-fn order_of(raw: u8, max: Order) -> Order {
+pub(super) fn order_of(raw: u8, max: Order) -> Order {
     Order::new(raw % (max.get() + 2)).unwrap_or(Order::MAX)
 }
 
-fn constraints_of(zone: Option<u8>) -> Constraints {
+pub(super) fn constraints_of(zone: Option<u8>) -> Constraints {
     zone.and_then(|z| Zone::new(z % 40))
         .map_or(Constraints::ANY, Constraints::max_zone)
 }

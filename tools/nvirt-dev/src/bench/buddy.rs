@@ -18,9 +18,11 @@
 //! reserved frames would be); (g) two threads each allocating and freeing
 //! order-0 frames on one locked heap, each call taking the lock; the
 //! same with a per-CPU [`nvirt_buddy::FrameCache`] of 64 frames per thread
-//! in front of the lock; and on a [`nvirt_buddy::ShardedHeap`] of two
-//! shards, each thread naming its own CPU (the peer has neither; its line
-//! is the same). (a)–(d) also print `cached=`: nvirt through a
+//! in front of the lock; on a [`nvirt_buddy::ShardedHeap`] of two
+//! shards, each thread naming its own CPU; and on a
+//! [`nvirt_buddy::PerCpuHeap`] of two CPUs, each thread naming its own, so
+//! allocating from its own 2 MiB reservation (the peer has none of these;
+//! its line is the same). (a)–(d) also print `cached=`: nvirt through a
 //! `FrameCache` used by one thread.
 //!
 //! Single-threaded workloads are timed in the thread's CPU time, so time
@@ -223,6 +225,7 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
         ("g_2_threads_locked", t.locked),
         ("g_2_threads_cpu_caches", t.cached),
         ("g_2_threads_sharded", t.sharded),
+        ("g_2_threads_per_cpu", t.per_cpu),
     ] {
         let extra = with_harness(nv, t.peer, t.harness, None);
         println!("{}", line(name, nv, t.peer, &extra));

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
 use nvirt_buddy::{
-    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, ShardedHeap, metadata_bytes,
+    Constraints, FrameCache, Heap, LockedHeap, MemKind, Mfn, Order, PerCpuHeap, ShardedHeap,
+    metadata_bytes,
 };
 
 use super::alloc_count;
@@ -193,6 +194,7 @@ pub(super) struct Threads {
     pub(super) locked: f64,
     pub(super) cached: f64,
     pub(super) sharded: f64,
+    pub(super) per_cpu: f64,
     pub(super) peer: f64,
     pub(super) harness: f64,
 }
@@ -200,8 +202,9 @@ pub(super) struct Threads {
 /// (g): ns per call (wall time over both threads' calls) with two threads
 /// each allocating 16 frames and freeing them: nvirt through the lock on
 /// every call, nvirt through per-CPU caches, nvirt on a [`ShardedHeap`] of
-/// two shards (each thread naming its own CPU), and the peer through its
-/// lock; best of `runs`.
+/// two shards (each thread naming its own CPU), nvirt on a [`PerCpuHeap`]
+/// (each thread naming its own CPU, so allocating from its own
+/// reservation), and the peer through its lock; best of `runs`.
 pub(super) fn threads(
     metadata: &mut [u8],
     ops_per_thread: u64,
@@ -278,6 +281,35 @@ pub(super) fn threads(
         }
     }
 
+    let mut per_cpu = f64::MAX;
+    {
+        let mut heap = Heap::new(MemKind::Volatile, span(), Order::MAX, metadata)
+            .map_err(|e| e.to_string())?;
+        heap.add(span()).map_err(|e| e.to_string())?;
+        let heap = PerCpuHeap::<2>::new(heap);
+        let cpu = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..runs {
+            per_cpu = per_cpu.min(two_threads(|| {
+                let me = cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut held = [Mfn::MAX; 16];
+                for _ in 0..rounds {
+                    for h in &mut held {
+                        *h = heap
+                            .alloc(me, Order::SIZE_4K, Constraints::ANY)
+                            .map(|b| b.start())
+                            .unwrap_or(Mfn::MAX);
+                    }
+                    for &h in &held {
+                        black_box(heap.free(h, Order::SIZE_4K).is_ok());
+                    }
+                }
+            }));
+        }
+        if heap.free_frames() != FRAMES || heap.into_inner().free_frames() != FRAMES {
+            return Err("nvirt lost frames in the per-CPU two-thread runs".into());
+        }
+    }
+
     let peer = LockedFrameAllocator::<19>::new();
     peer.lock()
         .add_frame(span().start().get() as usize, span().end().get() as usize);
@@ -312,6 +344,7 @@ pub(super) fn threads(
         locked: nv / ops,
         cached: cached / ops,
         sharded: sharded / ops,
+        per_cpu: per_cpu / ops,
         peer: pe / ops,
         harness: harness / ops,
     })
