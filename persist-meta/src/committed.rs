@@ -35,7 +35,7 @@ use core::ops::Range;
 
 use crate::pmem::{Pmem, PmemError};
 use crate::record::{GROUP_HEADER, Header, RECORD_ALIGN};
-use crate::scan::{BUF, Cursor, body_crc};
+use crate::scan::{BUF, Cursor, walk};
 
 /// Bytes read at a time while looking for evidence.
 const CHUNK: u64 = 4096;
@@ -120,7 +120,8 @@ fn intact<P: Pmem + ?Sized>(
     if !fits {
         return Ok(false);
     }
-    Ok(body_crc(pmem, area.start + pos, header, buf)? == header.crc)
+    let walked = walk(pmem, area.start + pos, header, false, buf)?;
+    Ok(walked.is_ok_and(|w| w.crc == header.crc))
 }
 
 /// The largest epoch of an intact record header (its CRC matches) at or

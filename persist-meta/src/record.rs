@@ -10,7 +10,7 @@
 //! | 8 | 8 | sequence number of the group's first record: one more than the previous group's last |
 //! | 16 | 8 | epoch: the writer's incarnation (see [`Log`](crate::Log)) |
 //! | 24 | 4 | flags: all zero |
-//! | 28 | 4 | CRC-32C of the group's records followed by header bytes 0..28 |
+//! | 28 | 4 | checksum: CRC-32C over each record's CRC-32C (4 bytes each, in order) followed by header bytes 0..28 |
 //!
 //! Each record is a 4-byte entry header (payload length, 2 bytes; kind, 2
 //! bytes; both little-endian) and its payload, with no padding between
@@ -226,8 +226,9 @@ impl Header {
         words.map(U64::get)
     }
 
-    /// The CRC of a header over records whose own running CRC is
-    /// `body_crc`: the records first, then header bytes 0..28.
+    /// The group's checksum, given `body_crc`, the running CRC-32C over
+    /// its records' CRCs (each as 4 little-endian bytes, in order): that
+    /// CRC continued over header bytes 0..28.
     #[inline]
     pub(crate) fn checksum(&self, mut body_crc: Crc32c) -> u32 {
         // Bytes 0..28 are the first three words and the low half of the
@@ -269,6 +270,18 @@ impl Entry {
             kind: (word >> 16) as u16,
         }
     }
+}
+
+/// The CRC-32C of one record: its entry header, then its payload. A
+/// group's checksum runs over its records' CRCs (see [`Header::checksum`]),
+/// so that the records' CRCs are independent of each other: the CPU
+/// computes those of several short records at once.
+#[inline]
+pub(crate) fn record_crc(entry: Entry, payload: &[u8]) -> u32 {
+    let mut crc = Crc32c::new();
+    crc.update_u32(entry.word());
+    crc.update(payload);
+    crc.value()
 }
 
 /// Bytes a group whose records take `body` bytes occupies; `None` if

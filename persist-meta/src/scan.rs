@@ -17,6 +17,7 @@ use crate::image::ImageError;
 use crate::pmem::{Pmem, PmemError};
 use crate::record::{
     ENTRY_HEADER, Entry, GROUP_HEADER, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, entry_size,
+    record_crc,
 };
 
 /// Bytes of the buffer a scan reads groups into: a group whose records
@@ -236,7 +237,9 @@ pub(crate) struct Scanner<'p, P: Pmem + ?Sized> {
 }
 
 /// What checking a group's records found.
-struct Walk {
+pub(crate) struct Walk {
+    /// The group's checksum, computed.
+    pub(crate) crc: u32,
     /// Records found.
     found: u64,
     /// Kind of the first record.
@@ -300,8 +303,9 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
                 body_start + current.at + ENTRY_HEADER,
                 &mut buf[..usize::from(entry.len)],
             )?;
-            current.crc.update_u32(entry.word());
-            current.crc.update(&buf[..usize::from(entry.len)]);
+            current
+                .crc
+                .update_u32(record_crc(entry, &buf[..usize::from(entry.len)]));
             (entry, 0)
         };
         let offset = body_start + current.at;
@@ -359,29 +363,18 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
         }
         let len = u64::from(header.len);
         let buffered = len <= BUF as u64;
-        let computed = if buffered {
-            let body = &mut buf[..len as usize];
-            self.pmem.read(offset + GROUP_HEADER, body)?;
-            let mut crc = Crc32c::new();
-            crc.update(body);
-            header.checksum(crc)
-        } else {
-            body_crc(self.pmem, offset, &header, buf)?
-        };
-        if computed != header.crc {
-            return Ok(Err(StopReason::Checksum {
-                stored: header.crc,
-                computed,
-            }));
+        if buffered {
+            self.pmem
+                .read(offset + GROUP_HEADER, &mut buf[..len as usize])?;
         }
-        let walk = match self.walk(offset, &header, buffered, buf)? {
+        let walk = match walk(self.pmem, offset, &header, buffered, buf)? {
             Ok(walk) => walk,
             Err(reason) => return Ok(Err(reason)),
         };
-        if walk.found == 0 || walk.found != u64::from(header.count) {
-            return Ok(Err(StopReason::GroupIndex {
-                expected: header.count,
-                found: u32::try_from(walk.found).unwrap_or(u32::MAX),
+        if walk.crc != header.crc {
+            return Ok(Err(StopReason::Checksum {
+                stored: header.crc,
+                computed: walk.crc,
             }));
         }
         if header.seq != cursor.seq {
@@ -429,86 +422,83 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
             },
         }))
     }
-
-    /// Walks the records of the (intact) group at `offset`: their lengths
-    /// must fill the group exactly.
-    fn walk(
-        &self,
-        offset: u64,
-        header: &Header,
-        buffered: bool,
-        buf: &ScanBuf,
-    ) -> Result<Result<Walk, StopReason>, PmemError> {
-        let len = u64::from(header.len);
-        let mut walk = Walk {
-            found: 0,
-            first_kind: 0,
-            reserved: None,
-            misplaced_epoch: false,
-        };
-        let mut at = 0;
-        let mismatch = |found: u64| StopReason::GroupIndex {
-            expected: header.count,
-            found: u32::try_from(found).unwrap_or(u32::MAX),
-        };
-        while at < len {
-            if at + ENTRY_HEADER > len {
-                return Ok(Err(mismatch(walk.found)));
-            }
-            let mut word = [0; ENTRY_HEADER as usize];
-            if buffered {
-                word.copy_from_slice(&buf[at as usize..(at + ENTRY_HEADER) as usize]);
-            } else {
-                self.pmem.read(offset + GROUP_HEADER + at, &mut word)?;
-            }
-            let entry = Entry::parse(word);
-            if usize::from(entry.len) > MAX_PAYLOAD {
-                return Ok(Err(StopReason::Length {
-                    len: u32::from(entry.len),
-                }));
-            }
-            at += entry_size(u64::from(entry.len));
-            if at > len {
-                return Ok(Err(mismatch(walk.found)));
-            }
-            if walk.found == 0 {
-                walk.first_kind = entry.kind;
-            } else if entry.kind == RecordKind::EPOCH.raw() {
-                walk.misplaced_epoch = true;
-            }
-            if entry.kind != RecordKind::EPOCH.raw()
-                && RecordKind::from_stored(entry.kind).is_reserved()
-                && walk.reserved.is_none()
-            {
-                walk.reserved = Some(entry.kind);
-            }
-            walk.found += 1;
-        }
-        if walk.first_kind == RecordKind::EPOCH.raw() && walk.found > 1 {
-            walk.misplaced_epoch = true;
-        }
-        Ok(Ok(walk))
-    }
 }
 
-/// The CRC of the group whose header (`header`) lies at region offset
-/// `offset`, its records read through `buf` a piece at a time. The caller
-/// has checked that the group lies inside the region.
-pub(crate) fn body_crc<P: Pmem + ?Sized>(
+/// Walks the records of the group whose header (`header`) lies at region
+/// offset `offset`: their lengths must fill the group exactly and number
+/// what the header says. Computes the group's checksum on the way. With
+/// `buffered`, the group's records are in `buf` already; otherwise they are
+/// read into it one at a time. The caller has checked that the group lies
+/// inside the region.
+pub(crate) fn walk<P: Pmem + ?Sized>(
     pmem: &P,
     offset: u64,
     header: &Header,
-    buf: &mut [u8],
-) -> Result<u32, PmemError> {
+    buffered: bool,
+    buf: &mut ScanBuf,
+) -> Result<Result<Walk, StopReason>, PmemError> {
     let len = u64::from(header.len);
-    let mut crc = Crc32c::new();
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64);
-        let piece = &mut buf[..n as usize];
-        pmem.read(offset + GROUP_HEADER + done, piece)?;
-        crc.update(piece);
-        done += n;
+    let mut walk = Walk {
+        found: 0,
+        first_kind: 0,
+        reserved: None,
+        misplaced_epoch: false,
+        crc: 0,
+    };
+    let mut group = Crc32c::new();
+    let mut at = 0;
+    let mismatch = |found: u64| StopReason::GroupIndex {
+        expected: header.count,
+        found: u32::try_from(found).unwrap_or(u32::MAX),
+    };
+    while at < len {
+        if at + ENTRY_HEADER > len {
+            return Ok(Err(mismatch(walk.found)));
+        }
+        let mut word = [0; ENTRY_HEADER as usize];
+        if buffered {
+            word.copy_from_slice(&buf[at as usize..(at + ENTRY_HEADER) as usize]);
+        } else {
+            pmem.read(offset + GROUP_HEADER + at, &mut word)?;
+        }
+        let entry = Entry::parse(word);
+        if usize::from(entry.len) > MAX_PAYLOAD {
+            return Ok(Err(StopReason::Length {
+                len: u32::from(entry.len),
+            }));
+        }
+        let payload_at = at + ENTRY_HEADER;
+        at += entry_size(u64::from(entry.len));
+        if at > len {
+            return Ok(Err(mismatch(walk.found)));
+        }
+        let payload = if buffered {
+            &buf[payload_at as usize..at as usize]
+        } else {
+            let payload = &mut buf[..usize::from(entry.len)];
+            pmem.read(offset + GROUP_HEADER + payload_at, payload)?;
+            &*payload
+        };
+        group.update_u32(record_crc(entry, payload));
+        if walk.found == 0 {
+            walk.first_kind = entry.kind;
+        } else if entry.kind == RecordKind::EPOCH.raw() {
+            walk.misplaced_epoch = true;
+        }
+        if entry.kind != RecordKind::EPOCH.raw()
+            && RecordKind::from_stored(entry.kind).is_reserved()
+            && walk.reserved.is_none()
+        {
+            walk.reserved = Some(entry.kind);
+        }
+        walk.found += 1;
     }
-    Ok(header.checksum(crc))
+    if walk.first_kind == RecordKind::EPOCH.raw() && walk.found > 1 {
+        walk.misplaced_epoch = true;
+    }
+    if walk.found == 0 || walk.found != u64::from(header.count) {
+        return Ok(Err(mismatch(walk.found)));
+    }
+    walk.crc = header.checksum(group);
+    Ok(Ok(walk))
 }
