@@ -118,27 +118,28 @@ impl<'a, P: Pmem> Group<'a, P> {
                 out
             }
         };
-        // Lines this record completes (but the header's) are final once
-        // stored: they are written back at once, so that they travel while
-        // the CRC is computed and later records are stored, and the
-        // commit's fence waits for less.
-        let mut crc = Crc32c::new();
-        crc.update_u32(entry.word());
-        // Short records leave it all to the commit: one write-back call.
-        let done = if len as u64 >= SLICE {
-            line_floor(at + ENTRY_HEADER + len as u64)
+        if (len as u64) < SLICE {
+            // Short records are written back at commit, in one call.
+            pmem.store(at + ENTRY_HEADER, payload)?;
+            self.crc.fold_record(entry.word(), payload);
         } else {
-            self.written_back
-        };
-        let crc = store_payload(
-            pmem,
-            at + ENTRY_HEADER,
-            payload,
-            crc,
-            self.written_back..done,
-        )?;
-        self.written_back = self.written_back.max(done);
-        self.crc.update_u32(crc.value());
+            // Lines this record completes (but the header's) are final once
+            // stored: they are written back at once, so that they travel
+            // while the CRC is computed and later records are stored, and
+            // the commit's fence waits for less.
+            let mut crc = Crc32c::new();
+            crc.update_u32(entry.word());
+            let done = line_floor(at + ENTRY_HEADER + len as u64);
+            let crc = store_payload(
+                pmem,
+                at + ENTRY_HEADER,
+                payload,
+                crc,
+                self.written_back..done,
+            )?;
+            self.written_back = self.written_back.max(done);
+            self.crc.update_u32(crc.value());
+        }
         self.body = body;
         self.records += 1;
         Ok(())

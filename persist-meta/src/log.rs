@@ -358,7 +358,7 @@ impl<P: Pmem> Log<P> {
             kind: RecordKind::EPOCH.raw(),
         };
         let mut crc = Crc32c::new();
-        crc.update_u32(crate::record::record_crc(entry, &[]));
+        crc.fold_record(entry.word(), &[]);
         let mut header = Header {
             len: ENTRY_HEADER as u32,
             count: 1,

@@ -234,10 +234,7 @@ impl Header {
         // Bytes 0..28 are the first three words and the low half of the
         // fourth: fed as words, they need no copy into a byte buffer.
         let [w0, w1, w2, w3] = self.words();
-        body_crc.update_u64(w0);
-        body_crc.update_u64(w1);
-        body_crc.update_u64(w2);
-        body_crc.update_u32(w3 as u32);
+        body_crc.update_header([w0, w1, w2], w3 as u32);
         body_crc.value()
     }
 
@@ -270,18 +267,6 @@ impl Entry {
             kind: (word >> 16) as u16,
         }
     }
-}
-
-/// The CRC-32C of one record: its entry header, then its payload. A
-/// group's checksum runs over its records' CRCs (see [`Header::checksum`]),
-/// so that the records' CRCs are independent of each other: the CPU
-/// computes those of several short records at once.
-#[inline]
-pub(crate) fn record_crc(entry: Entry, payload: &[u8]) -> u32 {
-    let mut crc = Crc32c::new();
-    crc.update_u32(entry.word());
-    crc.update(payload);
-    crc.value()
 }
 
 /// Bytes a group whose records take `body` bytes occupies; `None` if

@@ -17,7 +17,6 @@ use crate::image::ImageError;
 use crate::pmem::{Pmem, PmemError};
 use crate::record::{
     ENTRY_HEADER, Entry, GROUP_HEADER, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, entry_size,
-    record_crc,
 };
 
 /// Bytes of the buffer a scan reads groups into: a group whose records
@@ -305,7 +304,7 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
             )?;
             current
                 .crc
-                .update_u32(record_crc(entry, &buf[..usize::from(entry.len)]));
+                .fold_record(entry.word(), &buf[..usize::from(entry.len)]);
             (entry, 0)
         };
         let offset = body_start + current.at;
@@ -479,7 +478,7 @@ pub(crate) fn walk<P: Pmem + ?Sized>(
             pmem.read(offset + GROUP_HEADER + payload_at, payload)?;
             &*payload
         };
-        group.update_u32(record_crc(entry, payload));
+        group.fold_record(entry.word(), payload);
         if walk.found == 0 {
             walk.first_kind = entry.kind;
         } else if entry.kind == RecordKind::EPOCH.raw() {
