@@ -73,6 +73,16 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// where nothing reads them) and the records pushed before remain in
     /// it.
     pub fn push<E: Encode + ?Sized>(&mut self, record: &E) -> Result<(), AppendError> {
+        self.push_record(record, false)
+    }
+
+    /// [`push`](Self::push); with `summed`, the group's checksum already
+    /// covers the record (see [`Self::presum`]) and it is only stored.
+    pub(crate) fn push_record<E: Encode + ?Sized>(
+        &mut self,
+        record: &E,
+        summed: bool,
+    ) -> Result<(), AppendError> {
         let kind = record.kind();
         if kind.is_reserved() {
             return Err(AppendError::ReservedKind { kind: kind.raw() });
@@ -121,28 +131,51 @@ impl<'a, P: Pmem> Group<'a, P> {
         if (len as u64) < SLICE {
             // Short records are written back at commit, in one call.
             pmem.store(at + ENTRY_HEADER, payload)?;
-            self.crc.fold_record(entry.word(), payload);
         } else {
             // Lines this record completes (but the header's) are final once
             // stored: they are written back at once, so that they travel
-            // while the CRC is computed and later records are stored, and
-            // the commit's fence waits for less.
-            let mut crc = Crc32c::new();
-            crc.update_u32(entry.word());
+            // while later slices and records are stored, and the commit's
+            // fence waits for less.
             let done = line_floor(at + ENTRY_HEADER + len as u64);
-            let crc = store_payload(
-                pmem,
-                at + ENTRY_HEADER,
-                payload,
-                crc,
-                self.written_back..done,
-            )?;
+            store_payload(pmem, at + ENTRY_HEADER, payload, self.written_back..done)?;
             self.written_back = self.written_back.max(done);
-            self.crc.update_u32(crc.value());
+        }
+        if !summed {
+            self.crc.fold_record(entry.word(), payload);
         }
         self.body = body;
         self.records += 1;
         Ok(())
+    }
+
+    /// The checksum of `records` as the first records of an empty group,
+    /// computed from the owner's bytes before anything is stored: the CPU
+    /// does it while the previous commit's write-backs drain (a fence
+    /// holds back later stores, not loads and arithmetic). False unless
+    /// every record holds its payload as bytes; then
+    /// [`push_record`](Self::push_record) with `summed` only stores them.
+    pub(crate) fn presum<E: Encode>(&mut self, records: &[E]) -> bool {
+        if self.records != 0 {
+            return false;
+        }
+        let bytes = |r: &E| {
+            let len = r.encoded_len();
+            len <= MAX_PAYLOAD && r.encoded().is_some_and(|b| b.len() == len)
+        };
+        if !records.iter().all(bytes) {
+            return false;
+        }
+        let mut crc = Crc32c::new();
+        crc.fold_records(records.iter().map(|r| {
+            let payload = r.encoded().unwrap_or_default();
+            let entry = Entry {
+                len: payload.len() as u16,
+                kind: r.kind().raw(),
+            };
+            (entry.word(), payload)
+        }));
+        self.crc = crc;
+        true
     }
 
     /// Records pushed so far.
@@ -194,33 +227,28 @@ impl<'a, P: Pmem> Group<'a, P> {
 /// the 768 bytes the hardware CRC's three-way loop takes at a time.
 const SLICE: u64 = 1536;
 
-/// Stores `payload` at `at` a slice at a time, writes back the lines of
-/// `complete` as each slice completes them, and continues `crc` over it:
-/// each slice's CRC then runs while the stores and write-backs before it
-/// drain, instead of after the whole payload.
+/// Stores `payload` at `at` a slice at a time, and writes back the lines
+/// of `complete` as each slice completes them.
 fn store_payload<P: Pmem>(
     pmem: &mut P,
     at: u64,
     payload: &[u8],
-    mut crc: Crc32c,
     complete: Range<u64>,
-) -> Result<Crc32c, PmemError> {
+) -> Result<(), PmemError> {
     let mut written_back = complete.start;
     let mut done = 0;
     while done < payload.len() {
         // Slices end on line boundaries (but the last).
         let next = (line_floor(at + done as u64) + SLICE - at).min(payload.len() as u64) as usize;
-        let slice = &payload[done..next];
-        pmem.store(at + done as u64, slice)?;
+        pmem.store(at + done as u64, &payload[done..next])?;
         let upto = line_floor(at + next as u64).min(complete.end);
         if upto > written_back {
             pmem.write_back(written_back, upto - written_back)?;
             written_back = upto;
         }
-        crc.update(slice);
         done = next;
     }
-    Ok(crc)
+    Ok(())
 }
 
 /// The start of the cache line holding region offset `offset`.

@@ -102,7 +102,8 @@ impl<P: Pmem> Log<P> {
     /// Appends one record and commits it (one fence).
     pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
         let mut group = self.group();
-        group.push(record)?;
+        let summed = group.presum(core::slice::from_ref(&record));
+        group.push_record(record, summed)?;
         group.commit()
     }
 
@@ -125,8 +126,9 @@ impl<P: Pmem> Log<P> {
         };
         self.check_room(needed)?;
         let mut group = self.group();
+        let summed = group.presum(records);
         for record in records {
-            group.push(record)?;
+            group.push_record(record, summed)?;
         }
         group.commit()
     }

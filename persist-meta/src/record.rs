@@ -109,7 +109,10 @@ pub trait Encode {
     /// The payload, if the value already holds it as bytes: the log then
     /// stores it from there instead of encoding it into a buffer first
     /// (one copy fewer). Used only if it is exactly
-    /// [`encoded_len`](Encode::encoded_len) bytes long.
+    /// [`encoded_len`](Encode::encoded_len) bytes long. The log may call it
+    /// more than once per append (once to checksum the bytes before it
+    /// stores anything, once to store them): it must give the same bytes
+    /// each time.
     fn encoded(&self) -> Option<&[u8]> {
         None
     }
