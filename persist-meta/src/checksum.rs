@@ -3,10 +3,14 @@
 //! Without `std` the `crc` crate computes it from slice-by-16 tables (no
 //! allocation, no CPU features); with `std` the SSE 4.2 `crc32` instruction
 //! does when CPUID reports it: inline for the short inputs of the append
-//! path (a record header, a small payload, where a call into the `crc32c`
+//! path (a group header, a small payload, where a call into the `crc32c`
 //! crate costs more than the arithmetic), through that crate's three-way
-//! interleaved loop for long ones. All compute the same function (the
-//! tests below check it), so images move freely between them.
+//! interleaved loop for long ones. A record is checksummed in pieces of
+//! 256 bytes ([`Crc32c::fold_record`]): the hardware path computes three
+//! pieces at a time in one call (the `crc32` instruction's latency is three
+//! times its throughput), with no calls inside, so it runs on while a fence
+//! holds stores back. All compute the same function (the tests below check
+//! it), so images move freely between them.
 
 /// Bytes of a record checksummed as one piece (see
 /// [`Crc32c::fold_record`]).
@@ -229,29 +233,35 @@ mod sse42 {
     #[inline]
     unsafe fn fold_record_hw(crc: u32, entry: u32, payload: &[u8]) -> u32 {
         let first = payload.len().min(PIECE - 4);
-        // SAFETY: this function runs only where SSE 4.2 does (all below).
-        let head = unsafe { update_bytes(!_mm_crc32_u32(!0, entry), &payload[..first]) };
+        // SAFETY: this function runs only where SSE 4.2 does.
+        let entry = unsafe { _mm_crc32_u32(!0, entry) };
+        // SAFETY: as above.
+        let head = unsafe { update_bytes(!entry, &payload[..first]) };
+        // SAFETY: as above.
         let mut group = unsafe { _mm_crc32_u32(!crc, head) };
         let mut triples = payload[first..].chunks_exact(3 * PIECE);
         for triple in &mut triples {
             let (a, rest) = triple.split_at(PIECE);
             let (b, c) = rest.split_at(PIECE);
             let (mut x, mut y, mut z) = (!0u64 >> 32, !0u64 >> 32, !0u64 >> 32);
-            for ((a, b), c) in a
-                .chunks_exact(8)
-                .zip(b.chunks_exact(8))
-                .zip(c.chunks_exact(8))
-            {
+            for ((a, b), c) in a.chunks_exact(8).zip(b.chunks_exact(8)).zip(c.chunks_exact(8)) {
+                // SAFETY: as above (three independent pieces, interleaved).
                 x = unsafe { _mm_crc32_u64(x, word(a)) };
+                // SAFETY: as above.
                 y = unsafe { _mm_crc32_u64(y, word(b)) };
+                // SAFETY: as above.
                 z = unsafe { _mm_crc32_u64(z, word(c)) };
             }
             for state in [x, y, z] {
+                // SAFETY: as above.
                 group = unsafe { _mm_crc32_u32(group, !(state as u32)) };
             }
         }
         for piece in triples.remainder().chunks(PIECE) {
-            group = unsafe { _mm_crc32_u32(group, update_bytes(0, piece)) };
+            // SAFETY: as above.
+            let piece = unsafe { update_bytes(0, piece) };
+            // SAFETY: as above.
+            group = unsafe { _mm_crc32_u32(group, piece) };
         }
         !group
     }

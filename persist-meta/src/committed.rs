@@ -124,7 +124,7 @@ fn intact<P: Pmem + ?Sized>(
     Ok(walked.is_ok_and(|w| w.crc == header.crc))
 }
 
-/// The largest epoch of an intact record header (its CRC matches) at or
+/// The largest epoch of an intact group header (its checksum matches) at or
 /// after area offset `from` whose epoch is at least `at_least`: what an
 /// epoch record written at `from` must rise above, so that nothing already
 /// beyond it, however it got there, can join the chain or testify for it.

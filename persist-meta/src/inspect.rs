@@ -141,7 +141,7 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
                 return inspection;
             }
             Err(e) => {
-                inspection.outcome = Err(e.into());
+                inspection.outcome = Err(e);
                 return inspection;
             }
         }

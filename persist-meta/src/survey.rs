@@ -4,9 +4,9 @@
 //!
 //! Damage is what recovery would refuse or repair: a superblock static
 //! line or switch word that fails its checks, the active checkpoint, and
-//! records that a later record proves committed (see `committed.rs`). Past
-//! damaged records the survey resumes at the first intact record that
-//! begins a later group, so the records in between are the ones lost;
+//! commit groups that a later group proves committed (see `committed.rs`).
+//! Past a damaged group the survey resumes at the first intact group of a
+//! later sequence number, so the records in between are the ones lost;
 //! records after them are intact but were written on top of the lost ones.
 //! A torn final group is not damage: recovery drops it by design.
 
