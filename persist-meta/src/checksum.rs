@@ -244,7 +244,11 @@ mod sse42 {
             let (a, rest) = triple.split_at(PIECE);
             let (b, c) = rest.split_at(PIECE);
             let (mut x, mut y, mut z) = (!0u64 >> 32, !0u64 >> 32, !0u64 >> 32);
-            for ((a, b), c) in a.chunks_exact(8).zip(b.chunks_exact(8)).zip(c.chunks_exact(8)) {
+            for ((a, b), c) in a
+                .chunks_exact(8)
+                .zip(b.chunks_exact(8))
+                .zip(c.chunks_exact(8))
+            {
                 // SAFETY: as above (three independent pieces, interleaved).
                 x = unsafe { _mm_crc32_u64(x, word(a)) };
                 // SAFETY: as above.

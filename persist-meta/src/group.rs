@@ -73,16 +73,6 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// where nothing reads them) and the records pushed before remain in
     /// it.
     pub fn push<E: Encode + ?Sized>(&mut self, record: &E) -> Result<(), AppendError> {
-        self.push_record(record, false)
-    }
-
-    /// [`push`](Self::push); with `summed`, the group's checksum already
-    /// covers the record (see [`Self::presum`]) and it is only stored.
-    pub(crate) fn push_record<E: Encode + ?Sized>(
-        &mut self,
-        record: &E,
-        summed: bool,
-    ) -> Result<(), AppendError> {
         let kind = record.kind();
         if kind.is_reserved() {
             return Err(AppendError::ReservedKind { kind: kind.raw() });
@@ -140,9 +130,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             store_payload(pmem, at + ENTRY_HEADER, payload, self.written_back..done)?;
             self.written_back = self.written_back.max(done);
         }
-        if !summed {
-            self.crc.fold_record(entry.word(), payload);
-        }
+        self.crc.fold_record(entry.word(), payload);
         self.body = body;
         self.records += 1;
         Ok(())
@@ -153,7 +141,7 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// does it while the previous commit's write-backs drain (a fence
     /// holds back later stores, not loads and arithmetic). False unless
     /// every record holds its payload as bytes; then
-    /// [`push_record`](Self::push_record) with `summed` only stores them.
+    /// [`push_summed`](Self::push_summed) stores them.
     pub(crate) fn presum<E: Encode>(&mut self, records: &[E]) -> bool {
         if self.records != 0 {
             return false;
@@ -176,6 +164,66 @@ impl<'a, P: Pmem> Group<'a, P> {
         }));
         self.crc = crc;
         true
+    }
+
+    /// Stores `records` as the whole of this empty group, whose checksum
+    /// [`presum`](Self::presum) computed from the same records: the checks
+    /// that do not depend on the stores are made once, for all, before the
+    /// first; then the stores run back to back. The caller has checked
+    /// that the group (and an epoch record, if one is pending) fits.
+    pub(crate) fn push_summed<E: Encode>(&mut self, records: &[E]) -> Result<(), AppendError> {
+        let mut body = 0u64;
+        for record in records {
+            let kind = record.kind();
+            if kind.is_reserved() {
+                return Err(AppendError::ReservedKind { kind: kind.raw() });
+            }
+            body += entry_size(record.encoded_len() as u64);
+        }
+        let count = records.len() as u64;
+        if self.records != 0 || count > MAX_GROUP || body > u64::from(u32::MAX) {
+            return Err(AppendError::GroupTooLong {
+                records: self.records,
+            });
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        if self.log.bump_pending() {
+            self.log.raise_epoch()?;
+            self.start = self.log.tail();
+            self.first_seq = self.log.next_seq();
+            self.written_back = self.log.area_start() + self.start + CACHE_LINE;
+        }
+        self.log.check_room(group_size(body).unwrap_or(u64::MAX))?;
+        self.first_seq
+            .checked_add(count)
+            .ok_or(AppendError::SequenceExhausted)?;
+        let mut at = self.log.area_start() + self.start + GROUP_HEADER;
+        let mut written_back = self.written_back;
+        let (pmem, _) = self.log.parts();
+        for record in records {
+            // `presum` took only records that hold their bytes.
+            let payload = record.encoded().unwrap_or_default();
+            let entry = Entry {
+                len: payload.len() as u16,
+                kind: record.kind().raw(),
+            };
+            pmem.store(at, &entry.word().to_le_bytes())?;
+            let end = at + ENTRY_HEADER + payload.len() as u64;
+            if (payload.len() as u64) < SLICE {
+                pmem.store(at + ENTRY_HEADER, payload)?;
+            } else {
+                let done = line_floor(end);
+                store_payload(pmem, at + ENTRY_HEADER, payload, written_back..done)?;
+                written_back = written_back.max(done);
+            }
+            at = end;
+        }
+        self.written_back = written_back;
+        self.body = body;
+        self.records = count;
+        Ok(())
     }
 
     /// Records pushed so far.

@@ -102,8 +102,12 @@ impl<P: Pmem> Log<P> {
     /// Appends one record and commits it (one fence).
     pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
         let mut group = self.group();
-        let summed = group.presum(core::slice::from_ref(&record));
-        group.push_record(record, summed)?;
+        let record = core::slice::from_ref(&record);
+        if group.presum(record) {
+            group.push_summed(record)?;
+        } else {
+            group.push(&record[0])?;
+        }
         group.commit()
     }
 
@@ -126,9 +130,12 @@ impl<P: Pmem> Log<P> {
         };
         self.check_room(needed)?;
         let mut group = self.group();
-        let summed = group.presum(records);
-        for record in records {
-            group.push_record(record, summed)?;
+        if group.presum(records) {
+            group.push_summed(records)?;
+        } else {
+            for record in records {
+                group.push(record)?;
+            }
         }
         group.commit()
     }
