@@ -142,6 +142,7 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// holds back later stores, not loads and arithmetic). False unless
     /// every record holds its payload as bytes; then
     /// [`push_summed`](Self::push_summed) stores them.
+    #[inline]
     pub(crate) fn presum<E: Encode>(&mut self, records: &[E]) -> bool {
         if self.records != 0 {
             return false;
@@ -171,6 +172,7 @@ impl<'a, P: Pmem> Group<'a, P> {
     /// that do not depend on the stores are made once, for all, before the
     /// first; then the stores run back to back. The caller has checked
     /// that the group (and an epoch record, if one is pending) fits.
+    #[inline]
     pub(crate) fn push_summed<E: Encode>(&mut self, records: &[E]) -> Result<(), AppendError> {
         let mut body = 0u64;
         for record in records {

@@ -136,30 +136,38 @@ pub struct Raw<'a> {
 }
 
 impl Encode for Raw<'_> {
+    #[inline]
     fn kind(&self) -> RecordKind {
         self.kind
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         self.payload.len()
     }
+    #[inline]
     fn encode(&self, out: &mut [u8]) {
         out.copy_from_slice(self.payload);
     }
+    #[inline]
     fn encoded(&self) -> Option<&[u8]> {
         Some(self.payload)
     }
 }
 
 impl<T: Encode + ?Sized> Encode for &T {
+    #[inline]
     fn kind(&self) -> RecordKind {
         (**self).kind()
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         (**self).encoded_len()
     }
+    #[inline]
     fn encode(&self, out: &mut [u8]) {
         (**self).encode(out);
     }
+    #[inline]
     fn encoded(&self) -> Option<&[u8]> {
         (**self).encoded()
     }
@@ -274,12 +282,14 @@ impl Entry {
 
 /// Bytes a group whose records take `body` bytes occupies; `None` if
 /// absurd.
+#[inline]
 pub(crate) fn group_size(body: u64) -> Option<u64> {
     let end = body.checked_add(GROUP_HEADER)?;
     Some(end.checked_add(RECORD_ALIGN - 1)? / RECORD_ALIGN * RECORD_ALIGN)
 }
 
 /// Bytes a record with a `len`-byte payload takes inside its group.
+#[inline]
 pub(crate) fn entry_size(len: u64) -> u64 {
     ENTRY_HEADER + len
 }
