@@ -269,7 +269,10 @@ mod tests {
             })
         );
         p.destroy(a).unwrap();
-        assert_eq!(p.claim(a, r(free + 4, free + 5)), Err(ClaimError::UnknownDomain));
+        assert_eq!(
+            p.claim(a, r(free + 4, free + 5)),
+            Err(ClaimError::UnknownDomain)
+        );
         assert_eq!(p.stats().owned_frames, before.owned_frames - 8 + 2);
         p.check().unwrap();
         assert!(!ClaimError::ExtentsFull.to_string().is_empty());

@@ -583,7 +583,12 @@ impl Quarantine<'_, '_> {
             }
         }
         if let Some(start) = run {
-            self.claim(start, geo.data_span().end().get(), QuarantineReason::Written, on);
+            self.claim(
+                start,
+                geo.data_span().end().get(),
+                QuarantineReason::Written,
+                on,
+            );
         }
         Ok(())
     }

@@ -173,7 +173,10 @@ fn salvage_keeps_every_owned_frame_with_its_domain_or_in_lost_and_found() {
                 assert_eq!(ran, r.quarantined_frames, "byte {at:#x} bit {bit}");
                 let v = check_salvaged(&out, &truth)
                     .unwrap_or_else(|e| panic!("byte {at:#x} bit {bit}: {e}"));
-                assert_ne!(v, truth_view, "byte {at:#x} bit {bit}: salvage changed nothing");
+                assert_ne!(
+                    v, truth_view,
+                    "byte {at:#x} bit {bit}: salvage changed nothing"
+                );
                 // Salvaging the salvaged pool changes nothing.
                 let (again, report, _) = salvage(&out).unwrap();
                 assert_eq!(report, SalvageReport::Unchanged, "byte {at:#x} bit {bit}");
