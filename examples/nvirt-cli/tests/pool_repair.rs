@@ -51,8 +51,12 @@ fn work() -> Vec<u8> {
 /// of an early committed record flipped: recovery refuses it.
 fn damaged() -> (Vec<u8>, u64) {
     let mut work = work();
-    let mut pool =
-        NvPool::format(MemPmem::new(SIZE as usize), Config::for_region(SIZE), &mut work).unwrap();
+    let mut pool = NvPool::format(
+        MemPmem::new(SIZE as usize),
+        Config::for_region(SIZE),
+        &mut work,
+    )
+    .unwrap();
     let a = pool.create(DomainUuid::new(0xa), "a", 64).unwrap();
     pool.populate(a, Gfn::new(0).unwrap(), 40).unwrap();
     let mut image = pool.into_region();
@@ -140,10 +144,7 @@ fn salvage_keeps_a_copy_reports_the_loss_and_a_rerun_changes_nothing() {
             n.split(':').next().unwrap().parse::<u64>().unwrap()
         })
         .sum();
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("salvaged: "))
-        .unwrap();
+    let summary = lines.iter().find(|l| l.starts_with("salvaged: ")).unwrap();
     assert!(summary.contains(&format!(" quarantined-frames={quarantined} ")));
     assert!(lines.iter().any(|l| l.starts_with(&format!(
         "lost+found: id=00000000-0000-6c6f-7374-2b666f756e64 frames={quarantined} "
@@ -164,13 +165,19 @@ fn salvage_keeps_a_copy_reports_the_loss_and_a_rerun_changes_nothing() {
     std::fs::write(&file, &bytes).unwrap();
     let out = nvirt(&["repair", &file, "--salvage"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(out.stdout.contains(&format!("metadata copy: {file}.meta-1 ")));
+    assert!(
+        out.stdout
+            .contains(&format!("metadata copy: {file}.meta-1 "))
+    );
     assert!(std::fs::read(&file).unwrap() == salvaged);
     assert!(std::fs::read(&copy).unwrap() == bytes[..meta as usize]);
     // The operator frees the quarantine: scrubbed like any domain.
     let out = nvirt(&["destroy", &file, "lost+found"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(out.stdout.contains(&format!("{quarantined} frames scrubbed")));
+    assert!(
+        out.stdout
+            .contains(&format!("{quarantined} frames scrubbed"))
+    );
     let mem = MemPmem::from_bytes(std::fs::read(&file).unwrap());
     let mut work = work();
     let (pool, _) = NvPool::recover(mem, &mut work).unwrap();
