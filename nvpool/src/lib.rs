@@ -48,12 +48,19 @@
 //! first, each aligned to its guest address, so guests map with 1 GiB and
 //! 2 MiB pages), Xen's [`NvPool::increase_reservation`] and
 //! [`NvPool::decrease_reservation`], [`NvPool::destroy`],
-//! [`NvPool::mark_running`] / [`NvPool::mark_shut_down`], queries
+//! [`NvPool::mark_running`] / [`NvPool::mark_shut_down`],
+//! [`NvPool::claim`] (named free frames), queries
 //! ([`NvPool::domains`], [`NvPool::extents`], [`NvPool::lookup`],
 //! [`NvPool::owner_of`]). Each mutation costs a constant number of fences
 //! however many extents it touches; freed frames are scrubbed (zeroed and
 //! made durable) before any other domain can get them, and recovery
 //! finishes a scrub a crash interrupted.
+//!
+//! A damaged image is never opened as a smaller pool: [`survey`] lists
+//! every damaged range, and when committed records are lost,
+//! [`NvPool::salvage`] cuts the pool back to the state before them, keeping
+//! every frame the lost records may own in the quarantine domain
+//! [`LOST_FOUND_NAME`] until the operator destroys it.
 //!
 //! The layout of the region is in [`config`]'s docs; the records in the
 //! log, the snapshot in a checkpoint and the superblock each have their
