@@ -14,8 +14,7 @@ use std::ops::ControlFlow;
 
 use common::{Op, View, apply, base_image, config, meta_config, pattern, view};
 use nvirt_nvpool::{
-    Gfn, LOST_FOUND_ID, Mfn, NvPool, Owner, QuarantineReason, Quarantined, SalvageError,
-    SalvageReport,
+    Gfn, LOST_FOUND_ID, NvPool, Owner, QuarantineReason, Quarantined, SalvageError, SalvageReport,
 };
 use nvirt_persist_meta::sim::SimPmem;
 use nvirt_persist_meta::{MemPmem, Pmem};
@@ -133,8 +132,8 @@ fn flips(image: &[u8]) -> Vec<(usize, u8)> {
         .unwrap()
         .metadata_bytes() as usize;
     let mut out = Vec::new();
-    for at in 0..meta {
-        if image[at] != 0 {
+    for (at, &byte) in image[..meta].iter().enumerate() {
+        if byte != 0 {
             out.extend((0..8).map(|b| (at, b)));
         } else if at % 97 == 0 {
             out.extend([0, 3, 6].map(|b| (at, b)));
@@ -263,5 +262,4 @@ fn an_undamaged_pool_is_left_alone() {
     let (out, report, runs) = salvage(&image).unwrap();
     assert_eq!(report, SalvageReport::Unchanged);
     assert!(runs.is_empty() && out == image);
-    let _ = Mfn::new(0);
 }
