@@ -16,8 +16,9 @@
 //! format and every scrub leave free frames zeroed, so a written free
 //! frame was handed out and written by an operation that is now lost. A
 //! frame a later record adds to another domain than the salvaged owner
-//! means its salvaged owner gave it up in a lost record: that owner's
-//! whole extent moves to `lost+found` too. Frames that are free, zero and
+//! (or to a domain a dropped record created in the owner's slot) means
+//! its salvaged owner gave it up in a lost record: that owner's whole
+//! extent moves to `lost+found` too. Frames that are free, zero and
 //! named by no surviving record hold no data and stay free. Extents in
 //! `lost+found` map guest frame = machine frame.
 //!
@@ -47,12 +48,12 @@ use crate::damage::DamageError;
 use crate::error::CommitError;
 use crate::format::check_log;
 use crate::pool::NvPool;
-use crate::records::{ADD, Entry, ListHeader};
+use crate::records::{ADD, CREATE, Entry, ListHeader};
 use crate::recover::{RecoverError, read_geometry};
 use crate::replay::Rebuild;
 use crate::snapshot;
 use crate::state::State;
-use crate::survey::LogView;
+use crate::survey::{LogView, PoolRecord};
 use crate::types::{DomainUuid, Extent};
 use crate::window::Window;
 use crate::work::{WorkAreaError, carve};
@@ -304,14 +305,33 @@ fn survey_log<P: Pmem + ?Sized>(region: &P, log_len: u64) -> Found {
     found
 }
 
-/// The blocks `(gpfn, mfn, order)` and owner slot of every add record
-/// after the first damage, through `each` (with the record's sequence
-/// number).
-fn later_adds<P: Pmem + ?Sized>(
-    region: &P,
-    log_len: u64,
-    mut each: impl FnMut(u64, u32, u64, u64, u8),
-) {
+/// What a record dropped by the salvage says, as far as the quarantine
+/// cares.
+#[derive(Clone, Copy, Debug)]
+enum Dropped {
+    /// It creates a domain in `slot`.
+    Create {
+        /// The slot.
+        slot: u32,
+    },
+    /// It adds the block `gpfn -> mfn, order` to the domain in `slot`.
+    Add {
+        /// The record's sequence number.
+        seq: u64,
+        /// The slot.
+        slot: u32,
+        /// The block's first guest frame.
+        gpfn: u64,
+        /// Its first machine frame.
+        mfn: u64,
+        /// Its order.
+        order: u8,
+    },
+}
+
+/// Every create and add record after the first damage, in order, through
+/// `each`.
+fn dropped_records<P: Pmem + ?Sized>(region: &P, log_len: u64, mut each: impl FnMut(Dropped)) {
     let view = LogView {
         region,
         len: log_len,
@@ -320,7 +340,17 @@ fn later_adds<P: Pmem + ?Sized>(
         &view,
         |_| {},
         |r, past| {
-            if !past || r.kind() != ADD {
+            if !past {
+                return;
+            }
+            let record = PoolRecord::new(r.kind(), r.payload());
+            if r.kind() == CREATE {
+                if let Some(slot) = record.slot() {
+                    each(Dropped::Create { slot });
+                }
+                return;
+            }
+            if r.kind() != ADD {
                 return;
             }
             let Ok((h, rest)) = ListHeader::read_from_prefix(r.payload()) else {
@@ -329,7 +359,13 @@ fn later_adds<P: Pmem + ?Sized>(
             for e in rest.chunks_exact(16).take(h.count.get() as usize) {
                 if let Ok(e) = Entry::read_from_bytes(e) {
                     let (gpfn, order) = e.block();
-                    each(r.seq(), h.slot.get(), gpfn, e.mfn.get(), order);
+                    each(Dropped::Add {
+                        seq: r.seq(),
+                        slot: h.slot.get(),
+                        gpfn,
+                        mfn: e.mfn.get(),
+                        order,
+                    });
                 }
             }
         },
@@ -426,8 +462,15 @@ impl<P: Pmem> NvPool<'_, P> {
             error: None,
         };
         let region = log.pmem().window.region();
-        later_adds(region, geo.log_len, |seq, slot, gpfn, mfn, order| {
-            q.later_block(seq, slot, gpfn, mfn, order, &mut on);
+        dropped_records(region, geo.log_len, |d| match d {
+            Dropped::Create { slot } => q.reissue(slot),
+            Dropped::Add {
+                seq,
+                slot,
+                gpfn,
+                mfn,
+                order,
+            } => q.later_block(seq, slot, gpfn, mfn, order, &mut on),
         });
         q.written_frames(region, &mut on)?;
         let (frames, moved) = (q.frames, q.moved);
@@ -485,6 +528,17 @@ impl Quarantine<'_, '_> {
         }
     }
 
+    /// Notes that a dropped record creates a domain in `slot`: its later
+    /// add records are not the salvaged domain's.
+    fn reissue(&mut self, slot: u32) {
+        if let Some(d) = usize::try_from(slot)
+            .ok()
+            .and_then(|s| self.state.domains.get_mut(s))
+        {
+            d.reissued = 1;
+        }
+    }
+
     /// Quarantines what the salvaged state shows free of the block
     /// `gpfn -> mfn, order` that the dropped record `seq` adds to slot
     /// `slot`, and moves extents the record contradicts.
@@ -522,6 +576,7 @@ impl Quarantine<'_, '_> {
             };
             let node = self.state.nodes[i as usize];
             let agrees = u32::from(node.dom) == slot
+                && self.state.domains[usize::from(node.dom)].reissued == 0
                 && node.gpfn.wrapping_sub(node.mfn) == gpfn.wrapping_sub(mfn);
             if node.dom != self.lf && !agrees {
                 self.move_extent(i, on);

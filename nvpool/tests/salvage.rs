@@ -38,7 +38,7 @@ fn write_all<P: Pmem>(pool: &mut NvPool<'_, P>) {
 /// A pool built by several opens (the bit-flip test's, with data), its
 /// view and who owns each frame in it.
 fn build() -> (Vec<u8>, View, BTreeMap<u64, u128>) {
-    let opens: Vec<Vec<Op>> = vec![
+    build_from(&[
         vec![Op::Create(1, "vm1", 32), Op::Populate(1, 0, 16)],
         vec![Op::Create(2, "vm2", 32), Op::Populate(2, 0x200, 9)],
         vec![
@@ -49,11 +49,27 @@ fn build() -> (Vec<u8>, View, BTreeMap<u64, u128>) {
         vec![Op::Running(3), Op::Destroy(2)],
         vec![Op::Populate(3, 0x40, 3), Op::Create(4, "vm4", 16)],
         vec![Op::Populate(4, 0x10, 6)],
-    ];
+    ])
+}
+
+/// A pool where a destroyed domain's slot and frames go to a new domain
+/// at the same guest frames: lose the destroy, and the salvaged owner of
+/// those frames is the destroyed domain while the new one's data is there.
+fn build_reissued() -> (Vec<u8>, View, BTreeMap<u64, u128>) {
+    build_from(&[
+        vec![Op::Create(1, "vm1", 32), Op::Populate(1, 0, 8)],
+        vec![Op::Create(2, "vm2", 32), Op::Populate(2, 0x100, 8)],
+        vec![Op::Destroy(2)],
+        vec![Op::Create(5, "vm5", 32), Op::Populate(5, 0x100, 8)],
+        vec![Op::Populate(1, 0x20, 4)],
+    ])
+}
+
+fn build_from(opens: &[Vec<Op>]) -> (Vec<u8>, View, BTreeMap<u64, u128>) {
     let mut image = base_image(&[]);
     let geo = NvPool::probe(&MemPmem::from_bytes(image.clone())).unwrap();
     let mut work = vec![0u8; geo.work_area_bytes()];
-    for ops in &opens {
+    for ops in opens {
         let (mut pool, _) = NvPool::recover(MemPmem::from_bytes(image), &mut work).unwrap();
         for op in ops {
             apply(&mut pool, op);
@@ -144,7 +160,15 @@ fn flips(image: &[u8]) -> Vec<(usize, u8)> {
 
 #[test]
 fn salvage_keeps_every_owned_frame_with_its_domain_or_in_lost_and_found() {
-    let (image, truth_view, truth) = build();
+    salvage_flips("six opens", build());
+}
+
+#[test]
+fn salvage_of_a_reissued_slot_keeps_the_new_domains_frames() {
+    salvage_flips("a reissued slot", build_reissued());
+}
+
+fn salvage_flips(what: &str, (image, truth_view, truth): (Vec<u8>, View, BTreeMap<u64, u128>)) {
     let (mut unchanged, mut salvaged, mut refused) = (0u64, 0u64, 0u64);
     let mut quarantined = 0u64;
     let mut lost_reasons = [0u64; 3];
@@ -192,7 +216,7 @@ fn salvage_keeps_every_owned_frame_with_its_domain_or_in_lost_and_found() {
         damaged[at] = image[at];
     }
     println!(
-        "salvage of {} bit flips: unchanged {unchanged}, salvaged {salvaged} (quarantined \
+        "salvage of {} bit flips ({what}): unchanged {unchanged}, salvaged {salvaged} (quarantined \
          {quarantined} frames: {} named by dropped records, {} written, {} moved), refused \
          {refused} {refusals:?}",
         unchanged + salvaged + refused,
