@@ -648,3 +648,79 @@ impl Quarantine<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+    use super::*;
+    use crate::Config;
+    use nvirt_persist_meta::MemPmem;
+
+    #[test]
+    fn the_view_hides_its_range_and_drops_stores_until_allowed() {
+        let mut region = MemPmem::new(0x3000);
+        region.store(0x1000, &[7u8; 0x100]).unwrap();
+        let window = Window::new(region, 0x1000, 0x1000).unwrap();
+        let mut view = View {
+            window,
+            hide: 0x10..0x20,
+            writes: false,
+        };
+        let mut buf = [0u8; 0x30];
+        view.read(0x8, &mut buf).unwrap();
+        assert!(buf[..8].iter().all(|&b| b == 7));
+        assert!(buf[8..0x18].iter().all(|&b| b == 0));
+        assert!(buf[0x18..].iter().all(|&b| b == 7));
+        view.store(0x40, &[1; 8]).unwrap();
+        view.store_u64(0x48, u64::MAX).unwrap();
+        view.write_back(0x40, 0x10).unwrap();
+        view.fence();
+        assert_eq!(
+            view.window.region().read_u64(0x1040).unwrap(),
+            0x0707_0707_0707_0707
+        );
+        view.writes = true;
+        view.store_u64(0x48, 5).unwrap();
+        assert_eq!(view.window.region().read_u64(0x1048).unwrap(), 5);
+        assert!(view.read(0xff8, &mut buf).is_err());
+    }
+
+    #[test]
+    fn an_undamaged_pool_is_unchanged_and_a_foreign_region_refused() {
+        let size = 4 << 20;
+        let config = Config::for_region(size);
+        let mut work = vec![0u8; config.geometry(size).unwrap().work_area_bytes()];
+        let mut pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).unwrap();
+        let d = pool.create(DomainUuid::new(1), "a", 8).unwrap();
+        pool.populate(d, crate::Gfn::new(0).unwrap(), 8).unwrap();
+        let before = pool.into_region().into_bytes();
+        let mut mem = MemPmem::from_bytes(before.clone());
+        let (_, report) = NvPool::salvage(&mut mem, &mut work, &[], |_| {}).unwrap();
+        assert_eq!(report, SalvageReport::Unchanged);
+        assert!(mem.as_bytes() == &before[..]);
+        let mut foreign = MemPmem::new(size as usize);
+        let e = NvPool::salvage(&mut foreign, &mut work, &[], |_| {}).unwrap_err();
+        assert_eq!(e, SalvageError::Pool(RecoverError::NotAPool));
+        assert!(e.to_string().starts_with("nothing to salvage"));
+    }
+
+    #[test]
+    fn reasons_name_what_happened() {
+        let extent = Extent::trusted(0x10, 0x10, 2);
+        let moved = QuarantineReason::Moved {
+            from: DomainUuid::new(2),
+            extent,
+        };
+        assert!(moved.to_string().contains("gpfn=0x10 order=2"));
+        assert_eq!(
+            QuarantineReason::LaterRecord { seq: 9 }.to_string(),
+            "added by dropped record seq 9"
+        );
+        assert_eq!(QuarantineReason::Written.to_string(), "free but written");
+        let epoch = SalvageError::Epoch {
+            checkpoint: 3,
+            highest: 4,
+        };
+        assert!(epoch.to_string().contains("epoch 3"));
+    }
+}
