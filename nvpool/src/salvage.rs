@@ -376,15 +376,27 @@ fn dropped_records<P: Pmem + ?Sized>(region: &P, log_len: u64, mut each: impl Fn
 const FRAME: usize = PAGE_SIZE as usize;
 
 impl<P: Pmem> NvPool<'_, P> {
-    /// Salvages the pool in `region` (see the [module docs](self)): if
-    /// committed records are lost, writes the longest provably consistent
-    /// state with every frame the lost records may own in
-    /// [`LOST_FOUND_NAME`], and reports each quarantined run through
-    /// `on`. Gives the region back; [`recover`](Self::recover) then opens
-    /// the salvaged pool. Writes nothing when no committed record is lost
-    /// ([`SalvageReport::Unchanged`]) or on error. `bad` are the region's
-    /// known-bad byte ranges, as for
-    /// [`recover_with_bad_ranges`](Self::recover_with_bad_ranges).
+    /// Salvages the pool in `region` when committed records of its log
+    /// are lost (recovery refuses it as damaged): writes the state before
+    /// the first lost record — the longest state that provably happened —
+    /// with every frame that the dropped records (lost, or intact after
+    /// them) may own in the quarantine domain [`LOST_FOUND_NAME`]
+    /// ([`LOST_FOUND_ID`]), at guest frame = machine frame, unscrubbed:
+    /// frames an intact dropped record adds to a domain, free frames that
+    /// hold anything but zeros (format and every scrub leave free frames
+    /// zeroed, so such a frame was handed out by a lost operation), and the
+    /// extents whose salvaged owner a dropped record shows had given them
+    /// up. Each quarantined run is reported through `on`. Destroying
+    /// `lost+found` scrubs and frees them like any domain's.
+    ///
+    /// One checkpoint commits it (snapshot, fence, switch, fence): a crash
+    /// leaves the damaged image, which salvages again to the same pool, or
+    /// the salvaged one. Gives the region back; [`recover`](Self::recover)
+    /// then opens the salvaged pool. Writes nothing when no committed
+    /// record is lost ([`SalvageReport::Unchanged`]: salvaging twice is
+    /// harmless) or on error (e.g. a damaged active checkpoint: no state
+    /// is known to salvage). `bad` are the region's known-bad byte ranges,
+    /// as for [`recover_with_bad_ranges`](Self::recover_with_bad_ranges).
     pub fn salvage(
         region: P,
         work: &mut [u8],
