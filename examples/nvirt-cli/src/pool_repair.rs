@@ -149,10 +149,12 @@ fn describe(out: &mut String, r: &nvirt_nvpool::Salvaged, runs: &[Quarantined], 
 /// Writes the metadata area (`len` bytes from `offset`) of `image` to the
 /// first free `IMAGE.meta-<n>`, synced, directory too.
 fn keep_copy(image: &str, offset: u64, len: u64) -> Result<String, String> {
-    let (pmem, _) = read_region(image, offset)?;
+    // Only the metadata: the image may be gigabytes.
+    let pmem = FilePmem::open(image, offset, Some(len))?;
     let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| "metadata too large")?];
     pmem.read(0, &mut bytes)
         .map_err(|e| format!("{image}: {e}"))?;
+    pmem.check_io()?;
     for n in 0.. {
         let path = format!("{image}.meta-{n}");
         let file = fs::OpenOptions::new()
