@@ -203,7 +203,8 @@ mod tests {
         let geo = Config::for_region(size).geometry(size).unwrap();
         let mut work = vec![0u8; geo.work_area_bytes()];
         let mut p = pool(&mut work);
-        let start = geo.data_span().start().get() + 3;
+        // 3 frames past a 16-frame boundary of machine frames.
+        let start = (geo.data_span().start().get() + 16) / 16 * 16 + 3;
         let lf = p.create(LOST_FOUND_ID, LOST_FOUND_NAME, 64).unwrap();
         let range = MfnRange::from_numbers(start, start + 13).unwrap();
         let got = p.claim(lf, range).unwrap();
