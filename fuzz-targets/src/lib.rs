@@ -41,6 +41,7 @@ pub mod nvpool_bad_ranges;
 pub mod nvpool_damage;
 pub mod nvpool_ops;
 pub mod nvpool_recover;
+pub mod nvpool_salvage;
 pub mod persist_meta_damage;
 pub mod persist_meta_ops;
 pub mod persist_meta_recover;
@@ -75,6 +76,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("nvpool_damage", nvpool_damage::fuzz),
     ("nvpool_ops", nvpool_ops::fuzz),
     ("nvpool_recover", nvpool_recover::fuzz),
+    ("nvpool_salvage", nvpool_salvage::fuzz),
     ("persist_meta_damage", persist_meta_damage::fuzz),
     ("persist_meta_ops", persist_meta_ops::fuzz),
     ("persist_meta_recover", persist_meta_recover::fuzz),

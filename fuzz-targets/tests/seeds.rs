@@ -89,6 +89,7 @@ seed_tests!(
     nvpool_damage,
     nvpool_ops,
     nvpool_recover,
+    nvpool_salvage,
     persist_meta_damage,
     persist_meta_ops,
     persist_meta_recover,

@@ -141,7 +141,7 @@ impl<'w, P: Pmem> NvPool<'w, P> {
 }
 
 /// Checks that the log's layout is the geometry's.
-pub(crate) fn check_log<P: Pmem>(geo: &Geometry, log: &Log<Window<P>>) -> Result<(), FormatError> {
+pub(crate) fn check_log<P: Pmem>(geo: &Geometry, log: &Log<P>) -> Result<(), FormatError> {
     let layout = log.layout();
     if layout.record_len() != geo.record_area
         || layout.checkpoint_capacity() < geo.checkpoint_capacity

@@ -48,12 +48,19 @@
 //! first, each aligned to its guest address, so guests map with 1 GiB and
 //! 2 MiB pages), Xen's [`NvPool::increase_reservation`] and
 //! [`NvPool::decrease_reservation`], [`NvPool::destroy`],
-//! [`NvPool::mark_running`] / [`NvPool::mark_shut_down`], queries
+//! [`NvPool::mark_running`] / [`NvPool::mark_shut_down`],
+//! [`NvPool::claim`] (named free frames), queries
 //! ([`NvPool::domains`], [`NvPool::extents`], [`NvPool::lookup`],
 //! [`NvPool::owner_of`]). Each mutation costs a constant number of fences
 //! however many extents it touches; freed frames are scrubbed (zeroed and
 //! made durable) before any other domain can get them, and recovery
 //! finishes a scrub a crash interrupted.
+//!
+//! A damaged image is never opened as a smaller pool: [`survey`] lists
+//! every damaged range, and when committed records are lost,
+//! [`NvPool::salvage`] cuts the pool back to the state before them, keeping
+//! every frame the lost records may own in the quarantine domain
+//! [`LOST_FOUND_NAME`] until the operator destroys it.
 //!
 //! The layout of the region is in [`config`]'s docs; the records in the
 //! log, the snapshot in a checkpoint and the superblock each have their
@@ -68,6 +75,7 @@ mod avl;
 mod bad;
 mod bad_pool;
 mod check;
+mod claim;
 mod commit;
 pub mod config;
 mod damage;
@@ -84,6 +92,7 @@ mod records;
 mod recover;
 mod release;
 mod replay;
+mod salvage;
 mod scrub;
 mod snapshot;
 mod state;
@@ -95,6 +104,7 @@ mod work;
 
 pub use bad::{BadRange, BadRangeError, BadRangeReport, MAX_BAD_RANGES, MetadataPart};
 pub use check::InvariantError;
+pub use claim::{ClaimError, LOST_FOUND_ID, LOST_FOUND_NAME};
 pub use config::{Config, ConfigError, Geometry, metadata_bytes, work_area_bytes};
 pub use damage::{Damage, DamageError, Location};
 pub use decrease::MAX_DECREASE_BATCH;
@@ -104,6 +114,7 @@ pub use format::FormatError;
 pub use pool::{Dom, DomainInfo, DomainState, Extents, NvPool, Owner, PoolStats};
 pub use populate::Populated;
 pub use recover::{RecoverError, RecoveryReport};
+pub use salvage::{QuarantineReason, Quarantined, SalvageError, SalvageReport, Salvaged};
 pub use superblock::{POOL_MAGIC, POOL_VERSION, PoolGeometryError, RawGeometry, SuperblockFault};
 pub use survey::{PoolDamage, PoolRecord, PoolSurvey, survey};
 pub use types::{DomainUuid, Extent};

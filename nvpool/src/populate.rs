@@ -34,16 +34,16 @@ pub struct Populated {
 
 /// Nodes allocated for a change, threaded through `link` in order.
 #[derive(Clone, Copy, Debug)]
-struct Plan {
-    head: u32,
+pub(crate) struct Plan {
+    pub(crate) head: u32,
     tail: u32,
-    count: u32,
-    frames: u64,
+    pub(crate) count: u32,
+    pub(crate) frames: u64,
     largest: Order,
 }
 
 impl Plan {
-    const EMPTY: Plan = Plan {
+    pub(crate) const EMPTY: Plan = Plan {
         head: NIL,
         tail: NIL,
         count: 0,
@@ -51,7 +51,7 @@ impl Plan {
         largest: Order::SIZE_4K,
     };
 
-    fn push(&mut self, state: &mut State<'_>, i: u32) {
+    pub(crate) fn push(&mut self, state: &mut State<'_>, i: u32) {
         if self.tail == NIL {
             self.head = i;
         } else {
@@ -65,7 +65,7 @@ impl Plan {
     }
 
     /// Gives every block and node back.
-    fn undo(self, state: &mut State<'_>) {
+    pub(crate) fn undo(self, state: &mut State<'_>) {
         let mut i = self.head;
         for _ in 0..self.count {
             let node = state.nodes[i as usize];
@@ -268,7 +268,7 @@ impl<P: Pmem> NvPool<'_, P> {
 
     /// Commits a plan's records and links its nodes; undoes it if the
     /// commit fails before anything changed.
-    fn commit_plan(&mut self, s: u16, plan: Plan) -> Result<Populated, PopulateError> {
+    pub(crate) fn commit_plan(&mut self, s: u16, plan: Plan) -> Result<Populated, PopulateError> {
         let result = self.commit_adding(
             list_bytes(plan.count.into()),
             |g, state| plan.push_records(s, g, state),

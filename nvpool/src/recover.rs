@@ -147,7 +147,9 @@ impl From<PmemError> for RecoverError {
 
 /// The geometry of the pool in `region` and which superblock copy needs
 /// rewriting.
-fn read_geometry<P: Pmem + ?Sized>(region: &P) -> Result<(Geometry, [bool; 2]), RecoverError> {
+pub(crate) fn read_geometry<P: Pmem + ?Sized>(
+    region: &P,
+) -> Result<(Geometry, [bool; 2]), RecoverError> {
     // A copy of a version this code does not know is not damage to repair
     // from the other copy: it may be a newer pool. Refuse, as the log does.
     let chosen = superblock::read(region)?.choose().map_err(|e| match e {

@@ -192,7 +192,8 @@ impl<'w> State<'w> {
             flags,
             name_len: name.len() as u8,
             session_running: 0,
-            reserved: [0; 4],
+            reissued: 0,
+            reserved: [0; 3],
         };
         if let Some(dst) = slot.name.get_mut(..name.len()) {
             dst.copy_from_slice(name);
@@ -362,6 +363,7 @@ pub(crate) const fn zero_slot() -> DomSlot {
         flags: 0,
         name_len: 0,
         session_running: 0,
-        reserved: [0; 4],
+        reissued: 0,
+        reserved: [0; 3],
     }
 }

@@ -213,9 +213,9 @@ pub fn survey<P: Pmem + ?Sized>(region: &P, mut on: impl FnMut(&PoolDamage<'_>))
 }
 
 /// The log's part of the region, read-only: a survey never writes.
-struct LogView<'r, P: ?Sized> {
-    region: &'r P,
-    len: u64,
+pub(crate) struct LogView<'r, P: ?Sized> {
+    pub(crate) region: &'r P,
+    pub(crate) len: u64,
 }
 
 impl<P: Pmem + ?Sized> Pmem for LogView<'_, P> {

@@ -82,7 +82,11 @@ pub(crate) struct DomSlot {
     pub(crate) name_len: u8,
     /// Marked running since this pool was formatted or recovered.
     pub(crate) session_running: u8,
-    pub(crate) reserved: [u8; 4],
+    /// Salvage only: a record dropped by the salvage creates a domain in
+    /// this slot, so the slot's later records are that domain's, not the
+    /// salvaged one's.
+    pub(crate) reissued: u8,
+    pub(crate) reserved: [u8; 3],
 }
 
 /// Bytes of a [`DomSlot`].

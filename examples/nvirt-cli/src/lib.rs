@@ -19,6 +19,7 @@ mod log_cmd;
 mod pool_cmd;
 mod pool_file;
 mod pool_move;
+mod pool_repair;
 mod size;
 mod vm_cmd;
 

@@ -82,6 +82,20 @@ pub enum PoolCommand {
         #[command(flatten)]
         at: At,
     },
+    /// Salvage a pool whose log lost committed records: with --salvage,
+    /// keep a copy of the metadata beside the image, cut the pool back to
+    /// its last provably consistent state and keep every frame the lost
+    /// records may own in the domain lost+found. Without --salvage, say
+    /// what it would do and exit with status 2.
+    Repair {
+        /// The image file.
+        image: String,
+        /// Consent to rewrite the pool's metadata.
+        #[arg(long)]
+        salvage: bool,
+        #[command(flatten)]
+        at: At,
+    },
     /// Make an image (or the part from --offset) an empty pool.
     Format(FormatArgs),
     /// Create a domain.
@@ -158,7 +172,7 @@ pub enum PoolCommand {
 pub struct At {
     /// Byte offset of the pool inside the image file.
     #[arg(long, default_value = "0", value_parser = parse_size)]
-    offset: u64,
+    pub(crate) offset: u64,
     /// Known-bad bytes START-END of the image file (END exclusive; e.g.
     /// 0x7000-0x8000), as the platform reports media errors; repeatable.
     /// Their frames are never handed out nor written; on the metadata they
@@ -169,7 +183,7 @@ pub struct At {
 
 impl At {
     /// The known-bad ranges as the pool sees them.
-    fn bad(&self) -> Vec<BadRange> {
+    pub(crate) fn bad(&self) -> Vec<BadRange> {
         bad_range::for_pool(&self.bad_range, self.offset, None)
     }
 }
@@ -202,6 +216,9 @@ pub(crate) fn run(cmd: PoolCommand) -> Result<ExitCode, String> {
     match cmd {
         PoolCommand::Inspect { image, at } => return inspect(&image, &at),
         PoolCommand::Check { image, at } => return check(&image, &at),
+        PoolCommand::Repair { image, at, salvage } => {
+            return crate::pool_repair::repair(&image, &at, salvage);
+        }
         PoolCommand::Format(args) => format(&args),
         PoolCommand::Create {
             image,
@@ -388,7 +405,7 @@ fn format(args: &FormatArgs) -> Result<(), String> {
 }
 
 /// The pool's part of an image file, in memory (never written back).
-fn read_region(image: &str, offset: u64) -> Result<(MemPmem, usize), String> {
+pub(crate) fn read_region(image: &str, offset: u64) -> Result<(MemPmem, usize), String> {
     let mut region = fs::read(image).map_err(|e| format!("{image}: {e}"))?;
     let size = region.len();
     let start = usize::try_from(offset)
