@@ -88,8 +88,8 @@ impl<N: FramePool, M: HostMem + Copy> GuestMemory<'_, '_, '_, N, M> {
     /// 4 KiB — that lies inside one of the guest's regions of `kind` and is
     /// wholly unbacked. Returns the frames backed. Frames come as the pool
     /// hands them out, not zeroed again: a pool hands out only scrubbed
-    /// frames. [`MemoryError::NoMemory`] when not even one frame is free;
-    /// [`MemoryError::OutsideRegion`] when `gpa` is in no region of `kind`
+    /// frames. `MemoryError::NoMemory` when not even one frame is free;
+    /// `MemoryError::OutsideRegion` when `gpa` is in no region of `kind`
     /// or already backed.
     pub fn back_on_touch(&mut self, gpa: u64, kind: MemKind) -> Result<u64, MemoryError> {
         let gfn = gpa >> nvirt_addr::PAGE_SHIFT;
