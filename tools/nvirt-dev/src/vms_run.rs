@@ -5,9 +5,9 @@
 //!
 //! - all three run interleaved (each gets several time slices);
 //! - `writer` fills its NVRAM with a secret, powers off and is destroyed;
-//! - `reader`'s thin NVRAM finds the pool empty at its first touch, waits
-//!   (paused, the others running on), resumes when the writer's frames come
-//!   back, gets frames that held the secret, and reads zeros from all of
+//! - `reader`'s thin NVRAM needs more than the pool has spare, so it gets
+//!   frames that held the writer's secret (waiting, paused, if it touches
+//!   them before the writer is destroyed), and reads zeros from all of
 //!   them;
 //! - `prober` touches guest-physical memory outside its map and is stopped
 //!   there, alone.
@@ -298,14 +298,6 @@ fn claims(console: &[String]) -> Result<Vec<String>, String> {
         find(&|l| l.starts_with("nvirt-hv: vm writer: nvpool: domain \"writer\" destroyed")),
     );
     need(
-        "reader paused on an empty pool",
-        find(&|l| l.starts_with("nvirt-hv: vm reader: paused: ")),
-    );
-    need(
-        "reader resumed",
-        find(&|l| l.starts_with("nvirt-hv: vm reader: resumed: ")),
-    );
-    need(
         "reader read zeros from all its NVRAM",
         find(&|l| {
             l.starts_with("guest reader: ok: all ")
@@ -324,6 +316,19 @@ fn claims(console: &[String]) -> Result<Vec<String>, String> {
     need(
         "prober stopped at its probe",
         find(&|l| l.starts_with("nvirt-hv: vm prober: stopped at its announced probe")),
+    );
+    // Whether the reader has to wait for the writer's frames depends on
+    // how far each got in its slices (the balloon step's pause is
+    // certain); shown when it happened.
+    shown.extend(
+        console
+            .iter()
+            .filter(|l| {
+                l.starts_with("nvirt-hv: vm reader: paused: ")
+                    || l.starts_with("nvirt-hv: vm reader: resumed: ")
+            })
+            .take(2)
+            .cloned(),
     );
     if failed.is_empty() {
         Ok(shown)
@@ -366,12 +371,20 @@ mod tests {
         assert_eq!(shown.len(), 11);
     }
 
+    /// The lines whose absence fails the check (all but the pause and the
+    /// resumption, which timing decides).
+    const REQUIRED: [usize; 9] = [0, 2, 4, 5, 6, 7, 8, 9, 10];
+
     #[test]
     fn each_missing_or_wrong_claim_fails_by_name() {
         for skip in 0..GOOD.len() {
             let mut lines = console(GOOD);
             lines.remove(skip);
-            assert!(claims(&lines).is_err(), "without line {skip}");
+            assert_eq!(
+                claims(&lines).is_err(),
+                REQUIRED.contains(&skip),
+                "without line {skip}"
+            );
         }
         let mut lines = console(GOOD);
         lines[4] = lines[4].replace("(0 words not zero", "(3 words not zero");

@@ -673,7 +673,7 @@ pub(super) fn describe(step: &Step, fuzz_seconds: u64) -> String {
         Runs::Vms(e) => {
             let _ = write!(
                 what,
-                "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM paused on an empty pool, resumed with the destroyed frames, all zeros; a probe outside the map stopped"
+                "three VMs on nvirt-hv in {e} (examples/vms/isolation): interleaved time slices; a secret written and the domain destroyed; thin NVRAM given the destroyed frames (paused until they come back, when it gets there first), all zeros; a probe outside the map stopped"
             );
         }
         Runs::VmsBalloon => {
