@@ -42,6 +42,34 @@ pub(crate) fn layout() -> GuestMap<16> {
         .unwrap()
 }
 
+/// A guest of [`layout`]'s map over `ram` and `nv` in `arena`, with no
+/// memory backed yet.
+pub(crate) fn empty_guest<'a, 'm, 's, 'r, N: FramePool>(
+    format: Format,
+    ram: &'a mut Heap<'m>,
+    nv: &'a mut N,
+    arena: &'r Arena,
+    storage: &'s mut [BlockMapping],
+) -> GuestMemory<'a, 'm, 's, N, &'r Arena> {
+    GuestMemory::new(
+        &config(format),
+        ram,
+        Some(nv),
+        arena,
+        storage,
+        Regions::from_map(&layout().map),
+    )
+    .unwrap()
+}
+
+/// Backs all of `g`'s RAM (zeroed) and drops the invalidation it asks for.
+pub(crate) fn back_ram<N: FramePool>(g: &mut GuestMemory<'_, '_, '_, N, &Arena>) {
+    for r in layout().ram.iter().flatten() {
+        g.back(r, MemKind::Volatile, true).unwrap();
+    }
+    let _ = g.take_invalidation();
+}
+
 /// Runs `f` on a guest with 8 MiB of RAM and 4 MiB of NVRAM, built.
 pub(crate) fn with_guest<R>(format: Format, f: impl FnOnce(&mut Guest<'_, '_, '_>) -> R) -> R {
     let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
@@ -49,21 +77,14 @@ pub(crate) fn with_guest<R>(format: Format, f: impl FnOnce(&mut Guest<'_, '_, '_
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap();
     let mut storage = vec![BlockMapping::EMPTY; 256];
-    let layout = layout();
-    let mut g = GuestMemory::new(
-        &config(format),
-        &mut ram,
-        Some(&mut nv),
-        &arena,
-        &mut storage,
-        Regions::from_map(&layout.map),
+    let mut g = empty_guest(format, &mut ram, &mut nv, &arena, &mut storage);
+    back_ram(&mut g);
+    g.back(
+        layout().nvram.as_ref().unwrap(),
+        MemKind::NonVolatile,
+        false,
     )
     .unwrap();
-    for r in layout.ram.iter().flatten() {
-        g.back(r, MemKind::Volatile, true).unwrap();
-    }
-    g.back(layout.nvram.as_ref().unwrap(), MemKind::NonVolatile, false)
-        .unwrap();
     let _ = g.take_invalidation();
     f(&mut g)
 }
@@ -253,17 +274,8 @@ fn a_release_the_pool_has_no_room_for_changes_nothing() {
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = Cramped(heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap());
     let mut storage = vec![BlockMapping::EMPTY; 256];
-    let layout = layout();
-    let mut g = GuestMemory::new(
-        &config(Format::Ept),
-        &mut ram,
-        Some(&mut nv),
-        &arena,
-        &mut storage,
-        Regions::from_map(&layout.map),
-    )
-    .unwrap();
-    let nvram = layout.nvram.clone().unwrap();
+    let mut g = empty_guest(Format::Ept, &mut ram, &mut nv, &arena, &mut storage);
+    let nvram = layout().nvram.unwrap();
     g.back(&nvram, MemKind::NonVolatile, false).unwrap();
     let _ = g.take_invalidation();
     let gpfn = nvram.start / PAGE + 5;

@@ -6,10 +6,9 @@ use nvirt_buddy::MemKind;
 use crate::guest_memory::{GuestMemory, MemoryError, PAGE};
 use crate::nested::Format;
 use crate::p2m::BlockMapping;
-use crate::regions::Regions;
 use crate::testing::{Arena, heap, metadata_for};
 
-use super::tests::{Guest, NV_HOST, RAM_HOST, config, layout};
+use super::tests::{Guest, NV_HOST, RAM_HOST, back_ram, empty_guest};
 
 const NV_BASE: u64 = 1 << 32;
 
@@ -22,20 +21,8 @@ fn with_thin_guest<R>(nv_frames: u64, f: impl FnOnce(&mut Guest<'_, '_, '_>) -> 
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = heap(MemKind::NonVolatile, &nv_host, &mut nm).unwrap();
     let mut storage = vec![BlockMapping::EMPTY; 256];
-    let layout = layout();
-    let mut g = GuestMemory::new(
-        &config(Format::Ept),
-        &mut ram,
-        Some(&mut nv),
-        &arena,
-        &mut storage,
-        Regions::from_map(&layout.map),
-    )
-    .unwrap();
-    for r in layout.ram.iter().flatten() {
-        g.back(r, MemKind::Volatile, true).unwrap();
-    }
-    let _ = g.take_invalidation();
+    let mut g = empty_guest(Format::Ept, &mut ram, &mut nv, &arena, &mut storage);
+    back_ram(&mut g);
     f(&mut g)
 }
 
@@ -123,16 +110,7 @@ fn a_suspended_guest_resumes_with_its_map_and_tables() {
     let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
     let mut nv = heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap();
     let mut storage = vec![BlockMapping::EMPTY; 256];
-    let layout = layout();
-    let mut g = GuestMemory::new(
-        &config(Format::Npt),
-        &mut ram,
-        Some(&mut nv),
-        &arena,
-        &mut storage,
-        Regions::from_map(&layout.map),
-    )
-    .unwrap();
+    let mut g = empty_guest(Format::Npt, &mut ram, &mut nv, &arena, &mut storage);
     g.back_on_touch(NV_BASE, MemKind::NonVolatile).unwrap();
     g.write(NV_BASE + 8, b"kept").unwrap();
     let (extents, hpa) = (g.extents().to_vec(), g.tables().translate(NV_BASE + 8));

@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::emulator::page_out::{self, Domain};
-use crate::emulator::{self, Emulator, Scenario};
+use crate::emulator::{self, Emulator, Outcome, Scenario};
 
 /// The NVDIMM: the writer's 8 MiB of NVRAM and the pool's metadata, so the
 /// reader's thin NVRAM has to wait for the writer's.
@@ -50,24 +50,26 @@ pub(crate) fn check(root: &Path, emulator: Emulator) -> Result<(), String> {
             }
             Ok(())
         }
-        (passed, verdict) => {
-            for line in outcome.console.iter().rev().take(40).rev() {
-                eprintln!("    {line}");
-            }
-            let mut why = Vec::new();
-            if !passed {
-                why.push(outcome.reason);
-            }
-            if let Err(e) = verdict {
-                why.push(e);
-            }
-            Err(format!(
-                "{} (emulator log: {})",
-                why.join("; "),
-                outcome.log.display()
-            ))
-        }
+        (_, verdict) => Err(failed(&outcome, verdict.err())),
     }
+}
+
+/// Shows the end of a failed run's console; the reasons it failed (the
+/// emulator's outcome and `claims`), with its log's path.
+fn failed(outcome: &Outcome, claims: Option<String>) -> String {
+    for line in outcome.console.iter().rev().take(40).rev() {
+        eprintln!("    {line}");
+    }
+    let mut why = Vec::new();
+    if !outcome.passed {
+        why.push(outcome.reason.clone());
+    }
+    why.extend(claims);
+    format!(
+        "{} (emulator log: {})",
+        why.join("; "),
+        outcome.log.display()
+    )
 }
 
 /// `emulator/qemu-vms-balloon`: `examples/vms/balloon/`'s lender (8 MiB of
@@ -101,23 +103,7 @@ pub(crate) fn check_balloon(root: &Path) -> Result<(), String> {
     };
     match (outcome.passed, checks()) {
         (true, Ok(())) => Ok(()),
-        (passed, checked) => {
-            for line in c.iter().rev().take(30).rev() {
-                eprintln!("    {line}");
-            }
-            let mut why = Vec::new();
-            if !passed {
-                why.push(outcome.reason.clone());
-            }
-            if let Err(e) = checked {
-                why.push(e);
-            }
-            Err(format!(
-                "{} (emulator log: {})",
-                why.join("; "),
-                outcome.log.display()
-            ))
-        }
+        (_, checked) => Err(failed(&outcome, checked.err())),
     }
 }
 
@@ -180,15 +166,8 @@ pub(crate) fn check_page_out(root: &Path) -> Result<(), String> {
         }
         let outcome = emulator::run_scenario(root, &s, false)?;
         if !outcome.passed {
-            for line in outcome.console.iter().rev().take(30).rev() {
-                eprintln!("    {line}");
-            }
-            return Err(format!(
-                "boot of {:?}: {} (emulator log: {})",
-                which.iter().map(|&i| PAGE_OUT_VMS[i].0).collect::<Vec<_>>(),
-                outcome.reason,
-                outcome.log.display()
-            ));
+            let vms: Vec<&str> = which.iter().map(|&i| PAGE_OUT_VMS[i].0).collect();
+            return Err(format!("boot of {vms:?}: {}", failed(&outcome, None)));
         }
         for line in page_out::page_out(&image, &s.vms)? {
             eprintln!("    page-out: {line}");

@@ -75,22 +75,23 @@ fn boot_and_run(magic: u32, info: u32) -> Result<bool, BootFailure> {
         }
         ended.passed
     };
+    Ok(passed && check_heaps(&heaps, "the guest"))
+}
+
+/// The NV pool's consistency check and what both heaps have left, after
+/// `whom` ran; whether the pool is consistent.
+pub(crate) fn check_heaps(heaps: &phases::Heaps, whom: &str) -> bool {
     let pool_ok = heaps.pool.as_ref().is_none_or(check_pool);
     hvprintln!(
-        "heaps after the guest: volatile {} free, NV pool {} free",
+        "heaps after {whom}: volatile {} free, NV pool {} free",
         Size(heaps.ram.free_frames() * 4096),
-        Size(
-            heaps
-                .pool
-                .as_ref()
-                .map_or(0, |p| p.stats().free_frames * 4096)
-        )
+        Size(heaps.nv_free_frames() * 4096)
     );
-    Ok(passed && pool_ok)
+    pool_ok
 }
 
 /// The NV pool's consistency check after the guest.
-pub(crate) fn check_pool<P: nvirt_persist_meta::Pmem>(pool: &NvPool<'_, P>) -> bool {
+fn check_pool<P: nvirt_persist_meta::Pmem>(pool: &NvPool<'_, P>) -> bool {
     match pool.check() {
         Ok(()) => {
             hvprintln!("nvpool: consistency check after the guest: clean");

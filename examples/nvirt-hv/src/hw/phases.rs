@@ -143,6 +143,13 @@ pub(crate) struct Heaps {
     pub(crate) pool: Option<Pool>,
 }
 
+impl Heaps {
+    /// Free frames of the NV pool (0 without one).
+    pub(crate) fn nv_free_frames(&self) -> u64 {
+        self.pool.as_ref().map_or(0, |p| p.stats().free_frames)
+    }
+}
+
 /// Phase 2: the volatile heap's metadata carved from free RAM, then the NV
 /// pool's work area, then the rest of free RAM to the heap. NVRAM goes to
 /// the NV pool alone.

@@ -304,7 +304,7 @@ fn final_boot(
     for line in text.lines().filter(|l| !l.starts_with("  extent")) {
         eprintln!("    {line}");
     }
-    if !text.contains("crashed-domains=0") && text.contains("state=crashed") {
+    if !text.contains("crashed-domains=0") || text.contains("state=crashed") {
         return Err(format!(
             "after the clean boot a domain is still marked crashed:\n{text}"
         ));
