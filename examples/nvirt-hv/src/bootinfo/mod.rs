@@ -71,6 +71,18 @@ pub struct Module {
     pub name: FixedString<MODULE_NAME_MAX>,
 }
 
+impl Module {
+    /// The words of the module's string after the first word equal to
+    /// `word`, or `None` when no word is. The word may stand anywhere:
+    /// QEMU's Multiboot1 modules put the file's path first, GRUB's
+    /// `module2` does not.
+    pub fn words_after<'m>(&'m self, word: &str) -> Option<impl Iterator<Item = &'m str> + 'm> {
+        let mut words = self.name.as_str().split_ascii_whitespace();
+        words.by_ref().find(|w| *w == word)?;
+        Some(words)
+    }
+}
+
 /// Where the boot loader says the ACPI RSDP is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RsdpHint {

@@ -209,3 +209,20 @@ fn reads_pvh_start_info() {
         Some(BootError::NoMemoryMap)
     );
 }
+
+#[test]
+fn module_words_after_a_word_anywhere_in_the_string() {
+    let module = |s: &str| Module {
+        range: 0..1,
+        name: FixedString::from_bytes(s.as_bytes()).unwrap(),
+    };
+    let qemu = module("/tmp/kernel.bin linux console=ttyS0 quiet");
+    let after: Vec<&str> = qemu.words_after("linux").unwrap().collect();
+    assert_eq!(after, ["console=ttyS0", "quiet"]);
+    let grub = module("vmcfg alpha");
+    assert_eq!(grub.words_after("vmcfg").unwrap().next(), Some("alpha"));
+    assert_eq!(module("initrd").words_after("initrd").unwrap().count(), 0);
+    // A word that merely contains the one asked for does not count.
+    assert!(module("/boot/initrd.img").words_after("initrd").is_none());
+    assert!(module("").words_after("linux").is_none());
+}

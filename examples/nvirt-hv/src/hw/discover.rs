@@ -106,22 +106,16 @@ pub(crate) fn find_linux(boot: &BootInfo) -> Option<(Range<u64>, LinuxModules)> 
         // (the firmware phase), and reserved from every heap afterwards.
         unsafe { host_bytes(&m.range) }.is_some_and(BzImage::is_linux)
     })?;
-    let name = kernel.name.as_str();
     let mut cmdline = FixedString::new();
-    if let Some(at) = name.split_ascii_whitespace().position(|w| w == LINUX_WORD) {
-        for (i, word) in name.split_ascii_whitespace().skip(at + 1).enumerate() {
+    if let Some(after) = kernel.words_after(LINUX_WORD) {
+        for (i, word) in after.enumerate() {
             // Module strings are at most MODULE_NAME_MAX bytes: this fits.
             let _ = write!(cmdline, "{}{word}", if i == 0 { "" } else { " " });
         }
     }
     let initrd = boot
         .modules()
-        .find(|m| {
-            m.name
-                .as_str()
-                .split_ascii_whitespace()
-                .any(|w| w == INITRD_WORD)
-        })
+        .find(|m| m.words_after(INITRD_WORD).is_some())
         .map(|m| m.range.clone());
     Some((kernel.range.clone(), LinuxModules { initrd, cmdline }))
 }

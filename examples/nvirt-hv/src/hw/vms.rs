@@ -16,7 +16,7 @@ use nvirt_hypercall_abi::protocol::GuestParams;
 use nvirt_nvpool::Dom;
 use nvirt_vmconfig::{OnPoweroff, Populate, VmConfig};
 
-use crate::bootinfo::{BootInfo, FixedString, MODULE_NAME_MAX};
+use crate::bootinfo::{BootInfo, FixedString, MODULE_NAME_MAX, Module};
 use crate::guest_memory::{GuestMemory, Suspended};
 use crate::nested::{Format, NestedConfig};
 use crate::nv_frames::NvFrames;
@@ -76,23 +76,19 @@ impl VmModules {
 
 /// Whether the boot modules describe VMs (any `vmcfg` module).
 pub(crate) fn present(boot: &BootInfo) -> bool {
-    boot.modules().any(|m| role(&m.name, CONFIG_WORD).is_some())
+    boot.modules().any(|m| role(m, CONFIG_WORD).is_some())
 }
 
-/// Whether a module string has the word `word` (QEMU's Multiboot1 modules
-/// put the file's path first, GRUB's `module2` does not), and the word
-/// after it.
-fn role<'n>(name: &'n FixedString<MODULE_NAME_MAX>, word: &str) -> Option<Option<&'n str>> {
-    let mut words = name.as_str().split_ascii_whitespace();
-    words.by_ref().find(|w| *w == word)?;
-    Some(words.next())
+/// Whether a module's string has the word `word`, and the word after it.
+fn role<'m>(module: &'m Module, word: &str) -> Option<Option<&'m str>> {
+    module.words_after(word).map(|mut after| after.next())
 }
 
 /// The test guest's module (string `nvirt-guest`), for the VMs that name
 /// no kernel.
 pub(crate) fn test_guest_module(boot: &BootInfo) -> Option<Range<u64>> {
     boot.modules()
-        .find(|m| role(&m.name, TEST_GUEST_WORD).is_some())
+        .find(|m| role(m, TEST_GUEST_WORD).is_some())
         .map(|m| m.range.clone())
 }
 
@@ -113,10 +109,7 @@ pub(crate) fn find(boot: &BootInfo) -> Result<VmModules, BootFailure> {
     let mut vms: [Option<VmModule>; MAX_VMS] = Default::default();
     let mut configs = [EMPTY; MAX_VMS];
     let mut count = 0;
-    for m in boot
-        .modules()
-        .filter(|m| role(&m.name, CONFIG_WORD).is_some())
-    {
+    for m in boot.modules().filter(|m| role(m, CONFIG_WORD).is_some()) {
         // SAFETY: module ranges are reserved from every heap and never
         // written, so their bytes stay as they are for the whole run.
         let text = unsafe { host_bytes(&m.range) }
@@ -140,7 +133,7 @@ pub(crate) fn find(boot: &BootInfo) -> Result<VmModules, BootFailure> {
     for (slot, config) in vms.iter_mut().zip(configs) {
         let kernel = boot
             .modules()
-            .find(|m| role(&m.name, KERNEL_WORD) == Some(Some(config.name)))
+            .find(|m| role(m, KERNEL_WORD) == Some(Some(config.name)))
             .map(|m| m.range.clone());
         if config.kernel.is_some() && kernel.is_none() {
             return Err(BootFailure::VmKernelMissing(config.name));
