@@ -3,8 +3,12 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::{Output, run};
+use std::ffi::OsStr;
+
+use std::path::{Path, PathBuf};
 
 use nvirt_persist_meta::{Log, MemPmem, Raw, RecordKind};
 
@@ -48,23 +52,8 @@ fn sample() -> Log<MemPmem> {
     log
 }
 
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn inspect(path: &PathBuf) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .args(["log", "inspect"])
-        .arg(path)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+fn inspect(path: &Path) -> Output {
+    run([OsStr::new("log"), OsStr::new("inspect"), path.as_os_str()])
 }
 
 #[test]
@@ -239,17 +228,8 @@ fn invalid_images_exit_2_with_the_reason() {
     assert!(out.stderr.contains("no-such-image.img"));
 }
 
-fn check(path: &PathBuf) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .args(["log", "check"])
-        .arg(path)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+fn check(path: &Path) -> Output {
+    run([OsStr::new("log"), OsStr::new("check"), path.as_os_str()])
 }
 
 #[test]

@@ -5,26 +5,9 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nvirt(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .arg("pool")
-        .args(args)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
+use common::{pool as nvirt, pool_ok as ok};
 
 fn path(name: &str) -> String {
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -34,12 +17,6 @@ fn path(name: &str) -> String {
         .to_owned();
     let _ = std::fs::remove_file(&file);
     file
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nvirt(args);
-    assert_eq!(out.status, 0, "{args:?}: {}", out.stderr);
-    out.stdout
 }
 
 /// Every `(mfn, frames)` the extents of `inspect`'s output cover.

@@ -5,29 +5,12 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::{pool as nvirt, pool_ok as ok};
 
 use nvirt_nvpool::{Config, DomainState, DomainUuid, Gfn, Mfn, NvPool};
 use nvirt_persist_meta::MemPmem;
-
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nvirt(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .arg("pool")
-        .args(args)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 fn path(name: &str) -> String {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -35,12 +18,6 @@ fn path(name: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nvirt(args);
-    assert_eq!(out.status, 0, "{args:?}: {}", out.stderr);
-    out.stdout
 }
 
 fn g(n: u64) -> Gfn {

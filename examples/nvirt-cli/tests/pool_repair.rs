@@ -6,29 +6,12 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::pool as nvirt;
 
 use nvirt_nvpool::{Config, DomainUuid, Gfn, NvPool, SalvageReport};
 use nvirt_persist_meta::MemPmem;
-
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nvirt(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .arg("pool")
-        .args(args)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 fn path(name: &str) -> String {
     let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pool-repair-{name}"));

@@ -4,27 +4,19 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
+mod common;
+
+use common::{Output, run};
+use std::ffi::OsStr;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
 
 fn check(files: &[&Path]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvirt"))
-        .args(["vm", "check"])
-        .args(files)
-        .output()
-        .unwrap();
-    Output {
-        status: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    run(["vm", "check"]
+        .map(OsStr::new)
+        .into_iter()
+        .chain(files.iter().map(|f| f.as_os_str())))
 }
 
 /// A fresh directory for one test.
