@@ -430,3 +430,45 @@ mod model {
 fn gfn(n: u64) -> Gfn {
     Gfn::new(n).unwrap()
 }
+
+#[test]
+fn an_ended_guest_gives_back_all_its_ram_and_tables_and_keeps_its_nvram() {
+    for format in [Format::Ept, Format::Npt] {
+        let arena = Arena::new(RAM_HOST.start..NV_HOST.end);
+        let (mut rm, mut nm) = (metadata_for(&RAM_HOST), metadata_for(&NV_HOST));
+        let mut ram = heap(MemKind::Volatile, &RAM_HOST, &mut rm).unwrap();
+        let mut nv = heap(MemKind::NonVolatile, &NV_HOST, &mut nm).unwrap();
+        let ram_free = ram.free_frames();
+        let nv_free = nv.free_frames();
+        let mut storage = vec![BlockMapping::EMPTY; 256];
+        let mut g = empty_guest(format, &mut ram, &mut nv, &arena, &mut storage);
+        back_ram(&mut g);
+        let nvram = layout().nvram.unwrap();
+        g.back(&nvram, MemKind::NonVolatile, false).unwrap();
+        // A balloon cycle leaves RAM in pieces that are not whole extents.
+        for page in [0x123, 0x124, 0x200, 0x3ff, 0x7ff] {
+            g.decrease(gfn(page), Order::SIZE_4K, MemKind::Volatile)
+                .unwrap();
+        }
+        let _ = g.take_invalidation();
+        g.reclaim_tables();
+        let tables = g.footprint().tables;
+        assert!(tables > 0);
+
+        let released = g.release_ram();
+        assert_eq!(released.refused, 0);
+        assert_eq!(released.ram_frames, 8 * MIB / PAGE - 5);
+        assert_eq!(released.table_frames, tables);
+        assert!(
+            released
+                .p2m
+                .extents()
+                .iter()
+                .all(|e| e.kind() == MemKind::NonVolatile)
+        );
+        assert_eq!(released.p2m.frames(MemKind::NonVolatile), 4 * MIB / PAGE);
+        assert_eq!(ram.free_frames(), ram_free, "{format:?}: RAM leaked");
+        assert_eq!(nv.free_frames(), nv_free - 4 * MIB / PAGE);
+        ram.check_invariants().unwrap();
+    }
+}

@@ -189,6 +189,20 @@ impl<M: HostMem + Copy> Suspended<'_, M> {
     }
 }
 
+/// What [`GuestMemory::release_ram`] gave back, and the map that is left.
+#[derive(Debug)]
+pub struct ReleasedRam<'s> {
+    /// The guest's map, its NVRAM extents only.
+    pub p2m: P2m<'s>,
+    /// Frames of guest RAM given back to the heap (or refused by it).
+    pub ram_frames: u64,
+    /// Frames of nested tables given back.
+    pub table_frames: u64,
+    /// Frames of guest RAM the heap refused as not allocated: a bug in the
+    /// bookkeeping, never expected.
+    pub refused: u64,
+}
+
 /// One guest's memory.
 #[derive(Debug)]
 pub struct GuestMemory<'a, 'm, 's, N: FramePool, M: HostMem + Copy> {
@@ -237,6 +251,29 @@ impl<'a, 'm, 's, N: FramePool, M: HostMem + Copy> GuestMemory<'a, 'm, 's, N, M> 
             regions: self.regions,
             pending: self.pending,
             pages_1g: self.pages_1g,
+        }
+    }
+
+    /// Gives back what the guest holds of the volatile heap, for a guest
+    /// that ended for good: every RAM extent and every nested-table frame.
+    /// Its NVRAM stays with its pool and on the returned map. Call it only
+    /// after the CPU's cached translations of the guest were invalidated.
+    pub fn release_ram(mut self) -> ReleasedRam<'s> {
+        let before = self.ram.free_frames();
+        let mut refused = 0;
+        for e in self.p2m.extents() {
+            if e.kind() == MemKind::Volatile && self.ram.free_block(e.block()).is_err() {
+                refused += e.block().frames();
+            }
+        }
+        let ram_frames = self.p2m.drop_kind(MemKind::Volatile);
+        self.tables.destroy(&mut TableFrames(self.ram));
+        let freed = self.ram.free_frames().saturating_sub(before);
+        ReleasedRam {
+            p2m: self.p2m,
+            ram_frames,
+            table_frames: freed.saturating_sub(ram_frames - refused),
+            refused,
         }
     }
 

@@ -195,6 +195,9 @@ pub trait FrameAlloc {
     /// A block of at least `size` bytes aligned to its own size (a power of
     /// two of pages), or `None`. Not zeroed.
     fn alloc_bytes(&mut self, size: u64) -> Option<u64>;
+    /// Gives back the block `alloc_bytes(size)` returned at `addr`; false
+    /// if the allocator refuses it (it was not such a block).
+    fn free_bytes(&mut self, addr: u64, size: u64) -> bool;
 }
 
 impl FrameAlloc for Heap<'_> {
@@ -202,6 +205,16 @@ impl FrameAlloc for Heap<'_> {
         let order = Order::for_frames(size.div_ceil(PAGE))?;
         let block = self.alloc(order, Constraints::ANY).ok()?;
         Some(block.start().addr().get())
+    }
+
+    fn free_bytes(&mut self, addr: u64, size: u64) -> bool {
+        let (Some(order), Some(pfn)) = (
+            Order::for_frames(size.div_ceil(PAGE)),
+            HostPhysAddr::new(addr).and_then(Mfn::from_addr),
+        ) else {
+            return false;
+        };
+        self.free(pfn, order).is_ok()
     }
 }
 

@@ -127,6 +127,12 @@ impl<M: PhysMem> Nested<M> {
         each!(self, t => t.reclaim(frames))
     }
 
+    /// Frees every table, live or retired; for a guest that will never run
+    /// again, after the CPU's cached translations of it were invalidated.
+    pub fn destroy(self, frames: &mut impl FrameSource) {
+        each!(self, t => t.destroy(frames));
+    }
+
     /// Leaves of each size and paging-structure pages now.
     #[must_use]
     pub fn footprint(&self) -> Footprint {

@@ -330,6 +330,20 @@ impl<'s> P2m<'s> {
         Ok(())
     }
 
+    /// Forgets every extent backed by `kind`; the frames they held.
+    pub fn drop_kind(&mut self, kind: MemKind) -> u64 {
+        let dropped = self.frames(kind);
+        let mut kept = 0;
+        for i in 0..self.len {
+            if self.slots[i].kind != kind {
+                self.slots[kept] = self.slots[i];
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        dropped
+    }
+
     /// The lowest `2^order`-aligned run of `2^order` unbacked guest frames
     /// inside `region`.
     #[must_use]

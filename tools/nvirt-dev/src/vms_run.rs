@@ -100,6 +100,7 @@ pub(crate) fn check_balloon(root: &Path) -> Result<(), String> {
         expect_prefix(c, "guest lender: ok: follow: the NVRAM target went from ")?;
         expect_prefix(c, "nvirt-hv: vm hungry: ")
             .and_then(|()| expect_prefix(c, "nvirt-hv: vm lender: passed, "))
+            .and_then(|()| expect_prefix(c, RAM_BACK))
     };
     match (outcome.passed, checks()) {
         (true, Ok(())) => Ok(()),
@@ -267,7 +268,16 @@ fn claims(console: &[String]) -> Result<Vec<String>, String> {
             &format!("{vm} passed with several time slices"),
             line.filter(|_| slices.is_some_and(|n| n >= 2)),
         );
+        let prefix = format!("nvirt-hv: vm {vm}: gave back to the heap: ");
+        need(
+            &format!("{vm}'s RAM given back when it ended"),
+            find(&|l| l.starts_with(&prefix)),
+        );
     }
+    need(
+        "every frame the VMs took back in the volatile heap",
+        find(&|l| l.starts_with(RAM_BACK)),
+    );
     need(
         "writer wrote its secret",
         find(&|l| l.starts_with("guest writer: ok: secret written over all")),
@@ -316,6 +326,10 @@ fn claims(console: &[String]) -> Result<Vec<String>, String> {
     }
 }
 
+/// The hypervisor's line saying the volatile heap got back every frame the
+/// VMs took (their RAM, nested tables and control structures).
+const RAM_BACK: &str = "nvirt-hv: RAM: every frame the VMs took is back in the heap";
+
 /// The slice count of a `vm NAME: passed, N slices, …` line.
 fn slices_of(line: &str) -> Option<u64> {
     let (_, rest) = line.split_once(": passed, ")?;
@@ -342,17 +356,21 @@ mod tests {
         "nvirt-hv: vm reader: 515 first-touch faults backed 8 MiB, 120 µs each to resume (288902 TSC ticks), 29% of it in the pool's commit",
         "nvirt-hv: vm reader: 6312 KiB of its NVRAM was a destroyed domain's, scrubbed before it came here",
         "nvirt-hv: vm prober: passed, 54 slices, 727 exits, 37.7% of the guests' CPU time",
+        "nvirt-hv: vm writer: gave back to the heap: 16 MiB of RAM, 28 KiB of nested tables, 20 KiB of control structures",
+        "nvirt-hv: vm reader: gave back to the heap: 16 MiB of RAM, 40 KiB of nested tables, 20 KiB of control structures",
+        "nvirt-hv: vm prober: gave back to the heap: 16 MiB of RAM, 28 KiB of nested tables, 20 KiB of control structures",
+        "nvirt-hv: RAM: every frame the VMs took is back in the heap (60 MiB free, as before the first VM)",
     ];
 
     #[test]
     fn every_claim_shown_passes() {
         let shown = claims(&console(GOOD)).unwrap();
-        assert_eq!(shown.len(), 11);
+        assert_eq!(shown.len(), 15);
     }
 
     /// The lines whose absence fails the check (all but the pause and the
     /// resumption, which timing decides).
-    const REQUIRED: [usize; 9] = [0, 2, 4, 5, 6, 7, 8, 9, 10];
+    const REQUIRED: [usize; 13] = [0, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
 
     #[test]
     fn each_missing_or_wrong_claim_fails_by_name() {
@@ -371,6 +389,13 @@ mod tests {
         let mut lines = console(GOOD);
         lines[6] = lines[6].replace("32 slices", "1 slices");
         assert!(claims(&lines).unwrap_err().contains("writer passed"));
+        let mut lines = console(GOOD);
+        lines[14] = "nvirt-hv: RAM: FAILED: the heap has 59 MiB free after the VMs, 60 MiB before the first".into();
+        assert!(
+            claims(&lines)
+                .unwrap_err()
+                .contains("back in the volatile heap")
+        );
     }
 
     #[test]

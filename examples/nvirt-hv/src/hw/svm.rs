@@ -17,7 +17,7 @@
 //! RAX 0x5F8, G_PAT 0x668.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 use raw_cpuid::CpuId;
@@ -67,6 +67,9 @@ const V_INTR_MASKING: u64 = 1 << 24;
 /// The next guest's address-space id: one per vCPU, so no guest's
 /// translations are ever used for another's (ASID 0 is the host's).
 static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
+
+/// The host save area VM_HSAVE_PA names, one for every guest (0: none yet).
+static HSAVE: AtomicU64 = AtomicU64::new(0);
 
 /// TLB_CONTROL: flush the whole TLB on the next VMRUN (always supported).
 const TLB_FLUSH_ALL: u8 = 1;
@@ -159,7 +162,11 @@ pub(crate) fn pages_1g() -> bool {
 
 /// A guest CPU under SVM.
 pub(crate) struct SvmVcpu {
+    /// The VMCB's physical address; 0 once released.
     vmcb: u64,
+    /// The I/O and MSR permission maps (12 and 8 KiB).
+    iopm: u64,
+    msrpm: u64,
     gprs: Gprs,
     next_rip_supported: bool,
     last_exit_len: u64,
@@ -171,7 +178,6 @@ impl SvmVcpu {
     /// Enables SVM on this CPU and builds the guest's VMCB.
     pub(crate) fn new(frames: &mut impl FrameAlloc, spec: &GuestSpec) -> Result<Self, VmError> {
         supported()?;
-        let hsave = alloc_zeroed(frames, 4096)?;
         let vmcb = alloc_zeroed(frames, 4096)?;
         // Every I/O port (12 KiB bitmap) and every MSR (8 KiB) intercepted.
         let iopm = alloc_zeroed(frames, 3 * 4096)?;
@@ -194,13 +200,7 @@ impl SvmVcpu {
             // SAFETY: as above.
             unsafe { byte.write_volatile(old & !(1 << (port % 8))) };
         }
-        // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
-        // only allows the SVM instructions; the save area is a fresh frame.
-        let efer = unsafe { rdmsr(msr::EFER) };
-        // SAFETY: as above.
-        unsafe { wrmsr(msr::EFER, efer | EFER_SVME) };
-        // SAFETY: as above.
-        unsafe { wrmsr(msr::VM_HSAVE_PA, hsave) };
+        enable(frames)?;
 
         let v = Vmcb(vmcb);
         let (exceptions, hlt) = match spec.kind {
@@ -259,12 +259,47 @@ impl SvmVcpu {
         };
         Ok(Self {
             vmcb,
+            iopm,
+            msrpm,
             gprs,
             next_rip_supported: CpuId::new().get_svm_info().is_some_and(|f| f.has_nrip()),
             last_exit_len: 0,
             io_next_rip: None,
         })
     }
+}
+
+/// Sets EFER.SVME and gives VM_HSAVE_PA its host save area, the first time.
+fn enable(frames: &mut impl FrameAlloc) -> Result<(), VmError> {
+    if HSAVE.load(Ordering::Relaxed) != 0 {
+        return Ok(());
+    }
+    let hsave = alloc_zeroed(frames, 4096)?;
+    // SAFETY: EFER and VM_HSAVE_PA exist (SVM is present); setting SVME
+    // only allows the SVM instructions; the save area is a fresh frame.
+    let efer = unsafe { rdmsr(msr::EFER) };
+    // SAFETY: as above.
+    unsafe { wrmsr(msr::EFER, efer | EFER_SVME) };
+    // SAFETY: as above.
+    unsafe { wrmsr(msr::VM_HSAVE_PA, hsave) };
+    HSAVE.store(hsave, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Clears EFER.SVME and VM_HSAVE_PA; the host save area's frame, if any.
+fn disable() -> Option<u64> {
+    let hsave = HSAVE.swap(0, Ordering::Relaxed);
+    if hsave == 0 {
+        return None;
+    }
+    // SAFETY: SVM was enabled by `enable`; no guest runs any more, so
+    // leaving SVM and dropping the save area changes nothing in use.
+    let efer = unsafe { rdmsr(msr::EFER) };
+    // SAFETY: as above.
+    unsafe { wrmsr(msr::VM_HSAVE_PA, 0) };
+    // SAFETY: as above.
+    unsafe { wrmsr(msr::EFER, efer & !EFER_SVME) };
+    Some(hsave)
 }
 
 fn alloc_zeroed(frames: &mut impl FrameAlloc, size: u64) -> Result<u64, VmError> {
@@ -351,6 +386,9 @@ impl Vcpu for SvmVcpu {
     }
 
     fn run(&mut self) -> Result<Exit, VmError> {
+        if self.vmcb == 0 {
+            return Err(VmError::Released);
+        }
         let v = Vmcb(self.vmcb);
         v.w64(0x5f8, self.gprs.rax);
         // SAFETY: the VMCB is fully set up, SVM is enabled with a host save
@@ -488,7 +526,31 @@ impl Vcpu for SvmVcpu {
 
     fn activate(&mut self) -> Result<(), VmError> {
         // Every VMRUN names its VMCB: nothing to switch.
+        if self.vmcb == 0 {
+            return Err(VmError::Released);
+        }
         Ok(())
+    }
+
+    fn release(&mut self, frames: &mut impl FrameAlloc) -> u64 {
+        // The guest's ASID is never given to another guest, so what the TLB
+        // holds of it is never used again: no flush is needed. The CPU
+        // keeps no VMCB state between VMRUNs.
+        let blocks = [
+            (self.vmcb, 4096),
+            (self.iopm, 3 * 4096),
+            (self.msrpm, 2 * 4096),
+        ];
+        (self.vmcb, self.iopm, self.msrpm) = (0, 0, 0);
+        blocks
+            .into_iter()
+            .filter(|&(at, size)| at != 0 && frames.free_bytes(at, size))
+            .map(|(_, size)| size.next_power_of_two() / 4096)
+            .sum()
+    }
+
+    fn leave(frames: &mut impl FrameAlloc) -> u64 {
+        disable().map_or(0, |hsave| u64::from(frames.free_bytes(hsave, 4096)))
     }
 
     fn set_halt_exits(&mut self, on: bool) {

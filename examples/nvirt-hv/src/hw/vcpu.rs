@@ -9,6 +9,7 @@ use core::mem::offset_of;
 use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
 use crate::guest_setup::GuestStart;
+use crate::heaps::FrameAlloc;
 
 /// What a backend needs to create a virtual CPU.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +120,8 @@ pub(crate) enum VmError {
         /// VM-instruction error number (VMfailValid), 0 for VMfailInvalid.
         error: u64,
     },
+    /// The vCPU was released: its guest ended for good.
+    Released,
     /// VM entry failed on guest state checks.
     EntryFailed {
         /// Exit reason.
@@ -133,6 +136,7 @@ impl fmt::Display for VmError {
         match self {
             Self::Unsupported(what) => write!(f, "CPU lacks {what}"),
             Self::OutOfFrames => f.write_str("no frame for a control structure"),
+            Self::Released => f.write_str("the vCPU was released"),
             Self::Instruction { what, error } => {
                 write!(f, "{what} failed (VM-instruction error {error})")
             }
@@ -186,6 +190,17 @@ pub(crate) trait Vcpu {
     /// The guest's paging state (CR0, CR3, CR4, EFER): how the addresses
     /// in its hypercalls translate.
     fn paging(&self) -> Paging;
+    /// Ends the guest for good: the CPU drops what it caches of the guest
+    /// (its control structure, its translations), and the control
+    /// structures go back to `frames`; the frames given back. The vCPU
+    /// never runs again: `run` and `activate` refuse.
+    fn release(&mut self, frames: &mut impl FrameAlloc) -> u64;
+    /// After the last guest was released: leaves virtualization and gives
+    /// back what the backend kept for all guests (VMX's VMXON region,
+    /// SVM's host save area); the frames given back.
+    fn leave(frames: &mut impl FrameAlloc) -> u64
+    where
+        Self: Sized;
 }
 
 /// Xen's classification of a vCPU's mode (`hvm_guest_x86_mode()`) from

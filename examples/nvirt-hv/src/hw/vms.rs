@@ -20,6 +20,7 @@ use crate::bootinfo::{BootInfo, FixedString, MODULE_NAME_MAX, Module};
 use crate::guest_memory::{GuestMemory, Suspended};
 use crate::nested::{Format, NestedConfig};
 use crate::nv_frames::NvFrames;
+use crate::p2m::P2m;
 use crate::pool::FramePool as _;
 use crate::ranges::RangeSet;
 
@@ -184,8 +185,11 @@ struct Vm<V> {
     vcpu: V,
     state: RunState,
     dom: Option<Dom>,
-    /// Its memory between slices (`None` only while it runs).
+    /// Its memory between slices (`None` while it runs and once it ended).
     memory: Option<Suspended<'static, IdentityMemory>>,
+    /// Once it ended: its map, its NVRAM extents only (its RAM and tables
+    /// went back to the heap).
+    ended_map: Option<P2m<'static>>,
     phase: Phase,
     /// Destroy its domain (scrubbing its NVRAM) when it powers off.
     destroy: bool,
@@ -251,6 +255,8 @@ fn run_with<V: Vcpu>(
         ),
     }
     let rate = TscRate(slice.tsc.map(|t| t / slice.us.max(1)));
+    // What the guests take of the volatile heap must all come back.
+    let ram_free = heaps.ram.free_frames();
     let mut vms: [Option<Vm<V>>; MAX_VMS] = Default::default();
     for (slot, module) in vms.iter_mut().zip(modules.iter()) {
         let storage = storages.next().ok_or(BootFailure::P2mStorage)?;
@@ -292,6 +298,9 @@ fn run_with<V: Vcpu>(
             }
             ran = true;
             run_one_slice(vm, heaps, &mut freed)?;
+            if let Phase::Ended(_) = vm.phase {
+                release(vm, heaps);
+            }
             if let Phase::Paused { .. } = vm.phase {
                 pressure += 1;
             }
@@ -319,6 +328,7 @@ fn run_with<V: Vcpu>(
                         );
                         set_context(None);
                         vm.phase = Phase::Ended(Ended::default());
+                        release(vm, heaps);
                     }
                 }
             }
@@ -326,7 +336,65 @@ fn run_with<V: Vcpu>(
         }
     }
     timer::stop();
-    Ok(report(&vms, heaps, &freed, rate))
+    let ram_back = check_ram_back::<V>(heaps, ram_free);
+    Ok(report(&vms, heaps, &freed, rate) && ram_back)
+}
+
+/// A VM that ended gives back all it held of the volatile heap: its vCPU's
+/// control structures (once the CPU dropped what it caches of the guest),
+/// then its RAM and its nested tables. Its NVRAM stays with its domain.
+fn release<V: Vcpu>(vm: &mut Vm<V>, heaps: &mut Heaps) {
+    let Some(parts) = vm.memory.take() else {
+        return;
+    };
+    set_context(Some(vm.name));
+    let control = vm.vcpu.release(&mut heaps.ram);
+    let guest: Guest<'_, '_> = GuestMemory::resume(parts, &mut heaps.ram, None);
+    let released = guest.release_ram();
+    hvprintln!(
+        "gave back to the heap: {} of RAM, {} of nested tables, {} of control structures",
+        Size(released.ram_frames * 4096),
+        Size(released.table_frames * 4096),
+        Size(control * 4096)
+    );
+    if released.refused > 0 {
+        hvprintln!(
+            "the heap refused {} of its RAM as not allocated",
+            Size(released.refused * 4096)
+        );
+    }
+    vm.ended_map = Some(released.p2m);
+    set_context(None);
+}
+
+/// After every VM ended and the backend left virtualization: whether the
+/// volatile heap has every frame back that it had before the first VM.
+fn check_ram_back<V: Vcpu>(heaps: &mut Heaps, before: u64) -> bool {
+    let _ = V::leave(&mut heaps.ram);
+    let now = heaps.ram.free_frames();
+    if now == before {
+        hvprintln!(
+            "RAM: every frame the VMs took is back in the heap ({} free, as before the first VM)",
+            Size(now * 4096)
+        );
+        true
+    } else {
+        hvprintln!(
+            "RAM: FAILED: the heap has {} free after the VMs, {} before the first",
+            Size(now * 4096),
+            Size(before * 4096)
+        );
+        false
+    }
+}
+
+/// The extents of `vm`'s map: all while it lives, its NVRAM once it ended.
+fn extents<V>(vm: &Vm<V>) -> &[crate::p2m::BlockMapping] {
+    match (&vm.memory, &vm.ended_map) {
+        (Some(m), _) => m.extents(),
+        (None, Some(map)) => map.extents(),
+        (None, None) => &[],
+    }
 }
 
 /// Frames a VM's NVRAM target drops by for each VM that paused for frames
@@ -462,6 +530,7 @@ fn build<V: Vcpu>(
         state,
         dom,
         memory: Some(guest.suspend()),
+        ended_map: None,
         phase: Phase::Runnable,
         destroy: module.destroy_on_poweroff,
         target,
@@ -615,13 +684,11 @@ fn report<V>(vms: &[Option<Vm<V>>], heaps: &Heaps, freed: &Freed, rate: TscRate)
 
 /// Frames of NVRAM `vm` holds.
 fn nvram_held<V>(vm: &Vm<V>) -> u64 {
-    vm.memory.as_ref().map_or(0, |m| {
-        m.extents()
-            .iter()
-            .filter(|e| e.kind() == MemKind::NonVolatile)
-            .map(|e| e.block().frames())
-            .sum()
-    })
+    extents(vm)
+        .iter()
+        .filter(|e| e.kind() == MemKind::NonVolatile)
+        .map(|e| e.block().frames())
+        .sum()
 }
 
 /// Frames of `vm`'s NVRAM now backed by host frames a destroyed domain held.
@@ -629,11 +696,7 @@ fn nvram_reused<V>(vm: &Vm<V>, freed: &Freed) -> u64 {
     if matches!(vm.phase, Phase::Ended(e) if e.powered_off) && vm.destroy {
         return 0;
     }
-    let Some(parts) = vm.memory.as_ref() else {
-        return 0;
-    };
-    parts
-        .extents()
+    extents(vm)
         .iter()
         .filter(|e| e.kind() == MemKind::NonVolatile)
         .map(|e| {

@@ -154,3 +154,20 @@ pub(super) fn invept(invept_type: u64, eptp: u64) {
         asm!("invept {t}, [{d}]", t = in(reg) invept_type, d = in(reg) &raw const descriptor, options(nostack));
     }
 }
+
+/// VMXOFF: leaves VMX operation.
+pub(super) fn vmxoff() -> Result<(), VmError> {
+    let failed: u8;
+    // SAFETY: VMXOFF only leaves VMX operation; the caller runs it after
+    // the last guest was released, when no VMCS is in use.
+    unsafe {
+        asm!("vmxoff", "setna {r}", r = out(reg_byte) failed, options(nostack));
+    }
+    if failed != 0 {
+        return Err(VmError::Instruction {
+            what: "VMXOFF",
+            error: vmread(fields::VM_INSTRUCTION_ERROR),
+        });
+    }
+    Ok(())
+}

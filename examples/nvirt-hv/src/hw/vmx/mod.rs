@@ -16,7 +16,7 @@ pub(crate) mod entry;
 pub(crate) mod fields;
 mod vmcs;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use nvirt_hypercall_abi::host::{Paging, VcpuMode};
 
@@ -57,16 +57,18 @@ const PREEMPTION_TIMER: u64 = 1 << 6;
 /// The guest's VMX-preemption timer value (32 bits).
 const PREEMPTION_TIMER_VALUE: u64 = 0x482e;
 
-/// Whether this CPU is in VMX operation (VMXON runs once, for the first
-/// vCPU).
-static VMX_ON: AtomicBool = AtomicBool::new(false);
+/// The VMXON region while this CPU is in VMX operation (VMXON runs once,
+/// for the first vCPU), 0 before.
+static VMXON_REGION: AtomicU64 = AtomicU64::new(0);
 /// The VMCS that VMPTRLD made current last (0: none).
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
 
 /// A guest CPU under VMX.
 pub(crate) struct VmxVcpu {
-    /// Its VMCS region's physical address.
+    /// Its VMCS region's physical address; 0 once released.
     vmcs: u64,
+    /// Its MSR bitmap and I/O bitmaps A and B.
+    bitmaps: [u64; 3],
     gprs: Gprs,
     launched: bool,
     eptp: u64,
@@ -108,6 +110,7 @@ impl VmxVcpu {
             msr: msr_bitmap(frames)?,
             io: io_bitmaps(frames)?,
         };
+        let owned = [bitmaps.msr, bitmaps.io.0, bitmaps.io.1];
         vmcs::write_controls(&controls, spec, cr_policy.masks(), &bitmaps)?;
         vmcs::write_host_state()?;
         vmcs::write_guest_state(spec, fixed_cr0, fixed_cr4)?;
@@ -118,6 +121,7 @@ impl VmxVcpu {
                 ..Gprs::default()
             },
             vmcs,
+            bitmaps: owned,
             launched: false,
             eptp: spec.nested_root,
             invept_type,
@@ -157,7 +161,7 @@ fn vmx_on(frames: &mut impl FrameAlloc, revision: u32) -> Result<(Fixed, Fixed),
     // SAFETY: as above; CR4.VMXE only permits VMXON.
     unsafe { write_cr4((cr4() | fixed_cr4.0 | CR4_VMXE) & fixed_cr4.1) };
 
-    if VMX_ON.load(Ordering::Relaxed) {
+    if VMXON_REGION.load(Ordering::Relaxed) != 0 {
         return Ok((fixed_cr0, fixed_cr4));
     }
     let vmxon = alloc_zeroed(frames)?;
@@ -166,7 +170,7 @@ fn vmx_on(frames: &mut impl FrameAlloc, revision: u32) -> Result<(Fixed, Fixed),
         core::ptr::with_exposed_provenance_mut::<u32>(vmxon as usize).write_volatile(revision)
     };
     vmx_pa_instruction!("vmxon", vmxon)?;
-    VMX_ON.store(true, Ordering::Relaxed);
+    VMXON_REGION.store(vmxon, Ordering::Relaxed);
     Ok((fixed_cr0, fixed_cr4))
 }
 
@@ -292,6 +296,9 @@ impl Vcpu for VmxVcpu {
     }
 
     fn run(&mut self) -> Result<Exit, VmError> {
+        if self.vmcs == 0 {
+            return Err(VmError::Released);
+        }
         if let Some(value) = self.preemption {
             // A whole slice from every entry: the exits in between are the
             // hypervisor's time, not the guest's.
@@ -407,11 +414,47 @@ impl Vcpu for VmxVcpu {
     }
 
     fn activate(&mut self) -> Result<(), VmError> {
+        if self.vmcs == 0 {
+            return Err(VmError::Released);
+        }
         if CURRENT_VMCS.load(Ordering::Relaxed) != self.vmcs {
             vmx_pa_instruction!("vmptrld", self.vmcs)?;
             CURRENT_VMCS.store(self.vmcs, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    fn release(&mut self, frames: &mut impl FrameAlloc) -> u64 {
+        if self.vmcs == 0 {
+            return 0;
+        }
+        // VMCLEAR writes back what the CPU caches of the VMCS and makes it
+        // neither current nor active, so its frame may be reused (SDM Vol.
+        // 3C, 25.11.3). A failure leaves the frames with the guest rather
+        // than risk the CPU writing into a reused frame.
+        if vmx_pa_instruction!("vmclear", self.vmcs).is_err() {
+            return 0;
+        }
+        let _ = CURRENT_VMCS.compare_exchange(self.vmcs, 0, Ordering::Relaxed, Ordering::Relaxed);
+        // Translations cached for this EPTP must go before its tables are
+        // freed: a later guest's tables could reuse the root frame and so
+        // the same EPTP.
+        invept(self.invept_type, self.eptp);
+        let owned = [self.vmcs, self.bitmaps[0], self.bitmaps[1], self.bitmaps[2]];
+        (self.vmcs, self.bitmaps) = (0, [0; 3]);
+        owned
+            .into_iter()
+            .filter(|&frame| frames.free_bytes(frame, 4096))
+            .count() as u64
+    }
+
+    fn leave(frames: &mut impl FrameAlloc) -> u64 {
+        let region = VMXON_REGION.load(Ordering::Relaxed);
+        if region == 0 || entry::vmxoff().is_err() {
+            return 0;
+        }
+        VMXON_REGION.store(0, Ordering::Relaxed);
+        u64::from(frames.free_bytes(region, 4096))
     }
 
     fn set_halt_exits(&mut self, on: bool) {
