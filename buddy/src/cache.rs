@@ -227,7 +227,7 @@ impl<const N: usize> FrameCache<N> {
         }
         let p = pfn.get();
         if self.mode == PASSING {
-            if self.len != 0 && self.frames[self.len - 1] == p {
+            if self.frames.get(self.len.wrapping_sub(1)) == Some(&p) {
                 return Err(FreeError::AlreadyFree { pfn });
             }
             self.frames[self.len] = p;
