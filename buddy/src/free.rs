@@ -161,9 +161,20 @@ impl Heap<'_> {
             c.put(k, start);
             return;
         }
-        // A whole free word: on through the bitmaps of orders 6 and up,
-        // whose buddies lie in other plane words.
-        let first = start;
+        self.merge_word_up(start);
+    }
+
+    /// Goes on with the merge of the whole free plane word at `start` (an
+    /// order-6 block, not yet in any bitmap) through the bitmaps of orders 6
+    /// and up, whose buddies lie in other plane words. Out of line: one
+    /// free in 64 at most comes here, and the registers it needs would
+    /// otherwise be saved by every free.
+    #[inline(never)]
+    fn merge_word_up(&mut self, first: u64) {
+        let max = usize::from(self.bits.l.max_order);
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        let (mut k, mut start) = (6, first);
         while k < max {
             if !v.take_buddy(k, start ^ (1 << k)) {
                 break;
