@@ -164,11 +164,11 @@ impl Heap<'_> {
         self.merge_word_up(start);
     }
 
-    /// Goes on with the merge of the whole free plane word at `start` (an
+    /// Goes on with the merge of the whole free plane word at `first` (an
     /// order-6 block, not yet in any bitmap) through the bitmaps of orders 6
-    /// and up, whose buddies lie in other plane words. Out of line: one
-    /// free in 64 at most comes here, and the registers it needs would
-    /// otherwise be saved by every free.
+    /// and up, whose buddies lie in other plane words. Out of line: at most
+    /// one free in 64 of a word comes here, and the registers it needs
+    /// would otherwise be saved by every free.
     #[inline(never)]
     fn merge_word_up(&mut self, first: u64) {
         let max = usize::from(self.bits.l.max_order);
