@@ -77,6 +77,10 @@ pub(crate) struct Bits<'m> {
     /// Per order, the index in `w` of the level-0 word whose summary bits
     /// may be out of date (for order 0: of its P word; [`NONE`] for none).
     pub(crate) pending: [usize; Order::COUNT],
+    /// Lazy blocks (see [`crate::lazy`]): while there are none, which is
+    /// soon on a heap in use, a frame's block is known to be real without
+    /// reading the lazy bitmap.
+    pub(crate) lazy_left: u64,
 }
 
 impl<'m> Bits<'m> {
@@ -87,6 +91,7 @@ impl<'m> Bits<'m> {
             w,
             l,
             pending: [NONE; Order::COUNT],
+            lazy_left: 0,
         };
         bits.init();
         bits

@@ -130,8 +130,10 @@ impl Heap<'_> {
         let max = usize::from(l.max_order);
         let (lo, hi) = l.lazy;
         let top = &l.trees[max];
+        let mut lazy = 0;
         for w in 0..top.words {
             let word = self.bits.w[l.lbase.wrapping_add(top.origin as usize + w)];
+            lazy += u64::from(word.count_ones());
             let mut bits = word;
             while bits != 0 {
                 let slot = ((top.origin + w as u64) << 6) + u64::from(bits.trailing_zeros());
@@ -151,6 +153,9 @@ impl Heap<'_> {
                     return fail("lazy block's first frames wrong", Some(max), pfn);
                 }
             }
+        }
+        if lazy != self.bits.lazy_left {
+            return fail("lazy blocks miscounted", Some(max), l.base);
         }
         Ok(())
     }

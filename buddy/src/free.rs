@@ -43,6 +43,38 @@ impl Heap<'_> {
         Ok(())
     }
 
+    /// [`Heap::free`] of each frame of `frames` (order 0), as a run of
+    /// frees: every frame merges at once, and what a call of
+    /// [`Heap::free`] does once per call is done once for the batch.
+    /// Returns the first refusal, after freeing every other frame.
+    pub(crate) fn free_batch(&mut self, frames: &[u64]) -> Result<(), FreeError> {
+        self.merge_deferred();
+        self.c.freeing = true;
+        let mut first = Ok(());
+        let (base, end) = (self.bits.l.base, self.bits.l.end);
+        for &p in frames {
+            let freed = if p >= base && p < end {
+                self.bits.materialise_at(p);
+                self.free_frame(p, false)
+            } else {
+                Err(self.outside_span(p))
+            };
+            if let (Err(e), Ok(())) = (freed, first) {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    #[cold]
+    fn outside_span(&self, p: u64) -> FreeError {
+        let pfn = Mfn::new(p).unwrap_or(Mfn::MAX);
+        match self.check_block(pfn, Order::SIZE_4K) {
+            Err(e) => e.into(),
+            Ok(_) => FreeError::NotManaged { pfn },
+        }
+    }
+
     /// [`Heap::free`] of one frame: the head, its next frame and its buddy
     /// are read in one word pair (but for the last frame of a word), and
     /// without a free buddy the free is one plane write.
@@ -68,7 +100,7 @@ impl Heap<'_> {
             // A free buddy (a free start in the same word, so in the span,
             // and an order-0 block, as a larger one would hold this frame).
             if !defer {
-                self.put_merge(p, 0);
+                self.merge_frame(p, i, pw, qw);
                 return Ok(());
             }
             // Their merge waits for the next operation that needs it.
@@ -83,6 +115,80 @@ impl Heap<'_> {
         }
         self.c.put(0, p);
         Ok(())
+    }
+
+    /// Frees head `p` (at word pair `i`, which holds `pw` and `qw`) whose
+    /// buddy is a free frame, merging as far as the buddies go. Below order
+    /// 6 every buddy's first frame lies in `p`'s plane word, so the merges
+    /// there change the word pair in registers and write it once; only the
+    /// free bitmaps of the buddies are read.
+    #[inline(always)]
+    fn merge_frame(&mut self, p: u64, i: usize, pw: u64, qw: u64) {
+        let max = usize::from(self.bits.l.max_order);
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        c.take(0);
+        let before = free0_word(pw, qw);
+        let pw = pw | bit(p);
+        // Both frames interior; the block's first frame is set at the end.
+        let mut q = qw & !(bit(p) | bit(p ^ 1));
+        let mut start = p & !1;
+        let mut k = 1;
+        let in_word = max.min(6);
+        while k < in_word {
+            let b = start ^ (1 << k);
+            let f = v.fword_in(k, b);
+            let word = v.w[f];
+            if word & bit(b >> k) == 0 {
+                break;
+            }
+            let now = word & !bit(b >> k);
+            v.w[f] = now;
+            if now == 0 {
+                v.changed(k, f);
+            }
+            c.take(k);
+            q &= !bit(b);
+            start &= !(1 << k);
+            k += 1;
+        }
+        let q = q | bit(start);
+        v.w[i] = pw;
+        v.w[i + 1] = q;
+        v.sync0(i, before, free0_word(pw, q));
+        if k < 6 || k >= max {
+            v.set_fbit(k, start);
+            c.put(k, start);
+            return;
+        }
+        self.merge_word_up(start);
+    }
+
+    /// Goes on with the merge of the whole free plane word at `first` (an
+    /// order-6 block, not yet in any bitmap) through the bitmaps of orders 6
+    /// and up, whose buddies lie in other plane words. Out of line: at most
+    /// one free in 64 of a word comes here, and the registers it needs
+    /// would otherwise be saved by every free.
+    #[inline(never)]
+    fn merge_word_up(&mut self, first: u64) {
+        let max = usize::from(self.bits.l.max_order);
+        let c = &mut self.c;
+        let mut v = self.bits.view();
+        let (mut k, mut start) = (6, first);
+        while k < max {
+            if !v.take_buddy(k, start ^ (1 << k)) {
+                break;
+            }
+            c.take(k);
+            start &= !(1 << k);
+            k += 1;
+        }
+        if start != first {
+            v.set_start(first, false);
+            v.set_start(start, true);
+        }
+        v.set_fbit(k, start);
+        c.put(k, start);
     }
 
     /// Frees a [`Block`] returned by an allocation or claim.

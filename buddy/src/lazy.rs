@@ -62,6 +62,7 @@ impl Bits<'_> {
             }
         }
         self.w[from..].fill(0);
+        self.lazy_left = hi - lo;
         for slot in lo..hi {
             let i = self.pair(slot << max);
             self.w[i] = 0;
@@ -74,6 +75,9 @@ impl Bits<'_> {
     /// is lazy.
     #[inline(always)]
     pub(crate) fn is_lazy(&self, pfn: u64) -> bool {
+        if self.lazy_left == 0 {
+            return false;
+        }
         let max = usize::from(self.l.max_order);
         let i = self.l.lbase.wrapping_add((pfn >> (max + 6)) as usize);
         self.w[i] & bit(pfn >> max) != 0
@@ -117,6 +121,7 @@ impl Bits<'_> {
         let s = pfn >> max << max;
         let e = s + (1 << max);
         self.w[self.l.lbase.wrapping_add((pfn >> (max + 6)) as usize)] &= !bit(pfn >> max);
+        self.lazy_left -= 1;
         let p = if self.is_free_in_span(max, s) {
             u64::MAX
         } else {
