@@ -5,16 +5,16 @@
 //! does when CPUID reports it: inline for the short inputs of the append
 //! path (a group header, a small payload, where a call into the `crc32c`
 //! crate costs more than the arithmetic), through that crate's three-way
-//! interleaved loop for long ones. A record is checksummed in pieces of
-//! 256 bytes ([`Crc32c::fold_record`]): the hardware path computes three
-//! pieces at a time in one call (the `crc32` instruction's latency is three
-//! times its throughput), with no calls inside, so it runs on while a fence
-//! holds stores back. All compute the same function (the tests below check
-//! it), so images move freely between them.
-
-/// Bytes of a record checksummed as one piece (see
-/// [`Crc32c::fold_record`]).
-pub(crate) const PIECE: usize = 256;
+//! interleaved loop for long ones. All compute the same function (the
+//! tests below check it), so images move freely between them.
+//!
+//! Every checksum is the plain CRC-32C of the bytes it covers, in the
+//! order they are stored, never a checksum of checksums: a CRC of the
+//! pieces' CRCs loses the position of a piece's bytes, so that one error
+//! pattern placed in two pieces at offsets that line up cancels out (two
+//! equal byte flips 4 bytes further from the end in the later piece went
+//! undetected that way). A plain CRC-32C detects every such pair, and
+//! every error of up to 3 bits, in anything shorter than 256 MiB.
 
 /// A running CRC-32C over a sequence of byte slices.
 #[derive(Clone)]
@@ -87,36 +87,28 @@ impl Crc32c {
         self.update(&word.to_le_bytes());
     }
 
-    /// Continues over a record — its 4-byte entry header `entry`, then
-    /// its payload — cut into pieces of [`PIECE`] bytes (the last one
-    /// shorter), each folded in as its own CRC-32C: a piece's CRC starts
-    /// afresh, and this one continues over its 4 bytes. The pieces' CRCs
-    /// are independent, so the hardware path computes three at a time.
+    /// Continues over a record as stored: its 4-byte entry header
+    /// `entry` (little-endian), then its payload.
     #[inline]
-    pub(crate) fn fold_record(&mut self, entry: u32, payload: &[u8]) {
+    pub(crate) fn update_record(&mut self, entry: u32, payload: &[u8]) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if let Some(value) = sse42::fold_record(self.value, entry, payload) {
+        if let Some(value) = sse42::update_record(self.value, entry, payload) {
             self.value = value;
             return;
         }
-        let first = payload.len().min(PIECE - 4);
-        let mut piece = Self::new();
-        piece.update_u32(entry);
-        piece.update(&payload[..first]);
-        self.update_u32(piece.value());
-        for rest in payload[first..].chunks(PIECE) {
-            self.update_u32(crc32c(rest));
-        }
+        self.update_u32(entry);
+        self.update(payload);
     }
 
-    /// [`fold_record`](Self::fold_record) for each record `records`
+    /// [`update_record`](Self::update_record) for each record `records`
     /// yields (entry header, payload), in one call into the hardware path:
-    /// the loop then makes no calls, so it stores nothing on the stack and
-    /// runs on while a fence holds earlier stores back.
+    /// for short payloads the loop then makes no calls, so it stores
+    /// nothing on the stack and runs on while a fence holds earlier stores
+    /// back.
     #[inline]
-    pub(crate) fn fold_records<'r>(&mut self, records: impl Iterator<Item = (u32, &'r [u8])>) {
+    pub(crate) fn update_records<'r>(&mut self, records: impl Iterator<Item = (u32, &'r [u8])>) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        let records = match sse42::fold_records(self.value, records) {
+        let records = match sse42::update_records(self.value, records) {
             Ok(value) => {
                 self.value = value;
                 return;
@@ -124,7 +116,7 @@ impl Crc32c {
             Err(records) => records,
         };
         for (entry, payload) in records {
-            self.fold_record(entry, payload);
+            self.update_record(entry, payload);
         }
     }
 
@@ -162,8 +154,6 @@ impl Crc32c {
 mod sse42 {
     use core::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u32, _mm_crc32_u64};
 
-    use super::PIECE;
-
     /// Inputs this short are done here; longer ones go to the `crc32c`
     /// crate, whose interleaved loop starts paying off at this length.
     pub(super) const SHORT: usize = 768;
@@ -200,15 +190,15 @@ mod sse42 {
         Some(unsafe { update_half(crc, word) })
     }
 
-    /// `crc` continued over the CRC of a record (`entry`, then
-    /// `payload`); `None` if the CPU lacks SSE 4.2.
+    /// `crc` continued over a record (`entry`, then `payload`); `None` if
+    /// the CPU lacks SSE 4.2.
     #[inline]
-    pub(super) fn fold_record(crc: u32, entry: u32, payload: &[u8]) -> Option<u32> {
+    pub(super) fn update_record(crc: u32, entry: u32, payload: &[u8]) -> Option<u32> {
         if !std::is_x86_feature_detected!("sse4.2") {
             return None;
         }
         // SAFETY: the CPU executes SSE 4.2 instructions (checked above).
-        Some(unsafe { fold_record_hw(crc, entry, payload) })
+        Some(unsafe { record_hw(crc, entry, payload) })
     }
 
     /// `crc` continued over `words` and `last`; `None` if the CPU lacks
@@ -231,57 +221,21 @@ mod sse42 {
         reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
     )]
     #[inline]
-    unsafe fn fold_record_hw(crc: u32, entry: u32, payload: &[u8]) -> u32 {
-        let first = payload.len().min(PIECE - 4);
+    unsafe fn record_hw(crc: u32, entry: u32, payload: &[u8]) -> u32 {
         // SAFETY: this function runs only where SSE 4.2 does.
-        let entry = unsafe { _mm_crc32_u32(!0, entry) };
-        // SAFETY: as above.
-        let head = unsafe { update_bytes(!entry, &payload[..first]) };
-        // SAFETY: as above.
-        let mut group = unsafe { _mm_crc32_u32(!crc, head) };
-        let mut triples = payload[first..].chunks_exact(3 * PIECE);
-        for triple in &mut triples {
-            let (a, rest) = triple.split_at(PIECE);
-            let (b, c) = rest.split_at(PIECE);
-            let (mut x, mut y, mut z) = (!0u64 >> 32, !0u64 >> 32, !0u64 >> 32);
-            for ((a, b), c) in a
-                .chunks_exact(8)
-                .zip(b.chunks_exact(8))
-                .zip(c.chunks_exact(8))
-            {
-                // SAFETY: as above (three independent pieces, interleaved).
-                x = unsafe { _mm_crc32_u64(x, word(a)) };
-                // SAFETY: as above.
-                y = unsafe { _mm_crc32_u64(y, word(b)) };
-                // SAFETY: as above.
-                z = unsafe { _mm_crc32_u64(z, word(c)) };
-            }
-            for state in [x, y, z] {
-                // SAFETY: as above.
-                group = unsafe { _mm_crc32_u32(group, !(state as u32)) };
-            }
-        }
-        for piece in triples.remainder().chunks(PIECE) {
+        let state = unsafe { _mm_crc32_u32(!crc, entry) };
+        if payload.len() < SHORT {
             // SAFETY: as above.
-            let piece = unsafe { update_bytes(0, piece) };
-            // SAFETY: as above.
-            group = unsafe { _mm_crc32_u32(group, piece) };
+            unsafe { update_bytes(!state, payload) }
+        } else {
+            crc32c::crc32c_append(!state, payload)
         }
-        !group
     }
 
-    /// The little-endian word in the first 8 bytes of `bytes`.
+    /// `crc` continued over `records`; the records back if the CPU lacks
+    /// SSE 4.2.
     #[inline]
-    fn word(bytes: &[u8]) -> u64 {
-        let mut word = [0; 8];
-        word.copy_from_slice(&bytes[..8]);
-        u64::from_le_bytes(word)
-    }
-
-    /// `crc` continued over the pieces of `records`; the records back if
-    /// the CPU lacks SSE 4.2.
-    #[inline]
-    pub(super) fn fold_records<'r, I: Iterator<Item = (u32, &'r [u8])>>(
+    pub(super) fn update_records<'r, I: Iterator<Item = (u32, &'r [u8])>>(
         crc: u32,
         records: I,
     ) -> Result<u32, I> {
@@ -289,7 +243,7 @@ mod sse42 {
             return Err(records);
         }
         // SAFETY: the CPU executes SSE 4.2 instructions (checked above).
-        Ok(unsafe { fold_records_hw(crc, records) })
+        Ok(unsafe { records_hw(crc, records) })
     }
 
     /// # Safety
@@ -300,11 +254,11 @@ mod sse42 {
         unused_unsafe,
         reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
     )]
-    unsafe fn fold_records_hw<'r>(crc: u32, records: impl Iterator<Item = (u32, &'r [u8])>) -> u32 {
+    unsafe fn records_hw<'r>(crc: u32, records: impl Iterator<Item = (u32, &'r [u8])>) -> u32 {
         let mut group = crc;
         for (entry, payload) in records {
             // SAFETY: this function runs only where SSE 4.2 does.
-            group = unsafe { fold_record_hw(group, entry, payload) };
+            group = unsafe { record_hw(group, entry, payload) };
         }
         group
     }
@@ -449,27 +403,25 @@ mod tests {
     }
 
     #[test]
-    fn folded_records_and_headers_equal_their_bytes() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 13 + i / 7) as u8).collect();
-        for len in [0, 1, 7, 8, 64, 252, 253, 255, 767, 768, 1000] {
-            let mut folded = Crc32c::new();
-            folded.update(b"ab");
-            folded.fold_record(0x0102_0304, &data[..len]);
-            let mut record = 0x0102_0304u32.to_le_bytes().to_vec();
-            record.extend_from_slice(&data[..len]);
+    fn records_and_headers_are_checksummed_as_their_bytes() {
+        let table = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        for len in [0, 1, 7, 8, 64, 252, 253, 255, 767, 768, 1000, 4096] {
+            let mut record = Crc32c::new();
+            record.update(b"ab");
+            record.update_record(0x0102_0304, &data[..len]);
             let mut bytes = b"ab".to_vec();
-            for piece in record.chunks(PIECE) {
-                bytes.extend_from_slice(&crc32c(piece).to_le_bytes());
-            }
-            assert_eq!(folded.value(), crc32c(&bytes), "length {len}");
+            bytes.extend_from_slice(&0x0102_0304u32.to_le_bytes());
+            bytes.extend_from_slice(&data[..len]);
+            assert_eq!(record.value(), table.checksum(&bytes), "length {len}");
         }
         let records = [(7u32, &data[..5]), (8, &data[..0]), (9, &data[..300])];
         let mut one_by_one = Crc32c::new();
         for (entry, payload) in records {
-            one_by_one.fold_record(entry, payload);
+            one_by_one.update_record(entry, payload);
         }
         let mut all = Crc32c::new();
-        all.fold_records(records.into_iter());
+        all.update_records(records.into_iter());
         assert_eq!(all.value(), one_by_one.value());
         let mut header = Crc32c::new();
         header.update_header([1, 2, 3], 4);

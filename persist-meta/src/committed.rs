@@ -27,9 +27,15 @@
 //! Stale groups (from before a checkpoint: lower epochs, as every
 //! checkpoint raises the epoch) and groups of an earlier writer (lower
 //! epochs) never qualify: only the last group of the last writer can be
-//! torn. Format 3 has one header and one CRC per group, so the failing
-//! group is always checked whole; there is no part of it that could
-//! testify for the rest.
+//! torn. So recovery asks for evidence whatever check the chain failed,
+//! an intact group of another sequence number or epoch too (a blank
+//! header excepted, which salvage relies on): where nothing can be torn,
+//! nothing can be stale either.
+//!
+//! Format 3 has one header and one CRC per group, so the failing group is
+//! always checked whole; there is no part of it that could testify for
+//! the rest. Its CRC is the plain CRC-32C of the group's bytes (see
+//! `checksum.rs`), which no pair of equal flips cancels.
 
 use core::ops::Range;
 

@@ -130,7 +130,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             store_payload(pmem, at + ENTRY_HEADER, payload, self.written_back..done)?;
             self.written_back = self.written_back.max(done);
         }
-        self.crc.fold_record(entry.word(), payload);
+        self.crc.update_record(entry.word(), payload);
         self.body = body;
         self.records += 1;
         Ok(())
@@ -155,7 +155,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             return false;
         }
         let mut crc = Crc32c::new();
-        crc.fold_records(records.iter().map(|r| {
+        crc.update_records(records.iter().map(|r| {
             let payload = r.encoded().unwrap_or_default();
             let entry = Entry {
                 len: payload.len() as u16,

@@ -367,7 +367,7 @@ impl<P: Pmem> Log<P> {
             kind: RecordKind::EPOCH.raw(),
         };
         let mut crc = Crc32c::new();
-        crc.fold_record(entry.word(), &[]);
+        crc.update_record(entry.word(), &[]);
         let mut header = Header {
             len: ENTRY_HEADER as u32,
             count: 1,

@@ -258,9 +258,13 @@ fn replay_records<P: Pmem, R: Replay>(
 }
 
 /// An error if the group at `failed` failed its checks (`reason`) although
-/// a later group proves it committed (see `committed.rs`); a natural end
-/// of the chain (blank, the area's end, a stale or an earlier writer's
-/// record) needs no proof.
+/// a later group proves it committed (see `committed.rs`). A stale
+/// sequence number or an earlier epoch is checked too: at a true end of
+/// the chain nothing beyond can testify (all of it is older), while a
+/// committed group overwritten by an intact group copied from elsewhere
+/// would otherwise end the chain early without a word. A blank header
+/// ends the chain without a look, as in format 2: salvage reads a damaged
+/// range as blank to replay the state before it.
 pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
     pmem: &P,
     area: &core::ops::Range<u64>,
@@ -269,11 +273,7 @@ pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
 ) -> Result<(), ImageError> {
     if matches!(
         reason,
-        StopReason::Blank
-            | StopReason::AreaEnd
-            | StopReason::Sequence { .. }
-            | StopReason::Epoch { .. }
-            | StopReason::SequenceExhausted
+        StopReason::Blank | StopReason::AreaEnd | StopReason::SequenceExhausted
     ) {
         return Ok(());
     }

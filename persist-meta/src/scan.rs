@@ -304,7 +304,7 @@ impl<'p, P: Pmem + ?Sized> Scanner<'p, P> {
             )?;
             current
                 .crc
-                .fold_record(entry.word(), &buf[..usize::from(entry.len)]);
+                .update_record(entry.word(), &buf[..usize::from(entry.len)]);
             (entry, 0)
         };
         let offset = body_start + current.at;
@@ -478,7 +478,7 @@ pub(crate) fn walk<P: Pmem + ?Sized>(
             pmem.read(offset + GROUP_HEADER + payload_at, payload)?;
             &*payload
         };
-        group.fold_record(entry.word(), payload);
+        group.update_record(entry.word(), payload);
         if walk.found == 0 {
             walk.first_kind = entry.kind;
         } else if entry.kind == RecordKind::EPOCH.raw() {

@@ -239,7 +239,7 @@ pub fn forge_record(kind: u16, flags: u16, seq: u64, epoch: u64, payload: &[u8])
         crc: 0,
     };
     let mut crc = Crc32c::new();
-    crc.fold_record(entry.word(), payload);
+    crc.update_record(entry.word(), payload);
     header.crc = header.checksum(crc);
     let mut bytes: Vec<u8> = header
         .words()
