@@ -5,8 +5,10 @@
 //! does when CPUID reports it: inline for the short inputs of the append
 //! path (a group header, a small payload, where a call into the `crc32c`
 //! crate costs more than the arithmetic), through that crate's three-way
-//! interleaved loop for long ones. All compute the same function (the
-//! tests below check it), so images move freely between them.
+//! interleaved loop for long ones; records, with PCLMULQDQ too, on
+//! independent chains joined by carry-less multiplication
+//! (`crc_combine`). All compute the same function (the tests below check
+//! it), so images move freely between them.
 //!
 //! Every checksum is the plain CRC-32C of the bytes it covers, in the
 //! order they are stored, never a checksum of checksums: a CRC of the
@@ -92,6 +94,11 @@ impl Crc32c {
     #[inline]
     pub(crate) fn update_record(&mut self, entry: u32, payload: &[u8]) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if let Ok(value) = crate::crc_combine::records(self.value, [(entry, payload)].into_iter()) {
+            self.value = value;
+            return;
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if let Some(value) = sse42::update_record(self.value, entry, payload) {
             self.value = value;
             return;
@@ -107,6 +114,14 @@ impl Crc32c {
     /// back.
     #[inline]
     pub(crate) fn update_records<'r>(&mut self, records: impl Iterator<Item = (u32, &'r [u8])>) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        let records = match crate::crc_combine::records(self.value, records) {
+            Ok(value) => {
+                self.value = value;
+                return;
+            }
+            Err(records) => records,
+        };
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         let records = match sse42::update_records(self.value, records) {
             Ok(value) => {

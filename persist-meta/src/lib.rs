@@ -65,6 +65,8 @@ extern crate alloc;
 mod checkpoint;
 mod checksum;
 mod committed;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod crc_combine;
 mod error;
 mod group;
 mod image;
