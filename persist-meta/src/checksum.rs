@@ -113,7 +113,10 @@ impl Crc32c {
     /// nothing on the stack and runs on while a fence holds earlier stores
     /// back.
     #[inline]
-    pub(crate) fn update_records<'r>(&mut self, records: impl Iterator<Item = (u32, &'r [u8])>) {
+    pub(crate) fn update_records<'r>(
+        &mut self,
+        records: impl Iterator<Item = (u32, &'r [u8])> + Clone,
+    ) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         let records = match crate::crc_combine::records(self.value, records) {
             Ok(value) => {

@@ -64,7 +64,7 @@ fn available() -> bool {
 /// header, then payload, each); the records back if the CPU lacks the
 /// instructions.
 #[inline]
-pub(crate) fn records<'r, I: Iterator<Item = (u32, &'r [u8])>>(
+pub(crate) fn records<'r, I: Iterator<Item = (u32, &'r [u8])> + Clone>(
     crc: u32,
     records: I,
 ) -> Result<u32, I> {
@@ -83,29 +83,36 @@ pub(crate) fn records<'r, I: Iterator<Item = (u32, &'r [u8])>>(
     unused_unsafe,
     reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
 )]
-unsafe fn records_hw<'r>(mut state: u32, records: impl Iterator<Item = (u32, &'r [u8])>) -> u32 {
+#[inline]
+unsafe fn records_hw<'r>(
+    state: u32,
+    records: impl Iterator<Item = (u32, &'r [u8])> + Clone,
+) -> u32 {
+    // Each record's chain is moved past the bytes after it, all at once,
+    // rather than one record after the other: no join waits for another.
+    let mut after: usize = records.clone().map(|(_, p)| 4 + p.len()).sum();
+    // SAFETY: this function runs only where both instruction sets do.
+    let mut sum = unsafe { shift(state, after) };
     for (entry, payload) in records {
-        // SAFETY: this function runs only where both instruction sets do.
+        after -= 4 + payload.len();
+        // SAFETY: as above.
         let own = unsafe { record(entry, payload) };
         // SAFETY: as above.
-        state = unsafe { shift(state, 4 + payload.len()) } ^ own;
+        sum ^= unsafe { shift(own, after) };
     }
-    state
+    sum
 }
 
 /// The state after `entry` and `payload` from a zero state.
 ///
 /// # Safety
 ///
-/// The CPU must support SSE 4.2 and PCLMULQDQ.
-#[inline]
-#[target_feature(enable = "sse4.2,pclmulqdq")]
-#[allow(
-    unused_unsafe,
-    reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
-)]
+/// The CPU must support SSE 4.2 and PCLMULQDQ, and the caller must be
+/// compiled for both (`records_hw`): inlined there, the instructions are
+/// too, and the loop makes no calls.
+#[inline(always)]
 unsafe fn record(entry: u32, payload: &[u8]) -> u32 {
-    // SAFETY: this function runs only where both instruction sets do.
+    // SAFETY: the caller runs only where both instruction sets do.
     let head = unsafe { _mm_crc32_u32(0, entry) };
     if payload.len() < SPLIT {
         // SAFETY: as above.
@@ -142,17 +149,14 @@ unsafe fn record(entry: u32, payload: &[u8]) -> u32 {
 ///
 /// # Safety
 ///
-/// The CPU must support SSE 4.2 and PCLMULQDQ.
-#[inline]
-#[target_feature(enable = "sse4.2,pclmulqdq")]
-#[allow(
-    unused_unsafe,
-    reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
-)]
+/// The CPU must support SSE 4.2 and PCLMULQDQ, and the caller must be
+/// compiled for both (`records_hw`): inlined there, the instructions are
+/// too, and the loop makes no calls.
+#[inline(always)]
 unsafe fn shift(mut state: u32, mut n: usize) -> u32 {
     while n > SHIFT_MAX {
-        // SAFETY: this function runs only where both instruction sets do.
-        state = unsafe { shift(state, SHIFT_MAX) };
+        // SAFETY: the caller runs only where both instruction sets do.
+        state = unsafe { times(state, SHIFTS[SHIFT_MAX]) };
         n -= SHIFT_MAX;
     }
     if n < SHIFT_MIN {
@@ -163,9 +167,20 @@ unsafe fn shift(mut state: u32, mut n: usize) -> u32 {
         return state;
     }
     // SAFETY: as above.
+    unsafe { times(state, SHIFTS[n]) }
+}
+
+/// `state` times `constant` (one of [`SHIFTS`]), reduced.
+///
+/// # Safety
+///
+/// As for [`shift`].
+#[inline(always)]
+unsafe fn times(state: u32, constant: u32) -> u32 {
+    // SAFETY: the caller runs only where both instruction sets do.
     let state = unsafe { _mm_cvtsi64_si128(i64::from(state)) };
     // SAFETY: as above.
-    let constant = unsafe { _mm_cvtsi64_si128(i64::from(SHIFTS[n])) };
+    let constant = unsafe { _mm_cvtsi64_si128(i64::from(constant)) };
     // SAFETY: as above.
     let product = unsafe { _mm_clmulepi64_si128(state, constant, 0) };
     // SAFETY: as above.
@@ -178,18 +193,15 @@ unsafe fn shift(mut state: u32, mut n: usize) -> u32 {
 ///
 /// # Safety
 ///
-/// The CPU must support SSE 4.2.
-#[inline]
-#[target_feature(enable = "sse4.2")]
-#[allow(
-    unused_unsafe,
-    reason = "Rust 1.85 (rust-version) still requires the blocks that later versions find redundant here"
-)]
+/// The CPU must support SSE 4.2 and PCLMULQDQ, and the caller must be
+/// compiled for both (`records_hw`): inlined there, the instructions are
+/// too, and the loop makes no calls.
+#[inline(always)]
 unsafe fn bytes(state: u32, bytes: &[u8]) -> u32 {
     let mut state = u64::from(state);
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
-        // SAFETY: this function runs only where SSE 4.2 does.
+        // SAFETY: the caller runs only where SSE 4.2 does.
         state = unsafe { _mm_crc32_u64(state, word(chunk)) };
     }
     let mut state = state as u32;
@@ -230,6 +242,20 @@ mod tests {
             let got = records(start, [(entry, &data[..len])].into_iter());
             assert_eq!(got.ok(), Some(table.checksum(&bytes)), "length {len}");
         }
+        // Several records, one of them empty, one of the largest.
+        let lens = [5usize, 0, 300, 64, 4096, 130, 7];
+        let mut bytes = Vec::new();
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            let entry = 0x0500_0000 | i as u32;
+            bytes.extend_from_slice(&entry.to_le_bytes());
+            bytes.extend_from_slice(&data[at..at + len]);
+            parts.push((entry, &data[at..at + len]));
+            at += len;
+        }
+        let got = records(0, parts.iter().copied());
+        assert_eq!(got.ok(), Some(table.checksum(&bytes)), "{lens:?}");
         // Moves longer than the table and shorter than its first entry.
         for n in [0, 1, 4, 5, 6, SHIFT_MAX, SHIFT_MAX + 1, 3 * SHIFT_MAX + 7] {
             let mut by_bytes = 0x1234_5678u32;
