@@ -6,43 +6,49 @@
 //! correctly dropped; a damaged committed record is lost metadata, and
 //! truncating there would silently drop every later commit too.
 //!
-//! The writer stores a group's records only after every earlier group's
-//! fence, and a new writer (an open, or the writer after an abandoned
-//! group) first appends an epoch record at the end of the chain it found.
-//! So an intact record beyond the failing one proves the failing one was
-//! durable, and has been damaged since, when
+//! The writer stores a group only after every earlier group's fence, and
+//! a new writer (an open, or the writer after an abandoned group) first
+//! appends an epoch record at the end of the chain it found. So an intact
+//! group (its CRC matches) beyond the failing one proves the failing one
+//! was durable, and has been damaged since, when
 //!
-//! - it is of the chain's epoch at the failure, has a higher sequence
-//!   number, and its group began after the failing record's (`seq - index`,
-//!   its group's first sequence number, is higher than the failing one's):
-//!   that group was written after the failing record's group was fenced; or
+//! - it is of the chain's epoch at the failure and its sequence number
+//!   (that of its first record) is higher than the failing group's: it
+//!   was written after the failing group was fenced; or
 //! - it is of a later epoch, with a higher sequence number: a later writer
-//!   began beyond the failing record, and every writer begins where the
+//!   began beyond the failing group, and every writer begins where the
 //!   chain it recovered ended (the epoch record is the record of where an
-//!   open began), so the failing record was part of a chain that had been
+//!   open began), so the failing group was part of a chain that had been
 //!   recovered, i.e. committed. A writer that began before the failing
-//!   record would have overwritten the chain there with its own, later
+//!   group would have overwritten the chain there with its own, later
 //!   epoch; the chain reaching the failure in an earlier epoch rules that
 //!   out.
 //!
-//! Stale records (from before a checkpoint: lower epochs, as every
-//! checkpoint raises the epoch) and records of an earlier writer (lower
-//! epochs) never qualify, nor do the other records of the failing record's
-//! own group: only the last group of the last writer can be torn.
+//! Stale groups (from before a checkpoint: lower epochs, as every
+//! checkpoint raises the epoch) and groups of an earlier writer (lower
+//! epochs) never qualify: only the last group of the last writer can be
+//! torn. So recovery asks for evidence whatever check the chain failed,
+//! an intact group of another sequence number or epoch too (a blank
+//! header excepted, which salvage relies on): where nothing can be torn,
+//! nothing can be stale either.
+//!
+//! Format 3 has one header and one CRC per group, so the failing group is
+//! always checked whole; there is no part of it that could testify for
+//! the rest. Its CRC is the plain CRC-32C of the group's bytes (see
+//! `checksum.rs`), which no pair of equal flips cancels.
 
 use core::ops::Range;
 
-use crate::checksum::Crc32c;
 use crate::pmem::{Pmem, PmemError};
-use crate::record::{Header, MAX_PAYLOAD, RECORD_ALIGN, RECORD_HEADER, record_size};
-use crate::scan::Cursor;
+use crate::record::{GROUP_HEADER, Header, RECORD_ALIGN};
+use crate::scan::{BUF, Cursor, walk};
 
 /// Bytes read at a time while looking for evidence.
 const CHUNK: u64 = 4096;
 /// A blank chunk.
 static BLANK: [u8; CHUNK as usize] = [0; CHUNK as usize];
 /// A blank header.
-const BLANK_HEADER: [u8; RECORD_HEADER as usize] = [0; RECORD_HEADER as usize];
+const BLANK_HEADER: [u8; GROUP_HEADER as usize] = [0; GROUP_HEADER as usize];
 
 /// The area offset of a record proving that the records before it, up to
 /// `failed` (the cursor where the chain's checks failed), had been
@@ -52,13 +58,11 @@ pub(crate) fn evidence<P: Pmem + ?Sized>(
     area: &Range<u64>,
     failed: Cursor,
 ) -> Result<Option<u64>, PmemError> {
-    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut payload = [0u8; BUF];
     let start = failed.pos.saturating_add(RECORD_ALIGN);
     headers(pmem, area, start, |pos, header| {
         // Cheap filters before any CRC is computed.
-        let proves = header.seq > failed.seq
-            && (header.epoch > failed.epoch
-                || header.epoch == failed.epoch && header.group_first_seq() > failed.seq);
+        let proves = header.seq > failed.seq && header.epoch >= failed.epoch;
         if !proves {
             return Ok(false);
         }
@@ -67,24 +71,27 @@ pub(crate) fn evidence<P: Pmem + ?Sized>(
 }
 
 /// Where a walk of the chain can go on past damage at `failed`: the first
-/// intact record beyond it that begins a later group (its index is 0) of
-/// the same or a later epoch, and the cursor to read it with. `None` if no
+/// intact group beyond it of a later sequence number and the same or a
+/// later epoch, and the cursor to read it with. `None` if no
 /// such record follows.
 pub(crate) fn resume_after<P: Pmem + ?Sized>(
     pmem: &P,
     area: &Range<u64>,
     failed: Cursor,
 ) -> Result<Option<(u64, Cursor)>, PmemError> {
-    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut payload = [0u8; BUF];
     let mut found = None;
     let start = failed.pos.saturating_add(RECORD_ALIGN);
     headers(pmem, area, start, |pos, header| {
-        let begins = header.index == 0 && header.seq > failed.seq && header.epoch >= failed.epoch;
+        let begins = header.seq > failed.seq && header.epoch >= failed.epoch;
         if !begins || !intact(pmem, area, pos, header, &mut payload)? {
             return Ok(false);
         }
         // An epoch record must raise the cursor's epoch to be read.
-        let epoch = if header.kind == crate::record::RecordKind::EPOCH.raw() {
+        let first = pmem.read_u64(area.start + pos + GROUP_HEADER)? as u32;
+        let is_epoch = crate::record::Entry::parse(first.to_le_bytes()).kind
+            == crate::record::RecordKind::EPOCH.raw();
+        let epoch = if is_epoch {
             header.epoch.saturating_sub(1).min(failed.epoch)
         } else {
             header.epoch
@@ -102,30 +109,28 @@ pub(crate) fn resume_after<P: Pmem + ?Sized>(
     Ok(found)
 }
 
-/// Whether the record whose header lies at area offset `pos` fits in the
+/// Whether the group whose header lies at area offset `pos` fits in the
 /// area and its CRC matches.
 fn intact<P: Pmem + ?Sized>(
     pmem: &P,
     area: &Range<u64>,
     pos: u64,
     header: &Header,
-    payload: &mut [u8; MAX_PAYLOAD],
+    buf: &mut [u8; BUF],
 ) -> Result<bool, PmemError> {
     let len = area.end - area.start;
-    let fits = record_size(u64::from(header.len))
+    let fits = header
+        .size()
         .and_then(|size| pos.checked_add(size))
-        .is_some_and(|end| header.len as usize <= MAX_PAYLOAD && end <= len);
+        .is_some_and(|end| end <= len);
     if !fits {
         return Ok(false);
     }
-    let body = &mut payload[..header.len as usize];
-    pmem.read(area.start + pos + RECORD_HEADER, body)?;
-    let mut crc = Crc32c::new();
-    crc.update(body);
-    Ok(header.checksum(crc) == header.crc)
+    let walked = walk(pmem, area.start + pos, header, false, buf)?;
+    Ok(walked.is_ok_and(|w| w.crc == header.crc))
 }
 
-/// The largest epoch of an intact record header (its CRC matches) at or
+/// The largest epoch of an intact group header (its checksum matches) at or
 /// after area offset `from` whose epoch is at least `at_least`: what an
 /// epoch record written at `from` must rise above, so that nothing already
 /// beyond it, however it got there, can join the chain or testify for it.
@@ -135,7 +140,7 @@ pub(crate) fn highest_epoch_beyond<P: Pmem + ?Sized>(
     from: u64,
     at_least: u64,
 ) -> Result<Option<u64>, PmemError> {
-    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut payload = [0u8; BUF];
     let mut highest = None;
     headers(pmem, area, from, |pos, header| {
         if header.epoch < at_least || highest.is_some_and(|h| header.epoch <= h) {
@@ -161,7 +166,7 @@ fn headers<P: Pmem + ?Sized>(
     let len = area.end - area.start;
     let mut chunk = [0u8; CHUNK as usize];
     let mut pos = from.div_ceil(RECORD_ALIGN).saturating_mul(RECORD_ALIGN);
-    while pos.saturating_add(RECORD_HEADER) <= len {
+    while pos.saturating_add(GROUP_HEADER) <= len {
         let n = (len - pos).min(CHUNK);
         pmem.read(area.start + pos, &mut chunk[..n as usize])?;
         // Most of an area beyond the chain is blank: skip it a chunk at a
@@ -171,9 +176,9 @@ fn headers<P: Pmem + ?Sized>(
             continue;
         }
         let mut at = 0;
-        while at + RECORD_HEADER <= n {
-            let mut raw = [0u8; RECORD_HEADER as usize];
-            raw.copy_from_slice(&chunk[at as usize..(at + RECORD_HEADER) as usize]);
+        while at + GROUP_HEADER <= n {
+            let mut raw = [0u8; GROUP_HEADER as usize];
+            raw.copy_from_slice(&chunk[at as usize..(at + GROUP_HEADER) as usize]);
             if raw != BLANK_HEADER && visit(pos + at, &Header::parse(&raw))? {
                 return Ok(Some(pos + at));
             }

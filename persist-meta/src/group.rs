@@ -1,9 +1,11 @@
 //! Commit groups: several records made durable by one fence.
 //!
-//! Each pushed record's payload is stored at once; its header waits until
-//! the next push or the commit, because only then is it known whether the
-//! record ends the group. The CRC covers the payload first, so the header
-//! fields can be decided last without re-reading the payload.
+//! Each pushed record (entry header and payload) is stored at once, right
+//! after the previous one, and folded into the group's running CRC; lines
+//! that fill up are written back as they do. The group header waits for
+//! the commit, because only then are the group's length and record count
+//! known; the CRC covers the records first, so the header is decided last
+//! without re-reading anything.
 
 use core::fmt;
 use core::ops::Range;
@@ -13,19 +15,9 @@ use crate::error::AppendError;
 use crate::log::{Commit, Log};
 use crate::pmem::{CACHE_LINE, Pmem, PmemError};
 use crate::record::{
-    Encode, FLAG_GROUP_END, Header, MAX_GROUP, MAX_PAYLOAD, RECORD_HEADER, record_size,
+    ENTRY_HEADER, Encode, Entry, GROUP_HEADER, Header, MAX_GROUP, MAX_PAYLOAD, RECORD_HEADER,
+    entry_size, group_size, record_size,
 };
-
-/// A record whose payload is stored and whose header is not yet.
-#[derive(Clone, Debug)]
-struct Pending {
-    pos: u64,
-    len: u32,
-    kind: u16,
-    seq: u64,
-    index: u32,
-    crc: Crc32c,
-}
 
 /// Records being appended as one commit group (see [`Log::group`]).
 ///
@@ -35,17 +27,16 @@ struct Pending {
 /// records later.
 pub struct Group<'a, P: Pmem> {
     log: &'a mut Log<P>,
+    /// Offset of the group's header, relative to the area.
     start: u64,
-    end: u64,
+    /// Bytes of records pushed so far.
+    body: u64,
     first_seq: u64,
-    seq: u64,
     records: u64,
-    pending: Option<Pending>,
-    /// Region offset up to which the group's lines are written back (a
-    /// line boundary), but for `header_line`.
+    crc: Crc32c,
+    /// Region offset up to which the group's lines after its header line
+    /// are written back (a line boundary).
     written_back: u64,
-    /// A line below `written_back` that waits for the pending header.
-    header_line: Option<u64>,
     finished: bool,
 }
 
@@ -53,7 +44,7 @@ impl<P: Pmem> fmt::Debug for Group<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
             .field("start", &self.start)
-            .field("end", &self.end)
+            .field("body", &self.body)
             .field("first_seq", &self.first_seq)
             .field("records", &self.records)
             .finish_non_exhaustive()
@@ -63,24 +54,24 @@ impl<P: Pmem> fmt::Debug for Group<'_, P> {
 impl<'a, P: Pmem> Group<'a, P> {
     pub(crate) fn new(log: &'a mut Log<P>) -> Self {
         let (tail, seq) = (log.tail(), log.next_seq());
-        let written_back = line_floor(log.area_start() + tail);
+        // The header line is written back at commit, after the header.
+        let written_back = log.area_start() + tail + CACHE_LINE;
         Self {
             log,
             start: tail,
-            end: tail,
+            body: 0,
             first_seq: seq,
-            seq,
             records: 0,
-            pending: None,
+            crc: Crc32c::new(),
             written_back,
-            header_line: None,
             finished: false,
         }
     }
 
     /// Stores `record` as the group's next record. On error `record` is
-    /// not part of the group (its payload may lie beyond the group's end,
-    /// where nothing reads it) and the records pushed before remain in it.
+    /// not part of the group (its bytes may lie beyond the group's end,
+    /// where nothing reads them) and the records pushed before remain in
+    /// it.
     pub fn push<E: Encode + ?Sized>(&mut self, record: &E) -> Result<(), AppendError> {
         let kind = record.kind();
         if kind.is_reserved() {
@@ -90,40 +81,33 @@ impl<'a, P: Pmem> Group<'a, P> {
         if len > MAX_PAYLOAD {
             return Err(AppendError::PayloadTooLarge { len });
         }
-        if self.records >= MAX_GROUP {
+        let body = self.body + entry_size(len as u64);
+        if self.records >= MAX_GROUP || body > u64::from(u32::MAX) {
             return Err(AppendError::GroupTooLong {
                 records: self.records,
             });
         }
-        let size = record_size(len as u64).unwrap_or(u64::MAX);
         if self.records == 0 && self.log.bump_pending() {
             // Needs the epoch record and this record to fit.
+            let size = record_size(len as u64).unwrap_or(u64::MAX);
             self.log.check_room(RECORD_HEADER.saturating_add(size))?;
             self.log.raise_epoch()?;
             self.start = self.log.tail();
-            self.end = self.start;
             self.first_seq = self.log.next_seq();
-            self.seq = self.first_seq;
-            self.written_back = line_floor(self.log.area_start() + self.start);
+            self.written_back = self.log.area_start() + self.start + CACHE_LINE;
         }
-        let used = self.end - self.start;
-        self.log
-            .check_room(used.saturating_add(size))
-            .map_err(|e| match e {
-                AppendError::LogFull { free, capacity, .. } => AppendError::LogFull {
-                    needed: used.saturating_add(size),
-                    free,
-                    capacity,
-                },
-                e => e,
-            })?;
-        let next_seq = self
-            .seq
-            .checked_add(1)
+        self.log.check_room(group_size(body).unwrap_or(u64::MAX))?;
+        self.first_seq
+            .checked_add(self.records + 1)
             .ok_or(AppendError::SequenceExhausted)?;
         let area = self.log.area_start();
-        let pos = area + self.end;
+        let at = area + self.start + GROUP_HEADER + self.body;
+        let entry = Entry {
+            len: len as u16,
+            kind: kind.raw(),
+        };
         let (pmem, scratch) = self.log.parts();
+        pmem.store(at, &entry.word().to_le_bytes())?;
         // A record that already holds its payload as bytes is stored from
         // there: one copy fewer.
         let payload: &[u8] = match record.encoded() {
@@ -134,36 +118,113 @@ impl<'a, P: Pmem> Group<'a, P> {
                 out
             }
         };
-        // Lines that lie wholly inside this payload are final once stored:
-        // they are written back at once, so that they travel while the CRC
-        // is computed and later records are stored, and the commit's fence
-        // waits for less.
-        let interior = line_floor(pos) + CACHE_LINE..line_floor(pos + size);
-        let crc = store_payload(pmem, pos + RECORD_HEADER, payload, interior.clone())?;
-        // Only now the previous record's header, without the group's end
-        // mark: had the payload store failed, the group would still end at
-        // that record, so a commit after the failed push stays whole.
-        self.store_pending_header(0)?;
-        // Every line from the group's unwritten part up to this record's
-        // header line is now final too; the header line waits for its
-        // header, and the last line for whatever follows.
-        self.write_back_upto(line_floor(pos))?;
-        if !interior.is_empty() {
-            self.header_line = Some(line_floor(pos));
-            self.written_back = interior.end;
+        if (len as u64) < SLICE {
+            // Short records are written back at commit, in one call.
+            pmem.store(at + ENTRY_HEADER, payload)?;
+        } else {
+            // Lines this record completes (but the header's) are final once
+            // stored: they are written back at once, so that they travel
+            // while later slices and records are stored, and the commit's
+            // fence waits for less.
+            let done = line_floor(at + ENTRY_HEADER + len as u64);
+            store_payload(pmem, at + ENTRY_HEADER, payload, self.written_back..done)?;
+            self.written_back = self.written_back.max(done);
         }
-        self.pending = Some(Pending {
-            pos: self.end,
-            len: len as u32,
-            kind: kind.raw(),
-            seq: self.seq,
-            // Below MAX_GROUP, checked above.
-            index: self.records as u32,
-            crc,
-        });
-        self.end += size;
-        self.seq = next_seq;
+        self.crc.update_record(entry.word(), payload);
+        self.body = body;
         self.records += 1;
+        Ok(())
+    }
+
+    /// The checksum of `records` as the first records of an empty group,
+    /// computed from the owner's bytes before anything is stored: the CPU
+    /// does it while the previous commit's write-backs drain (a fence
+    /// holds back later stores, not loads and arithmetic). False unless
+    /// every record holds its payload as bytes; then
+    /// [`push_summed`](Self::push_summed) stores them.
+    #[inline]
+    pub(crate) fn presum<E: Encode>(&mut self, records: &[E]) -> bool {
+        if self.records != 0 {
+            return false;
+        }
+        let bytes = |r: &E| {
+            let len = r.encoded_len();
+            len <= MAX_PAYLOAD && r.encoded().is_some_and(|b| b.len() == len)
+        };
+        if !records.iter().all(bytes) {
+            return false;
+        }
+        let mut crc = Crc32c::new();
+        crc.update_records(records.iter().map(|r| {
+            let payload = r.encoded().unwrap_or_default();
+            let entry = Entry {
+                len: payload.len() as u16,
+                kind: r.kind().raw(),
+            };
+            (entry.word(), payload)
+        }));
+        self.crc = crc;
+        true
+    }
+
+    /// Stores `records` as the whole of this empty group, whose checksum
+    /// [`presum`](Self::presum) computed from the same records: the checks
+    /// that do not depend on the stores are made once, for all, before the
+    /// first; then the stores run back to back. The caller has checked
+    /// that the group (and an epoch record, if one is pending) fits.
+    #[inline]
+    pub(crate) fn push_summed<E: Encode>(&mut self, records: &[E]) -> Result<(), AppendError> {
+        let mut body = 0u64;
+        for record in records {
+            let kind = record.kind();
+            if kind.is_reserved() {
+                return Err(AppendError::ReservedKind { kind: kind.raw() });
+            }
+            body += entry_size(record.encoded_len() as u64);
+        }
+        let count = records.len() as u64;
+        if self.records != 0 || count > MAX_GROUP || body > u64::from(u32::MAX) {
+            return Err(AppendError::GroupTooLong {
+                records: self.records,
+            });
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        if self.log.bump_pending() {
+            self.log.raise_epoch()?;
+            self.start = self.log.tail();
+            self.first_seq = self.log.next_seq();
+            self.written_back = self.log.area_start() + self.start + CACHE_LINE;
+        }
+        self.log.check_room(group_size(body).unwrap_or(u64::MAX))?;
+        self.first_seq
+            .checked_add(count)
+            .ok_or(AppendError::SequenceExhausted)?;
+        let mut at = self.log.area_start() + self.start + GROUP_HEADER;
+        let mut written_back = self.written_back;
+        let (pmem, _) = self.log.parts();
+        for record in records {
+            // `presum` took only records that hold their bytes.
+            let payload = record.encoded().unwrap_or_default();
+            let entry = Entry {
+                len: payload.len() as u16,
+                kind: record.kind().raw(),
+            };
+            pmem.store(at, &entry.word().to_le_bytes())?;
+            let end = at + ENTRY_HEADER + payload.len() as u64;
+            if (payload.len() as u64) < SLICE {
+                pmem.store(at + ENTRY_HEADER, payload)?;
+            } else {
+                let done = line_floor(end);
+                store_payload(pmem, at + ENTRY_HEADER, payload, written_back..done)?;
+                written_back = written_back.max(done);
+            }
+            at = end;
+        }
+        self.written_back = written_back;
+        self.body = body;
+        self.records = count;
         Ok(())
     }
 
@@ -177,20 +238,32 @@ impl<'a, P: Pmem> Group<'a, P> {
         self.records == 0
     }
 
-    /// Makes the group durable: writes its last header (marking the end of
-    /// the group), writes back its lines, one fence. An empty group commits
-    /// nothing and does not fence.
+    /// Makes the group durable: stores its header, writes back its lines,
+    /// one fence. An empty group commits nothing and does not fence.
     pub fn commit(mut self) -> Result<Commit, AppendError> {
+        let size = group_size(self.body).unwrap_or(u64::MAX);
         let commit = Commit {
             first_seq: self.first_seq,
             records: self.records,
             offset: self.log.area_start() + self.start,
-            len: self.end - self.start,
+            len: if self.records > 0 { size } else { 0 },
         };
         if self.records > 0 {
-            self.store_pending_header(FLAG_GROUP_END)?;
+            let mut header = Header {
+                // Both below u32::MAX, checked by `push`.
+                len: self.body as u32,
+                count: self.records as u32,
+                seq: self.first_seq,
+                epoch: self.log.epoch(),
+                flags: 0,
+                crc: 0,
+            };
+            header.crc = header.checksum(self.crc.clone());
+            self.log.store_header(self.start, &header)?;
             let from = self.written_back - self.log.area_start();
-            self.log.commit_range(from, self.end, self.seq)?;
+            let end = self.start + size;
+            self.log
+                .commit_range(self.start, from, end, self.first_seq + self.records)?;
         }
         self.finished = true;
         Ok(commit)
@@ -198,78 +271,34 @@ impl<'a, P: Pmem> Group<'a, P> {
 
     /// Abandons the group (the same as dropping it).
     pub fn abandon(self) {}
-
-    /// Stores the pending record's header; the record stays pending if
-    /// the store fails.
-    fn store_pending_header(&mut self, flags: u16) -> Result<(), PmemError> {
-        let Some(p) = self.pending.clone() else {
-            return Ok(());
-        };
-        let mut header = Header {
-            len: p.len,
-            kind: p.kind,
-            flags,
-            seq: p.seq,
-            epoch: self.log.epoch(),
-            index: p.index,
-            crc: 0,
-        };
-        header.crc = header.checksum(p.crc);
-        self.log.store_header(p.pos, &header)?;
-        self.pending = None;
-        if let Some(line) = self.header_line.take() {
-            self.log.pmem_mut().write_back(line, CACHE_LINE)?;
-        }
-        Ok(())
-    }
-
-    /// Writes back the group's lines from `written_back` up to `limit` (a
-    /// line boundary), which must all be final.
-    fn write_back_upto(&mut self, limit: u64) -> Result<(), PmemError> {
-        if limit > self.written_back {
-            self.log
-                .pmem_mut()
-                .write_back(self.written_back, limit - self.written_back)?;
-            self.written_back = limit;
-        }
-        Ok(())
-    }
 }
 
-/// Bytes of payload stored between two steps of its CRC.
-const SLICE: u64 = 1024;
+/// Bytes of payload stored between two steps of its CRC: a multiple of
+/// the 768 bytes the hardware CRC's three-way loop takes at a time.
+const SLICE: u64 = 1536;
 
-/// Stores `payload` at `at` a slice at a time, writes back the lines of
-/// `interior` as each slice completes them, and computes its CRC: each
-/// slice's CRC then runs while the stores and write-backs before it drain,
-/// instead of after the whole payload.
+/// Stores `payload` at `at` a slice at a time, and writes back the lines
+/// of `complete` as each slice completes them.
 fn store_payload<P: Pmem>(
     pmem: &mut P,
     at: u64,
     payload: &[u8],
-    interior: Range<u64>,
-) -> Result<Crc32c, PmemError> {
-    let mut crc = Crc32c::new();
-    let mut written_back = interior.start;
+    complete: Range<u64>,
+) -> Result<(), PmemError> {
+    let mut written_back = complete.start;
     let mut done = 0;
     while done < payload.len() {
         // Slices end on line boundaries (but the last).
         let next = (line_floor(at + done as u64) + SLICE - at).min(payload.len() as u64) as usize;
-        let slice = &payload[done..next];
-        pmem.store(at + done as u64, slice)?;
-        let upto = line_floor(at + next as u64).min(interior.end);
+        pmem.store(at + done as u64, &payload[done..next])?;
+        let upto = line_floor(at + next as u64).min(complete.end);
         if upto > written_back {
             pmem.write_back(written_back, upto - written_back)?;
             written_back = upto;
         }
-        crc.update(slice);
         done = next;
     }
-    // The payload's last line may end in padding, complete all the same.
-    if interior.end > written_back {
-        pmem.write_back(written_back, interior.end - written_back)?;
-    }
-    Ok(crc)
+    Ok(())
 }
 
 /// The start of the cache line holding region offset `offset`.
@@ -281,8 +310,8 @@ impl<P: Pmem> Drop for Group<'_, P> {
     fn drop(&mut self) {
         if !self.finished && self.records > 0 {
             // The abandoned records start at the tail; the epoch record
-            // overwrites the first header. If even that fails, the log
-            // retries before its next record.
+            // takes its place. If even that fails, the log retries before
+            // its next record.
             let _ = self.log.raise_epoch();
         }
     }

@@ -12,8 +12,8 @@ use core::fmt;
 
 use crate::checkpoint::CheckpointFault;
 use crate::layout::{
-    FORMAT_VERSION, FORMAT_VERSION_1, Layout, SUPERBLOCK_OFFSETS, SUPERBLOCKS, SWITCH_WORD,
-    SuperblockError, decode_switch,
+    FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2, Layout, SUPERBLOCK_OFFSETS, SUPERBLOCKS,
+    SWITCH_WORD, SuperblockError, decode_switch,
 };
 use crate::pmem::{Pmem, PmemError, WORD};
 use crate::scan::StopReason;
@@ -102,6 +102,12 @@ impl fmt::Display for ImageError {
                 "superblock copy {copy} has format version 1, written by an older nvirt before \
                  records carried their group index; this build reads version {FORMAT_VERSION} \
                  only (read it with the older nvirt, or format anew)"
+            ),
+            Self::UnsupportedVersion { copy, found } if found == FORMAT_VERSION_2 => write!(
+                f,
+                "superblock copy {copy} has format version 2, written by an older nvirt with a \
+                 header and a checksum per record; this build reads version {FORMAT_VERSION} \
+                 only, with one per commit group (read it with the older nvirt, or format anew)"
             ),
             Self::UnsupportedVersion { copy, found } => write!(
                 f,

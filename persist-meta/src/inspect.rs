@@ -3,16 +3,17 @@
 //! of the chain, and where and why the chain ends.
 //!
 //! It decides exactly as recovery does (the same superblock choice,
-//! checkpoint checks and record scanner), but also shows the records of an
-//! incomplete last group, which recovery discards.
+//! checkpoint checks and group scanner). Format 3 checks each group whole,
+//! so the records of a torn last group are not shown: the chain's end
+//! says why its bytes are not a group.
 
 use crate::checkpoint::{CheckpointFault, CheckpointInfo, Header as CheckpointHeader};
 use crate::image::{ImageError, Superblocks};
 use crate::layout::Layout;
 use crate::pmem::Pmem;
-use crate::record::{MAX_PAYLOAD, RecordKind};
+use crate::record::RecordKind;
 use crate::recover::End;
-use crate::scan::{Cursor, RecordView, Scanner};
+use crate::scan::{BUF, Cursor, RecordView, Scanner};
 
 /// What [`inspect`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +45,7 @@ pub struct Chain {
 }
 
 /// Inspects the image in `pmem` without writing to it, calling `on_record`
-/// for every valid record of the chain in order, including those of an
-/// incomplete last group (their offsets are at or past
-/// `end.append_offset`).
+/// for every valid record of the chain in order.
 pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -> Inspection {
     let superblocks = match Superblocks::read(pmem) {
         Ok(s) => s,
@@ -95,7 +94,7 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
         epoch: checkpoint.epoch,
     };
     let mut scanner = Scanner::new(pmem, area.clone(), start);
-    let mut buf = [0; MAX_PAYLOAD];
+    let mut buf = [0; BUF];
     let mut chain = Chain {
         layout,
         generation: chosen.generation,
@@ -111,45 +110,38 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
             discarded: 0,
         },
     };
-    let mut group_start = start;
-    let (mut in_group, mut owner_in_group) = (0, 0);
     loop {
-        match scanner.next(&mut buf, in_group) {
+        match scanner.next(&mut buf) {
             Ok(Ok(record)) => {
                 on_record(&record);
-                in_group += 1;
                 if record.kind() == RecordKind::EPOCH {
                     chain.epoch_records += 1;
                 } else {
-                    owner_in_group += 1;
+                    chain.records += 1;
                 }
                 if record.ends_group() {
                     chain.groups += 1;
-                    chain.records += owner_in_group;
-                    (in_group, owner_in_group) = (0, 0);
-                    group_start = scanner.cursor;
                 }
             }
             Ok(Err(reason)) => {
-                if let Err(e) =
-                    crate::recover::refuse_if_committed(pmem, &area, scanner.cursor, reason)
-                {
+                let at = scanner.cursor;
+                if let Err(e) = crate::recover::refuse_if_committed(pmem, &area, at, reason) {
                     inspection.outcome = Err(e);
                     return inspection;
                 }
                 chain.end = End {
-                    append_offset: area.start + group_start.pos,
-                    next_seq: group_start.seq,
-                    epoch: group_start.epoch,
-                    stop_offset: area.start + scanner.cursor.pos,
+                    append_offset: area.start + at.pos,
+                    next_seq: at.seq,
+                    epoch: at.epoch,
+                    stop_offset: area.start + at.pos,
                     reason,
-                    discarded: in_group,
+                    discarded: 0,
                 };
                 inspection.outcome = Ok(chain);
                 return inspection;
             }
             Err(e) => {
-                inspection.outcome = Err(e.into());
+                inspection.outcome = Err(e);
                 return inspection;
             }
         }

@@ -28,12 +28,15 @@ use crate::superblock::{BODY_LEN, Body, DualSuperblock, Fault};
 
 /// First bytes of a superblock.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"NVIRTLOG";
-/// The on-media format this crate writes and reads. Version 2 stores each
-/// record's index in its commit group where version 1 stored zero;
-/// version 1 images are refused ([`ImageError::UnsupportedVersion`](crate::ImageError)),
-/// as their records cannot prove that a damaged record before them had
-/// been committed.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-media format this crate writes and reads. Version 3 stores one
+/// header and one CRC per commit group, its records packed behind it (see
+/// the `record` module); version 2 had a header and a CRC per record, and
+/// version 1 lacked the records' index in their group. Both are refused
+/// ([`ImageError::UnsupportedVersion`](crate::ImageError)) with a message
+/// naming what wrote them.
+pub const FORMAT_VERSION: u32 = 3;
+/// The format with a header and a CRC per record.
+pub const FORMAT_VERSION_2: u32 = 2;
 /// The format before records carried their group index.
 pub const FORMAT_VERSION_1: u32 = 1;
 /// Offsets of the two superblocks.
@@ -337,7 +340,7 @@ mod tests {
             b[56..60].copy_from_slice(&crc.to_le_bytes());
             b
         };
-        for other in [FORMAT_VERSION_1, FORMAT_VERSION + 1] {
+        for other in [FORMAT_VERSION_1, FORMAT_VERSION_2, FORMAT_VERSION + 1] {
             let mut old = line;
             old[8..12].copy_from_slice(&other.to_le_bytes());
             assert_eq!(
@@ -354,9 +357,9 @@ mod tests {
             decode(&reseal(reserved), 0x10000),
             Err(SuperblockError::Reserved { value: 1 })
         );
-        // The bytes are those of format version 2, field by field.
+        // The bytes are those of format version 3, field by field.
         assert_eq!(&line[..8], b"NVIRTLOG");
-        assert_eq!(line[8..16], [2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(line[8..16], [3, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(line[16..24], 0x10000u64.to_le_bytes());
         assert_eq!(line[24..32], CHECKPOINT_OFFSET.to_le_bytes());
         assert_eq!(line[32..40], layout.slot_len().to_le_bytes());

@@ -4,7 +4,9 @@
 //! bookkeeping that says which pages belong to whom usually lives in
 //! volatile memory. This crate keeps that bookkeeping on the NVRAM itself,
 //! as a log of checksummed records in one region: each commit (one record
-//! or a group) costs one cache-line write-back per line and **one fence**;
+//! or a group, stored as one header and one checksum with its records
+//! packed behind it) costs one cache-line write-back per line and **one
+//! fence**;
 //! checkpoints bound recovery time; recovery validates every byte it uses
 //! and returns the state after a prefix of the commits that includes every
 //! commit that had returned.
@@ -63,6 +65,8 @@ extern crate alloc;
 mod checkpoint;
 mod checksum;
 mod committed;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod crc_combine;
 mod error;
 mod group;
 mod image;
@@ -101,7 +105,9 @@ pub use scan::{RecordView, StopReason};
 pub use survey::{Damaged, DamagedPart, Survey, survey};
 
 /// Bytes a record with a `payload_len`-byte payload occupies in the record
-/// area (header and padding included), for owners sizing their logs.
+/// area as a commit of its own (group header and padding included), for
+/// owners sizing their logs: an upper bound on what it adds to any group,
+/// so the sum over a group's records bounds the group.
 pub fn record_size(payload_len: usize) -> u64 {
     record::record_size(payload_len as u64).unwrap_or(u64::MAX)
 }

@@ -12,7 +12,8 @@ use crate::layout::{
 };
 use crate::pmem::{Pmem, PmemError};
 use crate::record::{
-    Encode, FLAG_GROUP_END, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind, record_size,
+    ENTRY_HEADER, Encode, Entry, GROUP_HEADER, Header, MAX_PAYLOAD, RECORD_HEADER, RecordKind,
+    entry_size, group_size,
 };
 use crate::scan::Cursor;
 
@@ -26,7 +27,7 @@ pub struct Commit {
     pub first_seq: u64,
     /// Records in it.
     pub records: u64,
-    /// Offset of its first record in the region.
+    /// Offset of its group's header in the region.
     pub offset: u64,
     /// Bytes it occupies.
     pub len: u64,
@@ -47,11 +48,12 @@ pub struct Space {
 ///
 /// # Protocol
 ///
-/// *Commit.* Records are stored (payload, then header words with the CRC
-/// word last), their cache lines written back, and one fence makes the
-/// whole group durable. Every record of a group but the last has the
-/// group flag clear; recovery delivers a group only once it has validated
-/// its last record, so a group is all or nothing.
+/// *Commit.* A group's records are stored back to back after the room
+/// for its header, then the header (length, record count, first sequence
+/// number, epoch, and one CRC over the records and the header; its CRC
+/// word last), the group's cache lines are written back, and one fence
+/// makes the whole group durable. Recovery delivers a group only once its
+/// CRC and structure check out, so a group is all or nothing.
 ///
 /// *Epochs.* Every record carries the writer's epoch, and recovery accepts
 /// only records of the chain's current epoch. Whenever bytes may lie past
@@ -100,25 +102,40 @@ impl<P: Pmem> Log<P> {
     /// Appends one record and commits it (one fence).
     pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
         let mut group = self.group();
-        group.push(record)?;
+        let record = core::slice::from_ref(&record);
+        if group.presum(record) {
+            group.push_summed(record)?;
+        } else {
+            group.push(&record[0])?;
+        }
         group.commit()
     }
 
     /// Appends `records` as one group and commits them with one fence: all
     /// or none survive a crash. Checks that they fit before storing any.
     pub fn append_group<E: Encode>(&mut self, records: &[E]) -> Result<Commit, AppendError> {
-        let mut needed = if self.bump_pending { RECORD_HEADER } else { 0 };
+        let mut body = 0u64;
         for record in records {
             let len = record.encoded_len();
             if len > MAX_PAYLOAD {
                 return Err(AppendError::PayloadTooLarge { len });
             }
-            needed = needed.saturating_add(record_size(len as u64).unwrap_or(u64::MAX));
+            body = body.saturating_add(entry_size(len as u64));
         }
+        let bump = if self.bump_pending { RECORD_HEADER } else { 0 };
+        let needed = if records.is_empty() {
+            0
+        } else {
+            group_size(body).map_or(u64::MAX, |n| n.saturating_add(bump))
+        };
         self.check_room(needed)?;
         let mut group = self.group();
-        for record in records {
-            group.push(record)?;
+        if group.presum(records) {
+            group.push_summed(records)?;
+        } else {
+            for record in records {
+                group.push(record)?;
+            }
         }
         group.commit()
     }
@@ -304,11 +321,23 @@ impl<P: Pmem> Log<P> {
         store_words(&mut self.pmem, at, &header.words())
     }
 
-    /// Makes a group ending at `end` durable and moves the tail past it:
-    /// writes back its lines from `from` (those before it the group wrote
-    /// back already) and fences.
-    pub(crate) fn commit_range(&mut self, from: u64, end: u64, seq: u64) -> Result<(), PmemError> {
-        self.pmem.write_back(self.area_start() + from, end - from)?;
+    /// Makes the group at `start` ending at `end` durable and moves the
+    /// tail past it: writes back its header line and its lines from `from`
+    /// (those in between the group wrote back already) and fences.
+    pub(crate) fn commit_range(
+        &mut self,
+        start: u64,
+        from: u64,
+        end: u64,
+        seq: u64,
+    ) -> Result<(), PmemError> {
+        let area = self.area_start();
+        if from <= start + GROUP_LINE {
+            self.pmem.write_back(area + start, end - start)?;
+        } else {
+            self.pmem.write_back(area + start, GROUP_LINE)?;
+            self.pmem.write_back(area + from, end - from)?;
+        }
         self.pmem.fence();
         self.tail = end;
         self.next_seq = seq;
@@ -333,19 +362,26 @@ impl<P: Pmem> Log<P> {
             .checked_add(1)
             .ok_or(AppendError::SequenceExhausted)?;
         self.check_room(RECORD_HEADER)?;
-        let mut header = Header {
+        let entry = Entry {
             len: 0,
             kind: RecordKind::EPOCH.raw(),
-            flags: FLAG_GROUP_END,
+        };
+        let mut crc = Crc32c::new();
+        crc.update_record(entry.word(), &[]);
+        let mut header = Header {
+            len: ENTRY_HEADER as u32,
+            count: 1,
             seq: self.next_seq,
             epoch,
-            index: 0,
+            flags: 0,
             crc: 0,
         };
-        header.crc = header.checksum(Crc32c::new());
-        self.store_header(self.tail, &header)?;
+        header.crc = header.checksum(crc);
+        let at = self.area_start() + self.tail;
         self.pmem
-            .write_back(self.area_start() + self.tail, RECORD_HEADER)?;
+            .store_u64(at + GROUP_HEADER, u64::from(entry.word()))?;
+        self.store_header(self.tail, &header)?;
+        self.pmem.write_back(at, RECORD_HEADER)?;
         Ok(epoch)
     }
 
@@ -363,11 +399,16 @@ impl<P: Pmem> Log<P> {
             .ok_or(AppendError::EpochExhausted)?;
         let next = self.tail + RECORD_HEADER;
         if self.layout.record_len() - self.tail >= 2 * RECORD_HEADER {
-            let mut raw = [0; RECORD_HEADER as usize];
+            let mut raw = [0; (GROUP_HEADER + ENTRY_HEADER) as usize];
             self.pmem.read(self.area_start() + next, &mut raw)?;
-            let stale = Header::parse(&raw);
+            let mut head = [0; GROUP_HEADER as usize];
+            head.copy_from_slice(&raw[..GROUP_HEADER as usize]);
+            let stale = Header::parse(&head);
+            let mut first = [0; ENTRY_HEADER as usize];
+            first.copy_from_slice(&raw[GROUP_HEADER as usize..]);
+            let first = Entry::parse(first);
             if Some(stale.seq) == self.next_seq.checked_add(1) {
-                if stale.kind == RecordKind::EPOCH.raw() {
+                if first.kind == RecordKind::EPOCH.raw() {
                     epoch = epoch.max(stale.epoch);
                 } else if stale.epoch == epoch {
                     epoch = epoch.checked_add(1).ok_or(AppendError::EpochExhausted)?;
@@ -393,6 +434,9 @@ impl<P: Pmem> Log<P> {
         self.bump_pending = false;
     }
 }
+
+/// Bytes of a group's first line, which holds its header.
+const GROUP_LINE: u64 = crate::pmem::CACHE_LINE;
 
 /// Stores `words` at `at` in order, one failure-atomic store each.
 pub(crate) fn store_words<P: Pmem>(pmem: &mut P, at: u64, words: &[u64]) -> Result<(), PmemError> {

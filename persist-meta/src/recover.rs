@@ -1,11 +1,13 @@
 //! Recovery: superblocks, then the checkpoint, then every complete commit
 //! group of the record chain, in order, handed to the owner.
 //!
-//! Records of a group are delivered only once the group's last record has
-//! been validated, so a crash in the middle of a group commit never shows
-//! the owner half a group. A group of one record is delivered from the
-//! buffer it was validated in; a longer group is validated, then read and
-//! validated again while it is delivered (it is already in the cache).
+//! Records of a group are delivered only once the whole group has been
+//! validated (its one CRC, its structure, its sequence number and epoch),
+//! so a crash in the middle of a group commit never shows the owner half
+//! a group. A group whose records fit the scan buffer (any group of one
+//! record) is delivered from the buffer it was validated in; a longer one
+//! is read again while it is delivered (it is already in the cache), and
+//! its CRC checked again at its end.
 
 use core::fmt;
 
@@ -13,8 +15,8 @@ use crate::checkpoint::{CheckpointInfo, CheckpointReader, Header as CheckpointHe
 use crate::image::{ImageError, Superblocks};
 use crate::layout::Layout;
 use crate::pmem::Pmem;
-use crate::record::{MAX_PAYLOAD, RecordKind};
-use crate::scan::{Cursor, RecordView, Scanner, StopReason};
+use crate::record::RecordKind;
+use crate::scan::{BUF, Cursor, RecordView, Scanner, StopReason};
 
 /// The owner's side of recovery: rebuilds its state from the checkpoint
 /// snapshot and the records committed after it.
@@ -76,12 +78,13 @@ pub struct End {
     pub next_seq: u64,
     /// The chain's epoch at the end.
     pub epoch: u64,
-    /// Offset of the bytes that failed validation (past `append_offset`
-    /// when the records of an incomplete group were discarded).
+    /// Offset of the bytes that failed validation: `append_offset`, as
+    /// format 3 checks each group whole.
     pub stop_offset: u64,
-    /// Why those bytes are not a record.
+    /// Why those bytes are not a group.
     pub reason: StopReason,
-    /// Valid records of an incomplete last group, discarded.
+    /// Valid records of an incomplete last group, discarded: always 0 in
+    /// format 3, whose groups are checked whole (kept for tools).
     pub discarded: u64,
 }
 
@@ -209,7 +212,7 @@ fn replay_records<P: Pmem, R: Replay>(
 ) -> Result<Chain, RecoverError<R::Error>> {
     let area = layout.record_area();
     let mut scanner = Scanner::new(pmem, area.clone(), start);
-    let mut buf = [0; MAX_PAYLOAD];
+    let mut buf = [0; BUF];
     let mut chain = Chain {
         records: 0,
         groups: 0,
@@ -224,70 +227,44 @@ fn replay_records<P: Pmem, R: Replay>(
         },
     };
     loop {
-        let group_start = scanner.cursor;
-        let stop = |cursor: Cursor, reason, discarded| End {
-            append_offset: area.start + group_start.pos,
-            next_seq: group_start.seq,
-            epoch: group_start.epoch,
-            stop_offset: area.start + cursor.pos,
-            reason,
-            discarded,
-        };
-        let first = match scanner.next(&mut buf, 0)? {
-            Ok(first) => first,
+        // The scanner checks a whole group before handing out its first
+        // record, so a failure here is always at a group's start.
+        let record = match scanner.next(&mut buf)? {
+            Ok(record) => record,
             Err(reason) => {
-                refuse_if_committed(pmem, &area, scanner.cursor, reason)?;
-                chain.end = stop(scanner.cursor, reason, 0);
+                let at = scanner.cursor;
+                refuse_if_committed(pmem, &area, at, reason)?;
+                chain.end = End {
+                    append_offset: area.start + at.pos,
+                    next_seq: at.seq,
+                    epoch: at.epoch,
+                    stop_offset: area.start + at.pos,
+                    reason,
+                    discarded: 0,
+                };
                 return Ok(chain);
             }
         };
-        chain.groups += 1;
-        if first.ends_group() {
-            if first.kind() == RecordKind::EPOCH {
-                chain.epoch_records += 1;
-            } else {
-                chain.records += 1;
-                replay.record(&first).map_err(RecoverError::Replay)?;
-            }
-            continue;
+        if record.ends_group() {
+            chain.groups += 1;
         }
-        // A longer group: find its end before delivering any of it.
-        let mut count = 1;
-        loop {
-            match scanner.next(&mut buf, count)? {
-                Ok(record) if record.ends_group() => break,
-                Ok(_) => count += 1,
-                Err(reason) => {
-                    refuse_if_committed(pmem, &area, scanner.cursor, reason)?;
-                    chain.groups -= 1;
-                    chain.end = stop(scanner.cursor, reason, count);
-                    return Ok(chain);
-                }
-            }
-        }
-        count += 1;
-        let mut again = Scanner::new(pmem, area.clone(), group_start);
-        for i in 0..count {
-            let offset = area.start + again.cursor.pos;
-            let record = again
-                .next(&mut buf, i)?
-                .map_err(|_| ImageError::Changed { offset })?;
+        if record.kind() == RecordKind::EPOCH {
+            chain.epoch_records += 1;
+        } else {
             chain.records += 1;
             replay.record(&record).map_err(RecoverError::Replay)?;
-        }
-        if again.cursor != scanner.cursor {
-            return Err(ImageError::Changed {
-                offset: area.start + again.cursor.pos,
-            }
-            .into());
         }
     }
 }
 
-/// An error if the record at `failed` failed its checks (`reason`) although
-/// a later record proves it committed (see `committed.rs`); a natural end
-/// of the chain (blank, the area's end, a stale or an earlier writer's
-/// record) needs no proof.
+/// An error if the group at `failed` failed its checks (`reason`) although
+/// a later group proves it committed (see `committed.rs`). A stale
+/// sequence number or an earlier epoch is checked too: at a true end of
+/// the chain nothing beyond can testify (all of it is older), while a
+/// committed group overwritten by an intact group copied from elsewhere
+/// would otherwise end the chain early without a word. A blank header
+/// ends the chain without a look, as in format 2: salvage reads a damaged
+/// range as blank to replay the state before it.
 pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
     pmem: &P,
     area: &core::ops::Range<u64>,
@@ -296,11 +273,7 @@ pub(crate) fn refuse_if_committed<P: Pmem + ?Sized>(
 ) -> Result<(), ImageError> {
     if matches!(
         reason,
-        StopReason::Blank
-            | StopReason::AreaEnd
-            | StopReason::Sequence { .. }
-            | StopReason::Epoch { .. }
-            | StopReason::SequenceExhausted
+        StopReason::Blank | StopReason::AreaEnd | StopReason::SequenceExhausted
     ) {
         return Ok(());
     }

@@ -4,9 +4,9 @@
 //!
 //! Damage is what recovery would refuse or repair: a superblock static
 //! line or switch word that fails its checks, the active checkpoint, and
-//! records that a later record proves committed (see `committed.rs`). Past
-//! damaged records the survey resumes at the first intact record that
-//! begins a later group, so the records in between are the ones lost;
+//! commit groups that a later group proves committed (see `committed.rs`).
+//! Past a damaged group the survey resumes at the first intact group of a
+//! later sequence number, so the records in between are the ones lost;
 //! records after them are intact but were written on top of the lost ones.
 //! A torn final group is not damage: recovery drops it by design.
 
@@ -16,9 +16,8 @@ use crate::checkpoint::{CheckpointFault, Header as CheckpointHeader};
 use crate::image::{ImageError, Superblocks};
 use crate::layout::{Layout, SUPERBLOCK_OFFSETS, SWITCH_WORD, SuperblockError};
 use crate::pmem::{CACHE_LINE, Pmem, WORD};
-use crate::record::MAX_PAYLOAD;
 use crate::recover::End;
-use crate::scan::{Cursor, RecordView, Scanner, StopReason};
+use crate::scan::{BUF, Cursor, RecordView, Scanner, StopReason};
 
 /// One damaged range of the region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,13 +58,13 @@ pub enum DamagedPart {
     /// Committed records: those with sequence numbers `first_seq` up to
     /// (not including) `resume_seq` are lost.
     Records {
-        /// Sequence number of the first lost record (the first of the group
-        /// the damaged record belongs to).
+        /// Sequence number of the first lost record (the first of the
+        /// damaged group).
         first_seq: u64,
         /// Sequence number of the first intact record after the damage, or
         /// `None` if nothing intact follows.
         resume_seq: Option<u64>,
-        /// Offset of the record whose checks failed.
+        /// Offset of the group whose checks failed.
         failed_offset: u64,
         /// Why it failed them.
         reason: StopReason,
@@ -213,35 +212,30 @@ pub fn survey<P: Pmem>(
             epoch: checkpoint.epoch,
         },
     );
-    let mut buf = [0; MAX_PAYLOAD];
-    let mut group_start = scanner.cursor;
-    let mut index = 0;
+    let mut buf = [0; BUF];
     let mut after_damage = false;
     loop {
-        let reason = match scanner.next(&mut buf, index) {
+        let reason = match scanner.next(&mut buf) {
             Ok(Ok(record)) => {
                 on_record(&record, after_damage);
-                index += 1;
-                if record.ends_group() {
-                    index = 0;
-                    group_start = scanner.cursor;
-                }
                 continue;
             }
             Ok(Err(reason)) => reason,
             Err(e) => {
-                out.stopped = Some(e.into());
+                out.stopped = Some(e);
                 return out;
             }
         };
+        // A failure is always at a group's start (the scanner checks
+        // groups whole).
         let failed = scanner.cursor;
         let end = End {
-            append_offset: area.start + group_start.pos,
-            next_seq: group_start.seq,
-            epoch: group_start.epoch,
+            append_offset: area.start + failed.pos,
+            next_seq: failed.seq,
+            epoch: failed.epoch,
             stop_offset: area.start + failed.pos,
             reason,
-            discarded: index,
+            discarded: 0,
         };
         if crate::recover::refuse_if_committed(pmem, &area, failed, reason).is_ok() {
             out.end = Some(end);
@@ -256,13 +250,13 @@ pub fn survey<P: Pmem>(
         };
         let resume_pos = resume.map_or(area.end - area.start, |(pos, _)| pos);
         let what = DamagedPart::Records {
-            first_seq: group_start.seq,
+            first_seq: failed.seq,
             resume_seq: resume.map(|(_, c)| c.seq),
             failed_offset: area.start + failed.pos,
             reason,
         };
-        let offset = area.start + group_start.pos;
-        let len = resume_pos - group_start.pos;
+        let offset = area.start + failed.pos;
+        let len = resume_pos - failed.pos;
         report(Damaged { offset, len, what }, &mut out);
         let Some((pos, cursor)) = resume else {
             out.end = Some(end);
@@ -270,7 +264,5 @@ pub fn survey<P: Pmem>(
         };
         after_damage = true;
         scanner = Scanner::new(pmem, area.clone(), Cursor { pos, ..cursor });
-        group_start = scanner.cursor;
-        index = 0;
     }
 }

@@ -86,8 +86,8 @@ fn append_errors_carry_their_values() {
         }),
         Err(AppendError::ReservedKind { kind: 0xffff })
     );
-    let p = vec![1; 100]; // 160 bytes a record
-    for _ in 0..3 {
+    let p = vec![1; 150]; // 192 bytes a record (a group of one)
+    for _ in 0..2 {
         log.append(&Raw {
             kind: KIND,
             payload: &p,
@@ -103,8 +103,8 @@ fn append_errors_carry_their_values() {
     assert_eq!(
         err,
         AppendError::LogFull {
-            needed: 160,
-            free: 32,
+            needed: 192,
+            free: 128,
             capacity: 512
         }
     );
@@ -123,7 +123,7 @@ fn append_errors_carry_their_values() {
     ];
     assert!(matches!(
         log.append_group(&raws),
-        Err(AppendError::LogFull { needed: 320, .. })
+        Err(AppendError::LogFull { needed: 384, .. })
     ));
     assert_eq!(log.space(), before);
     // Checkpoint and continue.
@@ -144,7 +144,7 @@ fn append_errors_carry_their_values() {
     assert!(matches!(
         log.append_group(&four),
         Err(AppendError::LogFull {
-            needed: 640,
+            needed: 704,
             capacity: 512,
             ..
         })
@@ -154,7 +154,7 @@ fn append_errors_carry_their_values() {
 #[test]
 fn full_group_builder_is_abandoned_and_the_log_stays_usable() {
     let mut log = fresh(512);
-    let p = vec![3; 100];
+    let p = vec![3; 120]; // three fit in one group, not four
     let mut group = log.group();
     group
         .push(&Raw {
@@ -183,7 +183,7 @@ fn full_group_builder_is_abandoned_and_the_log_stays_usable() {
     assert_eq!(
         err,
         AppendError::LogFull {
-            needed: 640,
+            needed: 576,
             free: 512,
             capacity: 512
         }
@@ -191,7 +191,7 @@ fn full_group_builder_is_abandoned_and_the_log_stays_usable() {
     drop(group);
     // The abandon raised the epoch with an epoch record.
     assert_eq!(log.epoch(), 1);
-    assert_eq!(log.space().used, 32);
+    assert_eq!(log.space().used, 64);
     let bytes = log.pmem().inner().as_bytes().to_vec();
     assert_eq!(recover(&bytes).unwrap(), State::new());
     log.checkpoint_bytes(&[]).unwrap();
@@ -331,11 +331,28 @@ fn bad_images_are_errors_never_formatted_over() {
         panic!("{result:?}");
     };
     assert!(e.to_string().contains("format version 1"), "{e}");
+    // Both superblocks of version 2, with a header and a CRC per record:
+    // a typed error that says so.
+    let log = fresh(4096);
+    let mut old = log.into_pmem().into_inner().into_bytes();
+    for sb in [0, 0x1000] {
+        old[sb + 8] = 2;
+        let crc = crc32c_of(&old[sb..sb + 56]);
+        old[sb + 56..sb + 60].copy_from_slice(&crc.to_le_bytes());
+    }
+    let mut state = State::new();
+    let result = replay(&common::Image(&old), &mut common::owner(&mut state));
+    let Err(RecoverError::Image(e @ ImageError::UnsupportedVersion { copy: 0, found: 2 })) = result
+    else {
+        panic!("{result:?}");
+    };
+    assert!(e.to_string().contains("format version 2"), "{e}");
+    assert!(e.to_string().contains("per record"), "{e}");
     // Both superblocks of a newer version (CRC fixed up).
     let log = fresh(4096);
     let mut image = log.into_pmem().into_inner().into_bytes();
     for sb in [0, 0x1000] {
-        image[sb + 8] = 3;
+        image[sb + 8] = 4;
         let crc = crc32c_of(&image[sb..sb + 56]);
         image[sb + 56..sb + 60].copy_from_slice(&crc.to_le_bytes());
     }
@@ -345,7 +362,7 @@ fn bad_images_are_errors_never_formatted_over() {
         result,
         Err(RecoverError::Image(ImageError::UnsupportedVersion {
             copy: 0,
-            found: 3
+            found: 4
         }))
     ));
     // `open` refuses as well, and leaves the bytes alone.
@@ -537,7 +554,7 @@ fn a_log_recovered_full_checkpoints_before_appending() {
     let mut log = Log::format(MemPmem::new(region_len(512)), common::CHECKPOINT_CAPACITY).unwrap();
     let mut state = State::new();
     for id in 0..8 {
-        let p = payload(id, 32); // 64 bytes a record: exactly full
+        let p = payload(id, 28); // 64 bytes a record: exactly full
         log.append(&Raw {
             kind: KIND,
             payload: &p,

@@ -27,8 +27,11 @@
 //!
 //! An `affected record` is intact but was committed after lost records.
 //!
-//! A `record` line is printed for every record recovery validates; those of
-//! an incomplete last group are marked `discarded` (recovery drops them).
+//! A `record` line is printed for every record recovery validates; its
+//! offset is that of its entry header in its group. Format 2 images showed
+//! the intact records of an incomplete last group marked `discarded`;
+//! format 3 checks each group whole, so a torn group shows only as the
+//! `stop` line, and `discarded` no longer appears.
 //! An image that is not a valid log prints what it could, then the reason
 //! on stderr, and exits with status 2.
 

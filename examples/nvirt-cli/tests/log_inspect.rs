@@ -65,7 +65,7 @@ fn a_valid_log_lists_every_record_and_where_replay_stops() {
     assert_eq!(lines[0], "image: 20480 bytes");
     assert_eq!(
         lines[1],
-        "superblock 0 offset=0x0: ok version=2 region=0x5000 slot=0x1000 records=0x4000+0x1000"
+        "superblock 0 offset=0x0: ok version=3 region=0x5000 slot=0x1000 records=0x4000+0x1000"
     );
     assert!(lines[2].starts_with("superblock 1 offset=0x1000: ok"));
     assert_eq!(lines[3], "switch 0: generation=0");
@@ -74,56 +74,58 @@ fn a_valid_log_lists_every_record_and_where_replay_stops() {
         lines[5],
         "checkpoint: generation=0 offset=0x2000 epoch=0 next-seq=1 len=0 crc=ok"
     );
+    // Format 3: each group is a line-aligned 32-byte header and its
+    // records packed behind it, each a 4-byte entry header and its payload;
+    // a record's offset is its entry header's.
     assert_eq!(
         lines[6],
-        "record offset=0x4000 seq=1 kind=0x0042 len=3 crc=ok end"
+        "record offset=0x4020 seq=1 kind=0x0042 len=3 crc=ok end"
     );
     assert_eq!(
         lines[7],
-        "record offset=0x4040 seq=2 kind=0x0042 len=3 crc=ok end"
+        "record offset=0x4060 seq=2 kind=0x0042 len=3 crc=ok end"
     );
     assert_eq!(
         lines[8],
-        "record offset=0x4080 seq=3 kind=0x0042 len=5 crc=ok end"
+        "record offset=0x40a0 seq=3 kind=0x0042 len=5 crc=ok end"
     );
     assert_eq!(
         lines[9],
-        "record offset=0x40c0 seq=4 kind=0x0042 len=40 crc=ok"
+        "record offset=0x40e0 seq=4 kind=0x0042 len=40 crc=ok"
     );
     assert_eq!(
         lines[10],
-        "record offset=0x4120 seq=5 kind=0x0042 len=100 crc=ok end"
+        "record offset=0x410c seq=5 kind=0x0042 len=100 crc=ok end"
     );
-    assert_eq!(lines[11], "stop offset=0x41c0: blank (never written)");
+    assert_eq!(lines[11], "stop offset=0x4180: blank (never written)");
     assert_eq!(
         lines[12],
-        "replay: 5 records in 4 groups (0 epoch records); next append offset=0x41c0 seq=6 epoch=0; 448 of 4096 record bytes used"
+        "replay: 5 records in 4 groups (0 epoch records); next append offset=0x4180 seq=6 epoch=0; 384 of 4096 record bytes used"
     );
     assert_eq!(lines.len(), 13);
 }
 
 #[test]
-fn a_torn_group_is_shown_and_discarded() {
+fn a_torn_group_is_not_replayed() {
     let mut image = sample().into_pmem().into_bytes();
     // Tear the group's last record: one payload byte never reached NVRAM.
-    image[0x4120 + 32 + 50] ^= 0xff;
+    image[0x410c + 4 + 50] ^= 0xff;
     let out = inspect(&save("torn", &image));
     assert_eq!(out.status, 0);
-    assert!(
-        out.stdout
-            .contains("record offset=0x40c0 seq=4 kind=0x0042 len=40 crc=ok discarded\n"),
-        "{}",
-        out.stdout
-    );
+    // One checksum covers the whole group: none of its records is shown
+    // (format 2 showed the intact ones, marked `discarded`).
+    assert!(!out.stdout.contains("seq=4 kind"), "{}", out.stdout);
+    assert!(!out.stdout.contains("seq=5 kind"), "{}", out.stdout);
+    assert!(!out.stdout.contains("discarded"), "{}", out.stdout);
     // The complete group before it is replayed, not discarded with it.
     assert!(
         out.stdout
-            .contains("record offset=0x4080 seq=3 kind=0x0042 len=5 crc=ok end\n"),
+            .contains("record offset=0x40a0 seq=3 kind=0x0042 len=5 crc=ok end\n"),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("stop offset=0x4120: checksum mismatch"),
+        out.stdout.contains("stop offset=0x40c0: checksum mismatch"),
         "{}",
         out.stdout
     );
@@ -156,11 +158,11 @@ fn stale_records_after_a_checkpoint_stop_replay() {
     );
     assert!(
         out.stdout
-            .contains("record offset=0x4000 seq=6 kind=0x0042 len=3 crc=ok end\n"),
+            .contains("record offset=0x4020 seq=6 kind=0x0042 len=3 crc=ok end\n"),
         "{}",
         out.stdout
     );
-    // The old record 2 still sits at 0x4040.
+    // The old record 2's group still sits at 0x4040.
     assert!(
         out.stdout.contains(
             "stop offset=0x4040: sequence mismatch (expected 7, found 2): stale record\n"
@@ -240,7 +242,7 @@ fn check_lists_every_damaged_range_and_the_records_after_it() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "image: 20480 bytes\ncheck: ok\n");
     // The first record's payload: three records and a group follow it.
-    image[0x4020] ^= 1;
+    image[0x4024] ^= 1;
     let path = save("check-damaged", &image);
     let out = check(&path);
     assert_eq!(out.status, 2);
@@ -257,10 +259,10 @@ fn check_lists_every_damaged_range_and_the_records_after_it() {
     assert_eq!(
         &lines[2..],
         [
-            "  affected record seq=2 offset=0x4040 kind=0x0042 len=3",
-            "  affected record seq=3 offset=0x4080 kind=0x0042 len=5",
-            "  affected record seq=4 offset=0x40c0 kind=0x0042 len=40",
-            "  affected record seq=5 offset=0x4120 kind=0x0042 len=100",
+            "  affected record seq=2 offset=0x4060 kind=0x0042 len=3",
+            "  affected record seq=3 offset=0x40a0 kind=0x0042 len=5",
+            "  affected record seq=4 offset=0x40e0 kind=0x0042 len=40",
+            "  affected record seq=5 offset=0x410c kind=0x0042 len=100",
             "check: 1 damaged ranges",
         ]
     );

@@ -331,13 +331,14 @@ fn check_lists_damage_and_what_it_affects_read_only() {
         "{}",
         clean.stdout
     );
-    // Damage the first owner record (vm1's create, after the first open's
-    // epoch record) and pool superblock copy 1.
+    // Damage the first owner record's payload (vm1's create, in the group
+    // after the first open's 64-byte epoch record) and pool superblock
+    // copy 1.
     let mut bytes = std::fs::read(&file).unwrap();
     let (pmem, mut work) = open(&file, 0);
     let (_, report) = NvPool::recover(pmem, &mut work).unwrap();
     let area = 0x2000 + report.log.layout.record_area().start as usize;
-    bytes[area + 32 + 40] ^= 1;
+    bytes[area + 64 + 40] ^= 1;
     bytes[0x1010] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
     let out = nvirt(&["check", &file]);
@@ -349,7 +350,7 @@ fn check_lists_damage_and_what_it_affects_read_only() {
         out.stdout
     );
     assert!(
-        lines[2].starts_with(&format!("damaged offset={:#x} ", area + 32)),
+        lines[2].starts_with(&format!("damaged offset={:#x} ", area + 64)),
         "{}",
         out.stdout
     );

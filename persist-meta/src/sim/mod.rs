@@ -41,7 +41,7 @@ pub use trace::{Trace, report_line};
 
 use crate::checksum::Crc32c;
 use crate::pmem::{CACHE_LINE, Pmem, PmemError, WORD, checked_range, checked_word, line_numbers};
-use crate::record::{Header, RECORD_ALIGN};
+use crate::record::{Entry, Header, RECORD_ALIGN};
 
 /// One recorded operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,28 +216,37 @@ impl Pmem for SimPmem {
     }
 }
 
-/// The bytes of a record with arbitrary header fields, group index 0 and a
-/// correct CRC (padded to the record alignment): for tests and fuzzers
-/// that probe recovery's checks beyond the checksum.
+/// The bytes of a commit group of one record with arbitrary fields and a
+/// correct CRC (padded to the group alignment): for tests and fuzzers that
+/// probe recovery's checks beyond the checksum. Bit 0 of `flags` (which
+/// ended a group in format 2) is implied by a group of one record; the
+/// other bits go to the group header's flags. The payload is cut to
+/// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes.
 pub fn forge_record(kind: u16, flags: u16, seq: u64, epoch: u64, payload: &[u8]) -> Vec<u8> {
-    let mut header = Header {
-        len: payload.len() as u32,
+    let payload = &payload[..payload.len().min(crate::MAX_PAYLOAD)];
+    let entry = Entry {
+        len: payload.len() as u16,
         kind,
-        flags,
+    };
+    let mut body = entry.word().to_le_bytes().to_vec();
+    body.extend_from_slice(payload);
+    let mut header = Header {
+        len: body.len() as u32,
+        count: 1,
         seq,
         epoch,
-        index: 0,
+        flags: u32::from(flags & !1),
         crc: 0,
     };
     let mut crc = Crc32c::new();
-    crc.update(payload);
+    crc.update_record(entry.word(), payload);
     header.crc = header.checksum(crc);
     let mut bytes: Vec<u8> = header
         .words()
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect();
-    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(&body);
     let align = RECORD_ALIGN as usize;
     bytes.resize(bytes.len().div_ceil(align) * align, 0);
     bytes
