@@ -102,8 +102,8 @@ pub(super) struct Sizes {
 }
 
 pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
-    if std::env::var_os(ONE_CGU).is_none() {
-        return one_codegen_unit(quick);
+    if let Some(done) = super::in_one_codegen_unit("buddy", quick) {
+        return done;
     }
     let sizes = if quick {
         Sizes {
@@ -233,40 +233,6 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
 
     println!("{}", metadata_line(&mut metadata, sizes)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Set in the environment of the benchmark binary built with one codegen
-/// unit, which [`one_codegen_unit`] runs.
-const ONE_CGU: &str = "NVIRT_BENCH_ONE_CGU";
-
-/// Builds this tool again with one codegen unit, in a target directory of
-/// its own, and runs `bench buddy` with it: how the compiler splits a crate
-/// into codegen units moves the peer's code, and its speed by up to 3×
-/// (see the module comment), so the ratios are measured on the placement
-/// one codegen unit gives, the same from build to build.
-fn one_codegen_unit(quick: bool) -> Result<ExitCode, String> {
-    let root = crate::process::workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["run", "--quiet", "--release", "--package", "nvirt-dev"])
-        .args(["--bin", "nvirt-dev", "--", "bench", "buddy"])
-        .args(quick.then_some("--quick"))
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_TARGET_DIR", root.join("target").join("cgu1"))
-        .env(ONE_CGU, "1");
-    eprintln!(
-        "nvirt bench buddy: building with one codegen unit: {}",
-        crate::process::describe(&cmd)
-    );
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot start {}: {e}", crate::process::describe(&cmd)))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// `harness=<ns> ratio_without_harness=<x>` (and `cached=<ns>`, nvirt

@@ -20,7 +20,7 @@
 //! round.
 //!
 //! The tool builds itself again with one codegen unit and runs that build
-//! (see [`one_codegen_unit`]).
+//! (see [`super::in_one_codegen_unit`]).
 //!
 //! Output: one line per workload, `<workload> nvirt=<ns/op> peer=<ns/op>
 //! ratio=<peer/nvirt> fences/commit=<n> floor=<ns/op>
@@ -336,44 +336,9 @@ fn recovery(runs: usize) -> Result<f64, String> {
     Ok(used as f64 / (1 << 20) as f64 / (best / 1e9))
 }
 
-/// Set in the environment of the benchmark binary built with one codegen
-/// unit, which [`one_codegen_unit`] runs.
-const ONE_CGU: &str = "NVIRT_BENCH_LOG_ONE_CGU";
-
-/// Builds this tool again with one codegen unit (in `target/cgu1`, as
-/// `bench buddy` does) and runs `bench log` with it: how the compiler
-/// splits the crates into codegen units decides what is inlined into the
-/// commit path (measured: group8-64B 1.24× the floor with one unit, 1.5–1.6×
-/// with the default sixteen), so the ratios are measured on one placement,
-/// the same from build to build, for nvirt, the floor and the peer alike.
-fn one_codegen_unit(quick: bool) -> Result<ExitCode, String> {
-    let root = crate::process::workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["run", "--quiet", "--release", "--package", "nvirt-dev"])
-        .args(["--bin", "nvirt-dev", "--", "bench", "log"])
-        .args(quick.then_some("--quick"))
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_TARGET_DIR", root.join("target").join("cgu1"))
-        .env(ONE_CGU, "1");
-    eprintln!(
-        "nvirt bench log: building with one codegen unit: {}",
-        crate::process::describe(&cmd)
-    );
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot start {}: {e}", crate::process::describe(&cmd)))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
 pub(crate) fn run(quick: bool) -> Result<ExitCode, String> {
-    if std::env::var_os(ONE_CGU).is_none() {
-        return one_codegen_unit(quick);
+    if let Some(done) = super::in_one_codegen_unit("log", quick) {
+        return done;
     }
     let scale = if quick { 3 } else { 30 };
     let rounds = if quick { 3 } else { 9 };

@@ -18,6 +18,46 @@ mod ept;
 mod log;
 mod pool;
 
+/// Set in the environment of a benchmark binary [`in_one_codegen_unit`]
+/// built.
+const ONE_CGU: &str = "NVIRT_BENCH_ONE_CGU";
+
+/// `None` in a build with one codegen unit: run the benchmark here. Else
+/// builds this tool again with one codegen unit (in `target/cgu1`) and runs
+/// `bench TARGET` with it; its outcome. How the compiler splits crates into
+/// codegen units decides what is inlined and where the peer's code lands:
+/// measured, it moved the buddy peer's speed by up to 3× and the log's
+/// group8-64B from 1.24× the floor (one unit) to 1.5–1.6× (sixteen). One
+/// unit gives one placement, the same from build to build, for nvirt and
+/// the peers alike.
+fn in_one_codegen_unit(target: &str, quick: bool) -> Option<Result<ExitCode, String>> {
+    if std::env::var_os(ONE_CGU).is_some() {
+        return None;
+    }
+    let root = crate::process::workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["run", "--quiet", "--release", "--package", "nvirt-dev"])
+        .args(["--bin", "nvirt-dev", "--", "bench", target])
+        .args(quick.then_some("--quick"))
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_TARGET_DIR", root.join("target").join("cgu1"))
+        .env(ONE_CGU, "1");
+    eprintln!(
+        "nvirt bench {target}: building with one codegen unit: {}",
+        crate::process::describe(&cmd)
+    );
+    Some(match cmd.status() {
+        Ok(status) if status.success() => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::FAILURE),
+        Err(e) => Err(format!(
+            "cannot start {}: {e}",
+            crate::process::describe(&cmd)
+        )),
+    })
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// What to benchmark.
