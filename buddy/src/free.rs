@@ -157,23 +157,27 @@ impl Heap<'_> {
         let mut q = qw & !(bit(p) | bit(p ^ 1));
         let mut start = p & !1;
         let mut k = 1;
-        let in_word = max.min(6);
-        while k < in_word {
-            let b = start ^ (1 << k);
-            let f = v.fword_in(k, b);
-            let word = v.w[f];
-            if word & bit(b >> k) == 0 {
+        // A constant trip count, so the loop unrolls and every order's
+        // offsets and shifts are constants.
+        for order in 1..6 {
+            if order >= max {
                 break;
             }
-            let now = word & !bit(b >> k);
+            let b = start ^ (1 << order);
+            let f = v.fword_in(order, b);
+            let word = v.w[f];
+            if word & bit(b >> order) == 0 {
+                break;
+            }
+            let now = word & !bit(b >> order);
             v.w[f] = now;
             if now == 0 {
-                v.changed(k, f);
+                v.changed(order, f);
             }
-            c.take(k);
+            c.take(order);
             q &= !bit(b);
-            start &= !(1 << k);
-            k += 1;
+            start &= !(1 << order);
+            k = order + 1;
         }
         let q = q | bit(start);
         v.w[i] = pw;
