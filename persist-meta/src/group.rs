@@ -91,10 +91,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             // Needs the epoch record and this record to fit.
             let size = record_size(len as u64).unwrap_or(u64::MAX);
             self.log.check_room(RECORD_HEADER.saturating_add(size))?;
-            self.log.raise_epoch()?;
-            self.start = self.log.tail();
-            self.first_seq = self.log.next_seq();
-            self.written_back = self.log.area_start() + self.start + CACHE_LINE;
+            self.raise_epoch_first()?;
         }
         self.log.check_room(group_size(body).unwrap_or(u64::MAX))?;
         self.first_seq
@@ -192,10 +189,7 @@ impl<'a, P: Pmem> Group<'a, P> {
             return Ok(());
         }
         if self.log.bump_pending() {
-            self.log.raise_epoch()?;
-            self.start = self.log.tail();
-            self.first_seq = self.log.next_seq();
-            self.written_back = self.log.area_start() + self.start + CACHE_LINE;
+            self.raise_epoch_first()?;
         }
         self.log.check_room(group_size(body).unwrap_or(u64::MAX))?;
         self.first_seq
@@ -225,6 +219,16 @@ impl<'a, P: Pmem> Group<'a, P> {
         self.written_back = written_back;
         self.body = body;
         self.records = count;
+        Ok(())
+    }
+
+    /// Raises the log's epoch before the group's first record (after an
+    /// abandoned group); the group then starts after the epoch record.
+    fn raise_epoch_first(&mut self) -> Result<(), AppendError> {
+        self.log.raise_epoch()?;
+        self.start = self.log.tail();
+        self.first_seq = self.log.next_seq();
+        self.written_back = self.log.area_start() + self.start + CACHE_LINE;
         Ok(())
     }
 

@@ -129,14 +129,7 @@ pub fn inspect<P: Pmem, F: FnMut(&RecordView<'_>)>(pmem: &P, mut on_record: F) -
                     inspection.outcome = Err(e);
                     return inspection;
                 }
-                chain.end = End {
-                    append_offset: area.start + at.pos,
-                    next_seq: at.seq,
-                    epoch: at.epoch,
-                    stop_offset: area.start + at.pos,
-                    reason,
-                    discarded: 0,
-                };
+                chain.end = End::stopped(area.start, at, reason);
                 inspection.outcome = Ok(chain);
                 return inspection;
             }

@@ -88,6 +88,21 @@ pub struct End {
     pub discarded: u64,
 }
 
+impl End {
+    /// The chain stopped at `at` (its offset relative to the area at
+    /// region offset `area_start`) for `reason`: the next group goes there.
+    pub(crate) const fn stopped(area_start: u64, at: Cursor, reason: StopReason) -> Self {
+        Self {
+            append_offset: area_start + at.pos,
+            next_seq: at.seq,
+            epoch: at.epoch,
+            stop_offset: area_start + at.pos,
+            reason,
+            discarded: 0,
+        }
+    }
+}
+
 /// What recovery found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Recovery {
@@ -234,14 +249,7 @@ fn replay_records<P: Pmem, R: Replay>(
             Err(reason) => {
                 let at = scanner.cursor;
                 refuse_if_committed(pmem, &area, at, reason)?;
-                chain.end = End {
-                    append_offset: area.start + at.pos,
-                    next_seq: at.seq,
-                    epoch: at.epoch,
-                    stop_offset: area.start + at.pos,
-                    reason,
-                    discarded: 0,
-                };
+                chain.end = End::stopped(area.start, at, reason);
                 return Ok(chain);
             }
         };

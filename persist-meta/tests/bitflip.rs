@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{Image, Op, State, apply, open, payload, recover, region_len};
-use nvirt_persist_meta::{DamagedPart, Log, MemPmem, survey};
+use common::{Image, Op, State, payload, recover};
+use nvirt_persist_meta::{DamagedPart, survey};
 
 /// A record area that the history below fills to about two thirds after
 /// its checkpoint, so that stale records of the first era lie beyond the
@@ -18,9 +18,6 @@ const RECORD_AREA: u64 = 1024;
 /// Builds the history open by open; returns the image, the final state and
 /// the state before the final group.
 fn history() -> (Vec<u8>, State, State) {
-    let pmem = MemPmem::new(region_len(RECORD_AREA));
-    let log = Log::format(pmem, common::CHECKPOINT_CAPACITY).unwrap();
-    let mut image = log.into_pmem().into_bytes();
     let opens: Vec<Vec<Op>> = vec![
         vec![
             Op::Append(payload(1, 40)),
@@ -42,19 +39,7 @@ fn history() -> (Vec<u8>, State, State) {
             Op::Group(vec![payload(12, 16), payload(13, 90)]),
         ],
     ];
-    let mut before_last = State::new();
-    let mut state = State::new();
-    for ops in &opens {
-        let (mut log, recovered) = open(MemPmem::from_bytes(image));
-        assert_eq!(recovered, state);
-        for op in ops {
-            before_last = state.clone();
-            apply(&mut log, &mut state, op);
-        }
-        image = log.into_pmem().into_bytes();
-    }
-    assert_eq!(recover(&image).unwrap(), state);
-    (image, state, before_last)
+    common::multi_open(RECORD_AREA, &opens)
 }
 
 #[test]

@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::{Image, Op, State, apply, open, payload, recover, region_len};
-use nvirt_persist_meta::{Log, MemPmem, RECORD_ALIGN, inspect};
+use common::{Image, Op, State, payload, recover};
+use nvirt_persist_meta::{RECORD_ALIGN, inspect};
 
 /// Bytes of a group header.
 const HEADER: usize = 32;
@@ -27,9 +27,6 @@ struct History {
 /// records and an abandoned group; the final commit is a group of records
 /// of 107 and 20 bytes, as in the fuzzer's image.
 fn history() -> History {
-    let pmem = MemPmem::new(region_len(1024));
-    let log = Log::format(pmem, common::CHECKPOINT_CAPACITY).unwrap();
-    let mut image = log.into_pmem().into_bytes();
     let opens: Vec<Vec<Op>> = vec![
         vec![
             Op::Append(payload(1, 40)),
@@ -43,18 +40,7 @@ fn history() -> History {
         ],
         vec![Op::Group(vec![payload(9, 107), payload(10, 20)])],
     ];
-    let mut before_last = State::new();
-    let mut state = State::new();
-    for ops in &opens {
-        let (mut log, recovered) = open(MemPmem::from_bytes(image));
-        assert_eq!(recovered, state);
-        for op in ops {
-            before_last = state.clone();
-            apply(&mut log, &mut state, op);
-        }
-        image = log.into_pmem().into_bytes();
-    }
-    assert_eq!(recover(&image).unwrap(), state);
+    let (image, state, before_last) = common::multi_open(1024, &opens);
     let mut groups = Vec::new();
     let mut start = None;
     let _ = inspect(&Image(&image), |r| {

@@ -158,6 +158,28 @@ pub fn base_image(record_area: u64, setup: &[Op]) -> (Vec<u8>, State) {
     (log.into_pmem().into_bytes(), state)
 }
 
+/// A history of several opens: format, then for each of `opens` a
+/// recovery (which must give the state so far) and its operations. The
+/// image, the final state and the state before the final operation.
+pub fn multi_open(record_area: u64, opens: &[Vec<Op>]) -> (Vec<u8>, State, State) {
+    let pmem = MemPmem::new(region_len(record_area));
+    let log = Log::format(pmem, CHECKPOINT_CAPACITY).expect("format");
+    let mut image = log.into_pmem().into_bytes();
+    let mut before_last = State::new();
+    let mut state = State::new();
+    for ops in opens {
+        let (mut log, recovered) = open(MemPmem::from_bytes(image));
+        assert_eq!(recovered, state);
+        for op in ops {
+            before_last = state.clone();
+            apply(&mut log, &mut state, op);
+        }
+        image = log.into_pmem().into_bytes();
+    }
+    assert_eq!(recover(&image), Ok(state.clone()));
+    (image, state, before_last)
+}
+
 /// A recorded run: the simulator after the operations and where each
 /// started and returned, with the state after each (`states()[0]` before
 /// any).
