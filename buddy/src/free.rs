@@ -204,15 +204,7 @@ impl Heap<'_> {
         let max = usize::from(self.bits.l.max_order);
         let c = &mut self.c;
         let mut v = self.bits.view();
-        let (mut k, mut start) = (6, first);
-        while k < max {
-            if !v.take_buddy(k, start ^ (1 << k)) {
-                break;
-            }
-            c.take(k);
-            start &= !(1 << k);
-            k += 1;
-        }
+        let (k, start) = crate::moves::merge_up(&mut v, c, 6, first, max);
         if start != first {
             v.set_start(first, false);
             v.set_start(start, true);

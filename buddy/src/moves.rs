@@ -5,6 +5,7 @@
 use crate::Order;
 use crate::bits::HEAD;
 use crate::heap::Heap;
+use crate::view::View;
 
 /// The counters and the hints of the block moves, apart from the metadata
 /// so both can be borrowed at once. Laid out so that everything a
@@ -141,16 +142,7 @@ impl Heap<'_> {
             start = pfn & !1;
             k = 1;
         }
-        while k < max {
-            // A buddy outside the span has a bit (in the bitmap's padding
-            // words or at its ends), never set.
-            if !v.take_buddy(k, start ^ (1 << k)) {
-                break;
-            }
-            c.take(k);
-            start &= !(1 << k);
-            k += 1;
-        }
+        (k, start) = merge_up(&mut v, c, k, start, max);
         // The first frame of a block of order ≥ 1, and a frame merged into
         // the buddy below it (whose first frame, before it if it is odd, is
         // interior by now): order 0 cannot change.
@@ -234,4 +226,29 @@ impl Heap<'_> {
     pub(crate) fn mark_head(&mut self, pfn: u64) {
         self.bits.view().set_head_quiet(pfn);
     }
+}
+
+/// Merges the free order-`k` block at `start` with each free buddy in
+/// turn, below order `max`: each buddy leaves the bitmaps and the counts.
+/// The merged block's order and first frame; its own bits are the
+/// caller's to set.
+#[inline(always)]
+pub(crate) fn merge_up(
+    v: &mut View<'_>,
+    c: &mut Counts,
+    mut k: usize,
+    mut start: u64,
+    max: usize,
+) -> (usize, u64) {
+    while k < max {
+        // A buddy outside the span has a bit (in the bitmap's padding
+        // words or at its ends), never set.
+        if !v.take_buddy(k, start ^ (1 << k)) {
+            break;
+        }
+        c.take(k);
+        start &= !(1 << k);
+        k += 1;
+    }
+    (k, start)
 }
