@@ -103,8 +103,8 @@ impl<P: Pmem> Log<P> {
     pub fn append<E: Encode + ?Sized>(&mut self, record: &E) -> Result<Commit, AppendError> {
         let mut group = self.group();
         let record = core::slice::from_ref(&record);
-        if group.presum(record) {
-            group.push_summed(record)?;
+        if group.takes_all(record) {
+            group.push_all(record)?;
         } else {
             group.push(&record[0])?;
         }
@@ -130,8 +130,8 @@ impl<P: Pmem> Log<P> {
         };
         self.check_room(needed)?;
         let mut group = self.group();
-        if group.presum(records) {
-            group.push_summed(records)?;
+        if group.takes_all(records) {
+            group.push_all(records)?;
         } else {
             for record in records {
                 group.push(record)?;
