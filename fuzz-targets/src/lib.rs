@@ -47,6 +47,8 @@ pub mod persist_meta_ops;
 pub mod persist_meta_recover;
 pub mod vmconfig_parse;
 
+mod pool_history;
+
 /// A target's body: runs one input, panicking on a bug.
 pub type Body = fn(&[u8]);
 

@@ -8,8 +8,10 @@
 
 use std::sync::OnceLock;
 
-use nvirt_nvpool::{Config, DomainUuid, Gfn, Mfn, NvPool, PoolDamage, RecoverError, survey};
+use nvirt_nvpool::{NvPool, PoolDamage, RecoverError, survey};
 use nvirt_persist_meta::{ImageError, MemPmem};
+
+use crate::pool_history::{History, grow_vm1};
 
 /// A pool as compared: each domain's id and (gpfn, mfn, order) extents.
 type View = Vec<(u128, Vec<(u64, u64, u8)>)>;
@@ -36,57 +38,20 @@ fn view(pool: &NvPool<'_, MemPmem>) -> View {
     v
 }
 
-fn gfn(n: u64) -> Gfn {
-    Gfn::new(n).expect("a small frame number")
-}
-
 fn base() -> &'static Base {
     static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let config = Config::for_region(0)
-            .with_max_domains(4)
-            .with_max_extents(64)
-            .with_record_area(0x2000)
-            .with_frame_base(Mfn::new(0x201).expect("a frame"));
-        let meta = config.geometry(1 << 30).expect("geometry").metadata_bytes();
-        let size = meta + 64 * 4096;
-        let geo = config.geometry(size).expect("geometry");
-        let mut work = vec![0u8; geo.work_area_bytes()];
-        let pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).expect("format");
-        let mut image = pool.into_region().into_bytes();
-        let mut before_last = View::new();
-        for open in 0..4 {
-            let (mut pool, _) =
-                NvPool::recover(MemPmem::from_bytes(image), &mut work).expect("recover");
-            let dom = |pool: &NvPool<'_, MemPmem>, id| pool.find(DomainUuid::new(id));
-            match open {
-                0 => {
-                    let d = pool.create(DomainUuid::new(1), "vm1", 32).expect("create");
-                    pool.populate(d, gfn(0), 16).expect("populate");
-                }
-                1 => {
-                    let d = pool.create(DomainUuid::new(2), "vm2", 32).expect("create");
-                    pool.populate(d, gfn(0x200), 9).expect("populate");
-                    pool.checkpoint().expect("checkpoint");
-                }
-                2 => {
-                    let d = dom(&pool, 2).expect("vm2");
-                    pool.destroy(d).expect("destroy");
-                }
-                _ => {
-                    let d = dom(&pool, 1).expect("vm1");
-                    before_last = view(&pool);
-                    pool.populate(d, gfn(0x40), 3).expect("populate");
-                }
-            }
-            image = pool.into_region().into_bytes();
-        }
-        let (pool, _) =
-            NvPool::recover(MemPmem::from_bytes(image.clone()), &mut work).expect("recover");
-        let last = view(&pool);
+        let mut history = History::format();
+        history.first_opens(|_| {});
+        let before_last = history.open(|pool| {
+            let before = view(pool);
+            grow_vm1(pool);
+            before
+        });
+        let last = history.peek(view);
         Base {
-            image,
-            meta: meta as usize,
+            image: history.image,
+            meta: history.meta,
             last,
             before_last,
         }

@@ -9,20 +9,16 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use nvirt_nvpool::{
-    Config, DomainUuid, Gfn, LOST_FOUND_ID, Mfn, NvPool, Owner, SalvageError, SalvageReport,
-};
+use nvirt_nvpool::{DomainUuid, LOST_FOUND_ID, NvPool, Owner, SalvageError, SalvageReport};
 use nvirt_persist_meta::{ImageError, MemPmem, Pmem};
+
+use crate::pool_history::{History, gfn, grow_vm1};
 
 struct Base {
     image: Vec<u8>,
     meta: usize,
     /// Who owns each frame in the undamaged pool.
     owners: BTreeMap<u64, u128>,
-}
-
-fn gfn(n: u64) -> Gfn {
-    Gfn::new(n).expect("a small frame number")
 }
 
 /// Writes its domain's id into every owned frame.
@@ -43,61 +39,30 @@ fn write_all(pool: &mut NvPool<'_, MemPmem>) {
 fn base() -> &'static Base {
     static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let config = Config::for_region(0)
-            .with_max_domains(4)
-            .with_max_extents(64)
-            .with_record_area(0x2000)
-            .with_frame_base(Mfn::new(0x201).expect("a frame"));
-        let meta = config.geometry(1 << 30).expect("geometry").metadata_bytes();
-        let size = meta + 64 * 4096;
-        let geo = config.geometry(size).expect("geometry");
-        let mut work = vec![0u8; geo.work_area_bytes()];
-        let pool = NvPool::format(MemPmem::new(size as usize), config, &mut work).expect("format");
-        let mut image = pool.into_region().into_bytes();
-        for open in 0..5 {
-            let (mut pool, _) =
-                NvPool::recover(MemPmem::from_bytes(image), &mut work).expect("recover");
-            let dom = |pool: &NvPool<'_, MemPmem>, id| pool.find(DomainUuid::new(id));
-            match open {
-                0 => {
-                    let d = pool.create(DomainUuid::new(1), "vm1", 32).expect("create");
-                    pool.populate(d, gfn(0), 16).expect("populate");
-                }
-                1 => {
-                    let d = pool.create(DomainUuid::new(2), "vm2", 32).expect("create");
-                    pool.populate(d, gfn(0x200), 9).expect("populate");
-                    pool.checkpoint().expect("checkpoint");
-                }
-                2 => {
-                    let d = dom(&pool, 2).expect("vm2");
-                    pool.destroy(d).expect("destroy");
-                }
-                3 => {
-                    let d = pool.create(DomainUuid::new(3), "vm3", 32).expect("create");
-                    pool.populate(d, gfn(0x10), 12).expect("populate");
-                }
-                _ => {
-                    let d = dom(&pool, 1).expect("vm1");
-                    pool.populate(d, gfn(0x40), 3).expect("populate");
-                }
-            }
-            write_all(&mut pool);
-            image = pool.into_region().into_bytes();
-        }
-        let (pool, _) =
-            NvPool::recover(MemPmem::from_bytes(image.clone()), &mut work).expect("recover");
-        let owners = pool
-            .geometry()
-            .data_span()
-            .iter()
-            .filter_map(|m| match pool.owner_of(m) {
-                Owner::Domain { id, .. } => Some((m.get(), id.get())),
-                _ => None,
-            })
-            .collect();
+        let mut history = History::format();
+        history.first_opens(write_all);
+        history.open(|pool| {
+            let d = pool.create(DomainUuid::new(3), "vm3", 32).expect("create");
+            pool.populate(d, gfn(0x10), 12).expect("populate");
+            write_all(pool);
+        });
+        history.open(|pool| {
+            grow_vm1(pool);
+            write_all(pool);
+        });
+        let owners = history.peek(|pool| {
+            pool.geometry()
+                .data_span()
+                .iter()
+                .filter_map(|m| match pool.owner_of(m) {
+                    Owner::Domain { id, .. } => Some((m.get(), id.get())),
+                    _ => None,
+                })
+                .collect()
+        });
         Base {
-            image,
-            meta: meta as usize,
+            image: history.image,
+            meta: history.meta,
             owners,
         }
     })

@@ -67,6 +67,40 @@ pub(crate) struct BootLine {
     pub(crate) ok: bool,
 }
 
+/// The boots that verified a guest's data. Their boot counters must rise,
+/// and never past the boots the loop made: a counter that stood still
+/// would mean a boot's increment was lost, one that ran ahead a stale or
+/// forged image.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Verified {
+    /// The highest boot counter seen.
+    pub(crate) last_boot: u64,
+    /// Boots whose guest printed its boot line (all checked ok).
+    pub(crate) boots: u32,
+    /// Pages those boots found intact, summed.
+    pub(crate) pages: u64,
+}
+
+impl Verified {
+    /// Counts `line`, printed in boot `k` of the loop; refused if the
+    /// guest found committed data damaged or its counter is out of step.
+    pub(crate) fn count(&mut self, line: BootLine, k: u32) -> Result<(), String> {
+        if !line.ok {
+            return Err("found committed data damaged".into());
+        }
+        if line.boot <= self.last_boot || line.boot > u64::from(k) {
+            return Err(format!(
+                "boot counter {} after {} (boot {k} of the loop): not rising",
+                line.boot, self.last_boot
+            ));
+        }
+        self.last_boot = line.boot;
+        self.boots += 1;
+        self.pages += line.verified;
+        Ok(())
+    }
+}
+
 /// The value of `key=` in `line`.
 pub(crate) fn field(line: &str, key: &str) -> Option<u64> {
     line.split_whitespace()
@@ -132,18 +166,14 @@ pub(crate) struct Summary {
     pub(crate) seed: u64,
     pub(crate) iterations: u32,
     pub(crate) kills: BTreeMap<Phase, u32>,
-    /// Boots whose guest printed its boot line (all checked ok).
-    pub(crate) boots_verified: u32,
-    /// Pages those boots found intact, summed.
-    pub(crate) pages_verified: u64,
+    /// The guest's boots that verified its data.
+    pub(crate) verified: Verified,
     /// Boots whose hypervisor recovered the pool.
     pub(crate) recoveries: u32,
     /// Recoveries that found the guest's domain running at the crash.
     pub(crate) crashed_found: u32,
     /// Frames of interrupted frees recovery scrubbed and reclaimed.
     pub(crate) reclaimed: u64,
-    /// The highest boot counter seen.
-    pub(crate) last_boot: u64,
     pub(crate) elapsed: Duration,
 }
 
@@ -158,12 +188,12 @@ impl fmt::Display for Summary {
             self.seed,
             self.iterations,
             kills.join(" "),
-            self.boots_verified,
-            self.pages_verified,
+            self.verified.boots,
+            self.verified.pages,
             self.recoveries,
             self.crashed_found,
             self.reclaimed,
-            self.last_boot,
+            self.verified.last_boot,
             self.elapsed.as_secs_f64()
         )
     }
@@ -246,6 +276,30 @@ mod tests {
             };
             assert!((lo..=hi).contains(&ms), "kill {k} at {ms} ms");
         }
+    }
+
+    #[test]
+    fn boot_counters_must_rise_within_the_loop() {
+        let line = |boot, ok| BootLine {
+            boot,
+            verified: 5,
+            ok,
+        };
+        let mut v = Verified::default();
+        v.count(line(1, true), 1).unwrap();
+        v.count(line(3, true), 4).unwrap();
+        assert!(
+            v.count(line(3, true), 5)
+                .unwrap_err()
+                .contains("not rising")
+        );
+        assert!(
+            v.count(line(6, true), 5)
+                .unwrap_err()
+                .contains("not rising")
+        );
+        assert!(v.count(line(4, false), 5).unwrap_err().contains("damaged"));
+        assert_eq!((v.last_boot, v.boots, v.pages), (3, 2, 10));
     }
 
     #[test]

@@ -174,18 +174,10 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
         }
         count_recovery(&boot.lines, &mut summary);
         if let Some(b) = boot.lines.iter().find_map(|l| boot_line(l)) {
-            if !b.ok {
-                return Err(context("the guest found committed data damaged".into()));
-            }
-            if b.boot <= summary.last_boot || b.boot > u64::from(k) {
-                return Err(context(format!(
-                    "boot counter {} after {} (boot {k} of the loop): not rising",
-                    b.boot, summary.last_boot
-                )));
-            }
-            summary.last_boot = b.boot;
-            summary.boots_verified += 1;
-            summary.pages_verified += b.verified;
+            summary
+                .verified
+                .count(b, k)
+                .map_err(|why| context(format!("the guest {why}")))?;
         }
         let phase = phase_of(&boot.lines);
         *summary.kills.entry(phase).or_default() += 1;
@@ -203,11 +195,11 @@ pub(crate) fn run(root: &Path, iterations: u32, seed: u64, echo: bool) -> Result
     // Kills that all land before the guest verifies anything (a machine
     // too slow for the kill windows) would prove nothing.
     let floor = iterations / 4;
-    if summary.boots_verified < floor || summary.recoveries < floor {
+    if summary.verified.boots < floor || summary.recoveries < floor {
         return Err(format!(
             "only {} of {iterations} boots verified the guest's data and {} recovered the pool \
              (at least {floor} each needed): the kills land too early for this machine",
-            summary.boots_verified, summary.recoveries
+            summary.verified.boots, summary.recoveries
         ));
     }
     final_run(&prepared, &mut summary, echo)?;
@@ -228,15 +220,10 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
     let Some(b) = outcome.console.iter().find_map(|l| boot_line(l)) else {
         return Err(why("no crashloop boot line".into()));
     };
-    if !b.ok || b.boot <= summary.last_boot {
-        return Err(why(format!(
-            "boot line {b:?} after boot counter {}",
-            summary.last_boot
-        )));
-    }
-    summary.last_boot = b.boot;
-    summary.boots_verified += 1;
-    summary.pages_verified += b.verified;
+    summary
+        .verified
+        .count(b, summary.iterations + 1)
+        .map_err(|w| why(format!("the guest {w}")))?;
     eprintln!(
         "nvirt crash loop: final clean run: boot {} verified {} pages, {}",
         b.boot, b.verified, outcome.reason

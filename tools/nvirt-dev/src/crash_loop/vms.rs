@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::emulator::{self, Emulator, Prepared, Scenario};
 
-use super::console::{BOOT_WINDOW_MS, Rng, WORK_WINDOW_MS, boot_line};
+use super::console::{BOOT_WINDOW_MS, Rng, Verified, WORK_WINDOW_MS, boot_line};
 use super::{boot_once, pool_inspect, tail};
 
 /// Operations gamma runs before it powers off; and each VM in the clean
@@ -54,9 +54,7 @@ pub(crate) struct VmLoopSummary {
 /// One VM's part of the summary.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PerVm {
-    pub(crate) last_boot: u64,
-    pub(crate) boots_verified: u32,
-    pub(crate) pages_verified: u64,
+    pub(crate) verified: Verified,
     pub(crate) found_running: u32,
     pub(crate) found_shut_down: u32,
 }
@@ -78,7 +76,7 @@ impl std::fmt::Display for VmLoopSummary {
             write!(
                 f,
                 "\n  {vm}: {} boots verified its data ({} pages), found running at a crash {} times, shut down {} times",
-                p.boots_verified, p.pages_verified, p.found_running, p.found_shut_down
+                p.verified.boots, p.verified.pages, p.found_running, p.found_shut_down
             )?;
         }
         Ok(())
@@ -181,18 +179,9 @@ fn account(lines: &[String], k: u32, summary: &mut VmLoopSummary) -> Result<Stri
             .filter(|l| l.starts_with(&prefix))
             .find_map(|l| boot_line(l))
         {
-            if !b.ok {
-                return Err(format!("{name} found committed data damaged"));
-            }
-            if b.boot <= p.last_boot || b.boot > u64::from(k) {
-                return Err(format!(
-                    "{name}'s boot counter {} after {} (boot {k} of the loop): not rising",
-                    b.boot, p.last_boot
-                ));
-            }
-            p.last_boot = b.boot;
-            p.boots_verified += 1;
-            p.pages_verified += b.verified;
+            p.verified
+                .count(b, k)
+                .map_err(|why| format!("{name}: {why}"))?;
             let _ = write!(said, " {name} verified {} pages;", b.verified);
         }
     }
@@ -258,10 +247,10 @@ pub(crate) fn run(root: &Path, kills: u32, seed: u64, echo: bool) -> Result<VmLo
     }
     let floor = kills / 4;
     for (name, p) in &summary.per_vm {
-        if p.boots_verified < floor.max(1) {
+        if p.verified.boots < floor.max(1) {
             return Err(format!(
                 "{name}'s data was verified in only {} of {kills} boots (at least {} needed): the kills land too early for this machine",
-                p.boots_verified,
+                p.verified.boots,
                 floor.max(1)
             ));
         }
@@ -352,7 +341,7 @@ mod tests {
         ]);
         let said = account(&boot, 2, &mut s).unwrap();
         assert!(said.contains("alpha was running") && said.contains("gamma was shut down"));
-        assert_eq!(s.per_vm["alpha"].boots_verified, 1);
+        assert_eq!(s.per_vm["alpha"].verified.boots, 1);
         assert_eq!(s.per_vm["alpha"].found_running, 1);
         assert_eq!(s.per_vm["gamma"].found_shut_down, 1);
         assert_eq!(s.recoveries, 1);
