@@ -280,6 +280,22 @@ fn word(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// A group of records with payloads of `lens` bytes, taken one after
+    /// the other from `data`: its bytes as stored, and its records.
+    fn group<'d>(data: &'d [u8], lens: &[usize], tag: u32) -> (Vec<u8>, Vec<(u32, &'d [u8])>) {
+        let mut bytes = Vec::new();
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            let entry = tag | i as u32;
+            bytes.extend_from_slice(&entry.to_le_bytes());
+            bytes.extend_from_slice(&data[at..at + len]);
+            parts.push((entry, &data[at..at + len]));
+            at += len;
+        }
+        (bytes, parts)
+    }
+
     #[test]
     fn moves_and_splits_equal_the_bytes() {
         if !available() {
@@ -300,16 +316,7 @@ mod tests {
         }
         // Several records, one of them empty, one of the largest.
         let lens = [5usize, 0, 300, 64, 4096, 130, 7];
-        let mut bytes = Vec::new();
-        let mut parts = Vec::new();
-        let mut at = 0;
-        for (i, &len) in lens.iter().enumerate() {
-            let entry = 0x0500_0000 | i as u32;
-            bytes.extend_from_slice(&entry.to_le_bytes());
-            bytes.extend_from_slice(&data[at..at + len]);
-            parts.push((entry, &data[at..at + len]));
-            at += len;
-        }
+        let (bytes, parts) = group(&data, &lens, 0x0500_0000);
         let got = records(0, parts.iter().copied());
         assert_eq!(got.ok(), Some(table.checksum(&bytes)), "{lens:?}");
         // Moves longer than the table and shorter than its first entry.
@@ -340,22 +347,13 @@ mod tests {
         ];
         for count in 1..=10 {
             for first in 0..lens.len() {
-                let mut bytes = Vec::new();
-                let mut parts = Vec::new();
-                let mut at = 0;
-                for i in 0..count {
-                    let len = lens[(first + i * 5) % lens.len()];
-                    let entry = 0x0300_0000 | (count * 16 + i) as u32;
-                    bytes.extend_from_slice(&entry.to_le_bytes());
-                    bytes.extend_from_slice(&data[at..at + len]);
-                    parts.push((entry, &data[at..at + len]));
-                    at += len;
-                }
-                let want = !table.checksum(&bytes);
-                let start = !0u32;
+                let chosen: Vec<usize> = (0..count)
+                    .map(|i| lens[(first + i * 5) % lens.len()])
+                    .collect();
+                let (bytes, parts) = group(&data, &chosen, 0x0300_0000 | (count as u32) << 8);
                 // SAFETY: `available` checked both instruction sets.
-                let got = unsafe { records_hw(start, parts.iter().copied()) };
-                assert_eq!(got, want, "{count} records from {first}");
+                let got = unsafe { records_hw(!0, parts.iter().copied()) };
+                assert_eq!(got, !table.checksum(&bytes), "{chosen:?}");
             }
         }
         // Runs of one length, which go three at a time side by side, with
@@ -369,16 +367,7 @@ mod tests {
             &[127, 127, 127, 255, 255],
         ];
         for lens in runs {
-            let mut bytes = Vec::new();
-            let mut parts = Vec::new();
-            let mut at = 0;
-            for (i, &len) in lens.iter().enumerate() {
-                let entry = 0x0400_0000 | i as u32;
-                bytes.extend_from_slice(&entry.to_le_bytes());
-                bytes.extend_from_slice(&data[at..at + len]);
-                parts.push((entry, &data[at..at + len]));
-                at += len;
-            }
+            let (bytes, parts) = group(&data, lens, 0x0400_0000);
             // SAFETY: as above.
             let got = unsafe { records_hw(!0, parts.iter().copied()) };
             assert_eq!(got, !table.checksum(&bytes), "{lens:?}");
