@@ -222,7 +222,7 @@ fn final_run(prepared: &Prepared, summary: &mut Summary, echo: bool) -> Result<(
     };
     summary
         .verified
-        .count(b, summary.iterations + 1)
+        .count(b, summary.iterations.saturating_add(1))
         .map_err(|w| why(format!("the guest {w}")))?;
     eprintln!(
         "nvirt crash loop: final clean run: boot {} verified {} pages, {}",

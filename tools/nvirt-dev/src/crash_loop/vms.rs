@@ -255,7 +255,7 @@ pub(crate) fn run(root: &Path, kills: u32, seed: u64, echo: bool) -> Result<VmLo
             ));
         }
     }
-    final_boot(&dir, &prepared, &mut summary, kills + 1, echo)?;
+    final_boot(&dir, &prepared, &mut summary, kills.saturating_add(1), echo)?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
